@@ -1,0 +1,1 @@
+"""Jobs: the ``fleetmine`` CLI, Ray job entry points, scheduling, benchmarks."""

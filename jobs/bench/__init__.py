@@ -1,0 +1,73 @@
+"""``fleetmine bench``: each figure next to a baseline measured in the same run.
+
+A benchmark is a function registered with :func:`benchmark`; it gets a
+:class:`BenchContext` (quick or full, a scratch directory) and returns
+:class:`BenchResult` rows. Ratios are ``measured / baseline`` in the benchmark's
+own "higher is better" or "lower is better" sense, stated per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "benchmark", "run_all"]
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    quick: bool
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    name: str
+    measured: float
+    baseline: float
+    unit: str
+    baseline_name: str
+    goal: str
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline if self.baseline else float("nan")
+
+    @property
+    def met(self) -> bool:
+        op, _, value = self.goal.partition(" ")
+        target = float(value.rstrip("x"))
+        return self.ratio >= target if op == ">=" else self.ratio <= target
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+BenchFn = Callable[[BenchContext], list[BenchResult]]
+BENCHMARKS: dict[str, BenchFn] = {}
+
+
+def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
+    def register(fn: BenchFn) -> BenchFn:
+        BENCHMARKS[name] = fn
+        return fn
+
+    return register
+
+
+def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResult]:
+    from jobs.bench import delta_write  # noqa: F401  (registers itself)
+
+    unknown = sorted(set(only or []) - set(BENCHMARKS))
+    if unknown:
+        from storage.errors import ConfigError
+
+        raise ConfigError(f"unknown benchmarks {unknown}; known: {sorted(BENCHMARKS)}")
+    results: list[BenchResult] = []
+    for name, fn in BENCHMARKS.items():
+        if only and name not in only:
+            continue
+        results.extend(fn(ctx))
+    return results

@@ -1,0 +1,79 @@
+"""Settings: one object, built once at the edge (CLI, API) and passed down.
+
+Lake locations are a URI plus ``storage_options``; the same options go to
+deltalake (object_store keys) and, translated, to fsspec/s3fs, so a lake on
+``./fleet-lake``, ``file:///data/lake`` or ``s3://bucket/prefix`` is the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "aws_storage_options", "normalize_uri"]
+
+_AWS_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+)
+
+
+def aws_storage_options(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The deltalake storage options taken from the standard AWS variables."""
+    env = dict(os.environ) if env is None else env
+    opts = {k: env[k] for k in _AWS_KEYS if env.get(k)}
+    if "AWS_REGION" not in opts and env.get("AWS_DEFAULT_REGION"):
+        opts["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+    endpoint = opts.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://") and "AWS_ALLOW_HTTP" not in opts:
+        opts["AWS_ALLOW_HTTP"] = "true"
+    return opts
+
+
+def normalize_uri(uri: str) -> str:
+    """A local path becomes absolute (``file://`` stripped); remote URIs are kept."""
+    if "://" in uri and not uri.startswith("file://"):
+        return uri.rstrip("/")
+    path = uri.removeprefix("file://")
+    return str(Path(path).expanduser().resolve())
+
+
+class Settings(BaseSettings):
+    """Everything configurable in fleetmine, from env (``FLEETMINE_*``) or flags."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETMINE_", extra="ignore", frozen=True)
+
+    lake: str = Field(default="./fleet-lake", description="Lake root URI")
+    ray_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ray_address", "RAY_ADDRESS", "FLEETMINE_RAY_ADDRESS"),
+        description="Ray cluster address; None starts a local Ray",
+    )
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    clip_seconds: float = 10.0
+    signal_rate_hz: float = 20.0
+    target_file_rows: int = 1_000_000
+    commit_retries: int = 10
+    vacuum_retention_hours: int = 168
+    lease_ttl_s: float = 3600.0
+
+    def model_post_init(self, __context: Any) -> None:
+        object.__setattr__(self, "lake", normalize_uri(self.lake))
+        if self.lake.startswith("s3://") and not self.storage_options:
+            object.__setattr__(self, "storage_options", aws_storage_options())
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (``None`` values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        if "lake" in changes and changes["lake"] is not None and "storage_options" not in changes:
+            data["storage_options"] = {}
+        return Settings(**data)

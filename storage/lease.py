@@ -1,0 +1,87 @@
+"""Lake-wide leases by compare-and-swap on the ``_leases`` Delta table.
+
+Acquire reads the lease log at version ``v``, checks nobody holds the lease, and
+commits its grant as version ``v+1`` with no conflict retries: if anyone else
+committed ``v+1`` first, the put-if-absent of the Delta log refuses ours and we
+read again. Expired grants (``ttl``) do not block, so a crashed holder does not
+wedge maintenance forever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction
+
+from storage.errors import LeaseHeldError
+
+if TYPE_CHECKING:
+    from storage.lake import Lake
+
+TABLE = "_leases"
+
+
+def holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None) -> list[dict[str, object]]:
+    rows = lake.read(TABLE, where=f"lease = '{name}'", version=version).to_pylist()
+    released = {r["token"] for r in rows if r["action"] == "release"}
+    return [
+        r for r in rows if r["action"] == "grant" and r["token"] not in released and r["expires_at"] > now
+    ]
+
+
+def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20) -> str:
+    lake.create_tables([TABLE])
+    token = uuid.uuid4().hex
+    writer = lake.writer(TABLE)
+    spec = writer.spec
+    for _ in range(attempts):
+        table = lake.delta(TABLE)
+        now = dt.datetime.now(dt.UTC)
+        held = holders(lake, name, now, version=table.version())
+        if held:
+            h = held[0]
+            raise LeaseHeldError(
+                f"lease {name!r} is held by {h['holder']} until {h['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        row = pa.table(
+            {
+                "lease": [name],
+                "token": [token],
+                "holder": [holder],
+                "action": ["grant"],
+                "at": [now],
+                "expires_at": [now + dt.timedelta(seconds=ttl_s)],
+            }
+        )
+        actions: list[AddAction | RemoveAction] = list(writer.write(spec.conform(row)))
+        try:
+            table.create_write_transaction(
+                actions,
+                mode="append",
+                schema=table.schema(),
+                commit_properties=CommitProperties(max_commit_retries=0),
+            )
+            return token
+        except CommitFailedError:
+            time.sleep(0.02)
+    raise LeaseHeldError(f"lease {name!r}: too much contention, gave up after {attempts} tries")
+
+
+def release(lake: Lake, name: str, token: str, holder: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    row = pa.table(
+        {
+            "lease": [name],
+            "token": [token],
+            "holder": [holder],
+            "action": ["release"],
+            "at": [now],
+            "expires_at": [now],
+        }
+    )
+    lake.append(TABLE, row)

@@ -1,0 +1,48 @@
+"""The tables of the lake, one module each; ``TABLES`` maps name to spec."""
+
+from storage.schema import TableSpec
+from storage.tables import (
+    can_frames,
+    clip_frames,
+    clips,
+    dataset_clips,
+    datasets,
+    drives,
+    embeddings,
+    leases,
+    mining_scores,
+    models,
+    runs,
+    signals,
+    tokens,
+)
+
+__all__ = ["TABLES", "get_spec"]
+
+TABLES: dict[str, TableSpec] = {
+    m.SPEC.name: m.SPEC
+    for m in (
+        drives,
+        can_frames,
+        signals,
+        clips,
+        clip_frames,
+        models,
+        embeddings,
+        mining_scores,
+        datasets,
+        dataset_clips,
+        runs,
+        tokens,
+        leases,
+    )
+}
+
+
+def get_spec(name: str) -> TableSpec:
+    from storage.errors import TableNotFoundError
+
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise TableNotFoundError(f"unknown table {name!r}; known: {sorted(TABLES)}") from None

@@ -1,0 +1,40 @@
+"""``clips``: fixed-length, keyframe-aligned clips with per-clip signal features."""
+
+import pyarrow as pa
+
+from storage.schema import UTC_TS, TableSpec
+
+SPEC = TableSpec(
+    name="clips",
+    keys=("clip_id",),
+    partition_by=("date",),
+    schema=pa.schema(
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("drive_id", pa.string()),
+            pa.field("vehicle_id", pa.string()),
+            pa.field("camera", pa.string()),
+            pa.field("start_time", UTC_TS),
+            pa.field("end_time", UTC_TS),
+            pa.field("duration_s", pa.float64()),
+            pa.field("video_uri", pa.string()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("fps", pa.float64()),
+            pa.field("codec", pa.string()),
+            pa.field("thumbnail_uri", pa.string()),
+            pa.field("speed_mean", pa.float64()),
+            pa.field("speed_min", pa.float64()),
+            pa.field("speed_max", pa.float64()),
+            pa.field("max_decel_mps2", pa.float64()),
+            pa.field("max_lat_accel_mps2", pa.float64()),
+            pa.field("max_steering_rate_dps", pa.float64()),
+            pa.field("brake_presses", pa.int32()),
+            pa.field("stop_count", pa.int32()),
+            pa.field("events", pa.list_(pa.string())),
+            pa.field("ingest_run_id", pa.string()),
+        ]
+    ),
+    description="clips with signal features and trigger events",
+)

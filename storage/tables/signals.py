@@ -1,0 +1,42 @@
+"""``signals``: canonical vehicle signals resampled to a fixed UTC grid (20 Hz)."""
+
+import pyarrow as pa
+
+from storage.schema import UTC_TS, TableSpec
+
+CANONICAL = (
+    "speed_mps",
+    "accel_mps2",
+    "steering_angle_deg",
+    "steering_rate_dps",
+    "yaw_rate_dps",
+    "brake_pressed",
+    "gas_pedal",
+    "turn_signal",
+    "gear",
+    "driver_override",
+)
+
+SPEC = TableSpec(
+    name="signals",
+    keys=("drive_id", "t"),
+    partition_by=("date",),
+    schema=pa.schema(
+        [
+            pa.field("drive_id", pa.string(), nullable=False),
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("t", UTC_TS, nullable=False),
+            pa.field("speed_mps", pa.float64()),
+            pa.field("accel_mps2", pa.float64()),
+            pa.field("steering_angle_deg", pa.float64()),
+            pa.field("steering_rate_dps", pa.float64()),
+            pa.field("yaw_rate_dps", pa.float64()),
+            pa.field("brake_pressed", pa.bool_()),
+            pa.field("gas_pedal", pa.float64()),
+            pa.field("turn_signal", pa.int8()),
+            pa.field("gear", pa.string()),
+            pa.field("driver_override", pa.bool_()),
+        ]
+    ),
+    description="canonical signals at 20 Hz, null where the car lacks them",
+)

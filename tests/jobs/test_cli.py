@@ -1,0 +1,87 @@
+"""The CLI as a user runs it: the installed ``fleetmine`` console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from storage import Lake
+from tests.storage.helpers import clip_rows
+
+FLEETMINE = shutil.which("fleetmine") or "fleetmine"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLEETMINE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("lake", "bench", "demo"):
+        assert cmd in out.stdout
+
+
+def test_lake_info_on_empty_and_filled_lake(tmp_path: Path) -> None:
+    uri = str(tmp_path / "lake")
+    out = run("lake", "info", "--lake", uri)
+    assert out.returncode == 0 and "no tables yet" in out.stdout
+    lake = Lake(uri)
+    lake.create_tables()
+    lake.append("clips", clip_rows(7))
+    out = run("lake", "info", "--lake", uri)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if " clips " in ln)
+    assert "│       1 │    7 │" in line
+
+
+def test_lake_defaults_to_env_then_cwd(tmp_path: Path) -> None:
+    Lake(str(tmp_path / "fleet-lake")).create_tables(["clips"])
+    env = {k: v for k, v in os.environ.items() if k != "FLEETMINE_LAKE"}
+    out = subprocess.run([FLEETMINE, "lake", "info"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert str(tmp_path / "fleet-lake") in out.stdout
+    out = run("lake", "info", env={"FLEETMINE_LAKE": str(tmp_path / "other")})
+    assert "no tables yet" in out.stdout and str(tmp_path / "other") in out.stdout
+
+
+def test_maintain_refuses_while_lease_held(tmp_path: Path) -> None:
+    uri = str(tmp_path / "lake")
+    lake = Lake(uri)
+    lake.create_tables()
+    for i in range(3):
+        lake.append("clips", clip_rows(2, start=2 * i, days=1))
+    with lake.lease("maintenance", "someone-else", ttl_s=120):
+        out = run("lake", "maintain", "--lake", uri)
+        assert out.returncode == 2
+        assert "held by someone-else" in out.stderr
+    out = run("lake", "maintain", "--lake", uri)
+    assert out.returncode == 0, out.stderr
+    assert len(lake.delta("clips").file_uris()) == 1
+
+
+def test_bench_quick_prints_delta_vs_parquet(tmp_path: Path) -> None:
+    out = run("bench", "--quick", "--only", "delta_write", "--json", str(tmp_path / "b.json"))
+    assert out.returncode == 0, out.stderr
+    assert "delta_write" in out.stdout and "pyarrow.parquet" in out.stdout
+    (row,) = json.loads((tmp_path / "b.json").read_text())
+    assert row["baseline"] > 0 and row["measured"] > 0
+    assert abs(row["ratio"] - row["measured"] / row["baseline"]) < 1e-9
+
+
+def test_demo_creates_lake_and_says_what_is_missing(tmp_path: Path) -> None:
+    out = run("demo", "--lake", str(tmp_path / "lake"))
+    assert out.returncode == 0, out.stderr
+    assert "not built yet" in out.stdout
+    assert (tmp_path / "lake" / "clips" / "_delta_log").is_dir()
