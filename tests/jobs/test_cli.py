@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from storage import Lake
 from tests.storage.helpers import clip_rows
 
-FLEETMINE = shutil.which("fleetmine") or "fleetmine"
+# The console script installed beside this interpreter (a venv need not be on PATH).
+FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
 
 
 def run(
