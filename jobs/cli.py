@@ -105,6 +105,62 @@ def lake_maintain(
 
 
 @app.command()
+def ingest(
+    raw: Annotated[str, typer.Argument(help="Raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")],
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-ingest drives already in the lake")] = False,
+) -> None:
+    """Decode drives under RAW not yet ingested. Exit 0: all ok; 3: some drives failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.drive import DriveResult
+    from jobs.ingest_job import run_ingest
+
+    s = settings(lake, address)
+    totals = {"clips": 0, "clip_frames": 0, "can_frames": 0, "bytes": 0}
+    progress = Progress(
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("drives  {task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    task_id = progress.add_task("drives", total=None, detail="")
+
+    def on_progress(event: str, result: DriveResult | None, counts: dict[str, int]) -> None:
+        if event == "start":
+            progress.update(task_id, total=counts["drives"])
+            return
+        for k in totals:
+            totals[k] += counts.get(k, 0)
+        detail = (
+            f"{totals['clips']} clips, {totals['clip_frames']} frames, "
+            f"{totals['can_frames']:,} CAN frames, {_human(totals['bytes'])}"
+        )
+        progress.update(task_id, advance=1, detail=detail)
+        if result is not None and not result.ok:
+            progress.console.print(f"[red]failed[/] {result.key}: {result.row.get('error')}", soft_wrap=True)
+
+    with progress:
+        report = run_ingest(raw, s, force=force, on_progress=on_progress)
+    if report.resumed:
+        console.print(f"resumed unfinished run {report.run_id}")
+    if not report.ok and not report.failed:
+        console.print(f"nothing new: {report.discovered} drives found, all already ingested ({s.lake})")
+        raise typer.Exit(0)
+    console.print(
+        f"run {report.run_id}: {report.discovered} drives found, {report.unchanged} already ingested, "
+        f"{len(report.ok)} ok, {len(report.failed)} failed",
+        soft_wrap=True,
+    )
+    for key, reason in report.failed:
+        console.print(f"  [red]failed[/] {key}: {reason}", soft_wrap=True)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller inputs, a minute or two")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write results here")] = None,

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "aws_storage_options", "normalize_uri"]
+__all__ = ["Settings", "Triggers", "aws_storage_options", "normalize_uri"]
 
 _AWS_KEYS = (
     "AWS_ENDPOINT_URL",
@@ -46,6 +46,24 @@ def normalize_uri(uri: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+class Triggers(BaseModel):
+    """Thresholds of the signal triggers that name a clip's ``events``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hard_brake_mps2: float = 3.0
+    sharp_turn_lat_mps2: float = 3.0
+    evasive_steer_rate_dps: float = 180.0
+    evasive_min_speed_mps: float = 5.0
+    stop_speed_mps: float = 0.3
+    stop_min_s: float = 0.5
+    stop_and_go_stops: int = 2
+    creep_max_speed_mps: float = 2.5
+    creep_min_s: float = 1.0
+    creep_within_s: float = 3.0
+    creep_max_accel_mps2: float = 0.5
+
+
 class Settings(BaseSettings):
     """Everything configurable in fleetmine, from env (``FLEETMINE_*``) or flags."""
 
@@ -64,6 +82,9 @@ class Settings(BaseSettings):
     commit_retries: int = 10
     vacuum_retention_hours: int = 168
     lease_ttl_s: float = 3600.0
+    triggers: Triggers = Field(default_factory=Triggers)
+    ingest_max_retries: int = 2
+    keyframes_per_clip: int = 4
 
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))

@@ -13,6 +13,7 @@ SPEC = TableSpec(
             pa.field("clip_id", pa.string(), nullable=False),
             pa.field("date", pa.date32(), nullable=False),
             pa.field("frame_index", pa.int32(), nullable=False),
+            pa.field("drive_id", pa.string()),
             pa.field("t", UTC_TS),
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),

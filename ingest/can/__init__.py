@@ -1,0 +1,29 @@
+"""CAN log readers by file suffix, and the DBC decoder."""
+
+from __future__ import annotations
+
+from ingest.can.candump import CandumpReader
+from ingest.can.peak_trc import TrcReader
+from ingest.can.vector_asc import AscReader
+from ingest.can.vector_blf import BlfReader
+from ingest.interfaces import CanReader, CanReadResult
+
+__all__ = ["READERS", "read_can_log", "reader_for"]
+
+READERS: tuple[CanReader, ...] = (CandumpReader(), AscReader(), BlfReader(), TrcReader())
+
+
+def reader_for(name: str) -> CanReader:
+    from storage.errors import ConfigError
+
+    lower = name.lower()
+    for r in READERS:
+        if lower.endswith(r.suffixes):
+            return r
+    known = sorted(s for r in READERS for s in r.suffixes)
+    raise ConfigError(f"no CAN reader for {name!r}; known suffixes: {known}")
+
+
+def read_can_log(data: bytes, name: str) -> CanReadResult:
+    """Frames of one log; unreadable lines counted in the result, never raised."""
+    return reader_for(name).read(data, name)

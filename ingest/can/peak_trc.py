@@ -1,0 +1,34 @@
+"""PEAK TRC logs through python-can; bad lines are skipped and counted."""
+
+from __future__ import annotations
+
+import io
+
+import can
+
+from ingest.can._pycan import FrameBuilder
+from ingest.interfaces import CanReadResult
+
+
+class TrcReader:
+    suffixes: tuple[str, ...] = (".trc",)
+
+    def read(self, data: bytes, name: str) -> CanReadResult:
+        text = data.decode("utf-8", errors="replace")
+        lines = text.splitlines(keepends=True)
+        header = [ln for ln in lines if ln.startswith(";")]
+        body = [ln for ln in lines if not ln.startswith(";") and ln.strip()]
+        builder = FrameBuilder()
+        result = CanReadResult(builder.table())
+        try:
+            builder.extend(can.TRCReader(io.StringIO(text)))
+        except (ValueError, IndexError, KeyError):
+            # One bad line aborts python-can's reader: read line by line instead.
+            builder = FrameBuilder()
+            for i, line in enumerate(body):
+                try:
+                    builder.extend(can.TRCReader(io.StringIO("".join(header) + line)))
+                except (ValueError, IndexError, KeyError) as exc:
+                    result.note(f"{name}: data line {i + 1}: {exc}")
+        result.frames = builder.table()
+        return result

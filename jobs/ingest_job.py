@@ -1,0 +1,214 @@
+"""``fleetmine ingest``: new drives under RAW into the lake, one Ray task per drive.
+
+A run has a number (``Txn("ingest", n)``). Its drive list is recorded in ``runs``
+before any work, every table gets one commit tagged with the run's txn, and the
+``drives`` rows are committed last. A run that dies part-way is resumed by the
+next ``fleetmine ingest``: same number, same drives, tables already committed
+are skipped, so nothing is duplicated or dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ingest.discover import DriveSource, discover
+from ingest.drive import DATA_TABLES, DriveIngest, DriveResult, drive_rows
+from storage.config import Settings, aws_storage_options, normalize_uri
+from storage.delta import Txn
+from storage.lake import Lake
+from storage.objectstore import Location
+from storage.tables import runs
+
+__all__ = ["IngestReport", "run_ingest"]
+
+log = logging.getLogger(__name__)
+APP_ID = "ingest"
+
+
+@dataclass
+class IngestReport:
+    run_id: str
+    run_number: int
+    resumed: bool
+    discovered: int
+    unchanged: int
+    ok: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+
+def _ingest_one(lake: Lake, settings: Settings, run_id: str, src: DriveSource) -> DriveResult:
+    stage = DriveIngest(lake, settings, run_id)
+    stage.setup()
+    try:
+        return stage.process(src)
+    except Exception as exc:  # a bug or an input we did not foresee: this drive fails, the run goes on
+        log.exception("drive %s failed", src.key)
+        return stage.failed(src, f"ingest error: {type(exc).__name__}: {exc}")
+
+
+def _raw_location(raw: str, settings: Settings) -> Location:
+    uri = normalize_uri(raw)
+    opts = settings.storage_options if uri.startswith("s3://") else {}
+    if uri.startswith("s3://") and not opts:
+        opts = aws_storage_options()
+    return Location(uri, opts)
+
+
+def _open_run(
+    lake: Lake, raw: Location, sources: list[DriveSource], todo: list[DriveSource]
+) -> tuple[int, list[DriveSource], bool]:
+    """Resume the last unfinished run on this RAW, or start the next number."""
+    prior = lake.read("runs", where=f"kind = '{APP_ID}'").to_pylist()
+    for r in sorted(prior, key=lambda r: r["run_number"] or 0, reverse=True):
+        params = json.loads(r["params"] or "{}")
+        if r["status"] == "running" and params.get("raw") == raw.uri:
+            keys = set(params.get("drives", []))
+            by_key = {s.key: s for s in sources}
+            return int(r["run_number"]), [by_key[k] for k in sorted(keys) if k in by_key], True
+        break
+    last = max([int(r["run_number"] or 0) for r in prior], default=0)
+    return max(last, lake.last_run_number(APP_ID, [*DATA_TABLES, "drives"])) + 1, todo, False
+
+
+def _run_row(
+    report: IngestReport, raw: Location, status: str, started: dt.datetime, drives: list[str]
+) -> pa.Table:
+    return runs.SPEC.conform(
+        pa.Table.from_pylist(
+            [
+                {
+                    "run_id": report.run_id,
+                    "kind": APP_ID,
+                    "app_id": APP_ID,
+                    "run_number": report.run_number,
+                    "params": json.dumps({"raw": raw.uri, "drives": drives}),
+                    "status": status,
+                    "started_at": started,
+                    "finished_at": None if status == "running" else dt.datetime.now(dt.UTC),
+                    "counts": json.dumps(report.counts),
+                    "errors": json.dumps([{"drive": k, "reason": r} for k, r in report.failed]),
+                }
+            ],
+            schema=runs.SPEC.schema,
+        )
+    )
+
+
+ProgressFn = Callable[[str, DriveResult | None, dict[str, int]], None]
+
+
+def run_ingest(
+    raw: str,
+    settings: Settings,
+    *,
+    force: bool = False,
+    runner: str = "ray",
+    on_progress: ProgressFn | None = None,
+) -> IngestReport:
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    raw_loc = _raw_location(raw, settings)
+    sources = discover(raw_loc)
+    known = {
+        r["source_uri"]: r
+        for r in lake.read("drives", columns=["drive_id", "source_uri", "fingerprint"]).to_pylist()
+    }
+    todo = [s for s in sources if force or s.uri not in known or known[s.uri]["fingerprint"] != s.fingerprint]
+    number, todo, resumed = _open_run(lake, raw_loc, sources, todo)
+    report = IngestReport(
+        run_id=f"{APP_ID}-{number:06d}",
+        run_number=number,
+        resumed=resumed,
+        discovered=len(sources),
+        unchanged=len(sources) - len(todo),
+    )
+    started = dt.datetime.now(dt.UTC)
+    keys = [s.key for s in todo]
+    if not todo:
+        return report
+    lake.upsert("runs", _run_row(report, raw_loc, "running", started, keys))
+    if on_progress:
+        on_progress("start", None, {"drives": len(todo)})
+
+    results = _execute(lake, settings, report.run_id, todo, runner, on_progress)
+    txn = Txn(APP_ID, number)
+    replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]
+    replaced += [r.drive_id for r in results]
+    for table in DATA_TABLES:
+        if lake.committed(table, txn):
+            continue
+        if replaced:  # drives re-ingested (--force or changed content) replace their old rows
+            ids = ", ".join(f"'{d}'" for d in sorted(set(replaced)))
+            lake.delete(table, f"drive_id IN ({ids})")
+        actions = [a for r in results for a in r.actions.get(table, [])]
+        lake.commit(table, actions, txn)
+    lake.upsert("drives", drive_rows(results), txn)
+    for r in results:
+        if r.ok:
+            report.ok.append(r.key)
+        else:
+            report.failed.append((r.key, str(r.row.get("error"))))
+        for k, v in r.counts.items():
+            report.counts[k] = report.counts.get(k, 0) + v
+    status = "partial" if report.failed else "succeeded"
+    lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
+    return report
+
+
+def _execute(
+    lake: Lake,
+    settings: Settings,
+    run_id: str,
+    todo: list[DriveSource],
+    runner: str,
+    on_progress: ProgressFn | None,
+) -> list[DriveResult]:
+    results: list[DriveResult] = []
+
+    def done(r: DriveResult) -> None:
+        results.append(r)
+        if on_progress:
+            on_progress("drive", r, r.counts)
+
+    if runner == "local":
+        for src in todo:
+            done(_ingest_one(lake, settings, run_id, src))
+        return results
+
+    from jobs.runtime import init_ray
+
+    ray = init_ray(settings.ray_address)
+    # Bounded retries: a decoder that crashes its worker (a segfault in FFmpeg) is
+    # retried a few times, then that drive fails; workers are recycled after a few
+    # drives so leaks in native decoders cannot accumulate.
+    task = ray.remote(
+        num_cpus=1, max_retries=settings.ingest_max_retries, retry_exceptions=False, max_calls=8
+    )(_ingest_one)
+    pending: dict[Any, DriveSource] = {task.remote(lake, settings, run_id, s): s for s in todo}
+    stage = DriveIngest(lake, settings, run_id)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            src = pending.pop(ref)
+            try:
+                done(ray.get(ref))
+            except (
+                ray.exceptions.WorkerCrashedError,
+                ray.exceptions.RayTaskError,
+                ray.exceptions.RayError,
+            ) as exc:
+                attempts = settings.ingest_max_retries + 1
+                done(stage.failed(src, f"decoder crashed its worker {attempts} times: {type(exc).__name__}"))
+    return results

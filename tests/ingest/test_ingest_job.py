@@ -1,0 +1,195 @@
+"""``fleetmine ingest`` end to end on the recorded data, with a real local Ray."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from ingest.drive import DATA_TABLES
+from jobs.ingest_job import run_ingest
+from storage import Lake, Settings, Txn
+from tests.ingest.conftest import DASHCAM, RAV4, make_drive
+
+FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
+TABLES = ("drives", *DATA_TABLES)
+
+
+def counts(lake: Lake) -> dict[str, int]:
+    return {t.name: t.rows for t in lake.info() if t.name in TABLES}
+
+
+def drive_row(lake: Lake, vehicle: str) -> dict[str, object]:
+    (row,) = lake.read("drives", where=f"vehicle_id = '{vehicle}'").to_pylist()
+    return row
+
+
+def test_recorded_drives_ingest_exactly(
+    real_raw: Path, tmp_path: Path, shared_data: Path, ray_local: object
+) -> None:
+    settings = Settings(lake=str(tmp_path / "lake"))
+    report = run_ingest(str(real_raw), settings)
+    assert report.exit_code == 0 and sorted(report.ok) == ["/".join(DASHCAM), "/".join(RAV4)]
+    lake = Lake.from_settings(settings)
+
+    rav4 = drive_row(lake, "rav4")
+    assert rav4["status"] == "ok" and rav4["platform"] == "toyota_rav4_2017"
+    assert str(rav4["drive_id"]).startswith("20180802-") and "." not in str(rav4["drive_id"])
+    # Every frame of the log, unknown ids included.
+    frames = lake.read(
+        "can_frames", columns=["t", "arbitration_id"], where=f"drive_id = '{rav4['drive_id']}'"
+    )
+    assert frames.num_rows == 67_741
+    # Signals match comma.ai's processed log, interpolated at our grid times.
+    sig = lake.read("signals", where=f"drive_id = '{rav4['drive_id']}'").sort_by("t")
+    t = sig.column("t").cast(pa.int64()).to_numpy() / 1e6
+    assert np.allclose(np.diff(t), 0.05)
+    with open(shared_data / "can" / "rav4_drive_seg40_part1_truth.csv") as f:
+        truth = [
+            (float(r["timestamp"]), float(r["speed_mps"]), float(r["steering_angle_deg"]))
+            for r in csv.DictReader(f)
+        ]
+    tt, speed, steer = (np.array(c) for c in zip(*truth, strict=True))
+    inside = (t >= tt[0]) & (t <= tt[-1])
+    assert inside.sum() > 550
+    got_speed = sig.column("speed_mps").to_numpy(zero_copy_only=False)[inside]
+    got_steer = sig.column("steering_angle_deg").to_numpy(zero_copy_only=False)[inside]
+    assert np.max(np.abs(got_speed - np.interp(t[inside], tt, speed))) < 1e-3
+    assert np.max(np.abs(got_steer - np.interp(t[inside], tt, steer))) < 0.05
+    assert set(sig.column("gear").drop_null().to_pylist()) == {"D"}
+
+    dash = drive_row(lake, "dashcam")
+    (clip,) = lake.read("clips", where=f"drive_id = '{dash['drive_id']}'").to_pylist()
+    assert (clip["width"], clip["height"], clip["fps"], clip["codec"]) == (960, 540, 25.0, "h264")
+    assert abs(clip["duration_s"] - 8.84) < 1e-6 and "." not in clip["clip_id"]
+    fs = lake.root.fs
+    with fs.open(clip["video_uri"], "rb") as f, av.open(f) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 221  # remuxed, every frame, no re-encode
+    thumb = Image.open(io.BytesIO(fs.cat_file(clip["thumbnail_uri"])))
+    assert thumb.format == "JPEG" and min(thumb.size) == 224
+    kf = lake.read("clip_frames", where=f"clip_id = '{clip['clip_id']}'").sort_by("frame_index")
+    assert kf.num_rows == 4
+    assert all(Image.open(io.BytesIO(j)).size == (398, 224) for j in kf.column("jpeg").to_pylist())
+
+
+def test_rerun_is_a_no_op_and_a_new_drive_adds_only_its_rows(
+    real_raw: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    settings = Settings(lake=str(tmp_path / "lake"))
+    run_ingest(str(real_raw), settings, runner="local")
+    lake = Lake.from_settings(settings)
+    before = counts(lake)
+    again = run_ingest(str(real_raw), settings, runner="local")
+    assert again.ok == [] and again.unchanged == 2
+    assert counts(lake) == before
+    make_drive(
+        real_raw,
+        "dashcam2",
+        "d2",
+        {"cameras/front.mp4": shared_data / "video" / "solidWhiteRight.mp4"},
+        {"start_time": "2016-08-29T10:00:00Z"},
+    )
+    third = run_ingest(str(real_raw), settings, runner="local")
+    assert third.ok == ["dashcam2/d2"]
+    after = counts(lake)
+    assert after["drives"] == before["drives"] + 1
+    assert after["clips"] == before["clips"] + 1 and after["clip_frames"] == before["clip_frames"] + 4
+    assert after["can_frames"] == before["can_frames"] and after["signals"] == before["signals"]
+    # --force re-ingests without duplicating.
+    run_ingest(str(real_raw), settings, runner="local", force=True)
+    assert counts(lake) == after
+
+
+def test_interrupted_run_resumes_without_duplicates(real_raw: Path, tmp_path: Path) -> None:
+    clean = Settings(lake=str(tmp_path / "clean"))
+    run_ingest(str(real_raw), clean, runner="local")
+    expected = counts(Lake.from_settings(clean))
+
+    # A run that died after committing only can_frames: its row says running.
+    settings = Settings(lake=str(tmp_path / "lake"))
+    import jobs.ingest_job as job
+
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    commits: list[str] = []
+    original = Lake.commit
+
+    def dying_commit(
+        self: Lake, table: str, actions: list[object], txn: Txn | None = None, **kw: object
+    ) -> object:
+        if commits:
+            raise SystemExit("killed")
+        commits.append(table)
+        return original(self, table, actions, txn, **kw)  # type: ignore[arg-type]
+
+    Lake.commit = dying_commit  # type: ignore[method-assign,assignment]
+    try:
+        with pytest.raises(SystemExit):
+            job.run_ingest(str(real_raw), settings, runner="local")
+    finally:
+        Lake.commit = original  # type: ignore[method-assign]
+    assert commits == ["can_frames"]
+    (run,) = lake.read("runs").to_pylist()
+    assert run["status"] == "running"
+
+    report = run_ingest(str(real_raw), settings, runner="local")
+    assert report.resumed and report.run_number == 1
+    assert counts(lake) == expected
+    assert lake.read("runs").column("status").to_pylist() == ["succeeded"]
+
+
+def test_corrupt_inputs_fail_with_reasons_and_the_rest_lands(
+    real_raw: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    video = (shared_data / "video" / "solidWhiteRight.mp4").read_bytes()
+    log = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes().splitlines(keepends=True)
+    garbled = b"".join([*log[:1000], b"not a frame at all\n", b"(1533226488.0) can0 ZZZ#00\n", *log[1000:]])
+    start = {"start_time": "2020-01-01T00:00:00Z"}
+    make_drive(real_raw, "bad", "empty", {"cameras/front.mp4": b""}, start)
+    make_drive(
+        real_raw,
+        "bad",
+        "random",
+        {"cameras/front.mp4": bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8))},
+        start,
+    )
+    make_drive(real_raw, "bad", "half", {"cameras/front.mp4": video[: len(video) // 2]}, start)
+    make_drive(real_raw, "bad", "garbled", {"can/pt.log": garbled}, {"platform": "toyota_rav4_2017"})
+    lake_dir = tmp_path / "lake"
+    out = subprocess.run(
+        [FLEETMINE, "ingest", str(real_raw), "--lake", str(lake_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "2 ok, 4 failed" in out.stdout
+    lake = Lake(str(lake_dir))
+    rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    assert rows["empty"]["status"] == "failed" and rows["empty"]["error"] == "front: empty file"
+    assert rows["random"]["status"] == "failed" and "cannot open video" in rows["random"]["error"]
+    assert rows["half"]["status"] == "failed" and "truncated video" in rows["half"]["error"]
+    assert rows["garbled"]["status"] == "failed" and "2 unreadable lines" in rows["garbled"]["error"]
+    assert rows["garbled"]["skipped_lines"] == 2
+    # What could be salvaged landed: the half video's first clip, every good CAN frame.
+    half_clips = lake.read("clips", where=f"drive_id = '{rows['half']['drive_id']}'")
+    assert half_clips.num_rows == 1
+    garbled_frames = lake.read(
+        "can_frames", columns=["t"], where=f"drive_id = '{rows['garbled']['drive_id']}'"
+    )
+    assert garbled_frames.num_rows == len(log)
+    # The good drives are complete.
+    assert (
+        rows["2016-08-28--21-16-08"]["status"] == "ok" and rows["2018-08-02--08-34-47--40"]["status"] == "ok"
+    )
+    (run,) = lake.read("runs").to_pylist()
+    assert run["status"] == "partial" and len(json.loads(run["errors"])) == 4
