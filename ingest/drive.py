@@ -245,9 +245,6 @@ class DriveIngest:
             if not data:
                 problems.append(f"{name}: empty file")
                 continue
-            if name.lower().endswith(".mf4"):
-                problems.append(f"{name}: MF4 logs are not supported yet")
-                continue
             res = read_can_log(data, name)
             skipped += res.skipped
             if res.skipped:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class IngestReport:
 
 
 def _ingest_one(lake: Lake, settings: Settings, run_id: str, src: DriveSource) -> DriveResult:
+    if os.environ.get("FLEETMINE_FAULT_CRASH_DRIVE") == src.key:
+        os.abort()  # fault injection (tests): what a segfault in a native decoder does to the worker
     stage = DriveIngest(lake, settings, run_id)
     stage.setup()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ingest.can.asam_mdf4 import Mf4Reader
 from ingest.can.candump import CandumpReader
 from ingest.can.peak_trc import TrcReader
 from ingest.can.vector_asc import AscReader
@@ -10,7 +11,7 @@ from ingest.interfaces import CanReader, CanReadResult
 
 __all__ = ["READERS", "read_can_log", "reader_for"]
 
-READERS: tuple[CanReader, ...] = (CandumpReader(), AscReader(), BlfReader(), TrcReader())
+READERS: tuple[CanReader, ...] = (CandumpReader(), AscReader(), BlfReader(), TrcReader(), Mf4Reader())
 
 
 def reader_for(name: str) -> CanReader:

@@ -36,50 +36,101 @@ class DecodeStats:
     problems: list[str] = field(default_factory=list)
 
 
-def _bytes_matrix(data: pa.BinaryArray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``data`` as an ``(n, width)`` uint8 matrix, zero-padded; and the lengths."""
-    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+_BE_KEEP = np.array([0] + [((1 << (8 * k)) - 1) << (8 * (8 - k)) for k in range(1, 9)], dtype=np.uint64)
+_LE_KEEP = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 9)], dtype=np.uint64)
+
+
+def _words(data: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each payload's first 8 bytes as a big- and a little-endian uint64 (zero-padded).
+
+    A strided view reads the 8-byte word at every byte offset of the value buffer,
+    so the words of all frames are one gather at the frames' start offsets.
+    """
     offsets = np.frombuffer(data.buffers()[1], dtype=np.int32)[data.offset : data.offset + len(data) + 1]
     values = np.frombuffer(data.buffers()[2], dtype=np.uint8) if data.buffers()[2] else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    if len(data) and (lengths == width).all():
-        return values[offsets[0] : offsets[-1]].reshape(len(data), width), lengths
-    out = np.zeros((len(data), width), dtype=np.uint8)
-    cols = np.arange(width)
-    take = cols[None, :] < np.minimum(lengths, width)[:, None]
-    idx = offsets[:-1, None] + cols[None, :]
-    out[take] = values[idx[take]]
-    return out, lengths
+    padded = np.concatenate([values, np.zeros(8, np.uint8)])
+    keep = np.minimum(lengths, 8)
+    starts = offsets[:-1]
+    shape = (len(padded) - 7,)
+    be_view = np.ndarray(shape, dtype=">u8", buffer=padded, strides=(1,))
+    le_view = np.ndarray(shape, dtype="<u8", buffer=padded, strides=(1,))
+    be = be_view[starts].astype(np.uint64) & _BE_KEEP[keep]
+    le = le_view[starts] & _LE_KEEP[keep]
+    return be, le, lengths
 
 
 def _raw(signal: Signal, be: np.ndarray, le: np.ndarray) -> np.ndarray:
     mask = np.uint64((1 << signal.length) - 1) if signal.length < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
     if signal.byte_order == "big_endian":
         pos = (signal.start // 8) * 8 + (7 - signal.start % 8)
-        shift = np.uint64(64 - pos - signal.length)
-        raw = (be >> shift) & mask
-    else:
-        raw = (le >> np.uint64(signal.start)) & mask
-    return raw
+        return (be >> np.uint64(64 - pos - signal.length)) & mask
+    return (le >> np.uint64(signal.start)) & mask
 
 
 def _physical(signal: Signal, raw: np.ndarray) -> np.ndarray:
+    """One signal the array plan does not cover (IEEE floats, 64-bit integers)."""
     if signal.is_float:
-        vals = (
-            raw.astype(np.uint32).view(np.float32) if signal.length == 32 else raw.view(np.float64)
-        ).astype(np.float64)
+        as_float = raw.astype(np.uint32).view(np.float32) if signal.length == 32 else raw.view(np.float64)
+        vals = as_float.astype(np.float64)
     elif signal.is_signed:
-        n = signal.length
-        r = raw.astype(np.int64)
-        if n < 64:
-            r = np.where(r >= (1 << (n - 1)), r - (1 << n), r)
-        vals = r.astype(np.float64)
+        vals = raw.view(np.int64).astype(np.float64)
     else:
         vals = raw.astype(np.float64)
-    scale, offset = signal.conversion.scale, signal.conversion.offset
-    if scale == 1 and offset == 0:
-        return vals
-    return vals * scale + offset
+    return vals * float(signal.conversion.scale) + float(signal.conversion.offset)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One message's signals as arrays, so all of them decode in a few numpy ops."""
+
+    names: tuple[str, ...]
+    big_endian: np.ndarray  # (S, 1) bool
+    shift: np.ndarray  # (S, 1) uint64
+    mask: np.ndarray  # (S, 1) uint64
+    sign_at: np.ndarray  # (S, 1) int64: raw >= this is negative (int64 max when unsigned)
+    sign_sub: np.ndarray  # (S, 1) int64
+    scale: np.ndarray  # (S, 1) float64
+    offset: np.ndarray  # (S, 1) float64
+    special: tuple[int, ...]  # float signals, 64-bit signals: decoded one by one
+    mux: tuple[tuple[int, int, tuple[int, ...]], ...]  # (signal, multiplexer signal, ids)
+
+
+def _plan(msg: Message) -> _Plan:
+    sigs = list(msg.signals)
+    col = lambda xs, dt: np.array(xs, dtype=dt).reshape(-1, 1)  # noqa: E731
+    be, shift, mask, sign_at, sign_sub, scale, offset, special = [], [], [], [], [], [], [], []
+    for i, s in enumerate(sigs):
+        big = s.byte_order == "big_endian"
+        pos = (s.start // 8) * 8 + (7 - s.start % 8)
+        be.append(big)
+        shift.append(64 - pos - s.length if big else s.start)
+        mask.append((1 << min(s.length, 63)) - 1)
+        signed = s.is_signed and not s.is_float
+        sign_at.append(1 << (s.length - 1) if signed and s.length < 64 else np.iinfo(np.int64).max)
+        sign_sub.append(1 << s.length if signed and s.length < 64 else 0)
+        scale.append(float(s.conversion.scale))
+        offset.append(float(s.conversion.offset))
+        if s.is_float or s.length >= 64 or (64 - pos - s.length if big else s.start) < 0:
+            special.append(i)
+    index = {s.name: i for i, s in enumerate(sigs)}
+    mux = tuple(
+        (i, index[s.multiplexer_signal], tuple(s.multiplexer_ids))
+        for i, s in enumerate(sigs)
+        if s.multiplexer_ids is not None and s.multiplexer_signal is not None
+    )
+    return _Plan(
+        names=tuple(f"{msg.name}.{s.name}" for s in sigs),
+        big_endian=col(be, bool),
+        shift=col([max(x, 0) for x in shift], np.uint64),
+        mask=col(mask, np.uint64),
+        sign_at=col(sign_at, np.int64),
+        sign_sub=col(sign_sub, np.int64),
+        scale=col(scale, np.float64),
+        offset=col(offset, np.float64),
+        special=tuple(special),
+        mux=mux,
+    )
 
 
 class VectorDecoder:
@@ -87,40 +138,46 @@ class VectorDecoder:
 
     def __init__(self, db: cantools.database.Database):
         self.db = db
-        self._by_id: dict[tuple[int, bool], Message] = {
-            (m.frame_id, bool(m.is_extended_frame)): m for m in db.messages
-        }
+        by_key = {m.frame_id | (1 << 40 if m.is_extended_frame else 0): m for m in db.messages}
+        self._keys = np.array(sorted(by_key), dtype=np.int64)
+        self._messages = [by_key[int(k)] for k in self._keys]
+        self._plans = [_plan(m) for m in self._messages]
+        self._std_lut = np.full(2048, len(self._keys), dtype=np.uint16)
+        for code, k in enumerate(self._keys.tolist()):
+            if k < 2048:
+                self._std_lut[k] = code
 
     def decode(self, frames: pa.Table) -> tuple[dict[str, DecodedSignal], DecodeStats]:
         """``{"MESSAGE.SIGNAL": DecodedSignal}`` for every signal of every known id."""
         stats = DecodeStats(frames=frames.num_rows)
         out: dict[str, DecodedSignal] = {}
-        if frames.num_rows == 0:
+        if frames.num_rows == 0 or not len(self._keys):
+            stats.unknown_ids = frames.num_rows
             return out, stats
         ids = frames.column("arbitration_id").to_numpy()
         ext = frames.column("is_extended").to_numpy(zero_copy_only=False)
         err = frames.column("is_error").to_numpy(zero_copy_only=False)
-        key = np.where(ext, ids | (1 << 40), ids)
-        key = np.where(err, -1, key)
-        order = np.argsort(key, kind="stable")
-        sorted_keys = key[order]
-        starts = np.flatnonzero(np.diff(sorted_keys, prepend=sorted_keys[0] - 1))
-        uniq = sorted_keys[starts]
-        bounds = [*starts.tolist(), len(order)]
+        # Dense codes for known messages (unknown = len): a table for 11-bit ids,
+        # a binary search for the rest; then an O(n) radix sort of the codes.
+        unknown = len(self._keys)
+        small = ~ext & (ids >= 0) & (ids < 2048)
+        if small.all():
+            codes = self._std_lut[ids]
+        else:
+            key = np.where(ext, ids | (1 << 40), ids)
+            pos = np.minimum(np.searchsorted(self._keys, key), unknown - 1)
+            codes = np.where(self._keys[pos] == key, pos, unknown).astype(np.uint16)
+        codes = np.where(err, unknown, codes).astype(np.uint16)
+        known_mask = codes != unknown
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        bounds = np.searchsorted(sorted_codes, np.arange(len(self._keys) + 1))
         t_all = frames.column("t_us").to_numpy()
         data_col = frames.column("data").combine_chunks()
-        mat_all, len_all = _bytes_matrix(data_col, 8)
-        be_all = mat_all.view(">u8").ravel().astype(np.uint64)
-        le_all = mat_all.view("<u8").ravel()
-        known = 0
-        for k, a, b in zip(uniq.tolist(), bounds[:-1], bounds[1:], strict=True):
-            if k < 0:
-                continue
-            msg = self._by_id.get((k & ((1 << 40) - 1), bool(k >> 40)))
-            if msg is None:
-                continue
-            rows = order[a:b]
-            known += len(rows)
+        be_all, le_all, len_all = _words(data_col)
+        for code in np.flatnonzero(np.diff(bounds)).tolist():
+            msg = self._messages[code]
+            rows = order[bounds[code] : bounds[code + 1]]
             if msg.length > 8:
                 self._decode_slow(msg, rows, t_all, data_col, out, stats)
                 continue
@@ -134,18 +191,32 @@ class VectorDecoder:
                 rows = rows[full]
             if len(rows) == 0:
                 continue
-            be, le = be_all[rows], le_all[rows]
-            t = t_all[rows]
-            raws = {s.name: _raw(s, be, le) for s in msg.signals}
             stats.decoded += len(rows)
-            for s in msg.signals:
-                vals = _physical(s, raws[s.name])
-                if s.multiplexer_ids is not None and s.multiplexer_signal is not None:
-                    sel = np.isin(raws[s.multiplexer_signal].astype(np.int64), s.multiplexer_ids)
-                    vals = np.where(sel, vals, np.nan)
-                out[f"{msg.name}.{s.name}"] = DecodedSignal(t, vals)
-        stats.unknown_ids = int((~err).sum()) - known
+            self._decode_plan(msg, self._plans[code], be_all[rows], le_all[rows], t_all[rows], out)
+        stats.unknown_ids = int((~known_mask & ~err).sum())
         return out, stats
+
+    @staticmethod
+    def _decode_plan(
+        msg: Message,
+        plan: _Plan,
+        be: np.ndarray,
+        le: np.ndarray,
+        t: np.ndarray,
+        out: dict[str, DecodedSignal],
+    ) -> None:
+        word = np.where(plan.big_endian, be[None, :], le[None, :])
+        raw = ((word >> plan.shift) & plan.mask).astype(np.int64)
+        raw = np.where(raw >= plan.sign_at, raw - plan.sign_sub, raw)
+        vals = raw.astype(np.float64) * plan.scale + plan.offset
+        sigs = msg.signals
+        for i in plan.special:
+            vals[i] = _physical(sigs[i], _raw(sigs[i], be, le))
+        for i, m, mux_ids in plan.mux:
+            sel = np.isin(raw[m], mux_ids)
+            vals[i] = np.where(sel, vals[i], np.nan)
+        for i, name in enumerate(plan.names):
+            out[name] = DecodedSignal(t, vals[i])
 
     def _decode_slow(
         self,

@@ -58,7 +58,7 @@ def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
 
 
 def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResult]:
-    from jobs.bench import delta_write  # noqa: F401  (registers itself)
+    from jobs.bench import can_decode, delta_write, video_ingest  # noqa: F401  (they register)
 
     unknown = sorted(set(only or []) - set(BENCHMARKS))
     if unknown:

@@ -120,3 +120,22 @@ def test_vectorised_decode_equals_cantools_on_every_frame(shared_data: Path, dbc
         np.testing.assert_array_equal(got.t_us, np.array(ts), err_msg=key)
         np.testing.assert_array_equal(got.values, np.array(vs), err_msg=key)  # bit-exact
     assert stats.unknown_ids > 0
+
+
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # asammdf's __del__ on a cut file
+def test_mf4_round_trip_through_asammdf(shared_data: Path, tmp_path: Path) -> None:
+    messages = list(can.LogReader(str(shared_data / "can" / "rav4_drive_seg40_part1.log")))[:2000]
+    writer = can.MF4Writer(str(tmp_path / "log.mf4"))
+    for m in messages:
+        writer.on_message_received(m)
+    writer.stop()
+    data = (tmp_path / "log.mf4").read_bytes()
+    result = read_can_log(data, "log.mf4")
+    assert result.skipped == 0 and result.frames.num_rows == 2000
+    got = result.frames.to_pylist()
+    assert [g["t_us"] for g in got] == [round(m.timestamp * 1e6) for m in messages]
+    assert [g["data"] for g in got] == [bytes(m.data) for m in messages]
+    cut = read_can_log(data[: len(data) // 2], "cut.mf4")
+    assert cut.skipped == 1 and "unreadable MF4" in cut.problems[0]

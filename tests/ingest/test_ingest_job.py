@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,20 @@ def test_corrupt_inputs_fail_with_reasons_and_the_rest_lands(
     )
     (run,) = lake.read("runs").to_pylist()
     assert run["status"] == "partial" and len(json.loads(run["errors"])) == 4
+
+
+def test_a_drive_that_crashes_its_worker_fails_after_bounded_retries(real_raw: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "FLEETMINE_FAULT_CRASH_DRIVE": "/".join(RAV4), "FLEETMINE_INGEST_MAX_RETRIES": "1"}
+    out = subprocess.run(
+        [FLEETMINE, "ingest", str(real_raw), "--lake", str(tmp_path / "lake")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    lake = Lake(str(tmp_path / "lake"))
+    rav4 = drive_row(lake, "rav4")
+    assert rav4["status"] == "failed" and "crashed its worker 2 times" in str(rav4["error"])
+    assert drive_row(lake, "dashcam")["status"] == "ok"
+    assert lake.read("can_frames", columns=["t"]).num_rows == 0

@@ -1,0 +1,26 @@
+"""ASAM MDF4 bus logging (.mf4) through python-can's MF4Reader, which uses asammdf."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import can
+
+from ingest.can._pycan import FrameBuilder
+from ingest.interfaces import CanReadResult
+
+
+class Mf4Reader:
+    suffixes: tuple[str, ...] = (".mf4",)
+
+    def read(self, data: bytes, name: str) -> CanReadResult:
+        builder = FrameBuilder()
+        result = CanReadResult(builder.table())
+        try:
+            for msg in can.MF4Reader(io.BytesIO(data)):
+                builder.add(msg)
+        except (struct.error, ValueError, KeyError, IndexError, OSError, AttributeError) as exc:
+            result.note(f"{name}: unreadable MF4 after {len(builder)} frames ({type(exc).__name__}: {exc})")
+        result.frames = builder.table()
+        return result
