@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import can
 import cantools
@@ -45,14 +46,14 @@ def can_decode(ctx: BenchContext) -> list[BenchResult]:
     def baseline_decode() -> None:
         for m in messages:
             try:  # noqa: SIM105  (the per-frame baseline as users write it)
-                db.decode_message(m.arbitration_id, bytes(m.data), decode_choices=False)
+                db.decode_message(m.arbitration_id, cast(bytes, m.data), decode_choices=False)
             except (KeyError, cantools.database.DecodeError):
                 pass
 
     def baseline_parse_decode() -> None:
         for m in can.LogReader(str(LOG)):
             try:  # noqa: SIM105  (the per-frame baseline as users write it)
-                db.decode_message(m.arbitration_id, bytes(m.data), decode_choices=False)
+                db.decode_message(m.arbitration_id, cast(bytes, m.data), decode_choices=False)
             except (KeyError, cantools.database.DecodeError):
                 pass
 

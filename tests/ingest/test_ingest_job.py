@@ -211,3 +211,27 @@ def test_a_drive_that_crashes_its_worker_fails_after_bounded_retries(real_raw: P
     assert rav4["status"] == "failed" and "crashed its worker 2 times" in str(rav4["error"])
     assert drive_row(lake, "dashcam")["status"] == "ok"
     assert lake.read("can_frames", columns=["t"]).num_rows == 0
+
+
+@pytest.mark.s3
+def test_ingest_from_s3_raw_into_s3_lake(
+    real_raw: Path, s3_options: dict[str, str], s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.objectstore import Location
+
+    raw = Location(f"s3://{s3_bucket}/raw", s3_options)
+    raw.fs.put(str(real_raw) + "/", raw.path, recursive=True)
+    for k, v in s3_options.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings(lake=f"s3://{s3_bucket}/lake")
+    assert settings.storage_options["AWS_ENDPOINT_URL"] == s3_options["AWS_ENDPOINT_URL"]
+    report = run_ingest(raw.uri, settings, runner="local")
+    assert report.exit_code == 0 and len(report.ok) == 2
+    lake = Lake.from_settings(settings)
+    assert counts(lake)["can_frames"] == 67_741 and counts(lake)["clips"] == 1
+    (clip,) = lake.read("clips").to_pylist()
+    assert clip["video_uri"].startswith(f"s3://{s3_bucket}/lake/media/clips/")
+    with lake.root.fs.open(clip["video_uri"], "rb") as f, av.open(f) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 221
+    again = run_ingest(raw.uri, settings, runner="local")
+    assert again.ok == [] and again.unchanged == 2
