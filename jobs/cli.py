@@ -105,6 +105,67 @@ def lake_maintain(
 
 
 @app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder for the raw fleet (and labels.json)")],
+    vehicles: Annotated[int, typer.Option(min=1)] = 3,
+    drives: Annotated[int, typer.Option(min=1, help="Drives per vehicle")] = 2,
+    minutes: Annotated[float, typer.Option(min=0.5, help="Minutes per drive")] = 2.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    rare_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of 10 s windows with a rare event")
+    ] = 0.02,
+    resolution: Annotated[str, typer.Option(help="WIDTHxHEIGHT")] = "640x360",
+    fps: Annotated[int, typer.Option(min=5, max=60)] = 20,
+    gop_seconds: Annotated[float, typer.Option(help="Keyframe interval")] = 1.0,
+    duplicates: Annotated[
+        int | None, typer.Option(help="Duplicate 30 s drives (default: one per 3 drives)")
+    ] = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Write a synthetic fleet in the raw layout, with ground-truth rare events in OUT/labels.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.synth.fleet import SynthConfig, _plan, synthesize
+
+    try:
+        width, height = (int(x) for x in resolution.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"resolution must be WIDTHxHEIGHT, got {resolution!r}") from None
+    cfg = SynthConfig(
+        vehicles=vehicles,
+        drives=drives,
+        minutes=minutes,
+        seed=seed,
+        rare_rate=rare_rate,
+        width=width,
+        height=height,
+        fps=fps,
+        gop_seconds=gop_seconds,
+        duplicates=duplicates,
+    )
+    total = len(_plan(cfg))
+    progress = Progress(
+        TextColumn("[bold]synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("drives"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task("drives", total=total)
+        labels = synthesize(out, cfg, on_drive=lambda _key: progress.advance(task))
+    events = labels["events"]
+    assert isinstance(events, list)
+    console.print(
+        f"wrote {total} drives to {out}: {len(events)} planted rare events, "
+        f"{len(labels['duplicates'])} duplicate clip pairs (labels: {out / 'labels.json'})",  # type: ignore[arg-type]
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def ingest(
     raw: Annotated[str, typer.Argument(help="Raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")],
     lake: LakeOpt = None,
@@ -191,19 +252,46 @@ def bench(
 
 
 @app.command()
-def demo(lake: LakeOpt = None, address: AddressOpt = None) -> None:
-    """The main job on the embedded default: synth -> ingest -> ... -> serve."""
-    from storage.lake import Lake
+def demo(
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+    raw: Annotated[
+        Path | None, typer.Option(help="Where the synthetic fleet goes (default: beside the lake)")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    vehicles: Annotated[int, typer.Option(min=1)] = 3,
+    drives: Annotated[int, typer.Option(min=1)] = 2,
+    minutes: Annotated[float, typer.Option(min=0.5)] = 2.0,
+) -> None:
+    """The main job on the embedded default: synth -> ingest -> ... (each stage as it lands)."""
 
     s = settings(lake, address)
-    lk = Lake.from_settings(s)
-    created = lk.create_tables()
-    console.print(f"[bold]lake[/] {lk.uri}: {len(created)} tables created, {len(lk.info())} present")
+    raw_dir = raw or (Path(s.lake).parent / "fleet-raw" if "://" not in s.lake else Path("fleet-raw"))
+    console.rule("[bold]1. synth[/]: a synthetic fleet with planted rare events")
+    if (raw_dir / "labels.json").exists():
+        console.print(f"reusing the fleet at {raw_dir} (delete it to regenerate)", soft_wrap=True)
+    else:
+        synth(
+            out=raw_dir,
+            vehicles=vehicles,
+            drives=drives,
+            minutes=minutes,
+            seed=seed,
+            lake=s.lake,
+            address=address,
+        )
+    console.rule("[bold]2. ingest[/]: video + CAN into Delta tables on Ray")
+    try:
+        ingest(raw=str(raw_dir), lake=s.lake, address=address, force=False)
+    except typer.Exit as done:
+        if done.exit_code not in (0, None):
+            raise
     lake_info(lake=s.lake, address=address)
-    missing = ["synth", "ingest", "embed", "index", "mine", "dataset", "export", "serve"]
+    missing = ["embed", "index", "mine", "dataset", "export", "serve"]
     console.print(
         "[yellow]not built yet:[/] " + " -> ".join(missing) + " (see the open issues); "
-        "the demo runs each stage as it lands."
+        "the demo runs each stage as it lands.",
+        soft_wrap=True,
     )
 
 

@@ -81,8 +81,13 @@ def test_bench_quick_prints_delta_vs_parquet(tmp_path: Path) -> None:
     assert abs(row["ratio"] - row["measured"] / row["baseline"]) < 1e-9
 
 
-def test_demo_creates_lake_and_says_what_is_missing(tmp_path: Path) -> None:
-    out = run("demo", "--lake", str(tmp_path / "lake"))
+def test_demo_synthesizes_ingests_and_says_what_is_missing(tmp_path: Path) -> None:
+    args = ("demo", "--lake", str(tmp_path / "lake"), "--vehicles", "1", "--drives", "1", "--minutes", "0.5")
+    out = run(*args)
     assert out.returncode == 0, out.stderr
-    assert "not built yet" in out.stdout
-    assert (tmp_path / "lake" / "clips" / "_delta_log").is_dir()
+    assert (tmp_path / "fleet-raw" / "labels.json").exists()
+    assert "1 ok, 0 failed" in out.stdout and "not built yet" in out.stdout
+    clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
+    assert clips.num_rows == 3
+    again = run(*args)
+    assert again.returncode == 0 and "reusing the fleet" in again.stdout and "nothing new" in again.stdout

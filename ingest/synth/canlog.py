@@ -1,0 +1,152 @@
+"""CAN logs consistent with a :class:`DriveState`, encoded with cantools from the
+synthetic platform's DBC, at realistic rates and with sensor noise, written as
+candump -L, Vector ASC or Vector BLF through python-can's writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import can
+import numpy as np
+
+from ingest.platform import load_platform
+from ingest.synth.scenario import HZ, DriveState
+
+__all__ = ["FORMATS", "write_can_log"]
+
+FORMATS = (".log", ".asc", ".blf")
+# message -> rate in Hz
+RATES = {
+    "WHEEL_SPEEDS": 80,
+    "STEERING": 100,
+    "IMU": 50,
+    "BRAKE": 50,
+    "GAS": 50,
+    "GEAR": 10,
+    "TURN_SIGNALS": 10,
+    "DRIVER": 100,
+}
+
+
+def _values(
+    name: str, st: DriveState, i: np.ndarray, rng: np.random.Generator, k: int
+) -> list[dict[str, float]]:
+    n = len(i)
+    if name == "WHEEL_SPEEDS":
+        kmh = st.speed[i] * 3.6
+        return [
+            {
+                f"WHEEL_SPEED_{w}": max(0.0, float(kmh[j] + rng.normal(0, 0.04)))
+                for w in ("FL", "FR", "RL", "RR")
+            }
+            for j in range(n)
+        ]
+    if name == "STEERING":
+        return [
+            {
+                "STEER_ANGLE": float(st.steer_deg[i[j]] + rng.normal(0, 0.05)),
+                "STEER_RATE": float(np.clip(st.steer_rate[i[j]], -16000, 16000)),
+                "DRIVER_TORQUE": float(st.torque[i[j]] + rng.normal(0, 0.02)),
+                "COUNTER": (k + j) % 16,
+            }
+            for j in range(n)
+        ]
+    if name == "IMU":
+        return [
+            {
+                "YAW_RATE": float(st.yaw_rate[i[j]] + rng.normal(0, 0.05)),
+                "ACCEL_X": float(st.accel[i[j]] + rng.normal(0, 0.03)),
+                "ACCEL_Y": float(st.lat_accel[i[j]] + rng.normal(0, 0.03)),
+            }
+            for j in range(n)
+        ]
+    if name == "BRAKE":
+        return [
+            {"BRAKE_PRESSED": int(st.brake[i[j]]), "BRAKE_PRESSURE": float(max(0.0, -st.accel[i[j]]) * 12.0)}
+            for j in range(n)
+        ]
+    if name == "GAS":
+        return [{"GAS_PEDAL": float(min(1.27, st.gas[i[j]]))} for j in range(n)]
+    if name == "GEAR":
+        return [{"GEAR": 3} for _ in range(n)]
+    if name == "TURN_SIGNALS":
+        return [{"TURN_SIGNAL": int(st.turn[i[j]])} for j in range(n)]
+    if name == "DRIVER":
+        return [
+            {
+                "DRIVER_OVERRIDE": int(st.override[i[j]]),
+                "ADAS_MODE": 1 + (k + j) % 2,
+                "ADAS_SET_SPEED": 25.0,
+                "ADAS_GAP": 1.8,
+            }
+            for j in range(n)
+        ]
+    raise KeyError(name)
+
+
+def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> list[can.Message]:
+    db = load_platform("fleetmine_synth").database
+    t0 = start.timestamp()
+    duration = len(st.t) / HZ
+    out: list[tuple[float, int, bytes]] = []
+    for k, (name, rate) in enumerate(RATES.items()):
+        msg = db.get_message_by_name(name)
+        phase = (k * 0.0013) % (1.0 / rate)
+        times = np.arange(phase, duration, 1.0 / rate)
+        times = times + rng.uniform(-0.0002, 0.0002, len(times))
+        times = np.clip(times, 0, duration - 1e-3)
+        idx = np.minimum((times * HZ).astype(int), len(st.t) - 1)
+        for tm, vals in zip(times, _values(name, st, idx, rng, k), strict=True):
+            out.append((round(t0 + float(tm), 6), msg.frame_id, msg.encode(vals, strict=False)))
+    out.sort(key=lambda m: (m[0], m[1]))
+    return [
+        can.Message(timestamp=t, arbitration_id=a, data=d, is_extended_id=False, channel="can0")
+        for t, a, d in out
+    ]
+
+
+def write_can_log(path: Path, msgs: list[can.Message]) -> None:
+    """candump -L, ASC or BLF by suffix; byte-identical for identical messages."""
+    suffix = path.suffix.lower()
+    if suffix == ".log":
+        lines = [f"({m.timestamp:.6f}) can0 {m.arbitration_id:03X}#{m.data.hex().upper()}\n" for m in msgs]
+        path.write_text("".join(lines))
+        return
+    if suffix == ".asc":
+        buf = io.StringIO()
+        writer = can.ASCWriter(buf)
+        for m in msgs:
+            writer.on_message_received(
+                can.Message(
+                    timestamp=m.timestamp,
+                    arbitration_id=m.arbitration_id,
+                    data=m.data,
+                    is_extended_id=m.is_extended_id,
+                    channel=0,
+                )
+            )
+        # python-can stamps the header with the wall clock; use the log's own start.
+        header = writer._format_header_datetime(dt.datetime.fromtimestamp(msgs[0].timestamp))
+        text = buf.getvalue()
+        writer.stop()
+        lines = text.splitlines(keepends=True)
+        lines[0] = f"date {header}\n"
+        path.write_text("".join(lines))
+        return
+    if suffix == ".blf":
+        with can.BLFWriter(str(path)) as blf:
+            for m in msgs:
+                blf.on_message_received(
+                    can.Message(
+                        timestamp=m.timestamp,
+                        arbitration_id=m.arbitration_id,
+                        data=m.data,
+                        is_extended_id=m.is_extended_id,
+                        channel=0,
+                    )
+                )
+        return
+    raise ValueError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")
