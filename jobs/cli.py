@@ -243,7 +243,7 @@ def bench(
             f"{r.measured:,.1f} {r.unit}",
             f"{r.baseline:,.1f} {r.unit} ({r.baseline_name})",
             f"{r.ratio:.2f}x",
-            r.goal,
+            r.goal + (" (figure)" if r.goal_on_measured else ""),
             "yes" if r.met else "NO",
         )
     console.print(table)
