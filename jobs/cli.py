@@ -20,6 +20,8 @@ from storage.errors import FleetError
 app = typer.Typer(help="fleetmine: the data engine for self-driving fleets.", no_args_is_help=True)
 lake_app = typer.Typer(help="Lake tables: info and maintenance.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
+model_app = typer.Typer(help="The encoder registry.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -219,6 +221,181 @@ def ingest(
     for key, reason in report.failed:
         console.print(f"  [red]failed[/] {key}: {reason}", soft_wrap=True)
     raise typer.Exit(report.exit_code)
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="NAME@VERSION or NAME (default: the current model)")
+]
+
+
+@model_app.command("register")
+def model_register(
+    name: Annotated[str, typer.Argument()],
+    kind: Annotated[str, typer.Option(help="builtin | onnx | torchscript")] = "onnx",
+    uri: Annotated[str | None, typer.Option(help="The model file (local path or s3://)")] = None,
+    dim: Annotated[int | None, typer.Option(help="Output dimension")] = None,
+    params: Annotated[str, typer.Option(help="JSON: input_size, mean, std, layout")] = "{}",
+    current: Annotated[bool, typer.Option("--current", help="Make it the current version")] = False,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Register an encoder at its next version (entries are immutable)."""
+    from mining.registry import register
+    from storage.lake import Lake
+
+    lk = Lake.from_settings(settings(lake, address))
+    spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
+    console.print(f"registered {spec.ref} ({spec.kind}, {spec.dim}-d){' [current]' if current else ''}")
+
+
+@model_app.command("list")
+def model_list(lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Registered encoders."""
+    from mining.registry import list_models
+    from storage.lake import Lake
+
+    table = Table()
+    for col in ("model", "kind", "dim", "uri", "current"):
+        table.add_column(col)
+    for m in list_models(Lake.from_settings(settings(lake, address))):
+        table.add_row(m.ref, m.kind, str(m.dim), m.uri or "", "yes" if m.is_current else "")
+    console.print(table)
+
+
+@model_app.command("set-current")
+def model_set_current(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")], lake: LakeOpt = None, address: AddressOpt = None
+) -> None:
+    """Make NAME@VERSION the current version of NAME (and the lake's current model)."""
+    from mining.registry import set_current
+    from storage.errors import ConfigError
+    from storage.lake import Lake
+
+    name, _, version = ref.partition("@")
+    if not version.isdigit():
+        raise ConfigError(f"give NAME@VERSION, got {ref!r}")
+    set_current(Lake.from_settings(settings(lake, address)), name, int(version))
+    console.print(f"{ref} is current")
+
+
+@app.command()
+def embed(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Embed every clip that lacks an embedding for the model (default: the current one)."""
+    from mining.embed import run_embed
+
+    with console.status("embedding clips..."):
+        r = run_embed(settings(lake, address), model)
+    console.print(f"{r.model}: {r.embedded} clips embedded, {r.already} already had vectors (run {r.run_id})")
+
+
+@app.command()
+def index(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Build (or extend) and persist the FAISS index of a model version."""
+    from mining.queries import build_index
+
+    r = build_index(settings(lake, address), model)
+    console.print(
+        f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added) at {r['uri']}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def mine(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Score novelty, rarity and near-duplicates of every clip (one run in mining_scores)."""
+    from mining.novelty import run_mine
+
+    r = run_mine(settings(lake, address), model)
+    console.print(
+        f"{r.model}: {r.scored} clips scored against the {r.reference}, "
+        f"{r.duplicates} near-duplicates (run {r.run_id})"
+    )
+
+
+@app.command()
+def search(
+    clip: Annotated[str, typer.Option("--clip", help="The example clip id")],
+    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
+    where: Annotated[
+        str | None, typer.Option(help="SQL predicate on clips, e.g. \"array_has(events, 'hard_brake')\"")
+    ] = None,
+    model: ModelOpt = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Clips most like CLIP (optionally among clips matching --where)."""
+    from mining.queries import similar
+    from storage.lake import Lake
+
+    lk = Lake.from_settings(settings(lake, address))
+    table = Table()
+    table.add_column("clip")
+    table.add_column("distance", justify="right")
+    for n in similar(lk, clip_id=clip, k=k, where=where, model=model):
+        table.add_row(n.clip_id, f"{n.distance:.4f}")
+    console.print(table)
+
+
+@app.command("corner-cases")
+def corner_cases_cmd(
+    k: Annotated[int, typer.Option("-k", min=1, max=10000)] = 50,
+    event: Annotated[str | None, typer.Option(help="Only clips with this trigger event")] = None,
+    model: ModelOpt = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Clips ranked by novelty (duplicates left out)."""
+    from mining.queries import corner_cases
+    from storage.lake import Lake
+
+    table = Table()
+    for col in ("clip", "novelty", "rarity", "signal rarity", "cluster"):
+        table.add_column(col, justify="left" if col == "clip" else "right")
+    for r in corner_cases(Lake.from_settings(settings(lake, address)), k=k, event=event, model=model):
+        table.add_row(
+            r["clip_id"],
+            f"{r['novelty']:.3f}",
+            f"{r['rarity']:.2f}",
+            f"{r['signal_rarity']:.2f}",
+            str(r["cluster_id"]),
+        )
+    console.print(table)
+
+
+@app.command("eval-mining")
+def eval_mining(
+    labels: Annotated[Path, typer.Option("--labels", help="OUT/labels.json of `fleetmine synth`")],
+    model: ModelOpt = None,
+    json_path: Annotated[Path | None, typer.Option("--json")] = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Mining quality on a synthetic fleet: novelty vs baselines, more-like-this, dedup."""
+    from mining.evaluation import evaluate
+    from storage.lake import Lake
+
+    r = evaluate(Lake.from_settings(settings(lake, address)), labels, model)
+    console.print(f"{r.model} on {r.clips} clips, {r.planted} planted rare clips (k = {r.k})")
+    t = Table(title="novelty ranking, top k")
+    for col in ("ranking", "recall@k", "average precision"):
+        t.add_column(col, justify="left" if col == "ranking" else "right")
+    t.add_row("fleetmine novelty", f"{r.recall:.2f}", f"{r.ap:.2f}")
+    t.add_row("uniqueness (mean dist to 3-NN)", f"{r.recall_uniqueness:.2f}", f"{r.ap_uniqueness:.2f}")
+    t.add_row("random", f"{r.recall_random:.2f}", f"{r.ap_random:.2f}")
+    console.print(t)
+    pt = Table(title="per event type (found in top k / planted)")
+    pt.add_column("type")
+    pt.add_column("found", justify="right")
+    for typ, (found, total) in sorted(r.per_type.items()):
+        pt.add_row(typ, f"{found}/{total}")
+    console.print(pt)
+    console.print(f"more like this: precision@5 = {r.more_like_this_p5:.2f}")
+    console.print(
+        f"duplicates: {r.dup_truth} planted pairs, {r.dup_predicted} predicted links, "
+        f"recall {r.dup_recall:.2f}, precision {r.dup_precision:.2f}"
+    )
+    if json_path:
+        json_path.write_text(json.dumps(r.as_dict(), indent=2))
 
 
 @app.command()

@@ -60,7 +60,13 @@ def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
 
 
 def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResult]:
-    from jobs.bench import can_decode, delta_write, synth_speed, video_ingest  # noqa: F401  (they register)
+    from jobs.bench import (  # noqa: F401  (they register themselves)
+        can_decode,
+        delta_write,
+        faiss_search,
+        synth_speed,
+        video_ingest,
+    )
 
     unknown = sorted(set(only or []) - set(BENCHMARKS))
     if unknown:

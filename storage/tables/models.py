@@ -16,6 +16,7 @@ SPEC = TableSpec(
             pa.field("dim", pa.int32()),
             pa.field("params", pa.string()),
             pa.field("is_current", pa.bool_()),
+            pa.field("current_since", UTC_TS),
             pa.field("created_at", UTC_TS),
         ]
     ),

@@ -1,0 +1,147 @@
+"""``fleetmine eval-mining``: mining quality on a synthetic fleet, next to baselines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mining.embed import load_vectors
+from mining.index import ClipIndex, IndexConfig
+from mining.registry import resolve
+from storage.errors import ConfigError
+from storage.lake import Lake
+
+__all__ = ["EvalReport", "evaluate"]
+
+
+@dataclass
+class EvalReport:
+    model: str
+    clips: int
+    planted: int
+    k: int
+    recall: float
+    ap: float
+    recall_uniqueness: float
+    ap_uniqueness: float
+    recall_random: float
+    ap_random: float
+    per_type: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (found, planted)
+    more_like_this_p5: float = 0.0
+    dup_truth: int = 0
+    dup_predicted: int = 0
+    dup_recall: float = 0.0
+    dup_precision: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _t(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def _ap(ranking: list[str], relevant: set[str], k: int) -> float:
+    hits, total = 0, 0.0
+    for i, c in enumerate(ranking[:k]):
+        if c in relevant:
+            hits += 1
+            total += hits / (i + 1)
+    return total / max(len(relevant), 1)
+
+
+def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int = 0) -> EvalReport:
+    try:
+        labels = json.loads(Path(labels_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read labels {labels_path}: {exc} (write them with `fleetmine synth OUT`)"
+        ) from exc
+    spec = resolve(lake, model)
+    drives = {(r["vehicle_id"], r["drive"]): r["drive_id"] for r in lake.read("drives").to_pylist()}
+    clips = lake.read("clips", columns=["clip_id", "drive_id", "start_time", "end_time"]).to_pylist()
+    by_drive: dict[str, list[dict[str, Any]]] = {}
+    for c in clips:
+        by_drive.setdefault(c["drive_id"], []).append(c)
+
+    def clip_at(vehicle: str, drive: str, t: dt.datetime) -> str | None:
+        for c in by_drive.get(drives.get((vehicle, drive), ""), []):
+            if c["start_time"] <= t < c["end_time"]:
+                return str(c["clip_id"])
+        return None
+
+    planted: dict[str, str] = {}
+    for e in labels["events"]:
+        cid = clip_at(e["vehicle_id"], e["drive"], _t(e["start_time"]))
+        if cid:
+            planted[cid] = e["type"]
+    ids, vectors = load_vectors(lake, spec)
+    scores = lake.read("mining_scores", where=f"model_version = '{spec.ref}'").to_pylist()
+    latest = max((r["run_id"] for r in scores), default=None)
+    novelty = {r["clip_id"]: r["novelty"] for r in scores if r["run_id"] == latest}
+    dup_of = {r["clip_id"]: r["duplicate_of"] for r in scores if r["run_id"] == latest}
+    k = len(planted)
+    relevant = set(planted)
+    ranking = sorted(novelty, key=lambda c: -novelty[c])
+
+    # Baseline: FiftyOne Brain's uniqueness, mean distance to the 3 nearest neighbours.
+    index = ClipIndex.build(vectors, ids, IndexConfig(exact_below=10**12))
+    dist, names = index.search(vectors, 4)
+    unique = {
+        c: float(np.mean([d for d, m in zip(dist[i], names[i], strict=False) if m != c][:3]))
+        for i, c in enumerate(ids)
+    }
+    uniq_rank = sorted(unique, key=lambda c: -unique[c])
+    rng = np.random.default_rng(seed)
+    rand_recall, rand_ap = [], []
+    for _ in range(50):
+        perm = [ids[i] for i in rng.permutation(len(ids))]
+        rand_recall.append(len(set(perm[:k]) & relevant) / max(k, 1))
+        rand_ap.append(_ap(perm, relevant, k))
+    per_type: dict[str, tuple[int, int]] = {}
+    top = set(ranking[:k])
+    for cid, typ in planted.items():
+        found, total = per_type.get(typ, (0, 0))
+        per_type[typ] = (found + (cid in top), total + 1)
+    # "More like this": the 5 nearest of each planted clip; same type is a hit.
+    p5 = []
+    for cid, typ in planted.items():
+        if cid not in index.position:
+            continue
+        _, nn = index.search(index.vectors_of([cid]), 6)
+        near = [c for c in nn[0] if c != cid][:5]
+        p5.append(sum(planted.get(c) == typ for c in near) / 5)
+    # Duplicates: labelled pairs vs predicted duplicate_of links (grouped).
+    truth = set()
+    for d in labels["duplicates"]:
+        a = clip_at(d["a"]["vehicle_id"], d["a"]["drive"], _t(d["a"]["start_time"]))
+        b = clip_at(d["b"]["vehicle_id"], d["b"]["drive"], _t(d["b"]["start_time"]))
+        if a and b:
+            truth.add(frozenset((a, b)))
+    predicted = {frozenset((c, p)) for c, p in dup_of.items() if p}
+    group = {c: p or c for c, p in dup_of.items()}
+    found = sum(1 for pair in truth if len({group.get(c, c) for c in pair}) == 1)
+    correct = sum(1 for pair in predicted if pair in truth or any(pair <= {*t} for t in truth))
+    return EvalReport(
+        model=spec.ref,
+        clips=len(ids),
+        planted=k,
+        k=k,
+        recall=len(top & relevant) / max(k, 1),
+        ap=_ap(ranking, relevant, k),
+        recall_uniqueness=len(set(uniq_rank[:k]) & relevant) / max(k, 1),
+        ap_uniqueness=_ap(uniq_rank, relevant, k),
+        recall_random=float(np.mean(rand_recall)),
+        ap_random=float(np.mean(rand_ap)),
+        per_type=per_type,
+        more_like_this_p5=float(np.mean(p5)) if p5 else 0.0,
+        dup_truth=len(truth),
+        dup_predicted=len(predicted),
+        dup_recall=found / max(len(truth), 1),
+        dup_precision=correct / max(len(predicted), 1),
+    )

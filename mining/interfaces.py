@@ -1,0 +1,66 @@
+"""The contracts of ``mining``: encoders and indexes. Implementations sit beside it.
+
+An :class:`Encoder` is a stage: it is configured by an immutable registry entry
+(:class:`ModelSpec`), loads its weights in :meth:`Encoder.setup` (inside the Ray
+actor, never in the driver), and turns a batch of :class:`ClipInput` into one
+L2-normalised float32 vector per clip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+__all__ = ["ClipInput", "Encoder", "ModelSpec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the ``models`` table: immutable; a new version is a new row."""
+
+    name: str
+    version: int
+    kind: str  # builtin | onnx | torchscript
+    uri: str | None
+    dim: int
+    params: dict[str, Any] = field(default_factory=dict)
+    is_current: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ModelSpec:
+        return cls(
+            name=row["name"],
+            version=int(row["version"]),
+            kind=row["kind"],
+            uri=row.get("uri"),
+            dim=int(row["dim"]),
+            params=json.loads(row.get("params") or "{}"),
+            is_current=bool(row.get("is_current")),
+        )
+
+
+@dataclass
+class ClipInput:
+    """What an encoder sees of a clip: its sampled keyframes (JPEG) and signal features."""
+
+    clip_id: str
+    jpegs: list[bytes]
+    features: dict[str, Any]
+
+
+class Encoder(Protocol):
+    resources: ClassVar[dict[str, float]]
+    spec: ModelSpec
+
+    def setup(self) -> None: ...
+
+    def process_batch(self, clips: list[ClipInput]) -> np.ndarray:
+        """``(len(clips), spec.dim)`` float32, rows L2-normalised."""
+        ...

@@ -1,0 +1,115 @@
+"""The queries the CLI and the API serve: similar clips and corner cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mining.embed import load_vectors
+from mining.index import ClipIndex, IndexConfig
+from mining.interfaces import ModelSpec
+from mining.registry import resolve
+from storage.config import Settings
+from storage.errors import ConfigError, StorageError
+from storage.lake import Lake
+
+__all__ = ["Neighbour", "build_index", "corner_cases", "similar"]
+
+
+@dataclass
+class Neighbour:
+    clip_id: str
+    distance: float
+
+
+def build_index(
+    settings: Settings, model: str | None = None, cfg: IndexConfig | None = None
+) -> dict[str, Any]:
+    """Build (or extend with new clips) the persisted FAISS index of a model version."""
+    lake = Lake.from_settings(settings)
+    spec = resolve(lake, model)
+    loc = ClipIndex.location(lake, spec)
+    loaded = ClipIndex.load(loc)
+    ids, vectors = load_vectors(lake, spec)
+    emb_version = lake.version("embeddings")
+    if loaded is None:
+        if not ids:
+            raise StorageError(
+                f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first"
+            )
+        index = ClipIndex.build(vectors, ids, cfg)
+        added = len(ids)
+    else:
+        index, _ = loaded
+        added = index.add(vectors, ids)
+    index.save(loc, emb_version)
+    return {
+        "model": spec.ref,
+        "factory": index.factory,
+        "vectors": len(index.clip_ids),
+        "added": added,
+        "uri": loc.uri,
+    }
+
+
+def _index(lake: Lake, spec: ModelSpec) -> ClipIndex:
+    loaded = ClipIndex.load(ClipIndex.location(lake, spec))
+    if loaded is not None:
+        index, _ = loaded
+        ids, vectors = load_vectors(lake, spec)
+        index.add(vectors, ids)  # clips embedded since the index was saved
+        return index
+    ids, vectors = load_vectors(lake, spec)
+    if not ids:
+        raise StorageError(f"no embeddings for {spec.ref} yet; run `fleetmine embed`")
+    return ClipIndex.build(vectors, ids)
+
+
+def similar(
+    lake: Lake,
+    *,
+    clip_id: str | None = None,
+    vector: list[float] | None = None,
+    k: int = 10,
+    where: str | None = None,
+    model: str | None = None,
+) -> list[Neighbour]:
+    """The ``k`` clips nearest a clip or a vector, among clips matching ``where`` (SQL on clips)."""
+    spec = resolve(lake, model)
+    index = _index(lake, spec)
+    if clip_id is not None:
+        if clip_id not in index.position:
+            raise ConfigError(f"clip {clip_id} has no {spec.ref} embedding")
+        q = index.vectors_of([clip_id])
+    elif vector is not None:
+        q = np.asarray([vector], np.float32)
+        if q.shape[1] != spec.dim:
+            raise ConfigError(f"vector has {q.shape[1]} dims; {spec.ref} has {spec.dim}")
+    else:
+        raise ConfigError("give a clip_id or a vector")
+    allowed = None
+    if where:
+        allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id").to_pylist()
+    dist, names = index.search(q, k + 1, allowed)
+    out = [Neighbour(c, float(d)) for d, c in zip(dist[0], names[0], strict=False) if c != clip_id]
+    return out[:k]
+
+
+def corner_cases(
+    lake: Lake, *, k: int = 50, event: str | None = None, model: str | None = None
+) -> list[dict[str, Any]]:
+    """Clips ranked by novelty (latest run for the model), duplicates left out."""
+    spec = resolve(lake, model)
+    scores = lake.read("mining_scores", where=f"model_version = '{spec.ref}'")
+    if scores.num_rows == 0:
+        return []
+    latest = max(scores.column("run_id").to_pylist())
+    rows = [r for r in scores.to_pylist() if r["run_id"] == latest and r["duplicate_of"] is None]
+    if event:
+        with_event = lake.read("clips", columns=["clip_id"], where=f"array_has(events, '{event}')")
+        keep = set(with_event.column("clip_id").to_pylist())
+        rows = [r for r in rows if r["clip_id"] in keep]
+    rows.sort(key=lambda r: -r["novelty"])
+    return rows[:k]

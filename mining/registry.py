@@ -1,0 +1,103 @@
+"""The encoder registry (``models`` table): immutable entries, one current per name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from mining.encoders import KINDS
+from mining.encoders.builtin import DIM as BUILTIN_DIM
+from mining.interfaces import ModelSpec
+from storage.errors import ConfigError
+from storage.lake import Lake
+from storage.tables import models
+
+__all__ = ["DEFAULT_MODEL", "list_models", "register", "resolve", "set_current"]
+
+DEFAULT_MODEL = "builtin-motion"
+
+
+def list_models(lake: Lake) -> list[ModelSpec]:
+    lake.create_tables(["models"])
+    rows = sorted(lake.read("models").to_pylist(), key=lambda r: (r["name"], r["version"]))
+    return [ModelSpec.from_row(r) for r in rows]
+
+
+def register(
+    lake: Lake,
+    name: str,
+    kind: str,
+    uri: str | None = None,
+    dim: int | None = None,
+    params: dict[str, Any] | None = None,
+    current: bool = False,
+) -> ModelSpec:
+    """Add ``name`` at the next version. Entries never change; a new model is a new row."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown encoder kind {kind!r}; valid kinds: {list(KINDS)}")
+    if "@" in name or "." in name or not name:
+        raise ConfigError(f"model name {name!r} must be non-empty, without '@' or '.'")
+    if kind == "builtin":
+        dim = BUILTIN_DIM
+    if kind != "builtin" and not uri:
+        raise ConfigError(f"a {kind} model needs --uri (the model file)")
+    if dim is None:
+        raise ConfigError("give the model's output dimension (--dim)")
+    existing = [m for m in list_models(lake) if m.name == name]
+    version = max((m.version for m in existing), default=0) + 1
+    row = {
+        "name": name,
+        "version": version,
+        "kind": kind,
+        "uri": uri,
+        "dim": int(dim),
+        "params": json.dumps(params or {}, sort_keys=True),
+        "is_current": False,
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+    lake.append("models", pa.Table.from_pylist([row], schema=models.SPEC.schema))
+    if current or not existing:
+        set_current(lake, name, version)
+    return resolve(lake, f"{name}@{version}")
+
+
+def set_current(lake: Lake, name: str, version: int) -> None:
+    """Make ``name@version`` the current one, in one commit (the others stop being current)."""
+    rows = [m for m in list_models(lake) if m.name == name]
+    if not any(m.version == version for m in rows):
+        known = [m.ref for m in rows] or "none"
+        raise ConfigError(f"no model {name}@{version}; registered: {known}")
+    table = lake.read("models", where=f"name = '{name}'")
+    chosen = [v == version for v in table.column("version").to_pylist()]
+    now = dt.datetime.now(dt.UTC)
+    table = table.set_column(table.schema.get_field_index("is_current"), "is_current", pa.array(chosen))
+    since = pa.array([now if c else None for c in chosen], models.SPEC.schema.field("current_since").type)
+    table = table.set_column(table.schema.get_field_index("current_since"), "current_since", since)
+    lake.upsert("models", table)
+
+
+def resolve(lake: Lake, ref: str | None = None) -> ModelSpec:
+    """``NAME@VERSION``, ``NAME`` (its current version) or None (the model made current last)."""
+    specs = list_models(lake)
+    if ref is None:
+        if not specs:
+            return register(lake, DEFAULT_MODEL, "builtin", current=True)
+        rows = {(r["name"], r["version"]): r for r in lake.read("models").to_pylist()}
+        current = [m for m in specs if m.is_current]
+        if not current:
+            return specs[-1]
+        # The lake's current model: the one most recently made current.
+        return max(current, key=lambda m: rows[(m.name, m.version)]["current_since"])
+    name, _, version = ref.partition("@")
+    if not version:
+        for m in specs:
+            if m.name == name and m.is_current:
+                return m
+        raise ConfigError(f"no current version of model {name!r}; registered: {[m.ref for m in specs]}")
+    for m in specs:
+        if m.name == name and str(m.version) == version:
+            return m
+    raise ConfigError(f"no model {ref}; registered: {[m.ref for m in specs] or 'none'}")

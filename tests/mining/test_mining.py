@@ -1,0 +1,173 @@
+"""Mining on a small synthetic fleet: registry, encoders, embed job, FAISS, novelty, queries."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.ingest_job import run_ingest
+from mining.embed import load_inputs, load_vectors, run_embed
+from mining.encoders import make_encoder
+from mining.index import ClipIndex, IndexConfig, choose_factory
+from mining.interfaces import ClipInput
+from mining.novelty import run_mine
+from mining.queries import build_index, corner_cases, similar
+from mining.registry import list_models, register, resolve, set_current
+from storage import ConfigError, Lake, Settings
+
+
+@pytest.fixture(scope="module")
+def fleet_lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("mining")
+    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    settings = Settings(lake=str(root / "lake"))
+    assert run_ingest(str(root / "raw"), settings, runner="local").exit_code == 0
+    return settings
+
+
+def small_onnx(path: Path, dim: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((dim, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+            helper.make_node("Flatten", ["g"], ["y"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", dim])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_builtin_vectors_are_deterministic_and_unit_length(fleet_lake: Settings) -> None:
+    report = run_embed(fleet_lake, runner="local")
+    lake = Lake.from_settings(fleet_lake)
+    n_clips = lake.read("clips", columns=["clip_id"]).num_rows
+    assert report.model == "builtin-motion@1" and report.embedded == n_clips
+    assert run_embed(fleet_lake, runner="local").embedded == 0  # incremental
+    ids, stored = load_vectors(lake, resolve(lake))
+    assert stored.shape == (n_clips, 256)
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
+    inputs = load_inputs(lake, ids)
+    enc = make_encoder(resolve(lake))
+    enc.setup()
+    again = enc.process_batch(
+        [
+            ClipInput(c, j, __import__("json").loads(f))
+            for c, j, f in zip(
+                *(inputs.column(k).to_pylist() for k in ("clip_id", "jpegs", "features")), strict=True
+            )
+        ]
+    )
+    order = {c: i for i, c in enumerate(inputs.column("clip_id").to_pylist())}
+    assert np.array_equal(again[[order[c] for c in ids]], stored)
+
+
+def test_registry_rows_are_immutable_versions_with_one_current(fleet_lake: Settings, tmp_path: Path) -> None:
+    lake = Lake.from_settings(fleet_lake)
+    with pytest.raises(ConfigError, match="valid kinds"):
+        register(lake, "x", "tensorflow", uri="m.pb", dim=4)
+    with pytest.raises(ConfigError, match="TorchScript"):
+        make_encoder(register(lake, "ts", "torchscript", uri="m.pt", dim=4))
+    a = register(
+        lake, "tiny", "onnx", uri=str(small_onnx(tmp_path / "a.onnx")), dim=8, params={"input_size": [32, 32]}
+    )
+    b = register(
+        lake, "tiny", "onnx", uri=str(small_onnx(tmp_path / "b.onnx")), dim=8, params={"input_size": [32, 32]}
+    )
+    assert (a.version, b.version) == (1, 2)
+    set_current(lake, "tiny", 2)
+    tiny = [m for m in list_models(lake) if m.name == "tiny"]
+    assert [m.is_current for m in tiny] == [False, True]
+    assert resolve(lake, "tiny").ref == "tiny@2" and resolve(lake, "tiny@1").uri == a.uri
+
+
+def test_onnx_model_becomes_current_and_backfills_while_old_version_stays_queryable(
+    fleet_lake: Settings, tmp_path: Path, ray_local: object
+) -> None:
+    lake = Lake.from_settings(fleet_lake)
+    run_embed(fleet_lake, "builtin-motion@1", runner="local")
+    n_clips = lake.read("clips", columns=["clip_id"]).num_rows
+    probe_clip = lake.read("clips", columns=["clip_id"]).column("clip_id")[0].as_py()
+    spec = register(
+        lake,
+        "conv",
+        "onnx",
+        uri=str(small_onnx(tmp_path / "conv.onnx")),
+        dim=8,
+        params={"input_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        current=True,
+    )
+    assert resolve(lake).ref == spec.ref  # the lake's current model is the one made current last
+    errors: list[BaseException] = []
+    answers: list[int] = []
+
+    def query_old_version() -> None:
+        try:
+            for _ in range(5):
+                answers.append(len(similar(lake, clip_id=probe_clip, k=3, model="builtin-motion@1")))
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=query_old_version)
+    reader.start()
+    report = run_embed(fleet_lake, runner="ray")  # the back-fill, on Ray, for the current (ONNX) model
+    reader.join()
+    assert not errors and answers == [3] * 5
+    assert report.model == "conv@1" and report.embedded == n_clips
+    ids, vecs = load_vectors(lake, spec)
+    assert len(ids) == n_clips and vecs.shape == (n_clips, 8)
+    old_ids, _ = load_vectors(lake, resolve(lake, "builtin-motion@1"))
+    assert len(old_ids) == n_clips
+    assert similar(lake, clip_id=probe_clip, k=3, model="conv@1")
+    set_current(lake, "builtin-motion", 1)
+
+
+def test_index_search_filters_and_persistence(fleet_lake: Settings) -> None:
+    lake = Lake.from_settings(fleet_lake)
+    run_embed(fleet_lake, "builtin-motion@1", runner="local")
+    built = build_index(fleet_lake, "builtin-motion@1")
+    assert built["factory"] == "Flat" and built["added"] == built["vectors"]
+    assert build_index(fleet_lake, "builtin-motion@1")["added"] == 0  # incremental, nothing new
+    loaded = ClipIndex.load(ClipIndex.location(lake, resolve(lake, "builtin-motion@1")))
+    assert loaded is not None and len(loaded[0].clip_ids) == built["vectors"]
+    clips = lake.read("clips", columns=["clip_id", "start_time"]).sort_by("start_time").to_pylist()
+    first_drive_day = clips[0]["clip_id"][:8]
+    where = f"substr(clip_id, 1, 8) = '{first_drive_day}'"
+    hits = similar(lake, clip_id=clips[-1]["clip_id"], k=50, where=where, model="builtin-motion@1")
+    assert hits and all(h.clip_id.startswith(first_drive_day) for h in hits)
+    assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+    assert choose_factory(50_000, 256, IndexConfig()) == "Flat"
+    assert choose_factory(1_000_000, 256, IndexConfig()).startswith("IVF4000,Flat")
+    assert choose_factory(20_000_000, 256, IndexConfig()).endswith("PQ32")
+
+
+def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Settings) -> None:
+    lake = Lake.from_settings(fleet_lake)
+    run_embed(fleet_lake, "builtin-motion@1", runner="local")
+    report = run_mine(fleet_lake, "builtin-motion@1")
+    n_clips = lake.read("clips", columns=["clip_id"]).num_rows
+    assert report.scored == n_clips and report.reference == "corpus"
+    assert report.duplicates >= 1  # the re-recorded stretch
+    top = corner_cases(lake, k=5, model="builtin-motion@1")
+    assert len(top) == 5 and [r["novelty"] for r in top] == sorted((r["novelty"] for r in top), reverse=True)
+    assert all(r["duplicate_of"] is None for r in top)
+    braking = corner_cases(lake, k=50, event="hard_brake", model="builtin-motion@1")
+    ids = {r["clip_id"] for r in braking}
+    with_event = lake.read("clips", columns=["clip_id"], where="array_has(events, 'hard_brake')").column(
+        "clip_id"
+    )
+    assert ids <= set(with_event.to_pylist())
