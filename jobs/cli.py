@@ -423,7 +423,7 @@ def bench(
             r.goal + (" (figure)" if r.goal_on_measured else ""),
             "yes" if r.met else "NO",
         )
-    console.print(table)
+    Console(width=max(console.width, 150)).print(table)
     if json_path:
         json_path.write_text(json.dumps([r.as_dict() for r in results], indent=2))
 
@@ -464,7 +464,16 @@ def demo(
         if done.exit_code not in (0, None):
             raise
     lake_info(lake=s.lake, address=address)
-    missing = ["embed", "index", "mine", "dataset", "export", "serve"]
+    console.rule("[bold]3. embed[/]: every clip with the current model")
+    embed(model=None, lake=s.lake, address=address)
+    console.rule("[bold]4. index[/]: FAISS, persisted in the lake")
+    index(model=None, lake=s.lake, address=address)
+    console.rule("[bold]5. mine[/]: novelty, rarity, near-duplicates")
+    mine(model=None, lake=s.lake, address=address)
+    corner_cases_cmd(k=10, event=None, model=None, lake=s.lake, address=address)
+    labels = raw_dir / "labels.json"
+    eval_mining(labels=labels, model=None, json_path=None, lake=s.lake, address=address)
+    missing = ["dataset", "export", "serve"]
     console.print(
         "[yellow]not built yet:[/] " + " -> ".join(missing) + " (see the open issues); "
         "the demo runs each stage as it lands.",

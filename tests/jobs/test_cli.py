@@ -87,6 +87,7 @@ def test_demo_synthesizes_ingests_and_says_what_is_missing(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "fleet-raw" / "labels.json").exists()
     assert "1 ok, 0 failed" in out.stdout and "not built yet" in out.stdout
+    assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3
     again = run(*args)
