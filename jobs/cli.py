@@ -22,6 +22,10 @@ lake_app = typer.Typer(help="Lake tables: info and maintenance.", no_args_is_hel
 app.add_typer(lake_app, name="lake")
 model_app = typer.Typer(help="The encoder registry.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+token_app = typer.Typer(help="API tokens (stored hashed in the lake).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+dataset_app = typer.Typer(help="Curated, versioned datasets and their shards.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -398,6 +402,99 @@ def eval_mining(
         json_path.write_text(json.dumps(r.as_dict(), indent=2))
 
 
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option(help="reader | curator | operator")] = "reader",
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Print a new token for NAME (only its hash is kept; store it now)."""
+    from api.auth import create_token
+    from storage.lake import Lake
+
+    console.print(create_token(Lake.from_settings(settings(lake, address)), name, role), soft_wrap=True)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument()], lake: LakeOpt = None, address: AddressOpt = None
+) -> None:
+    """Revoke NAME's token."""
+    from api.auth import revoke_token
+    from storage.lake import Lake
+
+    revoke_token(Lake.from_settings(settings(lake, address)), name)
+    console.print(f"revoked {name}")
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument()],
+    query: Annotated[
+        str, typer.Option("--query", help='JSON, e.g. {"events": ["hard_brake"], "dedup": true}')
+    ] = "{}",
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """A new immutable version of NAME from QUERY."""
+    from mining.curation import DatasetQuery, create_version
+    from storage.lake import Lake
+
+    row = create_version(
+        Lake.from_settings(settings(lake, address)), name, DatasetQuery.model_validate_json(query)
+    )
+    console.print(
+        f"{name}@{row['version']}: {row['clip_count']} clips (pinned to {row['lake_version']})",
+        soft_wrap=True,
+    )
+
+
+@dataset_app.command("export")
+def dataset_export(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: latest)")],
+    shard_mb: Annotated[float, typer.Option(help="Target shard size")] = 512,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Write the version's WebDataset shards and manifest."""
+    from mining.curation import export_version
+    from storage.errors import ConfigError
+    from storage.lake import Lake
+
+    lk = Lake.from_settings(settings(lake, address))
+    name, _, version = ref.partition("@")
+    if not version:
+        versions = (
+            lk.read("datasets", columns=["version"], where=f"name = '{name}'").column("version").to_pylist()
+        )
+        if not versions:
+            raise ConfigError(f"no dataset {name!r}")
+        version = str(max(versions))
+    doc = export_version(lk, name, int(version), shard_bytes=int(shard_mb * 1024 * 1024))
+    console.print(f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without tokens (local use only)")] = False,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """The catalog API (OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    if no_auth:
+        err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")
+    uvicorn.run(
+        create_app(settings(lake, address), auth=not no_auth), host=host, port=port, log_level="warning"
+    )
+
+
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller inputs, a minute or two")] = False,
@@ -439,6 +536,9 @@ def demo(
     vehicles: Annotated[int, typer.Option(min=1)] = 3,
     drives: Annotated[int, typer.Option(min=1)] = 2,
     minutes: Annotated[float, typer.Option(min=0.5)] = 2.0,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after printing the URLs")] = False,
 ) -> None:
     """The main job on the embedded default: synth -> ingest -> ... (each stage as it lands)."""
 
@@ -473,12 +573,35 @@ def demo(
     corner_cases_cmd(k=10, event=None, model=None, lake=s.lake, address=address)
     labels = raw_dir / "labels.json"
     eval_mining(labels=labels, model=None, json_path=None, lake=s.lake, address=address)
-    missing = ["dataset", "export", "serve"]
+    console.rule("[bold]6. dataset + export[/]: the novel, de-duplicated clips as WebDataset shards")
+    from api.auth import create_token
+    from mining.curation import DatasetQuery, create_version, export_version
+    from storage.lake import Lake
+
+    lk = Lake.from_settings(s)
+    row = create_version(lk, "demo-corner-cases", DatasetQuery(min_novelty=0.7, dedup=True))
+    doc = export_version(lk, "demo-corner-cases", row["version"], shard_bytes=64 * 1024 * 1024)
     console.print(
-        "[yellow]not built yet:[/] " + " -> ".join(missing) + " (see the open issues); "
-        "the demo runs each stage as it lands.",
+        f"demo-corner-cases@{row['version']}: {doc['num_samples']} clips in {len(doc['shardlist'])} shards"
+    )
+    console.rule("[bold]7. serve[/]: the catalog API")
+    token = create_token(lk, "demo", "operator")
+    base = f"http://{host}:{port}"
+    console.print(f"API docs:  {base}/docs", soft_wrap=True)
+    console.print(f"token:     {token}", soft_wrap=True)
+    console.print(
+        f"manifest:  {base}/v1/datasets/demo-corner-cases/versions/{row['version']}/manifest", soft_wrap=True
+    )
+    console.print(
+        f"try:       curl -H 'Authorization: Bearer {token}' {base}/v1/mining/corner-cases?k=5",
         soft_wrap=True,
     )
+    console.print(
+        "[yellow]not built yet:[/] the web UI pages (/ui); the API above serves everything they would."
+    )
+    if no_serve:
+        return
+    serve(host=host, port=port, no_auth=False, lake=s.lake, address=address)
 
 
 def main() -> None:

@@ -81,12 +81,23 @@ def test_bench_quick_prints_delta_vs_parquet(tmp_path: Path) -> None:
     assert abs(row["ratio"] - row["measured"] / row["baseline"]) < 1e-9
 
 
-def test_demo_synthesizes_ingests_and_says_what_is_missing(tmp_path: Path) -> None:
-    args = ("demo", "--lake", str(tmp_path / "lake"), "--vehicles", "1", "--drives", "1", "--minutes", "0.5")
+def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
+    args = (
+        "demo",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--vehicles",
+        "1",
+        "--drives",
+        "1",
+        "--minutes",
+        "0.5",
+        "--no-serve",
+    )
     out = run(*args)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "fleet-raw" / "labels.json").exists()
-    assert "1 ok, 0 failed" in out.stdout and "not built yet" in out.stdout
+    assert "1 ok, 0 failed" in out.stdout and "manifest:  http://127.0.0.1:8000/v1/datasets/" in out.stdout
     assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3

@@ -1,0 +1,69 @@
+"""The catalog API: ``create_app(settings)``; every error is ``{"error": {code, message}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from storage.config import Settings
+from storage.errors import ConfigError, FleetError, StorageError, TableNotFoundError
+from storage.lake import Lake
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
+          416: "range_not_satisfiable", 422: "invalid_request", 500: "internal_error"}  # fmt: skip
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": _CODES.get(status, "error"), "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
+    from api.routes import clips, datasets, health, jobs, mining
+
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    app = FastAPI(
+        title="fleetmine", version="0.1.0", description="Fleet data catalog: clips, mining, datasets, shards."
+    )
+    app.state.lake = lake
+    app.state.settings = settings
+    app.state.auth = auth
+    app.state.jobs = {}
+    for module in (health, clips, mining, datasets, jobs):
+        app.include_router(module.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(FleetError)
+    async def fleet_error(_: Request, exc: FleetError) -> JSONResponse:
+        status = (
+            404
+            if isinstance(exc, TableNotFoundError)
+            else 400
+            if isinstance(exc, (ConfigError, StorageError))
+            else 500
+        )
+        return _error(status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal error (see the server log)")
+
+    return app

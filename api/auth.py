@@ -1,0 +1,56 @@
+"""Bearer tokens with roles ``reader`` < ``curator`` < ``operator``, stored hashed in the lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+import pyarrow as pa
+
+from storage.errors import ConfigError
+from storage.lake import Lake
+from storage.tables import tokens
+
+__all__ = ["ROLES", "create_token", "revoke_token", "verify"]
+
+ROLES = ("reader", "curator", "operator")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(lake: Lake, name: str, role: str) -> str:
+    """A new secret for ``name`` (replacing any earlier one); only its hash is stored."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}; roles: {list(ROLES)}")
+    lake.create_tables(["tokens"])
+    secret = "fm_" + secrets.token_urlsafe(32)
+    row = {
+        "name": name,
+        "token_hash": _hash(secret),
+        "role": role,
+        "created_at": dt.datetime.now(dt.UTC),
+        "revoked_at": None,
+    }
+    lake.upsert("tokens", pa.Table.from_pylist([row], schema=tokens.SPEC.schema))
+    return secret
+
+
+def revoke_token(lake: Lake, name: str) -> None:
+    lake.create_tables(["tokens"])
+    rows = lake.read("tokens", where=f"name = '{name.replace(chr(39), chr(39) * 2)}'").to_pylist()
+    if not rows:
+        raise ConfigError(f"no token named {name!r}")
+    rows[0]["revoked_at"] = dt.datetime.now(dt.UTC)
+    lake.upsert("tokens", pa.Table.from_pylist(rows, schema=tokens.SPEC.schema))
+
+
+def verify(lake: Lake, secret: str) -> tuple[str, str] | None:
+    """(name, role) of a live token, else None. Constant-time compare of the hashes."""
+    digest = _hash(secret)
+    for r in lake.read("tokens", columns=["name", "token_hash", "role", "revoked_at"]).to_pylist():
+        if r["revoked_at"] is None and secrets.compare_digest(r["token_hash"], digest):
+            return r["name"], r["role"]
+    return None

@@ -1,0 +1,57 @@
+"""Dependencies of every route: the lake, the caller and their role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from api.auth import ROLES, verify
+from storage.lake import Lake
+
+__all__ = ["Caller", "LakeDep", "require"]
+
+
+def get_lake(request: Request) -> Lake:
+    lake: Lake = request.app.state.lake
+    return lake
+
+
+LakeDep = Annotated[Lake, Depends(get_lake)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    role: str
+
+
+def current_caller(request: Request, lake: LakeDep) -> Caller:
+    if not request.app.state.auth:
+        return Caller("anonymous", "operator")
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    who = verify(lake, secret.strip())
+    if who is None:
+        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(*who)
+
+
+def require(role: str):  # type: ignore[no-untyped-def]
+    """A dependency admitting callers with ``role`` or a higher one."""
+    rank = ROLES.index(role)
+
+    def check(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if ROLES.index(caller.role) < rank:
+            raise HTTPException(403, f"{caller.role} tokens cannot do this; it needs {role}")
+        return caller
+
+    return check
+
+
+Reader = Annotated[Caller, Depends(require("reader"))]
+Curator = Annotated[Caller, Depends(require("curator"))]
+Operator = Annotated[Caller, Depends(require("operator"))]

@@ -1,0 +1,183 @@
+"""Drives and clips: lists with filters pushed down to Delta, one clip, its media and signals."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import posixpath
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel
+
+from api.deps import LakeDep, Reader
+from api.ranges import file_response
+from mining.curation import SIGNAL_COLUMNS, clip_signals
+
+router = APIRouter(prefix="/v1", tags=["clips"])
+MAX_LIMIT = 500
+
+
+class ClipPublic(BaseModel):
+    clip_id: str
+    drive_id: str | None = None
+    vehicle_id: str | None = None
+    camera: str | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    speed_mean: float | None = None
+    speed_max: float | None = None
+    max_decel_mps2: float | None = None
+    max_lat_accel_mps2: float | None = None
+    max_steering_rate_dps: float | None = None
+    events: list[str] = []
+
+
+class ClipsPublic(BaseModel):
+    data: list[ClipPublic]
+    count: int
+    next_cursor: str | None = None
+
+
+class DrivePublic(BaseModel):
+    drive_id: str
+    vehicle_id: str | None = None
+    platform: str | None = None
+    start_time: dt.datetime | None = None
+    duration_s: float | None = None
+    status: str | None = None
+    error: str | None = None
+    n_clips: int | None = None
+
+
+class DrivesPublic(BaseModel):
+    data: list[DrivePublic]
+    count: int
+    next_cursor: str | None = None
+
+
+class SignalsPublic(BaseModel):
+    clip_id: str
+    columns: list[str]
+    rows: list[list[float | None]]
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _cursor(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value.encode()).decode()
+    except ValueError:
+        raise HTTPException(400, "invalid cursor") from None
+
+
+def _page(rows: list[dict[str, Any]], key: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    rows.sort(key=lambda r: r[key])
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, base64.urlsafe_b64encode(page[-1][key].encode()).decode() if more and page else None
+
+
+@router.get("/drives", response_model=DrivesPublic)
+def list_drives(
+    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=MAX_LIMIT), cursor: str | None = None
+) -> DrivesPublic:
+    after = _cursor(cursor)
+    where = f"drive_id > {_q(after)}" if after else None
+    rows, nxt = _page(lake.read("drives", where=where).to_pylist(), "drive_id", limit)
+    return DrivesPublic(data=[DrivePublic(**r) for r in rows], count=len(rows), next_cursor=nxt)
+
+
+@router.get("/drives/{drive_id}", response_model=DrivePublic)
+def get_drive(drive_id: str, lake: LakeDep, _: Reader) -> DrivePublic:
+    rows = lake.read("drives", where=f"drive_id = {_q(drive_id)}").to_pylist()
+    if not rows:
+        raise HTTPException(404, f"no drive {drive_id}")
+    return DrivePublic(**rows[0])
+
+
+@router.get("/clips", response_model=ClipsPublic)
+def list_clips(
+    lake: LakeDep,
+    _: Reader,
+    vehicle_id: str | None = None,
+    event: str | None = None,
+    min_speed: float | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    cursor: str | None = None,
+) -> ClipsPublic:
+    parts = []
+    after = _cursor(cursor)
+    if after:
+        parts.append(f"clip_id > {_q(after)}")
+    if vehicle_id:
+        parts.append(f"vehicle_id = {_q(vehicle_id)}")
+    if event:
+        parts.append(f"array_has(events, {_q(event)})")
+    if min_speed is not None:
+        parts.append(f"speed_max >= {float(min_speed)}")
+    for op, t in ((">=", since), ("<", until)):
+        if t is not None:
+            t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+            parts.append(f"start_time {op} '{t.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S.%fZ}'")
+            # ids begin with the UTC day: prune partitions too
+            parts.append(f"date {op if op == '>=' else '<='} '{t.astimezone(dt.UTC):%Y-%m-%d}'")
+    cols = list(ClipPublic.model_fields)
+    rows = lake.read("clips", columns=cols, where=" AND ".join(parts) or None).to_pylist()
+    page, nxt = _page(rows, "clip_id", limit)
+    return ClipsPublic(data=[ClipPublic(**r) for r in page], count=len(page), next_cursor=nxt)
+
+
+def _clip(lake: Any, clip_id: str) -> dict[str, Any]:
+    day = clip_id[:8]
+    where = f"clip_id = {_q(clip_id)}"
+    if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
+        where += f" AND date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
+    try:
+        rows = lake.read("clips", where=where).to_pylist()
+    except Exception:
+        rows = []
+    if not rows:
+        raise HTTPException(404, f"no clip {clip_id}")
+    return dict(rows[0])
+
+
+@router.get("/clips/{clip_id}", response_model=ClipPublic)
+def get_clip(clip_id: str, lake: LakeDep, _: Reader) -> ClipPublic:
+    return ClipPublic(**_clip(lake, clip_id))
+
+
+def _media(lake: Any, uri: str) -> tuple[Any, str]:
+    if not uri.startswith(lake.uri):
+        raise HTTPException(404, "media outside the lake")
+    loc = lake.root.join(posixpath.relpath(uri, lake.uri))
+    return loc.fs, loc.path
+
+
+@router.get("/clips/{clip_id}/thumbnail.jpg", response_class=Response)
+def thumbnail(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+    fs, path = _media(lake, _clip(lake, clip_id)["thumbnail_uri"])
+    return file_response(request, fs, path, "image/jpeg", f"{clip_id}-thumb", immutable=True)
+
+
+@router.get("/clips/{clip_id}/video.mp4", response_class=Response)
+def video(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+    fs, path = _media(lake, _clip(lake, clip_id)["video_uri"])
+    return file_response(request, fs, path, "video/mp4", f"{clip_id}-video", immutable=True)
+
+
+@router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)
+def signals(clip_id: str, lake: LakeDep, _: Reader) -> SignalsPublic:
+    sig = clip_signals(lake, _clip(lake, clip_id))
+    rows = [[None if v != v else float(v) for v in row] for row in sig.tolist()]
+    return SignalsPublic(clip_id=clip_id, columns=list(SIGNAL_COLUMNS), rows=rows)

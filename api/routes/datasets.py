@@ -1,0 +1,129 @@
+"""Datasets: create versions, read them, their manifest (immutable) and shards (Range)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Curator, LakeDep, Reader
+from api.ranges import file_response
+from mining.curation import (
+    DatasetQuery,
+    create_version,
+    export_version,
+    get_version,
+    manifest,
+    shard_location,
+)
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_SHARD = re.compile(r"^\d{6}\.tar$")
+
+
+class DatasetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME.pattern)
+    query: DatasetQuery = Field(default_factory=DatasetQuery)
+    export: bool = True
+    shard_mb: float = Field(default=512, gt=0, le=65536)
+
+
+class DatasetVersionPublic(BaseModel):
+    name: str
+    version: int
+    query: dict[str, Any]
+    created_at: dt.datetime
+    clip_count: int
+    state: str
+    lake_version: dict[str, int]
+    model: str | None = None
+    manifest_url: str | None = None
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetVersionPublic]
+    count: int
+
+
+def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
+    url = None
+    if row["state"] == "exported":
+        url = (
+            str(request.base_url).rstrip("/")
+            + f"/v1/datasets/{row['name']}/versions/{row['version']}/manifest"
+        )
+    return DatasetVersionPublic(
+        name=row["name"],
+        version=row["version"],
+        query=json.loads(row["query"]),
+        created_at=row["created_at"],
+        clip_count=row["clip_count"],
+        state=row["state"],
+        lake_version=json.loads(row["lake_version"]),
+        model=row["model"],
+        manifest_url=url,
+    )
+
+
+@router.post("/datasets", response_model=DatasetVersionPublic, status_code=201)
+def create_dataset(body: DatasetCreate, request: Request, lake: LakeDep, _: Curator) -> DatasetVersionPublic:
+    row = create_version(lake, body.name, body.query)
+    if body.export:
+        export_version(lake, body.name, row["version"], shard_bytes=int(body.shard_mb * 1024 * 1024))
+        row = get_version(lake, body.name, row["version"])
+    return _public(row, request)
+
+
+@router.get("/datasets", response_model=DatasetsPublic)
+def list_datasets(request: Request, lake: LakeDep, _: Reader) -> DatasetsPublic:
+    rows = sorted(lake.read("datasets").to_pylist(), key=lambda r: (r["name"], r["version"]))
+    return DatasetsPublic(data=[_public(r, request) for r in rows], count=len(rows))
+
+
+def _version(lake: Any, name: str, version: int) -> dict[str, Any]:
+    if not _NAME.match(name):
+        raise HTTPException(404, f"no dataset {name}")
+    try:
+        return get_version(lake, name, version)
+    except KeyError:
+        raise HTTPException(404, f"no dataset {name} version {version}") from None
+
+
+@router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)
+def dataset_version(
+    name: str, version: int, request: Request, lake: LakeDep, _: Reader
+) -> DatasetVersionPublic:
+    return _public(_version(lake, name, version), request)
+
+
+@router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
+def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, _: Reader) -> Response:
+    row = _version(lake, name, version)
+    if row["state"] != "exported":
+        raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
+    body = manifest(lake, name, version, str(request.base_url))
+    etag = '"' + hashlib.sha256(body).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get("/shards/{name}/{version}/{shard}", response_class=Response)
+def get_shard(name: str, version: int, shard: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+    if not _SHARD.match(shard):
+        raise HTTPException(404, f"no shard {shard}")
+    row = _version(lake, name, version)
+    loc = shard_location(lake, name, version, shard)
+    if row["state"] != "exported" or not loc.fs.exists(loc.path):
+        raise HTTPException(404, f"no shard {shard} in {name} version {version}")
+    return file_response(
+        request, loc.fs, loc.path, "application/x-tar", f"{name}-{version}-{shard}", immutable=True
+    )

@@ -1,0 +1,317 @@
+"""Datasets: a typed query over clips becomes an immutable, versioned dataset, and a
+version becomes WebDataset tar shards plus a wids-compatible manifest.
+
+A version pins the Delta versions it read (``lake_version``), so its clip list,
+shards and manifest always mean the same bytes; a new ``create`` is a new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import posixpath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import webdataset as wds
+from pydantic import BaseModel, ConfigDict, Field
+
+from mining.queries import similar
+from mining.registry import resolve
+from storage.errors import ConfigError
+from storage.lake import Lake
+from storage.tables import dataset_clips, datasets
+
+__all__ = ["DatasetQuery", "SimilarTo", "create_version", "export_version", "manifest", "select_clips"]
+
+SIGNAL_COLUMNS = (
+    "t_us",
+    "speed_mps",
+    "accel_mps2",
+    "steering_angle_deg",
+    "steering_rate_dps",
+    "yaw_rate_dps",
+    "brake_pressed",
+    "gas_pedal",
+    "turn_signal",
+    "driver_override",
+)
+
+
+class SimilarTo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    clip_ids: list[str] = Field(min_length=1, max_length=100)
+    k: int = Field(default=50, ge=1, le=10_000)
+    max_distance: float | None = Field(default=None, gt=0)
+
+
+class DatasetQuery(BaseModel):
+    """What goes into a dataset. Every field narrows the selection."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[str] = Field(default_factory=list, description="clips with any of these trigger events")
+    vehicles: list[str] = Field(default_factory=list)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    min_speed: float | None = None
+    max_speed: float | None = None
+    similar_to: SimilarTo | None = None
+    min_novelty: float | None = Field(default=None, ge=0, le=1)
+    dedup: bool = False
+    limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    val_fraction: float = Field(default=0.1, ge=0, le=0.9)
+    model: str | None = None
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ts(t: dt.datetime) -> str:
+    t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    return _q(t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def clip_predicate(q: DatasetQuery) -> str | None:
+    parts = []
+    if q.events:
+        parts.append("(" + " OR ".join(f"array_has(events, {_q(e)})" for e in q.events) + ")")
+    if q.vehicles:
+        parts.append(f"vehicle_id IN ({', '.join(_q(v) for v in q.vehicles)})")
+    if q.since:
+        parts.append(f"start_time >= {_ts(q.since)}")
+    if q.until:
+        parts.append(f"start_time < {_ts(q.until)}")
+    if q.min_speed is not None:
+        parts.append(f"speed_max >= {float(q.min_speed)}")
+    if q.max_speed is not None:
+        parts.append(f"speed_min <= {float(q.max_speed)}")
+    return " AND ".join(parts) or None
+
+
+def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:
+    """The clips the query selects, at the pinned table versions, sorted by clip id."""
+    where = clip_predicate(q)
+    rows = lake.read(
+        "clips", columns=["clip_id", "drive_id", "start_time"], where=where, version=versions["clips"]
+    ).to_pylist()
+    spec = resolve(lake, q.model)
+    if q.similar_to is not None:
+        allowed: set[str] = set()
+        for cid in q.similar_to.clip_ids:
+            near = similar(lake, clip_id=cid, k=q.similar_to.k, where=where, model=spec.ref)
+            allowed |= {
+                n.clip_id
+                for n in near
+                if q.similar_to.max_distance is None or n.distance <= q.similar_to.max_distance
+            }
+            allowed.add(cid)
+        rows = [r for r in rows if r["clip_id"] in allowed]
+    if q.min_novelty is not None or q.dedup:
+        scores = lake.read(
+            "mining_scores", where=f"model_version = {_q(spec.ref)}", version=versions.get("mining_scores")
+        ).to_pylist()
+        latest = max((s["run_id"] for s in scores), default=None)
+        by_clip = {s["clip_id"]: s for s in scores if s["run_id"] == latest}
+        if not by_clip:
+            raise ConfigError(f"min_novelty/dedup need mining scores for {spec.ref}: run `fleetmine mine`")
+        if q.min_novelty is not None:
+            rows = [
+                r
+                for r in rows
+                if r["clip_id"] in by_clip and by_clip[r["clip_id"]]["novelty"] >= q.min_novelty
+            ]
+        if q.dedup:
+            rows = [r for r in rows if by_clip.get(r["clip_id"], {}).get("duplicate_of") is None]
+    rows.sort(key=lambda r: r["clip_id"])
+    return rows[: q.limit] if q.limit else rows
+
+
+def _split(drive_id: str, val_fraction: float) -> str:
+    """By drive, deterministically: one drive never lands in both splits."""
+    h = int(hashlib.sha1(drive_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
+    if not name or any(c in name for c in "/\\.@ ") or len(name) > 100:
+        raise ConfigError(f"dataset name {name!r}: letters, digits, '-' and '_' only")
+    lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings"])
+    pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores")}
+    rows = select_clips(lake, q, pinned)
+    existing = (
+        lake.read("datasets", columns=["version"], where=f"name = {_q(name)}").column("version").to_pylist()
+    )
+    version = max(existing, default=0) + 1
+    members = pa.Table.from_pylist(
+        [
+            {
+                "name": name,
+                "version": version,
+                "clip_id": r["clip_id"],
+                "split": _split(r["drive_id"], q.val_fraction),
+            }
+            for r in rows
+        ],
+        schema=dataset_clips.SPEC.schema,
+    )
+    lake.append("dataset_clips", members)
+    row = {
+        "name": name,
+        "version": version,
+        "query": q.model_dump_json(),
+        "created_at": dt.datetime.now(dt.UTC),
+        "clip_count": len(rows),
+        "manifest_uri": None,
+        "state": "created",
+        "lake_version": json.dumps(pinned, sort_keys=True),
+        "model": resolve(lake, q.model).ref,
+    }
+    lake.append("datasets", pa.Table.from_pylist([row], schema=datasets.SPEC.schema))
+    return row
+
+
+def get_version(lake: Lake, name: str, version: int) -> dict[str, Any]:
+    rows = lake.read("datasets", where=f"name = {_q(name)} AND version = {int(version)}").to_pylist()
+    if not rows:
+        raise KeyError(f"no dataset {name} version {version}")
+    return rows[0]
+
+
+def _location(lake: Lake, name: str, version: int) -> Any:
+    return lake.root.join("datasets", name, str(version))
+
+
+def export_version(
+    lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024
+) -> dict[str, Any]:
+    """Write the version's shards and manifest (same version, same bytes)."""
+    ds = get_version(lake, name, version)
+    pinned = json.loads(ds["lake_version"])
+    members = (
+        lake.read("dataset_clips", where=f"name = {_q(name)} AND version = {int(version)}")
+        .sort_by("clip_id")
+        .to_pylist()
+    )
+    ids = [m["clip_id"] for m in members]
+    split = {m["clip_id"]: m["split"] for m in members}
+    clips = {
+        r["clip_id"]: r
+        for r in lake.read(
+            "clips",
+            where=f"clip_id IN ({', '.join(_q(c) for c in ids)})" if ids else "false",
+            version=pinned["clips"],
+        ).to_pylist()
+    }
+    loc = _location(lake, name, version)
+    fs = loc.fs
+    fs.makedirs(loc.path, exist_ok=True)
+    shards: list[dict[str, Any]] = []
+    buf = io.BytesIO()
+    writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
+    count = 0
+
+    def flush() -> None:
+        nonlocal buf, writer, count
+        writer.close()
+        data = buf.getvalue()
+        index = len(shards)
+        path = loc.join(f"{index:06d}.tar")
+        fs.pipe_file(path.path, data)
+        shards.append(
+            {
+                "path": f"{index:06d}.tar",
+                "nsamples": count,
+                "filesize": len(data),
+                "md5sum": hashlib.md5(data).hexdigest(),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+        buf = io.BytesIO()
+        writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
+        count = 0
+
+    for cid in ids:
+        clip = clips[cid]
+        video = (
+            fs.cat_file(lake.root.join(posixpath.relpath(clip["video_uri"], lake.uri)).path)
+            if clip["video_uri"].startswith(lake.uri)
+            else fs.cat_file(clip["video_uri"])
+        )
+        sig = clip_signals(lake, clip, pinned["signals"])
+        meta = {
+            k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
+            for k, v in clip.items()
+            if k not in ("video_uri", "thumbnail_uri")
+        }
+        meta.update({"split": split[cid], "signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0})
+        npy = io.BytesIO()
+        np.save(npy, sig)
+        writer.write(
+            {
+                "__key__": cid,
+                "mp4": video,
+                "json": json.dumps(meta, sort_keys=True).encode(),
+                "signals.npy": npy.getvalue(),
+            }
+        )
+        count += 1
+        if buf.tell() >= shard_bytes:
+            flush()
+    if count or not shards:
+        flush()
+    doc = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": name,
+        "dataset": name,
+        "version": int(version),
+        "created_at": ds["created_at"].isoformat(),
+        "lake_version": pinned,
+        "model": ds["model"],
+        "query": json.loads(ds["query"]),
+        "num_samples": len(ids),
+        "format": "webdataset",
+        "shardlist": shards,
+    }
+    fs.pipe_file(loc.join("manifest.json").path, json.dumps(doc, sort_keys=True, indent=1).encode())
+    lake.upsert(
+        "datasets",
+        pa.Table.from_pylist(
+            [{**ds, "manifest_uri": loc.join("manifest.json").uri, "state": "exported"}],
+            schema=datasets.SPEC.schema,
+        ),
+    )
+    return doc
+
+
+def clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -> np.ndarray:
+    """The clip's canonical signals at 20 Hz as float64 rows (columns: SIGNAL_COLUMNS)."""
+    where = (
+        f"drive_id = {_q(clip['drive_id'])} AND date = '{clip['date']}' "
+        f"AND t >= {_ts(clip['start_time'])} AND t < {_ts(clip['end_time'])}"
+    )
+    t = lake.read("signals", where=where, version=version).sort_by("t")
+    out = np.full((t.num_rows, len(SIGNAL_COLUMNS)), np.nan)
+    if t.num_rows:
+        out[:, 0] = t.column("t").cast(pa.int64()).to_numpy()
+        for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):
+            vals = t.column(c).to_pylist()
+            out[:, j] = [np.nan if v is None else float(v) for v in vals]
+    return out
+
+
+def manifest(lake: Lake, name: str, version: int, base_url: str) -> bytes:
+    """The stored manifest with absolute shard URLs for ``base_url`` (deterministic bytes)."""
+    loc = _location(lake, name, version)
+    doc = json.loads(loc.fs.cat_file(loc.join("manifest.json").path))
+    for s in doc["shardlist"]:
+        s["url"] = f"{base_url.rstrip('/')}/v1/shards/{name}/{version}/{s.pop('path')}"
+    return json.dumps(doc, sort_keys=True, indent=1).encode()
+
+
+def shard_location(lake: Lake, name: str, version: int, shard: str) -> Any:
+    return _location(lake, name, version).join(shard)
