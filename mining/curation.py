@@ -24,21 +24,13 @@ from mining.registry import resolve
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.tables import dataset_clips, datasets
+from storage.tables.signals import CANONICAL
 
 __all__ = ["DatasetQuery", "SimilarTo", "create_version", "export_version", "manifest", "select_clips"]
 
-SIGNAL_COLUMNS = (
-    "t_us",
-    "speed_mps",
-    "accel_mps2",
-    "steering_angle_deg",
-    "steering_rate_dps",
-    "yaw_rate_dps",
-    "brake_pressed",
-    "gas_pedal",
-    "turn_signal",
-    "driver_override",
-)
+# Columns of each sample's ``signals.npy`` (float64): time, then every numeric
+# canonical signal (``gear`` is a label and stays in the ``.json``).
+SIGNAL_COLUMNS = ("t_us", *(c for c in CANONICAL if c != "gear"))
 
 
 class SimilarTo(BaseModel):

@@ -108,6 +108,20 @@ def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> li
     ]
 
 
+def _on_channel0(msgs: list[can.Message]) -> list[can.Message]:
+    """Vector formats number channels: the log's one bus is channel 0 (written as 1)."""
+    return [
+        can.Message(
+            timestamp=m.timestamp,
+            arbitration_id=m.arbitration_id,
+            data=m.data,
+            is_extended_id=m.is_extended_id,
+            channel=0,
+        )
+        for m in msgs
+    ]
+
+
 def write_can_log(path: Path, msgs: list[can.Message]) -> None:
     """candump -L, ASC or BLF by suffix; byte-identical for identical messages."""
     suffix = path.suffix.lower()
@@ -118,16 +132,8 @@ def write_can_log(path: Path, msgs: list[can.Message]) -> None:
     if suffix == ".asc":
         buf = io.StringIO()
         writer = can.ASCWriter(buf)
-        for m in msgs:
-            writer.on_message_received(
-                can.Message(
-                    timestamp=m.timestamp,
-                    arbitration_id=m.arbitration_id,
-                    data=m.data,
-                    is_extended_id=m.is_extended_id,
-                    channel=0,
-                )
-            )
+        for m in _on_channel0(msgs):
+            writer.on_message_received(m)
         # python-can stamps the header with the wall clock; use the log's own start.
         header = writer._format_header_datetime(dt.datetime.fromtimestamp(msgs[0].timestamp))
         text = buf.getvalue()
@@ -138,15 +144,7 @@ def write_can_log(path: Path, msgs: list[can.Message]) -> None:
         return
     if suffix == ".blf":
         with can.BLFWriter(str(path)) as blf:
-            for m in msgs:
-                blf.on_message_received(
-                    can.Message(
-                        timestamp=m.timestamp,
-                        arbitration_id=m.arbitration_id,
-                        data=m.data,
-                        is_extended_id=m.is_extended_id,
-                        channel=0,
-                    )
-                )
+            for m in _on_channel0(msgs):
+                blf.on_message_received(m)
         return
     raise ValueError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")
