@@ -77,15 +77,17 @@ def _parse_frames(frame: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     n = len(frame)
     starts = offsets[:-1]
     hashes = np.flatnonzero(values == ord("#"))
-    rows = np.searchsorted(offsets, hashes, side="right") - 1
-    first = np.flatnonzero(np.diff(rows, prepend=-1))  # rows ascend with the buffer
-    hashpos = hashes[first]  # every valid row has one (checked by the caller)
+    if len(hashes) == n:  # one '#' per row (no FD frames): the hashes are the rows'
+        hashpos = hashes
+    else:
+        rows = np.searchsorted(offsets, hashes, side="right") - 1
+        hashpos = hashes[np.flatnonzero(np.diff(rows, prepend=-1))]  # first '#' of each row
     id_len = hashpos - starts
     nib = _LUT[values]
-    ids = np.zeros(n, np.int64)
-    for k in range(1, 9):  # the id's k-th hex digit from the right, where it has one
-        has = id_len >= k
-        ids[has] += nib[hashpos[has] - k].astype(np.int64) << (4 * (k - 1))
+    k = np.arange(1, 9)
+    digit_at = hashpos[:, None] - k[None, :]  # the id's k-th hex digit from the right
+    digits = np.where(k[None, :] <= id_len[:, None], nib[np.maximum(digit_at, 0)], 0).astype(np.int64)
+    ids = (digits << (4 * (k - 1))).sum(axis=1)
     is_fd = (hashpos + 1 < offsets[1:]) & (values[np.minimum(hashpos + 1, len(values) - 1)] == ord("#"))
     dstart = hashpos + 1 + np.where(is_fd, 2, 0)
     dlen = offsets[1:] - dstart
@@ -93,7 +95,10 @@ def _parse_frames(frame: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     dlen = np.where(remote, 0, dlen)
     nbytes = dlen // 2
     total = int(nbytes.sum())
-    pair_start = np.repeat(dstart - 2 * (np.cumsum(nbytes) - nbytes), nbytes) + 2 * np.arange(total)
+    if n and (nbytes == nbytes[0]).all():  # the usual log: every payload the same length
+        pair_start = (dstart[:, None] + 2 * np.arange(int(nbytes[0]))[None, :]).ravel()
+    else:
+        pair_start = np.repeat(dstart - 2 * (np.cumsum(nbytes) - nbytes), nbytes) + 2 * np.arange(total)
     payload = (nib[pair_start] << 4) | nib[pair_start + 1]
     out_offsets = np.zeros(n + 1, np.int32)
     np.cumsum(nbytes, out=out_offsets[1:])
