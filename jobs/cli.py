@@ -554,6 +554,7 @@ def demo(
             drives=drives,
             minutes=minutes,
             seed=seed,
+            rare_rate=0.06,  # a few more corner cases than a real fleet, so the demo has some to show
             lake=s.lake,
             address=address,
         )
