@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.auth import TokenCache
 from storage.config import Settings
 from storage.errors import ConfigError, FleetError, StorageError, TableNotFoundError
 from storage.lake import Lake
@@ -37,6 +38,8 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.auth = auth
     app.state.jobs = {}
+    app.state.tokens = TokenCache(lake)
+    app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
     for module in (health, clips, mining, datasets, jobs):
         app.include_router(module.router)
 

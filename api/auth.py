@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import threading
 
 import pyarrow as pa
 
@@ -12,7 +13,7 @@ from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.tables import tokens
 
-__all__ = ["ROLES", "create_token", "revoke_token", "verify"]
+__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token", "verify"]
 
 ROLES = ("reader", "curator", "operator")
 
@@ -54,3 +55,35 @@ def verify(lake: Lake, secret: str) -> tuple[str, str] | None:
         if r["revoked_at"] is None and secrets.compare_digest(r["token_hash"], digest):
             return r["name"], r["role"]
     return None
+
+
+class TokenCache:
+    """Live tokens, re-read only when the ``tokens`` table has a new Delta version.
+
+    Checking for a new version is a listing of the Delta log, not a table scan, so
+    a revoked token stops working on the next request.
+    """
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+        self.table = lake.delta("tokens")
+        self.version = -1
+        self.live: dict[str, tuple[str, str]] = {}
+        self.lock = threading.Lock()
+
+    def verify(self, secret: str) -> tuple[str, str] | None:
+        with self.lock:
+            self.table.update_incremental()
+            if self.table.version() != self.version:
+                rows = self.lake.read(
+                    "tokens",
+                    columns=["name", "token_hash", "role", "revoked_at"],
+                    version=self.table.version(),
+                )
+                self.live = {
+                    r["token_hash"]: (r["name"], r["role"])
+                    for r in rows.to_pylist()
+                    if r["revoked_at"] is None
+                }
+                self.version = self.table.version()
+            return self.live.get(_hash(secret))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from api.auth import ROLES, verify
+from api.auth import ROLES
 from storage.lake import Lake
 
 __all__ = ["Caller", "LakeDep", "require"]
@@ -34,7 +34,7 @@ def current_caller(request: Request, lake: LakeDep) -> Caller:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    who = verify(lake, secret.strip())
+    who = request.app.state.tokens.verify(secret.strip())
     if who is None:
         raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return Caller(*who)

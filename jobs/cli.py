@@ -518,7 +518,7 @@ def bench(
             f"{r.baseline:,.1f} {r.unit} ({r.baseline_name})",
             f"{r.ratio:.2f}x",
             r.goal + (" (figure)" if r.goal_on_measured else ""),
-            "yes" if r.met else "NO",
+            "-" if r.met is None else "yes" if r.met else "NO",
         )
     Console(width=max(console.width, 150)).print(table)
     if json_path:

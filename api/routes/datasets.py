@@ -105,10 +105,16 @@ def dataset_version(
 
 @router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
 def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, _: Reader) -> Response:
-    row = _version(lake, name, version)
-    if row["state"] != "exported":
-        raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
-    body = manifest(lake, name, version, str(request.base_url))
+    cache: dict[tuple[str, int, str], bytes] = request.app.state.manifests
+    key = (name, version, str(request.base_url))
+    body = cache.get(key)
+    if body is None:
+        row = _version(lake, name, version)
+        if row["state"] != "exported":
+            raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
+        if len(cache) > 4096:  # bounded: the key holds the Host header, which callers choose
+            cache.clear()
+        body = cache[key] = manifest(lake, name, version, str(request.base_url))
     etag = '"' + hashlib.sha256(body).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
     if request.headers.get("if-none-match") == etag:
