@@ -27,7 +27,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
-    from api.routes import clips, datasets, health, jobs, mining
+    from api.routes import clips, datasets, health, jobs, mining, ui
 
     lake = Lake.from_settings(settings)
     lake.create_tables()
@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.jobs = {}
     app.state.tokens = TokenCache(lake)
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
-    for module in (health, clips, mining, datasets, jobs):
+    for module in (health, clips, mining, datasets, jobs, ui):
         app.include_router(module.router)
 
     @app.exception_handler(StarletteHTTPException)

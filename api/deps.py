@@ -32,6 +32,8 @@ def current_caller(request: Request, lake: LakeDep) -> Caller:
         return Caller("anonymous", "operator")
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    if not header and request.cookies.get("fleetmine_token"):  # the web pages (see api.routes.ui)
+        scheme, secret = "bearer", request.cookies["fleetmine_token"]
     if scheme.lower() != "bearer" or not secret:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     who = request.app.state.tokens.verify(secret.strip())

@@ -1,0 +1,52 @@
+"""One live catalog server per test package: uvicorn on a free loopback port over a synth lake."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.auth import create_token
+from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.ingest_job import run_ingest
+from mining.embed import run_embed
+from mining.novelty import run_mine
+from storage import Lake, Settings
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("api")
+    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    settings = Settings(lake=str(root / "lake"))
+    assert run_ingest(str(root / "raw"), settings, runner="local").exit_code == 0
+    run_embed(settings, runner="local")
+    run_mine(settings)
+    lake = Lake.from_settings(settings)
+    tokens = {role: create_token(lake, f"{role}-1", role) for role in ("reader", "curator", "operator")}
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/v1/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield base, lake, tokens
+    srv.should_exit = True
+    thread.join(10)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
