@@ -471,7 +471,10 @@ def dataset_export(
         if not versions:
             raise ConfigError(f"no dataset {name!r}")
         version = str(max(versions))
-    doc = export_version(lk, name, int(version), shard_bytes=int(shard_mb * 1024 * 1024))
+    s = settings(lake, address)
+    doc = export_version(
+        lk, name, int(version), int(shard_mb * 1024 * 1024), runner="ray", address=s.ray_address
+    )
     console.print(f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards")
 
 

@@ -177,10 +177,64 @@ def _location(lake: Lake, name: str, version: int) -> Any:
     return lake.root.join("datasets", name, str(version))
 
 
-def export_version(
-    lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024
+def _write_shard(
+    lake: Lake,
+    name: str,
+    version: int,
+    index: int,
+    clips: list[dict[str, Any]],
+    split: dict[str, str],
+    signals_version: int,
 ) -> dict[str, Any]:
-    """Write the version's shards and manifest (same version, same bytes)."""
+    """One WebDataset tar (``<clip_id>.mp4/.json/.signals.npy`` per sample); runs in a Ray task."""
+    loc = _location(lake, name, version)
+    fs = loc.fs
+    buf = io.BytesIO()
+    writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
+    for clip in clips:
+        cid = clip["clip_id"]
+        video = fs.cat_file(_media_path(lake, clip["video_uri"]))
+        npy = io.BytesIO()
+        np.save(npy, clip_signals(lake, clip, signals_version))
+        meta = {
+            k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
+            for k, v in clip.items()
+            if k not in ("video_uri", "thumbnail_uri")
+        }
+        meta.update({"split": split[cid], "signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0})
+        sample = {"__key__": cid, "mp4": video, "json": json.dumps(meta, sort_keys=True).encode()}
+        sample["signals.npy"] = npy.getvalue()
+        writer.write(sample)
+    writer.close()
+    data = buf.getvalue()
+    fs.pipe_file(loc.join(f"{index:06d}.tar").path, data)
+    return {
+        "path": f"{index:06d}.tar",
+        "nsamples": len(clips),
+        "filesize": len(data),
+        "md5sum": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _media_path(lake: Lake, uri: str) -> str:
+    return lake.root.join(posixpath.relpath(uri, lake.uri)).path if uri.startswith(lake.uri) else uri
+
+
+def export_version(
+    lake: Lake,
+    name: str,
+    version: int,
+    shard_bytes: int = 512 * 1024 * 1024,
+    runner: str = "local",
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Write the version's shards (in parallel Ray tasks with ``runner="ray"``) and manifest.
+
+    Samples go to shards in clip-id order, cut where the running size (video size
+    plus a fixed allowance for the JSON and signals) passes ``shard_bytes``: the
+    plan depends only on the version's clips, so re-exporting gives the same bytes.
+    """
     ds = get_version(lake, name, version)
     pinned = json.loads(ds["lake_version"])
     members = (
@@ -201,60 +255,23 @@ def export_version(
     loc = _location(lake, name, version)
     fs = loc.fs
     fs.makedirs(loc.path, exist_ok=True)
-    shards: list[dict[str, Any]] = []
-    buf = io.BytesIO()
-    writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
-    count = 0
-
-    def flush() -> None:
-        nonlocal buf, writer, count
-        writer.close()
-        data = buf.getvalue()
-        index = len(shards)
-        path = loc.join(f"{index:06d}.tar")
-        fs.pipe_file(path.path, data)
-        shards.append(
-            {
-                "path": f"{index:06d}.tar",
-                "nsamples": count,
-                "filesize": len(data),
-                "md5sum": hashlib.md5(data).hexdigest(),
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
-        )
-        buf = io.BytesIO()
-        writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
-        count = 0
-
+    plan: list[list[dict[str, Any]]] = [[]]
+    size = 0
     for cid in ids:
-        clip = clips[cid]
-        video = (
-            fs.cat_file(lake.root.join(posixpath.relpath(clip["video_uri"], lake.uri)).path)
-            if clip["video_uri"].startswith(lake.uri)
-            else fs.cat_file(clip["video_uri"])
-        )
-        sig = clip_signals(lake, clip, pinned["signals"])
-        meta = {
-            k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
-            for k, v in clip.items()
-            if k not in ("video_uri", "thumbnail_uri")
-        }
-        meta.update({"split": split[cid], "signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0})
-        npy = io.BytesIO()
-        np.save(npy, sig)
-        writer.write(
-            {
-                "__key__": cid,
-                "mp4": video,
-                "json": json.dumps(meta, sort_keys=True).encode(),
-                "signals.npy": npy.getvalue(),
-            }
-        )
-        count += 1
-        if buf.tell() >= shard_bytes:
-            flush()
-    if count or not shards:
-        flush()
+        if plan[-1] and size >= shard_bytes:
+            plan.append([])
+            size = 0
+        plan[-1].append(clips[cid])
+        size += int(fs.size(_media_path(lake, clips[cid]["video_uri"]))) + 24 * 1024
+    args = [(lake, name, int(version), i, part, split, pinned["signals"]) for i, part in enumerate(plan)]
+    if runner == "ray" and len(plan) > 1:
+        from jobs.runtime import init_ray
+
+        ray = init_ray(address)
+        task = ray.remote(num_cpus=1, max_retries=2)(_write_shard)
+        shards = ray.get([task.remote(*a) for a in args])
+    else:
+        shards = [_write_shard(*a) for a in args]
     doc = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,

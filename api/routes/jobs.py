@@ -56,7 +56,9 @@ def _run(kind: str, params: dict[str, Any], settings: Any, lake: Any) -> dict[st
         case "export":
             from mining.curation import export_version
 
-            doc = export_version(lake, str(params["name"]), int(params["version"]))
+            doc = export_version(
+                lake, str(params["name"]), int(params["version"]), runner="ray", address=settings.ray_address
+            )
             return {"num_samples": doc["num_samples"], "shards": len(doc["shardlist"])}
     raise ValueError(kind)
 

@@ -171,3 +171,23 @@ def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Set
         "clip_id"
     )
     assert ids <= set(with_event.to_pylist())
+
+
+def test_export_on_ray_matches_local_byte_for_byte(fleet_lake: Settings, ray_local: object) -> None:
+    from mining.curation import DatasetQuery, create_version, export_version
+
+    lake = Lake.from_settings(fleet_lake)
+    row = create_version(lake, "all-clips", DatasetQuery(val_fraction=0.3))
+    on_ray = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner="ray")
+    assert len(on_ray["shardlist"]) > 1 and on_ray["num_samples"] == row["clip_count"]
+    assert sum(s["nsamples"] for s in on_ray["shardlist"]) == row["clip_count"]
+    local = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner="local")
+    assert [s["sha256"] for s in local["shardlist"]] == [s["sha256"] for s in on_ray["shardlist"]]
+    splits = lake.read("dataset_clips", where="name = 'all-clips'").to_pylist()
+    drives = {
+        r["clip_id"]: r["drive_id"] for r in lake.read("clips", columns=["clip_id", "drive_id"]).to_pylist()
+    }
+    by_drive: dict[str, set[str]] = {}
+    for m in splits:
+        by_drive.setdefault(drives[m["clip_id"]], set()).add(m["split"])
+    assert all(len(s) == 1 for s in by_drive.values())  # a drive is never split across train and val
