@@ -601,9 +601,6 @@ def demo(
         f"try:       curl -H 'Authorization: Bearer {token}' {base}/v1/mining/corner-cases?k=5",
         soft_wrap=True,
     )
-    console.print(
-        "[yellow]not built yet:[/] the web UI pages (/ui); the API above serves everything they would."
-    )
     if no_serve:
         return
     serve(host=host, port=port, no_auth=False, lake=s.lake, address=address)
