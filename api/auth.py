@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from storage.errors import ConfigError
 from storage.lake import Lake
+from storage.sql import literal
 from storage.tables import tokens
 
 __all__ = ["ROLES", "TokenCache", "create_token", "revoke_token", "verify"]
@@ -41,7 +42,7 @@ def create_token(lake: Lake, name: str, role: str) -> str:
 
 def revoke_token(lake: Lake, name: str) -> None:
     lake.create_tables(["tokens"])
-    rows = lake.read("tokens", where=f"name = '{name.replace(chr(39), chr(39) * 2)}'").to_pylist()
+    rows = lake.read("tokens", where=f"name = {literal(name)}").to_pylist()
     if not rows:
         raise ConfigError(f"no token named {name!r}")
     rows[0]["revoked_at"] = dt.datetime.now(dt.UTC)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from storage.config import Settings
 from storage.errors import FleetError
+from storage.sql import literal
 
 app = typer.Typer(help="fleetmine: the data engine for self-driving fleets.", no_args_is_help=True)
 lake_app = typer.Typer(help="Lake tables: info and maintenance.", no_args_is_help=True)
@@ -466,7 +467,9 @@ def dataset_export(
     name, _, version = ref.partition("@")
     if not version:
         versions = (
-            lk.read("datasets", columns=["version"], where=f"name = '{name}'").column("version").to_pylist()
+            lk.read("datasets", columns=["version"], where=f"name = {literal(name)}")
+            .column("version")
+            .to_pylist()
         )
         if not versions:
             raise ConfigError(f"no dataset {name!r}")

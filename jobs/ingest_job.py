@@ -25,6 +25,7 @@ from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
 from storage.lake import Lake
 from storage.objectstore import Location
+from storage.sql import in_list, literal
 from storage.tables import runs
 
 __all__ = ["IngestReport", "run_ingest"]
@@ -73,7 +74,7 @@ def _open_run(
     lake: Lake, raw: Location, sources: list[DriveSource], todo: list[DriveSource]
 ) -> tuple[int, list[DriveSource], bool]:
     """Resume the last unfinished run on this RAW, or start the next number."""
-    prior = lake.read("runs", where=f"kind = '{APP_ID}'").to_pylist()
+    prior = lake.read("runs", where=f"kind = {literal(APP_ID)}").to_pylist()
     for r in sorted(prior, key=lambda r: r["run_number"] or 0, reverse=True):
         params = json.loads(r["params"] or "{}")
         if r["status"] == "running" and params.get("raw") == raw.uri:
@@ -153,8 +154,7 @@ def run_ingest(
         if lake.committed(table, txn):
             continue
         if replaced:  # drives re-ingested (--force or changed content) replace their old rows
-            ids = ", ".join(f"'{d}'" for d in sorted(set(replaced)))
-            lake.delete(table, f"drive_id IN ({ids})")
+            lake.delete(table, f"drive_id IN ({in_list(sorted(set(replaced)))})")
         actions = [a for r in results for a in r.actions.get(table, [])]
         lake.commit(table, actions, txn)
     lake.upsert("drives", drive_rows(results), txn)

@@ -23,6 +23,7 @@ from mining.queries import similar
 from mining.registry import resolve
 from storage.errors import ConfigError
 from storage.lake import Lake
+from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import CANONICAL
 
@@ -58,25 +59,16 @@ class DatasetQuery(BaseModel):
     model: str | None = None
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ts(t: dt.datetime) -> str:
-    t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-    return _q(t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-
-
 def clip_predicate(q: DatasetQuery) -> str | None:
     parts = []
     if q.events:
-        parts.append("(" + " OR ".join(f"array_has(events, {_q(e)})" for e in q.events) + ")")
+        parts.append("(" + " OR ".join(f"array_has(events, {literal(e)})" for e in q.events) + ")")
     if q.vehicles:
-        parts.append(f"vehicle_id IN ({', '.join(_q(v) for v in q.vehicles)})")
+        parts.append(f"vehicle_id IN ({in_list(q.vehicles)})")
     if q.since:
-        parts.append(f"start_time >= {_ts(q.since)}")
+        parts.append(f"start_time >= {literal(q.since)}")
     if q.until:
-        parts.append(f"start_time < {_ts(q.until)}")
+        parts.append(f"start_time < {literal(q.until)}")
     if q.min_speed is not None:
         parts.append(f"speed_max >= {float(q.min_speed)}")
     if q.max_speed is not None:
@@ -104,7 +96,9 @@ def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[
         rows = [r for r in rows if r["clip_id"] in allowed]
     if q.min_novelty is not None or q.dedup:
         scores = lake.read(
-            "mining_scores", where=f"model_version = {_q(spec.ref)}", version=versions.get("mining_scores")
+            "mining_scores",
+            where=f"model_version = {literal(spec.ref)}",
+            version=versions.get("mining_scores"),
         ).to_pylist()
         latest = max((s["run_id"] for s in scores), default=None)
         by_clip = {s["clip_id"]: s for s in scores if s["run_id"] == latest}
@@ -135,7 +129,9 @@ def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
     pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores")}
     rows = select_clips(lake, q, pinned)
     existing = (
-        lake.read("datasets", columns=["version"], where=f"name = {_q(name)}").column("version").to_pylist()
+        lake.read("datasets", columns=["version"], where=f"name = {literal(name)}")
+        .column("version")
+        .to_pylist()
     )
     version = max(existing, default=0) + 1
     members = pa.Table.from_pylist(
@@ -167,7 +163,7 @@ def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
 
 
 def get_version(lake: Lake, name: str, version: int) -> dict[str, Any]:
-    rows = lake.read("datasets", where=f"name = {_q(name)} AND version = {int(version)}").to_pylist()
+    rows = lake.read("datasets", where=f"name = {literal(name)} AND version = {int(version)}").to_pylist()
     if not rows:
         raise KeyError(f"no dataset {name} version {version}")
     return rows[0]
@@ -238,7 +234,7 @@ def export_version(
     ds = get_version(lake, name, version)
     pinned = json.loads(ds["lake_version"])
     members = (
-        lake.read("dataset_clips", where=f"name = {_q(name)} AND version = {int(version)}")
+        lake.read("dataset_clips", where=f"name = {literal(name)} AND version = {int(version)}")
         .sort_by("clip_id")
         .to_pylist()
     )
@@ -248,7 +244,7 @@ def export_version(
         r["clip_id"]: r
         for r in lake.read(
             "clips",
-            where=f"clip_id IN ({', '.join(_q(c) for c in ids)})" if ids else "false",
+            where=f"clip_id IN ({in_list(ids)})" if ids else "false",
             version=pinned["clips"],
         ).to_pylist()
     }
@@ -300,8 +296,8 @@ def export_version(
 def clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -> np.ndarray:
     """The clip's canonical signals at 20 Hz as float64 rows (columns: SIGNAL_COLUMNS)."""
     where = (
-        f"drive_id = {_q(clip['drive_id'])} AND date = '{clip['date']}' "
-        f"AND t >= {_ts(clip['start_time'])} AND t < {_ts(clip['end_time'])}"
+        f"drive_id = {literal(clip['drive_id'])} AND date = {literal(clip['date'])} "
+        f"AND t >= {literal(clip['start_time'])} AND t < {literal(clip['end_time'])}"
     )
     t = lake.read("signals", where=where, version=version).sort_by("t")
     out = np.full((t.num_rows, len(SIGNAL_COLUMNS)), np.nan)

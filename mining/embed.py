@@ -24,6 +24,7 @@ from storage.config import Settings
 from storage.delta import Txn
 from storage.lake import Lake
 from storage.schema import UTC_TS
+from storage.sql import in_list, literal
 from storage.tables import embeddings
 
 __all__ = ["EmbedReport", "load_inputs", "pending_clips", "run_embed"]
@@ -56,14 +57,10 @@ def pending_clips(lake: Lake, spec: ModelSpec) -> tuple[list[str], int]:
     done = lake.read(
         "embeddings",
         columns=["clip_id"],
-        where=f"model_name = '{spec.name}' AND model_version = {spec.version}",
+        where=f"model_name = {literal(spec.name)} AND model_version = {spec.version}",
     ).column("clip_id")
     todo = pc.filter(clips, pc.invert(pc.is_in(clips, value_set=done)))
     return sorted(todo.to_pylist()), len(done)
-
-
-def _in_list(ids: list[str]) -> str:
-    return ", ".join(f"'{c}'" for c in ids)
 
 
 def load_inputs(lake: Lake, clip_ids: list[str]) -> pa.Table:
@@ -78,10 +75,10 @@ def load_inputs(lake: Lake, clip_ids: list[str]) -> pa.Table:
             }
         )
     clips = lake.read(
-        "clips", columns=["clip_id", "date", *FEATURES], where=f"clip_id IN ({_in_list(clip_ids)})"
+        "clips", columns=["clip_id", "date", *FEATURES], where=f"clip_id IN ({in_list(clip_ids)})"
     )
     frames = lake.read(
-        "clip_frames", columns=["clip_id", "frame_index", "jpeg"], where=f"clip_id IN ({_in_list(clip_ids)})"
+        "clip_frames", columns=["clip_id", "frame_index", "jpeg"], where=f"clip_id IN ({in_list(clip_ids)})"
     )
     frames = frames.sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
     by_clip: dict[str, list[bytes]] = {}
@@ -195,9 +192,9 @@ def load_vectors(
     lake: Lake, spec: ModelSpec, clip_ids: list[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
     """Clip ids and their vectors for one model version (latest vector per clip)."""
-    where = f"model_name = '{spec.name}' AND model_version = {spec.version}"
+    where = f"model_name = {literal(spec.name)} AND model_version = {spec.version}"
     if clip_ids is not None:
-        where += f" AND clip_id IN ({_in_list(clip_ids)})" if clip_ids else " AND false"
+        where += f" AND clip_id IN ({in_list(clip_ids)})" if clip_ids else " AND false"
     t = lake.read("embeddings", columns=["clip_id", "vector"], where=where).sort_by("clip_id")
     ids = t.column("clip_id").to_pylist()
     if not ids:

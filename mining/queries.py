@@ -14,6 +14,7 @@ from mining.registry import resolve
 from storage.config import Settings
 from storage.errors import ConfigError, StorageError
 from storage.lake import Lake
+from storage.sql import literal
 
 __all__ = ["Neighbour", "build_index", "corner_cases", "similar"]
 
@@ -102,13 +103,13 @@ def corner_cases(
 ) -> list[dict[str, Any]]:
     """Clips ranked by novelty (latest run for the model), duplicates left out."""
     spec = resolve(lake, model)
-    scores = lake.read("mining_scores", where=f"model_version = '{spec.ref}'")
+    scores = lake.read("mining_scores", where=f"model_version = {literal(spec.ref)}")
     if scores.num_rows == 0:
         return []
     latest = max(scores.column("run_id").to_pylist())
     rows = [r for r in scores.to_pylist() if r["run_id"] == latest and r["duplicate_of"] is None]
     if event:
-        with_event = lake.read("clips", columns=["clip_id"], where=f"array_has(events, '{event}')")
+        with_event = lake.read("clips", columns=["clip_id"], where=f"array_has(events, {literal(event)})")
         keep = set(with_event.column("clip_id").to_pylist())
         rows = [r for r in rows if r["clip_id"] in keep]
     rows.sort(key=lambda r: -r["novelty"])

@@ -13,6 +13,7 @@ from mining.encoders.builtin import DIM as BUILTIN_DIM
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError
 from storage.lake import Lake
+from storage.sql import literal
 from storage.tables import models
 
 __all__ = ["DEFAULT_MODEL", "list_models", "register", "resolve", "set_current"]
@@ -70,7 +71,7 @@ def set_current(lake: Lake, name: str, version: int) -> None:
     if not any(m.version == version for m in rows):
         known = [m.ref for m in rows] or "none"
         raise ConfigError(f"no model {name}@{version}; registered: {known}")
-    table = lake.read("models", where=f"name = '{name}'")
+    table = lake.read("models", where=f"name = {literal(name)}")
     chosen = [v == version for v in table.column("version").to_pylist()]
     now = dt.datetime.now(dt.UTC)
     table = table.set_column(table.schema.get_field_index("is_current"), "is_current", pa.array(chosen))

@@ -19,6 +19,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
 from storage.errors import LeaseHeldError
+from storage.sql import literal
 
 if TYPE_CHECKING:
     from storage.lake import Lake
@@ -27,7 +28,7 @@ TABLE = "_leases"
 
 
 def holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None) -> list[dict[str, object]]:
-    rows = lake.read(TABLE, where=f"lease = '{name}'", version=version).to_pylist()
+    rows = lake.read(TABLE, where=f"lease = {literal(name)}", version=version).to_pylist()
     released = {r["token"] for r in rows if r["action"] == "release"}
     return [
         r for r in rows if r["action"] == "grant" and r["token"] not in released and r["expires_at"] > now

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
 from mining.curation import SIGNAL_COLUMNS, clip_signals
+from storage.sql import literal
 
 router = APIRouter(prefix="/v1", tags=["clips"])
 MAX_LIMIT = 500
@@ -66,10 +67,6 @@ class SignalsPublic(BaseModel):
     rows: list[list[float | None]]
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _cursor(value: str | None) -> str | None:
     if value is None:
         return None
@@ -91,14 +88,14 @@ def list_drives(
     lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=MAX_LIMIT), cursor: str | None = None
 ) -> DrivesPublic:
     after = _cursor(cursor)
-    where = f"drive_id > {_q(after)}" if after else None
+    where = f"drive_id > {literal(after)}" if after else None
     rows, nxt = _page(lake.read("drives", where=where).to_pylist(), "drive_id", limit)
     return DrivesPublic(data=[DrivePublic(**r) for r in rows], count=len(rows), next_cursor=nxt)
 
 
 @router.get("/drives/{drive_id}", response_model=DrivePublic)
 def get_drive(drive_id: str, lake: LakeDep, _: Reader) -> DrivePublic:
-    rows = lake.read("drives", where=f"drive_id = {_q(drive_id)}").to_pylist()
+    rows = lake.read("drives", where=f"drive_id = {literal(drive_id)}").to_pylist()
     if not rows:
         raise HTTPException(404, f"no drive {drive_id}")
     return DrivePublic(**rows[0])
@@ -119,19 +116,18 @@ def list_clips(
     parts = []
     after = _cursor(cursor)
     if after:
-        parts.append(f"clip_id > {_q(after)}")
+        parts.append(f"clip_id > {literal(after)}")
     if vehicle_id:
-        parts.append(f"vehicle_id = {_q(vehicle_id)}")
+        parts.append(f"vehicle_id = {literal(vehicle_id)}")
     if event:
-        parts.append(f"array_has(events, {_q(event)})")
+        parts.append(f"array_has(events, {literal(event)})")
     if min_speed is not None:
         parts.append(f"speed_max >= {float(min_speed)}")
     for op, t in ((">=", since), ("<", until)):
         if t is not None:
-            t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-            parts.append(f"start_time {op} '{t.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S.%fZ}'")
-            # ids begin with the UTC day: prune partitions too
-            parts.append(f"date {op if op == '>=' else '<='} '{t.astimezone(dt.UTC):%Y-%m-%d}'")
+            day = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
+            parts.append(f"start_time {op} {literal(t)}")
+            parts.append(f"date {op if op == '>=' else '<='} {literal(day)}")  # prunes partitions too
     cols = list(ClipPublic.model_fields)
     rows = lake.read("clips", columns=cols, where=" AND ".join(parts) or None).to_pylist()
     page, nxt = _page(rows, "clip_id", limit)
@@ -140,7 +136,7 @@ def list_clips(
 
 def _clip(lake: Any, clip_id: str) -> dict[str, Any]:
     day = clip_id[:8]
-    where = f"clip_id = {_q(clip_id)}"
+    where = f"clip_id = {literal(clip_id)}"
     if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
         where += f" AND date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
     try:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.deps import LakeDep, Reader
 from mining.curation import SIGNAL_COLUMNS, clip_signals
 from mining.queries import corner_cases, similar
+from storage.sql import in_list, literal
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
@@ -65,9 +66,8 @@ def grid(lake: LakeDep, _: Reader, event: str | None = None, k: int = 48) -> HTM
     ids = [r["clip_id"] for r in rows]
     events: dict[str, list[str]] = {}
     if ids:
-        in_list = ", ".join(f"'{c}'" for c in ids)
         for r in lake.read(
-            "clips", columns=["clip_id", "events"], where=f"clip_id IN ({in_list})"
+            "clips", columns=["clip_id", "events"], where=f"clip_id IN ({in_list(ids)})"
         ).to_pylist():
             events[r["clip_id"]] = r["events"] or []
     cards = "".join(
@@ -114,7 +114,7 @@ def _plot(sig: Any) -> str:
 
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
 def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
-    rows = lake.read("clips", where=f"clip_id = '{clip_id.replace(chr(39), '')}'").to_pylist()
+    rows = lake.read("clips", where=f"clip_id = {literal(clip_id)}").to_pylist()
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
     clip = rows[0]
