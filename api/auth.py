@@ -14,7 +14,7 @@ from storage.lake import Lake
 from storage.sql import literal
 from storage.tables import tokens
 
-__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token", "verify"]
+__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token"]
 
 ROLES = ("reader", "curator", "operator")
 
@@ -47,15 +47,6 @@ def revoke_token(lake: Lake, name: str) -> None:
         raise ConfigError(f"no token named {name!r}")
     rows[0]["revoked_at"] = dt.datetime.now(dt.UTC)
     lake.upsert("tokens", pa.Table.from_pylist(rows, schema=tokens.SPEC.schema))
-
-
-def verify(lake: Lake, secret: str) -> tuple[str, str] | None:
-    """(name, role) of a live token, else None. Constant-time compare of the hashes."""
-    digest = _hash(secret)
-    for r in lake.read("tokens", columns=["name", "token_hash", "role", "revoked_at"]).to_pylist():
-        if r["revoked_at"] is None and secrets.compare_digest(r["token_hash"], digest):
-            return r["name"], r["role"]
-    return None
 
 
 class TokenCache:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import webdataset as wds
 from pydantic import BaseModel, ConfigDict, Field
 
+from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
 from storage.errors import ConfigError
@@ -95,13 +96,8 @@ def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[
             allowed.add(cid)
         rows = [r for r in rows if r["clip_id"] in allowed]
     if q.min_novelty is not None or q.dedup:
-        scores = lake.read(
-            "mining_scores",
-            where=f"model_version = {literal(spec.ref)}",
-            version=versions.get("mining_scores"),
-        ).to_pylist()
-        latest = max((s["run_id"] for s in scores), default=None)
-        by_clip = {s["clip_id"]: s for s in scores if s["run_id"] == latest}
+        scores = latest_scores(lake, spec, versions.get("mining_scores"))
+        by_clip: dict[str, Any] = {s["clip_id"]: s for s in scores}
         if not by_clip:
             raise ConfigError(f"min_novelty/dedup need mining scores for {spec.ref}: run `fleetmine mine`")
         if q.min_novelty is not None:

@@ -12,10 +12,10 @@ import numpy as np
 
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
+from mining.novelty import latest_scores
 from mining.registry import resolve
 from storage.errors import ConfigError
 from storage.lake import Lake
-from storage.sql import literal
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -82,10 +82,9 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
         if cid:
             planted[cid] = e["type"]
     ids, vectors = load_vectors(lake, spec)
-    scores = lake.read("mining_scores", where=f"model_version = {literal(spec.ref)}").to_pylist()
-    latest = max((r["run_id"] for r in scores), default=None)
-    novelty = {r["clip_id"]: r["novelty"] for r in scores if r["run_id"] == latest}
-    dup_of = {r["clip_id"]: r["duplicate_of"] for r in scores if r["run_id"] == latest}
+    scores = latest_scores(lake, spec)
+    novelty = {r["clip_id"]: r["novelty"] for r in scores}
+    dup_of = {r["clip_id"]: r["duplicate_of"] for r in scores}
     k = len(planted)
     relevant = set(planted)
     ranking = sorted(novelty, key=lambda c: -novelty[c])

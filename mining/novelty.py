@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
@@ -28,9 +30,10 @@ from storage.config import Settings
 from storage.delta import Txn
 from storage.lake import Lake
 from storage.schema import UTC_TS
+from storage.sql import literal
 from storage.tables import mining_scores
 
-__all__ = ["MineConfig", "MineReport", "run_mine", "score"]
+__all__ = ["MineConfig", "MineReport", "latest_scores", "run_mine", "score"]
 
 SIGNALS = (
     "speed_mean",
@@ -156,6 +159,18 @@ def score(
         "signal": sig,
         "duplicate_of": duplicate_of,
     }
+
+
+def latest_scores(lake: Lake, spec: ModelSpec, version: int | None = None) -> list[dict[str, Any]]:
+    """The rows of the newest ``mine`` run for ``spec`` (one narrow scan to find it)."""
+    where = f"model_version = {literal(spec.ref)}"
+    runs = lake.read("mining_scores", columns=["run_id"], where=where, version=version).column("run_id")
+    if len(runs) == 0:
+        return []
+    latest = pc.max(runs).as_py()
+    return lake.read(
+        "mining_scores", where=f"{where} AND run_id = {literal(latest)}", version=version
+    ).to_pylist()
 
 
 def reference_clips(lake: Lake) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
 from mining.interfaces import ModelSpec
+from mining.novelty import latest_scores
 from mining.registry import resolve
 from storage.config import Settings
 from storage.errors import ConfigError, StorageError
@@ -55,17 +57,32 @@ def build_index(
     }
 
 
+_INDEXES: dict[tuple[str, str], tuple[int, ClipIndex]] = {}
+_INDEXES_LOCK = threading.Lock()
+
+
 def _index(lake: Lake, spec: ModelSpec) -> ClipIndex:
-    loaded = ClipIndex.load(ClipIndex.location(lake, spec))
-    if loaded is not None:
-        index, _ = loaded
+    """The model version's index, loaded once per process and per ``embeddings`` version.
+
+    A search reads no vectors unless the embeddings table changed since the last one.
+    """
+    version = lake.version("embeddings")
+    key = (lake.uri, spec.ref)
+    with _INDEXES_LOCK:
+        hit = _INDEXES.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        loaded = ClipIndex.load(ClipIndex.location(lake, spec))
         ids, vectors = load_vectors(lake, spec)
-        index.add(vectors, ids)  # clips embedded since the index was saved
+        if loaded is not None:
+            index, _ = loaded
+            index.add(vectors, ids)  # clips embedded since the index was saved
+        elif ids:
+            index = ClipIndex.build(vectors, ids)
+        else:
+            raise StorageError(f"no embeddings for {spec.ref} yet; run `fleetmine embed`")
+        _INDEXES[key] = (version, index)
         return index
-    ids, vectors = load_vectors(lake, spec)
-    if not ids:
-        raise StorageError(f"no embeddings for {spec.ref} yet; run `fleetmine embed`")
-    return ClipIndex.build(vectors, ids)
 
 
 def similar(
@@ -103,11 +120,7 @@ def corner_cases(
 ) -> list[dict[str, Any]]:
     """Clips ranked by novelty (latest run for the model), duplicates left out."""
     spec = resolve(lake, model)
-    scores = lake.read("mining_scores", where=f"model_version = {literal(spec.ref)}")
-    if scores.num_rows == 0:
-        return []
-    latest = max(scores.column("run_id").to_pylist())
-    rows = [r for r in scores.to_pylist() if r["run_id"] == latest and r["duplicate_of"] is None]
+    rows = [r for r in latest_scores(lake, spec) if r["duplicate_of"] is None]
     if event:
         with_event = lake.read("clips", columns=["clip_id"], where=f"array_has(events, {literal(event)})")
         keep = set(with_event.column("clip_id").to_pylist())

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
 from mining.curation import SIGNAL_COLUMNS, clip_signals
+from storage.errors import StorageError
 from storage.sql import literal
 
 router = APIRouter(prefix="/v1", tags=["clips"])
@@ -141,7 +142,7 @@ def _clip(lake: Any, clip_id: str) -> dict[str, Any]:
         where += f" AND date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
     try:
         rows = lake.read("clips", where=where).to_pylist()
-    except Exception:
+    except StorageError:  # an id whose day part is no calendar date: no such partition
         rows = []
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
