@@ -36,28 +36,25 @@ class DecodeStats:
     problems: list[str] = field(default_factory=list)
 
 
-_BE_KEEP = np.array([0] + [((1 << (8 * k)) - 1) << (8 * (8 - k)) for k in range(1, 9)], dtype=np.uint64)
-_LE_KEEP = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 9)], dtype=np.uint64)
+_LE_KEEP = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
-def _words(data: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each payload's first 8 bytes as a big- and a little-endian uint64 (zero-padded).
+def _words(data: pa.BinaryArray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first 8 bytes of the payloads at ``rows`` as big- and little-endian uint64s.
 
-    A strided view reads the 8-byte word at every byte offset of the value buffer,
-    so the words of all frames are one gather at the frames' start offsets.
+    A strided view reads the 8-byte word at every byte offset of the value
+    buffer, so the words of all frames are one gather at their start offsets;
+    bytes past a payload's end are zeroed, so the big-endian word is the
+    little-endian one byte-swapped.
     """
     offsets = np.frombuffer(data.buffers()[1], dtype=np.int32)[data.offset : data.offset + len(data) + 1]
     values = np.frombuffer(data.buffers()[2], dtype=np.uint8) if data.buffers()[2] else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
     padded = np.concatenate([values, np.zeros(8, np.uint8)])
-    keep = np.minimum(lengths, 8)
-    starts = offsets[:-1]
-    shape = (len(padded) - 7,)
-    be_view = np.ndarray(shape, dtype=">u8", buffer=padded, strides=(1,))
-    le_view = np.ndarray(shape, dtype="<u8", buffer=padded, strides=(1,))
-    be = be_view[starts].astype(np.uint64) & _BE_KEEP[keep]
-    le = le_view[starts] & _LE_KEEP[keep]
-    return be, le, lengths
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    view = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    le = view[starts] & _LE_KEEP[np.minimum(lengths, 8)]
+    return le.byteswap(), le, lengths
 
 
 def _raw(signal: Signal, be: np.ndarray, le: np.ndarray) -> np.ndarray:
@@ -82,14 +79,19 @@ def _physical(signal: Signal, raw: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Plan:
-    """One message's signals as arrays, so all of them decode in a few numpy ops."""
+    """One message's signals as arrays, so all of them decode in a few numpy ops.
+
+    A signal is ``length`` bits of the message's 64-bit word: shifting it left to
+    the word's top and back right by ``64 - length`` extracts it, arithmetically
+    (on the int64 view) for signed signals, which also extends their sign.
+    """
 
     names: tuple[str, ...]
-    big_endian: np.ndarray  # (S, 1) bool
-    shift: np.ndarray  # (S, 1) uint64
-    mask: np.ndarray  # (S, 1) uint64
-    sign_at: np.ndarray  # (S, 1) int64: raw >= this is negative (int64 max when unsigned)
-    sign_sub: np.ndarray  # (S, 1) int64
+    order: str  # "big", "little" or "mixed"
+    big_endian: np.ndarray  # (S, 1) bool, used when the order is mixed
+    left: np.ndarray  # (S, 1) uint64
+    right: np.ndarray  # (S, 1) uint64
+    signed: np.ndarray  # indices of the signed integer signals
     scale: np.ndarray  # (S, 1) float64
     offset: np.ndarray  # (S, 1) float64
     special: tuple[int, ...]  # float signals, 64-bit signals: decoded one by one
@@ -99,20 +101,21 @@ class _Plan:
 def _plan(msg: Message) -> _Plan:
     sigs = list(msg.signals)
     col = lambda xs, dt: np.array(xs, dtype=dt).reshape(-1, 1)  # noqa: E731
-    be, shift, mask, sign_at, sign_sub, scale, offset, special = [], [], [], [], [], [], [], []
+    big, left, right, signed, special = [], [], [], [], []
     for i, s in enumerate(sigs):
-        big = s.byte_order == "big_endian"
+        be = s.byte_order == "big_endian"
         pos = (s.start // 8) * 8 + (7 - s.start % 8)
-        be.append(big)
-        shift.append(64 - pos - s.length if big else s.start)
-        mask.append((1 << min(s.length, 63)) - 1)
-        signed = s.is_signed and not s.is_float
-        sign_at.append(1 << (s.length - 1) if signed and s.length < 64 else np.iinfo(np.int64).max)
-        sign_sub.append(1 << s.length if signed and s.length < 64 else 0)
-        scale.append(float(s.conversion.scale))
-        offset.append(float(s.conversion.offset))
-        if s.is_float or s.length >= 64 or (64 - pos - s.length if big else s.start) < 0:
+        shift = 64 - pos - s.length if be else s.start  # of the signal's lowest bit
+        big.append(be)
+        if s.is_float or s.length >= 64 or shift < 0 or shift + s.length > 64:
             special.append(i)
+            left.append(0)
+            right.append(0)
+            continue
+        left.append(64 - shift - s.length)
+        right.append(64 - s.length)
+        if s.is_signed:
+            signed.append(i)
     index = {s.name: i for i, s in enumerate(sigs)}
     mux = tuple(
         (i, index[s.multiplexer_signal], tuple(s.multiplexer_ids))
@@ -121,13 +124,13 @@ def _plan(msg: Message) -> _Plan:
     )
     return _Plan(
         names=tuple(f"{msg.name}.{s.name}" for s in sigs),
-        big_endian=col(be, bool),
-        shift=col([max(x, 0) for x in shift], np.uint64),
-        mask=col(mask, np.uint64),
-        sign_at=col(sign_at, np.int64),
-        sign_sub=col(sign_sub, np.int64),
-        scale=col(scale, np.float64),
-        offset=col(offset, np.float64),
+        order="big" if all(big) else "little" if not any(big) else "mixed",
+        big_endian=col(big, bool),
+        left=col(left, np.uint64),
+        right=col(right, np.uint64),
+        signed=np.array(signed, dtype=np.intp),
+        scale=col([float(s.conversion.scale) for s in sigs], np.float64),
+        offset=col([float(s.conversion.offset) for s in sigs], np.float64),
         special=tuple(special),
         mux=mux,
     )
@@ -146,54 +149,73 @@ class VectorDecoder:
         for code, k in enumerate(self._keys.tolist()):
             if k < 2048:
                 self._std_lut[k] = code
+        # Bytes each message needs (unknown ids: none); FD messages go through cantools.
+        self._need = np.array([min(m.length, 8) for m in self._messages] + [0], dtype=np.int32)
 
-    def decode(self, frames: pa.Table) -> tuple[dict[str, DecodedSignal], DecodeStats]:
-        """``{"MESSAGE.SIGNAL": DecodedSignal}`` for every signal of every known id."""
-        stats = DecodeStats(frames=frames.num_rows)
-        out: dict[str, DecodedSignal] = {}
-        if frames.num_rows == 0 or not len(self._keys):
-            stats.unknown_ids = frames.num_rows
-            return out, stats
+    def _codes(self, frames: pa.Table) -> np.ndarray:
+        """Dense message codes per frame (unknown ids and error frames: ``len(keys)``).
+
+        A table for 11-bit ids, a binary search for the rest.
+        """
+        unknown = len(self._keys)
         ids = frames.column("arbitration_id").to_numpy()
         ext = frames.column("is_extended").to_numpy(zero_copy_only=False)
         err = frames.column("is_error").to_numpy(zero_copy_only=False)
-        # Dense codes for known messages (unknown = len): a table for 11-bit ids,
-        # a binary search for the rest; then an O(n) radix sort of the codes.
-        unknown = len(self._keys)
-        small = ~ext & (ids >= 0) & (ids < 2048)
-        if small.all():
+        if not ext.any() and ids.min() >= 0 and ids.max() < 2048:
             codes = self._std_lut[ids]
         else:
             key = np.where(ext, ids | (1 << 40), ids)
             pos = np.minimum(np.searchsorted(self._keys, key), unknown - 1)
             codes = np.where(self._keys[pos] == key, pos, unknown).astype(np.uint16)
-        codes = np.where(err, unknown, codes).astype(np.uint16)
-        known_mask = codes != unknown
+        return np.where(err, np.uint16(unknown), codes) if err.any() else codes
+
+    def decode(self, frames: pa.Table) -> tuple[dict[str, DecodedSignal], DecodeStats]:
+        """``{"MESSAGE.SIGNAL": DecodedSignal}`` for every signal of every known id.
+
+        Frames are grouped by message with one O(n) radix sort of their codes;
+        each message's payload words, times and lengths are then contiguous
+        slices, decoded in a few numpy ops per message.
+        """
+        stats = DecodeStats(frames=frames.num_rows)
+        out: dict[str, DecodedSignal] = {}
+        if frames.num_rows == 0 or not len(self._keys):
+            stats.unknown_ids = frames.num_rows
+            return out, stats
+        unknown = len(self._keys)
+        codes = self._codes(frames)
         order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        bounds = np.searchsorted(sorted_codes, np.arange(len(self._keys) + 1))
-        t_all = frames.column("t_us").to_numpy()
+        bounds = np.searchsorted(codes[order], np.arange(unknown + 1))
+        known = order[: bounds[-1]]
+        t = frames.column("t_us").to_numpy()[known]
         data_col = frames.column("data").combine_chunks()
-        be_all, le_all, len_all = _words(data_col)
+        be, le, lengths = _words(data_col, known)
+        short = lengths < self._need[codes[known]]
+        any_short = bool(short.any())
         for code in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = int(bounds[code]), int(bounds[code + 1])
             msg = self._messages[code]
-            rows = order[bounds[code] : bounds[code + 1]]
             if msg.length > 8:
-                self._decode_slow(msg, rows, t_all, data_col, out, stats)
+                self._decode_slow(msg, known[lo:hi], frames.column("t_us").to_numpy(), data_col, out, stats)
                 continue
-            full = len_all[rows] >= msg.length
-            if not full.all():
-                stats.short_frames += int((~full).sum())
+            keep: slice | np.ndarray = slice(lo, hi)
+            if any_short and short[lo:hi].any():
+                n_short = int(short[lo:hi].sum())
+                stats.short_frames += n_short
                 if len(stats.problems) < 20:
                     stats.problems.append(
-                        f"{msg.name}: {(~full).sum()} frames shorter than {msg.length} bytes not decoded"
+                        f"{msg.name}: {n_short} frames shorter than {msg.length} bytes not decoded"
                     )
-                rows = rows[full]
-            if len(rows) == 0:
-                continue
-            stats.decoded += len(rows)
-            self._decode_plan(msg, self._plans[code], be_all[rows], le_all[rows], t_all[rows], out)
-        stats.unknown_ids = int((~known_mask & ~err).sum())
+                keep = lo + np.flatnonzero(~short[lo:hi])
+                if len(keep) == 0:
+                    continue
+            m_be, m_le, m_t = be[keep], le[keep], t[keep]
+            stats.decoded += len(m_t)
+            self._decode_plan(msg, self._plans[code], m_be, m_le, m_t, out)
+        stats.unknown_ids = (
+            frames.num_rows
+            - int(bounds[-1])
+            - int(frames.column("is_error").to_numpy(zero_copy_only=False).sum())
+        )
         return out, stats
 
     @staticmethod
@@ -205,16 +227,24 @@ class VectorDecoder:
         t: np.ndarray,
         out: dict[str, DecodedSignal],
     ) -> None:
-        word = np.where(plan.big_endian, be[None, :], le[None, :])
-        raw = ((word >> plan.shift) & plan.mask).astype(np.int64)
-        raw = np.where(raw >= plan.sign_at, raw - plan.sign_sub, raw)
-        vals = raw.astype(np.float64) * plan.scale + plan.offset
+        if plan.order == "big":
+            word = be[None, :]
+        elif plan.order == "little":
+            word = le[None, :]
+        else:
+            word = np.where(plan.big_endian, be[None, :], le[None, :])
+        top = word << plan.left  # each signal's highest bit at bit 63
+        raw = (top >> plan.right).view(np.int64)
+        if len(plan.signed):
+            raw[plan.signed] = top[plan.signed].view(np.int64) >> plan.right[plan.signed].view(np.int64)
+        vals = raw.astype(np.float64)
+        vals *= plan.scale
+        vals += plan.offset
         sigs = msg.signals
         for i in plan.special:
             vals[i] = _physical(sigs[i], _raw(sigs[i], be, le))
         for i, m, mux_ids in plan.mux:
-            sel = np.isin(raw[m], mux_ids)
-            vals[i] = np.where(sel, vals[i], np.nan)
+            vals[i] = np.where(np.isin(raw[m], mux_ids), vals[i], np.nan)
         for i, name in enumerate(plan.names):
             out[name] = DecodedSignal(t, vals[i])
 
