@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Text", "decimal", "hex_bytes", "hex_nibbles", "in_range", "pack_hex"]
+__all__ = ["Text", "decimal", "hex_bytes", "hex_nibbles", "in_range", "pack_hex", "same"]
 
 _ONES = 0x0101010101010101
 _HIGH = np.uint64(0x8080808080808080)
@@ -43,15 +43,28 @@ class Text:
         # _words[j] is the word over data[j - 8 : j]: positions -8 .. len(data) + 8 read zeros.
         self._words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
 
-    def starting_at(self, pos: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """The ``length`` (0-8) characters from ``pos``; the rest of the word is '0'."""
-        keep = _LOW_BYTES[length]
-        return (self._words[pos + 8] & keep) | (np.uint64(_ZEROS) & ~keep)
+    def starting_at(self, pos: np.ndarray, length: np.ndarray | int) -> np.ndarray:
+        """The ``length`` (0-8) characters from ``pos``; the rest of the word is '0'.
 
-    def ending_at(self, end: np.ndarray, length: np.ndarray) -> np.ndarray:
+        ``length`` is one number when all fields have the same length (cheaper).
+        """
+        return self._fill(self._words[pos + 8], _LOW_BYTES[length])
+
+    def ending_at(self, end: np.ndarray, length: np.ndarray | int) -> np.ndarray:
         """The ``length`` (0-8) characters before ``end``, right-aligned; leading '0's."""
-        keep = _HIGH_BYTES[length]
-        return (self._words[end] & keep) | (np.uint64(_ZEROS) & ~keep)
+        return self._fill(self._words[end], _HIGH_BYTES[length])
+
+    @staticmethod
+    def _fill(words: np.ndarray, keep: np.ndarray | np.uint64) -> np.ndarray:
+        if keep.ndim == 0 and keep == _LOW_BYTES[8]:
+            return words
+        return (words & keep) | (np.uint64(_ZEROS) & ~keep)
+
+
+def same(lengths: np.ndarray) -> np.ndarray | int:
+    """``lengths`` as one number when they are all equal (the usual, cheaper case)."""
+    first = int(lengths[0])
+    return first if (lengths == first).all() else lengths
 
 
 def decimal(words: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -1,6 +1,6 @@
 """candump -L logs (``(1533226487.000013) can0 2C1#0014DF14BBCA3A91``), parsed in bulk.
 
-No Python code runs per frame. The log is read in chunks of about 1 MB of
+No Python code runs per frame. The log is read in chunks of about 512 KB of
 lines. A chunk whose lines are all classic frames (the usual case) is parsed
 straight from its bytes: the newlines (and, when lines differ in layout, every
 byte <= '.') give every field's bounds, and each field is read and validated
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from ingest.can._ascii import Text, decimal, hex_bytes, hex_nibbles, in_range, pack_hex
+from ingest.can._ascii import Text, decimal, hex_bytes, hex_nibbles, in_range, pack_hex, same
 from ingest.interfaces import FRAME_SCHEMA, CanReadResult
 
 _TS = r"^\(\d{1,12}\.\d{1,9}\)$"
@@ -187,18 +187,18 @@ def _plain_frames(data: bytes) -> pa.Table | None:
     )
     if not shape_ok.all():
         return None
-    secs_lo, ok1 = decimal(text.ending_at(dots, np.minimum(int_len, 8)))
-    secs_hi, ok2 = decimal(text.ending_at(np.maximum(dots - 8, 0), np.clip(int_len - 8, 0, 8)))
-    frac, ok3 = decimal(text.starting_at(dots + 1, frac_len))  # right-padded: 1e-8 s units
-    id_nib, ok4 = hex_nibbles(text.ending_at(hashes, id_len))
-    lo_nib, ok5 = hex_nibbles(text.starting_at(hashes + 1, np.minimum(text_len, 8)))
-    hi_nib, ok6 = hex_nibbles(text.starting_at(hashes + 9, np.clip(text_len - 8, 0, 8)))
+    secs_lo, ok1 = decimal(text.ending_at(dots, same(np.minimum(int_len, 8))))
+    secs_hi, ok2 = decimal(text.ending_at(np.maximum(dots - 8, 0), same(np.clip(int_len - 8, 0, 8))))
+    frac, ok3 = decimal(text.starting_at(dots + 1, same(frac_len)))  # right-padded: 1e-8 s units
+    id_nib, ok4 = hex_nibbles(text.ending_at(hashes, same(id_len)))
+    lo_nib, ok5 = hex_nibbles(text.starting_at(hashes + 1, same(np.minimum(text_len, 8))))
+    hi_nib, ok6 = hex_nibbles(text.starting_at(hashes + 9, same(np.clip(text_len - 8, 0, 8))))
     if not (ok1 and ok2 and ok3 and ok4 and ok5 and ok6):
         return None
     t_us = (secs_hi * np.uint64(100_000_000) + secs_lo).astype(np.int64) * 1_000_000 + (
         frac // np.uint64(100)
     ).astype(np.int64)
-    bus_words = text.starting_at(s1 + 1, np.minimum(bus_len, 8))
+    bus_words = text.starting_at(s1 + 1, same(np.minimum(bus_len, 8)))
     if in_range(bus_words, 0, ord(".")).any():  # a space, '#' or '.' in a bus name: not a frame
         return None
     ids = pack_hex(id_nib).astype(np.int64)
@@ -234,7 +234,7 @@ class CandumpReader:
     """Reads a log a chunk of lines at a time, so memory stays bounded on long logs."""
 
     suffixes: tuple[str, ...] = (".log", ".candump")
-    chunk_bytes = 1 << 20  # ~23k frames; the temporaries of one chunk stay in cache
+    chunk_bytes = 1 << 19  # ~12k frames: a chunk's temporaries stay small (in cache, off mmap)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
         result = CanReadResult(FRAME_SCHEMA.empty_table())
