@@ -24,6 +24,7 @@ from mining.queries import similar
 from mining.registry import resolve
 from storage.errors import ConfigError
 from storage.lake import Lake
+from storage.lease import this_process
 from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import CANONICAL
@@ -124,37 +125,46 @@ def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
     lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings"])
     pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores")}
     rows = select_clips(lake, q, pinned)
-    existing = (
-        lake.read("datasets", columns=["version"], where=f"name = {literal(name)}")
-        .column("version")
-        .to_pylist()
-    )
-    version = max(existing, default=0) + 1
-    members = pa.Table.from_pylist(
-        [
-            {
-                "name": name,
-                "version": version,
-                "clip_id": r["clip_id"],
-                "split": _split(r["drive_id"], q.val_fraction),
-            }
-            for r in rows
-        ],
-        schema=dataset_clips.SPEC.schema,
-    )
-    lake.append("dataset_clips", members)
-    row = {
-        "name": name,
-        "version": version,
-        "query": q.model_dump_json(),
-        "created_at": dt.datetime.now(dt.UTC),
-        "clip_count": len(rows),
-        "manifest_uri": None,
-        "state": "created",
-        "lake_version": json.dumps(pinned, sort_keys=True),
-        "model": resolve(lake, q.model).ref,
-    }
-    lake.append("datasets", pa.Table.from_pylist([row], schema=datasets.SPEC.schema))
+    # Versions are numbered per name: two creates at once must not both take
+    # max + 1, so the number is claimed and both rows written under a lease.
+    with lake.lease(f"dataset:{name}", this_process(), ttl_s=600.0, wait_s=120.0):
+        # Members are written first: a create that died before its datasets row
+        # still used its number, so numbers come from both tables.
+        version = 1 + max(
+            (
+                v
+                for table in ("datasets", "dataset_clips")
+                for v in lake.read(table, columns=["version"], where=f"name = {literal(name)}")
+                .column("version")
+                .to_pylist()
+            ),
+            default=0,
+        )
+        members = pa.Table.from_pylist(
+            [
+                {
+                    "name": name,
+                    "version": version,
+                    "clip_id": r["clip_id"],
+                    "split": _split(r["drive_id"], q.val_fraction),
+                }
+                for r in rows
+            ],
+            schema=dataset_clips.SPEC.schema,
+        )
+        lake.append("dataset_clips", members)
+        row = {
+            "name": name,
+            "version": version,
+            "query": q.model_dump_json(),
+            "created_at": dt.datetime.now(dt.UTC),
+            "clip_count": len(rows),
+            "manifest_uri": None,
+            "state": "created",
+            "lake_version": json.dumps(pinned, sort_keys=True),
+            "model": resolve(lake, q.model).ref,
+        }
+        lake.append("datasets", pa.Table.from_pylist([row], schema=datasets.SPEC.schema))
     return row
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ from mining.encoders.builtin import DIM as BUILTIN_DIM
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError
 from storage.lake import Lake
+from storage.lease import this_process
 from storage.sql import literal
 from storage.tables import models
 
@@ -47,6 +49,19 @@ def register(
         raise ConfigError(f"a {kind} model needs --uri (the model file)")
     if dim is None:
         raise ConfigError("give the model's output dimension (--dim)")
+    with _lease(lake):
+        return _register(lake, name, kind, uri, int(dim), params, current)
+
+
+def _lease(lake: Lake) -> AbstractContextManager[str]:
+    """Registry writes number versions by max + 1: one writer at a time (they are rare)."""
+    return lake.lease("models", this_process(), ttl_s=120.0, wait_s=60.0)
+
+
+def _register(
+    lake: Lake, name: str, kind: str, uri: str | None, dim: int, params: dict[str, Any] | None, current: bool
+) -> ModelSpec:
+    """:func:`register` for a caller that holds the registry lease."""
     existing = [m for m in list_models(lake) if m.name == name]
     version = max((m.version for m in existing), default=0) + 1
     row = {
@@ -54,19 +69,24 @@ def register(
         "version": version,
         "kind": kind,
         "uri": uri,
-        "dim": int(dim),
+        "dim": dim,
         "params": json.dumps(params or {}, sort_keys=True),
         "is_current": False,
         "created_at": dt.datetime.now(dt.UTC),
     }
     lake.append("models", pa.Table.from_pylist([row], schema=models.SPEC.schema))
     if current or not existing:
-        set_current(lake, name, version)
+        _set_current(lake, name, version)
     return resolve(lake, f"{name}@{version}")
 
 
 def set_current(lake: Lake, name: str, version: int) -> None:
     """Make ``name@version`` the current one, in one commit (the others stop being current)."""
+    with _lease(lake):
+        _set_current(lake, name, version)
+
+
+def _set_current(lake: Lake, name: str, version: int) -> None:
     rows = [m for m in list_models(lake) if m.name == name]
     if not any(m.version == version for m in rows):
         known = [m.ref for m in rows] or "none"
@@ -84,8 +104,11 @@ def resolve(lake: Lake, ref: str | None = None) -> ModelSpec:
     """``NAME@VERSION``, ``NAME`` (its current version) or None (the model made current last)."""
     specs = list_models(lake)
     if ref is None:
-        if not specs:
-            return register(lake, DEFAULT_MODEL, "builtin", current=True)
+        if not specs:  # a new lake: the builtin encoder, registered once however many ask
+            with _lease(lake):
+                if not list_models(lake):
+                    return _register(lake, DEFAULT_MODEL, "builtin", None, BUILTIN_DIM, None, True)
+            return resolve(lake)
         rows = {(r["name"], r["version"]): r for r in lake.read("models").to_pylist()}
         current = [m for m in specs if m.is_current]
         if not current:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, commit
-from storage.errors import CommitError, StorageError, TableNotFoundError
+from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location
 from storage.schema import TableSpec
 from storage.tables import TABLES, get_spec
@@ -224,10 +225,19 @@ class Lake:
         return out
 
     @contextmanager
-    def lease(self, name: str, holder: str, ttl_s: float = 3600.0) -> Iterator[str]:
+    def lease(self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0) -> Iterator[str]:
+        """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go."""
         from storage.lease import acquire, release
 
-        token = acquire(self, name, holder, ttl_s)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                token = acquire(self, name, holder, ttl_s)
+                break
+            except LeaseHeldError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
         try:
             yield token
         finally:

@@ -10,6 +10,9 @@ wedge maintenance forever.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -25,6 +28,11 @@ if TYPE_CHECKING:
     from storage.lake import Lake
 
 TABLE = "_leases"
+
+
+def this_process() -> str:
+    """A holder name that says who holds a lease: host, process and thread."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None) -> list[dict[str, object]]:

@@ -191,3 +191,30 @@ def test_export_on_ray_matches_local_byte_for_byte(fleet_lake: Settings, ray_loc
     for m in splits:
         by_drive.setdefault(drives[m["clip_id"]], set()).add(m["split"])
     assert all(len(s) == 1 for s in by_drive.values())  # a drive is never split across train and val
+
+
+def test_concurrent_creates_of_one_dataset_get_distinct_versions(fleet_lake: Settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mining.curation import DatasetQuery, create_version
+
+    lake = Lake.from_settings(fleet_lake)
+    with ThreadPoolExecutor(3) as pool:
+        rows = list(pool.map(lambda _: create_version(lake, "raced", DatasetQuery()), range(3)))
+    assert sorted(r["version"] for r in rows) == [1, 2, 3]
+    members = lake.read("dataset_clips", where="name = 'raced'").to_pylist()
+    for r in rows:
+        assert sum(m["version"] == r["version"] for m in members) == r["clip_count"] > 0
+
+
+def test_concurrent_registrations_number_versions_once(lake: Lake) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:  # a new lake: everyone asks for the default model at once
+        defaults = list(pool.map(lambda _: resolve(lake), range(3)))
+        added = list(pool.map(lambda _: register(lake, "raced", "builtin"), range(3)))
+    assert {m.ref for m in defaults} == {"builtin-motion@1"}
+    assert sorted(m.version for m in added) == [1, 2, 3]
+    models = list_models(lake)
+    assert sorted(m.ref for m in models) == ["builtin-motion@1", "raced@1", "raced@2", "raced@3"]
+    assert [m.version for m in models if m.name == "raced" and m.is_current] == [1]
