@@ -394,7 +394,10 @@ def eval_mining(
     for typ, (found, total) in sorted(r.per_type.items()):
         pt.add_row(typ, f"{found}/{total}")
     console.print(pt)
-    console.print(f"more like this: precision@5 = {r.more_like_this_p5:.2f}")
+    if r.more_like_this_p5 is None:
+        console.print("more like this: n/a (no event type planted twice in this fleet)")
+    else:
+        console.print(f"more like this: precision@5 = {r.more_like_this_p5:.2f}")
     console.print(
         f"duplicates: {r.dup_truth} planted pairs, {r.dup_predicted} predicted links, "
         f"recall {r.dup_recall:.2f}, precision {r.dup_precision:.2f}"

@@ -180,7 +180,7 @@ def run_embed(
         },
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),  # (`concurrency=` is deprecated since Ray 2.51)
         num_gpus=1 if wants_gpu else 0,
         num_cpus=1,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class EvalReport:
     recall_random: float
     ap_random: float
     per_type: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (found, planted)
-    more_like_this_p5: float = 0.0
+    more_like_this_p5: float | None = None  # None: no type was planted twice, so no hit is possible
     dup_truth: int = 0
     dup_predicted: int = 0
     dup_recall: float = 0.0
@@ -109,9 +110,11 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
         found, total = per_type.get(typ, (0, 0))
         per_type[typ] = (found + (cid in top), total + 1)
     # "More like this": the 5 nearest of each planted clip; same type is a hit.
+    # Only types planted more than once can score one.
+    counts = Counter(planted.values())
     p5 = []
     for cid, typ in planted.items():
-        if cid not in index.position:
+        if cid not in index.position or counts[typ] < 2:
             continue
         _, nn = index.search(index.vectors_of([cid]), 6)
         near = [c for c in nn[0] if c != cid][:5]
@@ -139,7 +142,7 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
         recall_random=float(np.mean(rand_recall)),
         ap_random=float(np.mean(rand_ap)),
         per_type=per_type,
-        more_like_this_p5=float(np.mean(p5)) if p5 else 0.0,
+        more_like_this_p5=float(np.mean(p5)) if p5 else None,
         dup_truth=len(truth),
         dup_predicted=len(predicted),
         dup_recall=found / max(len(truth), 1),

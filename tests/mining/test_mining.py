@@ -218,3 +218,24 @@ def test_concurrent_registrations_number_versions_once(lake: Lake) -> None:
     models = list_models(lake)
     assert sorted(m.ref for m in models) == ["builtin-motion@1", "raced@1", "raced@2", "raced@3"]
     assert [m.version for m in models if m.name == "raced" and m.is_current] == [1]
+
+
+def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
+    import json
+    from collections import Counter
+
+    from mining.evaluation import evaluate
+
+    lake = Lake.from_settings(fleet_lake)
+    existing = [m.ref for m in list_models(lake) if m.name == "builtin-motion"]
+    model = existing[0] if existing else register(lake, "builtin-motion", "builtin").ref
+    run_embed(fleet_lake, model, runner="local")
+    run_mine(fleet_lake, model)
+    labels = Path(fleet_lake.lake).parent / "raw" / "labels.json"
+    report = evaluate(lake, labels, model)
+    planted = Counter(e["type"] for e in json.loads(labels.read_text())["events"])
+    assert report.planted == sum(planted.values()) > 0
+    assert sum(total for _, total in report.per_type.values()) == report.planted
+    assert report.recall >= report.recall_random
+    # precision@5 of "more like this" only exists for a type planted at least twice
+    assert (report.more_like_this_p5 is None) == all(n < 2 for n in planted.values())
