@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     triggers: Triggers = Field(default_factory=Triggers)
     ingest_max_retries: int = 2
     keyframes_per_clip: int = 4
+    shard_url_ttl_s: int = Field(
+        default=900,
+        ge=0,
+        description="Lakes on S3: shard requests redirect (307) to a presigned URL valid this long, "
+        "so training jobs read from the store directly; 0 streams shards through the API server",
+    )
 
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))

@@ -65,6 +65,13 @@ class Location:
             return fsspec.filesystem("s3", **_s3fs_kwargs(self.storage_options))
         return fsspec.filesystem(self.protocol)
 
+    def presigned_url(self, expires_s: int) -> str | None:
+        """A URL anyone can GET (and Range-read) for ``expires_s``, signed with our
+        credentials; None where the store has no such thing (local disk)."""
+        if self.protocol != "s3":
+            return None
+        return str(self.fs.url(self.path, expires=int(expires_s)))
+
     @cached_property
     def arrow_fs(self) -> pafs.FileSystem:
         """A pyarrow filesystem: native for local disk, fsspec-backed otherwise."""

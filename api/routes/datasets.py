@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader
@@ -122,7 +123,14 @@ def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, _
     return Response(body, media_type="application/json", headers=headers)
 
 
-@router.get("/shards/{name}/{version}/{shard}", response_class=Response)
+@router.get(
+    "/shards/{name}/{version}/{shard}",
+    response_class=Response,
+    responses={
+        200: {"description": "the shard (a tar; Range supported)"},
+        307: {"description": "lakes on S3: a presigned URL of the shard in the store"},
+    },
+)
 def get_shard(name: str, version: int, shard: str, request: Request, lake: LakeDep, _: Reader) -> Response:
     if not _SHARD.match(shard):
         raise HTTPException(404, f"no shard {shard}")
@@ -130,6 +138,10 @@ def get_shard(name: str, version: int, shard: str, request: Request, lake: LakeD
     loc = shard_location(lake, name, version, shard)
     if row["state"] != "exported" or not loc.fs.exists(loc.path):
         raise HTTPException(404, f"no shard {shard} in {name} version {version}")
+    ttl = request.app.state.settings.shard_url_ttl_s
+    url = loc.presigned_url(ttl) if ttl > 0 else None
+    if url is not None:  # the bytes come from the store itself; our token is checked here, once
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     return file_response(
         request, loc.fs, loc.path, "application/x-tar", f"{name}-{version}-{shard}", immutable=True
     )

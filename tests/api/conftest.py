@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -30,6 +31,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake
     run_mine(settings)
     lake = Lake.from_settings(settings)
     tokens = {role: create_token(lake, f"{role}-1", role) for role in ("reader", "curator", "operator")}
+    with serve(settings) as base:
+        yield base, lake, tokens
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The catalog over ``settings`` on uvicorn, a free loopback port; yields its base URL."""
     port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -43,9 +51,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake
                 break
         except httpx.TransportError:
             time.sleep(0.1)
-    yield base, lake, tokens
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
 
 def auth(token: str) -> dict[str, str]:
