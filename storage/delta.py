@@ -164,6 +164,11 @@ class TableWriter:
                 f"{k}={v if v is not None else '__HIVE_DEFAULT_PARTITION__'}" for k, v in pvalues.items()
             )
             body = part.drop_columns(list(parts)) if parts else part
+            dictionary: bool | list[str] = (
+                [c for c in body.column_names if c not in self.spec.no_dictionary]
+                if self.spec.no_dictionary
+                else True
+            )
             if self.location.is_local:
                 fs.create_dir(posixpath.join(root, subdir) if subdir else root, recursive=True)
             for off in range(0, max(body.num_rows, 1), self.max_rows_per_file):
@@ -179,6 +184,7 @@ class TableWriter:
                     filesystem=fs,
                     compression=self.compression,
                     row_group_size=self.row_group_size,
+                    use_dictionary=dictionary,
                 )
                 size = fs.get_file_info(path).size
                 actions.append(

@@ -21,9 +21,14 @@ class TableSpec:
     keys: tuple[str, ...]
     partition_by: tuple[str, ...] = ()
     description: str = ""
+    # Columns of near-unique values (vectors, JPEG bytes): Parquet's dictionary
+    # encoding never pays off on them, and trying it per column chunk costs time.
+    no_dictionary: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        missing = [c for c in (*self.keys, *self.partition_by) if c not in self.schema.names]
+        missing = [
+            c for c in (*self.keys, *self.partition_by, *self.no_dictionary) if c not in self.schema.names
+        ]
         if missing:
             raise ValueError(f"table {self.name}: key/partition columns {missing} not in schema")
 

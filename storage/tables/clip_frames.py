@@ -21,4 +21,5 @@ SPEC = TableSpec(
         ]
     ),
     description="sampled keyframes as small JPEGs",
+    no_dictionary=("jpeg",),
 )

@@ -24,4 +24,5 @@ SPEC = TableSpec(
         ]
     ),
     description="clip embeddings per model version",
+    no_dictionary=("vector",),
 )

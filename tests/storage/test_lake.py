@@ -269,3 +269,31 @@ def test_racing_for_the_lease_exactly_one_wins(lake: Lake) -> None:
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert sum(o.startswith("GOT") for o in outs) == 1, outs
     assert sum(o.startswith("HELD") for o in outs) == 3, outs
+
+
+def test_near_unique_columns_are_written_without_dictionary_encoding(lake: Lake) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from storage.objectstore import Location
+    from storage.tables import embeddings
+
+    rng = np.random.default_rng(0)
+    rows = pa.table(
+        {
+            "clip_id": [f"20240101-{i:04x}" for i in range(64)],
+            "date": pa.array([dt.date(2024, 1, 1)] * 64, pa.date32()),
+            "model_name": ["m"] * 64,
+            "model_version": pa.array([1] * 64, pa.int32()),
+            "vector": pa.array(list(rng.standard_normal((64, 16), dtype=np.float32)), pa.list_(pa.float32())),
+        }
+    )
+    lake.append("embeddings", embeddings.SPEC.conform(rows))
+    (uri,) = lake.delta("embeddings").file_uris()
+    loc = Location(uri, lake.root.storage_options)
+    meta = pq.ParquetFile(loc.path, filesystem=loc.arrow_fs).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["vector.list.element"])
+    assert any("DICTIONARY" in e for e in encodings["model_name"])
+    back = lake.read("embeddings", columns=["clip_id", "vector"]).sort_by("clip_id")
+    assert back.column("vector").to_pylist() == rows.column("vector").to_pylist()
