@@ -58,8 +58,13 @@ def faiss_search(ctx: BenchContext) -> list[BenchResult]:
     label = f"FAISS {index.factory} nprobe {index.cfg.nprobe}, {n:,} x 256-d, 1 thread"
     return [
         BenchResult(f"{label}: recall@10", recall, 1.0, "recall", "exact search", ">= 0.95"),
-        BenchResult(
-            f"{label}: queries/s", nq / ours_s, nq / exact_s, "q/s", "exact search (IndexFlatL2)", ">= 10"
+        BenchResult(  # IVF's edge over exact search grows with n: the goal is set at 1M vectors
+            f"{label}: queries/s" + (" (goal at 1M: full run)" if ctx.quick else ""),
+            nq / ours_s,
+            nq / exact_s,
+            "q/s",
+            "exact search (IndexFlatL2)",
+            "" if ctx.quick else ">= 10",
         ),
         BenchResult(
             f"{label}: build (train + add)",
