@@ -240,6 +240,8 @@ class CandumpReader:
         result = CanReadResult(FRAME_SCHEMA.empty_table())
         if not data.isascii():  # candump is ASCII; garbage bytes must not break the parser
             data = data.decode("utf-8", errors="replace").encode("ascii", errors="replace")
+        if b"\r" in data:  # a log that passed through Windows tools
+            data = data.replace(b"\r\n", b"\n")
         tables: list[pa.Table] = []
         for chunk in _chunks(data, self.chunk_bytes):
             plain = _plain_frames(chunk)

@@ -95,6 +95,13 @@ def test_a_line_the_fast_path_cannot_read_sends_its_chunk_to_the_exact_path(
     assert result.frames.slice(frames - 100).equals(plain.slice(100))
 
 
+def test_a_crlf_log_reads_like_its_lf_original() -> None:
+    text = _log(random.Random(5), 500, ["can0"])
+    lf = read_can_log(text.encode(), "lf.log")
+    crlf = read_can_log(text.replace("\n", "\r\n").encode(), "crlf.log")
+    assert crlf.skipped == 0 and crlf.frames.equals(lf.frames) and lf.frames.num_rows == 500
+
+
 def test_chunks_give_the_same_frames_as_one_pass(shared_data: Path) -> None:
     data = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes()
     whole = read_can_log(data, "rav4.log").frames
