@@ -1,9 +1,11 @@
 """The embedding job: every clip lacking a vector for a model version gets one.
 
 Inputs come from ``clip_frames`` (the keyframes ingest kept), never from the
-source video. On Ray, a Ray Data actor pool runs the encoder stage (``setup`` in
-each actor; GPU actors when the cluster has GPUs and the encoder can use them),
-and the vectors reach ``embeddings`` through one idempotent commit.
+source video. On Ray, tasks read the inputs, each for one date partition and a
+few drives (:class:`InputWork`), so no input passes through the driver; a Ray
+Data actor pool runs the encoder stage (``setup`` in each actor; GPU actors when
+the cluster has GPUs and the encoder can use them), and the vectors reach
+``embeddings`` through one idempotent commit.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from storage.schema import UTC_TS
 from storage.sql import in_list, literal
 from storage.tables import embeddings
 
-__all__ = ["EmbedReport", "load_inputs", "pending_clips", "run_embed"]
+__all__ = ["EmbedReport", "InputWork", "load_inputs", "pending", "pending_clips", "plan_inputs", "run_embed"]
 
 FEATURES = (
     "speed_mean",
@@ -50,21 +52,75 @@ class EmbedReport:
     run_id: str
 
 
-def pending_clips(lake: Lake, spec: ModelSpec) -> tuple[list[str], int]:
-    """Clip ids without a vector for ``spec`` (and how many already have one)."""
+def pending(lake: Lake, spec: ModelSpec) -> tuple[pa.Table, int]:
+    """``clip_id, date, drive_id`` of the clips without a vector for ``spec``, and how
+    many already have one."""
     lake.create_tables(["clips", "embeddings"])
-    clips = lake.read("clips", columns=["clip_id"]).column("clip_id")
+    clips = lake.read("clips", columns=["clip_id", "date", "drive_id"])
     done = lake.read(
         "embeddings",
         columns=["clip_id"],
         where=f"model_name = {literal(spec.name)} AND model_version = {spec.version}",
     ).column("clip_id")
-    todo = pc.filter(clips, pc.invert(pc.is_in(clips, value_set=done)))
-    return sorted(todo.to_pylist()), len(done)
+    todo = clips.filter(pc.invert(pc.is_in(clips.column("clip_id"), value_set=done)))
+    return todo.sort_by("clip_id"), len(done)
 
 
-def load_inputs(lake: Lake, clip_ids: list[str]) -> pa.Table:
-    """``clip_id, date, jpegs, features`` per clip: what an encoder consumes."""
+def pending_clips(lake: Lake, spec: ModelSpec) -> tuple[list[str], int]:
+    """Clip ids without a vector for ``spec`` (and how many already have one)."""
+    todo, already = pending(lake, spec)
+    return todo.column("clip_id").to_pylist(), already
+
+
+@dataclass(frozen=True)
+class InputWork:
+    """The clips one Ray task loads inputs for: one date partition, a few drives.
+
+    Ingest writes each drive's rows of a date into their own files, so a scan by
+    ``date`` and ``drive_id`` reads only those files (partition pruning plus the
+    files' drive_id statistics): every task reads its own slice of the lake once.
+    """
+
+    date: dt.date
+    drive_ids: tuple[str, ...]
+    clip_ids: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"date": self.date.isoformat(), "drives": self.drive_ids, "clips": self.clip_ids})
+
+    @classmethod
+    def from_json(cls, text: str) -> InputWork:
+        d = json.loads(text)
+        return cls(dt.date.fromisoformat(d["date"]), tuple(d["drives"]), tuple(d["clips"]))
+
+
+def plan_inputs(todo: pa.Table, clips_per_task: int) -> list[InputWork]:
+    """Pending clips (:func:`pending`) grouped by date, then by whole drives, into tasks."""
+    by_date: dict[dt.date, dict[str, list[str]]] = {}
+    for cid, day, drive in zip(
+        todo.column("clip_id").to_pylist(),
+        todo.column("date").to_pylist(),
+        todo.column("drive_id").to_pylist(),
+        strict=True,
+    ):
+        by_date.setdefault(day, {}).setdefault(drive, []).append(cid)
+    work = []
+    for day, drives in sorted(by_date.items()):
+        group: dict[str, list[str]] = {}
+        for drive, ids in sorted(drives.items()):
+            if group and sum(map(len, group.values())) + len(ids) > clips_per_task:
+                work.append(InputWork(day, tuple(group), tuple(c for g in group.values() for c in g)))
+                group = {}
+            group[drive] = ids
+        work.append(InputWork(day, tuple(group), tuple(c for g in group.values() for c in g)))
+    return work
+
+
+def load_inputs(lake: Lake, clip_ids: list[str], where: str | None = None) -> pa.Table:
+    """``clip_id, date, jpegs, features`` per clip: what an encoder consumes.
+
+    ``where`` narrows both scans further (a date and drives: see :class:`InputWork`).
+    """
     if not clip_ids:
         return pa.table(
             {
@@ -74,12 +130,9 @@ def load_inputs(lake: Lake, clip_ids: list[str]) -> pa.Table:
                 "features": [],
             }
         )
-    clips = lake.read(
-        "clips", columns=["clip_id", "date", *FEATURES], where=f"clip_id IN ({in_list(clip_ids)})"
-    )
-    frames = lake.read(
-        "clip_frames", columns=["clip_id", "frame_index", "jpeg"], where=f"clip_id IN ({in_list(clip_ids)})"
-    )
+    where = f"clip_id IN ({in_list(clip_ids)})" + (f" AND {where}" if where else "")
+    clips = lake.read("clips", columns=["clip_id", "date", *FEATURES], where=where)
+    frames = lake.read("clip_frames", columns=["clip_id", "frame_index", "jpeg"], where=where)
     frames = frames.sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
     by_clip: dict[str, list[bytes]] = {}
     for cid, jpeg in zip(
@@ -124,6 +177,17 @@ def embed_table(encoder: Any, spec: ModelSpec, batch: pa.Table, run_id: str) -> 
     )
 
 
+def load_work(batch: pa.Table, uri: str, storage_options: dict[str, str]) -> pa.Table:
+    """Ray Data task: the inputs of the :class:`InputWork` items in ``batch`` (``work`` column, JSON)."""
+    lake = Lake(uri, storage_options)
+    parts = []
+    for item in batch.column("work").to_pylist():
+        w = InputWork.from_json(item)
+        where = f"date = {literal(w.date)} AND drive_id IN ({in_list(w.drive_ids)})"
+        parts.append(load_inputs(lake, list(w.clip_ids), where))
+    return pa.concat_tables(parts)
+
+
 class EmbedActor:
     """Ray Data callable class: the encoder is built and set up inside the actor."""
 
@@ -142,7 +206,8 @@ def run_embed(
 ) -> EmbedReport:
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
-    todo, already = pending_clips(lake, spec)
+    todo_rows, already = pending(lake, spec)
+    todo = todo_rows.column("clip_id").to_pylist()
     app_id = f"embed:{spec.ref}"
     number = lake.last_run_number(app_id, ["embeddings"]) + 1
     run_id = f"embed-{spec.name}-{spec.version}-{number:06d}"
@@ -169,9 +234,16 @@ def run_embed(
     # Leave a CPU for the read and write tasks, or the actor pool starves them.
     cpus = int(ray.cluster_resources().get("CPU", 2))
     actors = max(1, int(gpus)) if wants_gpu else max(1, min(8, cpus - 1))
-    inputs = load_inputs(lake, todo)
-    ds = ray.data.from_arrow(inputs).repartition(max(1, len(todo) // batch_size))
-    vectors = ds.map_batches(
+    # Inputs are read by Ray tasks, each its own date and drives, never through the driver.
+    work = plan_inputs(todo_rows, clips_per_task=max(batch_size, 256))
+    inputs = ray.data.from_items([{"work": w.to_json()} for w in work]).map_batches(
+        load_work,
+        fn_kwargs={"uri": lake.root.uri, "storage_options": lake.root.storage_options},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=1,
+    )
+    vectors = inputs.map_batches(
         EmbedActor,
         fn_constructor_kwargs={
             "spec": asdict(spec),

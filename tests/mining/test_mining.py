@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pyarrow as pa
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -239,3 +240,24 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
     assert report.recall >= report.recall_random
     # precision@5 of "more like this" only exists for a type planted at least twice
     assert (report.more_like_this_p5 is None) == all(n < 2 for n in planted.values())
+
+
+def test_input_plan_covers_every_pending_clip_once_by_date_and_drive(fleet_lake: Settings) -> None:
+    from mining.embed import InputWork, load_work, pending, plan_inputs
+
+    lake = Lake.from_settings(fleet_lake)
+    spec = register(lake, "plan-check", "builtin")  # a new version: every clip is pending
+    todo, _ = pending(lake, spec)
+    work = plan_inputs(todo, clips_per_task=7)
+    planned = [c for w in work for c in w.clip_ids]
+    assert sorted(planned) == todo.column("clip_id").to_pylist() and len(work) > 2
+    where = {r["clip_id"]: (r["date"], r["drive_id"]) for r in todo.to_pylist()}
+    for w in work:
+        assert {where[c][0] for c in w.clip_ids} == {w.date}
+        assert {where[c][1] for c in w.clip_ids} == set(w.drive_ids)
+        assert len(w.clip_ids) <= 7 or len(w.drive_ids) == 1  # only a drive alone may exceed a task
+        assert InputWork.from_json(w.to_json()) == w
+    batch = pa.table({"work": [w.to_json() for w in work]})
+    by_task = load_work(batch, lake.root.uri, lake.root.storage_options).sort_by("clip_id")
+    whole = load_inputs(lake, todo.column("clip_id").to_pylist()).sort_by("clip_id")
+    assert by_task.equals(whole)
