@@ -8,7 +8,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 from storage.config import Settings
 from storage.errors import FleetError
 from storage.sql import literal
+
+if TYPE_CHECKING:
+    from storage.lake import Lake
 
 app = typer.Typer(help="fleetmine: the data engine for self-driving fleets.", no_args_is_help=True)
 lake_app = typer.Typer(help="Lake tables: info and maintenance.", no_args_is_help=True)
@@ -43,6 +46,12 @@ AddressOpt = Annotated[
 
 def settings(lake: str | None, address: str | None) -> Settings:
     return Settings().with_overrides(lake=lake, ray_address=address)
+
+
+def open_lake(lake: str | None, address: str | None) -> Lake:
+    from storage.lake import Lake
+
+    return Lake.from_settings(settings(lake, address))
 
 
 def _human(n: float) -> str:
@@ -246,9 +255,8 @@ def model_register(
 ) -> None:
     """Register an encoder at its next version (entries are immutable)."""
     from mining.registry import register
-    from storage.lake import Lake
 
-    lk = Lake.from_settings(settings(lake, address))
+    lk = open_lake(lake, address)
     spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
     console.print(f"registered {spec.ref} ({spec.kind}, {spec.dim}-d){' [current]' if current else ''}")
 
@@ -257,12 +265,11 @@ def model_register(
 def model_list(lake: LakeOpt = None, address: AddressOpt = None) -> None:
     """Registered encoders."""
     from mining.registry import list_models
-    from storage.lake import Lake
 
     table = Table()
     for col in ("model", "kind", "dim", "uri", "current"):
         table.add_column(col)
-    for m in list_models(Lake.from_settings(settings(lake, address))):
+    for m in list_models(open_lake(lake, address)):
         table.add_row(m.ref, m.kind, str(m.dim), m.uri or "", "yes" if m.is_current else "")
     console.print(table)
 
@@ -274,12 +281,11 @@ def model_set_current(
     """Make NAME@VERSION the current version of NAME (and the lake's current model)."""
     from mining.registry import set_current
     from storage.errors import ConfigError
-    from storage.lake import Lake
 
     name, _, version = ref.partition("@")
     if not version.isdigit():
         raise ConfigError(f"give NAME@VERSION, got {ref!r}")
-    set_current(Lake.from_settings(settings(lake, address)), name, int(version))
+    set_current(open_lake(lake, address), name, int(version))
     console.print(f"{ref} is current")
 
 
@@ -330,9 +336,8 @@ def search(
 ) -> None:
     """Clips most like CLIP (optionally among clips matching --where)."""
     from mining.queries import similar
-    from storage.lake import Lake
 
-    lk = Lake.from_settings(settings(lake, address))
+    lk = open_lake(lake, address)
     table = Table()
     table.add_column("clip")
     table.add_column("distance", justify="right")
@@ -351,12 +356,11 @@ def corner_cases_cmd(
 ) -> None:
     """Clips ranked by novelty (duplicates left out)."""
     from mining.queries import corner_cases
-    from storage.lake import Lake
 
     table = Table()
     for col in ("clip", "novelty", "rarity", "signal rarity", "cluster"):
         table.add_column(col, justify="left" if col == "clip" else "right")
-    for r in corner_cases(Lake.from_settings(settings(lake, address)), k=k, event=event, model=model):
+    for r in corner_cases(open_lake(lake, address), k=k, event=event, model=model):
         table.add_row(
             r["clip_id"],
             f"{r['novelty']:.3f}",
@@ -377,9 +381,8 @@ def eval_mining(
 ) -> None:
     """Mining quality on a synthetic fleet: novelty vs baselines, more-like-this, dedup."""
     from mining.evaluation import evaluate
-    from storage.lake import Lake
 
-    r = evaluate(Lake.from_settings(settings(lake, address)), labels, model)
+    r = evaluate(open_lake(lake, address), labels, model)
     console.print(f"{r.model} on {r.clips} clips, {r.planted} planted rare clips (k = {r.k})")
     t = Table(title="novelty ranking, top k")
     for col in ("ranking", "recall@k", "average precision"):
@@ -415,9 +418,8 @@ def token_create(
 ) -> None:
     """Print a new token for NAME (only its hash is kept; store it now)."""
     from api.auth import create_token
-    from storage.lake import Lake
 
-    console.print(create_token(Lake.from_settings(settings(lake, address)), name, role), soft_wrap=True)
+    console.print(create_token(open_lake(lake, address), name, role), soft_wrap=True)
 
 
 @token_app.command("revoke")
@@ -426,9 +428,8 @@ def token_revoke(
 ) -> None:
     """Revoke NAME's token."""
     from api.auth import revoke_token
-    from storage.lake import Lake
 
-    revoke_token(Lake.from_settings(settings(lake, address)), name)
+    revoke_token(open_lake(lake, address), name)
     console.print(f"revoked {name}")
 
 
@@ -443,11 +444,8 @@ def dataset_create(
 ) -> None:
     """A new immutable version of NAME from QUERY."""
     from mining.curation import DatasetQuery, create_version
-    from storage.lake import Lake
 
-    row = create_version(
-        Lake.from_settings(settings(lake, address)), name, DatasetQuery.model_validate_json(query)
-    )
+    row = create_version(open_lake(lake, address), name, DatasetQuery.model_validate_json(query))
     console.print(
         f"{name}@{row['version']}: {row['clip_count']} clips (pinned to {row['lake_version']})",
         soft_wrap=True,
@@ -464,9 +462,8 @@ def dataset_export(
     """Write the version's WebDataset shards and manifest."""
     from mining.curation import export_version
     from storage.errors import ConfigError
-    from storage.lake import Lake
 
-    lk = Lake.from_settings(settings(lake, address))
+    lk = open_lake(lake, address)
     name, _, version = ref.partition("@")
     if not version:
         versions = (

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import posixpath
 from typing import Any
 
 import numpy as np
@@ -220,7 +219,8 @@ def _write_shard(
 
 
 def _media_path(lake: Lake, uri: str) -> str:
-    return lake.root.join(posixpath.relpath(uri, lake.uri)).path if uri.startswith(lake.uri) else uri
+    loc = lake.locate(uri)
+    return loc.path if loc is not None else uri
 
 
 def export_version(
@@ -309,9 +309,8 @@ def clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -
     out = np.full((t.num_rows, len(SIGNAL_COLUMNS)), np.nan)
     if t.num_rows:
         out[:, 0] = t.column("t").cast(pa.int64()).to_numpy()
-        for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):
-            vals = t.column(c).to_pylist()
-            out[:, j] = [np.nan if v is None else float(v) for v in vals]
+        for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):  # nulls become NaN
+            out[:, j] = t.column(c).cast(pa.float64()).to_numpy()
     return out
 
 

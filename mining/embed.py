@@ -29,7 +29,7 @@ from storage.schema import UTC_TS
 from storage.sql import in_list, literal
 from storage.tables import embeddings
 
-__all__ = ["EmbedReport", "InputWork", "load_inputs", "pending", "pending_clips", "plan_inputs", "run_embed"]
+__all__ = ["EmbedReport", "InputWork", "load_inputs", "pending", "plan_inputs", "run_embed"]
 
 FEATURES = (
     "speed_mean",
@@ -64,12 +64,6 @@ def pending(lake: Lake, spec: ModelSpec) -> tuple[pa.Table, int]:
     ).column("clip_id")
     todo = clips.filter(pc.invert(pc.is_in(clips.column("clip_id"), value_set=done)))
     return todo.sort_by("clip_id"), len(done)
-
-
-def pending_clips(lake: Lake, spec: ModelSpec) -> tuple[list[str], int]:
-    """Clip ids without a vector for ``spec`` (and how many already have one)."""
-    todo, already = pending(lake, spec)
-    return todo.column("clip_id").to_pylist(), already
 
 
 @dataclass(frozen=True)

@@ -34,19 +34,8 @@ def build_index(
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
     loc = ClipIndex.location(lake, spec)
-    loaded = ClipIndex.load(loc)
-    ids, vectors = load_vectors(lake, spec)
     emb_version = lake.version("embeddings")
-    if loaded is None:
-        if not ids:
-            raise StorageError(
-                f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first"
-            )
-        index = ClipIndex.build(vectors, ids, cfg)
-        added = len(ids)
-    else:
-        index, _ = loaded
-        added = index.add(vectors, ids)
+    index, added = _load_or_build(lake, spec, cfg)
     index.save(loc, emb_version)
     return {
         "model": spec.ref,
@@ -55,6 +44,19 @@ def build_index(
         "added": added,
         "uri": loc.uri,
     }
+
+
+def _load_or_build(lake: Lake, spec: ModelSpec, cfg: IndexConfig | None = None) -> tuple[ClipIndex, int]:
+    """The saved index topped up with clips embedded since it was saved (or a new
+    one when none is saved), and how many vectors that added."""
+    loaded = ClipIndex.load(ClipIndex.location(lake, spec))
+    ids, vectors = load_vectors(lake, spec)
+    if loaded is not None:
+        index, _ = loaded
+        return index, index.add(vectors, ids)
+    if not ids:
+        raise StorageError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first")
+    return ClipIndex.build(vectors, ids, cfg), len(ids)
 
 
 _INDEXES: dict[tuple[str, str], tuple[int, ClipIndex]] = {}
@@ -72,15 +74,7 @@ def _index(lake: Lake, spec: ModelSpec) -> ClipIndex:
         hit = _INDEXES.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
-        loaded = ClipIndex.load(ClipIndex.location(lake, spec))
-        ids, vectors = load_vectors(lake, spec)
-        if loaded is not None:
-            index, _ = loaded
-            index.add(vectors, ids)  # clips embedded since the index was saved
-        elif ids:
-            index = ClipIndex.build(vectors, ids)
-        else:
-            raise StorageError(f"no embeddings for {spec.ref} yet; run `fleetmine embed`")
+        index, _ = _load_or_build(lake, spec)
         _INDEXES[key] = (version, index)
         return index
 

@@ -71,6 +71,14 @@ class Lake:
     def location(self, table: str) -> Location:
         return self.root.join(get_spec(table).name)
 
+    def locate(self, uri: str) -> Location | None:
+        """A file the lake wrote (a clip's video, a thumbnail), with the lake's
+        storage options; None for a URI outside the lake."""
+        root = self.uri.rstrip("/")
+        if not uri.startswith(root + "/"):
+            return None
+        return self.root.join(uri[len(root) + 1 :])
+
     # -- tables ----------------------------------------------------------------
 
     def exists(self, table: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import posixpath
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -135,7 +134,8 @@ def list_clips(
     return ClipsPublic(data=[ClipPublic(**r) for r in page], count=len(page), next_cursor=nxt)
 
 
-def _clip(lake: Any, clip_id: str) -> dict[str, Any]:
+def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
+    """The clip's ``clips`` row, or 404."""
     day = clip_id[:8]
     where = f"clip_id = {literal(clip_id)}"
     if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
@@ -151,30 +151,30 @@ def _clip(lake: Any, clip_id: str) -> dict[str, Any]:
 
 @router.get("/clips/{clip_id}", response_model=ClipPublic)
 def get_clip(clip_id: str, lake: LakeDep, _: Reader) -> ClipPublic:
-    return ClipPublic(**_clip(lake, clip_id))
+    return ClipPublic(**clip_row(lake, clip_id))
 
 
 def _media(lake: Any, uri: str) -> tuple[Any, str]:
-    if not uri.startswith(lake.uri):
+    loc = lake.locate(uri)
+    if loc is None:
         raise HTTPException(404, "media outside the lake")
-    loc = lake.root.join(posixpath.relpath(uri, lake.uri))
     return loc.fs, loc.path
 
 
 @router.get("/clips/{clip_id}/thumbnail.jpg", response_class=Response)
 def thumbnail(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
-    fs, path = _media(lake, _clip(lake, clip_id)["thumbnail_uri"])
+    fs, path = _media(lake, clip_row(lake, clip_id)["thumbnail_uri"])
     return file_response(request, fs, path, "image/jpeg", f"{clip_id}-thumb", immutable=True)
 
 
 @router.get("/clips/{clip_id}/video.mp4", response_class=Response)
 def video(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
-    fs, path = _media(lake, _clip(lake, clip_id)["video_uri"])
+    fs, path = _media(lake, clip_row(lake, clip_id)["video_uri"])
     return file_response(request, fs, path, "video/mp4", f"{clip_id}-video", immutable=True)
 
 
 @router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)
 def signals(clip_id: str, lake: LakeDep, _: Reader) -> SignalsPublic:
-    sig = clip_signals(lake, _clip(lake, clip_id))
+    sig = clip_signals(lake, clip_row(lake, clip_id))
     rows = [[None if v != v else float(v) for v in row] for row in sig.tolist()]
     return SignalsPublic(clip_id=clip_id, columns=list(SIGNAL_COLUMNS), rows=rows)

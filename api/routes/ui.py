@@ -11,13 +11,16 @@ import html
 import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import LakeDep, Reader
+from api.routes.clips import clip_row
+from ingest.features import EVENTS
 from mining.curation import SIGNAL_COLUMNS, clip_signals
 from mining.queries import corner_cases, similar
-from storage.sql import in_list, literal
+from storage.errors import FleetError
+from storage.sql import in_list
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
@@ -114,14 +117,11 @@ def _plot(sig: Any) -> str:
 
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
 def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
-    rows = lake.read("clips", where=f"clip_id = {literal(clip_id)}").to_pylist()
-    if not rows:
-        raise HTTPException(404, f"no clip {clip_id}")
-    clip = rows[0]
+    clip = clip_row(lake, clip_id)
     cid = html.escape(clip_id)
     try:
         near = similar(lake, clip_id=clip_id, k=8)
-    except Exception:
+    except FleetError:  # no model or no embedding for this clip yet: the page still shows
         near = []
     facts = {
         k: clip[k]
@@ -149,8 +149,7 @@ def datasets_page(request: Request, lake: LakeDep, _: Reader) -> HTMLResponse:
         + "</li>"
         for r in rows
     )
-    events = ("hard_brake", "sharp_turn", "evasive_steer", "stop_and_go", "creep", "driver_override")
-    boxes = "".join(f'<label><input type="checkbox" name="ev" value="{e}"> {e}</label>' for e in events)
+    boxes = "".join(f'<label><input type="checkbox" name="ev" value="{e}"> {e}</label>' for e in EVENTS)
     form = f"""<h3>New version</h3><form id="builder">
 <p><label>name <input name="name" value="my-dataset" pattern="[A-Za-z0-9_-]+"></label></p>
 <p>{boxes}</p><p><label>min novelty <input name="min_novelty" type="number" step="0.05" min="0" max="1"></label>

@@ -297,3 +297,11 @@ def test_near_unique_columns_are_written_without_dictionary_encoding(lake: Lake)
     assert any("DICTIONARY" in e for e in encodings["model_name"])
     back = lake.read("embeddings", columns=["clip_id", "vector"]).sort_by("clip_id")
     assert back.column("vector").to_pylist() == rows.column("vector").to_pylist()
+
+
+def test_locate_finds_files_inside_the_lake_only(lake: Lake) -> None:
+    inside = lake.locate(lake.uri.rstrip("/") + "/media/clip.mp4")
+    assert inside is not None and inside.path.endswith("/media/clip.mp4")
+    assert inside.storage_options == lake.root.storage_options
+    assert lake.locate(lake.uri.rstrip("/") + "-sibling/clip.mp4") is None  # a prefix is not a parent
+    assert lake.locate("/etc/passwd") is None
