@@ -3,8 +3,16 @@
 :class:`DriveIngest` is the stage: it runs inside a Ray task (or inline in unit
 tests), writes Parquet data files and media (clip mp4s, thumbnails) into the
 lake, and returns a :class:`DriveResult` with the add-actions for the driver's
-one commit per table. A bad file is data: it becomes a reason in the drive's
-record, what is decodable is kept, and the drive is marked ``failed``.
+one commit per table. It composes the steps of one drive, in order:
+
+1. ``drive.json`` (discover), the platform (platform), the CAN logs (can/) decoded
+   by the platform's DBC, resampled to the signal grid (signals);
+2. every camera probed (video), the drive's start time (start_time), the cameras
+   placed on one time grid (timegrid);
+3. per camera and window: the clip remuxed, its keyframes decoded, its features (features).
+
+A bad file is data. A drive is ``failed`` only when nothing usable came out of it;
+otherwise it is ``ok`` and ``drives.warnings`` says what was dropped and where.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from ingest.can import read_can_log
 from ingest.can.dbc import VectorDecoder
 from ingest.discover import DriveSource, read_drive_json
 from ingest.features import clip_features
-from ingest.ids import clip_id, drive_id
+from ingest.ids import clip_id, drive_id, group_id
 from ingest.interfaces import FRAME_SCHEMA
 from ingest.platform import Platform, load_platform, parse_platform
 from ingest.signals import resample
-from ingest.video import VideoError, keyframe_images, plan_clips, probe, remux
+from ingest.start_time import parse_time, resolve_start
+from ingest.timegrid import CameraTrack, TimeGrid
+from ingest.video import VideoError, VideoProbe, keyframe_images, probe_all, remux
 from storage.config import Settings
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -53,20 +63,6 @@ class DriveResult:
         return self.row.get("status") == "ok"
 
 
-def _ts(us: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
-
-
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 class DriveIngest:
     """Stage: decode one drive. Heavy state (DBC databases) loads in :meth:`setup`."""
 
@@ -89,84 +85,74 @@ class DriveIngest:
 
     def process(self, src: DriveSource) -> DriveResult:
         self._raw_fs = src.raw.fs
-        problems: list[str] = []
-        skipped = 0
+        notes = _Notes()
         doc, bad_json = read_drive_json(src)
         if bad_json:
-            problems.append(bad_json)
-        platform = self._platform(src, doc, problems)
-
-        frames, can_skipped = self._read_can(src, doc, problems)
-        skipped += can_skipped
+            notes.warn(bad_json)
+        platform = self._platform(src, doc, notes)
+        frames = self._read_can(src, doc, notes)
         decoded: dict[str, Any] = {}
         if platform is not None and frames.num_rows:
             try:
-                decoded = self._decode(platform, frames, problems)
-            except Exception as exc:  # a DBC that cannot decode this log is this drive's failure
-                problems.append(f"DBC decode failed: {type(exc).__name__}: {exc}")
+                decoded = self._decode(platform, frames, notes)
+            except Exception as exc:  # a DBC that cannot decode this log: raw frames still land
+                notes.warn(f"DBC decode failed: {type(exc).__name__}: {exc}")
 
-        start = _parse_time(doc.get("start_time"))
-        if start is None and frames.num_rows:
-            start = _ts(int(pc.min(frames.column("t_us")).as_py()))
         cams = doc.get("cameras") if isinstance(doc.get("cameras"), dict) else {}
-        probes: dict[str, Any] = {}
-        for cam, path in src.cameras:
-            cam_doc = cams.get(cam, {}) if isinstance(cams, dict) else {}
-            fps_hint = cam_doc.get("fps") if isinstance(cam_doc, dict) else None
-            try:
-                if not self._raw_fs.size(path):
-                    raise VideoError("empty file")
-                p = probe(self._opener(path), posixpath.splitext(path)[1], fps_hint)
-            except VideoError as exc:
-                problems.append(f"{cam}: {exc}")
-                continue
-            problems.extend(f"{cam}: {w}" for w in p.warnings)
-            probes[cam] = (path, p, cam_doc)
-            if start is None:
-                start = self._container_time(path)
-        if start is None:
-            start = dt.datetime.fromtimestamp(0, dt.UTC)
-            problems.append("no start time: no drive.json start_time, no CAN frames, no video creation_time")
-        day = start.date()
+        probes = self._probe_cameras(src, cams if isinstance(cams, dict) else {}, notes)
+        start = resolve_start(
+            drive_json=doc.get("start_time"),
+            can_first_us=int(pc.min(frames.column("t_us")).as_py()) if frames.num_rows else None,
+            container_times=[p.creation_time for _, _, p, _ in probes if p.creation_time],
+            folder=src.drive,
+            mtimes=self._mtimes([path for _, path, _, _ in probes] or list(src.can_logs)),
+        )
+        notes.warnings.extend(start.warnings)
+        day = start.time.date()
         did = drive_id(day, src.vehicle_id, src.drive)
         result = DriveResult(did, src.key, {})
 
         sig = pa.table({"t": pa.array([], UTC_TS)})
         if decoded and platform is not None:
             sig = resample(platform, decoded, self.settings.signal_rate_hz)
+        tracks = self._tracks(start.time, probes)
+        clip_rows, frame_rows = self._clips(src, did, day, tracks, sig, notes)
         writes: dict[str, pa.Table] = {
             "can_frames": self._can_rows(did, day, frames),
             "signals": self._signal_rows(did, day, sig),
+            "clips": clip_rows,
+            "clip_frames": frame_rows,
         }
-        clip_rows, frame_rows = self._clips(src, did, day, start, probes, sig, problems)
-        writes["clips"] = clip_rows
-        writes["clip_frames"] = frame_rows
-
         for table, data in writes.items():
             if data.num_rows:
                 result.actions[table] = self.lake.writer(table).write(data, prefix=f"{self.run_id}-{did}")
         result.counts = {t: d.num_rows for t, d in writes.items()}
         result.counts["bytes"] = src.total_bytes
-        duration = 0.0
-        if sig.num_rows:
-            duration = (sig.num_rows - 1) / self.settings.signal_rate_hz
-        for _, p, _ in probes.values():
-            duration = max(duration, p.duration_s)
+        duration = (sig.num_rows - 1) / self.settings.signal_rate_hz if sig.num_rows else 0.0
+        for t in tracks:
+            duration = max(duration, (t.start - start.time).total_seconds() + t.probe.duration_s)
         if not src.cameras and not src.can_logs:
-            problems.append("no camera video and no CAN log in the drive folder")
+            notes.fail("no camera video and no CAN log in the drive folder")
+        usable = clip_rows.num_rows > 0 or frames.num_rows > 0
+        if not usable and not notes.reasons:
+            notes.fail("; ".join(notes.warnings) or "nothing usable: no clip and no CAN frame decoded")
+        failed = not usable or bool(notes.reasons)
         result.row = {
             "drive_id": did,
             "date": day,
             "vehicle_id": src.vehicle_id,
             "drive": src.drive,
             "platform": platform.name if platform else None,
-            "start_time": start,
+            "start_time": start.time,
+            "time_source": str(start.source),
             "duration_s": duration,
             "source_uri": src.uri,
             "fingerprint": src.fingerprint,
-            "status": "failed" if problems else "ok",
-            "error": "; ".join(problems) if problems else None,
-            "skipped_lines": skipped,
+            "status": "failed" if failed else "ok",
+            "error": "; ".join(notes.reasons) if failed else None,
+            "warnings": notes.warnings,
+            "retryable": failed and notes.transient,
+            "skipped_lines": notes.skipped_lines,
             "n_clips": clip_rows.num_rows,
             "n_can_frames": frames.num_rows,
             "ingest_run_id": self.run_id,
@@ -177,18 +163,27 @@ class DriveIngest:
     def failed(self, src: DriveSource, reason: str) -> DriveResult:
         """The record of a drive whose task died (e.g. the decoder crashed the worker)."""
         doc, _ = read_drive_json(src)
-        start = _parse_time(doc.get("start_time")) or dt.datetime.fromtimestamp(0, dt.UTC)
-        did = drive_id(start.date(), src.vehicle_id, src.drive)
+        start = resolve_start(
+            drive_json=doc.get("start_time"),
+            can_first_us=None,
+            container_times=[],
+            folder=src.drive,
+            mtimes=[],
+        )
+        did = drive_id(start.time.date(), src.vehicle_id, src.drive)
         row = {
             "drive_id": did,
-            "date": start.date(),
+            "date": start.time.date(),
             "vehicle_id": src.vehicle_id,
             "drive": src.drive,
-            "start_time": start,
+            "start_time": start.time,
+            "time_source": str(start.source),
             "source_uri": src.uri,
             "fingerprint": src.fingerprint,
             "status": "failed",
             "error": reason,
+            "warnings": [],
+            "retryable": False,
             "ingest_run_id": self.run_id,
             "ingested_at": dt.datetime.now(dt.UTC),
         }
@@ -200,16 +195,21 @@ class DriveIngest:
         fs = self._raw_fs
         return lambda: fs.open(path, "rb")
 
-    def _container_time(self, path: str) -> dt.datetime | None:
-        import av
+    def _mtimes(self, paths: list[str]) -> list[dt.datetime]:
+        out = []
+        for path in paths:
+            try:
+                info = self._raw_fs.info(path)
+            except OSError:
+                continue
+            stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+            if isinstance(stamp, dt.datetime):
+                out.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC))
+            elif isinstance(stamp, int | float):
+                out.append(dt.datetime.fromtimestamp(float(stamp), dt.UTC))
+        return out
 
-        try:
-            with self._raw_fs.open(path, "rb") as f, av.open(f) as c:
-                return _parse_time(c.metadata.get("creation_time"))
-        except Exception:
-            return None
-
-    def _platform(self, src: DriveSource, doc: dict[str, Any], problems: list[str]) -> Platform | None:
+    def _platform(self, src: DriveSource, doc: dict[str, Any], notes: _Notes) -> Platform | None:
         if not src.can_logs:
             return None
         try:
@@ -226,43 +226,43 @@ class DriveIngest:
                     base_dir=Path(base),
                 )
         except ConfigError as exc:
-            problems.append(str(exc))
+            notes.warn(f"{exc}: CAN kept raw, not decoded")
             return None
-        problems.append("drive.json names no platform (or dbc + signals): CAN kept raw, not decoded")
+        notes.warn("drive.json names no platform (or dbc + signals): CAN kept raw, not decoded")
         return None
 
-    def _read_can(self, src: DriveSource, doc: dict[str, Any], problems: list[str]) -> tuple[pa.Table, int]:
+    def _read_can(self, src: DriveSource, doc: dict[str, Any], notes: _Notes) -> pa.Table:
         tables = []
-        skipped = 0
         offset_us = round(float(doc.get("can_time_offset_s", 0.0) or 0.0) * 1e6)
         for path in src.can_logs:
             name = posixpath.basename(path)
             try:
                 data = self._raw_fs.cat_file(path)
             except OSError as exc:
-                problems.append(f"{name}: unreadable: {exc}")
+                notes.warn(f"{name}: unreadable: {exc}", transient=True)
                 continue
             if not data:
-                problems.append(f"{name}: empty file")
+                notes.warn(f"{name}: empty file")
                 continue
             res = read_can_log(data, name)
-            skipped += res.skipped
+            notes.skipped_lines += res.skipped
             if res.skipped:
-                problems.append(
-                    f"{name}: {res.skipped} unreadable lines skipped ({'; '.join(res.problems[:3])})"
+                notes.warn(
+                    f"{name}: {res.skipped} unreadable lines skipped, {res.frames.num_rows} frames kept "
+                    f"({'; '.join(res.problems[:3])})"
                 )
             if res.frames.num_rows == 0 and not res.skipped:
-                problems.append(f"{name}: no CAN frames")
+                notes.warn(f"{name}: no CAN frames")
             f = res.frames.append_column("source", pa.array([name] * res.frames.num_rows, pa.string()))
             if offset_us:
                 f = f.set_column(0, "t_us", pc.add(f.column("t_us"), offset_us))
             tables.append(f)
         if not tables:
             empty = FRAME_SCHEMA.empty_table()
-            return empty.append_column("source", pa.array([], pa.string())), skipped
-        return pa.concat_tables(tables).sort_by("t_us"), skipped
+            return empty.append_column("source", pa.array([], pa.string()))
+        return pa.concat_tables(tables).sort_by("t_us")
 
-    def _decode(self, platform: Platform, frames: pa.Table, problems: list[str]) -> dict[str, Any]:
+    def _decode(self, platform: Platform, frames: pa.Table, notes: _Notes) -> dict[str, Any]:
         dec = self._decoders.get(platform.name)
         if dec is None:
             dec = self._decoders[platform.name] = VectorDecoder(platform.database)
@@ -270,8 +270,52 @@ class DriveIngest:
             frames = frames.filter(pc.is_in(frames.column("bus"), value_set=pa.array(list(platform.buses))))
         out, stats = dec.decode(frames)
         if stats.short_frames:
-            problems.append(f"{stats.short_frames} frames too short for their DBC message, not decoded")
+            notes.warn(f"{stats.short_frames} frames too short for their DBC message, not decoded")
         return out
+
+    def _probe_cameras(
+        self, src: DriveSource, cams: dict[str, Any], notes: _Notes
+    ) -> list[tuple[str, str, VideoProbe, dict[str, Any]]]:
+        """(camera, path, probe, its drive.json entry) for every usable video stream.
+
+        A file with several video streams (front + rear in one recording) gives one
+        camera per stream: the second is ``<camera>_1``, and so on.
+        """
+        out = []
+        for cam, path in src.cameras:
+            cam_doc = cams.get(cam, {})
+            cam_doc = cam_doc if isinstance(cam_doc, dict) else {}
+            try:
+                if not self._raw_fs.size(path):
+                    raise VideoError("empty file")
+                found = probe_all(self._opener(path), posixpath.splitext(path)[1], cam_doc.get("fps"))
+            except VideoError as exc:
+                notes.warn(f"{cam}: {exc}")
+                continue
+            except OSError as exc:
+                notes.warn(f"{cam}: unreadable: {exc}", transient=True)
+                continue
+            for p in found:
+                name = cam if p.stream == 0 else f"{cam}_{p.stream}"
+                notes.warnings.extend(f"{name}: {w}" for w in p.warnings)
+                out.append((name, path, p, cam_doc))
+        return out
+
+    @staticmethod
+    def _tracks(
+        start: dt.datetime, probes: list[tuple[str, str, VideoProbe, dict[str, Any]]]
+    ) -> list[CameraTrack]:
+        """Each camera on the drive's clock: its drive.json ``start_time``, else the drive's
+        start plus its ``offset_s``; streams of one file keep their offsets to each other."""
+        file_t0: dict[str, float] = {}
+        for _, path, p, _ in probes:
+            file_t0[path] = min(file_t0.get(path, p.start_s), p.start_s)
+        tracks = []
+        for name, path, p, cam_doc in probes:
+            own = parse_time(cam_doc.get("start_time"))
+            offset = float(cam_doc.get("offset_s", 0.0) or 0.0) + (p.start_s - file_t0[path])
+            tracks.append(CameraTrack(name, path, own or start + dt.timedelta(seconds=offset), p))
+        return tracks
 
     @staticmethod
     def _can_rows(did: str, day: dt.date, frames: pa.Table) -> pa.Table:
@@ -306,29 +350,36 @@ class DriveIngest:
         src: DriveSource,
         did: str,
         day: dt.date,
-        start: dt.datetime,
-        probes: dict[str, Any],
+        tracks: list[CameraTrack],
         sig: pa.Table,
-        problems: list[str],
+        notes: _Notes,
     ) -> tuple[pa.Table, pa.Table]:
         rows: list[dict[str, Any]] = []
         frames: list[dict[str, Any]] = []
+        if not tracks:
+            return clips.SPEC.conform(clips.SPEC.schema.empty_table()), clip_frames.SPEC.conform(
+                clip_frames.SPEC.schema.empty_table()
+            )
         sig_t = sig.column("t").cast(pa.int64()).to_numpy() if sig.num_rows else np.zeros(0, np.int64)
         media = self.lake.root.join("media")
-        for cam, (path, p, cam_doc) in probes.items():
+        grid = TimeGrid.for_cameras(tracks, self.settings.clip_seconds)
+        for track in tracks:
+            p = track.probe
+            path = track.path
             suffix = posixpath.splitext(path)[1]
-            cam_start = _parse_time(cam_doc.get("start_time")) if isinstance(cam_doc, dict) else None
-            cam_start = cam_start or start
             opener = self._opener(path)
-            for plan in plan_clips(p, self.settings.clip_seconds):
-                c_start = cam_start + dt.timedelta(seconds=plan.start_s)
-                c_end = cam_start + dt.timedelta(seconds=plan.end_s)
-                cid = clip_id(day, src.vehicle_id, src.drive, cam, c_start)
+            for cut in grid.cuts(track):
+                c_start = track.start + dt.timedelta(seconds=cut.start_s)
+                c_end = track.start + dt.timedelta(seconds=cut.end_s)
+                cid = clip_id(day, src.vehicle_id, src.drive, track.name, c_start)
                 try:
-                    mp4 = remux(opener, suffix, p, plan)
-                    images = keyframe_images(opener, suffix, p, plan, self.settings.keyframes_per_clip)
+                    mp4 = remux(opener, suffix, p, cut)
+                    images = keyframe_images(opener, suffix, p, cut, self.settings.keyframes_per_clip)
                 except VideoError as exc:
-                    problems.append(f"{cam} clip {plan.index}: {exc}")
+                    notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}")
+                    continue
+                except OSError as exc:
+                    notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}", transient=True)
                     continue
                 video = media.join("clips", f"{day:%Y-%m-%d}", f"{cid}.mp4")
                 thumb = media.join("thumbnails", f"{day:%Y-%m-%d}", f"{cid}.jpg")
@@ -347,10 +398,11 @@ class DriveIngest:
                         "date": day,
                         "drive_id": did,
                         "vehicle_id": src.vehicle_id,
-                        "camera": cam,
+                        "camera": track.name,
+                        "group_id": group_id(day, src.vehicle_id, src.drive, grid.window_start(cut.index)),
                         "start_time": c_start,
                         "end_time": c_end,
-                        "duration_s": plan.end_s - plan.start_s,
+                        "duration_s": cut.end_s - cut.start_s,
                         "video_uri": video.uri,
                         "width": p.width,
                         "height": p.height,
@@ -368,7 +420,7 @@ class DriveIngest:
                             "date": day,
                             "frame_index": k,
                             "drive_id": did,
-                            "t": cam_start + dt.timedelta(seconds=im.t_s),
+                            "t": track.start + dt.timedelta(seconds=im.t_s),
                             "width": im.width,
                             "height": im.height,
                             "jpeg": im.jpeg,
@@ -377,6 +429,23 @@ class DriveIngest:
         clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
         frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
         return clip_t, frame_t
+
+
+@dataclass
+class _Notes:
+    """What one drive's ingest dropped (warnings) and, if it has to fail, why (reasons)."""
+
+    warnings: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    transient: bool = False  # an I/O error: a re-run may succeed
+    skipped_lines: int = 0
+
+    def warn(self, message: str, *, transient: bool = False) -> None:
+        self.warnings.append(message)
+        self.transient = self.transient or transient
+
+    def fail(self, message: str) -> None:
+        self.reasons.append(message)
 
 
 def drive_rows(results: list[DriveResult]) -> pa.Table:

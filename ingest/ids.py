@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-__all__ = ["clip_id", "drive_id"]
+__all__ = ["clip_id", "drive_id", "group_id"]
 
 
 def _h(*parts: str) -> str:
@@ -19,3 +19,9 @@ def drive_id(day: dt.date, vehicle_id: str, drive: str) -> str:
 def clip_id(day: dt.date, vehicle_id: str, drive: str, camera: str, start: dt.datetime) -> str:
     ms = round(start.timestamp() * 1000)
     return f"{day:%Y%m%d}-{_h(vehicle_id, drive, camera, str(ms))}"
+
+
+def group_id(day: dt.date, vehicle_id: str, drive: str, window_start: dt.datetime) -> str:
+    """The clips of every camera of one drive's time window (see ``ingest.timegrid``)."""
+    ms = round(window_start.timestamp() * 1000)
+    return f"{day:%Y%m%d}-g{_h(vehicle_id, drive, 'group', str(ms))}"

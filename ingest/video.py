@@ -1,15 +1,29 @@
-"""Video with PyAV: probe by demuxing, keyframe-aligned clips, remux, sampled keyframes.
+"""Video with PyAV: probe by demuxing, clips cut on a time grid, remux, sampled keyframes.
 
 Nothing here decodes every frame. The probe reads packets only (codec, size, fps,
-duration, keyframe index); a clip is a packet copy from its first keyframe into a
-new mp4 (no re-encode); thumbnails and ``clip_frames`` decode keyframes only
-(``skip_frame = "NONKEY"``) with ``err_detect=explode`` so bit errors surface as
-errors instead of FFmpeg log lines. Raw elementary streams (.h264/.h265/.hevc)
-carry no timestamps: packets are timed from the fps. Every container is closed.
+duration, presentation time and keyframe flag of every packet), one pass for every
+video stream of the file. A clip is a packet copy into a new mp4 (no re-encode):
+from the keyframe at or before the clip's first frame, with timestamps shifted so
+that first frame is at zero; the frames before it get negative times and the mp4
+muxer writes an edit list, so players start exactly on the grid while every frame
+they need to decode is there.
+
+Keyframe images are decoded one keyframe at a time: the packet is sent, the decoder
+is drained (a decoder with reordering, B-frames or frame threads returns the image
+only at flush) and reset. Each image carries the pts of the frame the decoder
+returned, never the time of the packet we asked for. ``err_detect=explode`` makes
+bit errors surface as errors instead of FFmpeg log lines. Images are scaled in
+the decoder's colour conversion (swscale), never through a full-size RGB image.
+
+Raw elementary streams (.h264/.h265/.hevc) carry no timestamps: packets are timed
+from the fps in decode order. Their keyframe times are exact (a closed GOP starts
+with its keyframe); a raw stream with B-frames gets frames in decode order within
+each GOP in its remuxed clips (it has no presentation times to restore).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,29 +33,36 @@ from typing import Any, BinaryIO
 
 import av
 import numpy as np
+from PIL import Image
+
+from storage.errors import InputError
 
 __all__ = [
-    "ClipPlan",
+    "RAW_FORMATS",
+    "ClipCut",
     "KeyframeImage",
     "Source",
     "VideoError",
     "VideoProbe",
     "from_bytes",
     "keyframe_images",
-    "plan_clips",
     "probe",
+    "probe_all",
     "remux",
 ]
 
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".hevc": "hevc", ".265": "hevc"}
+_EPS = 1e-6
 
 
-class VideoError(Exception):
-    """This file cannot give clips; the message says why (recorded, not raised further)."""
+class VideoError(InputError):
+    """This file (or clip) cannot give clips; the message says why (recorded, not raised further)."""
 
 
 @dataclass
 class VideoProbe:
+    """One video stream of a file, from its packets alone."""
+
     codec: str
     width: int
     height: int
@@ -49,14 +70,26 @@ class VideoProbe:
     duration_s: float
     packets: int
     raw_stream: bool
-    key_times: np.ndarray  # seconds from the stream start, of each keyframe packet
-    times: np.ndarray = field(repr=False)  # seconds of every packet, in decode order
+    times: np.ndarray = field(repr=False)  # presentation seconds of every packet (decode order), from 0
     keys: np.ndarray = field(repr=False)  # bool per packet
+    stream: int = 0  # index among the file's video streams
+    start_s: float = 0.0  # the first frame's time on the container's clock (streams of one file align)
+    creation_time: dt.datetime | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def key_times(self) -> np.ndarray:
+        return np.sort(self.times[self.keys])
+
+    def first_frame_at_or_after(self, t: float) -> float | None:
+        later = self.times[self.times >= t - _EPS]
+        return float(later.min()) if len(later) else None
 
 
 @dataclass(frozen=True)
-class ClipPlan:
+class ClipCut:
+    """A clip of one camera: presentation times ``[start_s, end_s)`` on the camera's clock."""
+
     index: int
     start_s: float
     end_s: float
@@ -64,7 +97,7 @@ class ClipPlan:
 
 @dataclass(frozen=True)
 class KeyframeImage:
-    t_s: float
+    t_s: float  # the decoded frame's own pts, seconds on the camera's clock
     width: int
     height: int
     jpeg: bytes
@@ -94,156 +127,251 @@ def _open(src: Source, suffix: str) -> Iterator[Any]:
         f.close()
 
 
+def _video_streams(c: Any) -> list[Any]:
+    """Real video streams (cover art and thumbnails attached as pictures are not)."""
+    return [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+
+
+def _creation_time(c: Any) -> dt.datetime | None:
+    value = c.metadata.get("creation_time")
+    if not isinstance(value, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    return None if t.year < 1971 else t  # 1904/1970 are muxers' "unset"
+
+
 def probe(src: Source, suffix: str, fps_hint: float | None = None) -> VideoProbe:
-    """Packets only: size, codec, fps, duration, keyframes. Raises VideoError if unusable.
+    """The first video stream; see :func:`probe_all`."""
+    return probe_all(src, suffix, fps_hint)[0]
+
+
+def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[VideoProbe]:
+    """Packets only, every video stream in one pass. Raises VideoError if none is usable.
 
     A file that demuxes fewer packets than its header declares (an mp4 cut short)
-    still gives its clips; ``warnings`` says it was truncated.
+    still gives its clips; ``warnings`` says it was truncated. Timestamps are the
+    packets' pts, so variable frame rate is exact; ``fps`` is the average.
     """
     raw = suffix.lower() in RAW_FORMATS
-    warnings: list[str] = []
     with _open(src, suffix) as c:
-        if not c.streams.video:
+        streams = _video_streams(c)
+        if not streams:
             raise VideoError("no video stream")
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate or (Fraction(fps_hint) if fps_hint else None)
-        if raw and fps_hint:
-            rate = Fraction(fps_hint).limit_denominator(1001)
-        if not rate:
-            raise VideoError("unknown frame rate (raw stream without fps in drive.json)")
-        fps = float(rate)
-        tb = s.time_base
-        times: list[float] = []
-        keys: list[bool] = []
+        created = _creation_time(c)
+        slot = {s.index: i for i, s in enumerate(streams)}
+        times: list[list[float]] = [[] for _ in streams]
+        keys: list[list[bool]] = [[] for _ in streams]
+        rates: list[float] = []
+        for s in streams:
+            rate = s.average_rate or s.guessed_rate or (Fraction(fps_hint) if fps_hint else None)
+            if raw and fps_hint:
+                rate = Fraction(fps_hint).limit_denominator(1001)
+            if not rate:
+                raise VideoError("unknown frame rate (raw stream without fps in drive.json)")
+            rates.append(float(rate))
+        failure: str | None = None
         try:
-            for pkt in c.demux(s):
-                if pkt.size == 0:
+            for pkt in c.demux(streams):
+                i = slot.get(pkt.stream.index)
+                if i is None or pkt.size == 0:
                     continue
+                tb = pkt.stream.time_base
                 if raw or pkt.pts is None or tb is None:
-                    times.append(len(times) / fps)
+                    times[i].append(len(times[i]) / rates[i])
                 else:
-                    times.append(float(pkt.pts * tb))
-                keys.append(bool(pkt.is_keyframe))
+                    times[i].append(float(pkt.pts * tb))
+                keys[i].append(bool(pkt.is_keyframe))
         except av.FFmpegError as exc:
-            if not times:
-                raise VideoError(f"unreadable packets: {exc}") from exc
-        width, height = s.codec_context.width, s.codec_context.height
-        codec = s.codec_context.name
-        declared = int(s.frames or 0)
-        if declared and len(times) < declared:
-            warnings.append(f"truncated video: {len(times)} of {declared} frames present")
+            failure = f"unreadable packets after {sum(map(len, times))}: {exc}"
+        out: list[VideoProbe] = []
+        problems: list[str] = []
+        for i, s in enumerate(streams):
+            try:
+                out.append(_stream_probe(s, i, times[i], keys[i], rates[i], raw, created, failure))
+            except VideoError as exc:
+                problems.append(f"stream {i}: {exc}" if len(streams) > 1 else str(exc))
+    if not out:
+        raise VideoError("; ".join(problems))
+    if problems:
+        out[0].warnings.extend(problems)
+    return out
+
+
+def _stream_probe(
+    s: Any,
+    i: int,
+    times: list[float],
+    keys: list[bool],
+    fps: float,
+    raw: bool,
+    created: dt.datetime | None,
+    failure: str | None,
+) -> VideoProbe:
     if not times:
-        raise VideoError("no video packets (empty or truncated file)")
+        raise VideoError(failure or "no video packets (empty or truncated file)")
+    warnings: list[str] = []
+    if failure:
+        warnings.append(f"truncated video: {failure}")
+    declared = int(s.frames or 0)
+    if declared and len(times) < declared:
+        warnings.append(f"truncated video: {len(times)} of {declared} frames present")
     t = np.asarray(times)
     k = np.asarray(keys)
     t0 = float(t.min())
-    t = t - t0
     if not k.any():
         raise VideoError("no keyframe in the stream")
+    width, height = s.codec_context.width, s.codec_context.height
     if not width or not height:
         raise VideoError("frame size unknown (corrupt stream header)")
-    duration = float(t.max()) + 1.0 / fps
-    return VideoProbe(codec, int(width), int(height), fps, duration, len(t), raw, t[k], t, k, warnings)
+    t = t - t0
+    frame = float(np.median(np.diff(np.sort(t)))) if len(t) > 1 else 1.0 / fps
+    duration = float(t.max()) + (frame if frame > 0 else 1.0 / fps)
+    return VideoProbe(
+        codec=s.codec_context.name,
+        width=int(width),
+        height=int(height),
+        fps=fps,
+        duration_s=duration,
+        packets=len(t),
+        raw_stream=raw,
+        times=t,
+        keys=k,
+        stream=i,
+        start_s=t0,
+        creation_time=created,
+        warnings=warnings,
+    )
 
 
-def plan_clips(p: VideoProbe, clip_seconds: float, min_last_s: float = 1.0) -> list[ClipPlan]:
-    """Clips of ``clip_seconds`` starting on keyframes; a last partial clip >= ``min_last_s``."""
-    plans: list[ClipPlan] = []
-    keys = p.key_times
-    start = float(keys[0])
-    while True:
-        nxt = keys[keys >= start + clip_seconds - 1e-6]
-        end = float(nxt[0]) if len(nxt) else p.duration_s
-        if end - start >= min_last_s:
-            plans.append(ClipPlan(len(plans), start, end))
-        if not len(nxt):
-            break
-        start = end
-    return plans
+def _preroll(p: VideoProbe, cut: ClipCut) -> tuple[int, int]:
+    """Decode-order packet range [first, last] that plays ``cut``: from the keyframe at or
+    before its first frame to the last packet shown inside it (references it needs included)."""
+    key_idx = np.flatnonzero(p.keys & (p.times <= cut.start_s + _EPS))
+    if len(key_idx) == 0:
+        key_idx = np.flatnonzero(p.keys)[:1]
+    first = int(key_idx[-1])
+    shown = np.flatnonzero((p.times >= cut.start_s - _EPS) & (p.times < cut.end_s - _EPS))
+    shown = shown[shown >= first]
+    if len(shown) == 0:
+        raise VideoError(f"clip {cut.index}: no frames between {cut.start_s:.3f}s and {cut.end_s:.3f}s")
+    return first, int(shown.max())
 
 
-def remux(src: Source, suffix: str, p: VideoProbe, plan: ClipPlan) -> bytes:
-    """The clip's packets copied into a new mp4, timestamps starting at zero."""
+def remux(src: Source, suffix: str, p: VideoProbe, cut: ClipCut) -> bytes:
+    """The clip's packets copied into a new mp4; its first frame plays at zero."""
+    first, last = _preroll(p, cut)
     out_buf = io.BytesIO()
     with _open(src, suffix) as c:
-        s = c.streams.video[0]
+        s = _video_streams(c)[p.stream]
         out = av.open(out_buf, mode="w", format="mp4")
         try:
             o = out.add_stream_from_template(s)
             tb = Fraction(1, 90000) if p.raw_stream else s.time_base
             o.time_base = tb
-            n = 0
-            idx = 0
-            origin: int | None = None
+            origin = round((cut.start_s + p.start_s) / tb)
+            idx = -1
             for pkt in c.demux(s):
                 if pkt.size == 0:
                     continue
-                t = p.times[idx] if idx < len(p.times) else float("inf")
                 idx += 1
-                if t < plan.start_s - 1e-9:
+                if idx < first:
                     continue
-                if t >= plan.end_s - 1e-9:
+                if idx > last:
                     break
-                if p.raw_stream:
-                    ticks = round(t * 90000)
-                    pkt.pts = pkt.dts = ticks
+                if p.raw_stream or pkt.pts is None:
+                    pkt.pts = pkt.dts = round((p.times[idx] + p.start_s) / tb)
                     pkt.time_base = tb
-                if origin is None:
-                    origin = pkt.dts if pkt.dts is not None else pkt.pts
-                if pkt.pts is not None:
-                    pkt.pts -= origin
+                pkt.pts -= origin
                 if pkt.dts is not None:
                     pkt.dts -= origin
                 pkt.stream = o
                 out.mux(pkt)
-                n += 1
-            if n == 0:
-                raise VideoError(
-                    f"clip {plan.index}: no packets between {plan.start_s:.2f}s and {plan.end_s:.2f}s"
-                )
         finally:
             out.close()
     return out_buf.getvalue()
 
 
+def _pick(n: int, k: int) -> list[int]:
+    return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
+
+
+def _image(frame: Any, short_side: int) -> tuple[int, int, bytes]:
+    scale = short_side / min(frame.width, frame.height)
+    w = max(2, round(frame.width * scale / 2) * 2)
+    h = max(2, round(frame.height * scale / 2) * 2)
+    img: Image.Image = frame.to_image(width=w, height=h, interpolation="AREA")
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    if rotation:  # display matrix: counter-clockwise degrees to show the frame upright
+        img = img.rotate(rotation, expand=True)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return img.width, img.height, buf.getvalue()
+
+
 def keyframe_images(
-    src: Source, suffix: str, p: VideoProbe, plan: ClipPlan, max_frames: int = 4, short_side: int = 224
+    src: Source, suffix: str, p: VideoProbe, cut: ClipCut, max_frames: int = 4, short_side: int = 224
 ) -> list[KeyframeImage]:
-    """Up to ``max_frames`` keyframes of the clip, evenly picked, decoded alone and downscaled."""
-    in_clip = p.key_times[(p.key_times >= plan.start_s - 1e-9) & (p.key_times < plan.end_s - 1e-9)]
-    if len(in_clip) == 0:
-        return []
-    pick = set(np.unique(np.linspace(0, len(in_clip) - 1, min(max_frames, len(in_clip))).round().astype(int)))
-    wanted = {round(float(in_clip[i]), 6) for i in pick}
-    scale = short_side / min(p.width, p.height)
-    w = max(2, round(p.width * scale / 2) * 2)
-    h = max(2, round(p.height * scale / 2) * 2)
+    """Up to ``max_frames`` of the clip's keyframes, evenly picked, each decoded alone.
+
+    A clip with no keyframe of its own (a long GOP) gets its first frame, decoded
+    from the keyframe before it: at most one GOP, never the whole file.
+    """
+    inside = np.flatnonzero(p.keys & (p.times >= cut.start_s - _EPS) & (p.times < cut.end_s - _EPS))
+    inside = inside[np.argsort(p.times[inside], kind="stable")]
+    wanted = {int(inside[i]) for i in _pick(len(inside), max_frames)} if len(inside) else set()
+    first_only: tuple[int, int] | None = None if wanted else _preroll(p, cut)
     images: list[KeyframeImage] = []
     with _open(src, suffix) as c:
-        s = c.streams.video[0]
-        s.codec_context.skip_frame = "NONKEY"
-        s.codec_context.options = {"err_detect": "explode"}
-        key_iter = iter(p.key_times)
+        s = _video_streams(c)[p.stream]
+        cc = s.codec_context
+        cc.options = {"err_detect": "explode"}
+        if wanted:
+            cc.skip_frame = "NONKEY"
+        tb = s.time_base
+        last = max(wanted) if wanted else first_only[1] if first_only else -1
+        idx = -1
+        shown = 0
         try:
             for pkt in c.demux(s):
-                if pkt.size == 0 or not pkt.is_keyframe:
+                if pkt.size == 0:
                     continue
-                t = float(next(key_iter, float("nan")))
-                if t >= plan.end_s - 1e-9:
+                idx += 1
+                if idx > last:
                     break
-                if round(t, 6) not in wanted:
+                if first_only is not None:
+                    if idx < first_only[0]:
+                        continue
+                    for frame in [*cc.decode(pkt), *(cc.decode(None) if idx == last else [])]:
+                        t = _frame_time(frame, tb, p)
+                        if t is None:  # raw stream: frames leave the decoder in display order
+                            t = float(p.times[first_only[0]]) + shown / p.fps
+                        shown += 1
+                        if t >= cut.start_s - _EPS and not images:
+                            images.append(KeyframeImage(t, *_image(frame, short_side)))
+                    if images:
+                        break
                     continue
-                for frame in s.codec_context.decode(pkt):
-                    img = frame.to_image().resize((w, h))
-                    buf = io.BytesIO()
-                    img.save(buf, format="JPEG", quality=85)
-                    images.append(KeyframeImage(t, w, h, buf.getvalue()))
+                if idx not in wanted:
+                    continue
+                frames = [*cc.decode(pkt), *cc.decode(None)]  # drain: reordering decoders hold it back
+                cc.flush_buffers()
+                for frame in frames[:1]:
+                    t = _frame_time(frame, tb, p)
+                    images.append(
+                        KeyframeImage(float(p.times[idx]) if t is None else t, *_image(frame, short_side))
+                    )
         except av.FFmpegError as exc:
-            raise VideoError(f"keyframe decode failed at {len(images)} frames: {exc}") from exc
+            raise VideoError(f"keyframe decode failed after {len(images)} frames: {exc}") from exc
     if not images:
         raise VideoError("no keyframe decodes (truncated or corrupt stream)")
     return images
 
 
-def thumbnail(images: list[KeyframeImage]) -> bytes:
-    return images[0].jpeg
+def _frame_time(frame: Any, tb: Fraction | None, p: VideoProbe) -> float | None:
+    if p.raw_stream or frame.pts is None or tb is None:
+        return None
+    return float(frame.pts * tb) - p.start_s

@@ -226,14 +226,24 @@ def ingest(
         console.print(f"resumed unfinished run {report.run_id}")
     if not report.ok and not report.failed:
         console.print(f"nothing new: {report.discovered} drives found, all already ingested ({s.lake})")
-        raise typer.Exit(0)
-    console.print(
-        f"run {report.run_id}: {report.discovered} drives found, {report.unchanged} already ingested, "
-        f"{len(report.ok)} ok, {len(report.failed)} failed",
-        soft_wrap=True,
-    )
+    else:
+        console.print(
+            f"run {report.run_id}: {report.discovered} drives found, {report.unchanged} already ingested, "
+            f"{len(report.ok)} ok, {len(report.failed)} failed ({len(report.warned)} ok with warnings)",
+            soft_wrap=True,
+        )
+    for key, warnings in report.warned:
+        console.print(f"  [yellow]ok with warnings[/] {key}: {'; '.join(warnings)}", soft_wrap=True)
     for key, reason in report.failed:
         console.print(f"  [red]failed[/] {key}: {reason}", soft_wrap=True)
+    if report.still_failing:
+        console.print(
+            f"{len(report.still_failing)} drives of earlier runs still failing for their content "
+            "(not retried until their files change, or --force):",
+            soft_wrap=True,
+        )
+        for key, reason in report.still_failing:
+            console.print(f"  [red]still failing[/] {key}: {reason}", soft_wrap=True)
     raise typer.Exit(report.exit_code)
 
 

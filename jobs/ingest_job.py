@@ -43,6 +43,9 @@ class IngestReport:
     unchanged: int
     ok: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    warned: list[tuple[str, list[str]]] = field(default_factory=list)
+    still_failing: list[tuple[str, str]] = field(default_factory=list)
+    """Drives of earlier runs that failed for their content and are unchanged: not retried."""
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -127,9 +130,16 @@ def run_ingest(
     sources = discover(raw_loc)
     known = {
         r["source_uri"]: r
-        for r in lake.read("drives", columns=["drive_id", "source_uri", "fingerprint"]).to_pylist()
+        for r in lake.read(
+            "drives", columns=["drive_id", "source_uri", "fingerprint", "status", "error", "retryable"]
+        ).to_pylist()
     }
-    todo = [s for s in sources if force or s.uri not in known or known[s.uri]["fingerprint"] != s.fingerprint]
+
+    def due(s: DriveSource) -> bool:
+        k = known.get(s.uri)
+        return force or k is None or k["fingerprint"] != s.fingerprint or bool(k["retryable"])
+
+    todo = [s for s in sources if due(s)]
     number, todo, resumed = _open_run(lake, raw_loc, sources, todo)
     report = IngestReport(
         run_id=f"{APP_ID}-{number:06d}",
@@ -138,6 +148,11 @@ def run_ingest(
         discovered=len(sources),
         unchanged=len(sources) - len(todo),
     )
+    report.still_failing = [
+        (s.key, str(known[s.uri]["error"]))
+        for s in sources
+        if not due(s) and known[s.uri]["status"] == "failed"
+    ]
     started = dt.datetime.now(dt.UTC)
     keys = [s.key for s in todo]
     if not todo:
@@ -161,6 +176,8 @@ def run_ingest(
     for r in results:
         if r.ok:
             report.ok.append(r.key)
+            if r.row.get("warnings"):
+                report.warned.append((r.key, list(r.row["warnings"])))
         else:
             report.failed.append((r.key, str(r.row.get("error"))))
         for k, v in r.counts.items():

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +58,11 @@ class DatasetQuery(BaseModel):
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
     val_fraction: float = Field(default=0.1, ge=0, le=0.9)
     model: str | None = None
+    samples: Literal["clip", "group"] = Field(
+        default="clip",
+        description="clip: one sample per clip; group: one sample per time window of a drive, with "
+        "every camera's clip (`<group_id>.<camera>.mp4`) and one `.signals.npy`",
+    )
 
 
 def clip_predicate(q: DatasetQuery) -> str | None:
@@ -81,7 +86,10 @@ def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[
     """The clips the query selects, at the pinned table versions, sorted by clip id."""
     where = clip_predicate(q)
     rows = lake.read(
-        "clips", columns=["clip_id", "drive_id", "start_time"], where=where, version=versions["clips"]
+        "clips",
+        columns=["clip_id", "drive_id", "start_time", "group_id"],
+        where=where,
+        version=versions["clips"],
     ).to_pylist()
     spec = resolve(lake, q.model)
     if q.similar_to is not None:
@@ -109,7 +117,31 @@ def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[
         if q.dedup:
             rows = [r for r in rows if by_clip.get(r["clip_id"], {}).get("duplicate_of") is None]
     rows.sort(key=lambda r: r["clip_id"])
-    return rows[: q.limit] if q.limit else rows
+    if q.samples == "clip":
+        return rows[: q.limit] if q.limit else rows
+    return _whole_groups(lake, rows, q.limit, versions["clips"])
+
+
+def _group_key(clip: dict[str, Any]) -> str:
+    return str(clip.get("group_id") or clip["clip_id"])  # clips of older lakes are groups of one
+
+
+def _whole_groups(
+    lake: Lake, rows: list[dict[str, Any]], limit: int | None, version: int
+) -> list[dict[str, Any]]:
+    """Every camera's clip of each group a selected clip belongs to (``limit`` counts groups)."""
+    groups = sorted({_group_key(r) for r in rows})[:limit]
+    chosen = {r["clip_id"]: r for r in rows if _group_key(r) in set(groups)}
+    named = [g for g in groups if g not in chosen]
+    if named:
+        for r in lake.read(
+            "clips",
+            columns=["clip_id", "drive_id", "start_time", "group_id"],
+            where=f"group_id IN ({in_list(named)})",
+            version=version,
+        ).to_pylist():
+            chosen[r["clip_id"]] = r
+    return sorted(chosen.values(), key=lambda r: r["clip_id"])
 
 
 def _split(drive_id: str, val_fraction: float) -> str:
@@ -178,32 +210,60 @@ def _location(lake: Lake, name: str, version: int) -> Any:
     return lake.root.join("datasets", name, str(version))
 
 
+def _meta(clip: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
+        for k, v in clip.items()
+        if k not in ("video_uri", "thumbnail_uri")
+    }
+
+
 def _write_shard(
     lake: Lake,
     name: str,
     version: int,
     index: int,
-    clips: list[dict[str, Any]],
+    samples: list[list[dict[str, Any]]],
     split: dict[str, str],
     signals_version: int,
+    by_group: bool,
 ) -> dict[str, Any]:
-    """One WebDataset tar (``<clip_id>.mp4/.json/.signals.npy`` per sample); runs in a Ray task."""
+    """One WebDataset tar; runs in a Ray task. Per sample, by clip: ``<clip_id>.mp4/.json/
+    .signals.npy``; by group: ``<group_id>.<camera>.mp4`` per camera, one ``.json`` (its
+    ``cameras`` list each clip's metadata) and one ``.signals.npy`` over the whole window."""
     loc = _location(lake, name, version)
     fs = loc.fs
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
-    for clip in clips:
-        cid = clip["clip_id"]
-        video = fs.cat_file(_media_path(lake, clip["video_uri"]))
+    common = {"signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0}
+    for members in samples:
+        first = members[0]
         npy = io.BytesIO()
-        np.save(npy, clip_signals(lake, clip, signals_version))
-        meta = {
-            k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
-            for k, v in clip.items()
-            if k not in ("video_uri", "thumbnail_uri")
-        }
-        meta.update({"split": split[cid], "signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0})
-        sample = {"__key__": cid, "mp4": video, "json": json.dumps(meta, sort_keys=True).encode()}
+        if not by_group:
+            np.save(npy, clip_signals(lake, first, signals_version))
+            meta = {**_meta(first), "split": split[first["clip_id"]], **common}
+            sample = {"__key__": first["clip_id"], "mp4": fs.cat_file(_media_path(lake, first["video_uri"]))}
+        else:
+            window = {
+                **first,
+                "start_time": min(m["start_time"] for m in members),
+                "end_time": max(m["end_time"] for m in members),
+            }
+            np.save(npy, clip_signals(lake, window, signals_version))
+            meta = {
+                "group_id": _group_key(first),
+                "drive_id": first["drive_id"],
+                "vehicle_id": first["vehicle_id"],
+                "start_time": window["start_time"].isoformat(),
+                "end_time": window["end_time"].isoformat(),
+                "split": split[first["clip_id"]],
+                "cameras": [_meta(m) for m in members],
+                **common,
+            }
+            sample = {"__key__": _group_key(first)}
+            for m in members:
+                sample[f"{m['camera']}.mp4"] = fs.cat_file(_media_path(lake, m["video_uri"]))
+        sample["json"] = json.dumps(meta, sort_keys=True).encode()
         sample["signals.npy"] = npy.getvalue()
         writer.write(sample)
     writer.close()
@@ -211,7 +271,7 @@ def _write_shard(
     fs.pipe_file(loc.join(f"{index:06d}.tar").path, data)
     return {
         "path": f"{index:06d}.tar",
-        "nsamples": len(clips),
+        "nsamples": len(samples),
         "filesize": len(data),
         "md5sum": hashlib.md5(data).hexdigest(),
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -233,9 +293,10 @@ def export_version(
 ) -> dict[str, Any]:
     """Write the version's shards (in parallel Ray tasks with ``runner="ray"``) and manifest.
 
-    Samples go to shards in clip-id order, cut where the running size (video size
-    plus a fixed allowance for the JSON and signals) passes ``shard_bytes``: the
-    plan depends only on the version's clips, so re-exporting gives the same bytes.
+    Samples (clips, or clip groups for a ``samples="group"`` query) go to shards in
+    id order, cut where the running size (video size plus a fixed allowance for the
+    JSON and signals) passes ``shard_bytes``: the plan depends only on the version's
+    clips, so re-exporting gives the same bytes.
     """
     ds = get_version(lake, name, version)
     pinned = json.loads(ds["lake_version"])
@@ -257,15 +318,22 @@ def export_version(
     loc = _location(lake, name, version)
     fs = loc.fs
     fs.makedirs(loc.path, exist_ok=True)
-    plan: list[list[dict[str, Any]]] = [[]]
-    size = 0
+    by_group = json.loads(ds["query"]).get("samples") == "group"
+    units: dict[str, list[dict[str, Any]]] = {}
     for cid in ids:
+        units.setdefault(_group_key(clips[cid]) if by_group else cid, []).append(clips[cid])
+    plan: list[list[list[dict[str, Any]]]] = [[]]
+    size = 0
+    for key in sorted(units):
         if plan[-1] and size >= shard_bytes:
             plan.append([])
             size = 0
-        plan[-1].append(clips[cid])
-        size += int(fs.size(_media_path(lake, clips[cid]["video_uri"]))) + 24 * 1024
-    args = [(lake, name, int(version), i, part, split, pinned["signals"]) for i, part in enumerate(plan)]
+        members = sorted(units[key], key=lambda c: str(c["camera"]))
+        plan[-1].append(members)
+        size += sum(int(fs.size(_media_path(lake, c["video_uri"]))) for c in members) + 24 * 1024
+    args = [
+        (lake, name, int(version), i, part, split, pinned["signals"], by_group) for i, part in enumerate(plan)
+    ]
     if runner == "ray" and len(plan) > 1:
         from jobs.runtime import init_ray
 
@@ -284,7 +352,7 @@ def export_version(
         "lake_version": pinned,
         "model": ds["model"],
         "query": json.loads(ds["query"]),
-        "num_samples": len(ids),
+        "num_samples": len(units),
         "format": "webdataset",
         "shardlist": shards,
     }

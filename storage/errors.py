@@ -8,7 +8,9 @@
     │   ├── TableNotFoundError a table that should exist does not
     │   ├── CommitError        a Delta commit failed for good (after checked retries)
     │   └── LeaseHeldError     lake-wide maintenance lease held by someone else
-    └── JobError               a job cannot go on (not a per-item failure)
+    ├── JobError               a job cannot go on (not a per-item failure)
+    └── InputError             one input (a video, a log) is unusable; caught per item
+        └── VideoError         (ingest.video) this file or clip gives no frames
 
 A failure on one record (a corrupt video, a garbled CAN line) is data, not an
 exception: it is recorded in the tables with a reason. These exceptions mean the
@@ -21,6 +23,7 @@ __all__ = [
     "CommitError",
     "ConfigError",
     "FleetError",
+    "InputError",
     "JobError",
     "LeaseHeldError",
     "StorageError",
@@ -54,3 +57,7 @@ class LeaseHeldError(StorageError):
 
 class JobError(FleetError):
     """A job cannot go on."""
+
+
+class InputError(FleetError):
+    """One input item cannot be used; callers record it as that item's failure and go on."""

@@ -81,17 +81,39 @@ class Lake:
 
     # -- tables ----------------------------------------------------------------
 
+    @staticmethod
+    def _add_new_columns(spec: TableSpec, loc: Location) -> None:
+        from deltalake import Schema as DeltaSchema
+
+        table = DeltaTable(loc.uri, storage_options=loc.storage_options)
+        have = set(table.schema().to_arrow().names)
+        missing = [f for f in spec.schema if f.name not in have and f.nullable]
+        if not missing:
+            return
+        fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
+        try:
+            table.alter.add_columns(list(fields))
+        except (CommitFailedError, DeltaError):
+            fresh = DeltaTable(loc.uri, storage_options=loc.storage_options)
+            if {f.name for f in missing} - set(fresh.schema().to_arrow().names):
+                raise  # not a concurrent upgrade that already added them
+
     def exists(self, table: str) -> bool:
         loc = self.location(table)
         return DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options)
 
     def create_tables(self, names: list[str] | None = None) -> list[str]:
-        """Create the missing tables (all by default); returns the ones created."""
+        """Create the missing tables (all by default); returns the ones created.
+
+        A table made by an older fleetmine gains the columns its schema has added since
+        (nullable, so old rows read as null): a lake is never rebuilt for an upgrade.
+        """
         created = []
         for name in names or list(TABLES):
             spec = get_spec(name)
             loc = self.location(name)
             if self.exists(name):
+                self._add_new_columns(spec, loc)
                 continue
             if loc.is_local:
                 loc.fs.makedirs(loc.path, exist_ok=True)

@@ -15,11 +15,14 @@ SPEC = TableSpec(
             pa.field("drive", pa.string()),
             pa.field("platform", pa.string()),
             pa.field("start_time", UTC_TS),
+            pa.field("time_source", pa.string()),
             pa.field("duration_s", pa.float64()),
             pa.field("source_uri", pa.string()),
             pa.field("fingerprint", pa.string()),
             pa.field("status", pa.string()),
             pa.field("error", pa.string()),
+            pa.field("warnings", pa.list_(pa.string())),
+            pa.field("retryable", pa.bool_()),
             pa.field("skipped_lines", pa.int64()),
             pa.field("n_clips", pa.int64()),
             pa.field("n_can_frames", pa.int64()),
@@ -27,5 +30,6 @@ SPEC = TableSpec(
             pa.field("ingested_at", UTC_TS),
         ]
     ),
-    description="drive folders: platform, start, duration, status ok/failed with reason",
+    description="drive folders: platform, start and its source, duration, status ok/failed with reason, "
+    "warnings on what was dropped",
 )

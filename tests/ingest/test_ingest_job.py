@@ -148,7 +148,7 @@ def test_interrupted_run_resumes_without_duplicates(real_raw: Path, tmp_path: Pa
     assert lake.read("runs").column("status").to_pylist() == ["succeeded"]
 
 
-def test_corrupt_inputs_fail_with_reasons_and_the_rest_lands(
+def test_unusable_inputs_fail_partial_ones_land_with_warnings(
     real_raw: Path, tmp_path: Path, shared_data: Path
 ) -> None:
     video = (shared_data / "video" / "solidWhiteRight.mp4").read_bytes()
@@ -173,13 +173,21 @@ def test_corrupt_inputs_fail_with_reasons_and_the_rest_lands(
         timeout=600,
     )
     assert out.returncode == 3, out.stdout + out.stderr
-    assert "2 ok, 4 failed" in out.stdout
+    assert "4 ok, 2 failed" in out.stdout
     lake = Lake(str(lake_dir))
     rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    # Nothing usable: failed, with the reason.
     assert rows["empty"]["status"] == "failed" and rows["empty"]["error"] == "front: empty file"
     assert rows["random"]["status"] == "failed" and "cannot open video" in rows["random"]["error"]
-    assert rows["half"]["status"] == "failed" and "truncated video" in rows["half"]["error"]
-    assert rows["garbled"]["status"] == "failed" and "2 unreadable lines" in rows["garbled"]["error"]
+    assert not rows["empty"]["retryable"] and not rows["random"]["retryable"]
+    # Partial input: ok, the good part landed, the warnings say what was dropped.
+    assert rows["half"]["status"] == "ok" and rows["half"]["error"] is None
+    assert any("truncated video" in w for w in rows["half"]["warnings"])
+    assert rows["garbled"]["status"] == "ok" and rows["garbled"]["error"] is None
+    (warning,) = rows["garbled"]["warnings"]
+    assert (
+        f"2 unreadable lines skipped, {len(log)} frames kept" in warning and "not a frame at all" in warning
+    )
     assert rows["garbled"]["skipped_lines"] == 2
     # What could be salvaged landed: the half video's first clip, every good CAN frame.
     half_clips = lake.read("clips", where=f"drive_id = '{rows['half']['drive_id']}'")
@@ -193,7 +201,7 @@ def test_corrupt_inputs_fail_with_reasons_and_the_rest_lands(
         rows["2016-08-28--21-16-08"]["status"] == "ok" and rows["2018-08-02--08-34-47--40"]["status"] == "ok"
     )
     (run,) = lake.read("runs").to_pylist()
-    assert run["status"] == "partial" and len(json.loads(run["errors"])) == 4
+    assert run["status"] == "partial" and len(json.loads(run["errors"])) == 2
 
 
 def test_a_drive_that_crashes_its_worker_fails_after_bounded_retries(real_raw: Path, tmp_path: Path) -> None:

@@ -1,0 +1,284 @@
+"""Real encoder settings and recorder quirks, built with PyAV/x264/x265 at test time.
+
+Every frame shows its own index (tests/ingest/videos.py), so each check asks which
+frame an image or a clip really holds, not only how many there are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from ingest.start_time import TimeSource, folder_time, resolve_start
+from jobs.ingest_job import run_ingest
+from storage import Lake, Settings
+from tests.ingest.conftest import make_drive
+from tests.ingest.videos import Spec, decoded_frames, encode, read_index
+
+START = "2024-06-14T17:00:00Z"
+T0 = dt.datetime(2024, 6, 14, 17, tzinfo=dt.UTC)
+
+FOOTAGE = {
+    "h264-bframes-gop10s": (Spec(gop=250), "mp4"),
+    "h264-bframes-gop1s": (Spec(gop=25), "mp4"),
+    "h265": (Spec(codec="libx265"), "mp4"),
+    "mkv": (Spec(container="matroska"), "mkv"),
+    "mov-audio-rotated": (Spec(container="mov", audio=True, rotation=90), "mov"),
+    "vfr": (Spec(vfr=True), "mp4"),
+}
+
+
+def ingest(raw: Path, tmp_path: Path, **overrides: object) -> Lake:
+    settings = Settings(lake=str(tmp_path / "lake"), keyframes_per_clip=64, clip_seconds=5.0, **overrides)
+    run_ingest(str(raw), settings, runner="local")
+    return Lake.from_settings(settings)
+
+
+def key_times(data: bytes, stream: int = 0) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.video[stream]
+        pts = [(float(p.pts * s.time_base), p.is_keyframe) for p in c.demux(s) if p.size]
+    t0 = min(t for t, _ in pts)
+    return np.array(sorted(t - t0 for t, k in pts if k))
+
+
+def shown(data: bytes) -> list[int]:
+    """The frame indices a remuxed clip plays, in order."""
+    with av.open(io.BytesIO(data)) as c:
+        frames = sorted(c.decode(video=0), key=lambda f: f.pts)
+        return [read_index(f.to_ndarray(format="rgb24")) for f in frames]
+
+
+@pytest.mark.parametrize("name", list(FOOTAGE))
+def test_every_keyframe_image_is_the_frame_at_its_pts(name: str, tmp_path: Path) -> None:
+    spec, ext = FOOTAGE[name]
+    data = encode(spec)
+    raw = tmp_path / "raw"
+    make_drive(raw, "car", "d1", {f"cameras/front.{ext}": data}, {"start_time": START})
+    lake = ingest(raw, tmp_path)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok", drive
+    assert drive["time_source"] == "drive_json" and drive["warnings"] == []
+    truth = decoded_frames(data)  # pts -> index, every frame decoded
+    times = np.array(sorted(truth))
+    keys = key_times(data)
+    clips = lake.read("clips").sort_by("start_time").to_pylist()
+    frames = lake.read("clip_frames").to_pylist()
+    assert len(clips) == 3  # 12 s in 5 s windows
+    assert sum(c["duration_s"] for c in clips) == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=1e-3)
+    fs = lake.root.fs
+    for clip in clips:
+        lo = (clip["start_time"] - T0).total_seconds()
+        hi = (clip["end_time"] - T0).total_seconds()
+        mine = sorted((f for f in frames if f["clip_id"] == clip["clip_id"]), key=lambda f: f["frame_index"])
+        inside = keys[(keys >= lo - 1e-6) & (keys < hi - 1e-6)]
+        # Every keyframe of the clip gave its image (a clip without one: its first frame).
+        assert len(mine) == max(1, len(inside)), (clip["start_time"], inside)
+        for f in mine:
+            t = (f["t"] - T0).total_seconds()
+            nearest = times[np.argmin(np.abs(times - t))]
+            assert abs(nearest - t) < 1e-5  # the row's time is a frame's pts...
+            img = Image.open(io.BytesIO(f["jpeg"]))
+            if spec.rotation:
+                assert (img.width, img.height) == (f["width"], f["height"]) and img.height > img.width
+                img = img.rotate(-spec.rotation, expand=True)
+            assert read_index(img) == truth[round(float(nearest), 6)]  # ...and the image is that frame
+        # The remuxed clip plays exactly the frames of its window, first one on the grid.
+        played = shown(fs.cat_file(clip["video_uri"]))
+        want = [truth[round(float(t), 6)] for t in times if lo - 1e-6 <= t < hi - 1e-6]
+        assert played == want
+
+
+def test_long_gop_without_creation_time_is_not_failed(tmp_path: Path) -> None:
+    """An ordinary dashcam file: x264 defaults (B-frames, keyframe every 10 s), no
+    creation_time, no drive.json: the start comes from the folder name, with a warning."""
+    raw = tmp_path / "raw"
+    make_drive(raw, "dashcam", "2024-06-14--17-00-00", {"cameras/front.mp4": encode(Spec(gop=250))})
+    lake = ingest(raw, tmp_path)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok" and drive["start_time"] == T0
+    assert drive["time_source"] == "folder_name"
+    assert any("folder name" in w for w in drive["warnings"])
+    assert lake.read("clips").num_rows == 3 and lake.read("clip_frames").num_rows == 3
+
+
+def test_start_time_sources_in_order(tmp_path: Path) -> None:
+    created = encode(Spec(seconds=2, metadata={"creation_time": "2023-01-02T03:04:05Z"}))
+    raw = tmp_path / "raw"
+    make_drive(raw, "v", "recording", {"cameras/front.mp4": created})
+    make_drive(raw, "v", "plain", {"cameras/front.mp4": encode(Spec(seconds=2))})
+    mtime = dt.datetime(2022, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+    os.utime(raw / "v" / "plain" / "cameras" / "front.mp4", (mtime.timestamp(), mtime.timestamp()))
+    lake = ingest(raw, tmp_path)
+    rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    assert rows["recording"]["time_source"] == "container"
+    assert rows["recording"]["start_time"] == dt.datetime(2023, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert rows["recording"]["warnings"] == []
+    assert rows["plain"]["time_source"] == "mtime" and rows["plain"]["start_time"] == mtime
+    assert rows["plain"]["status"] == "ok" and "modification time" in rows["plain"]["warnings"][0]
+    assert all(r["clip_id"].startswith(("20230102-", "20220506-")) for r in lake.read("clips").to_pylist())
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("2018-08-02--08-34-47", "2018-08-02T08:34:47+00:00"),
+        ("2018-08-02--08-34-47--40", "2018-08-02T08:34:47+00:00"),
+        ("20240614_170000", "2024-06-14T17:00:00+00:00"),
+        ("trip_20240614T170000Z", "2024-06-14T17:00:00+00:00"),
+        ("2024-06-14T17:00:00+02:00", "2024-06-14T15:00:00+00:00"),
+        ("2024-06-14_17-00-00", "2024-06-14T17:00:00+00:00"),
+        ("drive-7", None),
+        ("20241399_250000", None),
+    ],
+)
+def test_folder_name_times(name: str, expected: str | None) -> None:
+    t = folder_time(name)
+    assert (t.isoformat() if t else None) == expected
+
+
+def test_start_time_order_prefers_what_the_drive_knows() -> None:
+    can = int(T0.timestamp() * 1e6)
+    later = T0 + dt.timedelta(days=1)
+    common = {"folder": "2020-01-01--00-00-00", "mtimes": [later]}
+    assert (
+        resolve_start(drive_json=START, can_first_us=1, container_times=[later], **common).source
+        == "drive_json"
+    )
+    got = resolve_start(drive_json=None, can_first_us=can, container_times=[later], **common)
+    assert (got.source, got.time, got.warnings) == (TimeSource.CAN, T0, [])
+    assert (
+        resolve_start(drive_json=None, can_first_us=None, container_times=[later], **common).source
+        == "container"
+    )
+    bad = resolve_start(drive_json="yesterday", can_first_us=None, container_times=[], **common)
+    assert bad.source == "folder_name" and len(bad.warnings) == 2
+    nothing = resolve_start(drive_json=None, can_first_us=None, container_times=[], folder="x", mtimes=[])
+    assert nothing.source == "none" and nothing.warnings
+
+
+def test_three_cameras_with_offsets_form_groups_in_sync(tmp_path: Path) -> None:
+    fps = 25
+    offsets = {"front": 0.0, "left": 0.4, "rear": 1.32}
+    raw = tmp_path / "raw"
+    files = {f"cameras/{cam}.mp4": encode(Spec(gop=25, seconds=11)) for cam in offsets}
+    doc = {"start_time": START, "cameras": {cam: {"offset_s": off} for cam, off in offsets.items()}}
+    make_drive(raw, "car", "multi", files, doc)
+    lake = ingest(raw, tmp_path)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok", drive
+    clips = lake.read("clips").to_pylist()
+    groups: dict[str, list[dict[str, object]]] = {}
+    for c in clips:
+        groups.setdefault(str(c["group_id"]), []).append(c)
+    full = [g for g in groups.values() if len(g) == 3]
+    assert len(full) == 2  # windows from the moment all three record: [1.32, 6.32), [6.32, 11)
+    for members in full:
+        starts = [m["start_time"] for m in members]
+        assert (max(starts) - min(starts)).total_seconds() <= 1 / fps + 1e-6  # type: ignore[operator]
+        for m in members:
+            # The clip plays, first, the frame its camera recorded at the group's start.
+            first = shown(lake.root.fs.cat_file(str(m["video_uri"])))[0]
+            own = (m["start_time"] - T0).total_seconds() - offsets[str(m["camera"])]  # type: ignore[operator]
+            assert first == round(own * fps)
+    # One sample per group, every camera's clip in it, read back by webdataset.
+    from mining.curation import DatasetQuery, create_version, export_version
+
+    create_version(lake, "multi", DatasetQuery(samples="group", val_fraction=0))
+    doc = export_version(lake, "multi", 1)
+    assert doc["num_samples"] == len(groups)
+    root = lake.root.join("datasets", "multi", "1")
+    urls = [root.join(s["path"]).path for s in doc["shardlist"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert sorted(s["__key__"] for s in samples) == sorted(groups)
+    for s in samples:
+        meta = json.loads(s["json"])
+        cams = sorted(k[: -len(".mp4")] for k in s if k.endswith(".mp4"))
+        assert (
+            cams
+            == sorted(c["camera"] for c in meta["cameras"])
+            == sorted(str(c["camera"]) for c in groups[s["__key__"]])
+        )
+        assert "signals.npy" in s
+
+
+def test_partial_camera_set_is_ok_with_a_warning(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    files = {"cameras/front.mp4": encode(Spec(seconds=3)), "cameras/rear.mp4": b"\x00garbage" * 999}
+    make_drive(raw, "car", "d", files, {"start_time": START})
+    lake = ingest(raw, tmp_path)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok" and drive["error"] is None
+    assert len(drive["warnings"]) == 1 and drive["warnings"][0].startswith("rear: cannot open video")
+    assert {c["camera"] for c in lake.read("clips").to_pylist()} == {"front"}
+
+
+def test_several_video_streams_in_one_file_are_cameras(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    make_drive(
+        raw,
+        "car",
+        "d",
+        {"cameras/dual.mkv": encode(Spec(seconds=4, streams=2, container="matroska"))},
+        {"start_time": START},
+    )
+    lake = ingest(raw, tmp_path)
+    clips = lake.read("clips").to_pylist()
+    assert sorted({c["camera"] for c in clips}) == ["dual", "dual_1"]
+    by_cam = {c["camera"]: c for c in clips}
+    assert by_cam["dual"]["group_id"] == by_cam["dual_1"]["group_id"]
+    assert (
+        shown(lake.root.fs.cat_file(by_cam["dual_1"]["video_uri"]))[0] == 1000
+    )  # the second stream's frames
+
+
+def test_unusable_video_without_can_fails_with_a_reason(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    noise = bytes(np.random.default_rng(1).integers(0, 256, 40_000, dtype=np.uint8))
+    make_drive(raw, "car", "noise", {"cameras/front.mp4": noise}, {"start_time": START})
+    make_drive(raw, "car", "empty", {"cameras/front.mp4": b""}, {"start_time": START})
+    settings = Settings(lake=str(tmp_path / "lake"))
+    report = run_ingest(str(raw), settings, runner="local")
+    assert report.exit_code == 3 and len(report.failed) == 2
+    rows = {r["drive"]: r for r in Lake.from_settings(settings).read("drives").to_pylist()}
+    assert rows["noise"]["status"] == "failed" and "front: cannot open video" in rows["noise"]["error"]
+    assert rows["empty"]["status"] == "failed" and rows["empty"]["error"] == "front: empty file"
+    again = run_ingest(str(raw), settings, runner="local")  # content failures are not retried
+    assert again.failed == [] and sorted(k for k, _ in again.still_failing) == ["car/empty", "car/noise"]
+    assert again.exit_code == 0
+
+
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_raw_h264_stream_timed_from_drive_json_fps(bframes: int, tmp_path: Path) -> None:
+    fps = 25
+    data = encode(Spec(container="h264", bframes=bframes, gop=fps))
+    raw = tmp_path / "raw"
+    make_drive(
+        raw,
+        "car",
+        "d",
+        {"cameras/front.h264": data},
+        {"start_time": START, "cameras": {"front": {"fps": fps}}},
+    )
+    lake = ingest(raw, tmp_path)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok", drive
+    clips = lake.read("clips").sort_by("start_time").to_pylist()
+    assert [c["fps"] for c in clips] == [fps] * 3
+    for f in lake.read("clip_frames").to_pylist():
+        t = (f["t"] - T0).total_seconds()
+        assert read_index(Image.open(io.BytesIO(f["jpeg"]))) == round(t * fps)
+    if bframes == 0:  # a raw stream has no presentation times to restore B-frame order from
+        for c in clips:
+            lo = round((c["start_time"] - T0).total_seconds() * fps)
+            hi = round((c["end_time"] - T0).total_seconds() * fps)
+            assert shown(lake.root.fs.cat_file(c["video_uri"])) == list(range(lo, hi))
