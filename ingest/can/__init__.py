@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ingest.can.asam_mdf4 import Mf4Reader
 from ingest.can.candump import CandumpReader
+from ingest.can.mcap_can import McapCanReader
 from ingest.can.peak_trc import TrcReader
 from ingest.can.vector_asc import AscReader
 from ingest.can.vector_blf import BlfReader
@@ -11,7 +12,14 @@ from ingest.interfaces import CanReader, CanReadResult
 
 __all__ = ["READERS", "read_can_log", "reader_for"]
 
-READERS: tuple[CanReader, ...] = (CandumpReader(), AscReader(), BlfReader(), TrcReader(), Mf4Reader())
+READERS: tuple[CanReader, ...] = (
+    CandumpReader(),
+    AscReader(),
+    BlfReader(),
+    TrcReader(),
+    Mf4Reader(),
+    McapCanReader(),
+)
 
 
 def reader_for(name: str) -> CanReader:
