@@ -11,8 +11,8 @@ from storage.objectstore import Location
 
 __all__ = ["CAN_SUFFIXES", "VIDEO_SUFFIXES", "DriveSource", "discover"]
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".h264", ".h265", ".hevc")
-CAN_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".mf4")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".h264", ".264", ".h265", ".265", ".hevc", ".mcap")
+CAN_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".mf4", ".mcap")
 
 
 @dataclass(frozen=True)

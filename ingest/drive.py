@@ -38,7 +38,7 @@ from ingest.platform import Platform, load_platform, parse_platform
 from ingest.signals import resample
 from ingest.start_time import parse_time, resolve_start
 from ingest.timegrid import CameraTrack, TimeGrid
-from ingest.video import VideoError, VideoProbe, keyframe_images, probe_all, remux
+from ingest.video import Source, VideoError, VideoProbe, clip_media, from_bytes, probe_all
 from storage.config import Settings
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -103,9 +103,9 @@ class DriveIngest:
         start = resolve_start(
             drive_json=doc.get("start_time"),
             can_first_us=int(pc.min(frames.column("t_us")).as_py()) if frames.num_rows else None,
-            container_times=[p.creation_time for _, _, p, _ in probes if p.creation_time],
+            container_times=[c.clock for c in probes if c.clock],
             folder=src.drive,
-            mtimes=self._mtimes([path for _, path, _, _ in probes] or list(src.can_logs)),
+            mtimes=self._mtimes([c.path for c in probes] or list(src.can_logs)),
         )
         notes.warnings.extend(start.warnings)
         day = start.time.date()
@@ -116,7 +116,7 @@ class DriveIngest:
         if decoded and platform is not None:
             sig = resample(platform, decoded, self.settings.signal_rate_hz)
         tracks = self._tracks(start.time, probes)
-        clip_rows, frame_rows = self._clips(src, did, day, tracks, sig, notes)
+        clip_rows, frame_rows = self._clips(src, did, day, tracks, {c.name: c for c in probes}, sig, notes)
         writes: dict[str, pa.Table] = {
             "can_frames": self._can_rows(did, day, frames),
             "signals": self._signal_rows(did, day, sig),
@@ -244,7 +244,13 @@ class DriveIngest:
             if not data:
                 notes.warn(f"{name}: empty file")
                 continue
-            res = read_can_log(data, name)
+            try:
+                res = read_can_log(data, name)
+            except Exception as exc:  # a reader library that raises on a corrupt file: this log only
+                notes.warn(
+                    f"{name}: unreadable {posixpath.splitext(name)[1]} log: {type(exc).__name__}: {exc}"
+                )
+                continue
             notes.skipped_lines += res.skipped
             if res.skipped:
                 notes.warn(
@@ -273,22 +279,26 @@ class DriveIngest:
             notes.warn(f"{stats.short_frames} frames too short for their DBC message, not decoded")
         return out
 
-    def _probe_cameras(
-        self, src: DriveSource, cams: dict[str, Any], notes: _Notes
-    ) -> list[tuple[str, str, VideoProbe, dict[str, Any]]]:
-        """(camera, path, probe, its drive.json entry) for every usable video stream.
+    def _probe_cameras(self, src: DriveSource, cams: dict[str, Any], notes: _Notes) -> list[_Camera]:
+        """Every usable video stream of the drive, as a camera.
 
-        A file with several video streams (front + rear in one recording) gives one
-        camera per stream: the second is ``<camera>_1``, and so on.
+        A file with several video streams (front + rear in one recording), or an MCAP
+        with several video topics, gives one camera per stream: the second is
+        ``<camera>_1``, and so on. An MCAP camera is converted to mp4 once (packets
+        copied, times from its messages) and read from memory.
         """
-        out = []
+        out: list[_Camera] = []
         for cam, path in src.cameras:
             cam_doc = cams.get(cam, {})
             cam_doc = cam_doc if isinstance(cam_doc, dict) else {}
+            suffix = posixpath.splitext(path)[1].lower()
             try:
                 if not self._raw_fs.size(path):
                     raise VideoError("empty file")
-                found = probe_all(self._opener(path), posixpath.splitext(path)[1], cam_doc.get("fps"))
+                if suffix == ".mcap":
+                    out.extend(self._mcap_cameras(cam, path, cam_doc, notes))
+                    continue
+                found = probe_all(self._opener(path), suffix, cam_doc.get("fps"))
             except VideoError as exc:
                 notes.warn(f"{cam}: {exc}")
                 continue
@@ -298,23 +308,43 @@ class DriveIngest:
             for p in found:
                 name = cam if p.stream == 0 else f"{cam}_{p.stream}"
                 notes.warnings.extend(f"{name}: {w}" for w in p.warnings)
-                out.append((name, path, p, cam_doc))
+                out.append(_Camera(name, path, self._opener(path), suffix, p, cam_doc, p.creation_time))
+        return out
+
+    def _mcap_cameras(self, cam: str, path: str, cam_doc: dict[str, Any], notes: _Notes) -> list[_Camera]:
+        from ingest.mcap_video import to_container, video_topics
+
+        out: list[_Camera] = []
+        data = self._raw_fs.cat_file(path)
+        topics = video_topics(data)
+        if not topics:
+            raise VideoError("no foxglove.CompressedVideo topic in the MCAP file")
+        for i, topic in enumerate(topics):
+            name = cam if i == 0 else f"{cam}_{i}"
+            try:
+                v = to_container(data, topic)
+                (p,) = probe_all(from_bytes(v.data), v.suffix)
+            except VideoError as exc:
+                notes.warn(f"{name} ({topic}): {exc}")
+                continue
+            notes.warnings.extend(f"{name} ({topic}): {w}" for w in [*v.warnings, *p.warnings])
+            doc = {"start_time": v.start_time.isoformat(), **cam_doc}  # its messages carry the clock
+            out.append(_Camera(name, path, from_bytes(v.data), v.suffix, p, doc, v.start_time))
         return out
 
     @staticmethod
-    def _tracks(
-        start: dt.datetime, probes: list[tuple[str, str, VideoProbe, dict[str, Any]]]
-    ) -> list[CameraTrack]:
-        """Each camera on the drive's clock: its drive.json ``start_time``, else the drive's
-        start plus its ``offset_s``; streams of one file keep their offsets to each other."""
+    def _tracks(start: dt.datetime, cameras: list[_Camera]) -> list[CameraTrack]:
+        """Each camera on the drive's clock: its own ``start_time`` (drive.json, or an MCAP's
+        message times), else the drive's start plus its ``offset_s``; streams of one file
+        keep their offsets to each other."""
         file_t0: dict[str, float] = {}
-        for _, path, p, _ in probes:
-            file_t0[path] = min(file_t0.get(path, p.start_s), p.start_s)
+        for c in cameras:
+            file_t0[c.path] = min(file_t0.get(c.path, c.probe.start_s), c.probe.start_s)
         tracks = []
-        for name, path, p, cam_doc in probes:
-            own = parse_time(cam_doc.get("start_time"))
-            offset = float(cam_doc.get("offset_s", 0.0) or 0.0) + (p.start_s - file_t0[path])
-            tracks.append(CameraTrack(name, path, own or start + dt.timedelta(seconds=offset), p))
+        for c in cameras:
+            own = parse_time(c.doc.get("start_time"))
+            offset = float(c.doc.get("offset_s", 0.0) or 0.0) + (c.probe.start_s - file_t0[c.path])
+            tracks.append(CameraTrack(c.name, c.path, own or start + dt.timedelta(seconds=offset), c.probe))
         return tracks
 
     @staticmethod
@@ -351,6 +381,7 @@ class DriveIngest:
         did: str,
         day: dt.date,
         tracks: list[CameraTrack],
+        cameras: dict[str, _Camera],
         sig: pa.Table,
         notes: _Notes,
     ) -> tuple[pa.Table, pa.Table]:
@@ -365,16 +396,13 @@ class DriveIngest:
         grid = TimeGrid.for_cameras(tracks, self.settings.clip_seconds)
         for track in tracks:
             p = track.probe
-            path = track.path
-            suffix = posixpath.splitext(path)[1]
-            opener = self._opener(path)
+            opener, suffix = cameras[track.name].source, cameras[track.name].suffix
             for cut in grid.cuts(track):
                 c_start = track.start + dt.timedelta(seconds=cut.start_s)
                 c_end = track.start + dt.timedelta(seconds=cut.end_s)
                 cid = clip_id(day, src.vehicle_id, src.drive, track.name, c_start)
                 try:
-                    mp4 = remux(opener, suffix, p, cut)
-                    images = keyframe_images(opener, suffix, p, cut, self.settings.keyframes_per_clip)
+                    cm = clip_media(opener, suffix, p, cut, self.settings.keyframes_per_clip)
                 except VideoError as exc:
                     notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}")
                     continue
@@ -383,7 +411,7 @@ class DriveIngest:
                     continue
                 video = media.join("clips", f"{day:%Y-%m-%d}", f"{cid}.mp4")
                 thumb = media.join("thumbnails", f"{day:%Y-%m-%d}", f"{cid}.jpg")
-                for loc, blob in ((video, mp4), (thumb, images[0].jpeg)):
+                for loc, blob in ((video, cm.mp4), (thumb, cm.images[0].jpeg)):
                     loc.fs.makedirs(posixpath.dirname(loc.path), exist_ok=True)
                     loc.fs.pipe_file(loc.path, blob)
                 lo = round(c_start.timestamp() * 1e6)
@@ -413,7 +441,7 @@ class DriveIngest:
                         **feats,
                     }
                 )
-                for k, im in enumerate(images):
+                for k, im in enumerate(cm.images):
                     frames.append(
                         {
                             "clip_id": cid,
@@ -429,6 +457,17 @@ class DriveIngest:
         clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
         frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
         return clip_t, frame_t
+
+
+@dataclass(frozen=True)
+class _Camera:
+    name: str
+    path: str
+    source: Source
+    suffix: str
+    probe: VideoProbe
+    doc: dict[str, Any]  # its drive.json ``cameras`` entry
+    clock: dt.datetime | None  # an absolute time of its first frame the file carries
 
 
 @dataclass

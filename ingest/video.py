@@ -40,10 +40,12 @@ from storage.errors import InputError
 __all__ = [
     "RAW_FORMATS",
     "ClipCut",
+    "ClipMedia",
     "KeyframeImage",
     "Source",
     "VideoError",
     "VideoProbe",
+    "clip_media",
     "from_bytes",
     "keyframe_images",
     "probe",
@@ -261,38 +263,126 @@ def _preroll(p: VideoProbe, cut: ClipCut) -> tuple[int, int]:
     return first, int(shown.max())
 
 
-def remux(src: Source, suffix: str, p: VideoProbe, cut: ClipCut) -> bytes:
-    """The clip's packets copied into a new mp4; its first frame plays at zero."""
+@dataclass
+class ClipMedia:
+    mp4: bytes
+    images: list[KeyframeImage]
+
+
+def _packets(c: Any, s: Any, p: VideoProbe, first: int) -> Iterator[tuple[int, Any]]:
+    """(decode index, packet) from packet ``first`` on. Seeks near it first (a container
+    with an index), so clip k does not re-read the k clips before it; raw streams, whose
+    packets have no timestamps to seek by, are read from the start."""
+    tb = s.time_base
+    want = p.times[first]
+    if not p.raw_stream and tb is not None and first > 0:
+        try:
+            c.seek(round((want + p.start_s) / tb), stream=s, backward=True, any_frame=False)
+        except av.FFmpegError:
+            pass  # not seekable: read from wherever we are (the start)
+        else:
+            seen = False
+            # After a seek, decode indices are found again by pts (unique within a stream).
+            order = {round(float(t), 6): i for i, t in enumerate(p.times)}
+            for pkt in c.demux(s):
+                if pkt.size == 0 or pkt.pts is None:
+                    continue
+                i = order.get(round(float(pkt.pts * tb) - p.start_s, 6))
+                if i is None:
+                    continue
+                if not seen and i > first:
+                    break  # the seek landed past the keyframe: fall back to a full read
+                seen = seen or i == first
+                if seen:
+                    yield i, pkt
+            if seen:
+                return
+            c.seek(0, stream=s, backward=True, any_frame=False)
+    idx = -1
+    for pkt in c.demux(s):
+        if pkt.size == 0:
+            continue
+        idx += 1
+        if idx >= first:
+            yield idx, pkt
+
+
+def clip_media(
+    src: Source, suffix: str, p: VideoProbe, cut: ClipCut, max_frames: int = 4, short_side: int = 224
+) -> ClipMedia:
+    """The clip's mp4 (its packets copied, its first frame playing at zero) and up to
+    ``max_frames`` of its keyframes, evenly picked, each decoded alone, in one read.
+
+    A clip with no keyframe of its own (a long GOP) gets its first frame, decoded
+    from the keyframe before it: at most one GOP, never the whole file.
+    """
     first, last = _preroll(p, cut)
+    inside = np.flatnonzero(p.keys & (p.times >= cut.start_s - _EPS) & (p.times < cut.end_s - _EPS))
+    inside = inside[np.argsort(p.times[inside], kind="stable")]
+    wanted = {int(inside[i]) for i in _pick(len(inside), max_frames)} if len(inside) else set()
+    images: list[KeyframeImage] = []
     out_buf = io.BytesIO()
     with _open(src, suffix) as c:
         s = _video_streams(c)[p.stream]
+        cc = s.codec_context
+        cc.options = {"err_detect": "explode"}
+        if wanted:
+            cc.skip_frame = "NONKEY"
+        tb = s.time_base
         out = av.open(out_buf, mode="w", format="mp4")
         try:
             o = out.add_stream_from_template(s)
-            tb = Fraction(1, 90000) if p.raw_stream else s.time_base
-            o.time_base = tb
-            origin = round((cut.start_s + p.start_s) / tb)
-            idx = -1
-            for pkt in c.demux(s):
-                if pkt.size == 0:
-                    continue
-                idx += 1
-                if idx < first:
-                    continue
-                if idx > last:
-                    break
-                if p.raw_stream or pkt.pts is None:
-                    pkt.pts = pkt.dts = round((p.times[idx] + p.start_s) / tb)
-                    pkt.time_base = tb
-                pkt.pts -= origin
-                if pkt.dts is not None:
-                    pkt.dts -= origin
-                pkt.stream = o
-                out.mux(pkt)
+            otb = Fraction(1, 90000) if p.raw_stream else tb
+            o.time_base = otb
+            origin = round((cut.start_s + p.start_s) / otb)
+            decoded = 0
+            try:
+                for idx, pkt in _packets(c, s, p, first):
+                    if idx > last:
+                        break
+                    if not wanted and not images:  # no keyframe inside: decode up to the first frame
+                        got = [*cc.decode(pkt), *(cc.decode(None) if idx == last else [])]
+                        for frame in got:
+                            t = _frame_time(frame, tb, p)
+                            if t is None:  # raw stream: frames leave the decoder in display order
+                                t = float(p.times[first]) + decoded / p.fps
+                            decoded += 1
+                            if t >= cut.start_s - _EPS and not images:
+                                images.append(KeyframeImage(t, *_image(frame, short_side)))
+                    elif idx in wanted:
+                        frames = [*cc.decode(pkt), *cc.decode(None)]  # drain: reordering decoders hold it
+                        cc.flush_buffers()
+                        for frame in frames[:1]:
+                            t = _frame_time(frame, tb, p)
+                            t = float(p.times[idx]) if t is None else t
+                            images.append(KeyframeImage(t, *_image(frame, short_side)))
+                    if p.raw_stream or pkt.pts is None:
+                        pkt.pts = pkt.dts = round((p.times[idx] + p.start_s) / otb)
+                        pkt.time_base = otb
+                    pkt.pts -= origin
+                    if pkt.dts is not None:
+                        pkt.dts -= origin
+                    pkt.stream = o
+                    out.mux(pkt)
+            except av.FFmpegError as exc:
+                raise VideoError(f"clip decode failed after {len(images)} keyframes: {exc}") from exc
         finally:
             out.close()
-    return out_buf.getvalue()
+    if not images:
+        raise VideoError("no keyframe decodes (truncated or corrupt stream)")
+    return ClipMedia(out_buf.getvalue(), images)
+
+
+def remux(src: Source, suffix: str, p: VideoProbe, cut: ClipCut) -> bytes:
+    """The clip's packets copied into a new mp4; its first frame plays at zero."""
+    return clip_media(src, suffix, p, cut, max_frames=1).mp4
+
+
+def keyframe_images(
+    src: Source, suffix: str, p: VideoProbe, cut: ClipCut, max_frames: int = 4, short_side: int = 224
+) -> list[KeyframeImage]:
+    """Up to ``max_frames`` of the clip's keyframes, evenly picked, each decoded alone."""
+    return clip_media(src, suffix, p, cut, max_frames, short_side).images
 
 
 def _pick(n: int, k: int) -> list[int]:
@@ -310,65 +400,6 @@ def _image(frame: Any, short_side: int) -> tuple[int, int, bytes]:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
     return img.width, img.height, buf.getvalue()
-
-
-def keyframe_images(
-    src: Source, suffix: str, p: VideoProbe, cut: ClipCut, max_frames: int = 4, short_side: int = 224
-) -> list[KeyframeImage]:
-    """Up to ``max_frames`` of the clip's keyframes, evenly picked, each decoded alone.
-
-    A clip with no keyframe of its own (a long GOP) gets its first frame, decoded
-    from the keyframe before it: at most one GOP, never the whole file.
-    """
-    inside = np.flatnonzero(p.keys & (p.times >= cut.start_s - _EPS) & (p.times < cut.end_s - _EPS))
-    inside = inside[np.argsort(p.times[inside], kind="stable")]
-    wanted = {int(inside[i]) for i in _pick(len(inside), max_frames)} if len(inside) else set()
-    first_only: tuple[int, int] | None = None if wanted else _preroll(p, cut)
-    images: list[KeyframeImage] = []
-    with _open(src, suffix) as c:
-        s = _video_streams(c)[p.stream]
-        cc = s.codec_context
-        cc.options = {"err_detect": "explode"}
-        if wanted:
-            cc.skip_frame = "NONKEY"
-        tb = s.time_base
-        last = max(wanted) if wanted else first_only[1] if first_only else -1
-        idx = -1
-        shown = 0
-        try:
-            for pkt in c.demux(s):
-                if pkt.size == 0:
-                    continue
-                idx += 1
-                if idx > last:
-                    break
-                if first_only is not None:
-                    if idx < first_only[0]:
-                        continue
-                    for frame in [*cc.decode(pkt), *(cc.decode(None) if idx == last else [])]:
-                        t = _frame_time(frame, tb, p)
-                        if t is None:  # raw stream: frames leave the decoder in display order
-                            t = float(p.times[first_only[0]]) + shown / p.fps
-                        shown += 1
-                        if t >= cut.start_s - _EPS and not images:
-                            images.append(KeyframeImage(t, *_image(frame, short_side)))
-                    if images:
-                        break
-                    continue
-                if idx not in wanted:
-                    continue
-                frames = [*cc.decode(pkt), *cc.decode(None)]  # drain: reordering decoders hold it back
-                cc.flush_buffers()
-                for frame in frames[:1]:
-                    t = _frame_time(frame, tb, p)
-                    images.append(
-                        KeyframeImage(float(p.times[idx]) if t is None else t, *_image(frame, short_side))
-                    )
-        except av.FFmpegError as exc:
-            raise VideoError(f"keyframe decode failed after {len(images)} frames: {exc}") from exc
-    if not images:
-        raise VideoError("no keyframe decodes (truncated or corrupt stream)")
-    return images
 
 
 def _frame_time(frame: Any, tb: Fraction | None, p: VideoProbe) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -24,6 +25,7 @@ class ClipPublic(BaseModel):
     drive_id: str | None = None
     vehicle_id: str | None = None
     camera: str | None = None
+    group_id: str | None = None
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
     duration_s: float | None = None
@@ -50,8 +52,10 @@ class DrivePublic(BaseModel):
     platform: str | None = None
     start_time: dt.datetime | None = None
     duration_s: float | None = None
+    time_source: str | None = None
     status: str | None = None
     error: str | None = None
+    warnings: list[str] | None = None
     n_clips: int | None = None
 
 
@@ -110,6 +114,8 @@ def list_clips(
     min_speed: float | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    group_id: str | None = Query(None, description="every camera's clip of one time window"),
+    camera: str | None = None,
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
 ) -> ClipsPublic:
@@ -119,6 +125,12 @@ def list_clips(
         parts.append(f"clip_id > {literal(after)}")
     if vehicle_id:
         parts.append(f"vehicle_id = {literal(vehicle_id)}")
+    if group_id:
+        parts.append(f"group_id = {literal(group_id)}")
+        with contextlib.suppress(ValueError):  # group ids begin with their day: read one partition
+            parts.append(f"date = {literal(dt.datetime.strptime(group_id[:8], '%Y%m%d').date())}")
+    if camera:
+        parts.append(f"camera = {literal(camera)}")
     if event:
         parts.append(f"array_has(events, {literal(event)})")
     if min_speed is not None:
@@ -152,6 +164,18 @@ def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
 @router.get("/clips/{clip_id}", response_model=ClipPublic)
 def get_clip(clip_id: str, lake: LakeDep, _: Reader) -> ClipPublic:
     return ClipPublic(**clip_row(lake, clip_id))
+
+
+@router.get("/clips/{clip_id}/group", response_model=ClipsPublic)
+def get_clip_group(clip_id: str, lake: LakeDep, _: Reader) -> ClipsPublic:
+    """Every camera's clip of the same time window as this one (the clip alone if it has no group)."""
+    clip = clip_row(lake, clip_id)
+    if not clip.get("group_id"):
+        return ClipsPublic(data=[ClipPublic(**clip)], count=1)
+    where = f"group_id = {literal(clip['group_id'])} AND date = {literal(clip['date'])}"
+    rows = lake.read("clips", columns=list(ClipPublic.model_fields), where=where).to_pylist()
+    rows.sort(key=lambda r: str(r["camera"]))
+    return ClipsPublic(data=[ClipPublic(**r) for r in rows], count=len(rows))
 
 
 def _media(lake: Any, uri: str) -> tuple[Any, str]:

@@ -32,7 +32,7 @@ from ingest.can import read_can_log, reader_for
 from ingest.can.mcap_can import McapCanReader, bus_from_topic, is_can_type
 from ingest.interfaces import FRAME_SCHEMA
 from ingest.mcap_video import McapVideo, to_container, video_topics
-from ingest.video import VideoError, from_bytes, keyframe_images, plan_clips, probe
+from ingest.video import ClipCut, VideoError, from_bytes, keyframe_images, probe
 
 FRAME_MSGDEF = """std_msgs/Header header
 uint32 id
@@ -556,8 +556,9 @@ def test_recorded_dashcam_through_mcap_is_exact(shared_data: Path) -> None:
     assert sorted(got) == sorted(want) and len(got) >= 1
     for t, img in got.items():  # the keyframe decoded from MCAP is the recorded file's, pixel for pixel
         np.testing.assert_array_equal(img, want[t])
-    plan = plan_clips(p, 4.0)
-    assert keyframe_images(from_bytes(v.data), v.suffix, p, plan[0])  # the rest of ingest reads it
+    assert keyframe_images(
+        from_bytes(v.data), v.suffix, p, ClipCut(0, 0.0, 4.0)
+    )  # the rest of ingest reads it
 
 
 def test_nothing_usable_raises_video_error(h264_frames: list[Encoded]) -> None:
@@ -580,3 +581,41 @@ def test_nothing_usable_raises_video_error(h264_frames: list[Encoded]) -> None:
     w.finish()
     with pytest.raises(VideoError, match=r"format \['vp9'\] is not supported"):
         to_container(buf.getvalue())
+
+
+def test_a_drive_recorded_as_mcap_ingests_like_any_other(
+    h264_frames: list[Encoded], shared_data: Path, tmp_path: Path
+) -> None:
+    """cameras/front.mcap (CompressedVideo) + can/bus.mcap (can_msgs/Frame) in one drive."""
+    from jobs.ingest_job import run_ingest
+    from storage import Lake, Settings
+    from tests.ingest.conftest import make_drive
+
+    log = shared_data / "can" / "rav4_drive_seg40_part1.log"
+    frames = read_can_log(log.read_bytes(), log.name).frames.slice(0, 20_000)
+    can = _ros2_mcap(
+        [
+            (f"/{f['bus']}/rx", _ros2_msg(f["t_us"], f["arbitration_id"], f["data"], ext=f["is_extended"]), 0)
+            for f in frames.to_pylist()
+        ]
+    )
+    raw = tmp_path / "raw"
+    make_drive(
+        raw,
+        "rav4",
+        "mcap-drive",
+        {"cameras/front.mcap": _video_mcap(h264_frames), "can/bus.mcap": can},
+        {"platform": "toyota_rav4_2017"},
+    )
+    settings = Settings(lake=str(tmp_path / "lake"), clip_seconds=2.0)
+    report = run_ingest(str(raw), settings, runner="local")
+    assert report.exit_code == 0, report.failed
+    lake = Lake.from_settings(settings)
+    (drive,) = lake.read("drives").to_pylist()
+    assert drive["status"] == "ok" and drive["time_source"] == "can"
+    assert drive["n_can_frames"] == 20_000 and lake.read("signals").num_rows > 0
+    clips = lake.read("clips").sort_by("start_time").to_pylist()
+    assert clips and {c["camera"] for c in clips} == {"front"}
+    # The camera's clock is its messages' stamps, exact to the microsecond.
+    first = clips[0]["start_time"]
+    assert round(first.timestamp() * 1e6) == T0_US + min(e.pts_us for e in h264_frames)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 import webdataset as wds
@@ -209,6 +210,18 @@ def test_three_cameras_with_offsets_form_groups_in_sync(tmp_path: Path) -> None:
             == sorted(str(c["camera"]) for c in groups[s["__key__"]])
         )
         assert "signals.npy" in s
+    # The catalog answers whole groups.
+    from api.auth import create_token
+    from tests.api.conftest import serve
+
+    token = {"Authorization": f"Bearer {create_token(lake, 'r', 'reader')}"}
+    some = full[0][0]
+    with serve(Settings(lake=str(tmp_path / "lake"))) as base:
+        listed = httpx.get(f"{base}/v1/clips", params={"group_id": some["group_id"]}, headers=token).json()
+        group = httpx.get(f"{base}/v1/clips/{some['clip_id']}/group", headers=token).json()
+    assert sorted(c["camera"] for c in listed["data"]) == ["front", "left", "rear"]
+    assert [c["camera"] for c in group["data"]] == ["front", "left", "rear"]
+    assert {c["group_id"] for c in group["data"]} == {some["group_id"]}
 
 
 def test_partial_camera_set_is_ok_with_a_warning(tmp_path: Path) -> None:
@@ -282,3 +295,27 @@ def test_raw_h264_stream_timed_from_drive_json_fps(bframes: int, tmp_path: Path)
             lo = round((c["start_time"] - T0).total_seconds() * fps)
             hi = round((c["end_time"] - T0).total_seconds() * fps)
             assert shown(lake.root.fs.cat_file(c["video_uri"])) == list(range(lo, hi))
+
+
+def test_transient_failures_are_retried_by_the_next_run(tmp_path: Path) -> None:
+    """A camera file that cannot be read (here a dangling link, on S3 an upload still
+    landing) fails its drive as retryable; the next run retries it, without --force."""
+    raw = tmp_path / "raw"
+    make_drive(raw, "car", "good", {"cameras/front.mp4": encode(Spec(seconds=2))}, {"start_time": START})
+    drive = make_drive(raw, "car", "late", {}, {"start_time": START})
+    (drive / "cameras").mkdir()
+    target = tmp_path / "upload" / "front.mp4"
+    (drive / "cameras" / "front.mp4").symlink_to(target)
+    settings = Settings(lake=str(tmp_path / "lake"))
+    first = run_ingest(str(raw), settings, runner="local")
+    assert first.exit_code == 3 and [k for k, _ in first.failed] == ["car/late"]
+    lake = Lake.from_settings(settings)
+    late = lake.read("drives", where="drive = 'late'").to_pylist()[0]
+    assert late["status"] == "failed" and late["retryable"] and "unreadable" in late["error"]
+    target.parent.mkdir()
+    target.write_bytes(encode(Spec(seconds=2)))
+    second = run_ingest(str(raw), settings, runner="local")
+    assert second.ok == ["car/late"] and second.exit_code == 0 and second.unchanged == 1
+    rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    assert rows["late"]["status"] == "ok" and not rows["late"]["retryable"] and len(rows) == 2
+    assert lake.read("clips").num_rows == 2
