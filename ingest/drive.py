@@ -436,6 +436,7 @@ class DriveIngest:
                         "height": p.height,
                         "fps": p.fps,
                         "codec": p.codec,
+                        "rotation_deg": cm.rotation_deg,
                         "thumbnail_uri": thumb.uri,
                         "ingest_run_id": self.run_id,
                         **feats,

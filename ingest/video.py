@@ -267,6 +267,7 @@ def _preroll(p: VideoProbe, cut: ClipCut) -> tuple[int, int]:
 class ClipMedia:
     mp4: bytes
     images: list[KeyframeImage]
+    rotation_deg: int = 0  # the display matrix's rotation (counter-clockwise), kept in the mp4
 
 
 def _packets(c: Any, s: Any, p: VideoProbe, first: int) -> Iterator[tuple[int, Any]]:
@@ -321,6 +322,7 @@ def clip_media(
     inside = inside[np.argsort(p.times[inside], kind="stable")]
     wanted = {int(inside[i]) for i in _pick(len(inside), max_frames)} if len(inside) else set()
     images: list[KeyframeImage] = []
+    rotation = 0
     out_buf = io.BytesIO()
     with _open(src, suffix) as c:
         s = _video_streams(c)[p.stream]
@@ -348,6 +350,7 @@ def clip_media(
                                 t = float(p.times[first]) + decoded / p.fps
                             decoded += 1
                             if t >= cut.start_s - _EPS and not images:
+                                rotation = _rotation(frame)
                                 images.append(KeyframeImage(t, *_image(frame, short_side)))
                     elif idx in wanted:
                         frames = [*cc.decode(pkt), *cc.decode(None)]  # drain: reordering decoders hold it
@@ -355,6 +358,7 @@ def clip_media(
                         for frame in frames[:1]:
                             t = _frame_time(frame, tb, p)
                             t = float(p.times[idx]) if t is None else t
+                            rotation = _rotation(frame)
                             images.append(KeyframeImage(t, *_image(frame, short_side)))
                     if p.raw_stream or pkt.pts is None:
                         pkt.pts = pkt.dts = round((p.times[idx] + p.start_s) / otb)
@@ -370,7 +374,7 @@ def clip_media(
             out.close()
     if not images:
         raise VideoError("no keyframe decodes (truncated or corrupt stream)")
-    return ClipMedia(out_buf.getvalue(), images)
+    return ClipMedia(out_buf.getvalue(), images, rotation)
 
 
 def remux(src: Source, suffix: str, p: VideoProbe, cut: ClipCut) -> bytes:
@@ -394,12 +398,16 @@ def _image(frame: Any, short_side: int) -> tuple[int, int, bytes]:
     w = max(2, round(frame.width * scale / 2) * 2)
     h = max(2, round(frame.height * scale / 2) * 2)
     img: Image.Image = frame.to_image(width=w, height=h, interpolation="AREA")
-    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    rotation = _rotation(frame)
     if rotation:  # display matrix: counter-clockwise degrees to show the frame upright
         img = img.rotate(rotation, expand=True)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
     return img.width, img.height, buf.getvalue()
+
+
+def _rotation(frame: Any) -> int:
+    return round(float(getattr(frame, "rotation", 0) or 0)) % 360
 
 
 def _frame_time(frame: Any, tb: Fraction | None, p: VideoProbe) -> float | None:

@@ -77,6 +77,7 @@ def test_every_keyframe_image_is_the_frame_at_its_pts(name: str, tmp_path: Path)
     assert len(clips) == 3  # 12 s in 5 s windows
     assert sum(c["duration_s"] for c in clips) == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=1e-3)
     fs = lake.root.fs
+    assert {c["rotation_deg"] for c in clips} == {spec.rotation}
     for clip in clips:
         lo = (clip["start_time"] - T0).total_seconds()
         hi = (clip["end_time"] - T0).total_seconds()
