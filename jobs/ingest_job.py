@@ -12,15 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
 from ingest.discover import DriveSource, discover
 from ingest.drive import DATA_TABLES, DriveIngest, DriveResult, drive_rows
+from jobs.runner import Outcome, Runner, StageSpec, default_runner
 from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
 from storage.lake import Lake
@@ -51,18 +50,6 @@ class IngestReport:
     @property
     def exit_code(self) -> int:
         return 3 if self.failed else 0
-
-
-def _ingest_one(lake: Lake, settings: Settings, run_id: str, src: DriveSource) -> DriveResult:
-    if os.environ.get("FLEETMINE_FAULT_CRASH_DRIVE") == src.key:
-        os.abort()  # fault injection (tests): what a segfault in a native decoder does to the worker
-    stage = DriveIngest(lake, settings, run_id)
-    stage.setup()
-    try:
-        return stage.process(src)
-    except Exception as exc:  # a bug or an input we did not foresee: this drive fails, the run goes on
-        log.exception("drive %s failed", src.key)
-        return stage.failed(src, f"ingest error: {type(exc).__name__}: {exc}")
 
 
 def _raw_location(raw: str, settings: Settings) -> Location:
@@ -121,9 +108,15 @@ def run_ingest(
     settings: Settings,
     *,
     force: bool = False,
-    runner: str = "ray",
+    runner: Runner | None = None,
+    stage: type[DriveIngest] = DriveIngest,
     on_progress: ProgressFn | None = None,
 ) -> IngestReport:
+    """Ingest the new (or changed, or transiently failed) drives under ``raw``.
+
+    ``runner`` defaults to Ray (local, or ``settings.ray_address``); ``stage`` is
+    the drive stage class (tests pass one that crashes its worker).
+    """
     lake = Lake.from_settings(settings)
     lake.create_tables()
     raw_loc = _raw_location(raw, settings)
@@ -161,7 +154,14 @@ def run_ingest(
     if on_progress:
         on_progress("start", None, {"drives": len(todo)})
 
-    results = _execute(lake, settings, report.run_id, todo, runner, on_progress)
+    runner = runner or default_runner(settings.ray_address, settings.ingest_max_retries)
+
+    def progressed(o: Outcome[DriveSource, DriveResult]) -> None:
+        if on_progress and o.result is not None:
+            on_progress("drive", o.result, o.result.counts)
+
+    outcomes = runner.map(StageSpec(stage, (lake, settings, report.run_id)), todo, on_outcome=progressed)
+    results = [o.result for o in outcomes if o.result is not None]
     txn = Txn(APP_ID, number)
     replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]
     replaced += [r.drive_id for r in results]
@@ -185,50 +185,3 @@ def run_ingest(
     status = "partial" if report.failed else "succeeded"
     lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
     return report
-
-
-def _execute(
-    lake: Lake,
-    settings: Settings,
-    run_id: str,
-    todo: list[DriveSource],
-    runner: str,
-    on_progress: ProgressFn | None,
-) -> list[DriveResult]:
-    results: list[DriveResult] = []
-
-    def done(r: DriveResult) -> None:
-        results.append(r)
-        if on_progress:
-            on_progress("drive", r, r.counts)
-
-    if runner == "local":
-        for src in todo:
-            done(_ingest_one(lake, settings, run_id, src))
-        return results
-
-    from jobs.runtime import init_ray
-
-    ray = init_ray(settings.ray_address)
-    # Bounded retries: a decoder that crashes its worker (a segfault in FFmpeg) is
-    # retried a few times, then that drive fails; workers are recycled after a few
-    # drives so leaks in native decoders cannot accumulate.
-    task = ray.remote(
-        num_cpus=1, max_retries=settings.ingest_max_retries, retry_exceptions=False, max_calls=8
-    )(_ingest_one)
-    pending: dict[Any, DriveSource] = {task.remote(lake, settings, run_id, s): s for s in todo}
-    stage = DriveIngest(lake, settings, run_id)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            src = pending.pop(ref)
-            try:
-                done(ray.get(ref))
-            except (
-                ray.exceptions.WorkerCrashedError,
-                ray.exceptions.RayTaskError,
-                ray.exceptions.RayError,
-            ) as exc:
-                attempts = settings.ingest_max_retries + 1
-                done(stage.failed(src, f"decoder crashed its worker {attempts} times: {type(exc).__name__}"))
-    return results

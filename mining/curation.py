@@ -11,7 +11,8 @@ import datetime as dt
 import hashlib
 import io
 import json
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,18 @@ from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import CANONICAL
 
-__all__ = ["DatasetQuery", "SimilarTo", "create_version", "export_version", "manifest", "select_clips"]
+__all__ = [
+    "DatasetQuery",
+    "ExportPlan",
+    "ShardStage",
+    "ShardWork",
+    "SimilarTo",
+    "create_version",
+    "finish_export",
+    "manifest",
+    "plan_export",
+    "select_clips",
+]
 
 # Columns of each sample's ``signals.npy`` (float64): time, then every numeric
 # canonical signal (``gear`` is a label and stays in the ``.json``).
@@ -283,15 +295,28 @@ def _media_path(lake: Lake, uri: str) -> str:
     return loc.path if loc is not None else uri
 
 
-def export_version(
-    lake: Lake,
-    name: str,
-    version: int,
-    shard_bytes: int = 512 * 1024 * 1024,
-    runner: str = "local",
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Write the version's shards (in parallel Ray tasks with ``runner="ray"``) and manifest.
+@dataclass(frozen=True)
+class ShardWork:
+    """One tar of a version: its number and its samples (each a list of clips: one, or a group)."""
+
+    index: int
+    samples: list[list[dict[str, Any]]]
+
+
+@dataclass
+class ExportPlan:
+    name: str
+    version: int
+    dataset: dict[str, Any]
+    pinned: dict[str, int]
+    split: dict[str, str]
+    by_group: bool
+    num_samples: int
+    shards: list[ShardWork]
+
+
+def plan_export(lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024) -> ExportPlan:
+    """The version's samples cut into shards, deterministically.
 
     Samples (clips, or clip groups for a ``samples="group"`` query) go to shards in
     id order, cut where the running size (video size plus a fixed allowance for the
@@ -315,9 +340,7 @@ def export_version(
             version=pinned["clips"],
         ).to_pylist()
     }
-    loc = _location(lake, name, version)
-    fs = loc.fs
-    fs.makedirs(loc.path, exist_ok=True)
+    fs = lake.root.fs
     by_group = json.loads(ds["query"]).get("samples") == "group"
     units: dict[str, list[dict[str, Any]]] = {}
     for cid in ids:
@@ -328,35 +351,65 @@ def export_version(
         if plan[-1] and size >= shard_bytes:
             plan.append([])
             size = 0
-        members = sorted(units[key], key=lambda c: str(c["camera"]))
-        plan[-1].append(members)
-        size += sum(int(fs.size(_media_path(lake, c["video_uri"]))) for c in members) + 24 * 1024
-    args = [
-        (lake, name, int(version), i, part, split, pinned["signals"], by_group) for i, part in enumerate(plan)
-    ]
-    if runner == "ray" and len(plan) > 1:
-        from jobs.runtime import init_ray
+        group = sorted(units[key], key=lambda c: str(c["camera"]))
+        plan[-1].append(group)
+        size += sum(int(fs.size(_media_path(lake, c["video_uri"]))) for c in group) + 24 * 1024
+    shards = [ShardWork(i, part) for i, part in enumerate(plan)]
+    return ExportPlan(name, int(version), ds, pinned, split, by_group, len(units), shards)
 
-        ray = init_ray(address)
-        task = ray.remote(num_cpus=1, max_retries=2)(_write_shard)
-        shards = ray.get([task.remote(*a) for a in args])
-    else:
-        shards = [_write_shard(*a) for a in args]
+
+class ShardStage:
+    """Stage: writes the tars of :class:`ShardWork` items; returns their manifest entries."""
+
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
+
+    def __init__(self, lake: Lake, plan: ExportPlan):
+        self.lake = lake
+        self.name, self.version = plan.name, plan.version
+        self.split = plan.split
+        self.signals_version = plan.pinned["signals"]
+        self.by_group = plan.by_group
+
+    def setup(self) -> None:
+        loc = _location(self.lake, self.name, self.version)
+        loc.fs.makedirs(loc.path, exist_ok=True)
+
+    def process_batch(self, items: list[ShardWork]) -> list[dict[str, Any]]:
+        return [
+            _write_shard(
+                self.lake,
+                self.name,
+                self.version,
+                w.index,
+                w.samples,
+                self.split,
+                self.signals_version,
+                self.by_group,
+            )
+            for w in items
+        ]
+
+
+def finish_export(lake: Lake, plan: ExportPlan, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of the written shards, and the version marked exported."""
+    ds = plan.dataset
+    loc = _location(lake, plan.name, plan.version)
+    loc.fs.makedirs(loc.path, exist_ok=True)
     doc = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
-        "name": name,
-        "dataset": name,
-        "version": int(version),
+        "name": plan.name,
+        "dataset": plan.name,
+        "version": plan.version,
         "created_at": ds["created_at"].isoformat(),
-        "lake_version": pinned,
+        "lake_version": plan.pinned,
         "model": ds["model"],
         "query": json.loads(ds["query"]),
-        "num_samples": len(units),
+        "num_samples": plan.num_samples,
         "format": "webdataset",
         "shardlist": shards,
     }
-    fs.pipe_file(loc.join("manifest.json").path, json.dumps(doc, sort_keys=True, indent=1).encode())
+    loc.fs.pipe_file(loc.join("manifest.json").path, json.dumps(doc, sort_keys=True, indent=1).encode())
     lake.upsert(
         "datasets",
         pa.Table.from_pylist(

@@ -1,19 +1,20 @@
-"""The embedding job: every clip lacking a vector for a model version gets one.
+"""Embedding: every clip lacking a vector for a model version gets one.
 
 Inputs come from ``clip_frames`` (the keyframes ingest kept), never from the
-source video. On Ray, tasks read the inputs, each for one date partition and a
-few drives (:class:`InputWork`), so no input passes through the driver; a Ray
-Data actor pool runs the encoder stage (``setup`` in each actor; GPU actors when
-the cluster has GPUs and the encoder can use them), and the vectors reach
-``embeddings`` through one idempotent commit.
+source video. :class:`EmbedStage` takes :class:`InputWork` items (one date
+partition, a few whole drives), reads their inputs itself (no input passes
+through the driver), runs the encoder (set up once per worker, with the
+resources the encoder declares) and writes the vectors as data files of
+``embeddings``; the job (``jobs/embed_job.py``) commits them all at once. A clip
+the encoder cannot embed (a corrupt keyframe) is that clip's error, not the job's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,15 +22,12 @@ import pyarrow.compute as pc
 
 from mining.encoders import make_encoder
 from mining.interfaces import ClipInput, ModelSpec
-from mining.registry import resolve
-from storage.config import Settings
-from storage.delta import Txn
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import in_list, literal
 from storage.tables import embeddings
 
-__all__ = ["EmbedReport", "InputWork", "load_inputs", "pending", "plan_inputs", "run_embed"]
+__all__ = ["EmbedBatch", "EmbedReport", "EmbedStage", "InputWork", "load_inputs", "pending", "plan_inputs"]
 
 FEATURES = (
     "speed_mean",
@@ -50,6 +48,7 @@ class EmbedReport:
     embedded: int
     already: int
     run_id: str
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (clip_id, reason)
 
 
 def pending(lake: Lake, spec: ModelSpec) -> tuple[pa.Table, int]:
@@ -78,6 +77,10 @@ class InputWork:
     date: dt.date
     drive_ids: tuple[str, ...]
     clip_ids: tuple[str, ...]
+
+    def predicate(self) -> str:
+        """The scan that reads only this item's files: its date partition, its drives."""
+        return f"date = {literal(self.date)} AND drive_id IN ({in_list(self.drive_ids)})"
 
     def to_json(self) -> str:
         return json.dumps({"date": self.date.isoformat(), "drives": self.drive_ids, "clips": self.clip_ids})
@@ -171,87 +174,54 @@ def embed_table(encoder: Any, spec: ModelSpec, batch: pa.Table, run_id: str) -> 
     )
 
 
-def load_work(batch: pa.Table, uri: str, storage_options: dict[str, str]) -> pa.Table:
-    """Ray Data task: the inputs of the :class:`InputWork` items in ``batch`` (``work`` column, JSON)."""
-    lake = Lake(uri, storage_options)
-    parts = []
-    for item in batch.column("work").to_pylist():
-        w = InputWork.from_json(item)
-        where = f"date = {literal(w.date)} AND drive_id IN ({in_list(w.drive_ids)})"
-        parts.append(load_inputs(lake, list(w.clip_ids), where))
-    return pa.concat_tables(parts)
+@dataclass
+class EmbedBatch:
+    """What one :class:`InputWork` gave: data files to commit, and the clips that failed."""
+
+    actions: list[Any]
+    embedded: int
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (clip_id, reason)
 
 
-class EmbedActor:
-    """Ray Data callable class: the encoder is built and set up inside the actor."""
+class EmbedStage:
+    """Stage: the vectors of the clips of a few drives, as written ``embeddings`` files."""
 
-    def __init__(self, spec: dict[str, Any], storage_options: dict[str, str], run_id: str):
-        self.spec = ModelSpec(**spec)
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
+
+    def __init__(self, lake: Lake, spec: ModelSpec, run_id: str, batch_size: int = 64):
+        self.lake = lake
+        self.spec = spec
         self.run_id = run_id
-        self.encoder = make_encoder(self.spec, storage_options)
+        self.batch_size = batch_size
+        self.encoder: Any = None
+
+    def setup(self) -> None:
+        self.encoder = make_encoder(self.spec, self.lake.root.storage_options)
         self.encoder.setup()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return embed_table(self.encoder, self.spec, batch, self.run_id)
+    def process_batch(self, items: list[InputWork]) -> list[EmbedBatch]:
+        return [self.process(w) for w in items]
 
-
-def run_embed(
-    settings: Settings, model: str | None = None, runner: str = "ray", batch_size: int = 64
-) -> EmbedReport:
-    lake = Lake.from_settings(settings)
-    spec = resolve(lake, model)
-    todo_rows, already = pending(lake, spec)
-    todo = todo_rows.column("clip_id").to_pylist()
-    app_id = f"embed:{spec.ref}"
-    number = lake.last_run_number(app_id, ["embeddings"]) + 1
-    run_id = f"embed-{spec.name}-{spec.version}-{number:06d}"
-    report = EmbedReport(spec.ref, len(todo), already, run_id)
-    if not todo:
-        return report
-    txn = Txn(app_id, number)
-    if runner == "local":
-        encoder = make_encoder(spec, lake.root.storage_options)
-        encoder.setup()
-        parts = [
-            embed_table(encoder, spec, load_inputs(lake, todo[i : i + batch_size]), run_id)
-            for i in range(0, len(todo), batch_size)
-        ]
-        lake.append("embeddings", pa.concat_tables(parts), txn)
-        return report
-
-    from jobs.runtime import init_ray
-    from storage.datasink import DeltaTxnDatasink
-
-    ray = init_ray(settings.ray_address)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    wants_gpu = spec.kind != "builtin" and gpus > 0
-    # Leave a CPU for the read and write tasks, or the actor pool starves them.
-    cpus = int(ray.cluster_resources().get("CPU", 2))
-    actors = max(1, int(gpus)) if wants_gpu else max(1, min(8, cpus - 1))
-    # Inputs are read by Ray tasks, each its own date and drives, never through the driver.
-    work = plan_inputs(todo_rows, clips_per_task=max(batch_size, 256))
-    inputs = ray.data.from_items([{"work": w.to_json()} for w in work]).map_batches(
-        load_work,
-        fn_kwargs={"uri": lake.root.uri, "storage_options": lake.root.storage_options},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=1,
-    )
-    vectors = inputs.map_batches(
-        EmbedActor,
-        fn_constructor_kwargs={
-            "spec": asdict(spec),
-            "storage_options": lake.root.storage_options,
-            "run_id": run_id,
-        },
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),  # (`concurrency=` is deprecated since Ray 2.51)
-        num_gpus=1 if wants_gpu else 0,
-        num_cpus=1,
-    )
-    vectors.write_datasink(DeltaTxnDatasink(lake, "embeddings", txn))
-    return report
+    def process(self, w: InputWork) -> EmbedBatch:
+        inputs = load_inputs(self.lake, list(w.clip_ids), w.predicate())
+        parts: list[pa.Table] = []
+        errors: list[tuple[str, str]] = []
+        for i in range(0, inputs.num_rows, self.batch_size):
+            batch = inputs.slice(i, self.batch_size)
+            try:
+                parts.append(embed_table(self.encoder, self.spec, batch, self.run_id))
+            except Exception:  # find the clips that broke it; the others still get their vectors
+                for j in range(batch.num_rows):
+                    one = batch.slice(j, 1)
+                    try:
+                        parts.append(embed_table(self.encoder, self.spec, one, self.run_id))
+                    except Exception as exc:
+                        errors.append((one.column("clip_id")[0].as_py(), f"{type(exc).__name__}: {exc}"))
+        table = pa.concat_tables(parts) if parts else None
+        if table is None or table.num_rows == 0:
+            return EmbedBatch([], 0, errors)
+        prefix = f"{self.run_id}-{w.date:%Y%m%d}-{w.drive_ids[0]}"
+        return EmbedBatch(self.lake.writer("embeddings").write(table, prefix=prefix), table.num_rows, errors)
 
 
 def load_vectors(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
@@ -25,15 +25,12 @@ import pyarrow.compute as pc
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
 from mining.interfaces import ModelSpec
-from mining.registry import resolve
-from storage.config import Settings
-from storage.delta import Txn
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import literal
 from storage.tables import mining_scores
 
-__all__ = ["MineConfig", "MineReport", "latest_scores", "run_mine", "score"]
+__all__ = ["MineConfig", "MineReport", "MineResult", "MineStage", "MineWork", "latest_scores", "score"]
 
 SIGNALS = (
     "speed_mean",
@@ -179,44 +176,67 @@ def reference_clips(lake: Lake) -> list[str] | None:
     return sorted(set(ids)) or None
 
 
-def run_mine(settings: Settings, model: str | None = None, cfg: MineConfig | None = None) -> MineReport:
-    cfg = cfg or MineConfig()
-    lake = Lake.from_settings(settings)
-    lake.create_tables(["mining_scores"])
-    spec: ModelSpec = resolve(lake, model)
-    ids, vectors = load_vectors(lake, spec)
-    app_id = f"mine:{spec.ref}"
-    number = lake.last_run_number(app_id, ["mining_scores"]) + 1
-    run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
-    reference = reference_clips(lake)
-    report = MineReport(spec.ref, run_id, 0, 0, "datasets" if reference else "corpus")
-    if len(ids) < 2:
-        return report
-    clips = lake.read("clips", columns=["clip_id", "date", "start_time", "events", *SIGNALS[:7]])
-    order = {c: i for i, c in enumerate(clips.column("clip_id").to_pylist())}
-    features = clips.take(pa.array([order[c] for c in ids]))
-    starts = dict(zip(ids, features.column("start_time").to_pylist(), strict=True))
-    s = score(ids, vectors, features, starts, reference, cfg)
-    now = dt.datetime.now(dt.UTC)
-    n = len(ids)
-    table = mining_scores.SPEC.conform(
-        pa.table(
-            {
-                "clip_id": ids,
-                "date": features.column("date"),
-                "model_version": [spec.ref] * n,
-                "run_id": [run_id] * n,
-                "novelty": pa.array(s["novelty"], pa.float64()),
-                "knn_distances": pa.array(s["knn_lists"], pa.list_(pa.float32())),
-                "cluster_id": pa.array(np.asarray(s["cluster"]), pa.int32()),
-                "rarity": pa.array(s["rarity"], pa.float64()),
-                "signal_rarity": pa.array(s["signal"], pa.float64()),
-                "duplicate_of": pa.array(s["duplicate_of"], pa.string()),
-                "computed_at": pa.array([now] * n, UTC_TS),
-            }
+@dataclass(frozen=True)
+class MineWork:
+    """One mining run of one model version (the whole corpus is one item)."""
+
+    spec: ModelSpec
+    run_id: str
+    cfg: MineConfig
+
+
+@dataclass
+class MineResult:
+    actions: list[Any]
+    scored: int
+    duplicates: int
+    reference: str
+
+
+class MineStage:
+    """Stage: scores every embedded clip of a model version; writes ``mining_scores`` files."""
+
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def setup(self) -> None:
+        self.lake.create_tables(["mining_scores", "dataset_clips"])
+
+    def process_batch(self, items: list[MineWork]) -> list[MineResult]:
+        return [self.process(w) for w in items]
+
+    def process(self, w: MineWork) -> MineResult:
+        lake, spec, cfg = self.lake, w.spec, w.cfg
+        ids, vectors = load_vectors(lake, spec)
+        reference = reference_clips(lake)
+        kind = "datasets" if reference else "corpus"
+        if len(ids) < 2:
+            return MineResult([], 0, 0, kind)
+        clips = lake.read("clips", columns=["clip_id", "date", "start_time", "events", *SIGNALS[:7]])
+        order = {c: i for i, c in enumerate(clips.column("clip_id").to_pylist())}
+        features = clips.take(pa.array([order[c] for c in ids]))
+        starts = dict(zip(ids, features.column("start_time").to_pylist(), strict=True))
+        s = score(ids, vectors, features, starts, reference, cfg)
+        now = dt.datetime.now(dt.UTC)
+        n = len(ids)
+        table = mining_scores.SPEC.conform(
+            pa.table(
+                {
+                    "clip_id": ids,
+                    "date": features.column("date"),
+                    "model_version": [spec.ref] * n,
+                    "run_id": [w.run_id] * n,
+                    "novelty": pa.array(s["novelty"], pa.float64()),
+                    "knn_distances": pa.array(s["knn_lists"], pa.list_(pa.float32())),
+                    "cluster_id": pa.array(np.asarray(s["cluster"]), pa.int32()),
+                    "rarity": pa.array(s["rarity"], pa.float64()),
+                    "signal_rarity": pa.array(s["signal"], pa.float64()),
+                    "duplicate_of": pa.array(s["duplicate_of"], pa.string()),
+                    "computed_at": pa.array([now] * n, UTC_TS),
+                }
+            )
         )
-    )
-    lake.append("mining_scores", table, Txn(app_id, number))
-    report.scored = n
-    report.duplicates = sum(d is not None for d in s["duplicate_of"])
-    return report
+        actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
+        return MineResult(actions, n, sum(d is not None for d in s["duplicate_of"]), kind)

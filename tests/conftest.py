@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from jobs.runner import SequentialRunner
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LOCAL = SequentialRunner()
+"""The runner of tests that are not about the runner: every stage in this process."""
 
 
 def free_port() -> int:
@@ -101,3 +105,14 @@ def ray_local() -> Iterator[object]:
     ray = init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(params=["sequential", "ray"])
+def runner(request: pytest.FixtureRequest) -> object:
+    """Each test that takes it runs under both runners: same stage, same results."""
+    from jobs.runner import RayRunner, SequentialRunner
+
+    if request.param == "sequential":
+        return SequentialRunner()
+    request.getfixturevalue("ray_local")
+    return RayRunner()

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader
 from api.ranges import file_response
+from jobs.export_job import export_version
 from mining.curation import (
     DatasetQuery,
     create_version,
-    export_version,
     get_version,
     manifest,
     shard_location,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import LakeDep, Operator, Reader
+from storage.errors import ConfigError
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -34,44 +35,21 @@ class JobsPublic(BaseModel):
     count: int
 
 
-def _run(kind: str, params: dict[str, Any], settings: Any, lake: Any) -> dict[str, Any]:
-    match kind:
-        case "ingest":
-            from jobs.ingest_job import run_ingest
-
-            r = run_ingest(str(params["raw"]), settings, force=bool(params.get("force", False)))
-            return {"run_id": r.run_id, "ok": len(r.ok), "failed": len(r.failed)}
-        case "embed":
-            from mining.embed import run_embed
-
-            return run_embed(settings, params.get("model")).__dict__
-        case "index":
-            from mining.queries import build_index
-
-            return build_index(settings, params.get("model"))
-        case "mine":
-            from mining.novelty import run_mine
-
-            return run_mine(settings, params.get("model")).__dict__
-        case "export":
-            from mining.curation import export_version
-
-            doc = export_version(
-                lake, str(params["name"]), int(params["version"]), runner="ray", address=settings.ray_address
-            )
-            return {"num_samples": doc["num_samples"], "shards": len(doc["shardlist"])}
-    raise ValueError(kind)
-
-
 @router.post("/jobs", response_model=JobPublic, status_code=202)
 def submit(body: JobCreate, request: Request, lake: LakeDep, _: Operator) -> JobPublic:
+    from jobs.requests import execute, parse_job, summary
+
+    try:
+        req = parse_job(body.kind, body.params)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
     jobs: dict[str, dict[str, Any]] = request.app.state.jobs
     job_id = uuid.uuid4().hex[:12]
     jobs[job_id] = {"id": job_id, "kind": body.kind, "params": body.params, "status": "running"}
 
     def work() -> None:
         try:
-            jobs[job_id]["result"] = _run(body.kind, body.params, request.app.state.settings, lake)
+            jobs[job_id]["result"] = summary(execute(req, request.app.state.settings))
             jobs[job_id]["status"] = "succeeded"
         except Exception as exc:  # the job's failure is its status, not the server's
             jobs[job_id].update(status="failed", error=f"{type(exc).__name__}: {exc}")

@@ -82,7 +82,8 @@ async def _load(url: str, headers: dict[str, str], clients: int, seconds: float)
 @benchmark("api_serving")
 def api_serving(ctx: BenchContext) -> list[BenchResult]:
     from api.auth import create_token
-    from mining.curation import DatasetQuery, create_version, export_version, shard_location
+    from jobs.export_job import export_version
+    from mining.curation import DatasetQuery, create_version, shard_location
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / "api_lake"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mining.interfaces import Encoder, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["KINDS", "make_encoder"]
+__all__ = ["KINDS", "encoder_resources", "make_encoder"]
 
 KINDS = ("builtin", "onnx", "torchscript")
 
@@ -27,3 +27,12 @@ def make_encoder(spec: ModelSpec, storage_options: dict[str, str] | None = None)
             )
         case _:
             raise ConfigError(f"unknown encoder kind {spec.kind!r}; valid kinds: {list(KINDS)}")
+
+
+def encoder_resources(spec: ModelSpec) -> dict[str, float]:
+    """What one worker of this encoder needs: a GPU only when its version asks for one
+    (``params.device = "cuda"``), so a CPU cluster never waits for a GPU it lacks."""
+    resources = {"num_cpus": 1.0}
+    if spec.params.get("device") == "cuda":
+        resources["num_gpus"] = 1.0
+    return resources

@@ -14,11 +14,11 @@ import uvicorn
 from api.app import create_app
 from api.auth import create_token
 from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
-from mining.embed import run_embed
-from mining.novelty import run_mine
+from jobs.mine_job import run_mine
 from storage import Lake, Settings
-from tests.conftest import free_port
+from tests.conftest import LOCAL, free_port
 
 
 @pytest.fixture(scope="package")
@@ -26,9 +26,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake
     root = tmp_path_factory.mktemp("api")
     synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     settings = Settings(lake=str(root / "lake"))
-    assert run_ingest(str(root / "raw"), settings, runner="local").exit_code == 0
-    run_embed(settings, runner="local")
-    run_mine(settings)
+    assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
+    run_embed(settings, runner=LOCAL)
+    run_mine(settings, runner=LOCAL)
     lake = Lake.from_settings(settings)
     tokens = {role: create_token(lake, f"{role}-1", role) for role in ("reader", "curator", "operator")}
     with serve(settings) as base:

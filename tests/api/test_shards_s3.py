@@ -8,10 +8,12 @@ from pathlib import Path
 import httpx
 import webdataset as wds
 
-from mining.curation import DatasetQuery, create_version, export_version, shard_location
+from jobs.export_job import export_version
+from mining.curation import DatasetQuery, create_version, shard_location
 from storage import Lake, Settings
 from storage.objectstore import Location
 from tests.api.conftest import auth, serve
+from tests.conftest import LOCAL
 
 
 def test_shards_of_an_s3_lake_redirect_to_presigned_urls(
@@ -19,7 +21,7 @@ def test_shards_of_an_s3_lake_redirect_to_presigned_urls(
 ) -> None:
     _, local, tokens = server
     row = create_version(local, "on-s3", DatasetQuery(limit=8))
-    export_version(local, "on-s3", row["version"], shard_bytes=300_000, runner="local")
+    export_version(local, "on-s3", row["version"], shard_bytes=300_000, runner=LOCAL)
     # The same lake, moved to S3 as it is (Delta tables hold only relative paths).
     Location(f"s3://{s3_bucket}/lake", s3_options).fs.put(
         local.root.path.rstrip("/") + "/", f"{s3_bucket}/lake", recursive=True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,9 @@ from PIL import Image
 
 from ingest.drive import DATA_TABLES
 from jobs.ingest_job import run_ingest
+from jobs.runner import Runner
 from storage import Lake, Settings, Txn
+from tests.conftest import LOCAL
 from tests.ingest.conftest import DASHCAM, RAV4, make_drive
 
 FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
@@ -35,10 +36,10 @@ def drive_row(lake: Lake, vehicle: str) -> dict[str, object]:
 
 
 def test_recorded_drives_ingest_exactly(
-    real_raw: Path, tmp_path: Path, shared_data: Path, ray_local: object
+    real_raw: Path, tmp_path: Path, shared_data: Path, runner: Runner
 ) -> None:
     settings = Settings(lake=str(tmp_path / "lake"))
-    report = run_ingest(str(real_raw), settings)
+    report = run_ingest(str(real_raw), settings, runner=runner)
     assert report.exit_code == 0 and sorted(report.ok) == ["/".join(DASHCAM), "/".join(RAV4)]
     lake = Lake.from_settings(settings)
 
@@ -86,10 +87,10 @@ def test_rerun_is_a_no_op_and_a_new_drive_adds_only_its_rows(
     real_raw: Path, tmp_path: Path, shared_data: Path
 ) -> None:
     settings = Settings(lake=str(tmp_path / "lake"))
-    run_ingest(str(real_raw), settings, runner="local")
+    run_ingest(str(real_raw), settings, runner=LOCAL)
     lake = Lake.from_settings(settings)
     before = counts(lake)
-    again = run_ingest(str(real_raw), settings, runner="local")
+    again = run_ingest(str(real_raw), settings, runner=LOCAL)
     assert again.ok == [] and again.unchanged == 2
     assert counts(lake) == before
     make_drive(
@@ -99,20 +100,20 @@ def test_rerun_is_a_no_op_and_a_new_drive_adds_only_its_rows(
         {"cameras/front.mp4": shared_data / "video" / "solidWhiteRight.mp4"},
         {"start_time": "2016-08-29T10:00:00Z"},
     )
-    third = run_ingest(str(real_raw), settings, runner="local")
+    third = run_ingest(str(real_raw), settings, runner=LOCAL)
     assert third.ok == ["dashcam2/d2"]
     after = counts(lake)
     assert after["drives"] == before["drives"] + 1
     assert after["clips"] == before["clips"] + 1 and after["clip_frames"] == before["clip_frames"] + 4
     assert after["can_frames"] == before["can_frames"] and after["signals"] == before["signals"]
     # --force re-ingests without duplicating.
-    run_ingest(str(real_raw), settings, runner="local", force=True)
+    run_ingest(str(real_raw), settings, runner=LOCAL, force=True)
     assert counts(lake) == after
 
 
 def test_interrupted_run_resumes_without_duplicates(real_raw: Path, tmp_path: Path) -> None:
     clean = Settings(lake=str(tmp_path / "clean"))
-    run_ingest(str(real_raw), clean, runner="local")
+    run_ingest(str(real_raw), clean, runner=LOCAL)
     expected = counts(Lake.from_settings(clean))
 
     # A run that died after committing only can_frames: its row says running.
@@ -135,14 +136,14 @@ def test_interrupted_run_resumes_without_duplicates(real_raw: Path, tmp_path: Pa
     Lake.commit = dying_commit  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(SystemExit):
-            job.run_ingest(str(real_raw), settings, runner="local")
+            job.run_ingest(str(real_raw), settings, runner=LOCAL)
     finally:
         Lake.commit = original  # type: ignore[method-assign]
     assert commits == ["can_frames"]
     (run,) = lake.read("runs").to_pylist()
     assert run["status"] == "running"
 
-    report = run_ingest(str(real_raw), settings, runner="local")
+    report = run_ingest(str(real_raw), settings, runner=LOCAL)
     assert report.resumed and report.run_number == 1
     assert counts(lake) == expected
     assert lake.read("runs").column("status").to_pylist() == ["succeeded"]
@@ -204,16 +205,15 @@ def test_unusable_inputs_fail_partial_ones_land_with_warnings(
     assert run["status"] == "partial" and len(json.loads(run["errors"])) == 2
 
 
-def test_a_drive_that_crashes_its_worker_fails_after_bounded_retries(real_raw: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "FLEETMINE_FAULT_CRASH_DRIVE": "/".join(RAV4), "FLEETMINE_INGEST_MAX_RETRIES": "1"}
-    out = subprocess.run(
-        [FLEETMINE, "ingest", str(real_raw), "--lake", str(tmp_path / "lake")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert out.returncode == 3, out.stdout + out.stderr
+def test_a_drive_that_crashes_its_worker_fails_after_bounded_retries(
+    real_raw: Path, tmp_path: Path, ray_local: object
+) -> None:
+    from jobs.runner import RayRunner
+    from tests.ingest.stages import CrashingDriveIngest
+
+    settings = Settings(lake=str(tmp_path / "lake"))
+    report = run_ingest(str(real_raw), settings, runner=RayRunner(max_retries=1), stage=CrashingDriveIngest)
+    assert report.exit_code == 3
     lake = Lake(str(tmp_path / "lake"))
     rav4 = drive_row(lake, "rav4")
     assert rav4["status"] == "failed" and "crashed its worker 2 times" in str(rav4["error"])
@@ -233,7 +233,7 @@ def test_ingest_from_s3_raw_into_s3_lake(
         monkeypatch.setenv(k, v)
     settings = Settings(lake=f"s3://{s3_bucket}/lake")
     assert settings.storage_options["AWS_ENDPOINT_URL"] == s3_options["AWS_ENDPOINT_URL"]
-    report = run_ingest(raw.uri, settings, runner="local")
+    report = run_ingest(raw.uri, settings, runner=LOCAL)
     assert report.exit_code == 0 and len(report.ok) == 2
     lake = Lake.from_settings(settings)
     assert counts(lake)["can_frames"] == 67_741 and counts(lake)["clips"] == 1
@@ -241,5 +241,5 @@ def test_ingest_from_s3_raw_into_s3_lake(
     assert clip["video_uri"].startswith(f"s3://{s3_bucket}/lake/media/clips/")
     with lake.root.fs.open(clip["video_uri"], "rb") as f, av.open(f) as c:
         assert sum(1 for _ in c.decode(video=0)) == 221
-    again = run_ingest(raw.uri, settings, runner="local")
+    again = run_ingest(raw.uri, settings, runner=LOCAL)
     assert again.ok == [] and again.unchanged == 2

@@ -33,6 +33,7 @@ from ingest.can.mcap_can import McapCanReader, bus_from_topic, is_can_type
 from ingest.interfaces import FRAME_SCHEMA
 from ingest.mcap_video import McapVideo, to_container, video_topics
 from ingest.video import ClipCut, VideoError, from_bytes, keyframe_images, probe
+from tests.conftest import LOCAL
 
 FRAME_MSGDEF = """std_msgs/Header header
 uint32 id
@@ -608,7 +609,7 @@ def test_a_drive_recorded_as_mcap_ingests_like_any_other(
         {"platform": "toyota_rav4_2017"},
     )
     settings = Settings(lake=str(tmp_path / "lake"), clip_seconds=2.0)
-    report = run_ingest(str(raw), settings, runner="local")
+    report = run_ingest(str(raw), settings, runner=LOCAL)
     assert report.exit_code == 0, report.failed
     lake = Lake.from_settings(settings)
     (drive,) = lake.read("drives").to_pylist()

@@ -22,6 +22,7 @@ from PIL import Image
 from ingest.start_time import TimeSource, folder_time, resolve_start
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
+from tests.conftest import LOCAL
 from tests.ingest.conftest import make_drive
 from tests.ingest.videos import Spec, decoded_frames, encode, read_index
 
@@ -40,7 +41,7 @@ FOOTAGE = {
 
 def ingest(raw: Path, tmp_path: Path, **overrides: object) -> Lake:
     settings = Settings(lake=str(tmp_path / "lake"), keyframes_per_clip=64, clip_seconds=5.0, **overrides)
-    run_ingest(str(raw), settings, runner="local")
+    run_ingest(str(raw), settings, runner=LOCAL)
     return Lake.from_settings(settings)
 
 
@@ -193,7 +194,8 @@ def test_three_cameras_with_offsets_form_groups_in_sync(tmp_path: Path) -> None:
             own = (m["start_time"] - T0).total_seconds() - offsets[str(m["camera"])]  # type: ignore[operator]
             assert first == round(own * fps)
     # One sample per group, every camera's clip in it, read back by webdataset.
-    from mining.curation import DatasetQuery, create_version, export_version
+    from jobs.export_job import export_version
+    from mining.curation import DatasetQuery, create_version
 
     create_version(lake, "multi", DatasetQuery(samples="group", val_fraction=0))
     doc = export_version(lake, "multi", 1)
@@ -261,12 +263,12 @@ def test_unusable_video_without_can_fails_with_a_reason(tmp_path: Path) -> None:
     make_drive(raw, "car", "noise", {"cameras/front.mp4": noise}, {"start_time": START})
     make_drive(raw, "car", "empty", {"cameras/front.mp4": b""}, {"start_time": START})
     settings = Settings(lake=str(tmp_path / "lake"))
-    report = run_ingest(str(raw), settings, runner="local")
+    report = run_ingest(str(raw), settings, runner=LOCAL)
     assert report.exit_code == 3 and len(report.failed) == 2
     rows = {r["drive"]: r for r in Lake.from_settings(settings).read("drives").to_pylist()}
     assert rows["noise"]["status"] == "failed" and "front: cannot open video" in rows["noise"]["error"]
     assert rows["empty"]["status"] == "failed" and rows["empty"]["error"] == "front: empty file"
-    again = run_ingest(str(raw), settings, runner="local")  # content failures are not retried
+    again = run_ingest(str(raw), settings, runner=LOCAL)  # content failures are not retried
     assert again.failed == [] and sorted(k for k, _ in again.still_failing) == ["car/empty", "car/noise"]
     assert again.exit_code == 0
 
@@ -308,14 +310,14 @@ def test_transient_failures_are_retried_by_the_next_run(tmp_path: Path) -> None:
     target = tmp_path / "upload" / "front.mp4"
     (drive / "cameras" / "front.mp4").symlink_to(target)
     settings = Settings(lake=str(tmp_path / "lake"))
-    first = run_ingest(str(raw), settings, runner="local")
+    first = run_ingest(str(raw), settings, runner=LOCAL)
     assert first.exit_code == 3 and [k for k, _ in first.failed] == ["car/late"]
     lake = Lake.from_settings(settings)
     late = lake.read("drives", where="drive = 'late'").to_pylist()[0]
     assert late["status"] == "failed" and late["retryable"] and "unreadable" in late["error"]
     target.parent.mkdir()
     target.write_bytes(encode(Spec(seconds=2)))
-    second = run_ingest(str(raw), settings, runner="local")
+    second = run_ingest(str(raw), settings, runner=LOCAL)
     assert second.ok == ["car/late"] and second.exit_code == 0 and second.unchanged == 1
     rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
     assert rows["late"]["status"] == "ok" and not rows["late"]["retryable"] and len(rows) == 2

@@ -21,6 +21,7 @@ from ingest.synth.render import LIGHTS, Look, Renderer
 from ingest.synth.scenario import EVENT_TYPES, HZ, simulate
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
+from tests.conftest import LOCAL
 
 FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
 
@@ -112,7 +113,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 def test_ingest_finds_the_planted_signatures(fleet: Path, tmp_path: Path) -> None:
     settings = Settings(lake=str(tmp_path / "lake"))
-    report = run_ingest(str(fleet), settings, runner="local")
+    report = run_ingest(str(fleet), settings, runner=LOCAL)
     assert report.exit_code == 0, report.failed
     lake = Lake.from_settings(settings)
     drives = {r["drive_id"]: (r["vehicle_id"], r["drive"]) for r in lake.read("drives").to_pylist()}

@@ -12,15 +12,18 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
-from mining.embed import load_inputs, load_vectors, run_embed
+from jobs.mine_job import run_mine
+from jobs.runner import RayRunner
+from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
 from mining.index import ClipIndex, IndexConfig, choose_factory
 from mining.interfaces import ClipInput
-from mining.novelty import run_mine
 from mining.queries import build_index, corner_cases, similar
 from mining.registry import list_models, register, resolve, set_current
 from storage import ConfigError, Lake, Settings
+from tests.conftest import LOCAL
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def fleet_lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("mining")
     synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     settings = Settings(lake=str(root / "lake"))
-    assert run_ingest(str(root / "raw"), settings, runner="local").exit_code == 0
+    assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
     return settings
 
 
@@ -54,11 +57,11 @@ def small_onnx(path: Path, dim: int = 8) -> Path:
 
 
 def test_builtin_vectors_are_deterministic_and_unit_length(fleet_lake: Settings) -> None:
-    report = run_embed(fleet_lake, runner="local")
+    report = run_embed(fleet_lake, runner=LOCAL)
     lake = Lake.from_settings(fleet_lake)
     n_clips = lake.read("clips", columns=["clip_id"]).num_rows
     assert report.model == "builtin-motion@1" and report.embedded == n_clips
-    assert run_embed(fleet_lake, runner="local").embedded == 0  # incremental
+    assert run_embed(fleet_lake, runner=LOCAL).embedded == 0  # incremental
     ids, stored = load_vectors(lake, resolve(lake))
     assert stored.shape == (n_clips, 256)
     assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
@@ -100,7 +103,7 @@ def test_onnx_model_becomes_current_and_backfills_while_old_version_stays_querya
     fleet_lake: Settings, tmp_path: Path, ray_local: object
 ) -> None:
     lake = Lake.from_settings(fleet_lake)
-    run_embed(fleet_lake, "builtin-motion@1", runner="local")
+    run_embed(fleet_lake, "builtin-motion@1", runner=LOCAL)
     n_clips = lake.read("clips", columns=["clip_id"]).num_rows
     probe_clip = lake.read("clips", columns=["clip_id"]).column("clip_id")[0].as_py()
     spec = register(
@@ -125,7 +128,7 @@ def test_onnx_model_becomes_current_and_backfills_while_old_version_stays_querya
 
     reader = threading.Thread(target=query_old_version)
     reader.start()
-    report = run_embed(fleet_lake, runner="ray")  # the back-fill, on Ray, for the current (ONNX) model
+    report = run_embed(fleet_lake, runner=RayRunner())  # the back-fill, on Ray, for the current (ONNX) model
     reader.join()
     assert not errors and answers == [3] * 5
     assert report.model == "conv@1" and report.embedded == n_clips
@@ -139,7 +142,7 @@ def test_onnx_model_becomes_current_and_backfills_while_old_version_stays_querya
 
 def test_index_search_filters_and_persistence(fleet_lake: Settings) -> None:
     lake = Lake.from_settings(fleet_lake)
-    run_embed(fleet_lake, "builtin-motion@1", runner="local")
+    run_embed(fleet_lake, "builtin-motion@1", runner=LOCAL)
     built = build_index(fleet_lake, "builtin-motion@1")
     assert built["factory"] == "Flat" and built["added"] == built["vectors"]
     assert build_index(fleet_lake, "builtin-motion@1")["added"] == 0  # incremental, nothing new
@@ -158,8 +161,8 @@ def test_index_search_filters_and_persistence(fleet_lake: Settings) -> None:
 
 def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Settings) -> None:
     lake = Lake.from_settings(fleet_lake)
-    run_embed(fleet_lake, "builtin-motion@1", runner="local")
-    report = run_mine(fleet_lake, "builtin-motion@1")
+    run_embed(fleet_lake, "builtin-motion@1", runner=LOCAL)
+    report = run_mine(fleet_lake, "builtin-motion@1", runner=LOCAL)
     n_clips = lake.read("clips", columns=["clip_id"]).num_rows
     assert report.scored == n_clips and report.reference == "corpus"
     assert report.duplicates >= 1  # the re-recorded stretch
@@ -175,14 +178,15 @@ def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Set
 
 
 def test_export_on_ray_matches_local_byte_for_byte(fleet_lake: Settings, ray_local: object) -> None:
-    from mining.curation import DatasetQuery, create_version, export_version
+    from jobs.export_job import export_version
+    from mining.curation import DatasetQuery, create_version
 
     lake = Lake.from_settings(fleet_lake)
     row = create_version(lake, "all-clips", DatasetQuery(val_fraction=0.3))
-    on_ray = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner="ray")
+    on_ray = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner=RayRunner())
     assert len(on_ray["shardlist"]) > 1 and on_ray["num_samples"] == row["clip_count"]
     assert sum(s["nsamples"] for s in on_ray["shardlist"]) == row["clip_count"]
-    local = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner="local")
+    local = export_version(lake, "all-clips", row["version"], shard_bytes=600_000, runner=LOCAL)
     assert [s["sha256"] for s in local["shardlist"]] == [s["sha256"] for s in on_ray["shardlist"]]
     splits = lake.read("dataset_clips", where="name = 'all-clips'").to_pylist()
     drives = {
@@ -230,8 +234,8 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
     lake = Lake.from_settings(fleet_lake)
     existing = [m.ref for m in list_models(lake) if m.name == "builtin-motion"]
     model = existing[0] if existing else register(lake, "builtin-motion", "builtin").ref
-    run_embed(fleet_lake, model, runner="local")
-    run_mine(fleet_lake, model)
+    run_embed(fleet_lake, model, runner=LOCAL)
+    run_mine(fleet_lake, model, runner=LOCAL)
     labels = Path(fleet_lake.lake).parent / "raw" / "labels.json"
     report = evaluate(lake, labels, model)
     planted = Counter(e["type"] for e in json.loads(labels.read_text())["events"])
@@ -243,7 +247,7 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
 
 
 def test_input_plan_covers_every_pending_clip_once_by_date_and_drive(fleet_lake: Settings) -> None:
-    from mining.embed import InputWork, load_work, pending, plan_inputs
+    from mining.embed import InputWork, pending, plan_inputs
 
     lake = Lake.from_settings(fleet_lake)
     spec = register(lake, "plan-check", "builtin")  # a new version: every clip is pending
@@ -257,7 +261,7 @@ def test_input_plan_covers_every_pending_clip_once_by_date_and_drive(fleet_lake:
         assert {where[c][1] for c in w.clip_ids} == set(w.drive_ids)
         assert len(w.clip_ids) <= 7 or len(w.drive_ids) == 1  # only a drive alone may exceed a task
         assert InputWork.from_json(w.to_json()) == w
-    batch = pa.table({"work": [w.to_json() for w in work]})
-    by_task = load_work(batch, lake.root.uri, lake.root.storage_options).sort_by("clip_id")
+    parts = [load_inputs(lake, list(w.clip_ids), w.predicate()) for w in work]
+    by_task = pa.concat_tables(parts).sort_by("clip_id")
     whole = load_inputs(lake, todo.column("clip_id").to_pylist()).sort_by("clip_id")
     assert by_task.equals(whole)

@@ -1,0 +1,73 @@
+"""What every command shares: the Typer apps, consoles, ``--lake``/``--address`` options."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from storage.config import Settings
+
+if TYPE_CHECKING:
+    from storage.lake import Lake
+
+
+app = typer.Typer(help="fleetmine: the data engine for self-driving fleets.", no_args_is_help=True)
+
+
+lake_app = typer.Typer(help="Lake tables: info and maintenance.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+model_app = typer.Typer(help="The encoder registry.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+token_app = typer.Typer(help="API tokens (stored hashed in the lake).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+dataset_app = typer.Typer(help="Curated, versioned datasets and their shards.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+console = Console(stderr=False)
+
+
+err = Console(stderr=True)
+
+
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="Lake URI (default: $FLEETMINE_LAKE, else ./fleet-lake)"),
+]
+
+
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"),
+]
+
+
+def settings(lake: str | None, address: str | None) -> Settings:
+    return Settings().with_overrides(lake=lake, ray_address=address)
+
+
+def open_lake(lake: str | None, address: str | None) -> Lake:
+    from storage.lake import Lake
+
+    return Lake.from_settings(settings(lake, address))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="NAME@VERSION or NAME (default: the current model)")
+]

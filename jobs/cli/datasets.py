@@ -1,0 +1,70 @@
+"""``fleetmine dataset create|export``: curated, versioned datasets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from storage.sql import literal
+
+if TYPE_CHECKING:
+    pass
+
+from jobs.cli._common import (
+    AddressOpt,
+    LakeOpt,
+    console,
+    dataset_app,
+    open_lake,
+    settings,
+)
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument()],
+    query: Annotated[
+        str, typer.Option("--query", help='JSON, e.g. {"events": ["hard_brake"], "dedup": true}')
+    ] = "{}",
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """A new immutable version of NAME from QUERY."""
+    from mining.curation import DatasetQuery, create_version
+
+    row = create_version(open_lake(lake, address), name, DatasetQuery.model_validate_json(query))
+    console.print(
+        f"{name}@{row['version']}: {row['clip_count']} clips (pinned to {row['lake_version']})",
+        soft_wrap=True,
+    )
+
+
+@dataset_app.command("export")
+def dataset_export(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: latest)")],
+    shard_mb: Annotated[float, typer.Option(help="Target shard size")] = 512,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Write the version's WebDataset shards and manifest."""
+    from jobs.requests import ExportJob, execute
+    from storage.errors import ConfigError
+
+    lk = open_lake(lake, address)
+    name, _, version = ref.partition("@")
+    if not version:
+        versions = (
+            lk.read("datasets", columns=["version"], where=f"name = {literal(name)}")
+            .column("version")
+            .to_pylist()
+        )
+        if not versions:
+            raise ConfigError(f"no dataset {name!r}")
+        version = str(max(versions))
+    s = settings(lake, address)
+    from jobs.runner import default_runner
+
+    job = ExportJob(name=name, version=int(version), shard_mb=shard_mb)
+    doc = execute(job, s, runner=default_runner(s.ray_address))
+    console.print(f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards")

@@ -1,0 +1,109 @@
+"""``fleetmine model ...``, ``embed``, ``index``, ``mine``: the encoder registry and the mining jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+if TYPE_CHECKING:
+    pass
+
+from jobs.cli._common import (
+    AddressOpt,
+    LakeOpt,
+    ModelOpt,
+    app,
+    console,
+    model_app,
+    open_lake,
+    settings,
+)
+
+
+@model_app.command("register")
+def model_register(
+    name: Annotated[str, typer.Argument()],
+    kind: Annotated[str, typer.Option(help="builtin | onnx | torchscript")] = "onnx",
+    uri: Annotated[str | None, typer.Option(help="The model file (local path or s3://)")] = None,
+    dim: Annotated[int | None, typer.Option(help="Output dimension")] = None,
+    params: Annotated[str, typer.Option(help="JSON: input_size, mean, std, layout")] = "{}",
+    current: Annotated[bool, typer.Option("--current", help="Make it the current version")] = False,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Register an encoder at its next version (entries are immutable)."""
+    from mining.registry import register
+
+    lk = open_lake(lake, address)
+    spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
+    console.print(f"registered {spec.ref} ({spec.kind}, {spec.dim}-d){' [current]' if current else ''}")
+
+
+@model_app.command("list")
+def model_list(lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Registered encoders."""
+    from mining.registry import list_models
+
+    table = Table()
+    for col in ("model", "kind", "dim", "uri", "current"):
+        table.add_column(col)
+    for m in list_models(open_lake(lake, address)):
+        table.add_row(m.ref, m.kind, str(m.dim), m.uri or "", "yes" if m.is_current else "")
+    console.print(table)
+
+
+@model_app.command("set-current")
+def model_set_current(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")], lake: LakeOpt = None, address: AddressOpt = None
+) -> None:
+    """Make NAME@VERSION the current version of NAME (and the lake's current model)."""
+    from mining.registry import set_current
+    from storage.errors import ConfigError
+
+    name, _, version = ref.partition("@")
+    if not version.isdigit():
+        raise ConfigError(f"give NAME@VERSION, got {ref!r}")
+    set_current(open_lake(lake, address), name, int(version))
+    console.print(f"{ref} is current")
+
+
+@app.command()
+def embed(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Embed every clip that lacks an embedding for the model (default: the current one)."""
+    from jobs.requests import EmbedJob, execute
+
+    with console.status("embedding clips..."):
+        r = execute(EmbedJob(model=model), settings(lake, address))
+    console.print(f"{r.model}: {r.embedded} clips embedded, {r.already} already had vectors (run {r.run_id})")
+    for cid, reason in r.failed[:20]:
+        console.print(f"  [red]failed[/] {cid}: {reason}", soft_wrap=True)
+    if r.failed:
+        console.print(f"{len(r.failed)} clips could not be embedded (they stay pending)")
+        raise typer.Exit(3)
+
+
+@app.command()
+def index(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Build (or extend) and persist the FAISS index of a model version."""
+    from jobs.requests import IndexJob, execute
+
+    r = execute(IndexJob(model=model), settings(lake, address))
+    console.print(
+        f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added) at {r['uri']}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def mine(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Score novelty, rarity and near-duplicates of every clip (one run in mining_scores)."""
+    from jobs.requests import MineJob, execute
+
+    r = execute(MineJob(model=model), settings(lake, address))
+    console.print(
+        f"{r.model}: {r.scored} clips scored against the {r.reference}, "
+        f"{r.duplicates} near-duplicates (run {r.run_id})"
+    )

@@ -1,0 +1,74 @@
+"""``fleetmine serve`` and ``fleetmine bench``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    pass
+
+from jobs.cli._common import (
+    AddressOpt,
+    LakeOpt,
+    app,
+    console,
+    err,
+    settings,
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without tokens (local use only)")] = False,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """The catalog API (OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    if no_auth:
+        err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")
+    uvicorn.run(
+        create_app(settings(lake, address), auth=not no_auth), host=host, port=port, log_level="warning"
+    )
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller inputs, a minute or two")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write results here")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these benchmarks")] = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Measured throughput, each figure next to its baseline from the same run."""
+    from jobs.bench import BenchContext, run_all
+
+    with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
+        results = run_all(BenchContext(quick=quick, workdir=Path(tmp)), only)
+    table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))
+    for col in ("name", "measured", "baseline", "ratio", "goal", "met"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in results:
+        table.add_row(
+            r.name,
+            f"{r.measured:,.1f} {r.unit}",
+            f"{r.baseline:,.1f} {r.unit} ({r.baseline_name})",
+            f"{r.ratio:.2f}x",
+            r.goal + (" (figure)" if r.goal_on_measured else ""),
+            "-" if r.met is None else "yes" if r.met else "NO",
+        )
+    Console(width=max(console.width, 150)).print(table)
+    if json_path:
+        json_path.write_text(json.dumps([r.as_dict() for r in results], indent=2))

@@ -1,0 +1,41 @@
+"""``fleetmine mine``: novelty, rarity and duplicates of every embedded clip, one commit.
+
+The corpus of one model version is one item for :class:`~mining.novelty.MineStage`
+(scores need every vector at once); the stage writes ``mining_scores`` files and
+this job commits them under ``Txn("mine:<model>", n)``.
+"""
+
+from __future__ import annotations
+
+from jobs.runner import Runner, StageSpec, single_item_runner
+from jobs.runs import record_run
+from mining.novelty import MineConfig, MineReport, MineResult, MineStage, MineWork
+from mining.registry import resolve
+from storage.config import Settings
+from storage.delta import Txn
+from storage.errors import JobError
+from storage.lake import Lake
+
+__all__ = ["run_mine"]
+
+
+def run_mine(
+    settings: Settings, model: str | None = None, cfg: MineConfig | None = None, runner: Runner | None = None
+) -> MineReport:
+    lake = Lake.from_settings(settings)
+    lake.create_tables(["mining_scores"])
+    spec = resolve(lake, model)
+    app_id = f"mine:{spec.ref}"
+    number = lake.last_run_number(app_id, ["mining_scores"]) + 1
+    run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
+    runner = runner or single_item_runner(settings.ray_address)
+    with record_run(lake, run_id, "mine", {"model": spec.ref}) as run:
+        (outcome,) = runner.map(StageSpec(MineStage, (lake,)), [MineWork(spec, run_id, cfg or MineConfig())])
+        if not isinstance(outcome.result, MineResult):
+            raise JobError(f"mining {spec.ref} failed: {outcome.error}")
+        r = outcome.result
+        txn = Txn(app_id, number)
+        if r.actions and not lake.committed("mining_scores", txn):
+            lake.commit("mining_scores", r.actions, txn)
+        run.counts.update(scored=r.scored, duplicates=r.duplicates)
+    return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference)

@@ -1,0 +1,119 @@
+"""Job requests: one typed model per job kind, shared by the CLI, ``POST /v1/jobs`` and
+(later) the scheduler. A request says what to do; :func:`execute` runs it.
+
+Adding a job kind: a request model here (with its ``kind`` literal), a
+``jobs/<kind>_job.py`` that composes its stages, and a case in :func:`execute`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from jobs.runner import Runner
+from storage.config import Settings
+from storage.errors import ConfigError
+
+__all__ = [
+    "JOB_KINDS",
+    "EmbedJob",
+    "ExportJob",
+    "IndexJob",
+    "IngestJob",
+    "JobRequest",
+    "MineJob",
+    "execute",
+    "parse_job",
+    "summary",
+]
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestJob(_Job):
+    kind: Literal["ingest"] = "ingest"
+    raw: str = Field(description="raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")
+    force: bool = False
+
+
+class EmbedJob(_Job):
+    kind: Literal["embed"] = "embed"
+    model: str | None = Field(default=None, description="NAME@VERSION (default: the current model)")
+
+
+class IndexJob(_Job):
+    kind: Literal["index"] = "index"
+    model: str | None = None
+
+
+class MineJob(_Job):
+    kind: Literal["mine"] = "mine"
+    model: str | None = None
+
+
+class ExportJob(_Job):
+    kind: Literal["export"] = "export"
+    name: str
+    version: int = Field(ge=1)
+    shard_mb: float = Field(default=512, gt=0)
+
+
+JobRequest = Annotated[IngestJob | EmbedJob | IndexJob | MineJob | ExportJob, Field(discriminator="kind")]
+JOB_KINDS = ("ingest", "embed", "index", "mine", "export")
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobRequest)
+
+
+def parse_job(kind: str, params: dict[str, Any]) -> Any:
+    """The request for ``kind`` with ``params``; a ConfigError says what is wrong."""
+    if kind not in JOB_KINDS:
+        raise ConfigError(f"unknown job kind {kind!r}; valid kinds: {list(JOB_KINDS)}")
+    try:
+        return _ADAPTER.validate_python({**params, "kind": kind})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or kind}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad {kind} job parameters: {problems}") from None
+
+
+def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks: Any) -> Any:
+    """Run one request to its end; returns the job's report."""
+    match req:
+        case IngestJob():
+            from jobs.ingest_job import run_ingest
+
+            return run_ingest(req.raw, settings, force=req.force, runner=runner, **hooks)
+        case EmbedJob():
+            from jobs.embed_job import run_embed
+
+            return run_embed(settings, req.model, runner=runner)
+        case IndexJob():
+            from jobs.index_job import run_index
+
+            return run_index(settings, req.model, runner=runner)
+        case MineJob():
+            from jobs.mine_job import run_mine
+
+            return run_mine(settings, req.model, runner=runner)
+        case ExportJob():
+            from jobs.export_job import export_version
+            from storage.lake import Lake
+
+            lake = Lake.from_settings(settings)
+            return export_version(lake, req.name, req.version, int(req.shard_mb * 1024 * 1024), runner=runner)
+    raise ConfigError(f"not a job request: {req!r}")
+
+
+def summary(report: Any) -> dict[str, Any]:
+    """A report as JSON-able counters (what ``GET /v1/jobs/{id}`` shows)."""
+    from jobs.ingest_job import IngestReport
+
+    if isinstance(report, IngestReport):
+        return {"run_id": report.run_id, "ok": len(report.ok), "failed": len(report.failed), **report.counts}
+    if is_dataclass(report) and not isinstance(report, type):
+        return asdict(report)
+    if isinstance(report, dict) and "shardlist" in report:
+        return {"num_samples": report["num_samples"], "shards": len(report["shardlist"])}
+    return dict(report)
