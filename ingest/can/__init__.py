@@ -34,5 +34,12 @@ def reader_for(name: str) -> CanReader:
 
 
 def read_can_log(data: bytes, name: str) -> CanReadResult:
-    """Frames of one log; unreadable lines counted in the result, never raised."""
-    return reader_for(name).read(data, name)
+    """Frames of one log; unreadable lines counted in the result, never raised.
+
+    A non-empty file that gives no frame and no reason (a reader that found nothing
+    it recognised) is reported as such, so no log is ever dropped without a word.
+    """
+    result = reader_for(name).read(data, name)
+    if data.strip() and result.frames.num_rows == 0 and not result.skipped:
+        result.note(f"{name}: no CAN frames recognised in {len(data)} bytes")
+    return result

@@ -6,6 +6,7 @@ import io
 import struct
 
 import can
+from asammdf.blocks.utils import MdfException
 
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
@@ -20,7 +21,7 @@ class Mf4Reader:
         try:
             for msg in can.MF4Reader(io.BytesIO(data)):
                 builder.add(msg)
-        except (struct.error, ValueError, KeyError, IndexError, OSError, AttributeError) as exc:
+        except (struct.error, ValueError, KeyError, IndexError, OSError, AttributeError, MdfException) as exc:
             result.note(f"{name}: unreadable MF4 after {len(builder)} frames ({type(exc).__name__}: {exc})")
         result.frames = builder.table()
         return result

@@ -22,7 +22,7 @@ class BlfReader:
             reader = can.BLFReader(io.BytesIO(data))
             for msg in reader:
                 builder.add(msg)
-        except (struct.error, zlib.error, ValueError, EOFError) as exc:
+        except (struct.error, zlib.error, ValueError, EOFError, can.io.blf.BLFParseError) as exc:
             result.note(f"{name}: unreadable after {len(builder)} frames ({type(exc).__name__}: {exc})")
         else:
             # python-can stops quietly at a cut: the header knows the real size.
