@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from storage.errors import JobError
+
 __all__ = [
     "Outcome",
     "RayRunner",
@@ -193,6 +195,11 @@ class RayRunner:
                 try:
                     outcomes = ray.get(ref)
                 except ray.exceptions.RayError as exc:
+                    if _is_import_failure(exc):  # every item would fail the same way: the job cannot go on
+                        raise JobError(
+                            f"Ray workers cannot import fleetmine ({getattr(exc, 'cause', exc)!r}): install "
+                            "it on the cluster's nodes or let fleetmine ship its code (FLEETMINE_SHIP_CODE=1)"
+                        ) from exc
                     # The worker died under this batch on every try: the items fail, the job goes on.
                     if describer is None:
                         describer = spec.cls(*spec.args, **spec.kwargs)  # no setup: only to describe
@@ -203,6 +210,11 @@ class RayRunner:
                     for o in outcomes:
                         on_outcome(o)
         return [o for i in range(len(batches)) for o in done[i]]
+
+
+def _is_import_failure(exc: Exception) -> bool:
+    cause = getattr(exc, "cause", None)
+    return isinstance(cause, ImportError) or "ModuleNotFoundError" in str(exc)[:2000]
 
 
 def default_runner(address: str | None, max_retries: int = 2) -> Runner:

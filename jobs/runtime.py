@@ -25,8 +25,18 @@ def init_ray(address: str | None, **kwargs: Any) -> Any:
         "logging_level": "WARNING",
         "log_to_driver": os.environ.get("FLEETMINE_RAY_LOGS", "0") == "1",
     }
-    if address:
-        opts["address"] = address
+    # No address: a private local Ray, never "the latest cluster on this host" that
+    # ray.init would otherwise join (another user's `ray start`, with its own code).
+    opts["address"] = address or "local"
+    if address and os.environ.get("FLEETMINE_SHIP_CODE", "1") == "1":
+        # A cluster's workers may not have fleetmine installed: ship the packages.
+        import api
+        import ingest
+        import jobs
+        import mining
+        import storage
+
+        opts["runtime_env"] = {"py_modules": [ingest, mining, storage, api, jobs]}
     opts.update(kwargs)
     ray.init(**opts)
     return ray

@@ -1,0 +1,45 @@
+"""Without an address a command gets its own Ray, never a cluster someone started on the host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import free_port
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def test_no_address_never_joins_another_cluster_on_the_host(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+         "--node-ip-address=127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # It registers itself as the host's latest cluster, where a bare ray.init() looks.
+        marker = Path("/tmp/ray/ray_current_cluster")
+        deadline = time.time() + 60
+        while time.time() < deadline and not (marker.exists() and f":{port}" in marker.read_text()):
+            time.sleep(0.5)
+        assert f":{port}" in marker.read_text()
+        # ray.init() without an address would join that cluster ("the latest cluster on this host").
+        probe = (
+            "from jobs.runtime import init_ray; r = init_ray(None, num_cpus=1); "
+            "print(r.get_runtime_context().gcs_address); r.shutdown()"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env, check=True
+        )
+        gcs = out.stdout.strip().splitlines()[-1]
+        assert gcs and not gcs.endswith(f":{port}"), gcs
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head we started, by its PID (its process group)
+        head.wait(60)
