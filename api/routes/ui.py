@@ -16,11 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import LakeDep, Reader
 from api.routes.clips import clip_row
-from ingest.features import EVENTS
 from mining.curation import SIGNAL_COLUMNS, clip_signals
 from mining.queries import corner_cases, similar
 from storage.errors import FleetError
 from storage.sql import in_list
+from storage.tables.clips import EVENTS
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
