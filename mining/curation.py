@@ -24,15 +24,12 @@ from mining.registry import resolve
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.lease import this_process
+from storage.reads import read_clip_signals
 from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
-from storage.tables.signals import CANONICAL
+from storage.tables.signals import SIGNAL_COLUMNS
 
 __all__ = ["DatasetQuery", "SimilarTo", "create_version", "export_version", "manifest", "select_clips"]
-
-# Columns of each sample's ``signals.npy`` (float64): time, then every numeric
-# canonical signal (``gear`` is a label and stays in the ``.json``).
-SIGNAL_COLUMNS = ("t_us", *(c for c in CANONICAL if c != "gear"))
 
 
 class SimilarTo(BaseModel):
@@ -240,7 +237,7 @@ def _write_shard(
         first = members[0]
         npy = io.BytesIO()
         if not by_group:
-            np.save(npy, clip_signals(lake, first, signals_version))
+            np.save(npy, read_clip_signals(lake, first, signals_version))
             meta = {**_meta(first), "split": split[first["clip_id"]], **common}
             sample = {"__key__": first["clip_id"], "mp4": fs.cat_file(_media_path(lake, first["video_uri"]))}
         else:
@@ -249,7 +246,7 @@ def _write_shard(
                 "start_time": min(m["start_time"] for m in members),
                 "end_time": max(m["end_time"] for m in members),
             }
-            np.save(npy, clip_signals(lake, window, signals_version))
+            np.save(npy, read_clip_signals(lake, window, signals_version))
             meta = {
                 "group_id": _group_key(first),
                 "drive_id": first["drive_id"],
@@ -365,21 +362,6 @@ def export_version(
         ),
     )
     return doc
-
-
-def clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -> np.ndarray:
-    """The clip's canonical signals at 20 Hz as float64 rows (columns: SIGNAL_COLUMNS)."""
-    where = (
-        f"drive_id = {literal(clip['drive_id'])} AND date = {literal(clip['date'])} "
-        f"AND t >= {literal(clip['start_time'])} AND t < {literal(clip['end_time'])}"
-    )
-    t = lake.read("signals", where=where, version=version).sort_by("t")
-    out = np.full((t.num_rows, len(SIGNAL_COLUMNS)), np.nan)
-    if t.num_rows:
-        out[:, 0] = t.column("t").cast(pa.int64()).to_numpy()
-        for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):  # nulls become NaN
-            out[:, j] = t.column(c).cast(pa.float64()).to_numpy()
-    return out
 
 
 def manifest(lake: Lake, name: str, version: int, base_url: str) -> bytes:

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
-from mining.curation import SIGNAL_COLUMNS, clip_signals
 from storage.errors import StorageError
+from storage.reads import read_clip_signals
 from storage.sql import literal
+from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/v1", tags=["clips"])
 MAX_LIMIT = 500
@@ -199,6 +200,6 @@ def video(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
 
 @router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)
 def signals(clip_id: str, lake: LakeDep, _: Reader) -> SignalsPublic:
-    sig = clip_signals(lake, clip_row(lake, clip_id))
+    sig = read_clip_signals(lake, clip_row(lake, clip_id))
     rows = [[None if v != v else float(v) for v in row] for row in sig.tolist()]
     return SignalsPublic(clip_id=clip_id, columns=list(SIGNAL_COLUMNS), rows=rows)
