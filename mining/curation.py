@@ -22,6 +22,7 @@ from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
 from storage.errors import ConfigError
+from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
 from storage.reads import read_clip_signals
@@ -61,22 +62,20 @@ class DatasetQuery(BaseModel):
         "every camera's clip (`<group_id>.<camera>.mp4`) and one `.signals.npy`",
     )
 
+    def clip_filter(self) -> ClipFilter:
+        """The clips the query starts from (before similarity, novelty, dedup and limit)."""
+        return ClipFilter(
+            events=self.events,
+            vehicles=self.vehicles,
+            since=self.since,
+            until=self.until,
+            min_speed=self.min_speed,
+            max_speed=self.max_speed,
+        )
+
 
 def clip_predicate(q: DatasetQuery) -> str | None:
-    parts = []
-    if q.events:
-        parts.append("(" + " OR ".join(f"array_has(events, {literal(e)})" for e in q.events) + ")")
-    if q.vehicles:
-        parts.append(f"vehicle_id IN ({in_list(q.vehicles)})")
-    if q.since:
-        parts.append(f"start_time >= {literal(q.since)}")
-    if q.until:
-        parts.append(f"start_time < {literal(q.until)}")
-    if q.min_speed is not None:
-        parts.append(f"speed_max >= {float(q.min_speed)}")
-    if q.max_speed is not None:
-        parts.append(f"speed_min <= {float(q.max_speed)}")
-    return " AND ".join(parts) or None
+    return q.clip_filter().predicate()
 
 
 def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:

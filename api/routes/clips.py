@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
 from storage.errors import StorageError
+from storage.filters import ClipFilter
 from storage.reads import read_clip_signals
 from storage.sql import literal
 from storage.tables.signals import SIGNAL_COLUMNS
@@ -120,27 +120,17 @@ def list_clips(
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
 ) -> ClipsPublic:
-    parts = []
+    selection = ClipFilter(
+        vehicles=[vehicle_id] if vehicle_id else [],
+        events=[event] if event else [],
+        min_speed=min_speed,
+        since=since,
+        until=until,
+        group_id=group_id,
+        camera=camera,
+    ).predicate()
     after = _cursor(cursor)
-    if after:
-        parts.append(f"clip_id > {literal(after)}")
-    if vehicle_id:
-        parts.append(f"vehicle_id = {literal(vehicle_id)}")
-    if group_id:
-        parts.append(f"group_id = {literal(group_id)}")
-        with contextlib.suppress(ValueError):  # group ids begin with their day: read one partition
-            parts.append(f"date = {literal(dt.datetime.strptime(group_id[:8], '%Y%m%d').date())}")
-    if camera:
-        parts.append(f"camera = {literal(camera)}")
-    if event:
-        parts.append(f"array_has(events, {literal(event)})")
-    if min_speed is not None:
-        parts.append(f"speed_max >= {float(min_speed)}")
-    for op, t in ((">=", since), ("<", until)):
-        if t is not None:
-            day = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
-            parts.append(f"start_time {op} {literal(t)}")
-            parts.append(f"date {op if op == '>=' else '<='} {literal(day)}")  # prunes partitions too
+    parts = [p for p in (selection, f"clip_id > {literal(after)}" if after else None) if p]
     cols = list(ClipPublic.model_fields)
     rows = lake.read("clips", columns=cols, where=" AND ".join(parts) or None).to_pylist()
     page, nxt = _page(rows, "clip_id", limit)
