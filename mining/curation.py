@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
-from storage.errors import ConfigError
+from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
@@ -198,7 +198,7 @@ def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
 def get_version(lake: Lake, name: str, version: int) -> dict[str, Any]:
     rows = lake.read("datasets", where=f"name = {literal(name)} AND version = {int(version)}").to_pylist()
     if not rows:
-        raise KeyError(f"no dataset {name} version {version}")
+        raise NotFoundError(f"no dataset {name} version {version}")
     return rows[0]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ingest.platform import load_platform
 from ingest.synth.scenario import HZ, DriveState
+from storage.errors import ConfigError
 
 __all__ = ["FORMATS", "write_can_log"]
 
@@ -84,7 +85,7 @@ def _values(
             }
             for j in range(n)
         ]
-    raise KeyError(name)
+    raise ConfigError(f"synthetic CAN has no values for message {name!r}; it writes: {list(RATES)}")
 
 
 def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> list[can.Message]:
@@ -147,4 +148,4 @@ def write_can_log(path: Path, msgs: list[can.Message]) -> None:
             for m in _on_channel0(msgs):
                 blf.on_message_received(m)
         return
-    raise ValueError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")
+    raise ConfigError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")
