@@ -1,4 +1,4 @@
-"""What importing the API costs: the clip routes read storage, not mining's FAISS or shards."""
+"""What importing a package costs: contracts only, no Ray, no FAISS or decoders by accident."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def test_clip_routes_import_neither_faiss_nor_webdataset() -> None:
     )
 
 
-@pytest.mark.parametrize("package", ["api", "api.app", "ingest", "mining", "storage"])
-def test_packages_import_without_ray(package: str) -> None:
-    _fresh(f"import {package}, sys; assert 'ray' not in sys.modules, {package!r}")
+@pytest.mark.parametrize(
+    ("package", "absent"),
+    [
+        ("api", ["ray", "faiss", "webdataset"]),
+        ("ingest", ["ray", "av", "cantools", "asammdf", "mcap"]),
+        ("mining", ["ray", "faiss", "onnxruntime", "webdataset", "ingest"]),
+        ("storage", ["ray", "ingest", "mining", "api", "jobs"]),
+    ],
+)
+def test_packages_import_only_their_contracts(package: str, absent: list[str]) -> None:
+    _fresh(
+        f"import {package}, sys; loaded = [m for m in {absent!r} if m in sys.modules]; "
+        f"assert not loaded, loaded; assert {package}.__all__"
+    )
