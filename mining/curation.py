@@ -30,7 +30,17 @@ from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import SIGNAL_COLUMNS
 
-__all__ = ["DatasetQuery", "SimilarTo", "create_version", "export_version", "manifest", "select_clips"]
+__all__ = [
+    "DatasetQuery",
+    "SimilarTo",
+    "clip_predicate",
+    "create_version",
+    "export_version",
+    "get_version",
+    "manifest",
+    "select_clips",
+    "shard_location",
+]
 
 
 class SimilarTo(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -313,7 +312,3 @@ class Lake:
                     }
                 )
         return reports
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

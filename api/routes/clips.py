@@ -18,7 +18,7 @@ from storage.sql import literal
 from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/v1", tags=["clips"])
-MAX_LIMIT = 500
+_MAX_LIMIT = 500
 
 
 class ClipPublic(BaseModel):
@@ -90,7 +90,7 @@ def _page(rows: list[dict[str, Any]], key: str, limit: int) -> tuple[list[dict[s
 
 @router.get("/drives", response_model=DrivesPublic)
 def list_drives(
-    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=MAX_LIMIT), cursor: str | None = None
+    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=_MAX_LIMIT), cursor: str | None = None
 ) -> DrivesPublic:
     after = _cursor(cursor)
     where = f"drive_id > {literal(after)}" if after else None
@@ -117,7 +117,7 @@ def list_clips(
     until: dt.datetime | None = None,
     group_id: str | None = Query(None, description="every camera's clip of one time window"),
     camera: str | None = None,
-    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    limit: int = Query(100, ge=1, le=_MAX_LIMIT),
     cursor: str | None = None,
 ) -> ClipsPublic:
     selection = ClipFilter(

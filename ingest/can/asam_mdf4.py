@@ -10,6 +10,8 @@ import can
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
+__all__ = ["Mf4Reader"]
+
 
 class Mf4Reader:
     suffixes: tuple[str, ...] = (".mf4",)

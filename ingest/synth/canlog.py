@@ -20,7 +20,7 @@ __all__ = ["FORMATS", "write_can_log"]
 
 FORMATS = (".log", ".asc", ".blf")
 # message -> rate in Hz
-RATES = {
+_RATES = {
     "WHEEL_SPEEDS": 80,
     "STEERING": 100,
     "IMU": 50,
@@ -85,7 +85,7 @@ def _values(
             }
             for j in range(n)
         ]
-    raise ConfigError(f"synthetic CAN has no values for message {name!r}; it writes: {list(RATES)}")
+    raise ConfigError(f"synthetic CAN has no values for message {name!r}; it writes: {list(_RATES)}")
 
 
 def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> list[can.Message]:
@@ -93,7 +93,7 @@ def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> li
     t0 = start.timestamp()
     duration = len(st.t) / HZ
     out: list[tuple[float, int, bytes]] = []
-    for k, (name, rate) in enumerate(RATES.items()):
+    for k, (name, rate) in enumerate(_RATES.items()):
         msg = db.get_message_by_name(name)
         phase = (k * 0.0013) % (1.0 / rate)
         times = np.arange(phase, duration, 1.0 / rate)
