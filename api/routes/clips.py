@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
-from storage.errors import StorageError
 from storage.filters import ClipFilter
 from storage.reads import read_clip_signals
 from storage.sql import literal
@@ -139,14 +138,14 @@ def list_clips(
 
 def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
     """The clip's ``clips`` row, or 404."""
-    day = clip_id[:8]
     where = f"clip_id = {literal(clip_id)}"
+    day = clip_id[:8]
     if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
-        where += f" AND date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
-    try:
-        rows = lake.read("clips", where=where).to_pylist()
-    except StorageError:  # an id whose day part is no calendar date: no such partition
-        rows = []
+        try:
+            where += f" AND date = {literal(dt.datetime.strptime(day, '%Y%m%d').date())}"
+        except ValueError:  # no calendar date: no such partition, no such clip
+            raise HTTPException(404, f"no clip {clip_id}") from None
+    rows = lake.read("clips", where=where).to_pylist()
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
     return dict(rows[0])

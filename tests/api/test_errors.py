@@ -73,12 +73,15 @@ def test_each_error_class_has_its_status(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/raise/StorageUnavailableError").headers["retry-after"] == "5"
 
 
-def test_missing_dataset_version_is_404(tmp_path: Path) -> None:
+def test_missing_things_are_404(tmp_path: Path) -> None:
     app = create_app(Settings(lake=str(tmp_path / "lake")), auth=False)
     with _serve(app) as base:
         r = httpx.get(f"{base}/v1/datasets/nope/versions/3")
         assert r.status_code == 404
         assert r.json()["error"] == {"code": "not_found", "message": "no dataset nope version 3"}
+        for clip in ("20180801-nope", "20991399-no-such-day", "nodate"):
+            r = httpx.get(f"{base}/v1/clips/{clip}")
+            assert r.status_code == 404 and r.json()["error"]["message"] == f"no clip {clip}"
 
 
 @contextmanager
@@ -131,7 +134,7 @@ def test_a_store_that_does_not_answer_is_503() -> None:
             assert httpx.get(f"{base}/v1/drives", headers=auth(token)).status_code == 200
             proc.kill()
             proc.wait(10)
-            for path in ("/v1/drives", "/v1/clips", "/v1/datasets"):
+            for path in ("/v1/drives", "/v1/clips", "/v1/clips/20180801-x", "/v1/datasets"):
                 r = httpx.get(f"{base}{path}", headers=auth(token), timeout=60)
                 assert r.status_code == 503, (path, r.text)
                 body = r.json()["error"]
