@@ -11,14 +11,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import TokenCache
 from storage.config import Settings
-from storage.errors import ConfigError, FleetError, StorageError, TableNotFoundError
+from storage.errors import (
+    ConfigError,
+    ConflictError,
+    FleetError,
+    NotFoundError,
+    StorageUnavailableError,
+)
 from storage.lake import Lake
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-          416: "range_not_satisfiable", 422: "invalid_request", 500: "internal_error"}  # fmt: skip
+          416: "range_not_satisfiable", 422: "invalid_request", 500: "internal_error",
+          503: "unavailable"}  # fmt: skip
+# The status of each branch of the exception tree (storage.errors), most specific first.
+_STATUS: tuple[tuple[type[FleetError], int], ...] = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (StorageUnavailableError, 503),
+    (ConfigError, 400),
+)
+
+
+def _status(exc: FleetError) -> int:
+    """The HTTP status of a fleetmine error: its branch of the tree, else 500."""
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 500)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -55,14 +74,11 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
 
     @app.exception_handler(FleetError)
     async def fleet_error(_: Request, exc: FleetError) -> JSONResponse:
-        status = (
-            404
-            if isinstance(exc, TableNotFoundError)
-            else 400
-            if isinstance(exc, (ConfigError, StorageError))
-            else 500
-        )
-        return _error(status, str(exc))
+        status = _status(exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return _error(status, str(exc), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

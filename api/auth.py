@@ -9,8 +9,9 @@ import threading
 
 import pyarrow as pa
 
-from storage.errors import ConfigError
+from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
+from storage.objectstore import reachable
 from storage.sql import literal
 from storage.tables import tokens
 
@@ -44,7 +45,7 @@ def revoke_token(lake: Lake, name: str) -> None:
     lake.create_tables(["tokens"])
     rows = lake.read("tokens", where=f"name = {literal(name)}").to_pylist()
     if not rows:
-        raise ConfigError(f"no token named {name!r}")
+        raise NotFoundError(f"no token named {name!r}")
     rows[0]["revoked_at"] = dt.datetime.now(dt.UTC)
     lake.upsert("tokens", pa.Table.from_pylist(rows, schema=tokens.SPEC.schema))
 
@@ -65,7 +66,8 @@ class TokenCache:
 
     def verify(self, secret: str) -> tuple[str, str] | None:
         with self.lock:
-            self.table.update_incremental()
+            with reachable(self.lake.location("tokens").uri):
+                self.table.update_incremental()
             if self.table.version() != self.version:
                 rows = self.lake.read(
                     "tokens",

@@ -13,12 +13,12 @@ from storage.lake import Lake
 __all__ = ["Caller", "LakeDep", "require"]
 
 
-def get_lake(request: Request) -> Lake:
+def _lake(request: Request) -> Lake:
     lake: Lake = request.app.state.lake
     return lake
 
 
-LakeDep = Annotated[Lake, Depends(get_lake)]
+LakeDep = Annotated[Lake, Depends(_lake)]
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Caller:
     role: str
 
 
-def current_caller(request: Request, lake: LakeDep) -> Caller:
+def _current_caller(request: Request, lake: LakeDep) -> Caller:
     if not request.app.state.auth:
         return Caller("anonymous", "operator")
     header = request.headers.get("authorization", "")
@@ -46,7 +46,7 @@ def require(role: str):  # type: ignore[no-untyped-def]
     """A dependency admitting callers with ``role`` or a higher one."""
     rank = ROLES.index(role)
 
-    def check(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    def check(caller: Annotated[Caller, Depends(_current_caller)]) -> Caller:
         if ROLES.index(caller.role) < rank:
             raise HTTPException(403, f"{caller.role} tokens cannot do this; it needs {role}")
         return caller

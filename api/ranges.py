@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
+__all__ = ["file_response"]
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

@@ -1,4 +1,20 @@
 """Decoding fleet uploads: drive discovery, video, CAN logs, DBC decoding, clips, events.
 
-Not built yet: see the ingest issue.
+Read :mod:`ingest.interfaces` first: the CAN reader and stage contracts. Where
+things go:
+
+- a CAN log format: a reader in ``ingest/can/<format>.py`` (``suffixes`` and
+  ``read(data, name) -> CanReadResult``, bad lines counted, never raised), listed in
+  ``ingest.can.READERS``; ``tests/ingest/test_can_readers.py`` runs the shared suite on it;
+- a car: a platform map in ``ingest/platforms/`` (DBC + canonical signal map);
+- a trigger: its name in ``storage.tables.clips.EVENTS``, its rule in ``ingest/features.py``;
+- a new concern of one drive (a time source, a container): its own module behind a
+  small function, composed by ``ingest/drive.py`` (:class:`~ingest.drive.DriveIngest`).
+
+Importing ``ingest`` loads the contracts only; PyAV, cantools and the readers load
+with the modules that use them.
 """
+
+from ingest.interfaces import FRAME_SCHEMA, CanReader, CanReadResult, Stage
+
+__all__ = ["FRAME_SCHEMA", "CanReadResult", "CanReader", "Stage"]

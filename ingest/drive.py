@@ -357,12 +357,7 @@ class DriveIngest:
                     "date": pa.array([day] * n, pa.date32()),
                     "bus": frames.column("bus"),
                     "t": frames.column("t_us").cast(UTC_TS),
-                    "arbitration_id": frames.column("arbitration_id"),
-                    "is_extended": frames.column("is_extended"),
-                    "is_fd": frames.column("is_fd"),
-                    "is_error": frames.column("is_error"),
-                    "dlc": frames.column("dlc"),
-                    "data": frames.column("data"),
+                    **{f.name: frames.column(f.name) for f in can_frames.FRAME},
                     "source": frames.column("source"),
                 }
             )

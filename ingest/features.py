@@ -1,4 +1,8 @@
-"""Per-clip signal features and the triggers that name a clip's ``events``."""
+"""Per-clip signal features and the triggers that name a clip's ``events``.
+
+The names are the ``clips`` table's vocabularies (:data:`storage.tables.clips.FEATURES`
+and :data:`~storage.tables.clips.EVENTS`); a new trigger is added there first.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ import pyarrow as pa
 
 from storage.config import Triggers
 
-__all__ = ["EVENTS", "clip_features"]
-
-EVENTS = ("hard_brake", "sharp_turn", "evasive_steer", "stop_and_go", "creep", "driver_override")
+__all__ = ["clip_features"]
 
 
 def _col(sig: pa.Table, name: str) -> np.ndarray | None:

@@ -15,25 +15,13 @@ from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-__all__ = ["FRAME_SCHEMA", "CanReadResult", "CanReader", "Stage", "empty_frames"]
+from storage.tables.can_frames import FRAME
 
-FRAME_SCHEMA = pa.schema(
-    [
-        pa.field("t_us", pa.int64()),
-        pa.field("bus", pa.string()),
-        pa.field("arbitration_id", pa.int64()),
-        pa.field("is_extended", pa.bool_()),
-        pa.field("is_fd", pa.bool_()),
-        pa.field("is_error", pa.bool_()),
-        pa.field("dlc", pa.int16()),
-        pa.field("data", pa.binary()),
-    ]
-)
-"""Frames as readers return them: absolute time in integer microseconds since the epoch."""
+__all__ = ["FRAME_SCHEMA", "CanReadResult", "CanReader", "Stage"]
 
-
-def empty_frames() -> pa.Table:
-    return FRAME_SCHEMA.empty_table()
+FRAME_SCHEMA = pa.schema([pa.field("t_us", pa.int64()), pa.field("bus", pa.string()), *FRAME])
+"""Frames as readers return them: absolute time in integer microseconds since the epoch, the
+bus, then the ``can_frames`` table's frame columns (:data:`storage.tables.can_frames.FRAME`)."""
 
 
 @dataclass

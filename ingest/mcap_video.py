@@ -43,6 +43,7 @@ from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
 from ingest.video import VideoError
+from storage.errors import InputError
 
 __all__ = ["VIDEO_SCHEMAS", "McapVideo", "to_container", "video_topics"]
 
@@ -80,7 +81,7 @@ class _Frame:
     key: bool
 
 
-class _BadMessage(ValueError):
+class _BadMessage(InputError):
     """A message that decodes but is not a CompressedVideo."""
 
 

@@ -18,7 +18,7 @@ from storage.tables.signals import CANONICAL
 
 __all__ = ["grid", "resample", "to_grid"]
 
-GAP_S = 1.0
+_GAP_S = 1.0
 """Longer gaps between samples are not interpolated across."""
 
 
@@ -44,7 +44,7 @@ def _on_grid(sig: DecodedSignal, g: np.ndarray, kind: str) -> np.ndarray:
     j = np.searchsorted(t, g, side="right")
     gap = np.zeros(len(g), bool)
     inside = (j > 0) & (j < len(t))
-    gap[inside] = (t[j[inside]] - t[j[inside] - 1]) > GAP_S * 1e6
+    gap[inside] = (t[j[inside]] - t[j[inside] - 1]) > _GAP_S * 1e6
     out[gap] = np.nan
     return out
 

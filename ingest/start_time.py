@@ -30,9 +30,6 @@ class TimeSource(StrEnum):
     NONE = "none"
 
 
-GUESSES = (TimeSource.FOLDER_NAME, TimeSource.MTIME, TimeSource.NONE)
-
-
 @dataclass(frozen=True)
 class StartTime:
     time: dt.datetime

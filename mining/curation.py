@@ -22,12 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
-from storage.errors import ConfigError
+from storage.errors import ConfigError, NotFoundError
+from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
+from storage.reads import read_clip_signals
 from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
-from storage.tables.signals import CANONICAL
+from storage.tables.signals import SIGNAL_COLUMNS
 
 __all__ = [
     "DatasetQuery",
@@ -35,16 +37,15 @@ __all__ = [
     "ShardStage",
     "ShardWork",
     "SimilarTo",
+    "clip_predicate",
     "create_version",
     "finish_export",
+    "get_version",
     "manifest",
     "plan_export",
     "select_clips",
+    "shard_location",
 ]
-
-# Columns of each sample's ``signals.npy`` (float64): time, then every numeric
-# canonical signal (``gear`` is a label and stays in the ``.json``).
-SIGNAL_COLUMNS = ("t_us", *(c for c in CANONICAL if c != "gear"))
 
 
 class SimilarTo(BaseModel):
@@ -76,22 +77,20 @@ class DatasetQuery(BaseModel):
         "every camera's clip (`<group_id>.<camera>.mp4`) and one `.signals.npy`",
     )
 
+    def clip_filter(self) -> ClipFilter:
+        """The clips the query starts from (before similarity, novelty, dedup and limit)."""
+        return ClipFilter(
+            events=self.events,
+            vehicles=self.vehicles,
+            since=self.since,
+            until=self.until,
+            min_speed=self.min_speed,
+            max_speed=self.max_speed,
+        )
+
 
 def clip_predicate(q: DatasetQuery) -> str | None:
-    parts = []
-    if q.events:
-        parts.append("(" + " OR ".join(f"array_has(events, {literal(e)})" for e in q.events) + ")")
-    if q.vehicles:
-        parts.append(f"vehicle_id IN ({in_list(q.vehicles)})")
-    if q.since:
-        parts.append(f"start_time >= {literal(q.since)}")
-    if q.until:
-        parts.append(f"start_time < {literal(q.until)}")
-    if q.min_speed is not None:
-        parts.append(f"speed_max >= {float(q.min_speed)}")
-    if q.max_speed is not None:
-        parts.append(f"speed_min <= {float(q.max_speed)}")
-    return " AND ".join(parts) or None
+    return q.clip_filter().predicate()
 
 
 def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:
@@ -214,7 +213,7 @@ def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
 def get_version(lake: Lake, name: str, version: int) -> dict[str, Any]:
     rows = lake.read("datasets", where=f"name = {literal(name)} AND version = {int(version)}").to_pylist()
     if not rows:
-        raise KeyError(f"no dataset {name} version {version}")
+        raise NotFoundError(f"no dataset {name} version {version}")
     return rows[0]
 
 
@@ -252,7 +251,7 @@ def _write_shard(
         first = members[0]
         npy = io.BytesIO()
         if not by_group:
-            np.save(npy, clip_signals(lake, first, signals_version))
+            np.save(npy, read_clip_signals(lake, first, signals_version))
             meta = {**_meta(first), "split": split[first["clip_id"]], **common}
             sample = {"__key__": first["clip_id"], "mp4": fs.cat_file(_media_path(lake, first["video_uri"]))}
         else:
@@ -261,7 +260,7 @@ def _write_shard(
                 "start_time": min(m["start_time"] for m in members),
                 "end_time": max(m["end_time"] for m in members),
             }
-            np.save(npy, clip_signals(lake, window, signals_version))
+            np.save(npy, read_clip_signals(lake, window, signals_version))
             meta = {
                 "group_id": _group_key(first),
                 "drive_id": first["drive_id"],
@@ -418,21 +417,6 @@ def finish_export(lake: Lake, plan: ExportPlan, shards: list[dict[str, Any]]) ->
         ),
     )
     return doc
-
-
-def clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -> np.ndarray:
-    """The clip's canonical signals at 20 Hz as float64 rows (columns: SIGNAL_COLUMNS)."""
-    where = (
-        f"drive_id = {literal(clip['drive_id'])} AND date = {literal(clip['date'])} "
-        f"AND t >= {literal(clip['start_time'])} AND t < {literal(clip['end_time'])}"
-    )
-    t = lake.read("signals", where=where, version=version).sort_by("t")
-    out = np.full((t.num_rows, len(SIGNAL_COLUMNS)), np.nan)
-    if t.num_rows:
-        out[:, 0] = t.column("t").cast(pa.int64()).to_numpy()
-        for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):  # nulls become NaN
-            out[:, j] = t.column(c).cast(pa.float64()).to_numpy()
-    return out
 
 
 def manifest(lake: Lake, name: str, version: int, base_url: str) -> bytes:

@@ -14,7 +14,7 @@ from mining.interfaces import ModelSpec
 from mining.novelty import latest_scores
 from mining.registry import resolve
 from storage.config import Settings
-from storage.errors import ConfigError, StorageError
+from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
 from storage.sql import literal
 
@@ -55,7 +55,7 @@ def _load_or_build(lake: Lake, spec: ModelSpec, cfg: IndexConfig | None = None) 
         index, _ = loaded
         return index, index.add(vectors, ids)
     if not ids:
-        raise StorageError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first")
+        raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first")
     return ClipIndex.build(vectors, ids, cfg), len(ids)
 
 
@@ -93,7 +93,7 @@ def similar(
     index = _index(lake, spec)
     if clip_id is not None:
         if clip_id not in index.position:
-            raise ConfigError(f"clip {clip_id} has no {spec.ref} embedding")
+            raise NotFoundError(f"clip {clip_id} has no {spec.ref} embedding")
         q = index.vectors_of([clip_id])
     elif vector is not None:
         q = np.asarray([vector], np.float32)

@@ -30,8 +30,8 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
-from storage.errors import CommitError
-from storage.objectstore import Location
+from storage.errors import CommitError, StorageError, StorageUnavailableError
+from storage.objectstore import Location, reachable
 from storage.schema import TableSpec
 
 __all__ = ["CommitResult", "TableWriter", "Txn", "commit"]
@@ -221,7 +221,8 @@ def commit(
     conflict (which by definition did not land) is retried.
     """
     so = location.storage_options
-    table = DeltaTable(location.uri, storage_options=so)
+    with reachable(location.uri):
+        table = DeltaTable(location.uri, storage_options=so)
     rows = _num_rows(actions)
 
     def landed(t: DeltaTable) -> bool:
@@ -256,12 +257,20 @@ def commit(
         except (CommitFailedError, DeltaError, OSError) as exc:
             last = exc
             if not isinstance(exc, CommitFailedError) and txn is None:
-                raise CommitError(f"commit to {spec.name} failed: {exc}") from exc
-            table = DeltaTable(location.uri, storage_options=so)
+                raise _failed(spec, location, exc, "") from exc
+            with reachable(location.uri):
+                table = DeltaTable(location.uri, storage_options=so)
             if landed(table):
                 log.info("commit of %s run %s landed despite %s", spec.name, txn, exc)
                 return CommitResult(spec.name, table.version(), len(actions), rows)
             log.warning("commit to %s failed (attempt %d): %s", spec.name, attempt + 1, exc)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-    raise CommitError(f"commit to {spec.name} failed after {retries + 1} attempts: {last}")
+    raise _failed(spec, location, last, f" after {retries + 1} attempts") from last
+
+
+def _failed(spec: TableSpec, location: Location, exc: Exception | None, after: str) -> StorageError:
+    """A commit that failed for good: the store did not answer, or the commit was refused."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return StorageUnavailableError(f"commit to {spec.name}{after}: {location.uri} did not answer: {exc}")
+    return CommitError(f"commit to {spec.name} failed{after}: {exc}")

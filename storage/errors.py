@@ -2,19 +2,24 @@
 
 ::
 
-    FleetError
-    ├── ConfigError            bad settings, unknown backend names, bad URIs
-    ├── StorageError           the lake cannot do what was asked
-    │   ├── TableNotFoundError a table that should exist does not
-    │   ├── CommitError        a Delta commit failed for good (after checked retries)
-    │   └── LeaseHeldError     lake-wide maintenance lease held by someone else
-    ├── JobError               a job cannot go on (not a per-item failure)
-    └── InputError             one input (a video, a log) is unusable; caught per item
-        └── VideoError         (ingest.video) this file or clip gives no frames
+    FleetError                    (API status)
+    ├── ConfigError               400  bad settings, unknown backend names, bad URIs
+    ├── NotFoundError             404  a named thing (dataset version, token, ...) is not there
+    ├── ConflictError             409  the lake's current state refuses it; retry or wait
+    ├── StorageError              500  the lake cannot do what was asked
+    │   ├── SchemaError           500  rows that do not fit a table's schema
+    │   ├── TableNotFoundError    404  a table that should exist does not (also NotFoundError)
+    │   ├── CommitError           409  a Delta commit failed for good (also ConflictError)
+    │   ├── LeaseHeldError        409  a lake-wide lease held by someone else (also ConflictError)
+    │   └── StorageUnavailableError  503  the object store cannot be reached
+    ├── JobError                  500  a job cannot go on (not a per-item failure)
+    └── InputError                500  one input (a video, a log) is unusable; caught per item
+        └── VideoError                 (ingest.video) this file or clip gives no frames
 
 A failure on one record (a corrupt video, a garbled CAN line) is data, not an
 exception: it is recorded in the tables with a reason. These exceptions mean the
-operation itself cannot go on.
+operation itself cannot go on. The API maps them to statuses in one place
+(``api.app``); the CLI prints their message.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from __future__ import annotations
 __all__ = [
     "CommitError",
     "ConfigError",
+    "ConflictError",
     "FleetError",
     "InputError",
     "JobError",
     "LeaseHeldError",
+    "NotFoundError",
+    "SchemaError",
     "StorageError",
+    "StorageUnavailableError",
     "TableNotFoundError",
 ]
 
@@ -39,20 +48,36 @@ class ConfigError(FleetError):
     """A setting, name or URI is invalid; the message lists what is valid."""
 
 
+class NotFoundError(FleetError):
+    """What was asked for by name or id does not exist."""
+
+
+class ConflictError(FleetError):
+    """The lake's current state refuses the operation (someone else holds or changed it)."""
+
+
 class StorageError(FleetError):
     """The lake could not complete an operation."""
 
 
-class TableNotFoundError(StorageError):
+class SchemaError(StorageError):
+    """Rows do not fit a table's schema (an unknown or a missing required column)."""
+
+
+class TableNotFoundError(StorageError, NotFoundError):
     """A table is missing from the lake."""
 
 
-class CommitError(StorageError):
+class CommitError(StorageError, ConflictError):
     """A Delta commit failed after its retries."""
 
 
-class LeaseHeldError(StorageError):
-    """The lake-wide maintenance lease is held by another process."""
+class LeaseHeldError(StorageError, ConflictError):
+    """A lake-wide lease is held by another process."""
+
+
+class StorageUnavailableError(StorageError):
+    """The object store did not answer (network, endpoint, credentials refused)."""
 
 
 class JobError(FleetError):

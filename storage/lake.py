@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from deltalake.transaction import AddAction, CommitProperties, Transaction
 from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, commit
 from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
-from storage.objectstore import Location
+from storage.objectstore import Location, reachable
 from storage.schema import TableSpec
 from storage.tables import TABLES, get_spec
 
@@ -85,7 +84,8 @@ class Lake:
     def _add_new_columns(spec: TableSpec, loc: Location) -> None:
         from deltalake import Schema as DeltaSchema
 
-        table = DeltaTable(loc.uri, storage_options=loc.storage_options)
+        with reachable(loc.uri):
+            table = DeltaTable(loc.uri, storage_options=loc.storage_options)
         have = set(table.schema().to_arrow().names)
         missing = [f for f in spec.schema if f.name not in have and f.nullable]
         if not missing:
@@ -100,7 +100,8 @@ class Lake:
 
     def exists(self, table: str) -> bool:
         loc = self.location(table)
-        return DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options)
+        with reachable(loc.uri):
+            return DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options)
 
     def create_tables(self, names: list[str] | None = None) -> list[str]:
         """Create the missing tables (all by default); returns the ones created.
@@ -118,15 +119,16 @@ class Lake:
             if loc.is_local:
                 loc.fs.makedirs(loc.path, exist_ok=True)
             try:
-                DeltaTable.create(
-                    loc.uri,
-                    spec.schema,
-                    mode="ignore",
-                    partition_by=list(spec.partition_by) or None,
-                    name=spec.name,
-                    description=spec.description,
-                    storage_options=loc.storage_options,
-                )
+                with reachable(loc.uri):
+                    DeltaTable.create(
+                        loc.uri,
+                        spec.schema,
+                        mode="ignore",
+                        partition_by=list(spec.partition_by) or None,
+                        name=spec.name,
+                        description=spec.description,
+                        storage_options=loc.storage_options,
+                    )
                 created.append(name)
             except (CommitFailedError, DeltaError) as exc:
                 if not self.exists(name):  # someone else creating it at once is fine
@@ -136,7 +138,8 @@ class Lake:
     def delta(self, table: str, version: int | None = None) -> DeltaTable:
         loc = self.location(table)
         try:
-            return DeltaTable(loc.uri, version=version, storage_options=loc.storage_options)
+            with reachable(loc.uri):
+                return DeltaTable(loc.uri, version=version, storage_options=loc.storage_options)
         except DeltaNotFound as exc:
             raise TableNotFoundError(
                 f"table {table} not found at {loc.uri}; run `fleetmine ingest` or create the lake first"
@@ -187,19 +190,20 @@ class Lake:
         last: Exception | None = None
         for _ in range(self.commit_retries + 1):
             try:
-                metrics = (
-                    self.delta(table)
-                    .merge(
-                        source,
-                        spec.key_predicate("t", "s"),
-                        source_alias="s",
-                        target_alias="t",
-                        commit_properties=props,
+                with reachable(self.location(table).uri):
+                    metrics = (
+                        self.delta(table)
+                        .merge(
+                            source,
+                            spec.key_predicate("t", "s"),
+                            source_alias="s",
+                            target_alias="t",
+                            commit_properties=props,
+                        )
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .execute()
                     )
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .execute()
-                )
                 return dict(metrics)
             except CommitFailedError as exc:  # a conflicting commit; the merge is re-planned
                 last = exc
@@ -208,7 +212,8 @@ class Lake:
         raise CommitError(f"upsert into {table} failed: {last}")
 
     def delete(self, table: str, predicate: str) -> dict[str, Any]:
-        return dict(self.delta(table).delete(predicate))
+        with reachable(self.location(table).uri):
+            return dict(self.delta(table).delete(predicate))
 
     def committed(self, table: str, txn: Txn) -> bool:
         v = self.delta(table).transaction_version(txn.app_id)
@@ -231,8 +236,8 @@ class Lake:
         """Rows matching the SQL predicate ``where`` (partition + file-stat pruning)."""
         spec = get_spec(table)
         try:
-            reader = self.delta(table, version).scan(columns=columns, predicate=where)
-            data = reader.read_all()
+            with reachable(self.location(table).uri):
+                data = self.delta(table, version).scan(columns=columns, predicate=where).read_all()
         except DeltaError as exc:
             raise StorageError(f"cannot read {table} where {where!r}: {exc}") from exc
         result = pa.table(data)
@@ -307,7 +312,3 @@ class Lake:
                     }
                 )
         return reports
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -27,7 +27,9 @@ from storage.sql import literal
 if TYPE_CHECKING:
     from storage.lake import Lake
 
-TABLE = "_leases"
+__all__ = ["acquire", "release", "this_process"]
+
+_TABLE = "_leases"
 
 
 def this_process() -> str:
@@ -35,8 +37,8 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None) -> list[dict[str, object]]:
-    rows = lake.read(TABLE, where=f"lease = {literal(name)}", version=version).to_pylist()
+def _holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None) -> list[dict[str, object]]:
+    rows = lake.read(_TABLE, where=f"lease = {literal(name)}", version=version).to_pylist()
     released = {r["token"] for r in rows if r["action"] == "release"}
     return [
         r for r in rows if r["action"] == "grant" and r["token"] not in released and r["expires_at"] > now
@@ -44,14 +46,14 @@ def holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None)
 
 
 def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20) -> str:
-    lake.create_tables([TABLE])
+    lake.create_tables([_TABLE])
     token = uuid.uuid4().hex
-    writer = lake.writer(TABLE)
+    writer = lake.writer(_TABLE)
     spec = writer.spec
     for _ in range(attempts):
-        table = lake.delta(TABLE)
+        table = lake.delta(_TABLE)
         now = dt.datetime.now(dt.UTC)
-        held = holders(lake, name, now, version=table.version())
+        held = _holders(lake, name, now, version=table.version())
         if held:
             h = held[0]
             raise LeaseHeldError(
@@ -93,4 +95,4 @@ def release(lake: Lake, name: str, token: str, holder: str) -> None:
             "expires_at": [now],
         }
     )
-    lake.append(TABLE, row)
+    lake.append(_TABLE, row)

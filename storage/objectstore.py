@@ -8,6 +8,9 @@ translates, so both libraries see the same credentials and endpoint.
 from __future__ import annotations
 
 import posixpath
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -15,7 +18,30 @@ from typing import Any
 import fsspec
 import pyarrow.fs as pafs
 
-__all__ = ["Location"]
+from storage.errors import StorageUnavailableError
+
+__all__ = ["Location", "reachable"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextmanager
+def reachable(uri: str) -> Iterator[None]:
+    """Store calls on ``uri``; an ``OSError`` inside becomes :class:`StorageUnavailableError`.
+
+    deltalake reports an object store that does not answer (refused connection,
+    unknown endpoint, denied credentials) as a bare ``OSError``; callers of the
+    lake get one error that says which location did not answer. A missing file
+    (``FileNotFoundError``) is not the store's absence and passes through.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        chain = [ln.strip(" \t↳") for ln in _ANSI.sub("", str(exc)).splitlines()]
+        why = ": ".join(ln for ln in chain if ln)[:500] or type(exc).__name__
+        raise StorageUnavailableError(f"cannot reach {uri}: {why}") from exc
 
 
 def _s3fs_kwargs(opts: dict[str, str]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from storage.errors import SchemaError
+
 __all__ = ["UTC_TS", "TableSpec"]
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -30,7 +32,7 @@ class TableSpec:
             c for c in (*self.keys, *self.partition_by, *self.no_dictionary) if c not in self.schema.names
         ]
         if missing:
-            raise ValueError(f"table {self.name}: key/partition columns {missing} not in schema")
+            raise SchemaError(f"table {self.name}: key/partition columns {missing} not in schema")
 
     def conform(self, data: pa.Table) -> pa.Table:
         """Reorder and cast ``data`` to this schema; absent nullable columns become nulls.
@@ -39,7 +41,7 @@ class TableSpec:
         """
         extra = [c for c in data.column_names if c not in self.schema.names]
         if extra:
-            raise ValueError(f"table {self.name}: unknown columns {extra}; known: {self.schema.names}")
+            raise SchemaError(f"table {self.name}: unknown columns {extra}; known: {self.schema.names}")
         columns = []
         for f in self.schema:
             if f.name in data.column_names:
@@ -50,7 +52,7 @@ class TableSpec:
             elif f.nullable:
                 columns.append(pa.nulls(data.num_rows, f.type))
             else:
-                raise ValueError(f"table {self.name}: required column {f.name!r} missing")
+                raise SchemaError(f"table {self.name}: required column {f.name!r} missing")
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def key_predicate(self, target: str = "t", source: str = "s") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 from typing import Any
 
@@ -12,12 +11,13 @@ from pydantic import BaseModel
 
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
-from mining.curation import SIGNAL_COLUMNS, clip_signals
-from storage.errors import StorageError
+from storage.filters import ClipFilter
+from storage.reads import read_clip_signals
 from storage.sql import literal
+from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/v1", tags=["clips"])
-MAX_LIMIT = 500
+_MAX_LIMIT = 500
 
 
 class ClipPublic(BaseModel):
@@ -89,7 +89,7 @@ def _page(rows: list[dict[str, Any]], key: str, limit: int) -> tuple[list[dict[s
 
 @router.get("/drives", response_model=DrivesPublic)
 def list_drives(
-    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=MAX_LIMIT), cursor: str | None = None
+    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=_MAX_LIMIT), cursor: str | None = None
 ) -> DrivesPublic:
     after = _cursor(cursor)
     where = f"drive_id > {literal(after)}" if after else None
@@ -116,30 +116,20 @@ def list_clips(
     until: dt.datetime | None = None,
     group_id: str | None = Query(None, description="every camera's clip of one time window"),
     camera: str | None = None,
-    limit: int = Query(100, ge=1, le=MAX_LIMIT),
+    limit: int = Query(100, ge=1, le=_MAX_LIMIT),
     cursor: str | None = None,
 ) -> ClipsPublic:
-    parts = []
+    selection = ClipFilter(
+        vehicles=[vehicle_id] if vehicle_id else [],
+        events=[event] if event else [],
+        min_speed=min_speed,
+        since=since,
+        until=until,
+        group_id=group_id,
+        camera=camera,
+    ).predicate()
     after = _cursor(cursor)
-    if after:
-        parts.append(f"clip_id > {literal(after)}")
-    if vehicle_id:
-        parts.append(f"vehicle_id = {literal(vehicle_id)}")
-    if group_id:
-        parts.append(f"group_id = {literal(group_id)}")
-        with contextlib.suppress(ValueError):  # group ids begin with their day: read one partition
-            parts.append(f"date = {literal(dt.datetime.strptime(group_id[:8], '%Y%m%d').date())}")
-    if camera:
-        parts.append(f"camera = {literal(camera)}")
-    if event:
-        parts.append(f"array_has(events, {literal(event)})")
-    if min_speed is not None:
-        parts.append(f"speed_max >= {float(min_speed)}")
-    for op, t in ((">=", since), ("<", until)):
-        if t is not None:
-            day = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
-            parts.append(f"start_time {op} {literal(t)}")
-            parts.append(f"date {op if op == '>=' else '<='} {literal(day)}")  # prunes partitions too
+    parts = [p for p in (selection, f"clip_id > {literal(after)}" if after else None) if p]
     cols = list(ClipPublic.model_fields)
     rows = lake.read("clips", columns=cols, where=" AND ".join(parts) or None).to_pylist()
     page, nxt = _page(rows, "clip_id", limit)
@@ -148,14 +138,14 @@ def list_clips(
 
 def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
     """The clip's ``clips`` row, or 404."""
-    day = clip_id[:8]
     where = f"clip_id = {literal(clip_id)}"
+    day = clip_id[:8]
     if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
-        where += f" AND date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
-    try:
-        rows = lake.read("clips", where=where).to_pylist()
-    except StorageError:  # an id whose day part is no calendar date: no such partition
-        rows = []
+        try:
+            where += f" AND date = {literal(dt.datetime.strptime(day, '%Y%m%d').date())}"
+        except ValueError:  # no calendar date: no such partition, no such clip
+            raise HTTPException(404, f"no clip {clip_id}") from None
+    rows = lake.read("clips", where=where).to_pylist()
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
     return dict(rows[0])
@@ -199,6 +189,6 @@ def video(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
 
 @router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)
 def signals(clip_id: str, lake: LakeDep, _: Reader) -> SignalsPublic:
-    sig = clip_signals(lake, clip_row(lake, clip_id))
+    sig = read_clip_signals(lake, clip_row(lake, clip_id))
     rows = [[None if v != v else float(v) for v in row] for row in sig.tolist()]
     return SignalsPublic(clip_id=clip_id, columns=list(SIGNAL_COLUMNS), rows=rows)

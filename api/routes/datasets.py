@@ -91,10 +91,7 @@ def list_datasets(request: Request, lake: LakeDep, _: Reader) -> DatasetsPublic:
 def _version(lake: Any, name: str, version: int) -> dict[str, Any]:
     if not _NAME.match(name):
         raise HTTPException(404, f"no dataset {name}")
-    try:
-        return get_version(lake, name, version)
-    except KeyError:
-        raise HTTPException(404, f"no dataset {name} version {version}") from None
+    return get_version(lake, name, version)
 
 
 @router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)

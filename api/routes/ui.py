@@ -16,11 +16,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import LakeDep, Reader
 from api.routes.clips import clip_row
-from ingest.features import EVENTS
-from mining.curation import SIGNAL_COLUMNS, clip_signals
 from mining.queries import corner_cases, similar
 from storage.errors import FleetError
+from storage.reads import read_clip_signals
 from storage.sql import in_list
+from storage.tables.clips import EVENTS
+from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
@@ -130,7 +131,7 @@ def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
     body = (
         f'<video id="video" controls width="640" src="/v1/clips/{cid}/video.mp4"></video>'
         f"<pre>{html.escape(json.dumps(facts, default=str, indent=1))}</pre>"
-        f"<h3>Signals</h3>{_plot(clip_signals(lake, clip))}"
+        f"<h3>Signals</h3>{_plot(read_clip_signals(lake, clip))}"
         f'<h3>Similar clips</h3><div class="grid">{"".join(_card(n.clip_id, f"distance {n.distance:.3f}") for n in near)}</div>'
     )
     return _page(f"Clip {clip_id}", body)

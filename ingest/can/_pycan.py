@@ -9,6 +9,8 @@ import pyarrow as pa
 
 from ingest.interfaces import FRAME_SCHEMA
 
+__all__ = ["FrameBuilder"]
+
 
 class FrameBuilder:
     """Accumulates python-can messages into :data:`FRAME_SCHEMA` columns."""

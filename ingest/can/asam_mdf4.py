@@ -11,6 +11,8 @@ from asammdf.blocks.utils import MdfException
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
+__all__ = ["Mf4Reader"]
+
 
 class Mf4Reader:
     suffixes: tuple[str, ...] = (".mf4",)

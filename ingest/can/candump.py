@@ -24,6 +24,8 @@ import pyarrow.csv as pcsv
 from ingest.can._ascii import Text, decimal, hex_bytes, hex_nibbles, in_range, pack_hex, same
 from ingest.interfaces import FRAME_SCHEMA, CanReadResult
 
+__all__ = ["CandumpReader"]
+
 _TS = r"^\(\d{1,12}\.\d{1,9}\)$"
 _FRAME = r"^[0-9A-Fa-f]{1,8}#(#[0-9A-Fa-f])?(([0-9A-Fa-f]{2}){0,64}|R\d?)$"
 _ERR_FLAG = 0x20000000

@@ -44,6 +44,7 @@ from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
 from ingest.interfaces import FRAME_SCHEMA, CanReadResult
+from storage.errors import InputError
 
 __all__ = ["McapCanReader", "bus_from_topic", "is_can_type"]
 
@@ -65,7 +66,7 @@ def bus_from_topic(topic: str) -> str:
     return "/".join(parts) or "0"
 
 
-class _BadMessage(ValueError):
+class _BadMessage(InputError):
     """A message that decodes but does not hold what its schema promises."""
 
 

@@ -9,6 +9,8 @@ import can
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
+__all__ = ["TrcReader"]
+
 
 class TrcReader:
     suffixes: tuple[str, ...] = (".trc",)

@@ -18,6 +18,8 @@ import can
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
+__all__ = ["AscReader"]
+
 _FRAME_LIKE = re.compile(
     r"^\s*\d+\.\d+\s+(?:CANFD\s+)?\d+\s+(?!Statistic|ErrorFrame|J1939|Status)\S+\s+(?:Rx|Tx)"
 )

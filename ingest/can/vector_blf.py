@@ -11,6 +11,8 @@ import can
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
+__all__ = ["BlfReader"]
+
 
 class BlfReader:
     suffixes: tuple[str, ...] = (".blf",)

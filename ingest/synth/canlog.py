@@ -14,12 +14,13 @@ import numpy as np
 
 from ingest.platform import load_platform
 from ingest.synth.scenario import HZ, DriveState
+from storage.errors import ConfigError
 
 __all__ = ["FORMATS", "write_can_log"]
 
 FORMATS = (".log", ".asc", ".blf")
 # message -> rate in Hz
-RATES = {
+_RATES = {
     "WHEEL_SPEEDS": 80,
     "STEERING": 100,
     "IMU": 50,
@@ -84,7 +85,7 @@ def _values(
             }
             for j in range(n)
         ]
-    raise KeyError(name)
+    raise ConfigError(f"synthetic CAN has no values for message {name!r}; it writes: {list(_RATES)}")
 
 
 def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> list[can.Message]:
@@ -92,7 +93,7 @@ def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> li
     t0 = start.timestamp()
     duration = len(st.t) / HZ
     out: list[tuple[float, int, bytes]] = []
-    for k, (name, rate) in enumerate(RATES.items()):
+    for k, (name, rate) in enumerate(_RATES.items()):
         msg = db.get_message_by_name(name)
         phase = (k * 0.0013) % (1.0 / rate)
         times = np.arange(phase, duration, 1.0 / rate)
@@ -147,4 +148,4 @@ def write_can_log(path: Path, msgs: list[can.Message]) -> None:
             for m in _on_channel0(msgs):
                 blf.on_message_received(m)
         return
-    raise ValueError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")
+    raise ConfigError(f"unknown CAN log suffix {suffix}; known: {FORMATS}")

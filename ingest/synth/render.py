@@ -14,8 +14,8 @@ from ingest.synth.scenario import DriveState
 __all__ = ["LIGHTS", "Look", "Renderer"]
 
 LIGHTS = ("day", "dusk", "night", "rain")
-CAM_H = 1.4  # m
-LANE_W = 3.6
+_CAM_H = 1.4  # m
+_LANE_W = 3.6
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Renderer:
         )
         rows = np.arange(self.horizon + 1, height, dtype=np.float32)
         self.rows = rows
-        self.z = self.f * CAM_H / (rows - self.horizon)  # depth of each ground row
+        self.z = self.f * _CAM_H / (rows - self.horizon)  # depth of each ground row
         self.cols = np.arange(width, dtype=np.float32)[None, :]
 
     def _x(self, x_world: np.ndarray | float, z: np.ndarray | float) -> np.ndarray:
@@ -77,7 +77,7 @@ class Renderer:
         if not np.isfinite(z) or z < 2.0:
             return
         x0, x1 = float(self._x(cx - wid / 2, z)), float(self._x(cx + wid / 2, z))
-        y_ground = self.horizon + self.f * CAM_H / z
+        y_ground = self.horizon + self.f * _CAM_H / z
         y1 = y_ground - self.f * lift / z
         y0 = y1 - self.f * hgt / z
         a, b = int(max(0, y0)), int(min(self.h, y1))
@@ -93,11 +93,11 @@ class Renderer:
         centre = self._x(self._lateral(st, i, self.z), self.z)[:, None]
         px_per_m = (self.f / self.z)[:, None]
         u = (self.cols - centre) / px_per_m  # metres from the ego lane centre, per pixel
-        road = (u > -1.5 * LANE_W) & (u < 0.5 * LANE_W + 0.5)
+        road = (u > -1.5 * _LANE_W) & (u < 0.5 * _LANE_W + 0.5)
         dashed = ((self.z[:, None] + st.distance[i]) % 12.0) < 4.0
         half = 0.08
-        marks = (np.abs(u - 0.5 * LANE_W) < half) | (np.abs(u + 1.5 * LANE_W) < half)
-        marks |= (np.abs(u + 0.5 * LANE_W) < half) & dashed
+        marks = (np.abs(u - 0.5 * _LANE_W) < half) | (np.abs(u + 1.5 * _LANE_W) < half)
+        marks |= (np.abs(u + 0.5 * _LANE_W) < half) & dashed
         label = road.astype(np.uint8) + marks.astype(np.uint8)
         img[self.horizon + 1 :] = self.palette[np.minimum(label * 2 - road, 2)]
         # Poles every 25 m on the right.

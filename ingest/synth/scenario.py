@@ -13,8 +13,8 @@ import numpy as np
 __all__ = ["EVENT_TYPES", "HZ", "DriveState", "Event", "simulate"]
 
 HZ = 100
-WHEELBASE_M = 2.7
-STEER_RATIO = 15.0
+_WHEELBASE_M = 2.7
+_STEER_RATIO = 15.0
 EVENT_TYPES = (
     "pedestrian_crossing",
     "cut_in",
@@ -209,7 +209,7 @@ def simulate(rng: np.random.Generator, seconds: float, planted: dict[int, str]) 
     off_dd = np.gradient(np.gradient(s.offset, dt), dt)
     vv = np.maximum(s.speed, 1.0)
     path_curv = s.road_curv + off_dd / (vv * vv)
-    s.steer_deg = np.rad2deg(np.arctan(WHEELBASE_M * path_curv)) * STEER_RATIO
+    s.steer_deg = np.rad2deg(np.arctan(_WHEELBASE_M * path_curv)) * _STEER_RATIO
     s.steer_rate = np.gradient(s.steer_deg, dt)
     s.yaw_rate = np.rad2deg(s.speed * path_curv)
     s.lat_accel = s.speed * s.speed * path_curv

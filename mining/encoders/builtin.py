@@ -9,33 +9,63 @@
   keyframes;
 - signals (32): the clip's signal features on fixed scales (speed, deceleration,
   lateral acceleration, steering rate, brake presses, stops) and its trigger events.
+
+The features and events it reads are a frozen copy of the ``clips`` vocabularies
+(:data:`storage.tables.clips.FEATURES` / ``EVENTS``), one per layout (model param
+``layout``, default 1, the layout of ``builtin-motion@1``): ingest may add an event
+and the vectors of a registered model stay the same. Reading a new event takes a
+new layout, registered as a new model version.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
-from ingest.features import EVENTS
 from mining.interfaces import ClipInput, ModelSpec
+from storage.errors import ConfigError
 
 __all__ = ["DIM", "BuiltinEncoder"]
 
 DIM = 256
 _WEIGHTS = {"appearance": 1.0, "motion": 0.6, "signals": 1.0}
-_SCALES = {
-    "speed_mean": 30.0,
-    "speed_min": 30.0,
-    "speed_max": 30.0,
-    "max_decel_mps2": 8.0,
-    "max_lat_accel_mps2": 8.0,
-    "max_steering_rate_dps": 600.0,
-    "brake_presses": 4.0,
-    "stop_count": 3.0,
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the signals block reads: feature columns on fixed scales, then events one-hot."""
+
+    scales: tuple[tuple[str, float], ...]
+    events: tuple[str, ...]
+
+
+# Never edit a layout: registered vectors depend on it. A new one gets the next number.
+_LAYOUTS = {
+    1: _Layout(
+        scales=(
+            ("speed_mean", 30.0),
+            ("speed_min", 30.0),
+            ("speed_max", 30.0),
+            ("max_decel_mps2", 8.0),
+            ("max_lat_accel_mps2", 8.0),
+            ("max_steering_rate_dps", 600.0),
+            ("brake_presses", 4.0),
+            ("stop_count", 3.0),
+        ),
+        events=("hard_brake", "sharp_turn", "evasive_steer", "stop_and_go", "creep", "driver_override"),
+    ),
 }
+
+
+def _layout(spec: ModelSpec) -> _Layout:
+    number = spec.params.get("layout", 1)
+    if number not in _LAYOUTS:
+        raise ConfigError(f"model {spec.ref}: no builtin layout {number!r}; layouts: {sorted(_LAYOUTS)}")
+    return _LAYOUTS[number]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -58,6 +88,7 @@ class BuiltinEncoder:
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
+        self._layout = _layout(spec)
 
     def setup(self) -> None:
         """Nothing to load: the builtin encoder is arithmetic."""
@@ -85,26 +116,16 @@ class BuiltinEncoder:
             if len(greys) > 1:
                 mot = np.mean(np.abs(np.diff(np.array(greys), axis=0)), axis=0) / 32.0
         sig = np.zeros(32)
-        for k, (name, scale) in enumerate(_SCALES.items()):
+        scales, names = self._layout.scales, self._layout.events
+        for k, (name, scale) in enumerate(scales):
             v = clip.features.get(name)
             sig[k] = float(v) / scale if v is not None and np.isfinite(v) else 0.0
         events = clip.features.get("events") or []
-        for k, e in enumerate(EVENTS):
-            sig[len(_SCALES) + k] = 1.0 if e in events else 0.0
+        for k, e in enumerate(names):
+            sig[len(scales) + k] = 1.0 if e in events else 0.0
         parts = [
             _unit(app) * _WEIGHTS["appearance"],
             _unit(mot) * _WEIGHTS["motion"],
             sig * _WEIGHTS["signals"],
         ]
         return _unit(np.concatenate(parts)).astype(np.float32)
-
-
-def builtin_spec(version: int = 1) -> dict[str, Any]:
-    return {
-        "name": "builtin-motion",
-        "version": version,
-        "kind": "builtin",
-        "uri": None,
-        "dim": DIM,
-        "params": {},
-    }

@@ -16,6 +16,8 @@ from PIL import Image
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
+__all__ = ["OnnxEncoder"]
+
 
 class OnnxEncoder:
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}

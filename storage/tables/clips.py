@@ -1,8 +1,31 @@
-"""``clips``: fixed-length, keyframe-aligned clips with per-clip signal features."""
+"""``clips``: fixed-length, keyframe-aligned clips with per-clip signal features.
+
+:data:`FEATURES` and :data:`EVENTS` are the vocabularies of the feature columns and
+of the ``events`` column: ingest computes them, the API and curation filter on them.
+They may grow; an encoder that reads them keeps its own frozen copy, so a new
+event never changes the vectors of a registered model version.
+"""
 
 import pyarrow as pa
 
 from storage.schema import UTC_TS, TableSpec
+
+__all__ = ["EVENTS", "FEATURES", "SPEC"]
+
+FEATURES = (
+    "speed_mean",
+    "speed_min",
+    "speed_max",
+    "max_decel_mps2",
+    "max_lat_accel_mps2",
+    "max_steering_rate_dps",
+    "brake_presses",
+    "stop_count",
+)
+"""The per-clip signal feature columns, in table order."""
+
+EVENTS = ("hard_brake", "sharp_turn", "evasive_steer", "stop_and_go", "creep", "driver_override")
+"""The trigger names a clip's ``events`` list may hold."""
 
 SPEC = TableSpec(
     name="clips",

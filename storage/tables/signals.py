@@ -4,6 +4,8 @@ import pyarrow as pa
 
 from storage.schema import UTC_TS, TableSpec
 
+__all__ = ["CANONICAL", "SIGNAL_COLUMNS", "SPEC"]
+
 CANONICAL = (
     "speed_mps",
     "accel_mps2",
@@ -16,6 +18,11 @@ CANONICAL = (
     "gear",
     "driver_override",
 )
+
+SIGNAL_COLUMNS = ("t_us", *(c for c in CANONICAL if c != "gear"))
+"""Columns of a clip's signals as a float64 array (``storage.reads.read_clip_signals``, each
+shard sample's ``signals.npy``): time, then every numeric canonical signal (``gear`` is a
+label and stays in the sample's ``.json``)."""
 
 SPEC = TableSpec(
     name="signals",

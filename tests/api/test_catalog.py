@@ -13,8 +13,9 @@ import numpy as np
 import webdataset as wds
 
 from api.auth import create_token, revoke_token
-from mining.curation import SIGNAL_COLUMNS, clip_signals
 from storage import Lake
+from storage.reads import read_clip_signals
+from storage.tables.signals import SIGNAL_COLUMNS
 from tests.api.conftest import auth
 
 
@@ -70,7 +71,7 @@ def test_dataset_through_the_api_streams_with_webdataset(server: tuple[str, Lake
             assert sum(1 for _ in c.decode(video=0)) > 0
         sig = np.load(io.BytesIO(s["signals.npy"]))
         clip = lake.read("clips", where=f"clip_id = '{meta['clip_id']}'").to_pylist()[0]
-        np.testing.assert_array_equal(sig, clip_signals(lake, clip))
+        np.testing.assert_array_equal(sig, read_clip_signals(lake, clip))
         assert sig.shape[1] == len(SIGNAL_COLUMNS) and sig.shape[0] >= 190
     # Range on a shard
     shard = httpx.get(urls[0], headers={**auth(tokens["reader"]), "Range": "bytes=0-511"})

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from storage import Lake, StorageError, Txn
-from storage.errors import TableNotFoundError
+from storage.errors import SchemaError, TableNotFoundError
 from storage.tables import TABLES
 from tests.storage.helpers import clip_rows
 
@@ -74,7 +74,7 @@ def test_unknown_table_lists_known(lake: Lake) -> None:
 
 
 def test_conform_rejects_unknown_columns(lake: Lake) -> None:
-    with pytest.raises(ValueError, match="unknown columns"):
+    with pytest.raises(SchemaError, match="unknown columns"):
         lake.append("clips", clip_rows(2).append_column("oops", pa.array([1, 2])))
 
 

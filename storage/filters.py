@@ -1,0 +1,67 @@
+"""``ClipFilter``: one typed selection of ``clips`` rows, one Delta predicate for it.
+
+The clip list of the API and the dataset queries of curation both narrow clips
+by these fields; both build their ``where`` here, so a filter means the same rows
+everywhere, and every value reaches the predicate through :mod:`storage.sql`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.sql import in_list, literal
+
+__all__ = ["ClipFilter"]
+
+
+def _utc_day(t: dt.datetime) -> dt.date:
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
+
+
+class ClipFilter(BaseModel):
+    """Clips matching every given field (an empty filter matches all clips)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: list[str] = Field(default_factory=list, description="clips with any of these trigger events")
+    vehicles: list[str] = Field(default_factory=list, description="clips of any of these vehicles")
+    since: dt.datetime | None = Field(default=None, description="clips starting at or after (UTC)")
+    until: dt.datetime | None = Field(default=None, description="clips starting before (UTC)")
+    min_speed: float | None = Field(default=None, description="clips whose top speed reaches this (m/s)")
+    max_speed: float | None = Field(default=None, description="clips whose lowest speed is at most this")
+    group_id: str | None = Field(default=None, description="every camera's clip of one time window")
+    camera: str | None = None
+
+    def predicate(self) -> str | None:
+        """The Delta predicate, or None for all clips.
+
+        ``date`` (the day the clip's drive started) is added where it is implied, so
+        scans read fewer partitions: a group id begins with its day, and a clip that
+        starts before ``until`` comes from a drive that started on or before that day.
+        ``since`` implies no day (a drive may start the day before its clip), so it
+        prunes by the files' ``start_time`` statistics only.
+        """
+        parts = []
+        if self.events:
+            parts.append("(" + " OR ".join(f"array_has(events, {literal(e)})" for e in self.events) + ")")
+        if self.vehicles:
+            parts.append(f"vehicle_id IN ({in_list(self.vehicles)})")
+        if self.group_id:
+            parts.append(f"group_id = {literal(self.group_id)}")
+            with contextlib.suppress(ValueError):
+                parts.append(f"date = {literal(dt.datetime.strptime(self.group_id[:8], '%Y%m%d').date())}")
+        if self.camera:
+            parts.append(f"camera = {literal(self.camera)}")
+        if self.since is not None:
+            parts.append(f"start_time >= {literal(self.since)}")
+        if self.until is not None:
+            parts.append(f"start_time < {literal(self.until)}")
+            parts.append(f"date <= {literal(_utc_day(self.until))}")
+        if self.min_speed is not None:
+            parts.append(f"speed_max >= {float(self.min_speed)}")
+        if self.max_speed is not None:
+            parts.append(f"speed_min <= {float(self.max_speed)}")
+        return " AND ".join(parts) or None
