@@ -4,6 +4,7 @@
 
     FleetError
     ├── ConfigError            bad settings, unknown backend names, bad URIs
+    ├── NotFoundError          a named thing (a clip, its embedding) is not in the lake
     ├── StorageError           the lake cannot do what was asked
     │   ├── TableNotFoundError a table that should exist does not
     │   ├── CommitError        a Delta commit failed for good (after checked retries)
@@ -23,6 +24,7 @@ __all__ = [
     "FleetError",
     "JobError",
     "LeaseHeldError",
+    "NotFoundError",
     "StorageError",
     "TableNotFoundError",
 ]
@@ -34,6 +36,10 @@ class FleetError(Exception):
 
 class ConfigError(FleetError):
     """A setting, name or URI is invalid; the message lists what is valid."""
+
+
+class NotFoundError(FleetError):
+    """A clip, drive or embedding asked for by name is not in the lake."""
 
 
 class StorageError(FleetError):
