@@ -154,7 +154,9 @@ def get_clip(clip_id: str, lake: LakeDep, _: Reader) -> ClipPublic:
     return ClipPublic(**clip_row(lake, clip_id))
 
 
-def _media(lake: Any, uri: str) -> tuple[Any, str]:
+def _media(lake: Any, uri: str | None) -> tuple[Any, str]:
+    if not uri:
+        raise HTTPException(404, "this clip has no such media")
     loc = lake.locate(uri)
     if loc is None:
         raise HTTPException(404, "media outside the lake")
