@@ -108,7 +108,7 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     proc, url = _start("ours", lake.uri, 0)
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-            client.get("/v1/clips", params={"limit": 5}).raise_for_status()  # a catalog route warms Delta
+            client.get(f"/v1/clips/{first.clip_ids[1]}").raise_for_status()  # a catalog route warms Delta
             rss_idle = _rss(proc.pid)["VmRSS"]
             probe = {"clip_id": first.clip_ids[n // 2], "k": K}
             t0 = time.perf_counter()

@@ -59,6 +59,17 @@ def test_search_by_id_and_vector_under_filters_returns_min_k_matches(
     assert by_vector["data"][0]["clip_id"] == batch.clip_ids[11]
 
 
+def test_a_dataset_of_clips_similar_to_one_on_an_ivf_index(
+    catalog: tuple[str, Lake, CatalogBatch, str],
+) -> None:
+    base, lake, batch, _ = catalog
+    curator = create_token(lake, "curator-1", "curator")
+    body = {"name": "like-this", "query": {"similar_to": {"clip_ids": [batch.clip_ids[5]], "k": 20}}}
+    r = httpx.post(f"{base}/v1/datasets", json={**body, "export": False}, headers=auth(curator))
+    assert r.status_code == 201, r.text
+    assert r.json()["clip_count"] == 21  # the clip and its 20 nearest
+
+
 def test_errors_are_json_with_their_status_and_pages_render_an_error(
     catalog: tuple[str, Lake, CatalogBatch, str],
 ) -> None:
