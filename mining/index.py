@@ -114,11 +114,14 @@ def _selector(mask: np.ndarray) -> faiss.IDSelector:
 class ClipIndex:
     """One FAISS index and its id array (position -> clip id)."""
 
-    def __init__(self, index: faiss.Index, ids: Ids, factory: str, cfg: IndexConfig):
+    def __init__(
+        self, index: faiss.Index, ids: Ids, factory: str, cfg: IndexConfig, *, read_only: bool = False
+    ):
         self.index = index
         self.ids = as_ids(ids)
         self.factory = factory
         self.cfg = cfg
+        self.read_only = read_only  # mapped from its file: adding to it would abort the process
         self.ivf = faiss.try_extract_index_ivf(index)
         if self.ivf is not None and self.exact and self.ivf.direct_map.no():
             self.ivf.make_direct_map()  # saved before indexes kept one
@@ -200,6 +203,8 @@ class ClipIndex:
 
     def add(self, vectors: np.ndarray, clip_ids: Ids) -> int:
         """Append the clips not held yet (first row of each); returns how many."""
+        if self.read_only:
+            raise StorageError("this index is mapped read-only from its file; load it with mmap=False")
         ids = as_ids(clip_ids)
         if len(ids) == 0:
             return 0
@@ -355,16 +360,23 @@ class ClipIndex:
         return meta
 
     @classmethod
-    def load(cls, loc: Location) -> tuple[ClipIndex, dict[str, Any]] | None:
+    def load(cls, loc: Location, *, mmap: bool = False) -> tuple[ClipIndex, dict[str, Any]] | None:
+        """The saved build and its meta (None if there is none). ``mmap`` (local lakes):
+        the vectors stay in the file, paged in as searches touch them and shared
+        between processes; the index is then read-only."""
         meta = cls.read_meta(loc)
         if meta is None:
             return None
         files = meta.get("files") or {"index": "index.faiss", "ids": "ids.parquet"}
         fs, path = loc.fs, loc.join(files["index"]).path
-        if loc.is_local:
+        mapped = mmap and loc.is_local
+        if mapped:
+            flag = faiss.IO_FLAG_MMAP_IFC if _kind(meta["factory"]) == "flat" else faiss.IO_FLAG_MMAP
+            index = faiss.read_index(path, flag)
+        elif loc.is_local:
             index = faiss.read_index(path)
         else:
             index = faiss.deserialize_index(np.frombuffer(fs.cat_file(path), dtype=np.uint8))
         ids = pq.read_table(pa.BufferReader(fs.cat_file(loc.join(files["ids"]).path)), columns=["clip_id"])
         cfg = IndexConfig.from_dict(meta.get("config", {}))
-        return cls(index, ids.column("clip_id"), meta["factory"], cfg), meta
+        return cls(index, ids.column("clip_id"), meta["factory"], cfg, read_only=mapped), meta

@@ -1,7 +1,9 @@
 """What a process serves: one live index per lake and model version.
 
 A :class:`LiveIndex` is the saved index and its id array, never the vectors,
-plus an exact index of the clips embedded since. When the ``embeddings`` table
+plus an exact index of the clips embedded since. On a local lake the saved
+index is mapped from its file, so a fresh server answers at once and pages in
+only what searches touch. When the ``embeddings`` table
 has moved, only the rows its new commits added are read, from the Delta log
 (``load_cdf``: those commits' files), and the small exact part is replaced, not
 changed: the big index is never mutated, so searches need no lock and a top-up
@@ -171,7 +173,7 @@ _SERVED_LOCK = threading.Lock()
 
 
 def _open(lake: Lake, spec: ModelSpec, version: int) -> LiveIndex:
-    loaded = ClipIndex.load(ClipIndex.location(lake, spec))
+    loaded = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # never added to: see LiveIndex
     if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
         ids, vectors = load_vectors(lake, spec)
         if not ids:

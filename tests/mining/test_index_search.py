@@ -26,7 +26,7 @@ from mining.queries import build_index, similar
 from mining.registry import resolve
 from mining.serving import served_indexes
 from storage import ConfigError, Lake, Settings
-from storage.errors import NotFoundError
+from storage.errors import NotFoundError, StorageError
 
 N = 12_000  # 1 % = 120 clips, 0.1 % = 12
 K = 10
@@ -137,6 +137,9 @@ def test_new_embeddings_join_the_served_index_without_reloading_it(tmp_path: Pat
     build_index(settings, cfg=IndexConfig(kind="ivf-flat"))
     assert len(similar(lake, clip_id=first.clip_ids[0], k=K)) == K
     served = serving.live(lake, spec)
+    assert served.main.read_only  # mapped from its file, never added to
+    with pytest.raises(StorageError, match="read-only"):
+        served.main.add(first.vectors[:1], ["20240101-other"])
     more = add_clips(lake, spec, 3000, 40)
     hits = similar(lake, clip_id=more.clip_ids[0], k=K)
     assert len(hits) == K
