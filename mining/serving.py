@@ -36,6 +36,7 @@ from storage.sql import in_list, literal
 __all__ = ["LiveIndex", "embedded_since", "forget", "live", "read_vectors", "served_indexes"]
 
 log = logging.getLogger(__name__)
+_READ_CHUNK = 5000
 RECHECK_S = 30.0  # how often a server looks for a newer saved build (another process's `fleetmine index`)
 
 
@@ -126,17 +127,17 @@ def read_vectors(lake: Lake, spec: ModelSpec, clip_ids: list[str]) -> np.ndarray
     """The stored vectors of these clips, rows in the same order; NaN rows for
     clips without one. Reads only the date partitions the ids name."""
     out = np.full((len(clip_ids), spec.dim), np.nan, np.float32)
-    if not clip_ids:
-        return out
-    where = f"{_of_model(spec)} AND clip_id IN ({in_list(clip_ids)})"
-    days = {_day(c) for c in clip_ids}
-    if None not in days:
-        where += f" AND date IN ({in_list(sorted(d for d in days if d))})"
-    t = lake.read("embeddings", columns=["clip_id", "vector"], where=where)
-    pos = pc.index_in(t.column("clip_id"), value_set=pa.array(clip_ids, pa.string())).to_numpy(
-        zero_copy_only=False
-    )
-    out[np.asarray(pos, dtype=np.int64)] = _matrix(t.column("vector"), spec.dim)
+    for start in range(0, len(clip_ids), _READ_CHUNK):  # an IN list stays a few thousand long
+        chunk = clip_ids[start : start + _READ_CHUNK]
+        where = f"{_of_model(spec)} AND clip_id IN ({in_list(chunk)})"
+        days = {_day(c) for c in chunk}
+        if None not in days:
+            where += f" AND date IN ({in_list(sorted(d for d in days if d))})"
+        t = lake.read("embeddings", columns=["clip_id", "vector"], where=where)
+        pos = pc.index_in(t.column("clip_id"), value_set=pa.array(chunk, pa.string()))
+        out[start + np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)] = _matrix(
+            t.column("vector"), spec.dim
+        )
     return out
 
 

@@ -195,7 +195,7 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             higher_is_better=False,
         ),
         BenchResult(
-            f"{label}: server RSS, anonymous pages only (no mapped libraries)",
+            f"{label}: server RSS, anonymous pages only (no mapped libraries or index file)",
             rss["RssAnon"] / 1e6,
             index_bytes / 1e6,
             "MB",

@@ -213,3 +213,14 @@ def test_kind_is_a_typed_setting() -> None:
     assert choose_factory(1_000_000, 256, IndexConfig()) == "IVF4000,Flat"
     assert choose_factory(20_000_000, 256, IndexConfig()) == "IVF17888,PQ32x8"
     assert choose_factory(5000, 8, IndexConfig(kind="ivf-pq")) == "IVF282,PQ8x8"
+
+
+def test_vectors_by_clip_id_come_back_in_order_with_nan_for_unknown_ids(
+    catalog: tuple[Settings, Lake, CatalogBatch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, lake, batch = catalog
+    monkeypatch.setattr(serving, "_READ_CHUNK", 700)  # several IN lists
+    pick = np.random.default_rng(3).choice(N, 2000, replace=False)
+    ids = [batch.clip_ids[i] for i in pick] + ["20240101-unknown", "not-a-date"]
+    got = serving.read_vectors(lake, resolve(lake), ids)
+    assert np.array_equal(got[:-2], batch.vectors[pick]) and np.isnan(got[-2:]).all()
