@@ -1,13 +1,19 @@
-"""The catalog API: ``create_app(settings)``; every error is ``{"error": {code, message}}``."""
+"""The catalog API: ``create_app(settings)``; every error is ``{"error": {code, message}}``
+(the web pages under ``/ui`` answer the same status with an HTML error page)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import TokenCache
 from storage.config import Settings
@@ -40,9 +46,51 @@ def _status(exc: FleetError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 500)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse | HTMLResponse:
+    if request.url.path.startswith("/ui/"):
+        from api.routes.ui import error_page
+
+        return error_page(status, message, headers)
     body = {"error": {"code": _CODES.get(status, "error"), "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class _IndexMetrics:
+    """``fleetmine_index_*``: the FAISS indexes this process serves, read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        from mining.serving import served_indexes
+
+        labels = ["lake", "model", "kind"]
+        size = GaugeMetricFamily(
+            "fleetmine_index_bytes", "Memory of a served index and its ids", labels=labels
+        )
+        vectors = GaugeMetricFamily("fleetmine_index_vectors", "Vectors in a served index", labels=labels)
+        fresh = GaugeMetricFamily(
+            "fleetmine_index_fresh_vectors",
+            "Vectors embedded since the saved build, held exactly",
+            labels=labels,
+        )
+        for s in served_indexes():
+            values = [s["lake"], s["model"], s["kind"]]
+            size.add_metric(values, s["bytes"])
+            vectors.add_metric(values, s["vectors"])
+            fresh.add_metric(values, s["fresh_vectors"])
+        yield from (size, vectors, fresh)
+
+
+_METRICS_LOCK = threading.Lock()
+_metrics_registered = False
+
+
+def _register_metrics() -> None:
+    global _metrics_registered
+    with _METRICS_LOCK:
+        if not _metrics_registered:
+            REGISTRY.register(_IndexMetrics())
+            _metrics_registered = True
 
 
 def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
@@ -61,28 +109,53 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
     for module in (health, clips, mining, datasets, jobs, ui):
         app.include_router(module.router)
+    _register_metrics()
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse | HTMLResponse:
+        return _error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse | HTMLResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return _error(request, 422, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(FleetError)
-    async def fleet_error(_: Request, exc: FleetError) -> JSONResponse:
+    async def fleet_error(request: Request, exc: FleetError) -> JSONResponse | HTMLResponse:
         status = _status(exc)
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
         headers = {"Retry-After": "5"} if status == 503 else None
-        return _error(status, str(exc), headers)
+        return _error(request, status, str(exc), headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _error(500, "internal error (see the server log)")
-
+    app.add_middleware(_Unexpected)
     return app
+
+
+class _Unexpected:
+    """Answers an unexpected exception with the JSON (or page) 500 and keeps the
+    connection: an exception handler for ``Exception`` re-raises into uvicorn,
+    which then closes the keep-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error")
+            if started:  # too late for an error response
+                raise
+            await _error(Request(scope), 500, "internal error (see the server log)")(scope, receive, send)

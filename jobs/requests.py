@@ -48,6 +48,7 @@ class EmbedJob(_Job):
 class IndexJob(_Job):
     kind: Literal["index"] = "index"
     model: str | None = None
+    index_kind: str = Field(default="auto", description="flat | ivf-flat | ivf-pq, or auto (by size)")
 
 
 class MineJob(_Job):
@@ -91,8 +92,10 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             return run_embed(settings, req.model, runner=runner)
         case IndexJob():
             from jobs.index_job import run_index
+            from mining.index import IndexConfig
 
-            return run_index(settings, req.model, runner=runner)
+            cfg = None if req.index_kind == "auto" else IndexConfig(kind=req.index_kind)
+            return run_index(settings, req.model, cfg, runner=runner)
         case MineJob():
             from jobs.mine_job import run_mine
 

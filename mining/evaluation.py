@@ -113,10 +113,11 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
     # Only types planted more than once can score one.
     counts = Counter(planted.values())
     p5 = []
+    row = {c: i for i, c in enumerate(ids)}
     for cid, typ in planted.items():
-        if cid not in index.position or counts[typ] < 2:
+        if cid not in row or counts[typ] < 2:
             continue
-        _, nn = index.search(index.vectors_of([cid]), 6)
+        _, nn = index.search(vectors[[row[cid]]], 6)
         near = [c for c in nn[0] if c != cid][:5]
         p5.append(sum(planted.get(c) == typ for c in near) / 5)
     # Duplicates: labelled pairs vs predicted duplicate_of links (grouped).

@@ -1,10 +1,23 @@
-"""FAISS indexes per model version, persisted in the lake with their id map.
+"""FAISS indexes per model version, persisted in the lake with their id array.
 
-The kind is chosen by size (:class:`IndexConfig`): exact below ``exact_below``
-vectors, IVF-Flat up to ``pq_above``, IVF-PQ beyond. Vectors are L2-normalised,
-so L2 distance orders like cosine similarity. Row ids in FAISS are positions in
-the id map (``ids.parquet``: faiss_id -> clip_id); new clips are appended
-incrementally without retraining.
+The kind is a typed setting (:class:`IndexConfig`), by default chosen by size:
+exact (Flat) below ``exact_below`` vectors, IVF-Flat up to ``pq_above``, IVF-PQ
+beyond. Vectors are L2-normalised, so L2 distance orders like cosine similarity.
+Row ids in FAISS are positions in the id array (``ids``: an Arrow string array,
+saved as Parquet); new clips are appended without retraining.
+
+Every kind answers the same :meth:`ClipIndex.search`, with or without a filter,
+and returns exactly ``min(k, allowed)`` neighbours:
+
+- the allowed clips become a bitmap selector over positions;
+- an IVF probe scales with ``1 / selectivity`` (so a filtered search sees about
+  as many allowed candidates as an unfiltered one) and widens until every row
+  has its ``k``; at ``nprobe == nlist`` every allowed vector is reachable;
+- an allowed subset under ``brute_force_below`` of an exact kind is searched
+  exactly over its stored vectors (IVF-Flat keeps a direct map for that, and
+  for a clip's own vector);
+- IVF-PQ stores only codes: its ``refine_factor * k`` candidates are re-ranked
+  on exact vectors from a :data:`RawVectors` source (the ``embeddings`` table).
 """
 
 from __future__ import annotations
@@ -12,102 +25,282 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import asdict, dataclass
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeAlias
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mining.interfaces import ModelSpec
+from storage.errors import ConfigError, StorageError
 from storage.lake import Lake
 from storage.objectstore import Location
 
-__all__ = ["ClipIndex", "IndexConfig", "choose_factory"]
+__all__ = ["KINDS", "ClipIndex", "Ids", "IndexConfig", "RawVectors", "as_ids", "choose_factory"]
+
+KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
+
+RawVectors = Callable[[list[str]], np.ndarray]
+"""Exact vectors of these clips, one row each in the same order (NaN rows for unknown clips)."""
+
+Ids: TypeAlias = "Sequence[str] | pa.Array | pa.ChunkedArray"
 
 
 @dataclass(frozen=True)
 class IndexConfig:
+    kind: str = "auto"
     exact_below: int = 100_000
     pq_above: int = 10_000_000
     nlist: int | None = None  # default: 4 * sqrt(n), at most 65536
     nprobe: int = 32
     pq_m: int = 32
+    refine_factor: int = 8  # IVF-PQ: candidates per result re-ranked on exact vectors
+    brute_force_below: int = 20_000  # allowed subsets this small: exact search over them
     train_sample: int = 256 * 1024
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown index kind {self.kind!r}; valid kinds: {list(KINDS)}")
+
+    def kind_for(self, n: int) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "flat" if n < self.exact_below else "ivf-flat" if n < self.pq_above else "ivf-pq"
+
+    def nlist_for(self, n: int) -> int:
+        return max(1, min(n, self.nlist or min(65536, int(4 * math.sqrt(n)))))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IndexConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 def choose_factory(n: int, dim: int, cfg: IndexConfig) -> str:
-    if n < cfg.exact_below:
-        return "Flat"
-    nlist = cfg.nlist or min(65536, int(4 * math.sqrt(n)))
-    if n < cfg.pq_above:
-        return f"IVF{nlist},Flat"
-    m = cfg.pq_m if dim % cfg.pq_m == 0 else 16
-    return f"IVF{nlist},PQ{m}"
+    match cfg.kind_for(n):
+        case "flat":
+            return "Flat"
+        case "ivf-flat":
+            return f"IVF{cfg.nlist_for(n)},Flat"
+        case _:
+            m = max(d for d in range(1, cfg.pq_m + 1) if dim % d == 0)
+            trained_on = max(2, min(n, cfg.train_sample))
+            nbits = min(8, max(1, int(math.log2(trained_on))))  # 2^nbits centroids need as many points
+            return f"IVF{cfg.nlist_for(n)},PQ{m}x{nbits}"
+
+
+def _kind(factory: str) -> str:
+    return "flat" if factory == "Flat" else "ivf-pq" if ",PQ" in factory else "ivf-flat"
+
+
+def as_ids(ids: Ids) -> pa.Array:
+    arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
+def _selector(mask: np.ndarray) -> faiss.IDSelector:
+    # One bit per position. Given the array alone, faiss's wrapper keeps a reference to it.
+    return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))  # type: ignore[call-arg, arg-type]
 
 
 class ClipIndex:
-    def __init__(self, index: faiss.Index, clip_ids: list[str], factory: str, cfg: IndexConfig):
+    """One FAISS index and its id array (position -> clip id)."""
+
+    def __init__(
+        self, index: faiss.Index, ids: Ids, factory: str, cfg: IndexConfig, *, read_only: bool = False
+    ):
         self.index = index
-        self.clip_ids = clip_ids
+        self.ids = as_ids(ids)
         self.factory = factory
         self.cfg = cfg
-        self.position = {c: i for i, c in enumerate(clip_ids)}
+        self.read_only = read_only  # mapped from its file: adding to it would abort the process
+        self.ivf = faiss.try_extract_index_ivf(index)
+        if self.ivf is not None and self.exact and self.ivf.direct_map.no():
+            self.ivf.make_direct_map()  # saved before indexes kept one
+        self.configure(cfg)
+        if len(self.ids) != index.ntotal:
+            raise StorageError(f"index holds {index.ntotal} vectors but {len(self.ids)} ids")
+
+    def configure(self, cfg: IndexConfig) -> None:
+        """Take ``cfg``'s search settings (nprobe, refine, exact subsets) for this index."""
+        self.cfg = cfg
+        if self.ivf is not None:
+            self.ivf.nprobe = cfg.nprobe
 
     @classmethod
-    def build(cls, vectors: np.ndarray, clip_ids: list[str], cfg: IndexConfig | None = None) -> ClipIndex:
+    def build(cls, vectors: np.ndarray, clip_ids: Ids, cfg: IndexConfig | None = None) -> ClipIndex:
         cfg = cfg or IndexConfig()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         factory = choose_factory(n, dim, cfg)
         index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
+        if hasattr(index, "do_polysemous_training"):  # unused (no Hamming search), and slow
+            index.do_polysemous_training = False
         if not index.is_trained:
             rng = np.random.default_rng(cfg.seed)
             sample = (
-                vectors[rng.choice(n, min(n, cfg.train_sample), replace=False)]
-                if n > cfg.train_sample
-                else vectors
+                vectors[rng.choice(n, cfg.train_sample, replace=False)] if n > cfg.train_sample else vectors
             )
             index.train(sample)
-        if hasattr(index, "nprobe"):
-            index.nprobe = cfg.nprobe
-        out = cls(index, [], factory, cfg)
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and _kind(factory) != "ivf-pq":
+            ivf.make_direct_map()  # position -> list entry: stored vectors by position
+        out = cls(index, pa.array([], pa.string()), factory, cfg)
         out.add(vectors, clip_ids)
         return out
 
-    def add(self, vectors: np.ndarray, clip_ids: list[str]) -> int:
-        fresh = [i for i, c in enumerate(clip_ids) if c not in self.position]
-        if not fresh:
+    @property
+    def kind(self) -> str:
+        return _kind(self.factory)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the index stores vectors exactly (so it can search and return them as they are)."""
+        return self.kind != "ivf-pq"
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the index and its ids hold (per vector: code, list id and direct map; centroids)."""
+        n, d = len(self), self.index.d
+        ids = self.ids.nbytes
+        if self.ivf is None:
+            return n * d * 4 + ids
+        per_vector = self.ivf.code_size + 8 + (0 if self.ivf.direct_map.no() else 8)
+        pq_tables = 256 * d * 4 if self.kind == "ivf-pq" else 0
+        return n * per_vector + self.ivf.nlist * d * 4 + pq_tables + ids
+
+    def fits(self, n: int, cfg: IndexConfig) -> bool:
+        """Whether this is still the index ``cfg`` would build for ``n`` vectors
+        (same kind; an IVF within 2x of the list count)."""
+        if cfg.kind_for(n) != self.kind:
+            return False
+        return self.ivf is None or 0.5 <= self.ivf.nlist / cfg.nlist_for(n) <= 2.0
+
+    def mask(self, clip_ids: Ids) -> np.ndarray:
+        """Positions holding one of ``clip_ids``, as a boolean mask."""
+        hit = pc.is_in(self.ids, value_set=as_ids(clip_ids))
+        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+    def position(self, clip_id: str) -> int:
+        """The clip's position, or -1 (a scan of the id array: no hash table is kept)."""
+        return int(pc.index(self.ids, clip_id).as_py())
+
+    def stored_vector(self, clip_id: str) -> np.ndarray | None:
+        """The clip's vector ``(1, dim)`` as stored, when the index holds it exactly; else None."""
+        pos = self.position(clip_id) if self.exact else -1
+        return None if pos < 0 else self.index.reconstruct_batch(np.array([pos], np.int64))
+
+    def add(self, vectors: np.ndarray, clip_ids: Ids) -> int:
+        """Append the clips not held yet (first row of each); returns how many."""
+        if self.read_only:
+            raise StorageError("this index is mapped read-only from its file; load it with mmap=False")
+        ids = as_ids(clip_ids)
+        if len(ids) == 0:
+            return 0
+        first = pc.index_in(ids, value_set=ids).to_numpy() == np.arange(len(ids))
+        fresh = np.flatnonzero(first & ~self.holds(ids))
+        if fresh.size == 0:
             return 0
         self.index.add(np.ascontiguousarray(vectors[fresh], dtype=np.float32))
-        for i in fresh:
-            self.position[clip_ids[i]] = len(self.clip_ids)
-            self.clip_ids.append(clip_ids[i])
-        return len(fresh)
+        self.ids = pa.concat_arrays([self.ids, ids.take(pa.array(fresh))])
+        return int(fresh.size)
+
+    def holds(self, clip_ids: Ids) -> np.ndarray:
+        """For each of ``clip_ids``, whether the index holds it."""
+        hit = pc.is_in(as_ids(clip_ids), value_set=self.ids)
+        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+    # -- search ------------------------------------------------------------------------
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: list[str] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: Ids | None = None,
+        raw: RawVectors | None = None,
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """Distances (L2) and clip ids of the ``k`` nearest, optionally among ``allowed`` clips only."""
-        params = None
-        if allowed is not None:
-            ids = np.array(sorted(self.position[c] for c in allowed if c in self.position), dtype=np.int64)
-            if len(ids) == 0:
-                return np.zeros((len(queries), 0), np.float32), [[] for _ in range(len(queries))]
-            sel = faiss.IDSelectorBatch(ids)
-            params = (
-                faiss.SearchParametersIVF(sel=sel, nprobe=self.cfg.nprobe)  # type: ignore[call-arg]
-                if hasattr(self.index, "nprobe")
-                else faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
-            )
-        d2, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-        dist = np.sqrt(np.maximum(d2, 0))
-        names = [[self.clip_ids[i] for i in row if i >= 0] for row in idx]
-        return dist, names
+        """L2 distances and clip ids of the ``min(k, allowed)`` nearest, optionally
+        among ``allowed`` clips only; ``raw`` re-ranks IVF-PQ candidates exactly."""
+        mask = None if allowed is None else self.mask(allowed)
+        d2, pos = self.search_positions(queries, k, mask, raw)
+        return np.sqrt(np.maximum(d2, 0)), self.names(pos)
 
-    def vectors_of(self, clip_ids: list[str]) -> np.ndarray:
-        return np.stack([self.index.reconstruct(self.position[c]) for c in clip_ids])
+    def names(self, pos: np.ndarray) -> list[list[str]]:
+        flat = self.ids.take(pa.array(np.maximum(pos, 0).ravel())).to_pylist()
+        width = pos.shape[1]
+        return [
+            [c for c, p in zip(flat[i * width : (i + 1) * width], row, strict=True) if p >= 0]
+            for i, row in enumerate(pos.tolist())
+        ]
+
+    def search_positions(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances and positions, ``(nq, min(k, allowed))``, nearest first."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        pool = len(self) if mask is None else int(mask.sum())
+        want = min(k, pool)
+        if want <= 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        refine = raw is not None and not self.exact
+        fetch = min(pool, want * self.cfg.refine_factor) if refine else want
+        d2, pos = self._candidates(q, fetch, mask, pool)
+        if refine:
+            assert raw is not None
+            d2, pos = self._refine(q, pos, want, raw)
+        return d2, pos
+
+    def _candidates(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None, pool: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if mask is not None and self.exact and pool <= self.cfg.brute_force_below:
+            where = np.flatnonzero(mask)
+            d2, i = faiss.knn(q, self.index.reconstruct_batch(where), k)
+            return d2, where[i]
+        sel = None if mask is None else _selector(mask)
+        if self.ivf is None:
+            params = None if sel is None else faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
+            return self.index.search(q, k, params=params)
+        nlist = self.ivf.nlist
+        nprobe = max(1, min(nlist, math.ceil(self.cfg.nprobe * len(self) / pool)))
+
+        def probe(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)  # type: ignore[call-arg]
+            return self.index.search(rows, k, params=params)
+
+        d2, pos = probe(q)
+        while nprobe < nlist:  # rows short of k: the probed lists held too few allowed vectors
+            short = np.flatnonzero(pos[:, -1] < 0)
+            if short.size == 0:
+                break
+            nprobe = min(nlist, nprobe * 4)
+            d2[short], pos[short] = probe(q[short])
+        return d2, pos
+
+    def _refine(
+        self, q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors
+    ) -> tuple[np.ndarray, np.ndarray]:
+        uniq = np.unique(cand[cand >= 0])
+        if uniq.size == 0:
+            return np.full((len(q), 0), np.inf, np.float32), np.zeros((len(q), 0), np.int64)
+        vecs = raw(self.ids.take(pa.array(uniq)).to_pylist()).astype(np.float32)
+        row = np.searchsorted(uniq, np.maximum(cand, 0))
+        diff = vecs[row] - q[:, None, :]  # (nq, candidates, dim)
+        d2 = np.einsum("qcd,qcd->qc", diff, diff)
+        d2[(cand < 0) | np.isnan(d2)] = np.inf
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
 
     # -- persistence --------------------------------------------------------------------
 
@@ -115,37 +308,75 @@ class ClipIndex:
     def location(lake: Lake, spec: ModelSpec) -> Location:
         return lake.root.join("indexes", f"{spec.name}@{spec.version}")
 
-    def save(self, loc: Location, embeddings_version: int) -> None:
+    @staticmethod
+    def read_meta(loc: Location) -> dict[str, Any] | None:
+        path = loc.join("meta.json").path
+        if not loc.fs.exists(path):
+            return None
+        meta: dict[str, Any] = json.loads(loc.fs.cat_file(path))
+        return meta
+
+    def save(self, loc: Location, embeddings_version: int) -> dict[str, Any]:
+        """Write a new generation of files, then ``meta.json`` naming them, so a
+        reader never pairs one build's index with another's ids."""
         fs = loc.fs
         fs.makedirs(loc.path, exist_ok=True)
-        fs.pipe_file(loc.join("index.faiss").path, faiss.serialize_index(self.index).tobytes())
-        ids = pa.table(
-            {"faiss_id": pa.array(range(len(self.clip_ids)), pa.int64()), "clip_id": self.clip_ids}
-        )
+        previous = self.read_meta(loc)
+        build = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        files = {"index": f"index-{build}.faiss", "ids": f"ids-{build}.parquet"}
+        if loc.is_local:
+            faiss.write_index(self.index, loc.join(files["index"]).path)
+        else:
+            fs.pipe_file(loc.join(files["index"]).path, faiss.serialize_index(self.index).tobytes())
         sink = pa.BufferOutputStream()
-        pq.write_table(ids, sink)
-        fs.pipe_file(loc.join("ids.parquet").path, sink.getvalue().to_pybytes())
+        pq.write_table(
+            pa.table({"faiss_id": np.arange(len(self), dtype=np.int64), "clip_id": self.ids}), sink
+        )
+        fs.pipe_file(loc.join(files["ids"]).path, sink.getvalue().to_pybytes())
         meta = {
+            "build": build,
+            "files": files,
             "factory": self.factory,
-            "n": len(self.clip_ids),
+            "kind": self.kind,
+            "n": len(self),
             "dim": self.index.d,
             "embeddings_version": embeddings_version,
             "built_at": dt.datetime.now(dt.UTC).isoformat(),
             "config": asdict(self.cfg),
         }
-        fs.pipe_file(loc.join("meta.json").path, json.dumps(meta, indent=2).encode())
+        body = json.dumps(meta, indent=2).encode()
+        if loc.is_local:  # a rename is atomic; S3 puts are
+            tmp = loc.join(f".meta-{build}.json").path
+            fs.pipe_file(tmp, body)
+            fs.mv(tmp, loc.join("meta.json").path)
+        else:
+            fs.pipe_file(loc.join("meta.json").path, body)
+        # The generation before stays, for readers that opened its meta a moment ago.
+        keep = {*files.values(), *((previous or {}).get("files") or {}).values()}
+        for path in fs.ls(loc.path, detail=False):
+            name = str(path).rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(("index", "ids")) and name not in keep:
+                fs.rm(path)
+        return meta
 
     @classmethod
-    def load(cls, loc: Location) -> tuple[ClipIndex, dict[str, object]] | None:
-        fs = loc.fs
-        if not fs.exists(loc.join("meta.json").path):
+    def load(cls, loc: Location, *, mmap: bool = False) -> tuple[ClipIndex, dict[str, Any]] | None:
+        """The saved build and its meta (None if there is none). ``mmap`` (local lakes):
+        the vectors stay in the file, paged in as searches touch them and shared
+        between processes; the index is then read-only."""
+        meta = cls.read_meta(loc)
+        if meta is None:
             return None
-        meta = json.loads(fs.cat_file(loc.join("meta.json").path))
-        index = faiss.deserialize_index(
-            np.frombuffer(fs.cat_file(loc.join("index.faiss").path), dtype=np.uint8)
-        )
-        ids = pq.read_table(pa.BufferReader(fs.cat_file(loc.join("ids.parquet").path)))
-        cfg = IndexConfig(**meta.get("config", {}))
-        if hasattr(index, "nprobe"):
-            index.nprobe = cfg.nprobe
-        return cls(index, ids.column("clip_id").to_pylist(), meta["factory"], cfg), meta
+        files = meta.get("files") or {"index": "index.faiss", "ids": "ids.parquet"}
+        fs, path = loc.fs, loc.join(files["index"]).path
+        mapped = mmap and loc.is_local
+        if mapped:
+            flag = faiss.IO_FLAG_MMAP_IFC if _kind(meta["factory"]) == "flat" else faiss.IO_FLAG_MMAP
+            index = faiss.read_index(path, flag)
+        elif loc.is_local:
+            index = faiss.read_index(path)
+        else:
+            index = faiss.deserialize_index(np.frombuffer(fs.cat_file(path), dtype=np.uint8))
+        ids = pq.read_table(pa.BufferReader(fs.cat_file(loc.join(files["ids"]).path)), columns=["clip_id"])
+        cfg = IndexConfig.from_dict(meta.get("config", {}))
+        return cls(index, ids.column("clip_id"), meta["factory"], cfg, read_only=mapped), meta

@@ -95,7 +95,7 @@ def score(
     pos = {c: i for i, c in enumerate(ids)}
     ref_vecs = vectors[[pos[c] for c in ref_ids if c in pos]]
     index = ClipIndex.build(ref_vecs, [c for c in ref_ids if c in pos], IndexConfig())
-    k = min(cfg.k, max(len(index.clip_ids) - 1, 1))
+    k = min(cfg.k, max(len(index) - 1, 1))
     dist, names = index.search(vectors, k + 1)
     knn = np.zeros(n)
     knn_lists = []

@@ -1,18 +1,22 @@
-"""The queries the CLI and the API serve: similar clips and corner cases."""
+"""The queries the CLI and the API serve: similar clips and corner cases.
+
+Searches run on the process's live index of the model version
+(:mod:`mining.serving`), current with the ``embeddings`` table.
+"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mining import serving
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
-from mining.interfaces import ModelSpec
 from mining.novelty import latest_scores
 from mining.registry import resolve
+from mining.serving import embedded_since, read_vectors
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
@@ -30,53 +34,41 @@ class Neighbour:
 def build_index(
     settings: Settings, model: str | None = None, cfg: IndexConfig | None = None
 ) -> dict[str, Any]:
-    """Build (or extend with new clips) the persisted FAISS index of a model version."""
+    """Build (or extend with the clips embedded since) the persisted FAISS index of a
+    model version; rebuilt when the kind ``cfg`` picks for its size has changed."""
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
     loc = ClipIndex.location(lake, spec)
-    emb_version = lake.version("embeddings")
-    index, added = _load_or_build(lake, spec, cfg)
-    index.save(loc, emb_version)
+    version = lake.version("embeddings")
+    index: ClipIndex | None = None
+    added = None
+    if (loaded := ClipIndex.load(loc)) is not None:
+        index, meta = loaded
+        ids, vectors = embedded_since(lake, spec, int(meta["embeddings_version"]), version, index)
+        added = index.add(vectors, ids)
+        if index.fits(len(index), cfg or index.cfg):
+            index.configure(cfg or index.cfg)
+        else:
+            index = loaded = None  # let it go before the new one is built
+    rebuilt = index is None
+    if index is None:
+        ids_list, all_vectors = load_vectors(lake, spec)
+        if not ids_list:
+            raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
+        index = ClipIndex.build(all_vectors, ids_list, cfg)
+        added = len(ids_list) if added is None else added
+    meta = index.save(loc, version)
+    serving.forget(lake, spec)  # this process serves the new build from its next search
     return {
         "model": spec.ref,
         "factory": index.factory,
-        "vectors": len(index.clip_ids),
+        "kind": index.kind,
+        "vectors": len(index),
         "added": added,
+        "rebuilt": rebuilt,
+        "build": meta["build"],
         "uri": loc.uri,
     }
-
-
-def _load_or_build(lake: Lake, spec: ModelSpec, cfg: IndexConfig | None = None) -> tuple[ClipIndex, int]:
-    """The saved index topped up with clips embedded since it was saved (or a new
-    one when none is saved), and how many vectors that added."""
-    loaded = ClipIndex.load(ClipIndex.location(lake, spec))
-    ids, vectors = load_vectors(lake, spec)
-    if loaded is not None:
-        index, _ = loaded
-        return index, index.add(vectors, ids)
-    if not ids:
-        raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}` first")
-    return ClipIndex.build(vectors, ids, cfg), len(ids)
-
-
-_INDEXES: dict[tuple[str, str], tuple[int, ClipIndex]] = {}
-_INDEXES_LOCK = threading.Lock()
-
-
-def _index(lake: Lake, spec: ModelSpec) -> ClipIndex:
-    """The model version's index, loaded once per process and per ``embeddings`` version.
-
-    A search reads no vectors unless the embeddings table changed since the last one.
-    """
-    version = lake.version("embeddings")
-    key = (lake.uri, spec.ref)
-    with _INDEXES_LOCK:
-        hit = _INDEXES.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        index, _ = _load_or_build(lake, spec)
-        _INDEXES[key] = (version, index)
-        return index
 
 
 def similar(
@@ -88,23 +80,30 @@ def similar(
     where: str | None = None,
     model: str | None = None,
 ) -> list[Neighbour]:
-    """The ``k`` clips nearest a clip or a vector, among clips matching ``where`` (SQL on clips)."""
+    """The ``k`` clips nearest a clip or a vector, among clips matching ``where``
+    (SQL on clips): exactly ``min(k, matching clips)`` of them."""
     spec = resolve(lake, model)
-    index = _index(lake, spec)
+    live = serving.live(lake, spec)
     if clip_id is not None:
-        if clip_id not in index.position:
-            raise NotFoundError(f"clip {clip_id} has no {spec.ref} embedding")
-        q = index.vectors_of([clip_id])
+        q = live.stored_vector(clip_id)
+        if q is None:
+            q = read_vectors(lake, spec, [clip_id])
+            if np.isnan(q).any():
+                raise NotFoundError(f"clip {clip_id} has no {spec.ref} embedding")
     elif vector is not None:
         q = np.asarray([vector], np.float32)
-        if q.shape[1] != spec.dim:
-            raise ConfigError(f"vector has {q.shape[1]} dims; {spec.ref} has {spec.dim}")
+        if q.ndim != 2 or q.shape[1] != spec.dim:
+            raise ConfigError(f"vector has {q.shape[-1]} dims; {spec.ref} has {spec.dim}")
+        if not np.isfinite(q).all():
+            raise ConfigError("vector has non-finite values")
     else:
         raise ConfigError("give a clip_id or a vector")
     allowed = None
     if where:
-        allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id").to_pylist()
-    dist, names = index.search(q, k + 1, allowed)
+        allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id")
+    dist, names = live.search(
+        q, k + (clip_id is not None), allowed, raw=lambda ids: read_vectors(lake, spec, ids)
+    )
     out = [Neighbour(c, float(d)) for d, c in zip(dist[0], names[0], strict=False) if c != clip_id]
     return out[:k]
 

@@ -168,7 +168,9 @@ def get_clip_group(clip_id: str, lake: LakeDep, _: Reader) -> ClipsPublic:
     return ClipsPublic(data=[ClipPublic(**r) for r in rows], count=len(rows))
 
 
-def _media(lake: Any, uri: str) -> tuple[Any, str]:
+def _media(lake: Any, uri: str | None) -> tuple[Any, str]:
+    if not uri:
+        raise HTTPException(404, "this clip has no such media")
     loc = lake.locate(uri)
     if loc is None:
         raise HTTPException(404, "media outside the lake")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,6 +26,7 @@ from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
+log = logging.getLogger(__name__)
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
@@ -32,11 +34,11 @@ header{padding:10px 16px;background:#1d2a3a}header a{color:#9cf;margin-right:16p
 main{padding:16px}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
 .card{background:#1b1b1b;border-radius:6px;overflow:hidden}.card img{width:100%;display:block}
 .card div{padding:6px 8px;font-size:13px}.ev{color:#fc6}a{color:#9cf}
-svg{background:#1b1b1b;border-radius:6px}label{margin-right:12px}
+svg{background:#1b1b1b;border-radius:6px}label{margin-right:12px}.error{color:#f88}
 """
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)} - fleetmine</title>
 <style>{_STYLE}</style></head><body><header><b>fleetmine</b> &nbsp;
 <a href="/ui/">corner cases</a><a href="/ui/datasets">datasets</a><a href="/docs">API</a></header>
@@ -45,7 +47,18 @@ def _page(title: str, body: str) -> HTMLResponse:
 document.querySelectorAll('img').forEach(i=>{{const mark=()=>{{document.body.dataset.loaded=
 (+(document.body.dataset.loaded||0)+(i.naturalWidth>0?1:0))}};i.complete?mark():i.addEventListener('load',mark)}});
 </script></body></html>"""
-    return HTMLResponse(doc)
+    return HTMLResponse(doc, status_code=status, headers=headers)
+
+
+def error_page(status: int, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
+    """The page a ``/ui`` route answers with when it cannot show what was asked."""
+    hint = (
+        "<p>Sign in with <code>/ui/login?token=...</code> (a token from <code>fleetmine token create</code>).</p>"
+        if status == 401
+        else ""
+    )
+    body = f'<p class="error" id="error">{html.escape(message)}</p>{hint}<p><a href="/ui/">back to corner cases</a></p>'
+    return _page(f"Error {status}", body, status, headers)
 
 
 def _card(clip_id: str, caption: str) -> str:
@@ -120,10 +133,18 @@ def _plot(sig: Any) -> str:
 def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
     clip = clip_row(lake, clip_id)
     cid = html.escape(clip_id)
+    note = ""
     try:
         near = similar(lake, clip_id=clip_id, k=8)
-    except FleetError:  # no model or no embedding for this clip yet: the page still shows
-        near = []
+    except FleetError as exc:  # no model or no embedding for this clip yet: the page still shows
+        near, note = [], str(exc)
+    except Exception:  # a failing section must not take the page down
+        log.exception("similar clips of %s", clip_id)
+        near, note = [], "similar clips are unavailable (see the server log)"
+    try:
+        plot = _plot(read_clip_signals(lake, clip))
+    except FleetError as exc:  # e.g. a clip row without its drive or times
+        plot = f"<p class=error>No signals: {html.escape(str(exc))}</p>"
     facts = {
         k: clip[k]
         for k in ("vehicle_id", "start_time", "duration_s", "speed_mean", "max_decel_mps2", "events")
@@ -131,8 +152,9 @@ def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
     body = (
         f'<video id="video" controls width="640" src="/v1/clips/{cid}/video.mp4"></video>'
         f"<pre>{html.escape(json.dumps(facts, default=str, indent=1))}</pre>"
-        f"<h3>Signals</h3>{_plot(read_clip_signals(lake, clip))}"
-        f'<h3>Similar clips</h3><div class="grid">{"".join(_card(n.clip_id, f"distance {n.distance:.3f}") for n in near)}</div>'
+        f"<h3>Signals</h3>{plot}"
+        f"<h3>Similar clips</h3>{f'<p class=error id=similar-error>{html.escape(note)}</p>' if note else ''}"
+        f'<div class="grid">{"".join(_card(n.clip_id, f"distance {n.distance:.3f}") for n in near)}</div>'
     )
     return _page(f"Clip {clip_id}", body)
 

@@ -19,6 +19,7 @@ __all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "benchmark", "run_all"]
 class BenchContext:
     quick: bool
     workdir: Path
+    catalog: int | None = None  # clips in the catalog benchmark's lake (default by quick/full)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
     from jobs.bench import (  # noqa: F401  (they register themselves)
         api_serving,
         can_decode,
+        catalog,
         delta_write,
         faiss_search,
         synth_speed,

@@ -86,13 +86,21 @@ def embed(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = No
 
 
 @app.command()
-def index(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+def index(
+    model: ModelOpt = None,
+    kind: Annotated[
+        str, typer.Option(help="flat | ivf-flat | ivf-pq, or auto: by size (kept from the saved index)")
+    ] = "auto",
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
     """Build (or extend) and persist the FAISS index of a model version."""
     from jobs.requests import IndexJob, execute
 
-    r = execute(IndexJob(model=model), settings(lake, address))
+    r = execute(IndexJob(model=model, index_kind=kind), settings(lake, address))
     console.print(
-        f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added) at {r['uri']}",
+        f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added"
+        f"{', rebuilt' if r.get('rebuilt') else ''}) at {r['uri']}",
         soft_wrap=True,
     )
 

@@ -49,14 +49,20 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller inputs, a minute or two")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write results here")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these benchmarks")] = None,
+    catalog: Annotated[
+        int | None,
+        typer.Option("--catalog", min=100, help="Only the catalog benchmark, at N and N/10 synthetic clips"),
+    ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
     """Measured throughput, each figure next to its baseline from the same run."""
     from jobs.bench import BenchContext, run_all
 
+    if catalog is not None and not only:
+        only = ["catalog"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
-        results = run_all(BenchContext(quick=quick, workdir=Path(tmp)), only)
+        results = run_all(BenchContext(quick=quick, workdir=Path(tmp), catalog=catalog), only)
     table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))
     for col in ("name", "measured", "baseline", "ratio", "goal", "met"):
         table.add_column(col, justify="left" if col == "name" else "right")

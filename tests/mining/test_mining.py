@@ -147,7 +147,7 @@ def test_index_search_filters_and_persistence(fleet_lake: Settings) -> None:
     assert built["factory"] == "Flat" and built["added"] == built["vectors"]
     assert build_index(fleet_lake, "builtin-motion@1")["added"] == 0  # incremental, nothing new
     loaded = ClipIndex.load(ClipIndex.location(lake, resolve(lake, "builtin-motion@1")))
-    assert loaded is not None and len(loaded[0].clip_ids) == built["vectors"]
+    assert loaded is not None and len(loaded[0]) == built["vectors"]
     clips = lake.read("clips", columns=["clip_id", "start_time"]).sort_by("start_time").to_pylist()
     first_drive_day = clips[0]["clip_id"][:8]
     where = f"substr(clip_id, 1, 8) = '{first_drive_day}'"
@@ -156,7 +156,7 @@ def test_index_search_filters_and_persistence(fleet_lake: Settings) -> None:
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
     assert choose_factory(50_000, 256, IndexConfig()) == "Flat"
     assert choose_factory(1_000_000, 256, IndexConfig()).startswith("IVF4000,Flat")
-    assert choose_factory(20_000_000, 256, IndexConfig()).endswith("PQ32")
+    assert choose_factory(20_000_000, 256, IndexConfig()).endswith("PQ32x8")
 
 
 def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Settings) -> None:

@@ -1,0 +1,111 @@
+"""A synthetic catalog lake of any size: ``clips`` and ``embeddings`` rows, no media.
+
+Rows go through the project's own writers (``Lake.append``, one commit per table
+and batch). Vectors come from :func:`embeddings_like` (1,000 clusters on a
+low-dimensional manifold), so approximate indexes behave as on real embeddings.
+Two trigger events are planted on exact fractions of the clips, at random and
+independent of the vectors, so filters on them are as selective as stated:
+``hard_brake`` on 1 %, ``driver_override`` on 0.1 %.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.bench.faiss_search import embeddings_like
+from mining.interfaces import ModelSpec
+from storage.lake import Lake
+from storage.schema import UTC_TS
+from storage.tables import clips, embeddings
+
+__all__ = ["RARE_EVENTS", "CatalogBatch", "CatalogConfig", "add_clips"]
+
+RARE_EVENTS = {"hard_brake": 0.01, "driver_override": 0.001}
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    clips_per_day: int = 2000
+    vehicles: int = 50
+    clip_seconds: float = 10.0
+    seed: int = 0
+    first_day: dt.date = dt.date(2024, 1, 1)
+
+
+@dataclass(frozen=True)
+class CatalogBatch:
+    """What one :func:`add_clips` call wrote: ids in row order, their vectors, their events."""
+
+    clip_ids: list[str]
+    vectors: np.ndarray
+    events: dict[str, np.ndarray]  # event -> bool mask over the batch's rows
+
+
+def clip_id(i: int, cfg: CatalogConfig) -> str:
+    day = cfg.first_day + dt.timedelta(days=i // cfg.clips_per_day)
+    return f"{day:%Y%m%d}-{hashlib.sha1(f'catalog/{i}'.encode()).hexdigest()[:16]}"
+
+
+def add_clips(
+    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None
+) -> CatalogBatch:
+    """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors."""
+    cfg = cfg or CatalogConfig()
+    lake.create_tables(["clips", "embeddings"])
+    idx = np.arange(start, start + n)
+    ids = [clip_id(int(i), cfg) for i in idx]
+    day = idx // cfg.clips_per_day
+    dates = [cfg.first_day + dt.timedelta(days=int(d)) for d in day]
+    midnight = np.array([(d - dt.date(1970, 1, 1)).days * 86_400_000_000 for d in dates], dtype=np.int64)
+    start_us = midnight + (idx % cfg.clips_per_day) * int(cfg.clip_seconds * 1e6)
+    # A distinct seed per batch keeps the vectors of an incremental batch new.
+    vectors = embeddings_like(n, spec.dim, seed=cfg.seed + start)
+    rng = np.random.default_rng(cfg.seed + 7919 + start)
+    events: dict[str, np.ndarray] = {}
+    labels: list[list[str]] = [[] for _ in range(n)]
+    for name, fraction in RARE_EVENTS.items():
+        mask = np.zeros(n, bool)
+        mask[rng.choice(n, round(n * fraction), replace=False)] = True
+        events[name] = mask
+        for i in np.flatnonzero(mask):
+            labels[i].append(name)
+    vehicle = [f"veh-{v:03d}" for v in idx % cfg.vehicles]
+    speed = rng.uniform(0, 30, n)
+    clip_rows = pa.table(
+        {
+            "clip_id": ids,
+            "date": pa.array(dates, pa.date32()),
+            "drive_id": [f"{v}-{d:%Y%m%d}" for v, d in zip(vehicle, dates, strict=True)],
+            "vehicle_id": vehicle,
+            "camera": ["front"] * n,
+            "start_time": pa.array(start_us, pa.int64()).cast(UTC_TS),
+            "end_time": pa.array(start_us + int(cfg.clip_seconds * 1e6), pa.int64()).cast(UTC_TS),
+            "duration_s": pa.array(np.full(n, cfg.clip_seconds)),
+            "speed_mean": pa.array(speed),
+            "speed_min": pa.array(speed * 0.5),
+            "speed_max": pa.array(speed * 1.5),
+            "events": pa.array(labels, pa.list_(pa.string())),
+            "ingest_run_id": ["catalog-synth"] * n,
+        }
+    )
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    offsets = pa.array(np.arange(0, n * spec.dim + 1, spec.dim, dtype=np.int32))
+    emb_rows = pa.table(
+        {
+            "clip_id": ids,
+            "date": pa.array(dates, pa.date32()),
+            "model_name": [spec.name] * n,
+            "model_version": pa.array([spec.version] * n, pa.int32()),
+            "vector": pa.ListArray.from_arrays(offsets, flat),
+            "run_id": ["catalog-synth"] * n,
+            "created_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
+        }
+    )
+    lake.append("clips", clips.SPEC.conform(clip_rows))
+    lake.append("embeddings", embeddings.SPEC.conform(emb_rows))
+    return CatalogBatch(ids, vectors, events)

@@ -1,0 +1,234 @@
+"""What a process serves: one live index per lake and model version.
+
+A :class:`LiveIndex` is the saved index and its id array, never the vectors,
+plus an exact index of the clips embedded since. On a local lake the saved
+index is mapped from its file, so a fresh server answers at once and pages in
+only what searches touch. When the ``embeddings`` table
+has moved, only the rows its new commits added are read, from the Delta log
+(``load_cdf``: those commits' files), and the small exact part is replaced, not
+changed: the big index is never mutated, so searches need no lock and a top-up
+never regrows it. A newer saved build (``fleetmine index``, in this process or
+another) replaces the whole. Vectors by clip id come from ``embeddings``, one
+date partition per day the ids name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.exceptions import DeltaError
+
+from mining.embed import load_vectors
+from mining.index import ClipIndex, Ids, RawVectors, as_ids
+from mining.interfaces import ModelSpec
+from storage.errors import NotFoundError
+from storage.lake import Lake
+from storage.sql import in_list, literal
+
+__all__ = ["LiveIndex", "embedded_since", "forget", "live", "read_vectors", "served_indexes"]
+
+log = logging.getLogger(__name__)
+_READ_CHUNK = 5000
+RECHECK_S = 30.0  # how often a server looks for a newer saved build (another process's `fleetmine index`)
+
+
+@dataclass(frozen=True)
+class LiveIndex:
+    """A loaded index that is never mutated, plus an exact index of the clips
+    embedded after it; both searched as one. Topping up makes a new object."""
+
+    main: ClipIndex
+    fresh: ClipIndex | None = None
+    embeddings_version: int = -1  # the embeddings table version this covers
+    build: str | None = None  # the saved build ``main`` was loaded from (None: built here)
+
+    def __len__(self) -> int:
+        return len(self.main) + (len(self.fresh) if self.fresh else 0)
+
+    @property
+    def parts(self) -> list[ClipIndex]:
+        return [self.main] + ([self.fresh] if self.fresh is not None else [])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def with_added(self, vectors: np.ndarray, clip_ids: Ids, embeddings_version: int) -> LiveIndex:
+        ids = as_ids(clip_ids)
+        new = np.flatnonzero(~self.main.holds(ids))
+        if new.size == 0:
+            return replace(self, embeddings_version=embeddings_version)
+        vectors, ids = vectors[new], ids.take(pa.array(new))
+        if self.fresh is not None:  # a copy: searches running on the old one go on
+            old = self.fresh.index.reconstruct_n(0, len(self.fresh))
+            keep = ~pc.is_in(self.fresh.ids, value_set=ids).to_numpy(zero_copy_only=False)
+            vectors = np.vstack([old[keep], vectors])
+            ids = pa.concat_arrays([self.fresh.ids.filter(pa.array(keep)), ids])
+        fresh = ClipIndex.build(vectors, ids, replace(self.main.cfg, kind="flat"))
+        return replace(self, fresh=fresh, embeddings_version=embeddings_version)
+
+    def stored_vector(self, clip_id: str) -> np.ndarray | None:
+        for part in self.parts:
+            v = part.stored_vector(clip_id)
+            if v is not None:
+                return v
+        return None
+
+    def holds(self, clip_ids: Ids) -> np.ndarray:
+        ids = as_ids(clip_ids)
+        held = self.main.holds(ids)
+        return held | self.fresh.holds(ids) if self.fresh is not None else held
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: Ids | None = None, raw: RawVectors | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """As :meth:`ClipIndex.search`, over both parts, merged by distance."""
+        allowed_ids = None if allowed is None else as_ids(allowed)
+        found = [p.search(queries, k, allowed_ids, raw) for p in self.parts]
+        if len(found) == 1:
+            return found[0]
+        dist = []
+        names = []
+        for i in range(len(queries)):
+            row = sorted((float(d), c) for dd, nn in found for d, c in zip(dd[i], nn[i], strict=False))[:k]
+            dist.append([d for d, _ in row] + [np.inf] * (k - len(row)))
+            names.append([c for _, c in row])
+        return np.asarray(dist, np.float32), names
+
+
+def _of_model(spec: ModelSpec) -> str:
+    return f"model_name = {literal(spec.name)} AND model_version = {spec.version}"
+
+
+def _day(clip_id: str) -> str | None:
+    """The date partition a clip id names (``20180802-...`` -> ``2018-08-02``), if any."""
+    try:
+        return dt.date(int(clip_id[:4]), int(clip_id[4:6]), int(clip_id[6:8])).isoformat()
+    except ValueError:
+        return None
+
+
+def _matrix(vectors: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if len(vectors) == 0:
+        return np.zeros((0, dim), np.float32)
+    flat = pc.list_flatten(vectors).to_numpy()
+    return np.asarray(flat.reshape(len(vectors), dim), dtype=np.float32)
+
+
+def read_vectors(lake: Lake, spec: ModelSpec, clip_ids: list[str]) -> np.ndarray:
+    """The stored vectors of these clips, rows in the same order; NaN rows for
+    clips without one. Reads only the date partitions the ids name."""
+    out = np.full((len(clip_ids), spec.dim), np.nan, np.float32)
+    for start in range(0, len(clip_ids), _READ_CHUNK):  # an IN list stays a few thousand long
+        chunk = clip_ids[start : start + _READ_CHUNK]
+        where = f"{_of_model(spec)} AND clip_id IN ({in_list(chunk)})"
+        days = {_day(c) for c in chunk}
+        if None not in days:
+            where += f" AND date IN ({in_list(sorted(d for d in days if d))})"
+        t = lake.read("embeddings", columns=["clip_id", "vector"], where=where)
+        pos = pc.index_in(t.column("clip_id"), value_set=pa.array(chunk, pa.string()))
+        out[start + np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)] = _matrix(
+            t.column("vector"), spec.dim
+        )
+    return out
+
+
+def embedded_since(
+    lake: Lake, spec: ModelSpec, since: int, until: int, held: ClipIndex | LiveIndex
+) -> tuple[pa.Array, np.ndarray]:
+    """Clip ids and vectors of ``spec`` added to ``embeddings`` after version ``since``
+    (up to ``until``): the rows of those commits' files, from the Delta log. If the
+    log no longer reaches back that far, the ids ``held`` lacks, by one id scan."""
+    if until <= since:
+        return pa.array([], pa.string()), np.zeros((0, spec.dim), np.float32)
+    try:
+        changes = lake.delta("embeddings").load_cdf(
+            starting_version=since + 1,
+            ending_version=until,
+            columns=["clip_id", "vector", "_change_type"],
+            predicate=_of_model(spec),
+        )
+        t = pa.RecordBatchReader.from_stream(changes).read_all()
+        added = pc.is_in(t.column("_change_type").cast(pa.string()), pa.array(["insert", "update_postimage"]))
+        ids = t.column("clip_id").cast(pa.string()).filter(added).combine_chunks()
+        return ids, _matrix(t.column("vector").filter(added), spec.dim)
+    except DeltaError as exc:
+        log.warning("embeddings log from version %s unreadable (%s): diffing ids", since + 1, exc)
+    ids = lake.read("embeddings", columns=["clip_id"], where=_of_model(spec)).column("clip_id")
+    missing = ids.combine_chunks().filter(pa.array(~held.holds(ids)))
+    names = missing.to_pylist()
+    return pa.array(names, pa.string()), read_vectors(lake, spec, names)
+
+
+_SERVED: dict[tuple[str, str], LiveIndex] = {}
+_CHECKED: dict[tuple[str, str], float] = {}  # when the saved build was last looked at
+_SERVED_LOCK = threading.Lock()
+
+
+def _open(lake: Lake, spec: ModelSpec, version: int) -> LiveIndex:
+    loaded = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # never added to: see LiveIndex
+    if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
+        ids, vectors = load_vectors(lake, spec)
+        if not ids:
+            raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
+        log.info("no saved index for %s: building one of %d vectors in memory", spec.ref, len(ids))
+        return LiveIndex(ClipIndex.build(vectors, ids), embeddings_version=version)
+    index, meta = loaded
+    opened = LiveIndex(index, embeddings_version=int(meta["embeddings_version"]), build=meta.get("build"))
+    return _top_up(lake, spec, opened, version)
+
+
+def _top_up(lake: Lake, spec: ModelSpec, served: LiveIndex, version: int) -> LiveIndex:
+    ids, vectors = embedded_since(lake, spec, served.embeddings_version, version, served)
+    return served.with_added(vectors, ids, max(version, served.embeddings_version))
+
+
+def live(lake: Lake, spec: ModelSpec) -> LiveIndex:
+    """The model version's index in this process, current with the ``embeddings`` table."""
+    version = lake.version("embeddings")
+    key = (lake.uri, spec.ref)
+    with _SERVED_LOCK:
+        served = _SERVED.get(key)
+        recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
+        if served is not None and served.embeddings_version >= version and not recheck:
+            return served
+        meta = ClipIndex.read_meta(ClipIndex.location(lake, spec))
+        _CHECKED[key] = time.monotonic()
+        if served is None or (meta is not None and meta.get("build") != served.build):
+            served = _open(lake, spec, version)
+        elif served.embeddings_version < version:
+            served = _top_up(lake, spec, served, version)
+        _SERVED[key] = served
+        return served
+
+
+def forget(lake: Lake, spec: ModelSpec) -> None:
+    """Drop what this process serves for ``spec``: its next search opens the saved build."""
+    with _SERVED_LOCK:
+        _SERVED.pop((lake.uri, spec.ref), None)
+
+
+def served_indexes() -> list[dict[str, Any]]:
+    """What this process holds, per lake and model version (for ``/metrics``)."""
+    with _SERVED_LOCK:
+        items = list(_SERVED.items())
+    return [
+        {
+            "lake": lake,
+            "model": ref,
+            "kind": served.main.kind,
+            "vectors": len(served),
+            "fresh_vectors": len(served.fresh) if served.fresh else 0,
+            "bytes": served.nbytes,
+            "embeddings_version": served.embeddings_version,
+        }
+        for (lake, ref), served in items
+    ]
