@@ -104,7 +104,6 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.lake = lake
     app.state.settings = settings
     app.state.auth = auth
-    app.state.jobs = {}
     app.state.tokens = TokenCache(lake)
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
     for module in (health, clips, mining, datasets, jobs, ui):

@@ -5,11 +5,14 @@ things go:
 
 - a CAN log format: a reader in ``ingest/can/<format>.py`` (``suffixes`` and
   ``read(data, name) -> CanReadResult``, bad lines counted, never raised), listed in
-  ``ingest.can.READERS``; ``tests/ingest/test_can_readers.py`` runs the shared suite on it;
+  ``ingest.can.READERS``; ``tests/ingest/test_can_reader_contract.py`` runs the shared suite on it;
 - a car: a platform map in ``ingest/platforms/`` (DBC + canonical signal map);
 - a trigger: its name in ``storage.tables.clips.EVENTS``, its rule in ``ingest/features.py``;
 - a new concern of one drive (a time source, a container): its own module behind a
-  small function, composed by ``ingest/drive.py`` (:class:`~ingest.drive.DriveIngest`).
+  small function, composed by ``ingest/drive.py`` (:class:`~ingest.drive.DriveIngest`);
+- a new pipeline step: a stage (``resources``, ``setup()``, ``process_batch``) here;
+  ``jobs/runner.py`` runs it in-process or on Ray, and a ``jobs/<kind>_job.py``
+  commits what it wrote. Nothing here imports ``jobs`` or ``api``.
 
 Importing ``ingest`` loads the contracts only; PyAV, cantools and the readers load
 with the modules that use them.

@@ -64,7 +64,7 @@ def _open_run(
     lake: Lake, raw: Location, sources: list[DriveSource], todo: list[DriveSource]
 ) -> tuple[int, list[DriveSource], bool]:
     """Resume the last unfinished run on this RAW, or start the next number."""
-    prior = lake.read("runs", where=f"kind = {literal(APP_ID)}").to_pylist()
+    prior = lake.read("runs", where=f"app_id = {literal(APP_ID)}").to_pylist()
     for r in sorted(prior, key=lambda r: r["run_number"] or 0, reverse=True):
         params = json.loads(r["params"] or "{}")
         if r["status"] == "running" and params.get("raw") == raw.uri:

@@ -27,7 +27,7 @@ from storage.sql import literal
 if TYPE_CHECKING:
     from storage.lake import Lake
 
-__all__ = ["acquire", "release", "this_process"]
+__all__ = ["acquire", "release", "renew", "this_process"]
 
 _TABLE = "_leases"
 
@@ -93,6 +93,29 @@ def release(lake: Lake, name: str, token: str, holder: str) -> None:
             "action": ["release"],
             "at": [now],
             "expires_at": [now],
+        }
+    )
+    lake.append(_TABLE, row)
+
+
+def renew(lake: Lake, name: str, token: str, holder: str, ttl_s: float) -> None:
+    """Extend a lease this holder still holds (a long-running holder, e.g. the scheduler).
+
+    The grant being extended is still live while the new one is written, so nobody
+    else can acquire in between; a lease already expired or taken raises.
+    """
+    now = dt.datetime.now(dt.UTC)
+    mine = [h for h in _holders(lake, name, now) if h["token"] == token]
+    if not mine:
+        raise LeaseHeldError(f"lease {name!r} is no longer held by {holder}")
+    row = pa.table(
+        {
+            "lease": [name],
+            "token": [token],
+            "holder": [holder],
+            "action": ["grant"],
+            "at": [now],
+            "expires_at": [now + dt.timedelta(seconds=ttl_s)],
         }
     )
     lake.append(_TABLE, row)

@@ -1,12 +1,16 @@
-"""Jobs: operators submit ingest/embed/index/mine/export; progress is in ``runs`` and here."""
+"""Jobs: operators submit ingest/embed/index/mine/export; state lives in ``runs``.
+
+A submitted job runs outside the API process (a Ray job on a cluster, else a
+detached process: ``jobs.submit``), so it survives an API restart, and every API
+replica answers ``GET /v1/jobs/{id}`` from the same table.
+"""
 
 from __future__ import annotations
 
-import threading
-import uuid
+import json
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import LakeDep, Operator, Reader
@@ -23,10 +27,13 @@ class JobCreate(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
-    kind: str
+    kind: str | None
     params: dict[str, Any]
-    status: str
+    status: str | None
+    started_at: str | None = None
+    finished_at: str | None = None
     result: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] = []
     error: str | None = None
 
 
@@ -35,38 +42,46 @@ class JobsPublic(BaseModel):
     count: int
 
 
+def _public(row: dict[str, Any]) -> JobPublic:
+    errors = json.loads(row.get("errors") or "[]")
+    job_error = next((e["job"] for e in errors if isinstance(e, dict) and "job" in e), None)
+    return JobPublic(
+        id=row["run_id"],
+        kind=row.get("kind"),
+        params=json.loads(row.get("params") or "{}"),
+        status=row.get("status"),
+        started_at=row["started_at"].isoformat() if row.get("started_at") else None,
+        finished_at=row["finished_at"].isoformat() if row.get("finished_at") else None,
+        result=json.loads(row.get("counts") or "null"),
+        errors=[e for e in errors if isinstance(e, dict)][:100],
+        error=job_error,
+    )
+
+
 @router.post("/jobs", response_model=JobPublic, status_code=202)
 def submit(body: JobCreate, request: Request, lake: LakeDep, _: Operator) -> JobPublic:
-    from jobs.requests import execute, parse_job, summary
+    from jobs.requests import parse_job
+    from jobs.submit import get_run
+    from jobs.submit import submit as submit_job
 
     try:
         req = parse_job(body.kind, body.params)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
-    jobs: dict[str, dict[str, Any]] = request.app.state.jobs
-    job_id = uuid.uuid4().hex[:12]
-    jobs[job_id] = {"id": job_id, "kind": body.kind, "params": body.params, "status": "running"}
-
-    def work() -> None:
-        try:
-            jobs[job_id]["result"] = summary(execute(req, request.app.state.settings))
-            jobs[job_id]["status"] = "succeeded"
-        except Exception as exc:  # the job's failure is its status, not the server's
-            jobs[job_id].update(status="failed", error=f"{type(exc).__name__}: {exc}")
-
-    threading.Thread(target=work, daemon=True, name=f"job-{job_id}").start()
-    return JobPublic(**jobs[job_id])
+    run_id = submit_job(req, request.app.state.settings)
+    return _public(get_run(lake, run_id))
 
 
 @router.get("/jobs", response_model=JobsPublic)
-def list_jobs(request: Request, _: Reader) -> JobsPublic:
-    data = [JobPublic(**j) for j in request.app.state.jobs.values()]
+def list_jobs(lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=1000)) -> JobsPublic:
+    from jobs.submit import list_runs
+
+    data = [_public(r) for r in list_runs(lake, limit)]
     return JobsPublic(data=data, count=len(data))
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, request: Request, _: Reader) -> JobPublic:
-    job = request.app.state.jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
-    return JobPublic(**job)
+def get_job(job_id: str, lake: LakeDep, _: Reader) -> JobPublic:
+    from jobs.submit import get_run
+
+    return _public(get_run(lake, job_id))

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import sys
 
-from jobs.cli import datasets, demo, ingest, lake, models, queries, serve, tokens  # noqa: F401  (register)
+from jobs.cli import (  # noqa: F401  (they register their commands)
+    datasets,
+    demo,
+    ingest,
+    lake,
+    models,
+    queries,
+    runs,
+    schedules,
+    serve,
+    tokens,
+)
 from jobs.cli._common import app, err
 from storage.errors import FleetError
 

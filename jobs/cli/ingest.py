@@ -88,8 +88,16 @@ def ingest(
     lake: LakeOpt = None,
     address: AddressOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Re-ingest drives already in the lake")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
+    ] = False,
 ) -> None:
     """Decode drives under RAW not yet ingested. Exit 0: all ok; 3: some drives failed."""
+    from jobs.cli.runs import submit_if_cluster
+    from jobs.requests import IngestJob
+
+    if submit_if_cluster(IngestJob(raw=raw, force=force), lake, address, wait):
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.drive import DriveResult

@@ -71,10 +71,20 @@ def model_set_current(
 
 
 @app.command()
-def embed(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+def embed(
+    model: ModelOpt = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
+    ] = False,
+) -> None:
     """Embed every clip that lacks an embedding for the model (default: the current one)."""
+    from jobs.cli.runs import submit_if_cluster
     from jobs.requests import EmbedJob, execute
 
+    if submit_if_cluster(EmbedJob(model=model), lake, address, wait):
+        return
     with console.status("embedding clips..."):
         r = execute(EmbedJob(model=model), settings(lake, address))
     console.print(f"{r.model}: {r.embedded} clips embedded, {r.already} already had vectors (run {r.run_id})")
@@ -93,10 +103,16 @@ def index(
     ] = "auto",
     lake: LakeOpt = None,
     address: AddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
+    ] = False,
 ) -> None:
     """Build (or extend) and persist the FAISS index of a model version."""
+    from jobs.cli.runs import submit_if_cluster
     from jobs.requests import IndexJob, execute
 
+    if submit_if_cluster(IndexJob(model=model, index_kind=kind), lake, address, wait):
+        return
     r = execute(IndexJob(model=model, index_kind=kind), settings(lake, address))
     console.print(
         f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added"
@@ -106,10 +122,20 @@ def index(
 
 
 @app.command()
-def mine(model: ModelOpt = None, lake: LakeOpt = None, address: AddressOpt = None) -> None:
+def mine(
+    model: ModelOpt = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
+    ] = False,
+) -> None:
     """Score novelty, rarity and near-duplicates of every clip (one run in mining_scores)."""
+    from jobs.cli.runs import submit_if_cluster
     from jobs.requests import MineJob, execute
 
+    if submit_if_cluster(MineJob(model=model), lake, address, wait):
+        return
     r = execute(MineJob(model=model), settings(lake, address))
     console.print(
         f"{r.model}: {r.scored} clips scored against the {r.reference}, "

@@ -13,6 +13,7 @@ from storage.tables import (
     mining_scores,
     models,
     runs,
+    schedules,
     signals,
     tokens,
 )
@@ -33,6 +34,7 @@ TABLES: dict[str, TableSpec] = {
         datasets,
         dataset_clips,
         runs,
+        schedules,
         tokens,
         leases,
     )

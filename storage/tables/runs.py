@@ -19,6 +19,8 @@ SPEC = TableSpec(
             pa.field("finished_at", UTC_TS),
             pa.field("counts", pa.string()),
             pa.field("errors", pa.string()),
+            pa.field("cluster_job_id", pa.string()),  # Ray submission id, or pid@host of a local job
+            pa.field("log_uri", pa.string()),
         ]
     ),
     description="job runs: kind, params, status, counts, per-item errors",

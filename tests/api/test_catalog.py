@@ -128,12 +128,14 @@ def test_corner_cases_search_and_jobs(server: tuple[str, Lake, dict[str, str]]) 
     assert near["count"] == 3 and all(n["clip_id"] != top["data"][0]["clip_id"] for n in near["data"])
     job = httpx.post(f"{base}/v1/jobs", json={"kind": "mine", "params": {}}, headers=auth(tokens["operator"]))
     assert job.status_code == 202
-    for _ in range(200):
+    assert job.json()["status"] == "submitted"
+    for _ in range(600):
         state = httpx.get(f"{base}/v1/jobs/{job.json()['id']}", headers=auth(tokens["reader"])).json()
-        if state["status"] != "running":
+        if state["status"] not in ("submitted", "running"):
             break
-        time.sleep(0.1)
+        time.sleep(0.2)
     assert state["status"] == "succeeded", state
+    assert state["result"]["scored"] > 0
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "fleetmine"
     assert (
         "python_info" in httpx.get(f"{base}/metrics").text or httpx.get(f"{base}/metrics").status_code == 200

@@ -1,0 +1,193 @@
+"""Submitted jobs: run outside the caller, state in the lake's ``runs`` table.
+
+``submit`` writes the run's ``runs`` row (``submitted``) and starts the job
+elsewhere, then returns its id at once:
+
+- with an ``http://host:8265`` address, through Ray's Job Submission API (the
+  project's packages shipped as ``py_modules``, the lake settings and AWS variables
+  passed as the job's environment, ``RAY_AUTH_TOKEN`` honoured);
+- otherwise as a detached local process (``python -m jobs.cli run-job``), so the job
+  outlives the API server or shell that asked for it.
+
+Either way the job updates its own row (``running``, then ``succeeded``/``partial``/
+``failed`` with counters and per-item errors), so any API replica, and an API
+restarted meanwhile, answer ``GET /v1/jobs/{id}`` the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobs.requests import execute, summary
+from jobs.runs import RunRecord, run_row
+from storage.config import Settings
+from storage.errors import ConfigError, NotFoundError
+from storage.lake import Lake
+from storage.sql import literal
+
+__all__ = ["cancel", "get_run", "list_runs", "run_submitted", "submit"]
+
+_PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
+
+
+def _env(settings: Settings, run_id: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(_PASS_ENV)}
+    env.update(settings.storage_options)
+    env.update({"FLEETMINE_LAKE": settings.lake, "FLEETMINE_RUN_ID": run_id})
+    return env
+
+
+def _log_path(run_id: str) -> Path:
+    d = Path(tempfile.gettempdir()) / "fleetmine-jobs"
+    d.mkdir(exist_ok=True)
+    return d / f"{run_id}.log"
+
+
+def submit(req: Any, settings: Settings) -> str:
+    """Start ``req`` outside this process; returns its run id (a ``runs`` row already says ``submitted``)."""
+    lake = Lake.from_settings(settings)
+    lake.create_tables(["runs"])
+    run_id = f"{req.kind}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
+    address = settings.ray_address or ""
+    payload = json.dumps(req.model_dump())
+    if address.startswith(("http://", "https://")):
+        from ray.job_submission import JobSubmissionClient
+
+        import api
+        import ingest
+        import jobs
+        import mining
+        import storage
+
+        client = JobSubmissionClient(address)
+        client.submit_job(
+            entrypoint=f"python -m jobs.cli run-job {json.dumps(payload)}",
+            submission_id=run_id,
+            runtime_env={
+                "env_vars": {k: v for k, v in _env(settings, run_id).items() if k != "RAY_ADDRESS"},
+                "py_modules": [ingest, mining, storage, api, jobs],
+            },
+        )
+        cluster_id, log_uri = run_id, None
+    else:
+        log = _log_path(run_id)
+        env = {**os.environ, **_env(settings, run_id)}
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jobs.cli", "run-job", payload],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # not this process's child for signals: it outlives us
+            )
+        cluster_id, log_uri = f"pid:{proc.pid}@{socket.gethostname()}", str(log)
+    row = run_row(rec, "submitted").to_pylist()[0]
+    lake.upsert("runs", _with(row, cluster_job_id=cluster_id, log_uri=log_uri))
+    return run_id
+
+
+def _with(row: dict[str, Any], **extra: Any) -> Any:
+    import pyarrow as pa
+
+    from storage.tables import runs
+
+    return runs.SPEC.conform(pa.Table.from_pylist([{**row, **extra}], schema=runs.SPEC.schema))
+
+
+def run_submitted(request_json: str, settings: Settings) -> int:
+    """Inside the submitted process: run the request, keeping its ``runs`` row current."""
+    from pydantic import TypeAdapter
+
+    from jobs.requests import JobRequest
+
+    req = TypeAdapter(JobRequest).validate_json(request_json)
+    run_id = os.environ.get("FLEETMINE_RUN_ID") or f"{req.kind}-{uuid.uuid4().hex[:12]}"
+    lake = Lake.from_settings(settings)
+    lake.create_tables(["runs"])
+    prior = get_run(lake, run_id) if _exists(lake, run_id) else {}
+    rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
+    keep = {k: prior.get(k) for k in ("cluster_job_id", "log_uri")}
+    lake.upsert("runs", _with(run_row(rec, "running").to_pylist()[0], **keep))
+    try:
+        report = execute(req, settings)
+    except Exception as exc:
+        rec.errors.append({"job": f"{type(exc).__name__}: {exc}"})
+        lake.upsert("runs", _with(run_row(rec, "failed").to_pylist()[0], **keep))
+        raise
+    info = summary(report)
+    rec.counts.update({k: v for k, v in info.items() if isinstance(v, int | float | str)})
+    failed = info.get("failed")
+    if isinstance(failed, list) and failed:
+        rec.errors += [
+            {"item": str(f[0]), "reason": str(f[1])} for f in failed if isinstance(f, list | tuple)
+        ]
+    status = "partial" if rec.errors or (isinstance(failed, int) and failed) else "succeeded"
+    lake.upsert("runs", _with(run_row(rec, status).to_pylist()[0], **keep))
+    return 3 if status == "partial" else 0
+
+
+def _exists(lake: Lake, run_id: str) -> bool:
+    return lake.read("runs", columns=["run_id"], where=f"run_id = {literal(run_id)}").num_rows > 0
+
+
+def get_run(lake: Lake, run_id: str) -> dict[str, Any]:
+    lake.create_tables(["runs"])
+    rows = lake.read("runs", where=f"run_id = {literal(run_id)}").to_pylist()
+    if not rows:
+        raise NotFoundError(f"no job run {run_id!r}")
+    return dict(rows[0])
+
+
+def list_runs(lake: Lake, limit: int = 100) -> list[dict[str, Any]]:
+    lake.create_tables(["runs"])
+    rows = lake.read("runs").to_pylist()
+    rows.sort(key=lambda r: r["started_at"] or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
+    return rows[:limit]
+
+
+def cancel(lake: Lake, run_id: str, address: str | None = None) -> str:
+    """Stop a submitted run (Ray job or local process); its row says ``cancelled``."""
+    row = get_run(lake, run_id)
+    if row["status"] not in ("submitted", "running"):
+        raise ConfigError(f"run {run_id} is {row['status']}, nothing to cancel")
+    cid = str(row.get("cluster_job_id") or "")
+    if cid.startswith("pid:"):
+        pid, _, host = cid[4:].partition("@")
+        if host != socket.gethostname():
+            raise ConfigError(f"run {run_id} runs on {host}; cancel it there")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), signal.SIGTERM)
+    elif cid and address and address.startswith(("http://", "https://")):
+        from ray.job_submission import JobSubmissionClient
+
+        JobSubmissionClient(address).stop_job(cid)
+    else:
+        raise ConfigError(f"run {run_id} was not submitted (it ran in its caller's process)")
+    lake.upsert("runs", _with({**row, "status": "cancelled", "finished_at": dt.datetime.now(dt.UTC)}))
+    return "cancelled"
+
+
+def logs(lake: Lake, run_id: str, address: str | None = None) -> str:
+    row = get_run(lake, run_id)
+    if row.get("log_uri") and Path(str(row["log_uri"])).exists():
+        return Path(str(row["log_uri"])).read_text(errors="replace")
+    if row.get("cluster_job_id") and address and address.startswith(("http://", "https://")):
+        from ray.job_submission import JobSubmissionClient
+
+        return str(JobSubmissionClient(address).get_job_logs(str(row["cluster_job_id"])))
+    return json.dumps(
+        {"counts": json.loads(row["counts"] or "{}"), "errors": json.loads(row["errors"] or "[]")}
+    )

@@ -1,0 +1,48 @@
+"""Submitted jobs outlive the API process that took them; any server reads their state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from api.auth import create_token
+from storage import Lake, Settings
+from tests.api.conftest import serve
+from tests.ingest.conftest import make_drive
+from tests.ingest.videos import Spec, encode
+
+
+def test_a_job_survives_the_api_that_submitted_it(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for d in ("d1", "d2"):
+        make_drive(
+            raw,
+            "car",
+            d,
+            {"cameras/front.mp4": encode(Spec(seconds=3))},
+            {"start_time": "2024-06-14T17:00:00Z"},
+        )
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    op = {"Authorization": f"Bearer {create_token(lake, 'op', 'operator')}"}
+    with serve(settings) as base:
+        bad = httpx.post(f"{base}/v1/jobs", json={"kind": "ingest", "params": {"rae": "x"}}, headers=op)
+        assert bad.status_code == 422 and "raw" in bad.json()["error"]["message"]
+        r = httpx.post(f"{base}/v1/jobs", json={"kind": "ingest", "params": {"raw": str(raw)}}, headers=op)
+        assert r.status_code == 202 and r.json()["status"] == "submitted"
+        run_id = r.json()["id"]
+    # That server is gone; the job goes on. A new one reads its state from the lake.
+    with serve(settings) as base:
+        for _ in range(900):
+            state = httpx.get(f"{base}/v1/jobs/{run_id}", headers=op).json()
+            if state["status"] not in ("submitted", "running"):
+                break
+            time.sleep(0.2)
+        listed = httpx.get(f"{base}/v1/jobs", headers=op).json()
+    assert state["status"] == "succeeded", state
+    assert state["result"]["ok"] == 2 and state["result"]["clips"] == 2
+    assert run_id in [j["id"] for j in listed["data"]]
+    assert lake.read("drives").num_rows == 2
