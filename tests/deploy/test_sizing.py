@@ -77,8 +77,7 @@ def test_ingest_cores_follow_from_the_measured_figure(
     stages = [x for x in md.splitlines() if x.startswith("| ") and not x.startswith(("| stage", "| **"))]
     stage_sum = sum(float(x.split("|")[2].replace(",", "")) for x in stages[:6])
     assert _stage_cores(md, "**total") == pytest.approx(stage_sum, abs=0.35)  # each row rounded to 0.1
-    provisioned = float(re.search(r"utilisation: \*\*([\d,]+) CPU cores", md)[1].replace(",", ""))  # type: ignore[index]
-    assert provisioned == pytest.approx(_stage_cores(md, "**total") / Assumptions().utilisation, abs=0.6)
+    assert _provisioned(md) == pytest.approx(_stage_cores(md, "**total") / Assumptions().utilisation, abs=0.6)
 
 
 def test_a_learned_encoder_row_is_used_when_the_bench_has_one(
@@ -121,3 +120,21 @@ def test_the_cpu_worker_group_can_reach_the_sized_cluster() -> None:
     assert pod_cores == a.node_cores
     assert cpu["maxReplicas"] * pod_cores >= plan(figures, a).provisioned(a)
     assert render(plan(figures, a), figures, a, "x")  # renders without the CLI too
+
+
+def _provisioned(md: str) -> float:
+    return float(re.search(r"utilisation: \*\*([\d,]+) CPU cores", md)[1].replace(",", ""))  # type: ignore[index]
+
+
+def test_the_goal_verdict_and_break_even_follow_from_the_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    verdicts = []
+    for video_s in (0.3, 1.0):
+        md = _generate(tmp_path, capsys, _rows(video_s=video_s))
+        verdicts.append("met" if _provisioned(md) <= Assumptions().goal_cores else "not met")
+        assert f"Goal <= 200 cores: **{verdicts[-1]}**" in md
+    assert verdicts == ["met", "not met"]  # the fixture straddles the goal
+    limit = float(re.search(r"takes at most ([\d.]+) s per 60 s", md)[1])  # type: ignore[index]
+    at_limit = _generate(tmp_path, capsys, _rows(video_s=limit))
+    assert _provisioned(at_limit) == pytest.approx(Assumptions().goal_cores, abs=1)
