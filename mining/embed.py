@@ -25,21 +25,13 @@ from mining.interfaces import ClipInput, ModelSpec
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import in_list, literal
+from storage.tables import clips as clips_table
 from storage.tables import embeddings
 
 __all__ = ["EmbedBatch", "EmbedReport", "EmbedStage", "InputWork", "load_inputs", "pending", "plan_inputs"]
 
-FEATURES = (
-    "speed_mean",
-    "speed_min",
-    "speed_max",
-    "max_decel_mps2",
-    "max_lat_accel_mps2",
-    "max_steering_rate_dps",
-    "brake_presses",
-    "stop_count",
-    "events",
-)
+FEATURES = (*clips_table.FEATURES, "events")
+"""What an encoder sees of a clip's signals (each encoder version reads its own frozen subset)."""
 
 
 @dataclass

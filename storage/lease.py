@@ -45,6 +45,19 @@ def _holders(lake: Lake, name: str, now: dt.datetime, version: int | None = None
     ]
 
 
+def _row(name: str, token: str, holder: str, action: str, at: dt.datetime, expires: dt.datetime) -> pa.Table:
+    return pa.table(
+        {
+            "lease": [name],
+            "token": [token],
+            "holder": [holder],
+            "action": [action],
+            "at": [at],
+            "expires_at": [expires],
+        }
+    )
+
+
 def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20) -> str:
     lake.create_tables([_TABLE])
     token = uuid.uuid4().hex
@@ -59,16 +72,7 @@ def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20
             raise LeaseHeldError(
                 f"lease {name!r} is held by {h['holder']} until {h['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
             )
-        row = pa.table(
-            {
-                "lease": [name],
-                "token": [token],
-                "holder": [holder],
-                "action": ["grant"],
-                "at": [now],
-                "expires_at": [now + dt.timedelta(seconds=ttl_s)],
-            }
-        )
+        row = _row(name, token, holder, "grant", now, now + dt.timedelta(seconds=ttl_s))
         actions: list[AddAction | RemoveAction] = list(writer.write(spec.conform(row)))
         try:
             table.create_write_transaction(
@@ -85,16 +89,7 @@ def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20
 
 def release(lake: Lake, name: str, token: str, holder: str) -> None:
     now = dt.datetime.now(dt.UTC)
-    row = pa.table(
-        {
-            "lease": [name],
-            "token": [token],
-            "holder": [holder],
-            "action": ["release"],
-            "at": [now],
-            "expires_at": [now],
-        }
-    )
+    row = _row(name, token, holder, "release", now, now)
     lake.append(_TABLE, row)
 
 
@@ -108,14 +103,5 @@ def renew(lake: Lake, name: str, token: str, holder: str, ttl_s: float) -> None:
     mine = [h for h in _holders(lake, name, now) if h["token"] == token]
     if not mine:
         raise LeaseHeldError(f"lease {name!r} is no longer held by {holder}")
-    row = pa.table(
-        {
-            "lease": [name],
-            "token": [token],
-            "holder": [holder],
-            "action": ["grant"],
-            "at": [now],
-            "expires_at": [now + dt.timedelta(seconds=ttl_s)],
-        }
-    )
+    row = _row(name, token, holder, "grant", now, now + dt.timedelta(seconds=ttl_s))
     lake.append(_TABLE, row)
