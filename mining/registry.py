@@ -49,6 +49,10 @@ def register(
         raise ConfigError(f"a {kind} model needs --uri (the model file)")
     if dim is None:
         raise ConfigError("give the model's output dimension (--dim)")
+    if kind in ("builtin", "onnx"):
+        from mining.encoders.params import params_for
+
+        params_for(kind, params)  # fails here, naming the valid fields, not in a job later
     with _lease(lake):
         return _register(lake, name, kind, uri, int(dim), params, current)
 

@@ -33,6 +33,6 @@ def encoder_resources(spec: ModelSpec) -> dict[str, float]:
     """What one worker of this encoder needs: a GPU only when its version asks for one
     (``params.device = "cuda"``), so a CPU cluster never waits for a GPU it lacks."""
     resources = {"num_cpus": 1.0}
-    if spec.params.get("device") == "cuda":
+    if spec.kind == "onnx" and spec.params.get("device") == "cuda":
         resources["num_gpus"] = 1.0
     return resources

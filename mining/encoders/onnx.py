@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from mining.encoders.params import OnnxParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
@@ -25,6 +26,7 @@ class OnnxEncoder:
     def __init__(self, spec: ModelSpec, storage_options: dict[str, str] | None = None):
         self.spec = spec
         self.storage_options = storage_options or {}
+        self.params = OnnxParams.model_validate(spec.params)
         self.session: Any = None
 
     def setup(self) -> None:
@@ -42,13 +44,12 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(model, providers=providers)
 
     def _pixels(self, jpeg: bytes) -> np.ndarray:
-        h, w = self.spec.params.get("input_size", [224, 224])
+        p = self.params
+        h, w = p.input_size
         img = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((int(w), int(h)), Image.Resampling.BILINEAR)
         x: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
-        x = (x - np.array(self.spec.params.get("mean", [0.0, 0.0, 0.0]), np.float32)) / np.array(
-            self.spec.params.get("std", [1.0, 1.0, 1.0]), np.float32
-        )
-        return x if self.spec.params.get("layout", "NCHW") == "NHWC" else x.transpose(2, 0, 1)
+        x = (x - np.array(p.mean, np.float32)) / np.array(p.std, np.float32)
+        return x if p.layout == "NHWC" else x.transpose(2, 0, 1)
 
     def process_batch(self, clips: list[ClipInput]) -> np.ndarray:
         if self.session is None:

@@ -137,6 +137,6 @@ def test_corner_cases_search_and_jobs(server: tuple[str, Lake, dict[str, str]]) 
     assert state["status"] == "succeeded", state
     assert state["result"]["scored"] > 0
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "fleetmine"
-    assert (
-        "python_info" in httpx.get(f"{base}/metrics").text or httpx.get(f"{base}/metrics").status_code == 200
-    )
+    metrics = httpx.get(f"{base}/metrics")
+    assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
+    assert "python_info" in metrics.text and "fleetmine_index_vectors{" in metrics.text  # searched above

@@ -80,3 +80,20 @@ def test_a_clip_without_keyframes_gets_a_finite_row(encoder: Encoder) -> None:
 def test_deterministic(encoder: Encoder) -> None:
     clips = [_clip(i) for i in range(3)]
     assert np.array_equal(encoder.process_batch(clips), encoder.process_batch(clips))
+
+
+def test_params_are_validated_by_kind_at_registration(tmp_path: Path) -> None:
+    from storage.errors import ConfigError
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables(["models"])
+    with pytest.raises(ConfigError, match=r"men.*fields: input_size, mean, std, layout, device"):
+        register(lake, "typo", "onnx", "m.onnx", 8, params={"men": [0.5, 0.5, 0.5]})
+    with pytest.raises(ConfigError, match="input_size"):
+        register(lake, "shape", "onnx", "m.onnx", 8, params={"input_size": [224]})
+    with pytest.raises(ConfigError, match="layout"):
+        register(lake, "b", "builtin", params={"layout": 2})
+    ok = register(lake, "gpu", "onnx", "m.onnx", 8, params={"device": "cuda", "input_size": [32, 32]})
+    from mining.encoders import encoder_resources
+
+    assert encoder_resources(ok) == {"num_cpus": 1.0, "num_gpus": 1.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -26,13 +27,24 @@ from storage import ConfigError, Lake, Settings
 from tests.conftest import LOCAL
 
 
-@pytest.fixture(scope="module")
-def fleet_lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+@pytest.fixture(scope="session")
+def _ingested_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic fleet, ingested once per session; tests get copies of its lake."""
     root = tmp_path_factory.mktemp("mining")
     synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     settings = Settings(lake=str(root / "lake"))
     assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
-    return settings
+    resolve(Lake.from_settings(settings))  # registers the default model, as a first `embed` does
+    return root
+
+
+@pytest.fixture
+def fleet_lake(_ingested_fleet: Path, tmp_path: Path) -> Settings:
+    """A test's own copy of the ingested lake: no test sees another's models, vectors or
+    datasets (media files stay shared, read-only, where the clips rows point)."""
+    shutil.copytree(_ingested_fleet / "lake", tmp_path / "lake")
+    shutil.copy(_ingested_fleet / "raw" / "labels.json", tmp_path / "labels.json")
+    return Settings(lake=str(tmp_path / "lake"))
 
 
 def small_onnx(path: Path, dim: int = 8) -> Path:
@@ -236,7 +248,7 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
     model = existing[0] if existing else register(lake, "builtin-motion", "builtin").ref
     run_embed(fleet_lake, model, runner=LOCAL)
     run_mine(fleet_lake, model, runner=LOCAL)
-    labels = Path(fleet_lake.lake).parent / "raw" / "labels.json"
+    labels = Path(fleet_lake.lake).parent / "labels.json"
     report = evaluate(lake, labels, model)
     planted = Counter(e["type"] for e in json.loads(labels.read_text())["events"])
     assert report.planted == sum(planted.values()) > 0

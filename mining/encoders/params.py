@@ -1,0 +1,48 @@
+"""Encoder parameters: one frozen model per kind, validated when a version is registered.
+
+A registry row keeps its params as JSON; :func:`params_for` turns them into the
+kind's typed model, so a typo (``"men"`` for ``"mean"``) or a wrong shape fails at
+``fleetmine model register`` with the valid fields named, not deep inside a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from storage.errors import ConfigError
+
+__all__ = ["BuiltinParams", "OnnxParams", "params_for"]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuiltinParams(_Params):
+    layout: Literal[1] = Field(default=1, description="the frozen feature layout of builtin-motion@1")
+
+
+class OnnxParams(_Params):
+    input_size: tuple[int, int] = Field(default=(224, 224), description="[H, W] the model expects")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="cuda: its workers ask Ray for a GPU")
+
+
+_BY_KIND: dict[str, type[_Params]] = {"builtin": BuiltinParams, "onnx": OnnxParams}
+
+
+def params_for(kind: str, params: dict[str, Any] | None) -> _Params:
+    """The typed params of an encoder of ``kind``; ConfigError names what is wrong."""
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        raise ConfigError(f"no parameters known for encoder kind {kind!r}; kinds: {sorted(_BY_KIND)}")
+    try:
+        return cls.model_validate(params or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
+        fields = ", ".join(cls.model_fields)
+        raise ConfigError(f"bad {kind} encoder params: {problems} (fields: {fields})") from None
