@@ -23,7 +23,7 @@ from ingest.synth.canlog import FORMATS, messages, write_can_log
 from ingest.synth.render import LIGHTS, Look, Renderer
 from ingest.synth.scenario import EVENT_TYPES, HZ, DriveState, simulate
 
-__all__ = ["SynthConfig", "synthesize"]
+__all__ = ["DriveJob", "SynthConfig", "drive_state", "plan_drives", "render_drive", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _plan(cfg: SynthConfig) -> list[DriveJob]:
+def plan_drives(cfg: SynthConfig) -> list[DriveJob]:
     rng = np.random.default_rng(cfg.seed)
     base = dt.datetime(2024, 5, 1, 6, 0, tzinfo=dt.UTC) + dt.timedelta(days=int(rng.integers(0, 200)))
     seconds = round(cfg.minutes * 60 / 10) * 10
@@ -136,7 +136,7 @@ def _plan(cfg: SynthConfig) -> list[DriveJob]:
     return jobs
 
 
-def _state(job: DriveJob) -> DriveState:
+def drive_state(job: DriveJob) -> DriveState:
     if job.source is None:
         return simulate(np.random.default_rng(job.seed), job.seconds, job.planted)
     src = job.source
@@ -154,7 +154,7 @@ def _state(job: DriveJob) -> DriveState:
 
 def render_drive(out: str, job: DriveJob, cfg: SynthConfig) -> dict[str, object]:
     """Write one drive folder; returns its label entries."""
-    st = _state(job)
+    st = drive_state(job)
     folder = Path(out) / job.vehicle_id / job.drive
     (folder / "cameras").mkdir(parents=True, exist_ok=True)
     (folder / "can").mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def _duplicates(jobs: list[DriveJob]) -> list[dict[str, object]]:
 def synthesize(
     out: Path, cfg: SynthConfig, on_drive: Callable[[str], None] | None = None
 ) -> dict[str, object]:
-    jobs = _plan(cfg)
+    jobs = plan_drives(cfg)
     out.mkdir(parents=True, exist_ok=True)
     workers = cfg.workers or min(os.cpu_count() or 1, len(jobs))
     if workers <= 1:

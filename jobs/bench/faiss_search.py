@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 
 from jobs.bench import BenchContext, BenchResult, benchmark
+from mining.encoders.builtin import DIM as BUILTIN_DIM
 from mining.encoders.builtin import BuiltinEncoder
 from mining.index import ClipIndex, IndexConfig
-from mining.interfaces import ClipInput
+from mining.interfaces import ClipInput, ModelSpec
 
 
 def embeddings_like(n: int, dim: int = 256, clusters: int = 1000, sub: int = 32, seed: int = 0) -> np.ndarray:
@@ -97,7 +98,7 @@ def _encoder_throughput(ctx: BenchContext) -> list[BenchResult]:
             )
             jpegs.append(buf.getvalue())
         clips.append(ClipInput(f"c{c}", jpegs, {"speed_mean": 12.0, "events": []}))
-    enc = BuiltinEncoder(None)  # type: ignore[arg-type]
+    enc = BuiltinEncoder(ModelSpec("builtin-motion", 1, "builtin", None, BUILTIN_DIM))
     t0 = time.perf_counter()
     enc.process_batch(clips)
     ours = time.perf_counter() - t0

@@ -11,7 +11,7 @@ import time
 import av
 import numpy as np
 
-from ingest.synth.fleet import SynthConfig, _plan, render_drive
+from ingest.synth.fleet import SynthConfig, plan_drives, render_drive
 from jobs.bench import BenchContext, BenchResult, benchmark
 
 
@@ -19,7 +19,7 @@ from jobs.bench import BenchContext, BenchResult, benchmark
 def synth_speed(ctx: BenchContext) -> list[BenchResult]:
     minutes = 0.5 if ctx.quick else 1.0
     cfg = SynthConfig(vehicles=1, drives=1, minutes=minutes, seed=0, rare_rate=0.1, duplicates=0, workers=1)
-    (job,) = _plan(cfg)
+    (job,) = plan_drives(cfg)
     t0 = time.perf_counter()
     info = render_drive(str(ctx.workdir / "synth"), job, cfg)
     ours = time.perf_counter() - t0

@@ -43,7 +43,7 @@ def synth(
     """Write a synthetic fleet in the raw layout, with ground-truth rare events in OUT/labels.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ingest.synth.fleet import SynthConfig, _plan, synthesize
+    from ingest.synth.fleet import SynthConfig, plan_drives, synthesize
 
     try:
         width, height = (int(x) for x in resolution.lower().split("x"))
@@ -61,7 +61,7 @@ def synth(
         gop_seconds=gop_seconds,
         duplicates=duplicates,
     )
-    total = len(_plan(cfg))
+    total = len(plan_drives(cfg))
     progress = Progress(
         TextColumn("[bold]synth"),
         BarColumn(),

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ingest.platform import load_platform
-from ingest.synth.fleet import SynthConfig, _plan, _state
+from ingest.synth.fleet import SynthConfig, drive_state, plan_drives
 from ingest.synth.render import LIGHTS, Look, Renderer
 from ingest.synth.scenario import EVENT_TYPES, HZ, simulate
 from jobs.ingest_job import run_ingest
@@ -82,14 +82,14 @@ def test_videos_decode_at_declared_size_fps_duration(fleet: Path) -> None:
 def test_can_logs_read_decode_and_match_the_rendered_speed(fleet: Path) -> None:
     db = load_platform("fleetmine_synth").database
     cfg = SynthConfig(vehicles=2, drives=2, minutes=1, seed=3, rare_rate=0.2)
-    for job in _plan(cfg):
+    for job in plan_drives(cfg):
         folder = fleet / job.vehicle_id / job.drive
         (log,) = (folder / "can").iterdir()
         msgs = list(
             can.LogReader(str(log), **({"relative_timestamp": False} if log.suffix == ".asc" else {}))
         )
         assert len(msgs) > 10_000
-        state = _state(job)
+        state = drive_state(job)
         errs = []
         for m in msgs:
             decoded = db.decode_message(m.arbitration_id, bytes(m.data))
