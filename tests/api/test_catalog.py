@@ -61,8 +61,12 @@ def test_dataset_through_the_api_streams_with_webdataset(server: tuple[str, Lake
         cmd = ["curl", "-f", "-s", "-L", "-H", f"Authorization: Bearer {tokens['reader']}", url]
         return gopen.Pipe(cmd, mode=mode, bufsize=bufsize, ignore_status=[141, 23])
 
+    plain_http = gopen.gopen_schemes["http"]
     gopen.gopen_schemes["http"] = with_token
-    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    try:
+        samples = list(wds.WebDataset(urls, shardshuffle=False))
+    finally:  # other tests read shards by their presigned, header-free URLs
+        gopen.gopen_schemes["http"] = plain_http
     assert len(samples) == manifest["num_samples"]
     for s in samples:
         meta = json.loads(s["json"])

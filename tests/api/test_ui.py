@@ -25,7 +25,9 @@ def chromium(url: str, tmp: Path, *extra: str) -> str:
         f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", "--window-size=1280,1000",
         *extra, url,
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
 
 
 def test_corner_case_grid_and_clip_page_render_with_media(

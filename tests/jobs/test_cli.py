@@ -52,6 +52,7 @@ def test_lake_defaults_to_env_then_cwd(tmp_path: Path) -> None:
     Lake(str(tmp_path / "fleet-lake")).create_tables(["clips"])
     env = {k: v for k, v in os.environ.items() if k != "FLEETMINE_LAKE"}
     out = subprocess.run([FLEETMINE, "lake", "info"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
     assert str(tmp_path / "fleet-lake") in out.stdout
     out = run("lake", "info", env={"FLEETMINE_LAKE": str(tmp_path / "other")})
     assert "no tables yet" in out.stdout and str(tmp_path / "other") in out.stdout
