@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Any, BinaryIO
 
 import av
@@ -84,8 +85,20 @@ class VideoProbe:
         return np.sort(self.times[self.keys])
 
     def first_frame_at_or_after(self, t: float) -> float | None:
-        later = self.times[self.times >= t - _EPS]
-        return float(later.min()) if len(later) else None
+        shown = self._shown
+        i = int(np.searchsorted(shown, t - _EPS))
+        return float(shown[i]) if i < len(shown) else None
+
+    @cached_property
+    def _shown(self) -> np.ndarray:
+        """Every frame's time in presentation order (once per probe, not once per clip)."""
+        return np.sort(self.times)
+
+    @cached_property
+    def decode_index(self) -> dict[float, int]:
+        """Packet pts (rounded to the microsecond) -> its decode index, built once per probe:
+        after a seek each clip finds its packets by pts, and a long drive has many clips."""
+        return {round(float(t), 6): i for i, t in enumerate(self.times)}
 
 
 @dataclass(frozen=True)
@@ -284,7 +297,7 @@ def _packets(c: Any, s: Any, p: VideoProbe, first: int) -> Iterator[tuple[int, A
         else:
             seen = False
             # After a seek, decode indices are found again by pts (unique within a stream).
-            order = {round(float(t), 6): i for i, t in enumerate(p.times)}
+            order = p.decode_index
             for pkt in c.demux(s):
                 if pkt.size == 0 or pkt.pts is None:
                     continue

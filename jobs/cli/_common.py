@@ -71,3 +71,5 @@ def _human(n: float) -> str:
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="NAME@VERSION or NAME (default: the current model)")
 ]
+
+WaitOpt = Annotated[bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")]

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 from jobs.cli._common import (
     AddressOpt,
     LakeOpt,
+    WaitOpt,
     _human,
     app,
     console,
@@ -88,9 +89,7 @@ def ingest(
     lake: LakeOpt = None,
     address: AddressOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Re-ingest drives already in the lake")] = False,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
-    ] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Decode drives under RAW not yet ingested. Exit 0: all ok; 3: some drives failed."""
     from jobs.cli.runs import submit_if_cluster

@@ -15,6 +15,7 @@ from jobs.cli._common import (
     AddressOpt,
     LakeOpt,
     ModelOpt,
+    WaitOpt,
     app,
     console,
     model_app,
@@ -75,9 +76,7 @@ def embed(
     model: ModelOpt = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
-    ] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Embed every clip that lacks an embedding for the model (default: the current one)."""
     from jobs.cli.runs import submit_if_cluster
@@ -103,9 +102,7 @@ def index(
     ] = "auto",
     lake: LakeOpt = None,
     address: AddressOpt = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
-    ] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Build (or extend) and persist the FAISS index of a model version."""
     from jobs.cli.runs import submit_if_cluster
@@ -126,9 +123,7 @@ def mine(
     model: ModelOpt = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")
-    ] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Score novelty, rarity and near-duplicates of every clip (one run in mining_scores)."""
     from jobs.cli.runs import submit_if_cluster
