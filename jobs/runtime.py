@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-__all__ = ["init_ray"]
+__all__ = ["init_ray", "project_modules"]
+
+
+def project_modules() -> list[str]:
+    """The project's package directories, as a runtime env's ``py_modules``.
+
+    Paths, not module objects: a job submission serialises its runtime env, and a
+    driver inside a submitted job deep-copies it, and neither can pickle a module.
+    """
+    import api
+    import ingest
+    import jobs
+    import mining
+    import storage
+
+    return [str(Path(str(m.__file__)).parent) for m in (ingest, mining, storage, api, jobs)]
 
 
 def init_ray(address: str | None, **kwargs: Any) -> Any:
@@ -28,15 +44,12 @@ def init_ray(address: str | None, **kwargs: Any) -> Any:
     # No address: a private local Ray, never "the latest cluster on this host" that
     # ray.init would otherwise join (another user's `ray start`, with its own code).
     opts["address"] = address or "local"
-    if address and os.environ.get("FLEETMINE_SHIP_CODE", "1") == "1":
+    # Inside a submitted Ray job the job's runtime env already carries the code (and a
+    # driver's own runtime env would conflict with it).
+    in_submitted_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    if address and not in_submitted_job and os.environ.get("FLEETMINE_SHIP_CODE", "1") == "1":
         # A cluster's workers may not have fleetmine installed: ship the packages.
-        import api
-        import ingest
-        import jobs
-        import mining
-        import storage
-
-        opts["runtime_env"] = {"py_modules": [ingest, mining, storage, api, jobs]}
+        opts["runtime_env"] = {"py_modules": project_modules()}
     opts.update(kwargs)
     ray.init(**opts)
     return ray

@@ -39,6 +39,8 @@ from storage.sql import literal
 __all__ = ["cancel", "get_run", "list_runs", "run_submitted", "submit"]
 
 _PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
+# Where this caller reaches the cluster; inside the job Ray sets RAY_ADDRESS to the cluster's own GCS.
+_LOCAL_ONLY = ("RAY_ADDRESS", "FLEETMINE_RAY_ADDRESS")
 
 
 def _env(settings: Settings, run_id: str) -> dict[str, str]:
@@ -65,19 +67,15 @@ def submit(req: Any, settings: Settings) -> str:
     if address.startswith(("http://", "https://")):
         from ray.job_submission import JobSubmissionClient
 
-        import api
-        import ingest
-        import jobs
-        import mining
-        import storage
+        from jobs.runtime import project_modules
 
-        client = JobSubmissionClient(address)
+        client = JobSubmissionClient(address)  # RAY_AUTH_TOKEN / ~/.ray/auth_token when RAY_AUTH_MODE=token
         client.submit_job(
             entrypoint=f"python -m jobs.cli run-job {json.dumps(payload)}",
             submission_id=run_id,
             runtime_env={
-                "env_vars": {k: v for k, v in _env(settings, run_id).items() if k != "RAY_ADDRESS"},
-                "py_modules": [ingest, mining, storage, api, jobs],
+                "env_vars": {k: v for k, v in _env(settings, run_id).items() if k not in _LOCAL_ONLY},
+                "py_modules": project_modules(),  # uploaded to the cluster's GCS by the client
             },
         )
         cluster_id, log_uri = run_id, None
@@ -143,12 +141,59 @@ def _exists(lake: Lake, run_id: str) -> bool:
     return lake.read("runs", columns=["run_id"], where=f"run_id = {literal(run_id)}").num_rows > 0
 
 
-def get_run(lake: Lake, run_id: str) -> dict[str, Any]:
-    lake.create_tables(["runs"])
+def _read_run(lake: Lake, run_id: str) -> dict[str, Any] | None:
     rows = lake.read("runs", where=f"run_id = {literal(run_id)}").to_pylist()
-    if not rows:
+    return dict(rows[0]) if rows else None
+
+
+def get_run(lake: Lake, run_id: str, address: str | None = None) -> dict[str, Any]:
+    """The run's row; a live-looking row whose job is gone is settled as ``failed`` first.
+
+    A job that dies before it records its result (it could not start, the node died,
+    ``SIGKILL``) would otherwise say ``submitted``/``running`` forever and ``--wait``
+    would never return: so an unfinished row is checked against where the job runs
+    (its process on this host, or its Ray job at ``address``).
+    """
+    lake.create_tables(["runs"])
+    row = _read_run(lake, run_id)
+    if row is None:
         raise NotFoundError(f"no job run {run_id!r}")
-    return dict(rows[0])
+    if row["status"] not in ("submitted", "running"):
+        return row
+    gone = _job_gone(str(row.get("cluster_job_id") or ""), address)
+    if gone is None:
+        return row
+    row = _read_run(lake, run_id) or row  # it may have recorded its end just before exiting
+    if row["status"] in ("submitted", "running"):
+        errors = [*json.loads(row.get("errors") or "[]"), {"job": f"ended before recording a result: {gone}"}]
+        now = dt.datetime.now(dt.UTC)
+        row = {**row, "status": "failed", "errors": json.dumps(errors), "finished_at": now}
+        lake.upsert("runs", _with(row))
+    return row
+
+
+def _job_gone(cluster_job_id: str, address: str | None) -> str | None:
+    """Why the job behind a run has ended, or None while it may still run (or cannot be asked)."""
+    if cluster_job_id.startswith("pid:"):
+        pid, _, host = cluster_job_id[4:].partition("@")
+        if host != socket.gethostname():
+            return None
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return f"its process {pid} is gone"
+        if state == "Z":  # exited, not yet reaped by the process that started it
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), os.WNOHANG)
+            return f"its process {pid} exited"
+        return None
+    if cluster_job_id and address and address.startswith(("http://", "https://")):
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        info = JobSubmissionClient(address).get_job_info(cluster_job_id)
+        if info.status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.SUCCEEDED):
+            return f"Ray job {info.status.value}: {(info.message or '')[-1500:]}"
+    return None
 
 
 def list_runs(lake: Lake, limit: int = 100) -> list[dict[str, Any]]:
@@ -160,7 +205,7 @@ def list_runs(lake: Lake, limit: int = 100) -> list[dict[str, Any]]:
 
 def cancel(lake: Lake, run_id: str, address: str | None = None) -> str:
     """Stop a submitted run (Ray job or local process); its row says ``cancelled``."""
-    row = get_run(lake, run_id)
+    row = get_run(lake, run_id, address)
     if row["status"] not in ("submitted", "running"):
         raise ConfigError(f"run {run_id} is {row['status']}, nothing to cancel")
     cid = str(row.get("cluster_job_id") or "")
@@ -181,7 +226,7 @@ def cancel(lake: Lake, run_id: str, address: str | None = None) -> str:
 
 
 def logs(lake: Lake, run_id: str, address: str | None = None) -> str:
-    row = get_run(lake, run_id)
+    row = get_run(lake, run_id, address)
     if row.get("log_uri") and Path(str(row["log_uri"])).exists():
         return Path(str(row["log_uri"])).read_text(errors="replace")
     if row.get("cluster_job_id") and address and address.startswith(("http://", "https://")):

@@ -69,7 +69,7 @@ def submit(body: JobCreate, request: Request, lake: LakeDep, _: Operator) -> Job
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     run_id = submit_job(req, request.app.state.settings)
-    return _public(get_run(lake, run_id))
+    return _public(get_run(lake, run_id, request.app.state.settings.ray_address))
 
 
 @router.get("/jobs", response_model=JobsPublic)
@@ -81,7 +81,7 @@ def list_jobs(lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=1000)) 
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, lake: LakeDep, _: Reader) -> JobPublic:
+def get_job(job_id: str, request: Request, lake: LakeDep, _: Reader) -> JobPublic:
     from jobs.submit import get_run
 
-    return _public(get_run(lake, job_id))
+    return _public(get_run(lake, job_id, request.app.state.settings.ray_address))

@@ -35,12 +35,14 @@ def submit_if_cluster(req: Any, lake: str | None, address: str | None, wait: boo
 def _follow(run_id: str, lake: str | None, address: str | None) -> int:
     from jobs.submit import get_run
 
-    lk = open_lake(lake, address)
+    lk, where = open_lake(lake, address), settings(lake, address).ray_address
     with console.status(f"{run_id}: waiting") as st:
-        while (row := get_run(lk, run_id))["status"] not in FINAL:
+        while (row := get_run(lk, run_id, where))["status"] not in FINAL:
             st.update(f"{run_id}: {row['status']} {row['counts'] or ''}")
             time.sleep(2)
     console.print(f"{run_id}: {row['status']} {row['counts']}")
+    for err in json.loads(row["errors"] or "[]")[:20]:
+        console.print(f"  {err}", markup=False)
     return {"succeeded": 0, "partial": 3}.get(row["status"], 1)
 
 
@@ -78,7 +80,7 @@ def jobs_status(
 
     if wait:
         raise typer.Exit(_follow(run_id, lake, address))
-    row = get_run(open_lake(lake, address), run_id)
+    row = get_run(open_lake(lake, address), run_id, settings(lake, address).ray_address)
     doc = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
     for k in ("params", "counts", "errors"):
         doc[k] = json.loads(row[k] or "null")

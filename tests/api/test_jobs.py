@@ -46,3 +46,34 @@ def test_a_job_survives_the_api_that_submitted_it(tmp_path: Path) -> None:
     assert state["result"]["ok"] == 2 and state["result"]["clips"] == 2
     assert run_id in [j["id"] for j in listed["data"]]
     assert lake.read("drives").num_rows == 2
+
+
+def test_a_job_killed_before_it_records_its_end_is_settled_failed(tmp_path: Path) -> None:
+    """SIGKILL leaves its row 'running'; reading it checks the process and says it died."""
+    import os
+    import signal
+
+    from jobs.requests import parse_job
+    from jobs.submit import get_run, submit
+
+    raw = tmp_path / "raw"
+    for d in ("d1", "d2", "d3"):
+        make_drive(raw, "car", d, {"cameras/front.mp4": encode(Spec(seconds=3))}, {})
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    run_id = submit(parse_job("ingest", {"raw": str(raw)}), settings)
+    row = get_run(lake, run_id)
+    pid = int(str(row["cluster_job_id"])[4:].partition("@")[0])
+    for _ in range(600):  # until it has started work (its row says running)
+        if get_run(lake, run_id)["status"] == "running":
+            break
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)  # the job we started, by its PID
+    for _ in range(100):
+        state = get_run(lake, run_id)
+        if state["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert state["status"] == "failed", state
+    assert f"process {pid}" in state["errors"] and state["finished_at"] is not None
+    assert get_run(lake, run_id)["status"] == "failed"  # settled once, in the lake
