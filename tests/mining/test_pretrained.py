@@ -26,7 +26,7 @@ from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
 from mining.encoders.onnx import OnnxEncoder
 from mining.interfaces import ClipInput
-from mining.pretrained import IMAGENET_MEAN, IMAGENET_STD, build, checkpoint_bytes
+from mining.pretrained import IMAGENET_MEAN, IMAGENET_STD, build, checkpoint_bytes, import_pretrained
 from mining.pretrained.torch_checkpoint import load_state_dict
 from mining.registry import list_models, resolve
 from storage import Lake, Settings
@@ -277,3 +277,20 @@ def test_import_into_a_lake_then_embed_the_recorded_dashcam_video(tmp_path: Path
     # Frames of one highway drive are one kind of scene, and a drawn traffic light is not it.
     light = sess.run(["features"], {"pixels": _pixels(_traffic_light())[None]})[0][0]
     assert float((unit @ (light / np.linalg.norm(light))).max()) < float(cos.min())
+
+
+def test_import_stores_the_model_in_the_lake_local_or_s3(lake: Lake) -> None:
+    spec, new = import_pretrained(lake, "efficientnet-lite0")
+    again, new_again = import_pretrained(lake, "efficientnet-lite0", current=True)
+    assert new and not new_again and again.version == spec.version and again.is_current
+    assert spec.uri is not None and spec.uri.startswith(lake.uri + "/model_files/efficientnet-lite0/")
+    enc = make_encoder(spec, lake.root.storage_options)
+    enc.setup()  # reads the model through the lake's own storage options
+    (vec,) = enc.process_batch([ClipInput("c", [_jpeg(_traffic_light())], {"speed_mean": 3.0})])
+    assert vec.shape == (2592,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
