@@ -4,6 +4,13 @@ An :class:`Encoder` is a stage: it is configured by an immutable registry entry
 (:class:`ModelSpec`), loads its weights in :meth:`Encoder.setup` (inside the Ray
 actor, never in the driver), and turns a batch of :class:`ClipInput` into one
 L2-normalised float32 vector per clip.
+
+A clip vector is a clip's, not a frame's: the encoder's frame model describes each
+keyframe, the frames are pooled over time (their mean, and their mean change from
+one to the next) and fused with the clip's signal features and trigger events by
+:func:`mining.encoders.fusion.fuse`, with block weights that are parameters of the
+model version (recorded in the registry with every default filled in). Each
+encoder kind passes the one suite in ``tests/mining/test_encoder_contract.py``.
 """
 
 from __future__ import annotations

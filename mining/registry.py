@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from mining.encoders import KINDS
 from mining.encoders.builtin import DIM as BUILTIN_DIM
+from mining.encoders.fusion import SIGNAL_DIM
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -18,7 +19,7 @@ from storage.lease import this_process
 from storage.sql import literal
 from storage.tables import models
 
-__all__ = ["DEFAULT_MODEL", "list_models", "register", "resolve", "set_current"]
+__all__ = ["DEFAULT_MODEL", "list_models", "normalised_params", "register", "resolve", "set_current"]
 
 DEFAULT_MODEL = "builtin-motion"
 
@@ -50,11 +51,21 @@ def register(
     if dim is None:
         raise ConfigError("give the model's output dimension (--dim)")
     if kind in ("builtin", "onnx"):
-        from mining.encoders.params import params_for
-
-        params_for(kind, params)  # fails here, naming the valid fields, not in a job later
+        params = normalised_params(kind, params)  # fails here, naming the valid fields, not in a job later
+        if params.get("clip") is not None and (dim <= SIGNAL_DIM or (dim - SIGNAL_DIM) % 2):
+            raise ConfigError(
+                f"a clip-fusing encoder's dim is 2 x its frame features + {SIGNAL_DIM}; got {dim}"
+            )
     with _lease(lake):
         return _register(lake, name, kind, uri, int(dim), params, current)
+
+
+def normalised_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` validated for ``kind`` with every default filled in: what the registry
+    records, so a version's row says all it was built with (fusion weights included)."""
+    from mining.encoders.params import params_for
+
+    return params_for(kind, params).model_dump(mode="json")
 
 
 def _lease(lake: Lake) -> AbstractContextManager[str]:
@@ -111,7 +122,8 @@ def resolve(lake: Lake, ref: str | None = None) -> ModelSpec:
         if not specs:  # a new lake: the builtin encoder, registered once however many ask
             with _lease(lake):
                 if not list_models(lake):
-                    return _register(lake, DEFAULT_MODEL, "builtin", None, BUILTIN_DIM, None, True)
+                    params = normalised_params("builtin", None)
+                    return _register(lake, DEFAULT_MODEL, "builtin", None, BUILTIN_DIM, params, True)
             return resolve(lake)
         rows = {(r["name"], r["version"]): r for r in lake.read("models").to_pylist()}
         current = [m for m in specs if m.is_current]

@@ -68,6 +68,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         can_decode,
         catalog,
         delta_write,
+        encoders,
         faiss_search,
         synth_speed,
         video_ingest,

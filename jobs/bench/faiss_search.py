@@ -4,24 +4,18 @@ Generator: a mixture of 1,000 Gaussian clusters in a random 32-dimensional
 subspace of R^256, plus isotropic noise (sigma 0.05 per dimension), rows
 L2-normalised, the way clip embeddings concentrate on a low-dimensional manifold.
 On uniformly random 256-d vectors no approximate index works. Baseline: exact
-search (IndexFlatL2) of the same queries. Also: embedding throughput of the
-builtin encoder (clips/s on one core) vs decoding the same JPEG keyframes alone.
+search (IndexFlatL2) of the same queries. Encoder throughput: ``jobs/bench/encoders.py``.
 """
 
 from __future__ import annotations
 
-import io
 import time
 
 import faiss
 import numpy as np
-from PIL import Image
 
 from jobs.bench import BenchContext, BenchResult, benchmark
-from mining.encoders.builtin import DIM as BUILTIN_DIM
-from mining.encoders.builtin import BuiltinEncoder
 from mining.index import ClipIndex, IndexConfig
-from mining.interfaces import ClipInput, ModelSpec
 
 
 def embeddings_like(n: int, dim: int = 256, clusters: int = 1000, sub: int = 32, seed: int = 0) -> np.ndarray:
@@ -77,43 +71,4 @@ def faiss_search(ctx: BenchContext) -> list[BenchResult]:
             goal_on_measured=True,
         ),
         BenchResult(f"{label}: bytes per vector", size / n, 256 * 4, "B", "raw float32 vector", "<= 1.2"),
-        *_encoder_throughput(ctx),
-    ]
-
-
-def _encoder_throughput(ctx: BenchContext) -> list[BenchResult]:
-    from ingest.synth.render import Look, Renderer
-    from ingest.synth.scenario import simulate
-
-    st = simulate(np.random.default_rng(0), 60, {2: "cut_in"})
-    renderer = Renderer(398, 224, Look("day"), 0)
-    clips = []
-    n = 40 if ctx.quick else 200
-    for c in range(n):
-        jpegs = []
-        for k in range(4):
-            buf = io.BytesIO()
-            Image.fromarray(renderer.frame(st, (c * 40 + k * 300) % 6000)).save(
-                buf, format="JPEG", quality=85
-            )
-            jpegs.append(buf.getvalue())
-        clips.append(ClipInput(f"c{c}", jpegs, {"speed_mean": 12.0, "events": []}))
-    enc = BuiltinEncoder(ModelSpec("builtin-motion", 1, "builtin", None, BUILTIN_DIM))
-    t0 = time.perf_counter()
-    enc.process_batch(clips)
-    ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for clip in clips:
-        for j in clip.jpegs:
-            Image.open(io.BytesIO(j)).convert("RGB").load()
-    base = time.perf_counter() - t0
-    return [
-        BenchResult(
-            "builtin encoder, 4 keyframes per clip, 1 core",
-            n / ours,
-            n / base,
-            "clips/s",
-            "JPEG decode alone",
-            ">= 0.2",
-        )
     ]

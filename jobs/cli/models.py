@@ -43,6 +43,26 @@ def model_register(
     console.print(f"registered {spec.ref} ({spec.kind}, {spec.dim}-d){' [current]' if current else ''}")
 
 
+@model_app.command("import")
+def model_import(
+    name: Annotated[str, typer.Argument(help="A pretrained encoder a package ships: efficientnet-lite0")],
+    current: Annotated[bool, typer.Option("--current", help="Make it the current version")] = False,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Convert a pretrained encoder installed with fleetmine to ONNX, store it in the lake, register it."""
+    from mining.pretrained import PRETRAINED, import_pretrained
+
+    lk = open_lake(lake, address)
+    with console.status(f"converting {name} to ONNX..."):
+        spec, new = import_pretrained(lk, name, current=current)
+    what = "registered" if new else "already registered as"
+    console.print(f"{what} {spec.ref} ({spec.kind}, {spec.dim}-d) at {spec.uri}", soft_wrap=True)
+    console.print(f"  from {PRETRAINED[name].source}", soft_wrap=True)
+    if spec.is_current:
+        console.print(f"{spec.ref} is current: `fleetmine embed` back-fills every clip for it")
+
+
 @model_app.command("list")
 def model_list(lake: LakeOpt = None, address: AddressOpt = None) -> None:
     """Registered encoders."""

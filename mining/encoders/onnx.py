@@ -1,8 +1,16 @@
 """``onnx``: any image encoder exported to ONNX, run with onnxruntime.
 
-Registry params: ``input_size`` [H, W], ``mean`` and ``std`` (per channel, on
-0..1 pixels), ``layout`` "NCHW" (default) or "NHWC". Each keyframe is encoded;
-the clip's vector is the mean over its keyframes, L2-normalised.
+Registry params (:class:`~mining.encoders.params.OnnxParams`): ``input_size`` [H, W],
+``mean`` and ``std`` (per channel, on 0..1 pixels), ``layout`` "NCHW" (default) or
+"NHWC", ``output`` (the frame-feature output; default the first). Each keyframe is
+encoded to a frame feature. With ``clip`` params the clip's vector is fused like
+every encoder's (:func:`mining.encoders.fusion.fuse`: the frames' mean, their mean
+change, the signals block, each weighted); without, it is the mean of the frames'
+features (the vectors of versions registered before clip fusion existed). Rows
+are L2-normalised.
+
+A worker runs the model on as many threads as CPUs it asked Ray for, so workers
+sharing a node do not oversubscribe it.
 """
 
 from __future__ import annotations
@@ -13,11 +21,14 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from mining.encoders.fusion import SIGNAL_DIM, fuse, signal_block, signal_layout
 from mining.encoders.params import OnnxParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
 __all__ = ["OnnxEncoder"]
+
+_FRAMES_PER_RUN = 16  # bounds the activations held at once (a 224 px CNN: several MB a frame)
 
 
 class OnnxEncoder:
@@ -27,11 +38,14 @@ class OnnxEncoder:
         self.spec = spec
         self.storage_options = storage_options or {}
         self.params = OnnxParams.model_validate(spec.params)
+        self._layout = signal_layout(self.params.clip.signal_layout) if self.params.clip else None
         self.session: Any = None
+        self._output: str | None = None
 
     def setup(self) -> None:
         import onnxruntime as ort
 
+        from mining.encoders import encoder_resources
         from storage.objectstore import Location
 
         if not self.spec.uri:
@@ -41,7 +55,16 @@ class OnnxEncoder:
         providers = [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
         ]
-        self.session = ort.InferenceSession(model, providers=providers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(encoder_resources(self.spec)["num_cpus"]))
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model, options, providers=providers)
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.params.output is not None and self.params.output not in outputs:
+            raise ConfigError(
+                f"model {self.spec.ref} has no output {self.params.output!r}; outputs: {outputs}"
+            )
+        self._output = self.params.output or outputs[0]
 
     def _pixels(self, jpeg: bytes) -> np.ndarray:
         p = self.params
@@ -51,28 +74,43 @@ class OnnxEncoder:
         x = (x - np.array(p.mean, np.float32)) / np.array(p.std, np.float32)
         return x if p.layout == "NHWC" else x.transpose(2, 0, 1)
 
-    def process_batch(self, clips: list[ClipInput]) -> np.ndarray:
+    @property
+    def frame_dim(self) -> int:
+        """The frame model's feature size, from the registered dim."""
+        return (self.spec.dim - SIGNAL_DIM) // 2 if self.params.clip else self.spec.dim
+
+    def encode_frames(self, jpegs: list[bytes]) -> np.ndarray:
+        """``(len(jpegs), frame_dim)`` float32: the frame model's feature of each image."""
         if self.session is None:
             self.setup()
-        owners: list[int] = []
-        pixels: list[np.ndarray] = []
-        for i, c in enumerate(clips):
-            for j in c.jpegs:
-                owners.append(i)
-                pixels.append(self._pixels(j))
-        out = np.zeros((len(clips), self.spec.dim), np.float32)
-        if pixels:
-            name = self.session.get_inputs()[0].name
-            emb = np.asarray(self.session.run(None, {name: np.stack(pixels)})[0], np.float32).reshape(
-                len(pixels), -1
+        if not jpegs:
+            return np.zeros((0, self.frame_dim), np.float32)
+        name = self.session.get_inputs()[0].name
+        parts = []
+        for i in range(0, len(jpegs), _FRAMES_PER_RUN):
+            pixels = np.stack([self._pixels(j) for j in jpegs[i : i + _FRAMES_PER_RUN]])
+            out = np.asarray(self.session.run([self._output], {name: pixels})[0], np.float32)
+            parts.append(out.reshape(len(pixels), -1))
+        emb = np.concatenate(parts)
+        if emb.shape[1] != self.frame_dim:
+            want = f"2 x {emb.shape[1]} + {SIGNAL_DIM}" if self.params.clip else str(emb.shape[1])
+            raise ConfigError(
+                f"model {self.spec.ref} gives {emb.shape[1]}-d frame features: its dim is {want}, "
+                f"registered {self.spec.dim}"
             )
-            if emb.shape[1] != self.spec.dim:
-                raise ConfigError(
-                    f"model {self.spec.ref} gives {emb.shape[1]}-d vectors, registered dim {self.spec.dim}"
-                )
-            idx = np.array(owners)
-            for i in range(len(clips)):
-                if (idx == i).any():
-                    out[i] = emb[idx == i].mean(axis=0)
+        return emb
+
+    def process_batch(self, clips: list[ClipInput]) -> np.ndarray:
+        frames = self.encode_frames([j for c in clips for j in c.jpegs])
+        out = np.zeros((len(clips), self.spec.dim), np.float32)
+        start = 0
+        for i, c in enumerate(clips):
+            own = frames[start : start + len(c.jpegs)]
+            start += len(c.jpegs)
+            if self.params.clip is not None and self._layout is not None:
+                sig = signal_block(c.features, self._layout)
+                out[i] = fuse(own, own, sig, self.params.clip.weights)
+            elif len(own):
+                out[i] = own.mean(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.where(norms > 0, out / np.maximum(norms, 1e-12), out)

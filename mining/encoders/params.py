@@ -9,19 +9,44 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storage.errors import ConfigError
 
-__all__ = ["BuiltinParams", "OnnxParams", "params_for"]
+__all__ = ["BuiltinParams", "ClipFusion", "FusionWeights", "OnnxParams", "params_for"]
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FusionWeights(_Params):
+    """The weight of each block of a clip vector (:func:`mining.encoders.fusion.fuse`)."""
+
+    appearance: float = Field(default=1.0, ge=0, description="the frames' mean feature")
+    motion: float = Field(default=0.6, ge=0, description="the mean change between consecutive frames")
+    signals: float = Field(default=1.0, ge=0, description="signal features and trigger events")
+
+
+class ClipFusion(_Params):
+    """A frame model's features made into clip vectors: pooled over time, fused with signals."""
+
+    weights: FusionWeights = FusionWeights()
+    signal_layout: int = Field(default=1, description="the frozen signals block (fusion.SIGNAL_LAYOUTS)")
+
+    @field_validator("signal_layout")
+    @classmethod
+    def _known_layout(cls, v: int) -> int:
+        from mining.encoders.fusion import SIGNAL_LAYOUTS
+
+        if v not in SIGNAL_LAYOUTS:
+            raise ValueError(f"no signal layout {v}; layouts: {sorted(SIGNAL_LAYOUTS)}")
+        return v
+
+
 class BuiltinParams(_Params):
     layout: Literal[1] = Field(default=1, description="the frozen feature layout of builtin-motion@1")
+    weights: FusionWeights = FusionWeights()
 
 
 class OnnxParams(_Params):
@@ -30,6 +55,14 @@ class OnnxParams(_Params):
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="cuda: its workers ask Ray for a GPU")
+    output: str | None = Field(
+        default=None, description="the frame-feature output to read (default: the first)"
+    )
+    clip: ClipFusion | None = Field(
+        default=None,
+        description="pool frames over time and fuse signals (dim = 2 x frame dim + 32); "
+        "none: the mean of the frames' features (dim = frame dim)",
+    )
 
 
 _BY_KIND: dict[str, type[_Params]] = {"builtin": BuiltinParams, "onnx": OnnxParams}

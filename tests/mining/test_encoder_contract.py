@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from mining.encoders import KINDS, make_encoder
-from mining.interfaces import ClipInput, Encoder
-from mining.registry import register
+from mining.encoders.fusion import SIGNAL_DIM
+from mining.interfaces import ClipInput, Encoder, ModelSpec
+from mining.pretrained import import_pretrained
+from mining.registry import list_models, register
 from storage import Lake
 from tests.ingest.videos import frame_image
 
@@ -39,20 +41,51 @@ def _clip(i: int, frames: int = 3) -> ClipInput:
     return ClipInput(f"20240101-c{i}", [_jpeg(10 * i + k) for k in range(frames)], features)
 
 
-@pytest.fixture(params=BUILDABLE)
-def encoder(request: pytest.FixtureRequest, tmp_path: Path) -> Encoder:
-    lake = Lake(str(tmp_path / "lake"))
-    lake.create_tables(["models"])
-    if request.param == "builtin":
-        spec = register(lake, "contract-builtin", "builtin")
-    else:
-        from tests.mining.test_mining import small_onnx
+# Every way to build an encoder: the builtin, an ONNX frame model averaged (versions from
+# before clip fusion), the same fused with signals, and the pretrained EfficientNet-Lite0.
+VARIANTS = ["builtin", "onnx-mean", "onnx-clip", "efficientnet-lite0"]
+FUSING = [v for v in VARIANTS if v != "onnx-mean"]
+assert set(BUILDABLE) <= {v.split("-")[0] for v in VARIANTS} | {"onnx"}
 
-        model = str(small_onnx(tmp_path / "m.onnx"))
-        spec = register(lake, "contract-onnx", "onnx", model, 8, params={"input_size": [32, 32]})
+
+def _spec(lake: Lake, variant: str, tmp_path: Path, weights: dict[str, float] | None = None) -> ModelSpec:
+    from tests.mining.test_mining import small_onnx
+
+    w = {"weights": weights} if weights else {}
+    match variant:
+        case "builtin":
+            return register(lake, "contract-builtin", "builtin", params=w)
+        case "onnx-mean" | "onnx-clip":
+            model = str(small_onnx(tmp_path / "m.onnx"))
+            clip = {"clip": w} if variant == "onnx-clip" else {}
+            dim = 2 * 8 + SIGNAL_DIM if clip else 8
+            return register(lake, f"contract-{variant}", "onnx", model, dim, {"input_size": [32, 32], **clip})
+        case _:
+            spec, _new = import_pretrained(lake, "efficientnet-lite0")
+            if not weights:
+                return spec
+            params = {**spec.params, "clip": {**spec.params["clip"], "weights": weights}}
+            return register(lake, spec.name, "onnx", spec.uri, spec.dim, params)
+
+
+def _encoder(spec: ModelSpec) -> Encoder:
     enc = make_encoder(spec)
     enc.setup()
     return enc
+
+
+@pytest.fixture(params=VARIANTS)
+def encoder(request: pytest.FixtureRequest, tmp_path: Path) -> Encoder:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables(["models"])
+    return _encoder(_spec(lake, request.param, tmp_path))
+
+
+@pytest.fixture(params=FUSING)
+def fusing(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Lake, str, Path]:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables(["models"])
+    return lake, request.param, tmp_path
 
 
 def test_shape_dtype_and_unit_rows(encoder: Encoder) -> None:
@@ -97,3 +130,63 @@ def test_params_are_validated_by_kind_at_registration(tmp_path: Path) -> None:
     from mining.encoders import encoder_resources
 
     assert encoder_resources(ok) == {"num_cpus": 1.0, "num_gpus": 1.0}
+
+
+# -- clip vectors: frames pooled over time, fused with signals (mining/encoders/fusion.py) --
+
+
+def test_a_clip_vector_reads_its_signals_and_its_frames(fusing: tuple[Lake, str, Path]) -> None:
+    enc = _encoder(_spec(*fusing))
+    base = _clip(3)
+    other_signals = ClipInput(base.clip_id, base.jpegs, {**base.features, "max_decel_mps2": 7.5})
+    other_frames = ClipInput(base.clip_id, _clip(4).jpegs, base.features)
+    v = enc.process_batch([base, other_signals, other_frames])
+    assert not np.allclose(v[0], v[1], atol=1e-4) and not np.allclose(v[0], v[2], atol=1e-4)
+
+
+def test_frames_pool_over_time_by_their_mean_and_their_change(fusing: tuple[Lake, str, Path]) -> None:
+    """The mean and the mean absolute change do not see a clip played backwards; the change
+    does see the frames' order otherwise, and a still scene has no change at all."""
+    enc = _encoder(_spec(*fusing))
+    a, b, c = _clip(5).jpegs
+    f = _clip(5).features
+    forward, backward, shuffled = (ClipInput("x", js, f) for js in ([a, b, c], [c, b, a], [a, c, b]))
+    v = enc.process_batch([forward, backward, shuffled])
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6)
+    assert not np.allclose(v[0], v[2], atol=1e-4)
+    still, moving = enc.process_batch([ClipInput("s", [a, a, a], f), ClipInput("m", [a, a, b], f)])
+    lake, variant, tmp = fusing
+    no_motion = _encoder(_spec(lake, variant, tmp, {"appearance": 1.0, "motion": 0.0, "signals": 1.0}))
+    np.testing.assert_allclose(still, no_motion.process_batch([ClipInput("s", [a, a, a], f)])[0], atol=1e-6)
+    assert not np.allclose(moving, no_motion.process_batch([ClipInput("m", [a, a, b], f)])[0], atol=1e-4)
+
+
+def test_fusion_weights_are_parameters_of_the_version_in_the_registry(fusing: tuple[Lake, str, Path]) -> None:
+    lake, variant, tmp = fusing
+    default = _spec(lake, variant, tmp)
+    frames_only = _spec(lake, variant, tmp, {"appearance": 1.0, "motion": 0.6, "signals": 0.0})
+    signals_only = _spec(lake, variant, tmp, {"appearance": 0.0, "motion": 0.0, "signals": 1.0})
+    assert default.name == frames_only.name == signals_only.name
+    assert [default.version, frames_only.version, signals_only.version] == [1, 2, 3]
+    rows = {m.version: m.params for m in list_models(lake) if m.name == default.name}
+    weights = {v: (p.get("clip") or p)["weights"] for v, p in rows.items()}
+    assert weights[1] == {"appearance": 1.0, "motion": 0.6, "signals": 1.0}  # defaults recorded too
+    assert weights[3] == {"appearance": 0.0, "motion": 0.0, "signals": 1.0}
+    base = _clip(2)
+    braking = ClipInput(base.clip_id, base.jpegs, {**base.features, "max_decel_mps2": 7.5})
+    elsewhere = ClipInput(base.clip_id, _clip(6).jpegs, base.features)
+    f = _encoder(frames_only).process_batch([base, braking, elsewhere])
+    s = _encoder(signals_only).process_batch([base, braking, elsewhere])
+    np.testing.assert_allclose(f[0], f[1], atol=1e-6)  # blind to signals
+    np.testing.assert_allclose(s[0], s[2], atol=1e-6)  # blind to frames
+    assert not np.allclose(f[0], f[2], atol=1e-4) and not np.allclose(s[0], s[1], atol=1e-4)
+
+
+def test_a_clip_fusing_dim_that_cannot_be_is_refused(tmp_path: Path) -> None:
+    from storage.errors import ConfigError
+
+    lake = Lake(str(tmp_path / "lake"))
+    with pytest.raises(ConfigError, match=r"2 x its frame features \+ 32"):
+        register(lake, "odd", "onnx", "m.onnx", 8 + 32 + 1, params={"clip": {}})
+    with pytest.raises(ConfigError, match=r"layouts: \[1\]"):
+        register(lake, "lay", "onnx", "m.onnx", 48, params={"clip": {"signal_layout": 7}})
