@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.bench.faiss_search import embeddings_like
 from mining.interfaces import ModelSpec
@@ -23,7 +24,7 @@ from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.tables import clips, embeddings
 
-__all__ = ["RARE_EVENTS", "CatalogBatch", "CatalogConfig", "add_clips"]
+__all__ = ["RARE_EVENTS", "CatalogBatch", "CatalogConfig", "add_clips", "add_scores"]
 
 RARE_EVENTS = {"hard_brake": 0.01, "driver_override": 0.001}
 
@@ -109,3 +110,45 @@ def add_clips(
     lake.append("clips", clips.SPEC.conform(clip_rows))
     lake.append("embeddings", embeddings.SPEC.conform(emb_rows))
     return CatalogBatch(ids, vectors, events)
+
+
+def add_scores(lake: Lake, spec: ModelSpec, batch: CatalogBatch, run: int = 1, seed: int = 0) -> pa.Table:
+    """A ``mine`` run's rows for ``batch`` without running mine: ``mining_scores`` (novelty
+    uniform at random, 1 % near-duplicates) and the ``corner_cases`` lists ranked from
+    them, written and committed the way ``fleetmine mine`` does. Returns the scores."""
+    from mining.ready import corner_case_lists, write_corner_cases
+    from storage.delta import Txn
+    from storage.tables import mining_scores
+
+    lake.create_tables(["mining_scores", "corner_cases"])
+    n = len(batch.clip_ids)
+    rng = np.random.default_rng(seed + 104_729)
+    run_id = f"mine-{spec.name}-{spec.version}-{run:06d}"
+    dup = rng.random(n) < 0.01
+    labels = [[e for e in RARE_EVENTS if batch.events[e][i]] for i in range(n)]
+    ids = pa.array(batch.clip_ids, pa.string())
+    scores = mining_scores.SPEC.conform(
+        pa.table(
+            {
+                "clip_id": ids,
+                "date": pc.strptime(pc.utf8_slice_codeunits(ids, 0, 8), "%Y%m%d", "s").cast(pa.date32()),
+                "model_version": [spec.ref] * n,
+                "run_id": [run_id] * n,
+                "novelty": pa.array(rng.random(n)),
+                "knn_distances": pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, 5 * n + 1, 5, dtype=np.int32)),
+                    pa.array(rng.random(5 * n).astype(np.float32)),
+                ),
+                "cluster_id": pa.array(rng.integers(0, 1000, n), pa.int32()),
+                "rarity": pa.array(rng.random(n)),
+                "signal_rarity": pa.array(rng.random(n)),
+                "duplicate_of": pa.array([batch.clip_ids[0] if d else None for d in dup], pa.string()),
+                "computed_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
+            }
+        )
+    )
+    txn = Txn(f"mine:{spec.ref}", run)
+    lake.append("mining_scores", scores, txn)
+    lists = corner_case_lists(scores, pa.array(labels, pa.list_(pa.string())))
+    lake.commit("corner_cases", write_corner_cases(lake, lists, run_id), txn)
+    return scores
