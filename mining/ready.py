@@ -84,7 +84,7 @@ def write_corner_cases(lake: Lake, lists: list[pa.Table], prefix: str) -> list[A
 
 def _latest_run(lake: Lake, model_ref: str) -> str | None:
     """The newest run with lists for the model, from the Delta log's file statistics."""
-    adds = pa.table(lake.delta(SPEC.name).get_add_actions(flatten=True))
+    adds = pa.table(lake.snapshot(SPEC.name).get_add_actions(flatten=True))
     if adds.num_rows == 0:
         return None
     mine = adds.filter(pc.equal(adds.column("partition.model_version"), model_ref))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import posixpath
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,6 +63,18 @@ class Lake:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *, commit_retries: int = 10):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
+        self._snapshots: dict[str, tuple[DeltaTable, DeltaTable]] = {}  # table -> (probe, served)
+        self._snapshot_lock = threading.Lock()
+        self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
+        state = dict(self.__dict__)
+        state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._snapshot_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -151,6 +164,27 @@ class Lake:
             raise TableNotFoundError(
                 f"table {table} not found at {loc.uri}; run `fleetmine ingest` or create the lake first"
             ) from exc
+
+    def snapshot(self, table: str) -> DeltaTable:
+        """The table's latest version for reading, shared by the threads of a process.
+
+        Opening a table replays its log (tens of ms after many commits); a request only
+        checks for new commits (``update_incremental`` on a probe copy: one listing) and
+        opens the table again only when there are some. The object handed out is never
+        updated in place, so queries running on it in other threads are undisturbed.
+        """
+        with self._snapshot_lock:
+            cached = self._snapshots.get(table)
+            if cached is None:
+                probe = self.delta(table)
+                cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+            else:
+                probe, served = cached
+                with reachable(self.location(table).uri):
+                    probe.update_incremental()
+                if probe.version() != served.version():
+                    cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+            return cached[1]
 
     def version(self, table: str) -> int:
         return self.delta(table).version()
@@ -269,7 +303,8 @@ class Lake:
         spec = get_spec(table)
         sql = select_sql(table, columns, where, order_by, limit)
         with reachable(self.location(table).uri):
-            data = run_sql({table: self.delta(table, version)}, sql)
+            delta = self.snapshot(table) if version is None else self.delta(table, version)
+            data = run_sql({table: delta}, sql)
         if data.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
         return _plain_types(data, spec)
@@ -277,7 +312,11 @@ class Lake:
     def partition_rows(self, table: str, column: str, version: int | None = None) -> pa.Table:
         """Rows per value of the partition column ``column``, sorted by value, from the
         Delta log alone (``value``, ``rows``, ``files``): no data file is read."""
-        adds = pa.table(self.delta(table, version).get_add_actions(flatten=True))
+        delta = self.snapshot(table) if version is None else self.delta(table, version)
+        key = (table, column, delta.version())
+        if (hit := self._partitions.get(key)) is not None:
+            return hit
+        adds = pa.table(delta.get_add_actions(flatten=True))
         if adds.num_rows == 0:
             return pa.table(
                 {
@@ -294,7 +333,11 @@ class Lake:
                 "files": by.column("path_count").cast(pa.int64()),
             }
         )
-        return out.sort_by("value")
+        out = out.sort_by("value")
+        if len(self._partitions) > 64:
+            self._partitions.clear()
+        self._partitions[key] = out
+        return out
 
     # -- info & maintenance ------------------------------------------------------
 
@@ -389,6 +432,8 @@ class Lake:
                 t = self.delta(name)
                 spec = get_spec(name)
                 compacted = self._sort_partitions(name, spec) if spec.cluster_by else t.optimize.compact()
+                if compacted.get("numFilesAdded", 0):  # readers then load one file, not the rewrites' log
+                    self.delta(name).create_checkpoint()
                 t = self.delta(name)
                 removed = t.vacuum(
                     retention_hours=retention_hours,

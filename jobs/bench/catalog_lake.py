@@ -53,9 +53,10 @@ def clip_id(i: int, cfg: CatalogConfig) -> str:
 
 
 def add_clips(
-    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None
+    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None, *, vectors: bool = True
 ) -> CatalogBatch:
-    """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors."""
+    """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors
+    (none with ``vectors=False``: the catalog's routes never read them)."""
     cfg = cfg or CatalogConfig()
     lake.create_tables(["clips", "embeddings"])
     idx = np.arange(start, start + n)
@@ -65,7 +66,11 @@ def add_clips(
     midnight = np.array([(d - dt.date(1970, 1, 1)).days * 86_400_000_000 for d in dates], dtype=np.int64)
     start_us = midnight + (idx % cfg.clips_per_day) * int(cfg.clip_seconds * 1e6)
     # A distinct seed per batch keeps the vectors of an incremental batch new.
-    vectors = embeddings_like(n, spec.dim, seed=cfg.seed + start)
+    embedded = (
+        embeddings_like(n, spec.dim, seed=cfg.seed + start)
+        if vectors
+        else np.zeros((0, spec.dim), np.float32)
+    )
     rng = np.random.default_rng(cfg.seed + 7919 + start)
     events: dict[str, np.ndarray] = {}
     labels: list[list[str]] = [[] for _ in range(n)]
@@ -94,7 +99,10 @@ def add_clips(
             "ingest_run_id": ["catalog-synth"] * n,
         }
     )
-    flat = pa.array(vectors.reshape(-1), pa.float32())
+    lake.append("clips", clips.SPEC.conform(clip_rows))
+    if not vectors:
+        return CatalogBatch(ids, embedded, events)
+    flat = pa.array(embedded.reshape(-1), pa.float32())
     offsets = pa.array(np.arange(0, n * spec.dim + 1, spec.dim, dtype=np.int32))
     emb_rows = pa.table(
         {
@@ -107,9 +115,8 @@ def add_clips(
             "created_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
         }
     )
-    lake.append("clips", clips.SPEC.conform(clip_rows))
     lake.append("embeddings", embeddings.SPEC.conform(emb_rows))
-    return CatalogBatch(ids, vectors, events)
+    return CatalogBatch(ids, embedded, events)
 
 
 def add_scores(lake: Lake, spec: ModelSpec, batch: CatalogBatch, run: int = 1, seed: int = 0) -> pa.Table:
