@@ -111,7 +111,8 @@ def keyset_page(
         else:
             # Rows the page still needs at the selectivity seen so far (all of them match
             # until shown otherwise), with some slack, within what the budget has left.
-            want = need * (scanned / max(matched, 1) if scanned else 1.0) * 1.25
+            # No match yet (a cursor at the end of its day, a rare filter): grow fourfold.
+            want = need * scanned / matched * 1.25 if matched else max(need * 1.25, 4.0 * scanned)
             want = min(want, max(budget_rows - scanned, 1))
             span, rows = 0, 0
             while i + span < len(todo) and (span == 0 or rows < want):
