@@ -129,7 +129,35 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         return _error(request, status, str(exc), headers)
 
     app.add_middleware(_Unexpected)
+    if settings.scan_audit:
+        app.add_middleware(_ScanAudit)
     return app
+
+
+class _ScanAudit:
+    """``X-Fleetmine-Rows-Scanned`` / ``X-Fleetmine-Queries`` on every response: the rows
+    the engine scanned for the request (see :func:`storage.query.audit`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from storage.query import audit
+
+        with audit() as tally:
+
+            async def counted(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
+                    headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, counted)
 
 
 class _Unexpected:

@@ -23,7 +23,7 @@ def run_mine(
     settings: Settings, model: str | None = None, cfg: MineConfig | None = None, runner: Runner | None = None
 ) -> MineReport:
     lake = Lake.from_settings(settings)
-    lake.create_tables(["mining_scores"])
+    lake.create_tables(["mining_scores", "corner_cases"])
     spec = resolve(lake, model)
     app_id = f"mine:{spec.ref}"
     number = lake.last_run_number(app_id, ["mining_scores"]) + 1
@@ -37,5 +37,9 @@ def run_mine(
         txn = Txn(app_id, number)
         if r.actions and not lake.committed("mining_scores", txn):
             lake.commit("mining_scores", r.actions, txn)
+        # The ready lists land after the scores they rank: a reader never sees lists
+        # of a run whose scores are not there (a retried job completes the pair).
+        if r.ready_actions and not lake.committed("corner_cases", txn):
+            lake.commit("corner_cases", r.ready_actions, txn)
         run.counts.update(scored=r.scored, duplicates=r.duplicates)
     return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference)

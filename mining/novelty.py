@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import faiss
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
 from mining.interfaces import ModelSpec
+from mining.ready import READY_K, corner_case_lists, write_corner_cases
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import literal
@@ -52,6 +53,7 @@ class MineConfig:
     w_rarity: float = 0.1
     w_signal: float = 0.6
     seed: int = 1234
+    ready_k: int = READY_K  # clips per corner-case list kept ready (mining.ready)
 
 
 @dataclass
@@ -191,6 +193,7 @@ class MineResult:
     scored: int
     duplicates: int
     reference: str
+    ready_actions: list[Any] = field(default_factory=list)  # corner_cases files
 
 
 class MineStage:
@@ -202,7 +205,7 @@ class MineStage:
         self.lake = lake
 
     def setup(self) -> None:
-        self.lake.create_tables(["mining_scores", "dataset_clips"])
+        self.lake.create_tables(["mining_scores", "dataset_clips", "corner_cases"])
 
     def process_batch(self, items: list[MineWork]) -> list[MineResult]:
         return [self.process(w) for w in items]
@@ -239,4 +242,7 @@ class MineStage:
             )
         )
         actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
-        return MineResult(actions, n, sum(d is not None for d in s["duplicate_of"]), kind)
+        ready = write_corner_cases(
+            lake, corner_case_lists(table, features.column("events"), cfg.ready_k), w.run_id
+        )
+        return MineResult(actions, n, sum(d is not None for d in s["duplicate_of"]), kind, ready)

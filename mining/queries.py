@@ -14,13 +14,12 @@ import numpy as np
 from mining import serving
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
-from mining.novelty import latest_scores
+from mining.ready import read_corner_cases
 from mining.registry import resolve
 from mining.serving import embedded_since, read_vectors
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
-from storage.sql import literal
 
 __all__ = ["Neighbour", "build_index", "corner_cases", "similar"]
 
@@ -111,12 +110,6 @@ def similar(
 def corner_cases(
     lake: Lake, *, k: int = 50, event: str | None = None, model: str | None = None
 ) -> list[dict[str, Any]]:
-    """Clips ranked by novelty (latest run for the model), duplicates left out."""
-    spec = resolve(lake, model)
-    rows = [r for r in latest_scores(lake, spec) if r["duplicate_of"] is None]
-    if event:
-        with_event = lake.read("clips", columns=["clip_id"], where=f"array_has(events, {literal(event)})")
-        keep = set(with_event.column("clip_id").to_pylist())
-        rows = [r for r in rows if r["clip_id"] in keep]
-    rows.sort(key=lambda r: -r["novelty"])
-    return rows[:k]
+    """Clips ranked by novelty (latest run for the model), duplicates left out: the
+    lists ``mine`` keeps ready (:mod:`mining.ready`), so k rows are read."""
+    return read_corner_cases(lake, resolve(lake, model).ref, k=k, event=event)

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
         "so training jobs read from the store directly; 0 streams shards through the API server",
     )
 
+    scan_budget_rows: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="The most rows one page of a filtered list may scan; a rarer filter answers "
+        "a shorter page whose cursor goes on where the scan stopped",
+    )
+    scan_audit: bool = Field(
+        default=False,
+        description="Count the rows each API request scans (engine metrics, one extra run per "
+        "query) and answer them in X-Fleetmine-Rows-Scanned; for tests and benchmarks",
+    )
+
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))
         if self.lake.startswith("s3://") and not self.storage_options:

@@ -34,7 +34,7 @@ from storage.errors import CommitError, StorageError, StorageUnavailableError
 from storage.objectstore import Location, reachable
 from storage.schema import TableSpec
 
-__all__ = ["CommitResult", "TableWriter", "Txn", "commit"]
+__all__ = ["CommitResult", "TableWriter", "Txn", "commit", "replace_files"]
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,36 @@ def commit(
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise _failed(spec, location, last, f" after {retries + 1} attempts") from last
+
+
+def replace_files(
+    location: Location,
+    spec: TableSpec,
+    adds: list[AddAction],
+    removes: list[RemoveAction],
+    metadata: dict[str, str] | None = None,
+) -> bool:
+    """Swap ``removes`` for ``adds`` (the same rows, rewritten) in one transaction.
+
+    Not retried: a conflict means another writer changed those files, and the caller's
+    rewrite is stale. Returns whether it landed.
+    """
+    with reachable(location.uri):
+        table = DeltaTable(location.uri, storage_options=location.storage_options)
+        try:
+            table.create_write_transaction(
+                [*adds, *removes],
+                mode="append",
+                schema=table.schema(),
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+        except CommitFailedError as exc:
+            log.warning(
+                "rewrite of %d %s files lost to a concurrent commit: %s", len(removes), spec.name, exc
+            )
+            return False
+    return True
 
 
 def _failed(spec: TableSpec, location: Location, exc: Exception | None, after: str) -> StorageError:

@@ -35,6 +35,19 @@ class ClipFilter(BaseModel):
     group_id: str | None = Field(default=None, description="every camera's clip of one time window")
     camera: str | None = None
 
+    def days(self) -> tuple[dt.date | None, dt.date | None]:
+        """The first and last ``date`` partition a matching clip can be in (None: open).
+
+        A clip starting at ``since`` may come from a drive that started the day before.
+        """
+        lo = None if self.since is None else _utc_day(self.since) - dt.timedelta(days=1)
+        hi = None if self.until is None else _utc_day(self.until)
+        if self.group_id:
+            with contextlib.suppress(ValueError):
+                day = dt.datetime.strptime(self.group_id[:8], "%Y%m%d").date()
+                lo, hi = max(lo or day, day), min(hi or day, day)
+        return lo, hi
+
     def predicate(self) -> str | None:
         """The Delta predicate, or None for all clips.
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import posixpath
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,18 +17,22 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaNotFound
-from deltalake.transaction import AddAction, CommitProperties, Transaction
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from storage.config import Settings, normalize_uri
-from storage.delta import CommitResult, TableWriter, Txn, commit
+from storage.delta import CommitResult, TableWriter, Txn, _partition_value, commit, replace_files
 from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
+from storage.query import audit_scan, run_sql, select_sql
 from storage.schema import TableSpec
+from storage.sql import literal
 from storage.tables import TABLES, get_spec
 
 __all__ = ["Lake", "TableInfo"]
 
 log = logging.getLogger(__name__)
+_CLUSTERED = "fleetmine.sorted_by"  # commit metadata of a `maintain` sort
+_SORTED = "part-sorted-"  # data files `maintain` wrote sorted by the table's cluster_by (prefix "sorted-")
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,18 @@ class Lake:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *, commit_retries: int = 10):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
+        self._snapshots: dict[str, tuple[DeltaTable, DeltaTable]] = {}  # table -> (probe, served)
+        self._snapshot_lock = threading.Lock()
+        self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
+        state = dict(self.__dict__)
+        state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._snapshot_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -144,6 +164,27 @@ class Lake:
             raise TableNotFoundError(
                 f"table {table} not found at {loc.uri}; run `fleetmine ingest` or create the lake first"
             ) from exc
+
+    def snapshot(self, table: str) -> DeltaTable:
+        """The table's latest version for reading, shared by the threads of a process.
+
+        Opening a table replays its log (tens of ms after many commits); a request only
+        checks for new commits (``update_incremental`` on a probe copy: one listing) and
+        opens the table again only when there are some. The object handed out is never
+        updated in place, so queries running on it in other threads are undisturbed.
+        """
+        with self._snapshot_lock:
+            cached = self._snapshots.get(table)
+            if cached is None:
+                probe = self.delta(table)
+                cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+            else:
+                probe, served = cached
+                with reachable(self.location(table).uri):
+                    probe.update_incremental()
+                if probe.version() != served.version():
+                    cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+            return cached[1]
 
     def version(self, table: str) -> int:
         return self.delta(table).version()
@@ -237,13 +278,66 @@ class Lake:
         spec = get_spec(table)
         try:
             with reachable(self.location(table).uri):
-                data = self.delta(table, version).scan(columns=columns, predicate=where).read_all()
+                delta = self.delta(table, version)
+                data = delta.scan(columns=columns, predicate=where).read_all()
+                audit_scan(delta, table, columns, where)
         except DeltaError as exc:
             raise StorageError(f"cannot read {table} where {where!r}: {exc}") from exc
         result = pa.table(data)
         if result.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
         return _plain_types(result, spec)
+
+    def query(
+        self,
+        table: str,
+        *,
+        columns: list[str] | None = None,
+        where: str | None = None,
+        order_by: list[str] | None = None,
+        limit: int | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """``SELECT columns WHERE where ORDER BY order_by LIMIT limit``, all of it run by
+        the engine (see :mod:`storage.query`): only the answer's rows reach Python."""
+        spec = get_spec(table)
+        sql = select_sql(table, columns, where, order_by, limit)
+        with reachable(self.location(table).uri):
+            delta = self.snapshot(table) if version is None else self.delta(table, version)
+            data = run_sql({table: delta}, sql)
+        if data.num_columns == 0 and columns is None:
+            return spec.schema.empty_table()
+        return _plain_types(data, spec)
+
+    def partition_rows(self, table: str, column: str, version: int | None = None) -> pa.Table:
+        """Rows per value of the partition column ``column``, sorted by value, from the
+        Delta log alone (``value``, ``rows``, ``files``): no data file is read."""
+        delta = self.snapshot(table) if version is None else self.delta(table, version)
+        key = (table, column, delta.version())
+        if (hit := self._partitions.get(key)) is not None:
+            return hit
+        adds = pa.table(delta.get_add_actions(flatten=True))
+        if adds.num_rows == 0:
+            return pa.table(
+                {
+                    "value": pa.array([], get_spec(table).schema.field(column).type),
+                    "rows": pa.array([], pa.int64()),
+                    "files": pa.array([], pa.int64()),
+                }
+            )
+        by = adds.group_by(f"partition.{column}").aggregate([("num_records", "sum"), ("path", "count")])
+        out = pa.table(
+            {
+                "value": by.column(f"partition.{column}"),
+                "rows": by.column("num_records_sum").cast(pa.int64()),
+                "files": by.column("path_count").cast(pa.int64()),
+            }
+        )
+        out = out.sort_by("value")
+        if len(self._partitions) > 64:
+            self._partitions.clear()
+        self._partitions[key] = out
+        return out
 
     # -- info & maintenance ------------------------------------------------------
 
@@ -258,6 +352,44 @@ class Lake:
             size = int(pa.compute.sum(adds.column("size_bytes")).as_py() or 0) if adds.num_rows else 0
             out.append(TableInfo(name, t.version(), rows, adds.num_rows, size))
         return out
+
+    def _sort_partitions(self, name: str, spec: TableSpec) -> dict[str, Any]:
+        """Rewrite each partition holding files not yet sorted as files sorted by
+        ``spec.cluster_by`` (one partition in memory at a time), in row groups of
+        ``spec.cluster_row_group`` rows, so min/max statistics narrow a lookup to one.
+
+        Each partition is one transaction that removes the files it read (no data
+        change); if a writer replaced one of them meanwhile, the commit fails and the
+        partition waits for the next run. (deltalake's ``z_order`` was tried first:
+        on ids sharing their first nine bytes it leaves row groups overlapping.)
+        """
+        table = self.delta(name)
+        version = table.version()
+        adds = pa.table(table.get_add_actions(flatten=True))
+        if adds.num_rows == 0:
+            return {"numFilesAdded": 0, "numFilesRemoved": 0}
+        (col,) = spec.partition_by or (None,)
+        files: dict[Any, list[dict[str, Any]]] = {}
+        for f in adds.select(["path", "size_bytes", *([f"partition.{col}"] if col else [])]).to_pylist():
+            files.setdefault(f.get(f"partition.{col}") if col else None, []).append(f)
+        added = removed = 0
+        writer = TableWriter(self.location(name), spec, row_group_size=spec.cluster_row_group)
+        for value, part in sorted(files.items(), key=lambda kv: str(kv[0])):
+            if all(posixpath.basename(f["path"]).startswith(_SORTED) for f in part):
+                continue
+            where = None if col is None else f"{col} = {literal(value)}"
+            rows = self.read(name, where=where, version=version)
+            rows = rows.sort_by([(c, "ascending") for c in spec.cluster_by])
+            new = [
+                dataclasses.replace(a, data_change=False)
+                for a in writer.write(spec.conform(rows), prefix=f"sorted-{uuid.uuid4().hex}")
+            ]
+            now = int(time.time() * 1000)
+            pvalues = {} if col is None else {col: _partition_value(value)}
+            gone = [RemoveAction(f["path"], False, now, int(f["size_bytes"]), pvalues) for f in part]
+            if replace_files(self.location(name), spec, new, gone, {_CLUSTERED: ",".join(spec.cluster_by)}):
+                added, removed = added + len(new), removed + len(gone)
+        return {"numFilesAdded": added, "numFilesRemoved": removed}
 
     @contextmanager
     def lease(self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0) -> Iterator[str]:
@@ -287,14 +419,21 @@ class Lake:
         enforce_retention: bool = True,
         ttl_s: float = 3600.0,
     ) -> list[dict[str, Any]]:
-        """Compact small files and vacuum, one table at a time, under the lake-wide lease."""
+        """Compact small files and vacuum, one table at a time, under the lake-wide lease.
+
+        A table with ``cluster_by`` columns is instead rewritten sorted by them, in the
+        partitions that hold files not sorted yet (:meth:`_sort_partitions`).
+        """
         reports = []
         with self.lease("maintenance", holder, ttl_s):
             for name in tables or [n for n in TABLES if not n.startswith("_")]:
                 if not self.exists(name):
                     continue
                 t = self.delta(name)
-                compacted = t.optimize.compact()
+                spec = get_spec(name)
+                compacted = self._sort_partitions(name, spec) if spec.cluster_by else t.optimize.compact()
+                if compacted.get("numFilesAdded", 0):  # readers then load one file, not the rewrites' log
+                    self.delta(name).create_checkpoint()
                 t = self.delta(name)
                 removed = t.vacuum(
                     retention_hours=retention_hours,

@@ -26,10 +26,16 @@ class TableSpec:
     # Columns of near-unique values (vectors, JPEG bytes): Parquet's dictionary
     # encoding never pays off on them, and trying it per column chunk costs time.
     no_dictionary: tuple[str, ...] = ()
+    # Columns `lake maintain` sorts each partition's rows by, in row groups of
+    # `cluster_row_group` rows, so min/max statistics prune reads.
+    cluster_by: tuple[str, ...] = ()
+    cluster_row_group: int = 8192
 
     def __post_init__(self) -> None:
         missing = [
-            c for c in (*self.keys, *self.partition_by, *self.no_dictionary) if c not in self.schema.names
+            c
+            for c in (*self.keys, *self.partition_by, *self.no_dictionary, *self.cluster_by)
+            if c not in self.schema.names
         ]
         if missing:
             raise SchemaError(f"table {self.name}: key/partition columns {missing} not in schema")

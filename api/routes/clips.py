@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
 from storage.filters import ClipFilter
+from storage.pages import Position, keyset_page
 from storage.reads import read_clip_signals
 from storage.sql import literal
 from storage.tables.signals import SIGNAL_COLUMNS
@@ -80,26 +81,26 @@ def _cursor(value: str | None) -> str | None:
         raise HTTPException(400, "invalid cursor") from None
 
 
-def _page(rows: list[dict[str, Any]], key: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    rows.sort(key=lambda r: r[key])
-    page = rows[:limit]
-    more = len(rows) > limit
-    return page, base64.urlsafe_b64encode(page[-1][key].encode()).decode() if more and page else None
-
-
 @router.get("/drives", response_model=DrivesPublic)
 def list_drives(
     lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=_MAX_LIMIT), cursor: str | None = None
 ) -> DrivesPublic:
     after = _cursor(cursor)
-    where = f"drive_id > {literal(after)}" if after else None
-    rows, nxt = _page(lake.read("drives", where=where).to_pylist(), "drive_id", limit)
-    return DrivesPublic(data=[DrivePublic(**r) for r in rows], count=len(rows), next_cursor=nxt)
+    rows = lake.query(
+        "drives",
+        columns=[*DrivePublic.model_fields],
+        where=f"drive_id > {literal(after)}" if after else None,
+        order_by=["drive_id"],
+        limit=limit + 1,
+    ).to_pylist()
+    page = rows[:limit]
+    nxt = base64.urlsafe_b64encode(page[-1]["drive_id"].encode()).decode() if len(rows) > limit else None
+    return DrivesPublic(data=[DrivePublic(**r) for r in page], count=len(page), next_cursor=nxt)
 
 
 @router.get("/drives/{drive_id}", response_model=DrivePublic)
 def get_drive(drive_id: str, lake: LakeDep, _: Reader) -> DrivePublic:
-    rows = lake.read("drives", where=f"drive_id = {literal(drive_id)}").to_pylist()
+    rows = lake.query("drives", where=f"drive_id = {literal(drive_id)}", limit=1).to_pylist()
     if not rows:
         raise HTTPException(404, f"no drive {drive_id}")
     return DrivePublic(**rows[0])
@@ -107,6 +108,7 @@ def get_drive(drive_id: str, lake: LakeDep, _: Reader) -> DrivePublic:
 
 @router.get("/clips", response_model=ClipsPublic)
 def list_clips(
+    request: Request,
     lake: LakeDep,
     _: Reader,
     vehicle_id: str | None = None,
@@ -119,6 +121,9 @@ def list_clips(
     limit: int = Query(100, ge=1, le=_MAX_LIMIT),
     cursor: str | None = None,
 ) -> ClipsPublic:
+    """Clips in id order, a keyset page at a time (:mod:`storage.pages`): each page reads a
+    bounded number of rows, so a page holds fewer than ``limit`` clips (even none) when
+    a rare filter ran out of its scan budget; follow ``next_cursor`` until it is null."""
     selection = ClipFilter(
         vehicles=[vehicle_id] if vehicle_id else [],
         events=[event] if event else [],
@@ -127,13 +132,24 @@ def list_clips(
         until=until,
         group_id=group_id,
         camera=camera,
-    ).predicate()
-    after = _cursor(cursor)
-    parts = [p for p in (selection, f"clip_id > {literal(after)}" if after else None) if p]
-    cols = list(ClipPublic.model_fields)
-    rows = lake.read("clips", columns=cols, where=" AND ".join(parts) or None).to_pylist()
-    page, nxt = _page(rows, "clip_id", limit)
-    return ClipsPublic(data=[ClipPublic(**r) for r in page], count=len(page), next_cursor=nxt)
+    )
+    page = keyset_page(
+        lake,
+        "clips",
+        key="clip_id",
+        columns=list(ClipPublic.model_fields),
+        where=selection.predicate(),
+        limit=limit,
+        start=Position.decode(cursor) if cursor else None,
+        days=selection.days(),
+        budget_rows=request.app.state.settings.scan_budget_rows,
+    )
+    rows = page.rows.to_pylist()
+    return ClipsPublic(
+        data=[ClipPublic(**r) for r in rows],
+        count=len(rows),
+        next_cursor=page.next.encode() if page.next else None,
+    )
 
 
 def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
@@ -145,7 +161,7 @@ def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
             where += f" AND date = {literal(dt.datetime.strptime(day, '%Y%m%d').date())}"
         except ValueError:  # no calendar date: no such partition, no such clip
             raise HTTPException(404, f"no clip {clip_id}") from None
-    rows = lake.read("clips", where=where).to_pylist()
+    rows = lake.query("clips", where=where, limit=1).to_pylist()
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
     return dict(rows[0])
@@ -163,8 +179,8 @@ def get_clip_group(clip_id: str, lake: LakeDep, _: Reader) -> ClipsPublic:
     if not clip.get("group_id"):
         return ClipsPublic(data=[ClipPublic(**clip)], count=1)
     where = f"group_id = {literal(clip['group_id'])} AND date = {literal(clip['date'])}"
-    rows = lake.read("clips", columns=list(ClipPublic.model_fields), where=where).to_pylist()
-    rows.sort(key=lambda r: str(r["camera"]))
+    cols = list(ClipPublic.model_fields)
+    rows = lake.query("clips", columns=cols, where=where, order_by=["camera"], limit=_MAX_LIMIT).to_pylist()
     return ClipsPublic(data=[ClipPublic(**r) for r in rows], count=len(rows))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.bench.faiss_search import embeddings_like
 from mining.interfaces import ModelSpec
@@ -23,7 +24,7 @@ from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.tables import clips, embeddings
 
-__all__ = ["RARE_EVENTS", "CatalogBatch", "CatalogConfig", "add_clips"]
+__all__ = ["RARE_EVENTS", "CatalogBatch", "CatalogConfig", "add_clips", "add_scores"]
 
 RARE_EVENTS = {"hard_brake": 0.01, "driver_override": 0.001}
 
@@ -52,9 +53,10 @@ def clip_id(i: int, cfg: CatalogConfig) -> str:
 
 
 def add_clips(
-    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None
+    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None, *, vectors: bool = True
 ) -> CatalogBatch:
-    """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors."""
+    """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors
+    (none with ``vectors=False``: the catalog's routes never read them)."""
     cfg = cfg or CatalogConfig()
     lake.create_tables(["clips", "embeddings"])
     idx = np.arange(start, start + n)
@@ -64,7 +66,11 @@ def add_clips(
     midnight = np.array([(d - dt.date(1970, 1, 1)).days * 86_400_000_000 for d in dates], dtype=np.int64)
     start_us = midnight + (idx % cfg.clips_per_day) * int(cfg.clip_seconds * 1e6)
     # A distinct seed per batch keeps the vectors of an incremental batch new.
-    vectors = embeddings_like(n, spec.dim, seed=cfg.seed + start)
+    embedded = (
+        embeddings_like(n, spec.dim, seed=cfg.seed + start)
+        if vectors
+        else np.zeros((0, spec.dim), np.float32)
+    )
     rng = np.random.default_rng(cfg.seed + 7919 + start)
     events: dict[str, np.ndarray] = {}
     labels: list[list[str]] = [[] for _ in range(n)]
@@ -93,7 +99,10 @@ def add_clips(
             "ingest_run_id": ["catalog-synth"] * n,
         }
     )
-    flat = pa.array(vectors.reshape(-1), pa.float32())
+    lake.append("clips", clips.SPEC.conform(clip_rows))
+    if not vectors:
+        return CatalogBatch(ids, embedded, events)
+    flat = pa.array(embedded.reshape(-1), pa.float32())
     offsets = pa.array(np.arange(0, n * spec.dim + 1, spec.dim, dtype=np.int32))
     emb_rows = pa.table(
         {
@@ -106,6 +115,47 @@ def add_clips(
             "created_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
         }
     )
-    lake.append("clips", clips.SPEC.conform(clip_rows))
     lake.append("embeddings", embeddings.SPEC.conform(emb_rows))
-    return CatalogBatch(ids, vectors, events)
+    return CatalogBatch(ids, embedded, events)
+
+
+def add_scores(lake: Lake, spec: ModelSpec, batch: CatalogBatch, run: int = 1, seed: int = 0) -> pa.Table:
+    """A ``mine`` run's rows for ``batch`` without running mine: ``mining_scores`` (novelty
+    uniform at random, 1 % near-duplicates) and the ``corner_cases`` lists ranked from
+    them, written and committed the way ``fleetmine mine`` does. Returns the scores."""
+    from mining.ready import corner_case_lists, write_corner_cases
+    from storage.delta import Txn
+    from storage.tables import mining_scores
+
+    lake.create_tables(["mining_scores", "corner_cases"])
+    n = len(batch.clip_ids)
+    rng = np.random.default_rng(seed + 104_729)
+    run_id = f"mine-{spec.name}-{spec.version}-{run:06d}"
+    dup = rng.random(n) < 0.01
+    labels = [[e for e in RARE_EVENTS if batch.events[e][i]] for i in range(n)]
+    ids = pa.array(batch.clip_ids, pa.string())
+    scores = mining_scores.SPEC.conform(
+        pa.table(
+            {
+                "clip_id": ids,
+                "date": pc.strptime(pc.utf8_slice_codeunits(ids, 0, 8), "%Y%m%d", "s").cast(pa.date32()),
+                "model_version": [spec.ref] * n,
+                "run_id": [run_id] * n,
+                "novelty": pa.array(rng.random(n)),
+                "knn_distances": pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, 5 * n + 1, 5, dtype=np.int32)),
+                    pa.array(rng.random(5 * n).astype(np.float32)),
+                ),
+                "cluster_id": pa.array(rng.integers(0, 1000, n), pa.int32()),
+                "rarity": pa.array(rng.random(n)),
+                "signal_rarity": pa.array(rng.random(n)),
+                "duplicate_of": pa.array([batch.clip_ids[0] if d else None for d in dup], pa.string()),
+                "computed_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
+            }
+        )
+    )
+    txn = Txn(f"mine:{spec.ref}", run)
+    lake.append("mining_scores", scores, txn)
+    lists = corner_case_lists(scores, pa.array(labels, pa.list_(pa.string())))
+    lake.commit("corner_cases", write_corner_cases(lake, lists, run_id), txn)
+    return scores

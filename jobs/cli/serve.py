@@ -51,7 +51,11 @@ def bench(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these benchmarks")] = None,
     catalog: Annotated[
         int | None,
-        typer.Option("--catalog", min=100, help="Only the catalog benchmark, at N and N/10 synthetic clips"),
+        typer.Option(
+            "--catalog",
+            min=1000,
+            help="Only the catalog benchmarks (routes; index, search, memory), at N and N/10 synthetic clips",
+        ),
     ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
@@ -60,7 +64,7 @@ def bench(
     from jobs.bench import BenchContext, run_all
 
     if catalog is not None and not only:
-        only = ["catalog"]
+        only = ["catalog-routes", "catalog"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
         results = run_all(BenchContext(quick=quick, workdir=Path(tmp), catalog=catalog), only)
     table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))

@@ -1,0 +1,141 @@
+"""Keyset pages of a date-partitioned table, each read bounded whatever the table's size.
+
+A page is the next ``limit`` rows in ``(date, key)`` order after a :class:`Position`.
+Ids begin with their day (DESIGN.md), so that order is the key's own order. The
+walk reads partitions (days) in order, from the position's day on, one engine query
+per span of days (:meth:`Lake.query`: predicate, ORDER BY and LIMIT in DataFusion,
+files pruned by their statistics). The first span is the rows the page needs; each
+next one is sized by the selectivity seen so far, so a filter matching 1 % of rows
+reads about 100 x the page, not the table.
+
+A page never reads more than ``budget_rows`` rows (plus the one partition it starts
+in): a filter so rare that the budget runs out first answers a shorter page (even an
+empty one) whose cursor resumes where the walk stopped, the way a DynamoDB scan
+answers ``LastEvaluatedKey``. The client's loop is the same (``while next_cursor``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from storage.errors import ConfigError
+from storage.lake import Lake
+from storage.sql import literal
+from storage.tables import get_spec
+
+__all__ = ["Page", "Position", "keyset_page"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page starts: rows of ``date`` whose key is above ``after`` ("" = all of that day)."""
+
+    date: dt.date
+    after: str = ""
+
+    def encode(self) -> str:
+        """The opaque cursor clients hand back."""
+        return base64.urlsafe_b64encode(f"{self.date.isoformat()}|{self.after}".encode()).decode()
+
+    @classmethod
+    def decode(cls, cursor: str) -> Position:
+        """A cursor of :meth:`encode`, or of older servers (the last key alone, whose day
+        its first eight characters name)."""
+        try:
+            text = base64.urlsafe_b64decode(cursor.encode()).decode()
+            day, sep, after = text.partition("|")
+            if sep:
+                return cls(dt.date.fromisoformat(day), after)
+            return cls(dt.datetime.strptime(text[:8], "%Y%m%d").date(), text)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise ConfigError("invalid cursor") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: pa.Table
+    next: Position | None
+    queries: int
+
+
+def keyset_page(
+    lake: Lake,
+    table: str,
+    *,
+    key: str,
+    columns: list[str],
+    where: str | None,
+    limit: int,
+    start: Position | None = None,
+    days: tuple[dt.date | None, dt.date | None] = (None, None),
+    budget_rows: int = 100_000,
+    version: int | None = None,
+) -> Page:
+    """The next ``limit`` rows matching ``where`` after ``start``, in ``(date, key)`` order.
+
+    ``days`` bounds the partitions the filter can match (inclusive; None = open);
+    partitions and their row counts come from the Delta log, so days outside the
+    bounds, or before the cursor's, cost nothing.
+    """
+    parts = lake.partition_rows(table, "date", version)
+    dates: list[dt.date] = parts.column("value").to_pylist()
+    counts: list[int] = parts.column("rows").to_pylist()
+    lo, hi = days
+    if start is not None:
+        lo = max(lo, start.date) if lo is not None else start.date
+    todo = [
+        (d, n)
+        for d, n in zip(dates, counts, strict=True)
+        if (lo is None or d >= lo) and (hi is None or d <= hi)
+    ]
+    cols = list(dict.fromkeys([*columns, "date", key]))
+    order = ["date", key]
+    need = limit + 1  # one more than the page: whether another page exists
+    got: list[pa.Table] = []
+    scanned = matched = queries = 0
+    i = 0
+    resume: Position | None = None
+    while need > 0 and i < len(todo):
+        if scanned and scanned >= budget_rows:
+            resume = Position(todo[i][0])
+            break
+        bound = []
+        if start is not None and start.after and todo[i][0] == start.date:
+            span = 1  # the cursor's own day: only rows after it
+            bound.append(f"{key} > {literal(start.after)}")
+        else:
+            # Rows the page still needs at the selectivity seen so far (all of them match
+            # until shown otherwise), with some slack, within what the budget has left.
+            # No match yet (a cursor at the end of its day, a rare filter): grow fourfold.
+            want = need * scanned / matched * 1.25 if matched else max(need * 1.25, 4.0 * scanned)
+            want = min(want, max(budget_rows - scanned, 1))
+            span, rows = 0, 0
+            while i + span < len(todo) and (span == 0 or rows < want):
+                rows += todo[i + span][1]
+                span += 1
+        first, last = todo[i][0], todo[i + span - 1][0]
+        bound.append(
+            f"date = {literal(first)}"
+            if first == last
+            else f"date >= {literal(first)} AND date <= {literal(last)}"
+        )
+        pred = " AND ".join([*([f"({where})"] if where else []), *bound])
+        part = lake.query(table, columns=cols, where=pred, order_by=order, limit=need, version=version)
+        queries += 1
+        scanned += sum(n for _, n in todo[i : i + span])
+        matched += part.num_rows
+        need -= part.num_rows
+        if part.num_rows:
+            got.append(part)
+        i += span
+    rows = pa.concat_tables(got) if got else get_spec(table).schema.empty_table().select(cols)
+    if rows.num_rows > limit:
+        rows = rows.slice(0, limit)
+        lastrow = rows.slice(limit - 1, 1).to_pylist()[0]
+        return Page(rows, Position(lastrow["date"], str(lastrow[key])), queries)
+    return Page(rows, resume, queries)
