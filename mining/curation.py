@@ -43,8 +43,10 @@ __all__ = [
     "get_version",
     "manifest",
     "plan_export",
+    "render_manifest",
     "select_clips",
     "shard_location",
+    "stored_manifest",
 ]
 
 
@@ -419,13 +421,28 @@ def finish_export(lake: Lake, plan: ExportPlan, shards: list[dict[str, Any]]) ->
     return doc
 
 
-def manifest(lake: Lake, name: str, version: int, base_url: str) -> bytes:
-    """The stored manifest with absolute shard URLs for ``base_url`` (deterministic bytes)."""
+def stored_manifest(lake: Lake, name: str, version: int) -> dict[str, Any]:
+    """The manifest as export wrote it (shard paths relative to the version's folder)."""
     loc = _location(lake, name, version)
-    doc = json.loads(loc.fs.cat_file(loc.join("manifest.json").path))
+    doc: dict[str, Any] = json.loads(loc.fs.cat_file(loc.join("manifest.json").path))
+    return doc
+
+
+def render_manifest(doc: dict[str, Any], base_url: str, grant: str | None = None) -> bytes:
+    """A stored manifest with absolute shard URLs under ``base_url``, each carrying
+    ``grant`` (see :mod:`api.grants`) when given; deterministic bytes."""
+    out = {**doc, "shardlist": []}
+    suffix = f"?grant={grant}" if grant else ""
     for s in doc["shardlist"]:
-        s["url"] = f"{base_url.rstrip('/')}/v1/shards/{name}/{version}/{s.pop('path')}"
-    return json.dumps(doc, sort_keys=True, indent=1).encode()
+        entry = {k: v for k, v in s.items() if k != "path"}
+        entry["url"] = f"{base_url.rstrip('/')}/v1/shards/{doc['name']}/{doc['version']}/{s['path']}{suffix}"
+        out["shardlist"].append(entry)
+    return json.dumps(out, sort_keys=True, indent=1).encode()
+
+
+def manifest(lake: Lake, name: str, version: int, base_url: str, grant: str | None = None) -> bytes:
+    """The stored manifest with absolute shard URLs for ``base_url`` (deterministic bytes)."""
+    return render_manifest(stored_manifest(lake, name, version), base_url, grant)
 
 
 def shard_location(lake: Lake, name: str, version: int, shard: str) -> Any:

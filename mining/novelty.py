@@ -98,7 +98,7 @@ def score(
     k = min(cfg.k, max(len(index) - 1, 1))
     dist, names = index.search(vectors, k + 1)
     knn = np.zeros(n)
-    knn_lists = []
+    knn_lists: list[object] = []
     for i, c in enumerate(ids):
         row = [float(d) for d, m in zip(dist[i], names[i], strict=False) if m != c][:k]
         knn_lists.append(row)

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
         "so training jobs read from the store directly; 0 streams shards through the API server",
     )
 
+    shard_grant_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        description="Shard URLs in a manifest carry a grant (signed, read-only, for that dataset "
+        "version) valid this long, so loaders fetch them with no header; revoking the token that "
+        "fetched the manifest revokes them sooner",
+    )
+
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))
         if self.lake.startswith("s3://") and not self.storage_options:
