@@ -57,6 +57,7 @@ class Joined:
     data: bytes
     mode: str
     starts_s: list[float]  # each input's first frame, on the joined video's clock
+    ends_s: list[float]  # where each input ends: its last frame plus one frame
     frames: list[int]  # shown frames of each input
 
 
@@ -98,7 +99,7 @@ def _remux(blobs: list[bytes], infos: list[VideoInfo], fps: float) -> Joined:
                 assert otb is not None
                 tb = Fraction(s.time_base) if s.time_base else otb
                 shift = round(offset / otb)
-                starts.append(float(offset))
+                starts.append(float(shift * otb))
                 for pkt in c.demux(s):
                     if pkt.size == 0 or pkt.pts is None:
                         continue
@@ -108,7 +109,7 @@ def _remux(blobs: list[bytes], infos: list[VideoInfo], fps: float) -> Joined:
                     pkt.stream = o
                     out.mux(pkt)
             offset += Fraction(_span(info, fps)).limit_denominator(1_000_000)
-    return Joined(out_buf.getvalue(), "remux", starts, [len(i.frame_times_s) for i in infos])
+    return _joined(out_buf.getvalue(), "remux", starts, infos, fps)
 
 
 def _reencode(blobs: list[bytes], infos: list[VideoInfo], fps: float) -> Joined:
@@ -145,7 +146,12 @@ def _reencode(blobs: list[bytes], infos: list[VideoInfo], fps: float) -> Joined:
             offset += _span(info, fps)
         for pkt in o.encode():
             out.mux(pkt)
-    return Joined(out_buf.getvalue(), "reencode", starts, [len(i.frame_times_s) for i in infos])
+    return _joined(out_buf.getvalue(), "reencode", starts, infos, fps)
+
+
+def _joined(data: bytes, mode: str, starts: list[float], infos: list[VideoInfo], fps: float) -> Joined:
+    ends = [s + _span(i, fps) for s, i in zip(starts, infos, strict=True)]
+    return Joined(data, mode, starts, ends, [len(i.frame_times_s) for i in infos])
 
 
 def _span(info: VideoInfo, fps: float) -> float:
