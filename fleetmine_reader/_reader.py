@@ -172,9 +172,9 @@ class ShardReader:
             random.Random(f"{self.config.seed}:{epoch}").shuffle(order)
         return order[self.config.split :: self.config.splits]
 
-    def __len__(self) -> int:
-        """Samples in one epoch of this split."""
-        return sum(self.shards[i].nsamples for i in self.plan(0))
+    def num_samples(self, epoch: int) -> int:
+        """Samples this split yields in ``epoch`` (splits differ by up to a shard's worth)."""
+        return sum(self.shards[i].nsamples for i in self.plan(epoch))
 
     def _sample_order(self, epoch: int, shard: int, n: int) -> list[int]:
         order = list(range(n))

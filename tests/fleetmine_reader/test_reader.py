@@ -15,6 +15,7 @@ import pytest
 
 from fleetmine_reader import (
     ReaderConfig,
+    ReaderError,
     ReaderState,
     ShardIntegrityError,
     ShardReader,
@@ -136,6 +137,18 @@ def test_a_shard_whose_bytes_differ_from_the_manifest_is_refused(exported: Expor
     local["shardlist"][bad]["url"] = str(copy)
     with pytest.raises(ShardIntegrityError):
         list(ShardReader(local, ReaderConfig(seed=4)).iterate(0))
+
+
+def test_a_refused_grant_stops_the_reader_with_the_reason(exported: Exported) -> None:
+    doc = load_manifest(exported.manifest)
+    reader = ShardReader(doc, ReaderConfig(seed=3))
+    first = reader.plan(0)[0]
+    url = doc["shardlist"][first]["url"]
+    doc["shardlist"][first]["url"] = url.replace("/stream/1/", "/stream/2/")  # a grant for version 1 only
+    assert reader.num_samples(0) == sum(reader.shards[i].nsamples for i in reader.plan(0))
+    with pytest.raises(ReaderError, match="HTTP 403") as info:
+        next(iter(ShardReader(doc, ReaderConfig(seed=3)).iterate(0)))
+    assert "grant=" not in str(info.value)  # a grant is a credential: never in a message
 
 
 def test_samples_decode_to_frames_on_request(exported: Exported) -> None:
