@@ -84,6 +84,96 @@ class _Episode:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class _TreeWriter:
+    """Frame rows into data files and clips into per-camera video files, each cut by size
+    at episode boundaries; an episode's ``meta`` gets where its rows and videos landed."""
+
+    def __init__(self, loc: Location, keys: list[str], fps: float, cfg: LeRobotConfig):
+        self.loc, self.fs, self.keys, self.fps, self.cfg = loc, loc.fs, keys, fps, cfg
+        self.rows: list[pa.Table] = []
+        self.data_at, self.data_bytes, self.index = (0, 0), 0, 0
+        self.pending: dict[str, list[_Episode]] = {k: [] for k in keys}
+        self.pending_bytes = dict.fromkeys(keys, 0)
+        self.video_at = {k: (0, 0) for k in keys}
+        self.modes: dict[str, dict[str, int]] = {k: {"remux": 0, "reencode": 0, "files": 0} for k in keys}
+
+    def add(self, ep: _Episode, state: np.ndarray, action: np.ndarray, ts: np.ndarray, task: int) -> None:
+        n = len(ts)
+        if self.rows and self.data_bytes + n * _ROW_BYTES > self.cfg.data_files_size_in_mb * 1024 * 1024:
+            self._flush_data()
+        ep.frames = n
+        ep.meta.update(
+            {
+                "data/chunk_index": self.data_at[0],
+                "data/file_index": self.data_at[1],
+                "dataset_from_index": self.index,
+                "dataset_to_index": self.index + n,
+            }
+        )
+        self.rows.append(
+            pa.table(
+                {
+                    "timestamp": pa.array(ts, pa.float32()),
+                    "frame_index": pa.array(np.arange(n), pa.int64()),
+                    "episode_index": pa.array(np.full(n, ep.index), pa.int64()),
+                    "index": pa.array(np.arange(self.index, self.index + n), pa.int64()),
+                    "task_index": pa.array(np.full(n, task), pa.int64()),
+                    "observation.state": pa.FixedSizeListArray.from_arrays(
+                        pa.array(state.reshape(-1), pa.float32()), len(STATE)
+                    ),
+                    "action": pa.FixedSizeListArray.from_arrays(
+                        pa.array(action.reshape(-1), pa.float32()), len(ACTION)
+                    ),
+                }
+            )
+        )
+        self.data_bytes += n * _ROW_BYTES
+        self.index += n
+        limit = self.cfg.video_files_size_in_mb * 1024 * 1024
+        for key, blob in zip(self.keys, ep.mp4s, strict=True):
+            if self.pending[key] and self.pending_bytes[key] + len(blob) > limit:
+                self._flush_video(key)
+            self.pending[key].append(ep)
+            self.pending_bytes[key] += len(blob)
+
+    def close(self) -> None:
+        self._flush_data()
+        for key in self.keys:
+            self._flush_video(key)
+
+    def _put(self, rel: str, data: bytes) -> None:
+        path = self.loc.join(rel).path
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def _flush_data(self) -> None:
+        if not self.rows:
+            return
+        chunk, file = self.data_at
+        self._put(DATA_PATH.format(chunk_index=chunk, file_index=file), _parquet(pa.concat_tables(self.rows)))
+        self.data_at = _next_file(chunk, file, self.cfg.chunks_size)
+        self.rows, self.data_bytes = [], 0
+
+    def _flush_video(self, key: str) -> None:
+        eps = self.pending[key]
+        if not eps:
+            return
+        cam = self.keys.index(key)
+        joined = join_videos([e.mp4s[cam] for e in eps], self.fps)
+        chunk, file = self.video_at[key]
+        self._put(VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file), joined.data)
+        for e, start, end in zip(eps, joined.starts_s, joined.ends_s, strict=True):
+            e.meta[f"videos/{key}/chunk_index"] = chunk
+            e.meta[f"videos/{key}/file_index"] = file
+            e.meta[f"videos/{key}/from_timestamp"] = float(start)
+            e.meta[f"videos/{key}/to_timestamp"] = float(end)
+            e.mp4s[cam] = b""  # joined and written: not held for the rest of the export
+        self.modes[key][joined.mode] += len(eps)
+        self.modes[key]["files"] += 1
+        self.video_at[key] = _next_file(chunk, file, self.cfg.chunks_size)
+        self.pending[key], self.pending_bytes[key] = [], 0
+
+
 def _next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file + 1 >= chunks_size else (chunk, file + 1)
 
@@ -223,114 +313,35 @@ def export_lerobot(
     signals = _Signals(lake, plan.pinned["signals"])
     tasks: dict[str, int] = {}
     episodes: list[_Episode] = []
-    # Data files: frame rows, cut by size at episode boundaries.
-    data_rows: list[pa.Table] = []
-    data_chunk, data_file, data_bytes, index = 0, 0, 0, 0
+    tree = _TreeWriter(loc, keys, fps_exact, cfg)
     all_state, all_action, all_ts = [], [], []
-    # Video files, per camera: the episodes waiting to be joined into the current file.
-    pending: dict[str, list[_Episode]] = {k: [] for k in keys}
-    pending_bytes = dict.fromkeys(keys, 0)
-    vfile = {k: (0, 0) for k in keys}
-    modes: dict[str, dict[str, int]] = {k: {"remux": 0, "reencode": 0, "files": 0} for k in keys}
-    video_limit = cfg.video_files_size_in_mb * 1024 * 1024
-
-    def flush_video(key: str) -> None:
-        eps = pending[key]
-        if not eps:
-            return
-        cam = keys.index(key)
-        joined = join_videos([e.mp4s[cam] for e in eps], fps_exact)
-        chunk, file = vfile[key]
-        path = loc.join(VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)).path
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(path, joined.data)
-        for e, start, end in zip(eps, joined.starts_s, joined.ends_s, strict=True):
-            e.meta[f"videos/{key}/chunk_index"] = chunk
-            e.meta[f"videos/{key}/file_index"] = file
-            e.meta[f"videos/{key}/from_timestamp"] = float(start)
-            e.meta[f"videos/{key}/to_timestamp"] = float(end)
-        for e in eps:
-            e.mp4s[cam] = b""  # joined and written: not held for the rest of the export
-        modes[key][joined.mode] += len(eps)
-        modes[key]["files"] += 1
-        vfile[key] = _next_file(chunk, file, cfg.chunks_size)
-        pending[key], pending_bytes[key] = [], 0
-
-    def flush_data() -> None:
-        nonlocal data_rows, data_bytes, data_chunk, data_file
-        if not data_rows:
-            return
-        path = loc.join(DATA_PATH.format(chunk_index=data_chunk, file_index=data_file)).path
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(path, _parquet(pa.concat_tables(data_rows)))
-        data_chunk, data_file = _next_file(data_chunk, data_file, cfg.chunks_size)
-        data_rows, data_bytes = [], 0
-
     for ep_index, members in enumerate(units):
         mp4s = [fs.cat_file(_media(lake, c["video_uri"])) for c in members]
         infos = [video_info(b) for b in mp4s]
         task = _task(members)
-        task_index = tasks.setdefault(task, len(tasks))
         ep = _Episode(ep_index, members, infos, mp4s, task, plan.split[members[0]["clip_id"]])
-        ref, ref_clip = infos[0], members[0]
-        t = ref.frame_times_s
-        n = len(t)
-        if n == 0:
+        # The first camera's frames are the episode's clock: one row each, at its own pts.
+        t, ref_clip = infos[0].frame_times_s, members[0]
+        if len(t) == 0:
             raise ConfigError(f"clip {ref_clip['clip_id']} has no frames")
-        step = float(np.median(np.diff(t))) if n > 1 else 1.0 / fps_exact
-        start_us = ref_clip["start_time"].timestamp() * 1e6
-        t_us = start_us + t * 1e6
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / fps_exact
+        t_us = ref_clip["start_time"].timestamp() * 1e6 + t * 1e6
         next_us = np.append(t_us[1:], t_us[-1] + step * 1e6)
         state = signals.at(ref_clip, t_us, STATE).astype(np.float32)
         action = signals.at(ref_clip, next_us, ACTION).astype(np.float32)
         ts = t.astype(np.float32)
-        if data_rows and (data_bytes + n * _ROW_BYTES) > cfg.data_files_size_in_mb * 1024 * 1024:
-            flush_data()
-        ep.meta.update(
-            {
-                "data/chunk_index": data_chunk,
-                "data/file_index": data_file,
-                "dataset_from_index": index,
-                "dataset_to_index": index + n,
-            }
-        )
-        data_rows.append(
-            pa.table(
-                {
-                    "timestamp": pa.array(ts, pa.float32()),
-                    "frame_index": pa.array(np.arange(n), pa.int64()),
-                    "episode_index": pa.array(np.full(n, ep_index), pa.int64()),
-                    "index": pa.array(np.arange(index, index + n), pa.int64()),
-                    "task_index": pa.array(np.full(n, task_index), pa.int64()),
-                    "observation.state": pa.FixedSizeListArray.from_arrays(
-                        pa.array(state.reshape(-1), pa.float32()), len(STATE)
-                    ),
-                    "action": pa.FixedSizeListArray.from_arrays(
-                        pa.array(action.reshape(-1), pa.float32()), len(ACTION)
-                    ),
-                }
-            )
-        )
-        data_bytes += n * _ROW_BYTES
-        index += n
-        ep.frames = n
-        all_state.append(state)
-        all_action.append(action)
-        all_ts.append(ts)
+        tree.add(ep, state, action, ts, tasks.setdefault(task, len(tasks)))
         ep.meta["stats"] = {
             "observation.state": _stats(state),
             "action": _stats(action),
             "timestamp": _stats(ts),
         }
-        for key, blob in zip(keys, mp4s, strict=True):
-            if pending[key] and pending_bytes[key] + len(blob) > video_limit:
-                flush_video(key)
-            pending[key].append(ep)
-            pending_bytes[key] += len(blob)
+        all_state.append(state)
+        all_action.append(action)
+        all_ts.append(ts)
         episodes.append(ep)
-    flush_data()
-    for key in keys:
-        flush_video(key)
+    tree.close()
+    index, modes = tree.index, tree.modes
 
     # meta/episodes: one file (a few hundred bytes an episode).
     ep_rows = []
