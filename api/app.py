@@ -105,6 +105,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.auth = auth
     app.state.tokens = TokenCache(lake)
+    app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
     for module in (health, clips, mining, datasets, jobs, ui):
         app.include_router(module.router)

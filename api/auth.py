@@ -15,13 +15,19 @@ from storage.objectstore import reachable
 from storage.sql import literal
 from storage.tables import tokens
 
-__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token"]
+__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token", "token_id"]
 
 ROLES = ("reader", "curator", "operator")
 
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_id(token_hash: str) -> str:
+    """A token's public id (what shard grants name): derived from the stored hash, so a
+    token made again under the same name has a new id and the old one's grants die."""
+    return hashlib.sha256(f"token-id:{token_hash}".encode()).hexdigest()[:20]
 
 
 def create_token(lake: Lake, name: str, role: str) -> str:
@@ -62,22 +68,33 @@ class TokenCache:
         self.table = lake.delta("tokens")
         self.version = -1
         self.live: dict[str, tuple[str, str]] = {}
+        self.ids: dict[str, tuple[str, str]] = {}
         self.lock = threading.Lock()
 
-    def verify(self, secret: str) -> tuple[str, str] | None:
+    def _refresh(self) -> None:
+        with reachable(self.lake.location("tokens").uri):
+            self.table.update_incremental()
+        if self.table.version() != self.version:
+            rows = self.lake.read(
+                "tokens",
+                columns=["name", "token_hash", "role", "revoked_at"],
+                version=self.table.version(),
+            )
+            live = [r for r in rows.to_pylist() if r["revoked_at"] is None]
+            self.live = {r["token_hash"]: (r["name"], r["role"]) for r in live}
+            self.ids = {token_id(h): who for h, who in self.live.items()}
+            self.version = self.table.version()
+
+    def verify(self, secret: str) -> tuple[str, str, str] | None:
+        """``(name, role, token id)`` of the live token whose secret this is, else None."""
+        h = _hash(secret)
         with self.lock:
-            with reachable(self.lake.location("tokens").uri):
-                self.table.update_incremental()
-            if self.table.version() != self.version:
-                rows = self.lake.read(
-                    "tokens",
-                    columns=["name", "token_hash", "role", "revoked_at"],
-                    version=self.table.version(),
-                )
-                self.live = {
-                    r["token_hash"]: (r["name"], r["role"])
-                    for r in rows.to_pylist()
-                    if r["revoked_at"] is None
-                }
-                self.version = self.table.version()
-            return self.live.get(_hash(secret))
+            self._refresh()
+            who = self.live.get(h)
+        return None if who is None else (*who, token_id(h))
+
+    def by_id(self, tid: str) -> tuple[str, str] | None:
+        """``(name, role)`` of the live token with id ``tid``, else None (revoked or replaced)."""
+        with self.lock:
+            self._refresh()
+            return self.ids.get(tid)

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.auth import ROLES
+from api.grants import GrantError, Grants
 from storage.lake import Lake
 
-__all__ = ["Caller", "LakeDep", "require"]
+__all__ = ["Caller", "LakeDep", "ShardReader", "grants", "require"]
 
 
 def _lake(request: Request) -> Lake:
@@ -21,10 +22,19 @@ def _lake(request: Request) -> Lake:
 LakeDep = Annotated[Lake, Depends(_lake)]
 
 
+def grants(request: Request) -> Grants:
+    """The lake's grant signer, its key read (or made) on first use."""
+    signer: Grants | None = request.app.state.grants
+    if signer is None:
+        signer = request.app.state.grants = Grants.of(request.app.state.lake)
+    return signer
+
+
 @dataclass(frozen=True)
 class Caller:
     name: str
     role: str
+    token_id: str | None = None  # None where auth is off
 
 
 def _current_caller(request: Request, lake: LakeDep) -> Caller:
@@ -42,6 +52,22 @@ def _current_caller(request: Request, lake: LakeDep) -> Caller:
     return Caller(*who)
 
 
+def _grant_or_token(
+    request: Request, lake: LakeDep, name: str, version: int, grant: str | None = None
+) -> Caller:
+    """Shard requests: a grant in the URL (see :mod:`api.grants`), else the bearer token."""
+    if grant is None or not request.app.state.auth:
+        return require("reader")(_current_caller(request, lake))
+    try:
+        tid = grants(request).check(grant, name, version)
+    except GrantError as exc:
+        raise HTTPException(403, str(exc)) from None
+    who = request.app.state.tokens.by_id(tid)
+    if who is None:
+        raise HTTPException(403, "the token that minted this shard grant was revoked")
+    return Caller(who[0], who[1], token_id=tid)
+
+
 def require(role: str):  # type: ignore[no-untyped-def]
     """A dependency admitting callers with ``role`` or a higher one."""
     rank = ROLES.index(role)
@@ -57,3 +83,5 @@ def require(role: str):  # type: ignore[no-untyped-def]
 Reader = Annotated[Caller, Depends(require("reader"))]
 Curator = Annotated[Caller, Depends(require("curator"))]
 Operator = Annotated[Caller, Depends(require("operator"))]
+ShardReader = Annotated[Caller, Depends(_grant_or_token)]
+"""A reader by bearer token, or by a shard grant for the version in the path."""

@@ -18,6 +18,7 @@ otherwise it is ``ok`` and ``drives.warnings`` says what was dropped and where.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,6 +435,7 @@ class DriveIngest:
                         "rotation_deg": cm.rotation_deg,
                         "thumbnail_uri": thumb.uri,
                         "ingest_run_id": self.run_id,
+                        "calibration": _calibration(cameras[track.name].doc),
                         **feats,
                     }
                 )
@@ -453,6 +455,12 @@ class DriveIngest:
         clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
         frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
         return clip_t, frame_t
+
+
+def _calibration(doc: dict[str, Any]) -> str | None:
+    """A camera's ``intrinsics`` and ``extrinsics`` from drive.json, as given, if any."""
+    cal = {k: doc[k] for k in ("intrinsics", "extrinsics") if doc.get(k) is not None}
+    return json.dumps(cal, sort_keys=True) if cal else None
 
 
 @dataclass(frozen=True)

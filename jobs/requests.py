@@ -61,6 +61,12 @@ class ExportJob(_Job):
     name: str
     version: int = Field(ge=1)
     shard_mb: float = Field(default=512, gt=0)
+    format: Literal["webdataset", "lerobot"] = Field(
+        default="webdataset", description="webdataset: shards + manifest; lerobot: a LeRobotDataset v3.0 tree"
+    )
+    out: str | None = Field(
+        default=None, description="lerobot: where to write the tree (default: <lake>/datasets/NAME/V/lerobot)"
+    )
 
 
 JobRequest = Annotated[IngestJob | EmbedJob | IndexJob | MineJob | ExportJob, Field(discriminator="kind")]
@@ -105,6 +111,12 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             from storage.lake import Lake
 
             lake = Lake.from_settings(settings)
+            if req.format == "lerobot":
+                from mining.lerobot import export_lerobot
+
+                return export_lerobot(lake, req.name, req.version, req.out)
+            if req.out is not None:
+                raise ConfigError("out: only --format lerobot writes elsewhere; shards live in the lake")
             return export_version(lake, req.name, req.version, int(req.shard_mb * 1024 * 1024), runner=runner)
     raise ConfigError(f"not a job request: {req!r}")
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import webdataset as wds
 from pydantic import BaseModel, ConfigDict, Field
 
+from mining.media import frame_times
 from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
@@ -29,7 +30,7 @@ from storage.lease import this_process
 from storage.reads import read_clip_signals
 from storage.sql import in_list, literal
 from storage.tables import dataset_clips, datasets
-from storage.tables.signals import SIGNAL_COLUMNS
+from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
 __all__ = [
     "DatasetQuery",
@@ -43,8 +44,10 @@ __all__ = [
     "get_version",
     "manifest",
     "plan_export",
+    "render_manifest",
     "select_clips",
     "shard_location",
+    "stored_manifest",
 ]
 
 
@@ -222,38 +225,50 @@ def _location(lake: Lake, name: str, version: int) -> Any:
 
 
 def _meta(clip: dict[str, Any]) -> dict[str, Any]:
-    return {
+    out = {
         k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
         for k, v in clip.items()
-        if k not in ("video_uri", "thumbnail_uri")
+        if k not in ("video_uri", "thumbnail_uri", "calibration")
     }
+    if clip.get("calibration"):  # the camera's intrinsics / extrinsics from drive.json
+        out["calibration"] = json.loads(clip["calibration"])
+    return out
 
 
-def _write_shard(
-    lake: Lake,
-    name: str,
-    version: int,
-    index: int,
-    samples: list[list[dict[str, Any]]],
-    split: dict[str, str],
-    signals_version: int,
-    by_group: bool,
-) -> dict[str, Any]:
+def _clip_meta(clip: dict[str, Any], mp4: bytes) -> dict[str, Any]:
+    """A clip's metadata plus each shown frame's time (s from ``start_time``, presentation
+    order), so frames line up with ``signals.npy``'s ``t_us`` without counting them."""
+    return {**_meta(clip), "frame_times_s": frame_times(mp4)}
+
+
+def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any]:
     """One WebDataset tar; runs in a Ray task. Per sample, by clip: ``<clip_id>.mp4/.json/
     .signals.npy``; by group: ``<group_id>.<camera>.mp4`` per camera, one ``.json`` (its
-    ``cameras`` list each clip's metadata) and one ``.signals.npy`` over the whole window."""
-    loc = _location(lake, name, version)
+    ``cameras`` list each clip's metadata) and one ``.signals.npy`` over the whole window.
+
+    Every ``.json`` says what a training job needs beside the bytes: the signal columns,
+    their units and rate, each video frame's time, the cameras' calibration from drive.json
+    where given, and the model version and scores that selected the sample."""
+    loc = _location(lake, plan.name, plan.version)
     fs = loc.fs
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
-    common = {"signals_columns": list(SIGNAL_COLUMNS), "signal_rate_hz": 20.0}
-    for members in samples:
+    common = {
+        "signals_columns": list(SIGNAL_COLUMNS),
+        "signals_units": {c: UNITS[c] for c in SIGNAL_COLUMNS},
+        "signal_rate_hz": 20.0,
+        "dataset": {"name": plan.name, "version": plan.version},
+    }
+    signals_version = plan.pinned["signals"]
+    for members in work.samples:
         first = members[0]
         npy = io.BytesIO()
-        if not by_group:
+        selected = _selected_by(plan, members)
+        if not plan.by_group:
+            mp4 = fs.cat_file(_media_path(lake, first["video_uri"]))
             np.save(npy, read_clip_signals(lake, first, signals_version))
-            meta = {**_meta(first), "split": split[first["clip_id"]], **common}
-            sample = {"__key__": first["clip_id"], "mp4": fs.cat_file(_media_path(lake, first["video_uri"]))}
+            meta = {**_clip_meta(first, mp4), "split": plan.split[first["clip_id"]], **common, **selected}
+            sample = {"__key__": first["clip_id"], "mp4": mp4}
         else:
             window = {
                 **first,
@@ -261,32 +276,58 @@ def _write_shard(
                 "end_time": max(m["end_time"] for m in members),
             }
             np.save(npy, read_clip_signals(lake, window, signals_version))
+            sample = {"__key__": _group_key(first)}
+            cameras = []
+            for m in members:
+                mp4 = fs.cat_file(_media_path(lake, m["video_uri"]))
+                sample[f"{m['camera']}.mp4"] = mp4
+                cameras.append(_clip_meta(m, mp4))
             meta = {
                 "group_id": _group_key(first),
                 "drive_id": first["drive_id"],
                 "vehicle_id": first["vehicle_id"],
                 "start_time": window["start_time"].isoformat(),
                 "end_time": window["end_time"].isoformat(),
-                "split": split[first["clip_id"]],
-                "cameras": [_meta(m) for m in members],
+                "split": plan.split[first["clip_id"]],
+                "cameras": cameras,
                 **common,
+                **selected,
             }
-            sample = {"__key__": _group_key(first)}
-            for m in members:
-                sample[f"{m['camera']}.mp4"] = fs.cat_file(_media_path(lake, m["video_uri"]))
         sample["json"] = json.dumps(meta, sort_keys=True).encode()
         sample["signals.npy"] = npy.getvalue()
         writer.write(sample)
     writer.close()
     data = buf.getvalue()
-    fs.pipe_file(loc.join(f"{index:06d}.tar").path, data)
+    fs.pipe_file(loc.join(f"{work.index:06d}.tar").path, data)
     return {
-        "path": f"{index:06d}.tar",
-        "nsamples": len(samples),
+        "path": f"{work.index:06d}.tar",
+        "nsamples": len(work.samples),
         "filesize": len(data),
         "md5sum": hashlib.md5(data).hexdigest(),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+def _selected_by(plan: ExportPlan, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dataset's model version and the scores its newest mining run gave the sample
+    (a group: its most novel clip); nulls where the clip was never mined."""
+    scored = [plan.scores[m["clip_id"]] for m in members if m["clip_id"] in plan.scores]
+    best = max(scored, key=lambda r: r.get("novelty") or 0.0, default={})
+    keys = ("novelty", "rarity", "cluster_id", "duplicate_of", "run_id")
+    return {"model": plan.dataset.get("model"), "selection": {k: best.get(k) for k in keys}}
+
+
+def _scores(lake: Lake, model: str | None, ids: list[str], version: int | None) -> dict[str, dict[str, Any]]:
+    """Per clip, its row of the newest mining run of ``model`` (at the pinned version)."""
+    if not model or not ids or not lake.exists("mining_scores"):
+        return {}
+    rows = lake.read(
+        "mining_scores",
+        columns=["clip_id", "run_id", "novelty", "rarity", "cluster_id", "duplicate_of"],
+        where=f"model_version = {literal(model)} AND clip_id IN ({in_list(ids)})",
+        version=version,
+    ).to_pylist()
+    return {r["clip_id"]: r for r in sorted(rows, key=lambda r: r["run_id"])}
 
 
 def _media_path(lake: Lake, uri: str) -> str:
@@ -312,6 +353,7 @@ class ExportPlan:
     by_group: bool
     num_samples: int
     shards: list[ShardWork]
+    scores: dict[str, dict[str, Any]]  # clip id -> its scores in the latest mining run of the model
 
 
 def plan_export(lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024) -> ExportPlan:
@@ -354,7 +396,8 @@ def plan_export(lake: Lake, name: str, version: int, shard_bytes: int = 512 * 10
         plan[-1].append(group)
         size += sum(int(fs.size(_media_path(lake, c["video_uri"]))) for c in group) + 24 * 1024
     shards = [ShardWork(i, part) for i, part in enumerate(plan)]
-    return ExportPlan(name, int(version), ds, pinned, split, by_group, len(units), shards)
+    scores = _scores(lake, ds.get("model"), ids, pinned.get("mining_scores"))
+    return ExportPlan(name, int(version), ds, pinned, split, by_group, len(units), shards, scores)
 
 
 class ShardStage:
@@ -364,29 +407,14 @@ class ShardStage:
 
     def __init__(self, lake: Lake, plan: ExportPlan):
         self.lake = lake
-        self.name, self.version = plan.name, plan.version
-        self.split = plan.split
-        self.signals_version = plan.pinned["signals"]
-        self.by_group = plan.by_group
+        self.plan = plan
 
     def setup(self) -> None:
-        loc = _location(self.lake, self.name, self.version)
+        loc = _location(self.lake, self.plan.name, self.plan.version)
         loc.fs.makedirs(loc.path, exist_ok=True)
 
     def process_batch(self, items: list[ShardWork]) -> list[dict[str, Any]]:
-        return [
-            _write_shard(
-                self.lake,
-                self.name,
-                self.version,
-                w.index,
-                w.samples,
-                self.split,
-                self.signals_version,
-                self.by_group,
-            )
-            for w in items
-        ]
+        return [_write_shard(self.lake, self.plan, w) for w in items]
 
 
 def finish_export(lake: Lake, plan: ExportPlan, shards: list[dict[str, Any]]) -> dict[str, Any]:
@@ -419,13 +447,28 @@ def finish_export(lake: Lake, plan: ExportPlan, shards: list[dict[str, Any]]) ->
     return doc
 
 
-def manifest(lake: Lake, name: str, version: int, base_url: str) -> bytes:
-    """The stored manifest with absolute shard URLs for ``base_url`` (deterministic bytes)."""
+def stored_manifest(lake: Lake, name: str, version: int) -> dict[str, Any]:
+    """The manifest as export wrote it (shard paths relative to the version's folder)."""
     loc = _location(lake, name, version)
-    doc = json.loads(loc.fs.cat_file(loc.join("manifest.json").path))
+    doc: dict[str, Any] = json.loads(loc.fs.cat_file(loc.join("manifest.json").path))
+    return doc
+
+
+def render_manifest(doc: dict[str, Any], base_url: str, grant: str | None = None) -> bytes:
+    """A stored manifest with absolute shard URLs under ``base_url``, each carrying
+    ``grant`` (see :mod:`api.grants`) when given; deterministic bytes."""
+    out = {**doc, "shardlist": []}
+    suffix = f"?grant={grant}" if grant else ""
     for s in doc["shardlist"]:
-        s["url"] = f"{base_url.rstrip('/')}/v1/shards/{name}/{version}/{s.pop('path')}"
-    return json.dumps(doc, sort_keys=True, indent=1).encode()
+        entry = {k: v for k, v in s.items() if k != "path"}
+        entry["url"] = f"{base_url.rstrip('/')}/v1/shards/{doc['name']}/{doc['version']}/{s['path']}{suffix}"
+        out["shardlist"].append(entry)
+    return json.dumps(out, sort_keys=True, indent=1).encode()
+
+
+def manifest(lake: Lake, name: str, version: int, base_url: str, grant: str | None = None) -> bytes:
+    """The stored manifest with absolute shard URLs for ``base_url`` (deterministic bytes)."""
+    return render_manifest(stored_manifest(lake, name, version), base_url, grant)
 
 
 def shard_location(lake: Lake, name: str, version: int, shard: str) -> Any:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         description="Count the rows each API request scans (engine metrics, one extra run per "
         "query) and answer them in X-Fleetmine-Rows-Scanned; for tests and benchmarks",
     )
+    shard_grant_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        description="Shard URLs in a manifest carry a grant (signed, read-only, for that dataset "
+        "version) valid this long, so loaders fetch them with no header; revoking the token that "
+        "fetched the manifest revokes them sooner",
+    )
 
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))

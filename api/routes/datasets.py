@@ -6,21 +6,24 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Curator, LakeDep, Reader
+from api.deps import Curator, LakeDep, Reader, ShardReader, grants
+from api.grants import expiry
 from api.ranges import file_response
 from jobs.export_job import export_version
 from mining.curation import (
     DatasetQuery,
     create_version,
     get_version,
-    manifest,
+    render_manifest,
     shard_location,
+    stored_manifest,
 )
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
@@ -102,20 +105,28 @@ def dataset_version(
 
 
 @router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
-def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, _: Reader) -> Response:
-    cache: dict[tuple[str, int, str], bytes] = request.app.state.manifests
-    key = (name, version, str(request.base_url))
-    body = cache.get(key)
-    if body is None:
+def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, caller: Reader) -> Response:
+    """The manifest; its shard URLs carry a grant minted for the caller's token, so the
+    shards need no header (the manifest itself does)."""
+    cache: dict[tuple[str, int], dict[str, Any]] = request.app.state.manifests
+    doc = cache.get((name, version))
+    if doc is None:
         row = _version(lake, name, version)
         if row["state"] != "exported":
             raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
-        if len(cache) > 4096:  # bounded: the key holds the Host header, which callers choose
+        if len(cache) > 4096:
             cache.clear()
-        body = cache[key] = manifest(lake, name, version, str(request.base_url))
-    etag = '"' + hashlib.sha256(body).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
-    if request.headers.get("if-none-match") == etag:
+        doc = cache[(name, version)] = stored_manifest(lake, name, version)
+    grant, headers = None, {"Cache-Control": "public, max-age=31536000, immutable"}
+    if caller.token_id is not None:
+        now = time.time()
+        expires = expiry(now, request.app.state.settings.shard_grant_ttl_s)
+        grant = grants(request).mint(name, version, caller.token_id, expires)
+        # A credential: no shared cache keeps it, and no client past the grant's life.
+        headers["Cache-Control"] = f"private, max-age={max(0, int(expires - now) - 60)}"
+    body = render_manifest(doc, str(request.base_url), grant)
+    headers["ETag"] = '"' + hashlib.sha256(body).hexdigest() + '"'
+    if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -128,7 +139,10 @@ def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, _
         307: {"description": "lakes on S3: a presigned URL of the shard in the store"},
     },
 )
-def get_shard(name: str, version: int, shard: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+def get_shard(
+    name: str, version: int, shard: str, request: Request, lake: LakeDep, _: ShardReader
+) -> Response:
+    """A shard, for a reader's bearer token or a grant for this version (``?grant=``)."""
     if not _SHARD.match(shard):
         raise HTTPException(404, f"no shard {shard}")
     row = _version(lake, name, version)
@@ -139,6 +153,9 @@ def get_shard(name: str, version: int, shard: str, request: Request, lake: LakeD
     url = loc.presigned_url(ttl) if ttl > 0 else None
     if url is not None:  # the bytes come from the store itself; our token is checked here, once
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
-    return file_response(
+    resp = file_response(
         request, loc.fs, loc.path, "application/x-tar", f"{name}-{version}-{shard}", immutable=True
     )
+    if "grant" in request.query_params:  # a shared cache would outlive a revoked grant
+        resp.headers["Cache-Control"] = "private, max-age=3600"
+    return resp

@@ -44,11 +44,17 @@ def dataset_create(
 def dataset_export(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: latest)")],
     shard_mb: Annotated[float, typer.Option(help="Target shard size")] = 512,
+    fmt: Annotated[
+        str, typer.Option("--format", help="webdataset (shards + manifest) or lerobot (LeRobotDataset v3.0)")
+    ] = "webdataset",
+    out: Annotated[
+        str | None, typer.Option(help="lerobot: output folder (default: <lake>/datasets/NAME/V/lerobot)")
+    ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Write the version's WebDataset shards and manifest."""
-    from jobs.requests import ExportJob, execute
+    """Write the version's WebDataset shards and manifest, or a LeRobotDataset v3.0 tree."""
+    from jobs.requests import execute
     from storage.errors import ConfigError
 
     lk = open_lake(lake, address)
@@ -63,8 +69,20 @@ def dataset_export(
             raise ConfigError(f"no dataset {name!r}")
         version = str(max(versions))
     s = settings(lake, address)
+    from jobs.requests import parse_job
     from jobs.runner import default_runner
 
-    job = ExportJob(name=name, version=int(version), shard_mb=shard_mb)
+    params = {"name": name, "version": int(version), "shard_mb": shard_mb, "format": fmt, "out": out}
+    job = parse_job("export", params)
     doc = execute(job, s, runner=default_runner(s.ray_address))
+    if job.format == "lerobot":
+        modes = ", ".join(
+            f"{k}: {v['remux']} remuxed, {v['reencode']} re-encoded" for k, v in doc["videos"].items()
+        )
+        console.print(
+            f"{name}@{version}: LeRobot v3.0, {doc['episodes']} episodes, {doc['frames']} frames "
+            f"at {doc['fps']} fps ({modes}) in {doc['root']}",
+            soft_wrap=True,
+        )
+        return
     console.print(f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards")

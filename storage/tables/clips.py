@@ -59,6 +59,8 @@ SPEC = TableSpec(
             pa.field("stop_count", pa.int32()),
             pa.field("events", pa.list_(pa.string())),
             pa.field("ingest_run_id", pa.string()),
+            # JSON: the camera's ``intrinsics`` / ``extrinsics`` from drive.json, null without them
+            pa.field("calibration", pa.string()),
         ]
     ),
     description="clips with signal features and trigger events",

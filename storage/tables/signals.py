@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from storage.schema import UTC_TS, TableSpec
 
-__all__ = ["CANONICAL", "SIGNAL_COLUMNS", "SPEC"]
+__all__ = ["CANONICAL", "SIGNAL_COLUMNS", "SPEC", "UNITS"]
 
 CANONICAL = (
     "speed_mps",
@@ -23,6 +23,21 @@ SIGNAL_COLUMNS = ("t_us", *(c for c in CANONICAL if c != "gear"))
 """Columns of a clip's signals as a float64 array (``storage.reads.read_clip_signals``, each
 shard sample's ``signals.npy``): time, then every numeric canonical signal (``gear`` is a
 label and stays in the sample's ``.json``)."""
+
+UNITS = {
+    "t_us": "us since 1970-01-01 UTC",
+    "speed_mps": "m/s",
+    "accel_mps2": "m/s^2 (longitudinal, + forward)",
+    "steering_angle_deg": "deg (steering wheel, + left)",
+    "steering_rate_dps": "deg/s",
+    "yaw_rate_dps": "deg/s (+ left)",
+    "brake_pressed": "0/1",
+    "gas_pedal": "0..1 (pedal travel)",
+    "turn_signal": "0 none, 1 left, 2 right",
+    "gear": "label",
+    "driver_override": "0/1",
+}
+"""The unit of each signal column (what a training job needs beside the numbers)."""
 
 SPEC = TableSpec(
     name="signals",

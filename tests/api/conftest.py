@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +21,21 @@ from jobs.mine_job import run_mine
 from storage import Lake, Settings
 from tests.conftest import LOCAL, free_port
 
+CALIBRATION = {
+    "intrinsics": {"fx": 400.0, "fy": 400.0, "cx": 320.0, "cy": 180.0, "distortion": [0.01, -0.002, 0, 0]},
+    "extrinsics": {"translation_m": [1.6, 0.0, 1.4], "rotation_quat_wxyz": [0.5, -0.5, 0.5, -0.5]},
+}
+"""What the first synth drive's drive.json says of its front camera."""
+
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake, dict[str, str]]]:
     root = tmp_path_factory.mktemp("api")
     synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    calibrated = sorted((root / "raw").glob("*/*/drive.json"))[0]  # one drive says how its camera sits
+    doc = json.loads(calibrated.read_text())
+    doc["cameras"]["front"].update(CALIBRATION)
+    calibrated.write_text(json.dumps(doc))
     settings = Settings(lake=str(root / "lake"))
     assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
     run_embed(settings, runner=LOCAL)

@@ -25,6 +25,10 @@ def test_clip_routes_import_neither_faiss_nor_webdataset() -> None:
         ("ingest", ["ray", "av", "cantools", "asammdf", "mcap"]),
         ("mining", ["ray", "faiss", "onnxruntime", "webdataset", "ingest"]),
         ("storage", ["ray", "ingest", "mining", "api", "jobs"]),
+        (
+            "fleetmine_reader",
+            ["ray", "fastapi", "deltalake", "pyarrow", "av", "webdataset", "api", "storage", "jobs"],
+        ),
     ],
 )
 def test_packages_import_only_their_contracts(package: str, absent: list[str]) -> None:
