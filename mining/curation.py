@@ -16,7 +16,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import webdataset as wds
 from pydantic import BaseModel, ConfigDict, Field
 
 from mining.media import frame_times
@@ -251,6 +250,8 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
     where given, and the model version and scores that selected the sample."""
     loc = _location(lake, plan.name, plan.version)
     fs = loc.fs
+    import webdataset as wds  # here, not at import: it pulls in torch where torch is installed
+
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
     common = {

@@ -17,6 +17,7 @@ from deltalake.transaction import AddAction
 
 from storage.errors import TableNotFoundError
 from storage.lake import Lake
+from storage.query import arrow_table
 from storage.sql import literal
 from storage.tables.corner_cases import ANY_EVENT, SPEC
 
@@ -84,7 +85,7 @@ def write_corner_cases(lake: Lake, lists: list[pa.Table], prefix: str) -> list[A
 
 def _latest_run(lake: Lake, model_ref: str) -> str | None:
     """The newest run with lists for the model, from the Delta log's file statistics."""
-    adds = pa.table(lake.snapshot(SPEC.name).get_add_actions(flatten=True))
+    adds = arrow_table(lake.snapshot(SPEC.name).get_add_actions(flatten=True))
     if adds.num_rows == 0:
         return None
     mine = adds.filter(pc.equal(adds.column("partition.model_version"), model_ref))

@@ -23,7 +23,7 @@ from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, _partition_value, commit, replace_files
 from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
-from storage.query import audit_scan, run_sql, select_sql
+from storage.query import arrow_table, audit_scan, run_sql, select_sql
 from storage.schema import TableSpec
 from storage.sql import literal
 from storage.tables import TABLES, get_spec
@@ -283,7 +283,7 @@ class Lake:
                 audit_scan(delta, table, columns, where)
         except DeltaError as exc:
             raise StorageError(f"cannot read {table} where {where!r}: {exc}") from exc
-        result = pa.table(data)
+        result = arrow_table(data)
         if result.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
         return _plain_types(result, spec)
@@ -316,15 +316,10 @@ class Lake:
         key = (table, column, delta.version())
         if (hit := self._partitions.get(key)) is not None:
             return hit
-        adds = pa.table(delta.get_add_actions(flatten=True))
+        adds = arrow_table(delta.get_add_actions(flatten=True))
         if adds.num_rows == 0:
-            return pa.table(
-                {
-                    "value": pa.array([], get_spec(table).schema.field(column).type),
-                    "rows": pa.array([], pa.int64()),
-                    "files": pa.array([], pa.int64()),
-                }
-            )
+            value_type = get_spec(table).schema.field(column).type
+            return pa.schema({"value": value_type, "rows": pa.int64(), "files": pa.int64()}).empty_table()
         by = adds.group_by(f"partition.{column}").aggregate([("num_records", "sum"), ("path", "count")])
         out = pa.table(
             {
@@ -347,7 +342,7 @@ class Lake:
             if not self.exists(name):
                 continue
             t = self.delta(name)
-            adds = pa.table(t.get_add_actions(flatten=True))
+            adds = arrow_table(t.get_add_actions(flatten=True))
             rows = int(pa.compute.sum(adds.column("num_records")).as_py() or 0) if adds.num_rows else 0
             size = int(pa.compute.sum(adds.column("size_bytes")).as_py() or 0) if adds.num_rows else 0
             out.append(TableInfo(name, t.version(), rows, adds.num_rows, size))
@@ -365,7 +360,7 @@ class Lake:
         """
         table = self.delta(name)
         version = table.version()
-        adds = pa.table(table.get_add_actions(flatten=True))
+        adds = arrow_table(table.get_add_actions(flatten=True))
         if adds.num_rows == 0:
             return {"numFilesAdded": 0, "numFilesRemoved": 0}
         (col,) = spec.partition_by or (None,)

@@ -26,7 +26,19 @@ from deltalake.exceptions import DeltaError
 
 from storage.errors import StorageError
 
-__all__ = ["ScanTally", "audit", "explain_rows", "run_sql", "select_sql"]
+__all__ = ["ScanTally", "arrow_table", "audit", "explain_rows", "run_sql", "select_sql"]
+
+
+def arrow_table(data: object) -> pa.Table:
+    """A pyarrow Table from what deltalake returns (arro3 tables, over the C stream).
+
+    Not ``pa.table(data)``: that first asks whether ``data`` is a pandas DataFrame,
+    which imports pandas (60 MB of every API replica's memory) on the first read.
+    """
+    if isinstance(data, pa.Table):
+        return data
+    return pa.RecordBatchReader.from_stream(data).read_all()
+
 
 _TALLY: contextvars.ContextVar[ScanTally | None] = contextvars.ContextVar(
     "fleetmine_scan_tally", default=None
@@ -91,10 +103,10 @@ def run_sql(tables: dict[str, DeltaTable], sql: str) -> pa.Table:
     """Execute ``sql`` over the registered tables; audited when a tally is active."""
     try:
         qb = _builder(tables)
-        result = pa.table(qb.execute(sql).read_all())
+        result = arrow_table(qb.execute(sql).read_all())
         tally = _TALLY.get()
         if tally is not None:
-            plan = pa.table(_builder(tables).execute(f"EXPLAIN ANALYZE {sql}").read_all())
+            plan = arrow_table(_builder(tables).execute(f"EXPLAIN ANALYZE {sql}").read_all())
             tally.add(
                 ",".join(tables), explain_rows("\n".join(str(p) for p in plan.column("plan").to_pylist()))
             )
@@ -128,5 +140,5 @@ def audit_scan(table: DeltaTable, name: str, columns: list[str] | None, where: s
     if tally is None:
         return
     sql = select_sql(name, columns, where)
-    plan = pa.table(_builder({name: table}).execute(f"EXPLAIN ANALYZE {sql}").read_all())
+    plan = arrow_table(_builder({name: table}).execute(f"EXPLAIN ANALYZE {sql}").read_all())
     tally.add(name, explain_rows("\n".join(str(p) for p in plan.column("plan").to_pylist())))

@@ -27,7 +27,8 @@ from fastapi import FastAPI, Response
 from storage.config import Settings
 kind, lake, port, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if kind == "ours":
-    from api.app import create_app
+    from api.app import create_app, lean_server_process
+    lean_server_process()  # as `fleetmine serve` does
     app = create_app(Settings(lake=lake))
 else:
     app = FastAPI()

@@ -35,7 +35,9 @@ def serve(
     """The catalog API (OpenAPI at /openapi.json)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, lean_server_process
+
+    lean_server_process()
 
     if no_auth:
         err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")

@@ -18,6 +18,29 @@ def test_clip_routes_import_neither_faiss_nor_webdataset() -> None:
     )
 
 
+def test_the_api_server_imports_no_training_or_worker_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The app as `fleetmine serve` runs it answers catalog requests with pandas kept out
+    (pyarrow imports it for any array built from Python objects) and imports no torch
+    (webdataset imports it where installed: 220 MB of every replica), no Ray, no decoders."""
+    from api.auth import create_token
+    from storage import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    token = create_token(lake, "r", "reader")  # a write: here, not in the server
+    heavy = ["torch", "webdataset", "ray", "av", "onnxruntime", "cantools", "asammdf", "pandas"]
+    _fresh(
+        "from api.app import create_app, lean_server_process; from storage import Settings; "
+        "lean_server_process(); "
+        "from fastapi.testclient import TestClient; import sys; "
+        f"c = TestClient(create_app(Settings(lake={lake.uri!r}))); "
+        f"h = {{'Authorization': 'Bearer {token}'}}; "
+        "assert all(c.get(u, headers=h).status_code == 200 for u in "
+        "('/v1/clips?limit=5', '/v1/drives', '/v1/mining/corner-cases?k=5', '/v1/datasets', '/v1/jobs')); "
+        f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded"
+    )
+
+
 @pytest.mark.parametrize(
     ("package", "absent"),
     [
