@@ -94,7 +94,7 @@ def _register_metrics() -> None:
 
 
 def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
-    from api.routes import clips, datasets, health, jobs, mining, ui
+    from api.routes import clips, datasets, health, jobs, mining, reviews, ui
 
     lake = Lake.from_settings(settings)
     lake.create_tables()
@@ -107,7 +107,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
-    for module in (health, clips, mining, datasets, jobs, ui):
+    for module in (health, clips, mining, datasets, jobs, reviews, ui):
         app.include_router(module.router)
     _register_metrics()
 
