@@ -52,7 +52,8 @@ def _error(
     if request.url.path.startswith("/ui/"):
         from api.routes.ui import error_page
 
-        return error_page(status, message, headers)
+        asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return error_page(status, message, headers, asked)
     body = {"error": {"code": _CODES.get(status, "error"), "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
 
