@@ -52,7 +52,8 @@ def _error(
     if request.url.path.startswith("/ui/"):
         from api.routes.ui import error_page
 
-        return error_page(status, message, headers)
+        asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return error_page(status, message, headers, asked)
     body = {"error": {"code": _CODES.get(status, "error"), "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -115,7 +116,7 @@ def lean_server_process() -> None:
 
 
 def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
-    from api.routes import clips, datasets, health, jobs, mining, ui
+    from api.routes import clips, datasets, health, jobs, mining, reviews, ui
 
     lake = Lake.from_settings(settings)
     lake.create_tables()
@@ -128,7 +129,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
-    for module in (health, clips, mining, datasets, jobs, ui):
+    for module in (health, clips, mining, datasets, jobs, reviews, ui):
         app.include_router(module.router)
     _register_metrics()
 

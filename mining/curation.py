@@ -22,6 +22,7 @@ from mining.media import frame_times
 from mining.novelty import latest_scores
 from mining.queries import similar
 from mining.registry import resolve
+from mining.reviews import latest_verdicts
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
 from storage.lake import Lake
@@ -73,6 +74,16 @@ class DatasetQuery(BaseModel):
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
     val_fraction: float = Field(default=0.1, ge=0, le=0.9)
     model: str | None = None
+    clip_ids: list[str] = Field(
+        default_factory=list, max_length=10_000, description="only these clips (a reviewer's basket)"
+    )
+    reviewed: Literal["confirmed", "not_interesting", "mislabelled", "any", "none"] | None = Field(
+        default=None,
+        description="clips whose latest verdict is this one (`any`: reviewed at all; `none`: never reviewed)",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="clips whose latest review has any of these tags"
+    )
     samples: Literal["clip", "group"] = Field(
         default="clip",
         description="clip: one sample per clip; group: one sample per time window of a drive, with "
@@ -88,6 +99,7 @@ class DatasetQuery(BaseModel):
             until=self.until,
             min_speed=self.min_speed,
             max_speed=self.max_speed,
+            clip_ids=self.clip_ids,
         )
 
 
@@ -129,10 +141,25 @@ def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[
             ]
         if q.dedup:
             rows = [r for r in rows if by_clip.get(r["clip_id"], {}).get("duplicate_of") is None]
+    if q.reviewed is not None or q.tags:
+        verdicts = latest_verdicts(lake, versions.get("reviews"))
+        rows = [r for r in rows if _review_matches(q, verdicts.get(r["clip_id"]))]
     rows.sort(key=lambda r: r["clip_id"])
     if q.samples == "clip":
         return rows[: q.limit] if q.limit else rows
     return _whole_groups(lake, rows, q.limit, versions["clips"])
+
+
+def _review_matches(q: DatasetQuery, review: dict[str, Any] | None) -> bool:
+    """Whether a clip's latest review (None: never reviewed) passes the query's review filters."""
+    if q.reviewed == "none":
+        return review is None and not q.tags
+    if review is None:
+        return False
+    if q.reviewed not in (None, "any") and review["verdict"] != q.reviewed:
+        return False
+    want = {t.strip().lower() for t in q.tags}
+    return not want or bool(want & set(review["tags"] or []))
 
 
 def _group_key(clip: dict[str, Any]) -> str:
@@ -166,8 +193,8 @@ def _split(drive_id: str, val_fraction: float) -> str:
 def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
     if not name or any(c in name for c in "/\\.@ ") or len(name) > 100:
         raise ConfigError(f"dataset name {name!r}: letters, digits, '-' and '_' only")
-    lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings"])
-    pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores")}
+    lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings", "reviews"])
+    pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores", "reviews")}
     rows = select_clips(lake, q, pinned)
     # Versions are numbered per name: two creates at once must not both take
     # max + 1, so the number is claimed and both rows written under a lease.

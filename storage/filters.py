@@ -21,6 +21,17 @@ def _utc_day(t: dt.datetime) -> dt.date:
     return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
 
 
+def _id_days(ids: list[str]) -> set[dt.date] | None:
+    """The days the ids begin with (DESIGN.md), or None when one does not name a day."""
+    days = set()
+    for i in ids:
+        try:
+            days.add(dt.datetime.strptime(i[:8], "%Y%m%d").date())
+        except ValueError:
+            return None
+    return days
+
+
 class ClipFilter(BaseModel):
     """Clips matching every given field (an empty filter matches all clips)."""
 
@@ -34,6 +45,9 @@ class ClipFilter(BaseModel):
     max_speed: float | None = Field(default=None, description="clips whose lowest speed is at most this")
     group_id: str | None = Field(default=None, description="every camera's clip of one time window")
     camera: str | None = None
+    clip_ids: list[str] = Field(
+        default_factory=list, max_length=10_000, description="only these clips (a reviewer's basket)"
+    )
 
     def days(self) -> tuple[dt.date | None, dt.date | None]:
         """The first and last ``date`` partition a matching clip can be in (None: open).
@@ -46,6 +60,8 @@ class ClipFilter(BaseModel):
             with contextlib.suppress(ValueError):
                 day = dt.datetime.strptime(self.group_id[:8], "%Y%m%d").date()
                 lo, hi = max(lo or day, day), min(hi or day, day)
+        if self.clip_ids and (named := _id_days(self.clip_ids)):
+            lo, hi = max(lo or min(named), min(named)), min(hi or max(named), max(named))
         return lo, hi
 
     def predicate(self) -> str | None:
@@ -68,6 +84,10 @@ class ClipFilter(BaseModel):
                 parts.append(f"date = {literal(dt.datetime.strptime(self.group_id[:8], '%Y%m%d').date())}")
         if self.camera:
             parts.append(f"camera = {literal(self.camera)}")
+        if self.clip_ids:
+            parts.append(f"clip_id IN ({in_list(self.clip_ids)})")
+            if named := _id_days(self.clip_ids):
+                parts.append(f"date IN ({', '.join(literal(d) for d in sorted(named))})")
         if self.since is not None:
             parts.append(f"start_time >= {literal(self.since)}")
         if self.until is not None:

@@ -1,193 +1,375 @@
-"""The web pages: corner-case grid, clip page (video, signals, similar clips), dataset builder.
+"""The web pages: the review grid, the clip page, the basket and dataset builder, sign-in.
 
-Server-rendered HTML over the same functions the API serves. A browser cannot
-send a bearer header with ``<img>`` and ``<video>``, so ``/ui/login?token=...``
-stores the token in an HttpOnly cookie that the ``/v1`` routes also accept.
+Server-rendered HTML over the functions the API serves, plus one plain script and
+style sheet (``api/ui/static``). A browser cannot send a bearer header with ``<img>``
+and ``<video>``, so the sign-in form (a POST: no token in a URL) stores the token in an
+HttpOnly, SameSite=Strict cookie that the ``/v1`` routes also accept.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 
 from api.deps import LakeDep, Reader
 from api.routes.clips import clip_row
-from mining.queries import corner_cases, similar
-from storage.errors import FleetError
+from api.ui.plot import plot_data
+from api.ui.render import (
+    card,
+    esc,
+    facts_table,
+    json_script,
+    login_form,
+    page,
+    query_string,
+    select,
+    verdict_badge,
+)
+from mining.browse import CARD_COLUMNS, GridQuery, grid_page
+from mining.queries import similar
+from mining.registry import list_models, resolve
+from mining.reviews import clip_reviews, latest_verdicts
+from storage.errors import ConfigError, FleetError
+from storage.pages import Position
 from storage.reads import read_clip_signals
-from storage.sql import in_list
+from storage.sql import in_list, literal
 from storage.tables.clips import EVENTS
-from storage.tables.signals import SIGNAL_COLUMNS
+from storage.tables.reviews import VERDICTS
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
 COOKIE = "fleetmine_token"
+STATIC = Path(__file__).resolve().parent.parent / "ui" / "static"
+_TYPES = {".js": "text/javascript", ".css": "text/css"}
 log = logging.getLogger(__name__)
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
-header{padding:10px 16px;background:#1d2a3a}header a{color:#9cf;margin-right:16px}
-main{padding:16px}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
-.card{background:#1b1b1b;border-radius:6px;overflow:hidden}.card img{width:100%;display:block}
-.card div{padding:6px 8px;font-size:13px}.ev{color:#fc6}a{color:#9cf}
-svg{background:#1b1b1b;border-radius:6px}label{margin-right:12px}.error{color:#f88}
-"""
+
+def _html(doc: tuple[str, int], headers: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(doc[0], status_code=doc[1], headers=headers)
 
 
-def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)} - fleetmine</title>
-<style>{_STYLE}</style></head><body><header><b>fleetmine</b> &nbsp;
-<a href="/ui/">corner cases</a><a href="/ui/datasets">datasets</a><a href="/docs">API</a></header>
-<main><h2>{html.escape(title)}</h2>{body}</main>
-<script>
-document.querySelectorAll('img').forEach(i=>{{const mark=()=>{{document.body.dataset.loaded=
-(+(document.body.dataset.loaded||0)+(i.naturalWidth>0?1:0))}};i.complete?mark():i.addEventListener('load',mark)}});
-</script></body></html>"""
-    return HTMLResponse(doc, status_code=status, headers=headers)
+def error_page(
+    status: int, message: str, headers: dict[str, str] | None = None, path: str = "/ui/"
+) -> HTMLResponse:
+    """The page a ``/ui`` route answers with when it cannot show what was asked (``path``:
+    the page asked for, where signing in goes back to)."""
+    if status == 401:
+        body = login_form(_next_path(path), f"{message}: sign in with an API token.")
+        return _html(page("Sign in", body, kind="login", status=401), headers)
+    hint = "<p>Check the address, or go back to the clips.</p>" if status == 404 else ""
+    body = f'<p class="error" id="error">{esc(message)}</p>{hint}<p><a href="/ui/">back to the clips</a></p>'
+    return _html(page(f"Error {status}", body, kind="error", status=status), headers)
 
 
-def error_page(status: int, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
-    """The page a ``/ui`` route answers with when it cannot show what was asked."""
-    hint = (
-        "<p>Sign in with <code>/ui/login?token=...</code> (a token from <code>fleetmine token create</code>).</p>"
-        if status == 401
-        else ""
-    )
-    body = f'<p class="error" id="error">{html.escape(message)}</p>{hint}<p><a href="/ui/">back to corner cases</a></p>'
-    return _page(f"Error {status}", body, status, headers)
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = STATIC / name
+    if "/" in name or path.suffix not in _TYPES or not path.is_file():
+        raise HTTPException(404, f"no static file {name}")
+    return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
 
-def _card(clip_id: str, caption: str) -> str:
-    cid = html.escape(clip_id)
-    return (
-        f'<a class="card" href="/ui/clips/{cid}"><img loading="eager" alt="{cid}" '
-        f'src="/v1/clips/{cid}/thumbnail.jpg"><div>{caption}</div></a>'
-    )
+def _next_path(value: str | None) -> str:
+    return value if value and value.startswith("/ui/") and not value.startswith("/ui//") else "/ui/"
 
 
-@router.get("/login")
-def login(token: str, next: str = "/ui/") -> RedirectResponse:
-    target = next if next.startswith("/ui/") else "/ui/"
+@router.get("/login", response_class=HTMLResponse)
+def login_page(next: str = "/ui/") -> HTMLResponse:
+    return _html(page("Sign in", login_form(_next_path(next)), kind="login"))
+
+
+@router.post("/login", response_class=HTMLResponse, response_model=None)
+async def login(request: Request) -> HTMLResponse | RedirectResponse:
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = _next_path((form.get("next") or [""])[0])
+    if not request.app.state.auth:
+        return RedirectResponse(target, status_code=303)
+    if not token or request.app.state.tokens.verify(token) is None:
+        body = login_form(target, "That token is not valid (or was revoked). Paste a live one.")
+        return _html(page("Sign in", body, kind="login", status=401))
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
     return resp
 
 
+@router.post("/logout")
+def logout() -> RedirectResponse:
+    resp = RedirectResponse("/ui/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/")
+    return resp
+
+
+def _grid_query(request: Request) -> GridQuery:
+    raw = {k: v for k, v in request.query_params.items() if k in GridQuery.model_fields and v != ""}
+    try:
+        return GridQuery.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"filter {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _filters(lake: Any, q: GridQuery) -> str:
+    vehicles = sorted({r["vehicle_id"] for r in lake.read("drives", columns=["vehicle_id"]).to_pylist()})
+    models = [m.ref for m in list_models(lake)]
+
+    def num(name: str, label: str) -> str:
+        v = getattr(q, name)
+        return (
+            f'<label>{label} <input type="number" name="{name}" id="f-{name}" min="0" max="1" step="0.05" '
+            f'value="{"" if v is None else v}"></label>'
+        )
+
+    fields = [
+        select("event", [("", "any event"), *((e, e) for e in EVENTS)], q.event, "event"),
+        select("vehicle", [("", "any vehicle"), *((v, v) for v in vehicles)], q.vehicle, "vehicle"),
+        f'<label>from <input type="date" name="since" id="f-since" value="{esc(q.since or "")}"></label>',
+        f'<label>to <input type="date" name="until" id="f-until" value="{esc(q.until or "")}"></label>',
+        select("model", [("", "current model"), *((m, m) for m in models)], q.model, "model"),
+        num("min_novelty", "novelty from"),
+        num("max_novelty", "to"),
+        select(
+            "review",
+            [("", "reviewed or not"), ("reviewed", "reviewed"), ("unreviewed", "unreviewed")],
+            q.review,
+            "review",
+        ),
+        select(
+            "verdict",
+            [("", "any verdict"), *((v, v.replace("_", " ")) for v in VERDICTS)],
+            q.verdict,
+            "verdict",
+        ),
+    ]
+    return (
+        f'<form id="filters" class="filters" method="get" action="/ui/">{"".join(fields)}'
+        '<button id="apply">apply</button><a href="/ui/" id="clear">clear</a></form>'
+    )
+
+
 @router.get("/", response_class=HTMLResponse)
-def grid(lake: LakeDep, _: Reader, event: str | None = None, k: int = 48) -> HTMLResponse:
-    rows = corner_cases(lake, k=min(max(k, 1), 500), event=event)
-    ids = [r["clip_id"] for r in rows]
-    events: dict[str, list[str]] = {}
-    if ids:
-        for r in lake.read(
-            "clips", columns=["clip_id", "events"], where=f"clip_id IN ({in_list(ids)})"
-        ).to_pylist():
-            events[r["clip_id"]] = r["events"] or []
-    cards = "".join(
-        _card(
-            r["clip_id"],
-            f"novelty {r['novelty']:.2f} <span class=ev>{html.escape(' '.join(events.get(r['clip_id'], [])))}</span>",
+def grid(
+    request: Request,
+    lake: LakeDep,
+    caller: Reader,
+    cursor: str | None = None,
+    page_no: int = Query(1, ge=1),
+    per_page: int = Query(24, ge=1, le=200),
+) -> HTMLResponse:
+    q = _grid_query(request)
+    start = Position.decode(cursor) if cursor else None
+    res = grid_page(lake, q, start, limit=per_page, budget_rows=request.app.state.settings.scan_budget_rows)
+    params = {**q.model_dump(exclude_none=True), **({} if per_page == 24 else {"per_page": per_page})}
+    cards = "".join(card(r, scores=r["scores"] or {}, review=r["review"]) for r in res.rows)
+    if res.count is None:
+        count = "more clips match than a quick count reads: narrow the filters for a number"
+    else:
+        count = f"{res.count} clip{'s' if res.count != 1 else ''} match"
+    pager = [f"<span>page {page_no}</span>"]
+    if start is not None:
+        pager.append(f'<a id="first" href="/ui/?{query_string(params)}">first page</a>')
+    if res.next is not None:
+        nxt = query_string({**params, "cursor": res.next.encode(), "page_no": page_no + 1})
+        pager.append(f'<a id="next" href="/ui/?{nxt}" rel="next">next page &rarr; (n)</a>')
+    if not res.rows:
+        if lake.partition_rows("clips", "date").num_rows == 0:
+            empty = "No clips in the lake yet: run <code>fleetmine ingest RAW</code>, then <code>embed</code>, <code>index</code>, <code>mine</code>."
+        elif res.next is not None:
+            empty = "No match in the stretch of the lake this page read: go to the next page, or narrow the filters."
+        else:
+            empty = 'No clip matches these filters. <a href="/ui/">Clear them</a> or widen one.'
+        cards = f'<p class="empty" id="empty">{empty}</p>'
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in res.notes)
+    to_dataset = query_string({"q": json.dumps(q.dataset_query())})
+    body = (
+        _filters(lake, q)
+        + (
+            f'<input type="hidden" form="filters" name="per_page" value="{per_page}">'
+            if per_page != 24
+            else ""
         )
-        for r in rows
+        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">in time order &middot; '
+        f"model {esc(res.model)} &middot; keys: j/k move, enter opens, b adds to the basket, n next page</span>"
+        f'<button id="add-page">add this page to the basket</button>'
+        f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a></div>'
+        + notes
+        + f'<div class="grid" id="grid">{cards}</div><nav class="pager" id="pager">{"".join(pager)}</nav>'
     )
-    note = (
-        ""
-        if rows
-        else "<p>No mining scores yet: run <code>fleetmine embed</code>, <code>index</code>, <code>mine</code>.</p>"
-    )
-    return _page("Corner cases" + (f": {event}" if event else ""), note + f'<div class="grid">{cards}</div>')
+    return _html(page("Clips", body, kind="grid", role=caller.role))
 
 
-def _plot(sig: Any) -> str:
-    """Speed and steering angle over the clip as an inline SVG."""
-    if len(sig) < 2:
-        return "<p>No signals for this clip.</p>"
-    t = (sig[:, 0] - sig[0, 0]) / 1e6
-    out = []
-    for col, color, label in (
-        ("speed_mps", "#6cf", "speed m/s"),
-        ("steering_angle_deg", "#fc6", "steering deg"),
-    ):
-        v = sig[:, SIGNAL_COLUMNS.index(col)]
-        ok = v == v
-        if not ok.any():
-            continue
-        lo, hi = float(v[ok].min()), float(v[ok].max())
-        span = (hi - lo) or 1.0
-        pts = " ".join(
-            f"{10 + 680 * ti / max(t[-1], 1e-6):.1f},{150 - 130 * (vi - lo) / span:.1f}"
-            for ti, vi in zip(t[ok], v[ok], strict=True)
-        )
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
-        out.append(
-            f'<text x="12" y="{20 + 16 * len(out) // 2}" fill="{color}" font-size="12">{label}: {lo:.1f} to {hi:.1f}</text>'
-        )
-    return f'<svg id="signals" width="700" height="160">{"".join(out)}</svg>'
+def _neighbours(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clips just before and after this one on the same drive and camera."""
+    base = f"drive_id = {literal(clip['drive_id'])} AND date = {literal(clip['date'])}"
+    if clip.get("camera"):
+        base += f" AND camera = {literal(clip['camera'])}"
+    t = literal(clip["start_time"])
+    cols = CARD_COLUMNS
+    before = lake.query(
+        "clips", columns=cols, where=f"{base} AND start_time < {t}", order_by=["start_time DESC"], limit=3
+    )
+    after = lake.query(
+        "clips", columns=cols, where=f"{base} AND start_time > {t}", order_by=["start_time"], limit=3
+    )
+    return [*reversed(before.to_pylist()), {**clip, "current": True}, *after.to_pylist()]
+
+
+def _group(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
+    if not clip.get("group_id"):
+        return [clip]
+    where = f"group_id = {literal(clip['group_id'])} AND date = {literal(clip['date'])}"
+    rows = lake.query(
+        "clips", columns=["clip_id", "camera"], where=where, order_by=["camera"], limit=16
+    ).to_pylist()
+    return rows or [clip]
+
+
+def _video(c: dict[str, Any], main: str) -> str:
+    cid = esc(c["clip_id"])
+    ident = "id=video" if c["clip_id"] == main else "class=cam"
+    link = "" if c["clip_id"] == main else f" <a href=/ui/clips/{cid}>open</a>"
+    return (
+        f'<figure><video {ident} controls preload="auto" muted playsinline src="/v1/clips/{cid}/video.mp4">'
+        f"</video><figcaption>{esc(c.get('camera'))}{link}</figcaption></figure>"
+    )
+
+
+def _scores_of(lake: Any, model: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    from mining.ready import _latest_run
+
+    run = _latest_run(lake, model) if lake.exists("corner_cases") else None
+    if run is None or not ids:
+        return {}
+    where = f"model_version = {literal(model)} AND run_id = {literal(run)} AND clip_id IN ({in_list(ids)})"
+    return {r["clip_id"]: r for r in lake.read("mining_scores", where=where).to_pylist()}
 
 
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
-def clip_page(clip_id: str, lake: LakeDep, _: Reader) -> HTMLResponse:
+def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> HTMLResponse:
     clip = clip_row(lake, clip_id)
-    cid = html.escape(clip_id)
+    model = resolve(lake).ref
     note = ""
     try:
         near = similar(lake, clip_id=clip_id, k=8)
     except FleetError as exc:  # no model or no embedding for this clip yet: the page still shows
-        near, note = [], str(exc)
+        near, note = [], f"{exc} (run fleetmine embed and index)"
     except Exception:  # a failing section must not take the page down
         log.exception("similar clips of %s", clip_id)
         near, note = [], "similar clips are unavailable (see the server log)"
     try:
-        plot = _plot(read_clip_signals(lake, clip))
-    except FleetError as exc:  # e.g. a clip row without its drive or times
-        plot = f"<p class=error>No signals: {html.escape(str(exc))}</p>"
-    facts = {
-        k: clip[k]
-        for k in ("vehicle_id", "start_time", "duration_s", "speed_mean", "max_decel_mps2", "events")
-    }
-    body = (
-        f'<video id="video" controls width="640" src="/v1/clips/{cid}/video.mp4"></video>'
-        f"<pre>{html.escape(json.dumps(facts, default=str, indent=1))}</pre>"
-        f"<h3>Signals</h3>{plot}"
-        f"<h3>Similar clips</h3>{f'<p class=error id=similar-error>{html.escape(note)}</p>' if note else ''}"
-        f'<div class="grid">{"".join(_card(n.clip_id, f"distance {n.distance:.3f}") for n in near)}</div>'
+        plot = plot_data(read_clip_signals(lake, clip), request.app.state.settings.triggers)
+        plot_note = "" if plot["t"] else "No signals for this clip's time window."
+    except FleetError as exc:
+        plot, plot_note = {"t": [], "lanes": [], "spans": []}, f"No signals: {exc}"
+    neighbours = _neighbours(lake, clip)
+    near_rows = {
+        r["clip_id"]: r
+        for r in lake.read(
+            "clips", columns=CARD_COLUMNS, where=f"clip_id IN ({in_list([n.clip_id for n in near])})"
+        ).to_pylist()
+    } if near else {}  # fmt: skip
+    ids = [clip_id, *(n["clip_id"] for n in neighbours), *near_rows]
+    scores = _scores_of(lake, model, ids)
+    verdicts = latest_verdicts(lake)
+    cams = _group(lake, clip)
+    videos = "".join(_video(c, clip_id) for c in cams)
+    history = clip_reviews(lake, clip_id)
+    hist = (
+        "".join(
+            f"<li>{verdict_badge(r)} by {esc(r['reviewer'])} at {esc(r['at'].strftime('%Y-%m-%d %H:%M'))} UTC"
+            f"{' &middot; ' + esc(', '.join(r['tags'])) if r['tags'] else ''}{' &middot; ' + esc(r['note']) if r['note'] else ''}</li>"
+            for r in history
+        )
+        or "<li class=muted>not reviewed yet</li>"
     )
-    return _page(f"Clip {clip_id}", body)
+    can = caller.role in ("curator", "operator")
+    buttons = "".join(
+        f'<button class="vbtn v-{v}" data-verdict="{v}"{"" if can else " disabled"}>{v.replace("_", " ")} ({i})</button>'
+        for i, v in enumerate(VERDICTS, start=1)
+    )
+    latest = history[0] if history else None
+    verdict = (
+        f'<section class="panel" id="verdict-panel"><h3>Verdict</h3><p>now: <span id="current-verdict">'
+        f"{verdict_badge(latest) or 'none'}</span></p>{buttons}"
+        f'<p><label>tags <input id="tags" placeholder="comma separated" value="{esc(", ".join(latest["tags"] or []) if latest else "")}"'
+        f'{"" if can else " disabled"}></label></p><p><label>note <input id="note"{"" if can else " disabled"}></label></p>'
+        f'<p id="verdict-status" role="status" class="muted">{"" if can else "Verdicts need a curator token; yours is a " + esc(caller.role) + "s."}</p>'
+        f'<ul id="history">{hist}</ul></section>'
+    )
+    nb = "".join(
+        card(
+            n,
+            "this clip" if n.get("current") else "",
+            scores=scores.get(n["clip_id"], {}),
+            review=verdicts.get(n["clip_id"]),
+        )
+        for n in neighbours
+    )
+    more = "".join(
+        card(near_rows.get(n.clip_id, {"clip_id": n.clip_id}), f"distance {n.distance:.3f}",
+             scores=scores.get(n.clip_id, {}), review=verdicts.get(n.clip_id))
+        for n in near
+    )  # fmt: skip
+    body = (
+        f'<div class="clip" data-clip="{esc(clip_id)}" data-duration="{esc(clip.get("duration_s") or 0)}">'
+        f'<div class="media"><div class="cams cams-{len(cams)}">{videos}</div>'
+        f'<p id="video-error" class="error" hidden></p>'
+        f'<div class="plotbox"><svg id="signals" width="100%" height="280" role="img" '
+        f'aria-label="signals over the clip; click to seek"></svg><p id="plot-note" class="muted">{esc(plot_note)}</p>'
+        f'<p class="muted">t = <span id="t-now">0.00</span> s &middot; click the plot to seek &middot; keys: space plays, '
+        f"1/2/3 verdicts, b basket, j/k neighbouring clips</p></div></div>"
+        f'<aside><button id="add-clip" class="add" data-clip="{esc(clip_id)}">+ basket (b)</button>{verdict}'
+        f"<h3>Metadata</h3>{facts_table(clip, scores.get(clip_id), model)}</aside></div>"
+        f'<h2>On the same drive</h2><div class="grid strip" id="neighbours">{nb}</div>'
+        f"<h2>More like this</h2>{f'<p class=error id=similar-error>{esc(note)}</p>' if note else ''}"
+        f'<div class="bar"><button id="add-similar"{"" if near else " disabled"}>add all to the basket</button>'
+        f'<a href="/ui/datasets?{query_string({"q": json.dumps({"similar_to": {"clip_ids": [clip_id], "k": 50}})})}" id="similar-dataset">dataset of the 50 most similar</a></div>'
+        f'<div class="grid" id="similar">{more}</div>' + json_script("signal-data", plot)
+    )
+    return _html(page(f"Clip {clip_id}", body, kind="clip", role=caller.role, scripts=["clip.js"]))
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets_page(request: Request, lake: LakeDep, _: Reader) -> HTMLResponse:
-    rows = sorted(lake.read("datasets").to_pylist(), key=lambda r: (r["name"], r["version"]))
-    items = "".join(
-        f"<li>{html.escape(r['name'])}@{r['version']}: {r['clip_count']} clips, {r['state']}"
-        + (
-            f' - <a href="/v1/datasets/{html.escape(r["name"])}/versions/{r["version"]}/manifest">manifest</a>'
-            if r["state"] == "exported"
-            else ""
+def datasets_page(request: Request, lake: LakeDep, caller: Reader, q: str | None = None) -> HTMLResponse:
+    rows = sorted(lake.read("datasets").to_pylist(), key=lambda r: (r["name"], -r["version"]))
+    items = (
+        "".join(
+            f"<tr><td>{esc(r['name'])}</td><td>{r['version']}</td><td>{r['clip_count']}</td><td>{esc(r['state'])}</td><td>"
+            + (
+                f'<a href="/v1/datasets/{esc(r["name"])}/versions/{r["version"]}/manifest">manifest</a>'
+                if r["state"] == "exported"
+                else "-"
+            )
+            + "</td></tr>"
+            for r in rows
         )
-        + "</li>"
-        for r in rows
+        or '<tr><td colspan="5" class="muted">no dataset yet: make one from the basket or from filters</td></tr>'
     )
-    boxes = "".join(f'<label><input type="checkbox" name="ev" value="{e}"> {e}</label>' for e in EVENTS)
-    form = f"""<h3>New version</h3><form id="builder">
-<p><label>name <input name="name" value="my-dataset" pattern="[A-Za-z0-9_-]+"></label></p>
-<p>{boxes}</p><p><label>min novelty <input name="min_novelty" type="number" step="0.05" min="0" max="1"></label>
-<label><input type="checkbox" name="dedup" checked> drop near-duplicates</label></p>
-<button>create + export</button></form><p id="result"></p>
-<script>
-document.getElementById('builder').addEventListener('submit', async e => {{
-  e.preventDefault(); const f = new FormData(e.target); const q = {{dedup: f.get('dedup') === 'on'}};
-  const ev = f.getAll('ev'); if (ev.length) q.events = ev;
-  if (f.get('min_novelty')) q.min_novelty = parseFloat(f.get('min_novelty'));
-  const r = await fetch('/v1/datasets', {{method: 'POST', headers: {{'content-type': 'application/json'}},
-    body: JSON.stringify({{name: f.get('name'), query: q, shard_mb: 256}})}});
-  const j = await r.json();
-  document.getElementById('result').textContent = r.ok ? `${{j.name}}@${{j.version}}: ${{j.clip_count}} clips, manifest ${{j.manifest_url}}` : j.error.message;
-}});
-</script>"""
-    del request
-    return _page("Datasets", f"<ul>{items or '<li>none yet</li>'}</ul>{form}")
+    try:
+        query = json.loads(q) if q else {"dedup": True}
+        if not isinstance(query, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise ConfigError(f"q: not a JSON query object ({exc})") from None
+    op = caller.role == "operator"
+    can = caller.role in ("curator", "operator")
+    disabled = "" if can else " disabled"
+    body = f"""<section class="panel"><h2>Basket</h2><p class="muted" id="basket-empty">The basket is empty: add clips
+with <b>+ basket</b> (or <b>b</b>) in the grid or on a clip page.</p><div class="grid strip" id="basket"></div>
+<p><button id="basket-clear">empty the basket</button></p></section>
+<section class="panel"><h2>New dataset version</h2>
+<form id="builder"><p><label>name <input name="name" id="ds-name" value="my-dataset" pattern="[A-Za-z0-9_-]+" required></label>
+<label><input type="radio" name="source" value="basket" checked> the clips in the basket</label>
+<label><input type="radio" name="source" value="query"> this query</label></p>
+<p><label>query (JSON, see <code>DatasetQuery</code> in <a href="/docs">the API docs</a>)<br>
+<textarea name="query" id="ds-query" rows="4" cols="90">{esc(json.dumps(query))}</textarea></label></p>
+<button id="create"{disabled}>create + export</button> <span class="muted">{"the export runs as a job you can watch" if op else ("exported in the request (jobs need an operator token)" if can else "datasets need a curator token")}</span></form>
+<p id="result" role="status"></p><p id="job" role="status"></p><p id="manifest-line"></p></section>
+<section class="panel"><h2>Versions</h2><table class="facts" id="versions"><tr><th>name</th><th>version</th><th>clips</th><th>state</th><th></th></tr>{items}</table></section>"""
+    return _html(page("Basket & datasets", body, kind="datasets", role=caller.role, scripts=["datasets.js"]))

@@ -88,7 +88,7 @@ def demo(
     console.rule("[bold]7. serve[/]: the catalog API")
     token = create_token(lk, "demo", "operator")
     base = f"http://{host}:{port}"
-    console.print(f"web UI:    {base}/ui/login?token={token}", soft_wrap=True)
+    console.print(f"web UI:    {base}/ui/login (sign in with the token below)", soft_wrap=True)
     console.print(f"API docs:  {base}/docs", soft_wrap=True)
     console.print(f"token:     {token}", soft_wrap=True)
     console.print(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 if TYPE_CHECKING:
-    pass
+    from storage.lake import Lake
 
 from jobs.cli._common import (
     AddressOpt,
@@ -18,6 +18,7 @@ from jobs.cli._common import (
     ModelOpt,
     app,
     console,
+    err,
     open_lake,
 )
 
@@ -72,13 +73,27 @@ def corner_cases_cmd(
 
 @app.command("eval-mining")
 def eval_mining(
-    labels: Annotated[Path, typer.Option("--labels", help="OUT/labels.json of `fleetmine synth`")],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="OUT/labels.json of `fleetmine synth`")
+    ] = None,
+    verdicts: Annotated[
+        bool, typer.Option("--verdicts", help="score the ranking against reviewers' verdicts (`reviews`)")
+    ] = False,
+    k: Annotated[int, typer.Option("-k", min=1, max=10_000, help="--verdicts: the top k to score")] = 50,
     model: ModelOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Mining quality on a synthetic fleet: novelty vs baselines, more-like-this, dedup."""
+    """Mining quality: against a synthetic fleet's labels (novelty vs baselines, more-like-this,
+    dedup), or with --verdicts against what reviewers marked (precision@k)."""
+    if (labels is None) == (not verdicts):
+        err.print("give exactly one of --labels FILE or --verdicts")
+        raise typer.Exit(2)
+    if verdicts:
+        _eval_verdicts(open_lake(lake, address), model, k, json_path)
+        return
+    assert labels is not None
     from mining.evaluation import evaluate
 
     r = evaluate(open_lake(lake, address), labels, model)
@@ -104,5 +119,28 @@ def eval_mining(
         f"duplicates: {r.dup_truth} planted pairs, {r.dup_predicted} predicted links, "
         f"recall {r.dup_recall:.2f}, precision {r.dup_precision:.2f}"
     )
+    if json_path:
+        json_path.write_text(json.dumps(r.as_dict(), indent=2))
+
+
+def _eval_verdicts(lk: Lake, model: str | None, k: int, json_path: Path | None) -> None:
+    from mining.reviews import verdict_precision
+
+    r = verdict_precision(lk, model, k)
+    console.print(
+        f"{r.model}: top {r.k} by novelty ({r.ranked} ranked), {r.reviewed_total} clips reviewed "
+        f"({r.confirmed_total} confirmed)"
+    )
+    t = Table(title=f"novelty ranking against verdicts, top {r.k}")
+    for col in ("measure", "value"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    judged = "n/a" if r.precision_judged is None else f"{r.precision_judged:.2f}"
+    t.add_row(f"precision@{r.k} (confirmed / reviewed in top k)", judged)
+    t.add_row(f"precision@{r.k} strict (confirmed / k)", f"{r.precision_strict:.2f}")
+    t.add_row("reviewed in top k", f"{r.reviewed_in_top}/{r.ranked}")
+    t.add_row("mislabelled in top k", str(r.mislabelled_in_top))
+    base = "n/a" if r.base_rate is None else f"{r.base_rate:.2f}"
+    t.add_row("random ranking (confirmed / reviewed, all)", base)
+    console.print(t)
     if json_path:
         json_path.write_text(json.dumps(r.as_dict(), indent=2))

@@ -1,52 +1,201 @@
-"""The web pages in headless Chromium against the real server."""
+"""The review loop in headless Chromium (driven over CDP) against the real server on a synth lake."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import json
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from storage import Lake
+from api.auth import create_token
+from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.embed_job import run_embed
+from jobs.ingest_job import run_ingest
+from jobs.mine_job import run_mine
+from storage import Lake, Settings
+from tests.api.cdp import CHROMIUM, Browser
+from tests.api.conftest import auth, serve
+from tests.conftest import LOCAL
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium not installed (.ci/run installs Debian's chromium)"
 )
 
 
-def chromium(url: str, tmp: Path, *extra: str) -> str:
-    cmd = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", "--window-size=1280,1000",
-        *extra, url,
-    ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
+@pytest.fixture(scope="module")
+def review_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake, dict[str, str]]]:
+    """A fleet big enough that one event's clips fill more than one small page."""
+    root = tmp_path_factory.mktemp("review")
+    synthesize(root / "raw", SynthConfig(vehicles=2, drives=2, minutes=1, seed=11, rare_rate=0.6, workers=2))
+    settings = Settings(lake=str(root / "lake"))
+    assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
+    run_embed(settings, runner=LOCAL)
+    run_mine(settings, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    tokens = {role: create_token(lake, f"{role}-1", role) for role in ("reader", "curator", "operator")}
+    with serve(settings) as base:
+        yield base, lake, tokens
 
 
-def test_corner_case_grid_and_clip_page_render_with_media(
-    server: tuple[str, Lake, dict[str, str]], tmp_path: Path
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(tmp_path / "profile")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+PLOT_BOX = (
+    "(() => { const r = document.getElementById('signals').getBoundingClientRect();"
+    " return [r.left, r.top, r.width, r.height]; })()"
+)
+
+
+def _cards(b: Browser) -> list[str]:
+    ids: list[str] = b.eval("[...document.querySelectorAll('#grid .card')].map(c => c.dataset.clip)")
+    return ids
+
+
+def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
+    review_lake: tuple[str, Lake, dict[str, str]], browser: Browser, tmp_path: Path
 ) -> None:
-    base, _, tokens = server
-    login = f"{base}/ui/login?token={tokens['reader']}&next="
-    dom = chromium(login + "/ui/", tmp_path, "--dump-dom")
-    cards = re.findall(r'<a class="card" href="/ui/clips/([^"]+)"', dom)
-    assert len(cards) >= 5, dom[:2000]
-    loaded = re.search(r'<body data-loaded="(\d+)"', dom)
-    assert loaded and int(loaded.group(1)) == len(cards), "every thumbnail loaded"
-    chromium(login + "/ui/", tmp_path, f"--screenshot={tmp_path / 'grid.png'}")
-    assert (tmp_path / "grid.png").stat().st_size > 10_000
-    clip = cards[0]
-    page = chromium(login + f"/ui/clips/{clip}", tmp_path, "--dump-dom")
-    assert f'src="/v1/clips/{clip}/video.mp4"' in page and '<svg id="signals"' in page and "<polyline" in page
-    assert len(re.findall(r'class="card"', page)) == 8  # similar clips
-    # Without the cookie or a token the pages are closed.
+    base, lake, tokens = review_lake
+    b = browser
+    clips = lake.read("clips", columns=["clip_id", "events"]).to_pylist()
+    by_event = Counter(e for c in clips for e in c["events"] or [])
+    event, n_event = by_event.most_common(1)[0]
+    assert n_event >= 2, by_event
+    per = n_event // 2  # so that the event's clips fill two pages
+    with_event = sorted(c["clip_id"] for c in clips if event in (c["events"] or []))
+
+    # Closed without a session: the page is the sign-in form, and no token ever sits in a URL.
     assert httpx.get(f"{base}/ui/").status_code == 401
-    builder = chromium(login + "/ui/datasets", tmp_path, "--dump-dom")
-    assert 'id="builder"' in builder and 'name="min_novelty"' in builder
+    b.goto(f"{base}/ui/?per_page={per}", "login")
+    b.eval(f"document.getElementById('token').value = {json.dumps(tokens['operator'])}")
+    b.click("#sign-in")
+    b.loaded("grid")
+    assert "fm_" not in b.eval("location.href") and "fleetmine_token" not in b.eval("document.cookie")
+    assert b.eval("document.getElementById('count').textContent") == f"{len(clips)} clips match"
+
+    # Filter by event in the form; the count and every card follow it.
+    b.eval(f"document.getElementById('f-event').value = {json.dumps(event)}")
+    b.click("#apply")
+    b.wait(f"location.search.includes('event={event}') && document.readyState === 'complete'")
+    b.loaded("grid")
+    assert b.eval("document.getElementById('count').textContent") == f"{n_event} clips match"
+    first = _cards(b)
+    assert first == with_event[:per]
+    assert b.eval("document.querySelectorAll('#grid .card .parts').length") == per  # score parts on hover
+    b.wait(f"+document.body.dataset.loaded === {per}")  # every thumbnail decoded
+
+    # Keys: j selects, b puts the selection in the basket.
+    b.key("j")
+    assert b.eval("document.body.dataset.selected") == first[0]
+    b.key("b")
+    b.wait("document.getElementById('basket-count').textContent === '1'")
+    b.screenshot(tmp_path / "grid.png")
+
+    # Page forward: the keyset cursor goes on where page 1 stopped; a click adds a second clip.
+    b.click("#next")
+    b.wait("location.search.includes('page_no=2')")
+    b.loaded("grid")
+    second = _cards(b)
+    assert second == with_event[per : 2 * per]
+    b.click(f'#grid .card[data-clip="{second[0]}"] button.add')
+    basket = b.wait("document.getElementById('basket-count').textContent === '2' && fm.basket()")
+    assert basket == [first[0], second[0]]
+
+    # Open a clip with the keyboard: j then enter.
+    b.key("j")
+    b.key("Enter")
+    b.loaded("clip")
+    clip = second[0]
+    assert b.eval("document.querySelector('.clip').dataset.clip") == clip
+    assert b.eval("document.querySelectorAll('#facts tr').length") >= 15
+    assert "m/s" in b.eval("document.getElementById('facts').textContent")
+    assert b.wait("document.querySelector('#facts .local').textContent").startswith("(")
+    ticks = b.eval("[...document.querySelectorAll('#signals .tick')].map(t => t.textContent)")
+    assert ticks[0] == "0 s" and len(ticks) >= 3  # a time axis
+    assert b.eval("document.querySelectorAll('#signals path.lane').length") >= 3
+    assert b.eval("document.querySelectorAll('#similar .card').length") == 8
+    assert b.eval("document.querySelectorAll('#neighbours .card').length") >= 2
+
+    # Play: the cursor follows video.currentTime.
+    b.wait("document.getElementById('video').readyState >= 2", 60)
+    x0 = float(b.eval("document.getElementById('cursor').getAttribute('x1')"))
+    b.eval("document.getElementById('video').play().then(() => true)")
+    b.wait("document.getElementById('video').currentTime > 0.8", 30)
+    x1 = float(b.eval("document.getElementById('cursor').getAttribute('x1')"))
+    assert x1 > x0 + 20, (x0, x1)
+    synced = "Math.abs(+document.getElementById('signals').dataset.cursorT - document.getElementById('video')"
+    b.wait(synced + ".currentTime) < 0.5")
+    b.eval("document.getElementById('video').pause()")
+
+    # Click the plot at 3/4 of its width: the video seeks there (the axis starts at x = 110 of 1000).
+    duration = float(b.eval("+document.querySelector('.clip').dataset.duration"))
+    b.eval("document.getElementById('signals').scrollIntoView({block: 'center'})")
+    box = b.eval(PLOT_BOX)
+    b.click_at(box[0] + 0.75 * box[2], box[1] + box[3] / 2)
+    want = (750 - 110) / (1000 - 110 - 12) * duration
+    got = b.wait(
+        f"(v => Math.abs(v.currentTime - {want}) < 0.2 && v.currentTime)(document.getElementById('video'))"
+    )
+    assert abs(got - want) < 0.2
+    b.wait(f"Math.abs(+document.getElementById('signals').dataset.cursorT - {want}) < 0.2")
+
+    # A verdict with tags, kept in `reviews` under the caller's name.
+    b.eval("document.getElementById('tags').value = 'night, cut-in'")
+    b.click('button[data-verdict="confirmed"]')
+    b.wait("document.getElementById('verdict-status').textContent.startsWith('saved')")
+    reviews = httpx.get(f"{base}/v1/clips/{clip}/reviews", headers=auth(tokens["reader"])).json()
+    assert reviews["latest"]["verdict"] == "confirmed" and reviews["latest"]["reviewer"] == "operator-1"
+    assert reviews["latest"]["tags"] == ["cut-in", "night"]
+    b.eval("window.scrollTo(0, 0)")
+    b.screenshot(tmp_path / "clip.png")
+    denied = httpx.post(
+        f"{base}/v1/clips/{clip}/reviews", json={"verdict": "confirmed"}, headers=auth(tokens["reader"])
+    )
+    assert denied.status_code == 403
+
+    # The grid filtered by that verdict shows that clip alone.
+    b.goto(f"{base}/ui/?verdict=confirmed", "grid")
+    assert _cards(b) == [clip] and b.eval("document.getElementById('count').textContent") == "1 clip match"
+
+    # Basket -> dataset version -> export job -> manifest URL.
+    b.goto(f"{base}/ui/datasets", "datasets")
+    assert b.eval("[...document.querySelectorAll('#basket .card')].map(c => c.dataset.clip)") == basket
+    b.eval("document.getElementById('ds-name').value = 'basket-two'")
+    b.click("#create")
+    url = b.wait("document.getElementById('manifest') && document.getElementById('manifest').href", 240)
+    assert url.endswith("/v1/datasets/basket-two/versions/1/manifest")
+    assert b.eval("document.getElementById('job').dataset.status") == "succeeded"
+    b.screenshot(tmp_path / "datasets.png")
+    doc = httpx.get(url, headers=auth(tokens["reader"])).json()
+    assert doc["num_samples"] == 2 and doc["query"]["clip_ids"] == basket
+    for shot in ("grid", "clip", "datasets"):
+        assert (tmp_path / f"{shot}.png").stat().st_size > 20_000
+
+
+def test_pages_say_what_to_do_when_empty_or_wrong(review_lake: tuple[str, Lake, dict[str, str]]) -> None:
+    base, _, tokens = review_lake
+    bad = httpx.post(f"{base}/ui/login", data={"token": "fm_nope", "next": "/ui/"})
+    assert bad.status_code == 401 and "not valid" in bad.text and "fm_nope" not in bad.text
+    ok = httpx.post(f"{base}/ui/login", data={"token": tokens["reader"], "next": "https://evil/"})
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/"
+    assert (
+        "httponly" in ok.headers["set-cookie"].lower()
+        and "samesite=strict" in ok.headers["set-cookie"].lower()
+    )
+    cookies = {"fleetmine_token": tokens["reader"]}
+    empty = httpx.get(f"{base}/ui/?event=hard_brake&vehicle=nobody", cookies=cookies)
+    assert empty.status_code == 200 and 'id="empty"' in empty.text and "0 clips match" in empty.text
+    wrong = httpx.get(f"{base}/ui/?min_novelty=7", cookies=cookies)
+    assert wrong.status_code == 400 and "min_novelty" in wrong.text
+    clip = httpx.get(f"{base}/ui/clips/20240101-nosuchclip", cookies=cookies)
+    assert clip.status_code == 404 and "back to the clips" in clip.text
+    page = httpx.get(f"{base}/ui/datasets", cookies=cookies)
+    assert "datasets need a curator token" in page.text and 'id="create" disabled' in page.text

@@ -99,7 +99,8 @@ def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "fleet-raw" / "labels.json").exists()
     assert "1 ok, 0 failed" in out.stdout and "manifest:  http://127.0.0.1:8000/v1/datasets/" in out.stdout
-    assert "web UI:    http://127.0.0.1:8000/ui/login?token=fm_" in out.stdout
+    assert "web UI:    http://127.0.0.1:8000/ui/login (sign in" in out.stdout
+    assert "token:     fm_" in out.stdout
     assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3

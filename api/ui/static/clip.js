@@ -1,0 +1,131 @@
+// The clip page: a signal plot whose cursor follows the video and seeks it on click,
+// the cameras of the clip group kept in step, verdicts, and keys.
+"use strict";
+(() => {
+  const data = JSON.parse(document.getElementById("signal-data").textContent);
+  const video = document.getElementById("video");
+  const cams = [...document.querySelectorAll("video.cam")];
+  const svg = document.getElementById("signals");
+  const clipId = document.querySelector(".clip").dataset.clip;
+  const NS = "http://www.w3.org/2000/svg";
+  const COLORS = {speed_mps: "#6cf", accel_mps2: "#f96", steering_angle_deg: "#fc6", brake_pressed: "#f66"};
+  const SPAN = {hard_brake: "#f44", sharp_turn: "#fa4", evasive_steer: "#c6f", brake: "#f88", driver_override: "#6f6"};
+  const W = 1000, LEFT = 110, RIGHT = 12, TOP = 8, AXIS = 26;
+  const duration = Math.max(data.t.length ? data.t[data.t.length - 1] + 0.05 : 0,
+    parseFloat(document.querySelector(".clip").dataset.duration) || 0, 0.1);
+  const x = t => LEFT + (W - LEFT - RIGHT) * t / duration;
+  const tAt = px => Math.max(0, Math.min(duration, (px - LEFT) / (W - LEFT - RIGHT) * duration));
+  const el = (name, attrs, text) => {
+    const n = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  };
+
+  function draw() {
+    const lanes = data.lanes, H = 280, laneH = (H - TOP - AXIS) / Math.max(lanes.length, 1);
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("preserveAspectRatio", "none");
+    svg.replaceChildren();
+    for (const s of data.spans) {
+      const r = el("rect", {x: x(s.t0), y: TOP, width: Math.max(x(s.t1) - x(s.t0), 1.5), height: H - TOP - AXIS,
+        fill: SPAN[s.kind] || "#888", opacity: s.kind === "brake" ? 0.12 : 0.25, class: `span span-${s.kind}`});
+      r.appendChild(el("title", {}, `${s.kind.replace("_", " ")}: ${s.t0.toFixed(2)}-${s.t1.toFixed(2)} s`));
+      svg.appendChild(r);
+    }
+    lanes.forEach((lane, i) => {
+      const y0 = TOP + i * laneH, vals = lane.values.filter(v => v !== null);
+      const lo = Math.min(...vals), hi = Math.max(...vals), span = (hi - lo) || 1;
+      const y = v => y0 + laneH - 6 - (laneH - 12) * (v - lo) / span;
+      svg.appendChild(el("line", {x1: LEFT, x2: W - RIGHT, y1: y0 + laneH, y2: y0 + laneH, stroke: "#333"}));
+      let d = "", pen = false;
+      lane.values.forEach((v, j) => {
+        if (v === null) { pen = false; return; }
+        d += `${pen ? "L" : "M"}${x(data.t[j]).toFixed(1)},${y(v).toFixed(1)}`; pen = true;
+      });
+      svg.appendChild(el("path", {d, fill: "none", stroke: COLORS[lane.key] || "#ccc", "stroke-width": 1.6,
+        "vector-effect": "non-scaling-stroke", class: `lane lane-${lane.key}`}));
+      svg.appendChild(el("text", {x: 6, y: y0 + 16, fill: COLORS[lane.key] || "#ccc", "font-size": 13}, lane.label));
+      svg.appendChild(el("text", {x: 6, y: y0 + 31, fill: "#999", "font-size": 11},
+        `${lo.toFixed(1)} to ${hi.toFixed(1)} ${lane.unit}`));
+    });
+    const step = [0.5, 1, 2, 5, 10, 20, 30, 60].find(s => duration / s <= 12) || 120;
+    const axisY = H - AXIS;
+    svg.appendChild(el("line", {x1: LEFT, x2: W - RIGHT, y1: axisY, y2: axisY, stroke: "#777", class: "axis"}));
+    for (let t = 0; t <= duration + 1e-9; t += step) {
+      svg.appendChild(el("line", {x1: x(t), x2: x(t), y1: axisY, y2: axisY + 5, stroke: "#777"}));
+      svg.appendChild(el("text", {x: x(t), y: axisY + 18, fill: "#aaa", "font-size": 12, "text-anchor": "middle",
+        class: "tick"}, `${+t.toFixed(1)} s`));
+    }
+    svg.appendChild(el("line", {id: "cursor", x1: x(0), x2: x(0), y1: TOP, y2: axisY, stroke: "#fff",
+      "stroke-width": 2, "vector-effect": "non-scaling-stroke"}));
+  }
+
+  const tNow = document.getElementById("t-now");
+  function follow() {
+    const c = document.getElementById("cursor"), t = video ? video.currentTime : 0;
+    if (c) { c.setAttribute("x1", x(t)); c.setAttribute("x2", x(t)); }
+    tNow.textContent = t.toFixed(2);
+    svg.dataset.cursorT = t.toFixed(3);
+  }
+  function loop() { follow(); if (video && !video.paused) requestAnimationFrame(loop); }
+
+  if (data.t.length) draw();
+  if (video) {
+    ["timeupdate", "seeked", "loadedmetadata"].forEach(ev => video.addEventListener(ev, follow));
+    video.addEventListener("play", () => { cams.forEach(c => { c.currentTime = video.currentTime; c.play().catch(() => {}); }); loop(); });
+    video.addEventListener("pause", () => cams.forEach(c => c.pause()));
+    video.addEventListener("seeked", () => cams.forEach(c => { c.currentTime = video.currentTime; }));
+    video.addEventListener("error", () => {
+      const p = document.getElementById("video-error");
+      p.hidden = false;
+      p.textContent = "The video could not be played (" + (video.error ? video.error.message || `code ${video.error.code}` : "unknown") +
+        "). Download it from the link in the API, or check that the lake still holds it.";
+    });
+  }
+  svg.addEventListener("click", e => {
+    if (!video) return;
+    const box = svg.getBoundingClientRect();
+    const t = tAt((e.clientX - box.left) / box.width * W);
+    video.currentTime = t; follow();
+  });
+
+  // Verdicts
+  const status = document.getElementById("verdict-status");
+  async function mark(verdict) {
+    const tags = document.getElementById("tags").value.split(",").map(s => s.trim()).filter(Boolean);
+    const note = document.getElementById("note").value.trim() || null;
+    status.textContent = "saving...";
+    try {
+      const r = await fm.api("POST", `/v1/clips/${encodeURIComponent(clipId)}/reviews`, {verdict, tags, note});
+      status.textContent = `saved: ${verdict.replace("_", " ")} by ${r.reviewer}`;
+      const cur = document.getElementById("current-verdict");
+      cur.innerHTML = ""; const b = document.createElement("span");
+      b.className = `verdict v-${verdict}`; b.textContent = verdict.replace("_", " "); cur.appendChild(b);
+      const li = document.createElement("li");
+      li.textContent = `${verdict.replace("_", " ")} by ${r.reviewer} now${tags.length ? " · " + tags.join(", ") : ""}${note ? " · " + note : ""}`;
+      const hist = document.getElementById("history");
+      hist.querySelector(".muted")?.remove(); hist.prepend(li);
+      document.body.dataset.verdict = verdict;
+    } catch (err) {
+      status.textContent = `not saved: ${err.message}`; status.className = "error";
+    }
+  }
+  document.querySelectorAll("button[data-verdict]").forEach(b => b.addEventListener("click", () => mark(b.dataset.verdict)));
+
+  const similarIds = () => [...document.querySelectorAll("#similar .card")].map(c => c.dataset.clip);
+  document.getElementById("add-similar")?.addEventListener("click", () => fm.add(similarIds()));
+  document.addEventListener("keydown", e => {
+    if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    const verdicts = ["confirmed", "not_interesting", "mislabelled"];
+    const canMark = !document.querySelector("button[data-verdict]")?.disabled;
+    const strip = [...document.querySelectorAll("#neighbours .card")];
+    const here = strip.findIndex(c => c.dataset.clip === clipId);
+    if (["1", "2", "3"].includes(e.key) && canMark) mark(verdicts[+e.key - 1]);
+    else if (e.key === "b") fm.toggle(clipId);
+    else if (e.key === " " && video) { video.paused ? video.play() : video.pause(); }
+    else if (e.key === "j" && strip[here + 1]) location.href = strip[here + 1].querySelector("a").href;
+    else if (e.key === "k" && here > 0) location.href = strip[here - 1].querySelector("a").href;
+    else return;
+    e.preventDefault();
+  });
+})();

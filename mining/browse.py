@@ -1,0 +1,213 @@
+"""The review grid: clips by filters on their row, their mining scores and their verdicts,
+a keyset page at a time (:mod:`storage.pages`), with a bounded count of the matches.
+
+Clip fields (event, vehicle, days) and verdicts go into the page's Delta predicate:
+reviews are few, so a verdict filter becomes ``clip_id IN (...)``. A novelty range is
+on ``mining_scores``, so it filters each page after the read, and a page that ran out
+of chunks before it filled answers short with a cursor that goes on (like a page whose
+scan budget ran out).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mining.ready import _latest_run
+from mining.registry import resolve
+from mining.reviews import latest_verdicts
+from storage.filters import ClipFilter
+from storage.lake import Lake
+from storage.objectstore import reachable
+from storage.pages import Position, keyset_page
+from storage.query import run_sql
+from storage.sql import in_list, literal
+
+__all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "grid_page"]
+
+CARD_COLUMNS = [
+    "clip_id",
+    "drive_id",
+    "vehicle_id",
+    "camera",
+    "start_time",
+    "duration_s",
+    "speed_max",
+    "events",
+]
+_CHUNKS = 8  # keyset reads one page may make while a novelty range drops rows
+
+
+class GridQuery(BaseModel):
+    """What a reviewer narrows the grid to; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event: str | None = None
+    vehicle: str | None = None
+    since: dt.date | None = Field(default=None, description="clips starting on or after this UTC day")
+    until: dt.date | None = Field(default=None, description="clips starting on or before this UTC day")
+    model: str | None = None
+    min_novelty: float | None = Field(default=None, ge=0, le=1)
+    max_novelty: float | None = Field(default=None, ge=0, le=1)
+    review: Literal["reviewed", "unreviewed"] | None = None
+    verdict: Literal["confirmed", "not_interesting", "mislabelled"] | None = None
+
+    def clip_filter(self) -> ClipFilter:
+        return ClipFilter(
+            events=[self.event] if self.event else [],
+            vehicles=[self.vehicle] if self.vehicle else [],
+            since=dt.datetime.combine(self.since, dt.time(), dt.UTC) if self.since else None,
+            until=dt.datetime.combine(self.until + dt.timedelta(days=1), dt.time(), dt.UTC)
+            if self.until
+            else None,
+        )
+
+    def dataset_query(self) -> dict[str, Any]:
+        """The same selection as a :class:`~mining.curation.DatasetQuery` body (no upper
+        novelty bound there: a dataset keeps everything at least this novel)."""
+        q: dict[str, Any] = {}
+        if self.event:
+            q["events"] = [self.event]
+        if self.vehicle:
+            q["vehicles"] = [self.vehicle]
+        f = self.clip_filter()
+        if f.since:
+            q["since"] = f.since.isoformat()
+        if f.until:
+            q["until"] = f.until.isoformat()
+        if self.min_novelty is not None:
+            q["min_novelty"] = self.min_novelty
+        if self.model:
+            q["model"] = self.model
+        if self.verdict:
+            q["reviewed"] = self.verdict
+        elif self.review:
+            q["reviewed"] = "any" if self.review == "reviewed" else "none"
+        return q
+
+    @property
+    def by_novelty(self) -> bool:
+        return self.min_novelty is not None or self.max_novelty is not None
+
+    def keeps(self, novelty: float | None) -> bool:
+        if not self.by_novelty:
+            return True
+        if novelty is None:
+            return False
+        lo = self.min_novelty if self.min_novelty is not None else 0.0
+        hi = self.max_novelty if self.max_novelty is not None else 1.0
+        return lo <= novelty <= hi
+
+
+@dataclass
+class GridPage:
+    rows: list[dict[str, Any]]  # clip columns + "scores" (latest run, or None) + "review" (or None)
+    next: Position | None
+    count: int | None  # matches of the whole query; None: more than a bounded count reads
+    model: str
+    run_id: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _predicate(q: GridQuery, verdicts: dict[str, dict[str, Any]]) -> str | None:
+    """The Delta predicate on clips, or ``"false"`` when a verdict filter matches no clip."""
+    parts = [p] if (p := q.clip_filter().predicate()) else []
+    if q.verdict:
+        ids = [c for c, r in verdicts.items() if r["verdict"] == q.verdict]
+        parts.append(f"clip_id IN ({in_list(ids)})" if ids else "false")
+    elif q.review == "reviewed":
+        parts.append(f"clip_id IN ({in_list(verdicts)})" if verdicts else "false")
+    elif q.review == "unreviewed" and verdicts:
+        parts.append(f"clip_id NOT IN ({in_list(verdicts)})")
+    return " AND ".join(parts) or None
+
+
+def _scores(lake: Lake, model: str, run: str | None, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if run is None or not rows:
+        return {}
+    days = sorted({r["date"] for r in rows})
+    where = (
+        f"model_version = {literal(model)} AND run_id = {literal(run)} "
+        f"AND date IN ({', '.join(literal(d) for d in days)}) "
+        f"AND clip_id IN ({in_list(r['clip_id'] for r in rows)})"
+    )
+    cols = ["clip_id", "novelty", "rarity", "signal_rarity", "cluster_id", "knn_distances", "duplicate_of"]
+    return {r["clip_id"]: r for r in lake.read("mining_scores", columns=cols, where=where).to_pylist()}
+
+
+def _count(lake: Lake, q: GridQuery, where: str | None, model: str, run: str | None, cap: int) -> int | None:
+    """The exact number of matches when the candidate days hold at most ``cap`` rows."""
+    lo, hi = q.clip_filter().days()
+    parts = lake.partition_rows("clips", "date").to_pylist()
+    rows = sum(
+        p["rows"] for p in parts if (lo is None or p["value"] >= lo) and (hi is None or p["value"] <= hi)
+    )
+    if where is None and not q.by_novelty:
+        return rows
+    if rows > cap:
+        return None
+    clips = f"SELECT clip_id, date FROM clips{f' WHERE {where}' if where else ''}"
+    tables = {"clips": lake.snapshot("clips")}
+    if q.by_novelty:
+        if run is None:
+            return 0
+        s = [f"model_version = {literal(model)}", f"run_id = {literal(run)}"]
+        if q.min_novelty is not None:
+            s.append(f"novelty >= {float(q.min_novelty)}")
+        if q.max_novelty is not None:
+            s.append(f"novelty <= {float(q.max_novelty)}")
+        scores = f"SELECT clip_id, date FROM mining_scores WHERE {' AND '.join(s)}"
+        sql = (
+            f"SELECT count(*) AS n FROM ({clips}) c JOIN ({scores}) s "
+            "ON c.clip_id = s.clip_id AND c.date = s.date"
+        )
+        tables["mining_scores"] = lake.snapshot("mining_scores")
+    else:
+        sql = f"SELECT count(*) AS n FROM ({clips}) c"
+    with reachable(lake.location("clips").uri):
+        return int(run_sql(tables, sql).column("n")[0].as_py())
+
+
+def grid_page(
+    lake: Lake, q: GridQuery, start: Position | None, limit: int, budget_rows: int = 100_000
+) -> GridPage:
+    """The next ``limit`` matching clips after ``start`` in ``(date, clip_id)`` order."""
+    spec = resolve(lake, q.model)
+    lake.create_tables(["mining_scores", "corner_cases", "reviews"])
+    run = _latest_run(lake, spec.ref)
+    verdicts = latest_verdicts(lake)
+    where = _predicate(q, verdicts)
+    notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
+    out: list[dict[str, Any]] = []
+    pos, nxt = start, None
+    for _ in range(_CHUNKS if q.by_novelty else 1):
+        page = keyset_page(
+            lake,
+            "clips",
+            key="clip_id",
+            columns=CARD_COLUMNS,
+            where=where,
+            limit=limit if not q.by_novelty else max(limit, 64),
+            start=pos,
+            days=q.clip_filter().days(),
+            budget_rows=budget_rows,
+        )
+        rows = page.rows.to_pylist()
+        scores = _scores(lake, spec.ref, run, rows)
+        nxt = page.next
+        for i, r in enumerate(rows):
+            s = scores.get(r["clip_id"])
+            if not q.keeps(s["novelty"] if s else None):
+                continue
+            out.append({**r, "scores": s, "review": verdicts.get(r["clip_id"])})
+            if len(out) == limit:
+                nxt = Position(r["date"], r["clip_id"]) if i + 1 < len(rows) or page.next else None
+                break
+        if len(out) == limit or nxt is None:
+            break
+        pos = nxt
+    count = _count(lake, q, where, spec.ref, run, cap=10 * budget_rows)
+    return GridPage(out, nxt, count, spec.ref, run, notes)
