@@ -1,8 +1,9 @@
-"""``fleetmine mine``: novelty, rarity and duplicates of every embedded clip, one commit.
+"""``fleetmine mine``: novelty, rarity and duplicates of the embedded clips, one commit.
 
 The corpus of one model version is one item for :class:`~mining.novelty.MineStage`
-(scores need every vector at once); the stage writes ``mining_scores`` files and
-this job commits them under ``Txn("mine:<model>", n)``.
+(it works through the corpus in batches against the index; by default only the
+clips added since the last run); the stage writes ``mining_scores`` and
+``corner_cases`` files and this job commits them under ``Txn("mine:<model>", n)``.
 """
 
 from __future__ import annotations
@@ -42,4 +43,4 @@ def run_mine(
         if r.ready_actions and not lake.committed("corner_cases", txn):
             lake.commit("corner_cases", r.ready_actions, txn)
         run.counts.update(scored=r.scored, duplicates=r.duplicates)
-    return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference)
+    return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run)

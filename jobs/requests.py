@@ -54,6 +54,10 @@ class IndexJob(_Job):
 class MineJob(_Job):
     kind: Literal["mine"] = "mine"
     model: str | None = None
+    full: bool = Field(
+        default=False,
+        description="re-fit the cluster model and re-score every clip (default: new clips only)",
+    )
 
 
 class ExportJob(_Job):
@@ -104,8 +108,9 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             return run_index(settings, req.model, cfg, runner=runner)
         case MineJob():
             from jobs.mine_job import run_mine
+            from mining.novelty import MineConfig
 
-            return run_mine(settings, req.model, runner=runner)
+            return run_mine(settings, req.model, MineConfig(full=req.full), runner=runner)
         case ExportJob():
             from jobs.export_job import export_version
             from storage.lake import Lake

@@ -61,7 +61,9 @@ class IndexConfig:
     pq_m: int = 32
     refine_factor: int = 8  # IVF-PQ: candidates per result re-ranked on exact vectors
     brute_force_below: int = 20_000  # allowed subsets this small: exact search over them
-    train_sample: int = 256 * 1024
+    train_sample: int = 256 * 1024  # at most this many vectors train an IVF or PQ
+    train_per_list: int = 40  # ... and no more than this many per inverted list (FAISS's advice)
+    batch_rows: int = 16_384  # a streamed build holds the index plus one batch of vectors
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -75,6 +77,16 @@ class IndexConfig:
 
     def nlist_for(self, n: int) -> int:
         return max(1, min(n, self.nlist or min(65536, int(4 * math.sqrt(n)))))
+
+    def train_size(self, n: int, factory: str) -> int:
+        """Vectors to train the ``factory`` index of ``n`` on: enough for its lists (and
+        256 PQ centroids), never the whole corpus at scale."""
+        if factory == "Flat":
+            return 0
+        want = self.train_per_list * self.nlist_for(n)
+        if ",PQ" in factory:
+            want = max(want, 39 * 256)
+        return min(n, self.train_sample, want)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IndexConfig:
@@ -136,24 +148,29 @@ class ClipIndex:
             self.ivf.nprobe = cfg.nprobe
 
     @classmethod
-    def build(cls, vectors: np.ndarray, clip_ids: Ids, cfg: IndexConfig | None = None) -> ClipIndex:
+    def empty(cls, n: int, dim: int, cfg: IndexConfig | None = None) -> ClipIndex:
+        """The untrained, empty index ``cfg`` picks for ``n`` vectors of ``dim``."""
         cfg = cfg or IndexConfig()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, dim = vectors.shape
         factory = choose_factory(n, dim, cfg)
         index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
         if hasattr(index, "do_polysemous_training"):  # unused (no Hamming search), and slow
             index.do_polysemous_training = False
-        if not index.is_trained:
+        return cls(index, pa.array([], pa.string()), factory, cfg)
+
+    def train(self, sample: np.ndarray) -> None:
+        if not self.index.is_trained:
+            self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, clip_ids: Ids, cfg: IndexConfig | None = None) -> ClipIndex:
+        cfg = cfg or IndexConfig()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        out = cls.empty(n, dim, cfg)
+        want = cfg.train_size(n, out.factory)
+        if want:
             rng = np.random.default_rng(cfg.seed)
-            sample = (
-                vectors[rng.choice(n, cfg.train_sample, replace=False)] if n > cfg.train_sample else vectors
-            )
-            index.train(sample)
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None and _kind(factory) != "ivf-pq":
-            ivf.make_direct_map()  # position -> list entry: stored vectors by position
-        out = cls(index, pa.array([], pa.string()), factory, cfg)
+            out.train(vectors[rng.choice(n, want, replace=False)] if n > want else vectors)
         out.add(vectors, clip_ids)
         return out
 

@@ -1,13 +1,24 @@
 """Novelty, rarity and near-duplicates per clip, written to ``mining_scores`` per run.
 
 - ``knn``: mean L2 distance to the ``k`` nearest clips of the reference set (clips
-  already in a dataset version, else the whole corpus);
-- ``rarity``: how small the clip's k-means cluster is (-log of its share);
+  already in a dataset version, else the whole corpus), searched on the model
+  version's index (:mod:`mining.serving`: the saved build plus what was embedded since);
+- ``rarity``: how thinly the corpus populates the clip's region: -log of the density
+  of the k-means clusters' mixture at it (small clusters far from others: rare);
 - ``signal_rarity``: its trigger events plus the largest robust z-score (median/MAD)
   of its signal features, squashed below one;
 - ``novelty``: the weighted mean of the three as percentile ranks (higher = more novel);
-- near duplicates (SemDeDup style): within a k-means cluster, clips closer than
-  ``dup_eps`` form a group; every member but the earliest gets ``duplicate_of``.
+- near duplicates (SemDeDup style): clips among each other's ``k`` nearest closer
+  than ``dup_eps`` form a group; every member but the earliest gets ``duplicate_of``.
+
+Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
+plus a few numbers per clip. A *full* run fits the :class:`~mining.mining_model.MiningModel`
+(k-means on a hashed sample of ``cluster_sample`` vectors, signal medians, quantile
+sketches of the scores) and scores every clip. By default a run is *incremental*: it
+scores only the clips the latest full run's lineage lacks, against that fit, and
+merges them into the ready corner-case lists; old clips keep their scores. A run is
+full when asked (``full``), when there is no fit yet, or when the corpus has grown
+past ``refit_growth`` times the fitted one.
 """
 
 from __future__ import annotations
@@ -22,16 +33,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mining.embed import load_vectors
-from mining.index import ClipIndex, IndexConfig
 from mining.interfaces import ModelSpec
-from mining.ready import READY_K, corner_case_lists, write_corner_cases
+from mining.mining_model import MiningModel, percentile, sketch
+from mining.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
+from mining.serving import LiveIndex, current, read_vectors
+from mining.vectors import EmbeddingSource, read_by_ids, sample_ids
+from storage.errors import TableNotFoundError
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import literal
 from storage.tables import mining_scores
 
-__all__ = ["MineConfig", "MineReport", "MineResult", "MineStage", "MineWork", "latest_scores", "score"]
+__all__ = [
+    "MineConfig",
+    "MineReport",
+    "MineResult",
+    "MineStage",
+    "MineWork",
+    "latest_run",
+    "latest_scores",
+]
 
 SIGNALS = (
     "speed_mean",
@@ -42,18 +63,23 @@ SIGNALS = (
     "brake_presses",
     "stop_count",
 )
+_FEATURES = ["clip_id", "date", "start_time", "events", *SIGNALS]
 
 
 @dataclass(frozen=True)
 class MineConfig:
     k: int = 5
-    clusters: int | None = None  # default: sqrt(n) capped to 256
+    clusters: int | None = None  # default: sqrt(n) to a power of two, at most 256
     dup_eps: float = 0.08
     w_knn: float = 0.3
     w_rarity: float = 0.1
     w_signal: float = 0.6
     seed: int = 1234
     ready_k: int = READY_K  # clips per corner-case list kept ready (mining.ready)
+    batch_rows: int = 16_384  # clips per batch: the bound on memory beyond the index
+    cluster_sample: int = 65_536  # vectors k-means is fitted on
+    full: bool = False  # re-fit and re-score every clip (default: score the new clips only)
+    refit_growth: float = 1.5  # an incremental run re-fits once the corpus outgrows the fit by this
 
 
 @dataclass
@@ -63,119 +89,8 @@ class MineReport:
     scored: int
     duplicates: int
     reference: str
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(np.argsort(x, kind="stable"), kind="stable")
-    return order / max(len(x) - 1, 1)
-
-
-def _signal_rarity(features: pa.Table) -> np.ndarray:
-    cols = []
-    for name in SIGNALS:
-        v = np.array([np.nan if x is None else float(x) for x in features.column(name).to_pylist()])
-        med = np.nanmedian(v) if not np.isnan(v).all() else 0.0
-        mad = np.nanmedian(np.abs(v - med)) if not np.isnan(v).all() else 0.0
-        scale = 1.4826 * mad if mad > 0 else (np.nanstd(v) or 1.0)
-        cols.append(np.nan_to_num(np.abs(v - med) / scale))
-    # Each trigger event outranks any amount of plain oddness (tanh caps it below 1).
-    events = np.array([len(e or []) for e in features.column("events").to_pylist()], float)
-    return np.tanh(np.max(np.vstack(cols), axis=0) / 6.0) + events
-
-
-def score(
-    ids: list[str],
-    vectors: np.ndarray,
-    features: pa.Table,
-    starts: dict[str, dt.datetime],
-    reference: list[str] | None,
-    cfg: MineConfig,
-) -> dict[str, np.ndarray | list[object]]:
-    """All scores for ``ids`` (rows of ``vectors``); ``features`` rows in the same order."""
-    n = len(ids)
-    ref_ids = reference if reference else ids
-    pos = {c: i for i, c in enumerate(ids)}
-    ref_vecs = vectors[[pos[c] for c in ref_ids if c in pos]]
-    index = ClipIndex.build(ref_vecs, [c for c in ref_ids if c in pos], IndexConfig())
-    k = min(cfg.k, max(len(index) - 1, 1))
-    dist, names = index.search(vectors, k + 1)
-    knn = np.zeros(n)
-    knn_lists: list[object] = []
-    for i, c in enumerate(ids):
-        row = [float(d) for d, m in zip(dist[i], names[i], strict=False) if m != c][:k]
-        knn_lists.append(row)
-        knn[i] = float(np.mean(row)) if row else 0.0
-    nclusters = cfg.clusters or max(2, min(256, int(math.sqrt(n))))
-    nclusters = min(nclusters, n)
-    km = faiss.Kmeans(
-        vectors.shape[1], nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
-    )
-    km.train(np.ascontiguousarray(vectors))
-    _, assign = km.index.search(np.ascontiguousarray(vectors), 1)
-    assign = assign.ravel()
-    sizes = np.bincount(assign, minlength=nclusters)
-    rarity = -np.log(sizes[assign] / n)
-    sig = _signal_rarity(features)
-    novelty = cfg.w_knn * _ranks(knn) + cfg.w_rarity * _ranks(rarity) + cfg.w_signal * _ranks(sig)
-    # Near-duplicates: pairs under dup_eps inside one cluster, grouped by union-find.
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for cl in np.unique(assign):
-        in_cluster = np.flatnonzero(assign == cl)
-        if len(in_cluster) < 2:
-            continue
-        sub = vectors[in_cluster]
-        d2 = np.maximum(2.0 - 2.0 * (sub @ sub.T), 0.0)  # unit vectors: |a - b|^2 = 2 - 2 a.b
-        a_idx, b_idx = np.nonzero(np.triu(d2 < cfg.dup_eps**2, 1))
-        for a, b in zip(in_cluster[a_idx].tolist(), in_cluster[b_idx].tolist(), strict=True):
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[rb] = ra
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    duplicate_of: list[object] = [None] * n
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        latest = dt.datetime.max.replace(tzinfo=dt.UTC)
-        keep = min(members, key=lambda m: (starts.get(ids[m], latest), ids[m]))
-        for m in members:
-            if m != keep:
-                duplicate_of[m] = ids[keep]
-    return {
-        "novelty": novelty,
-        "knn": knn,
-        "knn_lists": knn_lists,
-        "cluster": assign,
-        "rarity": rarity,
-        "signal": sig,
-        "duplicate_of": duplicate_of,
-    }
-
-
-def latest_scores(lake: Lake, spec: ModelSpec, version: int | None = None) -> list[dict[str, Any]]:
-    """The rows of the newest ``mine`` run for ``spec`` (one narrow scan to find it)."""
-    where = f"model_version = {literal(spec.ref)}"
-    runs = lake.read("mining_scores", columns=["run_id"], where=where, version=version).column("run_id")
-    if len(runs) == 0:
-        return []
-    latest = pc.max(runs).as_py()
-    return lake.read(
-        "mining_scores", where=f"{where} AND run_id = {literal(latest)}", version=version
-    ).to_pylist()
-
-
-def reference_clips(lake: Lake) -> list[str] | None:
-    lake.create_tables(["dataset_clips"])
-    ids = lake.read("dataset_clips", columns=["clip_id"]).column("clip_id").to_pylist()
-    return sorted(set(ids)) or None
+    mode: str = "full"  # or "incremental"
+    base_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,10 +109,213 @@ class MineResult:
     duplicates: int
     reference: str
     ready_actions: list[Any] = field(default_factory=list)  # corner_cases files
+    mode: str = "full"
+    base_run: str | None = None
+
+
+# -- scores of one batch ---------------------------------------------------------------
+
+
+def _signal_values(features: pa.Table) -> np.ndarray:
+    """(rows, len(SIGNALS)) float64, NaN for nulls."""
+    cols = [pc.cast(features.column(n), pa.float64()).to_numpy(zero_copy_only=False) for n in SIGNALS]
+    return np.vstack([np.asarray(c, np.float64) for c in cols]).T
+
+
+def _signal_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    med = np.zeros(values.shape[1])
+    scale = np.ones(values.shape[1])
+    for j in range(values.shape[1]):
+        v = values[:, j]
+        if np.isnan(v).all():
+            continue
+        med[j] = np.nanmedian(v)
+        mad = np.nanmedian(np.abs(v - med[j]))
+        scale[j] = 1.4826 * mad if mad > 0 else (np.nanstd(v) or 1.0)
+    return med, scale
+
+
+def _signal_rarity(values: np.ndarray, events: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = np.nan_to_num(np.abs(values - med) / scale)
+    # Each trigger event outranks any amount of plain oddness (tanh caps it below 1).
+    return np.asarray(np.tanh(z.max(axis=1) / 6.0) + events, np.float64)
+
+
+@dataclass
+class _Neighbours:
+    knn: np.ndarray  # (rows, k) float32, NaN past the neighbours found
+    dup_a: list[str]  # near-duplicate pairs (a, b), distance < dup_eps
+    dup_b: list[str]
+
+
+def _neighbours(
+    live: LiveIndex,
+    lake: Lake,
+    spec: ModelSpec,
+    ids: list[str],
+    vectors: np.ndarray,
+    reference: pa.Array | None,
+    cfg: MineConfig,
+) -> _Neighbours:
+    k = max(1, min(cfg.k, len(live) - 1))
+
+    def raw(c: list[str]) -> np.ndarray:
+        return read_vectors(lake, spec, c)
+
+    dist, names = live.search(vectors, k + 1, reference, raw=raw)
+    knn = np.full((len(ids), cfg.k), np.nan, np.float32)
+    for i, c in enumerate(ids):
+        row = [float(d) for d, m in zip(dist[i], names[i], strict=False) if m != c][:k]
+        knn[i, : len(row)] = row
+    if reference is not None:  # duplicates are among all clips, not the reference only
+        dist, names = live.search(vectors, k + 1, raw=raw)
+    dup_a: list[str] = []
+    dup_b: list[str] = []
+    for i, c in enumerate(ids):
+        for d, m in zip(dist[i], names[i], strict=False):
+            if m != c and d < cfg.dup_eps:
+                dup_a.append(c)
+                dup_b.append(m)
+    return _Neighbours(knn, dup_a, dup_b)
+
+
+def _knn_mean(knn: np.ndarray) -> np.ndarray:
+    found = ~np.isnan(knn)
+    total = np.where(found, knn, 0.0).sum(axis=1)
+    return np.asarray(total / np.maximum(found.sum(axis=1), 1), np.float64)
+
+
+def _knn_lists(knn: np.ndarray) -> pa.Array:
+    found = ~np.isnan(knn)
+    offsets = np.concatenate([[0], np.cumsum(found.sum(axis=1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(knn[found], pa.float32()))
+
+
+class _Groups:
+    """Union-find over clip ids."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, a: str) -> str:
+        p = self.parent.setdefault(a, a)
+        while p != self.parent[p]:
+            self.parent[p] = self.parent[self.parent[p]]
+            p = self.parent[p]
+        self.parent[a] = p
+        return p
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def members(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in list(self.parent):
+            out.setdefault(self.find(a), []).append(a)
+        return out
+
+
+def _features(lake: Lake, ids: list[str], everything: bool) -> pa.Table:
+    """The ``clips`` rows of ``ids`` in that order (one scan of the narrow feature
+    columns when ``everything``, else by id within the dates the ids name)."""
+    if everything:
+        rows = lake.read("clips", columns=_FEATURES)
+    else:
+        parts = list(read_by_ids(lake, "clips", _FEATURES, ids))
+        rows = pa.concat_tables(parts) if parts else lake.read("clips", columns=_FEATURES, where="false")
+    pos = pc.index_in(pa.array(ids, pa.string()), value_set=rows.column("clip_id"))
+    if pos.null_count:
+        missing = pa.array(ids, pa.string()).filter(pc.is_null(pos)).to_pylist()[:5]
+        raise TableNotFoundError(f"clips rows missing for embedded clips, e.g. {missing}")
+    return rows.take(pos)
+
+
+def _table(
+    w: MineWork,
+    base_run: str,
+    ids: list[str],
+    features: pa.Table,
+    novelty: np.ndarray,
+    knn: np.ndarray,
+    cluster: np.ndarray,
+    rarity: np.ndarray,
+    signal: np.ndarray,
+    duplicate_of: list[str | None],
+) -> pa.Table:
+    n = len(ids)
+    now = dt.datetime.now(dt.UTC)
+    return mining_scores.SPEC.conform(
+        pa.table(
+            {
+                "clip_id": pa.array(ids, pa.string()),
+                "date": features.column("date"),
+                "model_version": [w.spec.ref] * n,
+                "run_id": [w.run_id] * n,
+                "novelty": pa.array(novelty, pa.float64()),
+                "knn_distances": _knn_lists(knn),
+                "cluster_id": pa.array(cluster.astype(np.int32), pa.int32()),
+                "rarity": pa.array(rarity, pa.float64()),
+                "signal_rarity": pa.array(signal, pa.float64()),
+                "duplicate_of": pa.array(duplicate_of, pa.string()),
+                "computed_at": pa.array([now] * n, UTC_TS),
+                "base_run": [base_run] * n,
+            }
+        )
+    )
+
+
+# -- which run the latest scores belong to ---------------------------------------------------
+
+
+def latest_run(lake: Lake, spec: ModelSpec, version: int | None = None) -> tuple[str, str | None] | None:
+    """The model version's newest run and the full run it was scored against, from the
+    Delta log's file statistics (each data file holds one run): no data file is read."""
+    try:
+        delta = lake.delta("mining_scores", version)
+    except TableNotFoundError:
+        return None
+    adds = pa.table(delta.get_add_actions(flatten=True))
+    if adds.num_rows == 0 or "min.model_version" not in adds.column_names:
+        return None
+    mine = adds.filter(pc.equal(adds.column("min.model_version"), spec.ref))
+    if mine.num_rows == 0:
+        return None
+    run = str(pc.max(mine.column("max.run_id")).as_py())
+    if "max.base_run" not in mine.column_names:
+        return run, None
+    of_run = mine.filter(pc.equal(mine.column("max.run_id"), run))
+    base = pc.max(of_run.column("max.base_run")).as_py()
+    return run, None if base is None else str(base)
+
+
+def _lineage(spec: ModelSpec, run: str, base: str | None) -> str:
+    where = f"model_version = {literal(spec.ref)}"
+    return where + (f" AND base_run = {literal(base)}" if base else f" AND run_id = {literal(run)}")
+
+
+def latest_scores(lake: Lake, spec: ModelSpec, version: int | None = None) -> list[dict[str, Any]]:
+    """The current score of every clip of ``spec``: the rows of the latest full run and
+    the incremental runs after it (each clip once)."""
+    found = latest_run(lake, spec, version)
+    if found is None:
+        return []
+    return lake.read("mining_scores", where=_lineage(spec, *found), version=version).to_pylist()
+
+
+def reference_clips(lake: Lake) -> pa.Array | None:
+    lake.create_tables(["dataset_clips"])
+    ids = lake.read("dataset_clips", columns=["clip_id"]).column("clip_id")
+    return pc.unique(ids.combine_chunks()) if len(ids) else None
+
+
+# -- the stage -----------------------------------------------------------------------------
 
 
 class MineStage:
-    """Stage: scores every embedded clip of a model version; writes ``mining_scores`` files."""
+    """Stage: scores a model version's clips (all, or the new ones); writes ``mining_scores``
+    and ``corner_cases`` files and, on a full run, the fit it scored against."""
 
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
 
@@ -212,37 +330,169 @@ class MineStage:
 
     def process(self, w: MineWork) -> MineResult:
         lake, spec, cfg = self.lake, w.spec, w.cfg
-        ids, vectors = load_vectors(lake, spec)
         reference = reference_clips(lake)
-        kind = "datasets" if reference else "corpus"
+        kind = "datasets" if reference is not None else "corpus"
+        source = EmbeddingSource(lake, spec, cfg.batch_rows, version=lake.version("embeddings"))
+        ids = source.ids()
         if len(ids) < 2:
             return MineResult([], 0, 0, kind)
-        clips = lake.read("clips", columns=["clip_id", "date", "start_time", "events", *SIGNALS[:7]])
-        order = {c: i for i, c in enumerate(clips.column("clip_id").to_pylist())}
-        features = clips.take(pa.array([order[c] for c in ids]))
-        starts = dict(zip(ids, features.column("start_time").to_pylist(), strict=True))
-        s = score(ids, vectors, features, starts, reference, cfg)
-        now = dt.datetime.now(dt.UTC)
+        prev = latest_run(lake, spec)
+        model = None
+        if prev is not None and prev[1] is not None and not cfg.full:
+            model = MiningModel.load(lake, spec, prev[1])
+        if model is None or len(ids) > cfg.refit_growth * model.n_fit:
+            return self._full(w, source, ids, reference, kind)
+        assert prev is not None
+        return self._incremental(w, ids, reference, kind, model, prev[0])
+
+    def _full(
+        self, w: MineWork, source: EmbeddingSource, ids: pa.Array, reference: pa.Array | None, kind: str
+    ) -> MineResult:
+        lake, spec, cfg = self.lake, w.spec, w.cfg
         n = len(ids)
-        table = mining_scores.SPEC.conform(
-            pa.table(
-                {
-                    "clip_id": ids,
-                    "date": features.column("date"),
-                    "model_version": [spec.ref] * n,
-                    "run_id": [w.run_id] * n,
-                    "novelty": pa.array(s["novelty"], pa.float64()),
-                    "knn_distances": pa.array(s["knn_lists"], pa.list_(pa.float32())),
-                    "cluster_id": pa.array(np.asarray(s["cluster"]), pa.int32()),
-                    "rarity": pa.array(s["rarity"], pa.float64()),
-                    "signal_rarity": pa.array(s["signal"], pa.float64()),
-                    "duplicate_of": pa.array(s["duplicate_of"], pa.string()),
-                    "computed_at": pa.array([now] * n, UTC_TS),
-                }
-            )
+        live = current(lake, spec)
+        # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
+        nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
+        sample = np.vstack([v for _, v in source.batches(sample_ids(ids, cfg.cluster_sample, cfg.seed))])
+        km = faiss.Kmeans(
+            spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
+        )
+        km.train(np.ascontiguousarray(sample))
+        del sample
+        model = MiningModel(
+            w.run_id,
+            n,
+            np.array(km.centroids, np.float32),
+            np.zeros(nclusters, np.int64),
+            *(np.zeros(0),) * 5,
+        )
+        order: list[str] = []
+        knn_parts: list[np.ndarray] = []
+        cluster_parts: list[np.ndarray] = []
+        spread = 0.0
+        groups = _Groups()
+        for batch_ids, vectors in source.batches():
+            names = batch_ids.to_pylist()
+            nb = _neighbours(live, lake, spec, names, vectors, reference, cfg)
+            for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
+                groups.union(a, b)
+            order += names
+            knn_parts.append(nb.knn)
+            assigned = model.assign(vectors)
+            cluster_parts.append(assigned)
+            spread += float(((vectors - model.centroids[assigned]) ** 2).sum())
+        knn = np.vstack(knn_parts)
+        cluster = np.concatenate(cluster_parts)
+        model.bandwidth = spread / n
+        model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
+        # A second pass: the density needs every cluster's size.
+        rarity = np.zeros(n)
+        where = pa.array(order, pa.string())
+        for batch_ids, vectors in source.batches():  # row order is the engine's: placed by id
+            rarity[pc.index_in(batch_ids, value_set=where).to_numpy()] = model.rarity(vectors)
+        features = _features(lake, order, everything=True)
+        values = _signal_values(features)
+        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
+        model.sig_median, model.sig_scale = _signal_stats(values)
+        knn_mean = _knn_mean(knn)
+        signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
+        model.q_knn, model.q_rarity, model.q_signal = sketch(knn_mean), sketch(rarity), sketch(signal)
+        novelty = (
+            cfg.w_knn * percentile(knn_mean, np.sort(knn_mean))
+            + cfg.w_rarity * percentile(rarity, np.sort(rarity))
+            + cfg.w_signal * percentile(signal, np.sort(signal))
+        )
+        starts = dict(zip(order, features.column("start_time").to_pylist(), strict=True))
+        dup = _duplicates(groups, starts, {})
+        table = _table(
+            w, w.run_id, order, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in order]
         )
         actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
-        ready = write_corner_cases(
-            lake, corner_case_lists(table, features.column("events"), cfg.ready_k), w.run_id
+        lists = corner_case_lists(table, features.column("events"), cfg.ready_k)
+        ready = write_corner_cases(lake, lists, w.run_id)
+        model.save(lake, spec)  # named by the run: unused until the run's rows are committed
+        return MineResult(actions, n, len(dup), kind, ready, "full", w.run_id)
+
+    def _incremental(
+        self,
+        w: MineWork,
+        ids: pa.Array,
+        reference: pa.Array | None,
+        kind: str,
+        model: MiningModel,
+        prev_run: str,
+    ) -> MineResult:
+        lake, spec, cfg = self.lake, w.spec, w.cfg
+        base = model.base_run
+        lineage = _lineage(spec, prev_run, base)
+        scored = [t.column("clip_id") for t in lake.scan("mining_scores", ["clip_id"], lineage, 1 << 20)]
+        held = pa.chunked_array([c for part in scored for c in part.chunks], pa.string())
+        new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
+        if not new:
+            return MineResult([], 0, 0, kind, [], "incremental", base)
+        live = current(lake, spec)
+        knn_parts: list[np.ndarray] = []
+        cluster_parts: list[np.ndarray] = []
+        rarity_parts: list[np.ndarray] = []
+        groups = _Groups()
+        for start in range(0, len(new), cfg.batch_rows):
+            names = new[start : start + cfg.batch_rows]
+            vectors = read_vectors(lake, spec, names)
+            nb = _neighbours(live, lake, spec, names, vectors, reference, cfg)
+            for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
+                groups.union(a, b)
+            knn_parts.append(nb.knn)
+            cluster_parts.append(model.assign(vectors))
+            rarity_parts.append(model.rarity(vectors))
+        knn = np.vstack(knn_parts)
+        cluster = np.concatenate(cluster_parts)
+        rarity = np.concatenate(rarity_parts)
+        features = _features(lake, new, everything=False)
+        values = _signal_values(features)
+        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
+        knn_mean = _knn_mean(knn)
+        signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
+        novelty = (
+            cfg.w_knn * percentile(knn_mean, model.q_knn)
+            + cfg.w_rarity * percentile(rarity, model.q_rarity)
+            + cfg.w_signal * percentile(signal, model.q_signal)
         )
-        return MineResult(actions, n, sum(d is not None for d in s["duplicate_of"]), kind, ready)
+        # Old clips keep their scores: a group a new clip joins keeps its old representative.
+        is_new = set(new)
+        old = sorted({c for c in groups.parent if c not in is_new})
+        old_rep: dict[str, str] = {}
+        for t in read_by_ids(lake, "mining_scores", ["clip_id", "duplicate_of"], old, lineage):
+            for c, d in zip(
+                t.column("clip_id").to_pylist(), t.column("duplicate_of").to_pylist(), strict=True
+            ):
+                old_rep[c] = d or c
+        starts = dict(zip(new, features.column("start_time").to_pylist(), strict=True))
+        dup = _duplicates(groups, starts, old_rep)
+        table = _table(
+            w, base, new, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in new]
+        )
+        actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
+        fresh = corner_case_lists(table, features.column("events"), cfg.ready_k)
+        lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k)
+        ready = write_corner_cases(lake, lists, w.run_id)
+        return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base)
+
+
+def _duplicates(groups: _Groups, starts: dict[str, Any], old_rep: dict[str, str]) -> dict[str, str]:
+    """``duplicate_of`` of each clip scored now that has one: the group's earliest clip,
+    or, where the group reaches clips scored before (``old_rep``: clip -> its kept clip),
+    the kept clip of those."""
+    latest = dt.datetime.max.replace(tzinfo=dt.UTC)
+    out: dict[str, str] = {}
+    for members in groups.members().values():
+        if len(members) < 2:
+            continue
+        kept_before = sorted({old_rep[m] for m in members if m in old_rep})
+        if kept_before:
+            keep = kept_before[0]
+        else:
+            keep = min((m for m in members if m in starts), key=lambda m: (starts[m] or latest, m))
+        for m in members:
+            if m in starts and m != keep:
+                out[m] = keep
+    return out

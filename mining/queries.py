@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from mining import serving
-from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
+from mining.index_build import stream_build
 from mining.ready import read_corner_cases
 from mining.registry import resolve
 from mining.serving import embedded_since, read_vectors
+from mining.vectors import EmbeddingSource
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
@@ -51,11 +52,10 @@ def build_index(
             index = loaded = None  # let it go before the new one is built
     rebuilt = index is None
     if index is None:
-        ids_list, all_vectors = load_vectors(lake, spec)
-        if not ids_list:
+        index = stream_build(EmbeddingSource(lake, spec, (cfg or IndexConfig()).batch_rows), cfg)
+        if len(index) == 0:
             raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
-        index = ClipIndex.build(all_vectors, ids_list, cfg)
-        added = len(ids_list) if added is None else added
+        added = len(index) if added is None else added
     meta = index.save(loc, version)
     serving.forget(lake, spec)  # this process serves the new build from its next search
     return {

@@ -21,7 +21,7 @@ from storage.query import arrow_table
 from storage.sql import literal
 from storage.tables.corner_cases import ANY_EVENT, SPEC
 
-__all__ = ["READY_K", "corner_case_lists", "read_corner_cases", "write_corner_cases"]
+__all__ = ["READY_K", "corner_case_lists", "merge_corner_cases", "read_corner_cases", "write_corner_cases"]
 
 READY_K = 10_000
 """Clips per list: the largest ``k`` the API and CLI accept."""
@@ -74,6 +74,38 @@ def corner_case_lists(
                 )
             )
         )
+    return [t for t in out if t.num_rows]
+
+
+def merge_corner_cases(
+    lake: Lake, model_ref: str, prev_run: str, fresh: list[pa.Table], run_id: str, k: int = READY_K
+) -> list[pa.Table]:
+    """The lists of an incremental run: ``fresh`` (the new clips' lists, from
+    :func:`corner_case_lists`) merged with the lists of ``prev_run``, whose clips keep
+    their scores; so the top k of each list is the top k of every clip scored, as a
+    full ranking would give, from at most k rows per list read back."""
+    try:
+        where = f"model_version = {literal(model_ref)} AND run_id = {literal(prev_run)}"
+        before = lake.read(SPEC.name, where=where)
+    except TableNotFoundError:
+        before = SPEC.schema.empty_table()
+    by_event: dict[str, list[pa.Table]] = {}
+    for t in [before, *fresh]:
+        for name in pc.unique(t.column("event")).to_pylist():
+            by_event.setdefault(str(name), []).append(t.filter(pc.equal(t.column("event"), name)))
+    out = []
+    for name in sorted(by_event):
+        part = pa.concat_tables([SPEC.conform(t) for t in by_event[name]])
+        order = pc.sort_indices(part, [("novelty", "descending"), ("clip_id", "ascending")])
+        top = part.take(order.slice(0, k))
+        n = top.num_rows
+        top = top.set_column(
+            top.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * n, pa.string())
+        )
+        top = top.set_column(
+            top.schema.get_field_index("rank"), "rank", pa.array(np.arange(1, n + 1), pa.int32())
+        )
+        out.append(SPEC.conform(top))
     return [t for t in out if t.num_rows]
 
 

@@ -26,14 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
-from mining.embed import load_vectors
 from mining.index import ClipIndex, Ids, RawVectors, as_ids
+from mining.index_build import stream_build
 from mining.interfaces import ModelSpec
+from mining.vectors import EmbeddingSource
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.sql import in_list, literal
 
-__all__ = ["LiveIndex", "embedded_since", "forget", "live", "read_vectors", "served_indexes"]
+__all__ = ["LiveIndex", "current", "embedded_since", "forget", "live", "read_vectors", "served_indexes"]
 
 log = logging.getLogger(__name__)
 _READ_CHUNK = 5000
@@ -173,14 +174,16 @@ _CHECKED: dict[tuple[str, str], float] = {}  # when the saved build was last loo
 _SERVED_LOCK = threading.Lock()
 
 
-def _open(lake: Lake, spec: ModelSpec, version: int) -> LiveIndex:
-    loaded = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # never added to: see LiveIndex
+def _open(lake: Lake, spec: ModelSpec, version: int, *, persist: bool = False) -> LiveIndex:
+    loc = ClipIndex.location(lake, spec)
+    loaded = ClipIndex.load(loc, mmap=True)  # never added to: see LiveIndex
     if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
-        ids, vectors = load_vectors(lake, spec)
-        if not ids:
+        built = stream_build(EmbeddingSource(lake, spec, version=version))
+        if len(built) == 0:
             raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
-        log.info("no saved index for %s: building one of %d vectors in memory", spec.ref, len(ids))
-        return LiveIndex(ClipIndex.build(vectors, ids), embeddings_version=version)
+        log.info("no saved index for %s: built one of %d vectors", spec.ref, len(built))
+        meta = built.save(loc, version) if persist else {}
+        return LiveIndex(built, embeddings_version=version, build=meta.get("build"))
     index, meta = loaded
     opened = LiveIndex(index, embeddings_version=int(meta["embeddings_version"]), build=meta.get("build"))
     return _top_up(lake, spec, opened, version)
@@ -208,6 +211,12 @@ def live(lake: Lake, spec: ModelSpec) -> LiveIndex:
             served = _top_up(lake, spec, served, version)
         _SERVED[key] = served
         return served
+
+
+def current(lake: Lake, spec: ModelSpec) -> LiveIndex:
+    """The model version's index as of now, for one job (``mine``), not kept by the
+    process; saved first if there is no saved build yet."""
+    return _open(lake, spec, lake.version("embeddings"), persist=True)
 
 
 def forget(lake: Lake, spec: ModelSpec) -> None:

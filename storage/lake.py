@@ -288,6 +288,38 @@ class Lake:
             return spec.schema.empty_table()
         return _plain_types(result, spec)
 
+    def scan(
+        self,
+        table: str,
+        columns: list[str] | None = None,
+        where: str | None = None,
+        batch_rows: int = 65_536,
+        version: int | None = None,
+    ) -> Iterator[pa.Table]:
+        """As :meth:`read`, streamed: tables of at most ``batch_rows`` rows, so a pass over
+        a table holds one batch (plus the engine's read-ahead), not the table."""
+        spec = get_spec(table)
+        try:
+            with reachable(self.location(table).uri):
+                delta = self.delta(table, version)
+                reader = pa.RecordBatchReader.from_stream(delta.scan(columns=columns, predicate=where))
+                audit_scan(delta, table, columns, where)
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            for batch in reader:
+                while batch.num_rows:
+                    take = batch.slice(0, batch_rows - held)
+                    pending.append(take)
+                    held += take.num_rows
+                    batch = batch.slice(take.num_rows)
+                    if held == batch_rows:
+                        yield _plain_types(pa.Table.from_batches(pending), spec)
+                        pending, held = [], 0
+            if held:
+                yield _plain_types(pa.Table.from_batches(pending), spec)
+        except DeltaError as exc:
+            raise StorageError(f"cannot scan {table} where {where!r}: {exc}") from exc
+
     def query(
         self,
         table: str,

@@ -53,10 +53,18 @@ def clip_id(i: int, cfg: CatalogConfig) -> str:
 
 
 def add_clips(
-    lake: Lake, spec: ModelSpec, start: int, n: int, cfg: CatalogConfig | None = None, *, vectors: bool = True
+    lake: Lake,
+    spec: ModelSpec,
+    start: int,
+    n: int,
+    cfg: CatalogConfig | None = None,
+    *,
+    vectors: bool = True,
+    given: np.ndarray | None = None,
 ) -> CatalogBatch:
     """Clips ``start .. start + n`` (ids are stable per index) with their ``spec`` vectors
-    (none with ``vectors=False``: the catalog's routes never read them)."""
+    (none with ``vectors=False``: the catalog's routes never read them; ``given``: these
+    rows, e.g. more of the corpus's own distribution)."""
     cfg = cfg or CatalogConfig()
     lake.create_tables(["clips", "embeddings"])
     idx = np.arange(start, start + n)
@@ -66,11 +74,12 @@ def add_clips(
     midnight = np.array([(d - dt.date(1970, 1, 1)).days * 86_400_000_000 for d in dates], dtype=np.int64)
     start_us = midnight + (idx % cfg.clips_per_day) * int(cfg.clip_seconds * 1e6)
     # A distinct seed per batch keeps the vectors of an incremental batch new.
-    embedded = (
-        embeddings_like(n, spec.dim, seed=cfg.seed + start)
-        if vectors
-        else np.zeros((0, spec.dim), np.float32)
-    )
+    if given is not None:
+        embedded = np.ascontiguousarray(given, dtype=np.float32)
+    elif vectors:
+        embedded = embeddings_like(n, spec.dim, seed=cfg.seed + start)
+    else:
+        embedded = np.zeros((0, spec.dim), np.float32)
     rng = np.random.default_rng(cfg.seed + 7919 + start)
     events: dict[str, np.ndarray] = {}
     labels: list[list[str]] = [[] for _ in range(n)]

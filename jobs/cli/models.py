@@ -141,18 +141,22 @@ def index(
 @app.command()
 def mine(
     model: ModelOpt = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="re-fit the cluster model and re-score every clip")
+    ] = False,
     lake: LakeOpt = None,
     address: AddressOpt = None,
     wait: WaitOpt = False,
 ) -> None:
-    """Score novelty, rarity and near-duplicates of every clip (one run in mining_scores)."""
+    """Score novelty, rarity and near-duplicates: the clips added since the last run
+    (against its fit), or every clip with ``--full`` (one run in mining_scores)."""
     from jobs.cli.runs import submit_if_cluster
     from jobs.requests import MineJob, execute
 
-    if submit_if_cluster(MineJob(model=model), lake, address, wait):
+    if submit_if_cluster(MineJob(model=model, full=full), lake, address, wait):
         return
-    r = execute(MineJob(model=model), settings(lake, address))
+    r = execute(MineJob(model=model, full=full), settings(lake, address))
     console.print(
-        f"{r.model}: {r.scored} clips scored against the {r.reference}, "
-        f"{r.duplicates} near-duplicates (run {r.run_id})"
+        f"{r.model}: {r.scored} clips scored ({r.mode}) against the {r.reference}, "
+        f"{r.duplicates} near-duplicates (run {r.run_id}, fit of {r.base_run})"
     )

@@ -56,7 +56,8 @@ def bench(
         typer.Option(
             "--catalog",
             min=1000,
-            help="Only the catalog benchmarks (routes; index, search, memory), at N and N/10 synthetic clips",
+            help="Only the catalog benchmarks (routes; index, search, memory; index and mine memory,"
+            " incremental mining), at N and N/10 synthetic clips",
         ),
     ] = None,
     lake: LakeOpt = None,
@@ -66,7 +67,7 @@ def bench(
     from jobs.bench import BenchContext, run_all
 
     if catalog is not None and not only:
-        only = ["catalog-routes", "catalog"]
+        only = ["catalog-routes", "catalog", "catalog-mining"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
         results = run_all(BenchContext(quick=quick, workdir=Path(tmp), catalog=catalog), only)
     table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))

@@ -21,6 +21,9 @@ SPEC = TableSpec(
             pa.field("signal_rarity", pa.float64()),
             pa.field("duplicate_of", pa.string()),
             pa.field("computed_at", UTC_TS),
+            # the full run whose fit (index, clusters, rank sketches) scored the row: that run
+            # and the incremental runs after it hold each clip of the model exactly once
+            pa.field("base_run", pa.string()),
         ]
     ),
     description="higher novelty = more novel; duplicate_of names the kept clip",

@@ -130,7 +130,10 @@ def test_corner_cases_search_and_jobs(server: tuple[str, Lake, dict[str, str]]) 
         headers=auth(tokens["reader"]),
     ).json()
     assert near["count"] == 3 and all(n["clip_id"] != top["data"][0]["clip_id"] for n in near["data"])
-    job = httpx.post(f"{base}/v1/jobs", json={"kind": "mine", "params": {}}, headers=auth(tokens["operator"]))
+    # conftest mined every clip: a default (incremental) run would find none new
+    job = httpx.post(
+        f"{base}/v1/jobs", json={"kind": "mine", "params": {"full": True}}, headers=auth(tokens["operator"])
+    )
     assert job.status_code == 202
     assert job.json()["status"] == "submitted"
     for _ in range(600):

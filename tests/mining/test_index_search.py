@@ -224,3 +224,26 @@ def test_vectors_by_clip_id_come_back_in_order_with_nan_for_unknown_ids(
     ids = [batch.clip_ids[i] for i in pick] + ["20240101-unknown", "not-a-date"]
     got = serving.read_vectors(lake, resolve(lake), ids)
     assert np.array_equal(got[:-2], batch.vectors[pick]) and np.isnan(got[-2:]).all()
+
+
+def test_a_streamed_build_holds_every_clip_once_and_answers_as_an_in_memory_build(
+    catalog: tuple[Settings, Lake, CatalogBatch],
+) -> None:
+    from mining.index_build import stream_build
+    from mining.vectors import EmbeddingSource
+
+    _, lake, batch = catalog
+    spec = resolve(lake)
+    scans = list(lake.scan("embeddings", ["clip_id"], batch_rows=1000))
+    assert max(t.num_rows for t in scans) == 1000 and sum(t.num_rows for t in scans) == N
+    for cfg in (IndexConfig(kind="flat"), IndexConfig(kind="ivf-flat", nlist=64, train_per_list=20)):
+        built = stream_build(EmbeddingSource(lake, spec, batch_rows=1000), cfg)
+        ids = built.ids.to_pylist()
+        assert len(ids) == len(set(ids)) == N and set(ids) == set(batch.clip_ids)
+        assert cfg.train_size(N, built.factory) == (0 if cfg.kind == "flat" else 64 * 20)
+        memory = ClipIndex.build(batch.vectors, batch.clip_ids, cfg)
+        q = near(batch.vectors[:QUERIES], np.random.default_rng(5))
+        _, got = built.search(q, K)
+        _, want = memory.search(q, K)
+        overlap = np.mean([len(set(a) & set(b)) / K for a, b in zip(got, want, strict=True)])
+        assert overlap == 1.0 if cfg.kind == "flat" else overlap >= 0.9

@@ -1,0 +1,166 @@
+"""``index`` and ``mine`` at N synthetic clips (and N/10): memory against the raw vectors,
+and an incremental ``mine`` of 10 % new clips against a full run.
+
+Lake: :mod:`jobs.bench.catalog_lake`, its vectors drawn once from one distribution
+(1,000 clusters), so the 10 % added later are more of the same corpus. Each job runs
+in a process of its own (``python -m jobs.bench.catalog_mining JOB LAKE``) that
+imports and opens everything first, then resets the kernel's peak-RSS mark
+(``/proc/self/clear_refs``), so its peak is what the job itself held. Figures:
+
+- ``fleetmine index`` and ``fleetmine mine`` (full) peak RSS above the process's
+  idle RSS, vs the raw vector bytes (N x dim x 4); the whole process's peak beside it;
+- ``mine`` after 10 % more clips (incremental, the default) vs ``mine --full`` on
+  the same grown lake: time, and how many of the top 100 they agree on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.bench import BenchContext, BenchResult, benchmark
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _vm(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _child(job: str, lake_uri: str) -> dict[str, Any]:
+    from jobs.mine_job import run_mine
+    from mining.novelty import MineConfig
+    from mining.queries import build_index
+    from mining.registry import resolve
+    from storage.config import Settings
+    from storage.lake import Lake
+
+    settings = Settings(lake=lake_uri)
+    lake = Lake.from_settings(settings)
+    resolve(lake)
+    lake.version("embeddings")
+    with contextlib.suppress(OSError):  # no reset: the peak includes the imports
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := RSS now
+    idle = _vm("VmRSS")
+    t0 = time.perf_counter()
+    if job == "index":
+        out: Any = build_index(settings)
+    else:
+        from jobs.runner import SequentialRunner
+
+        cfg = MineConfig(full=job == "mine-full")
+        out = run_mine(settings, None, cfg, runner=SequentialRunner()).__dict__
+    seconds = time.perf_counter() - t0
+    return {"idle": idle, "peak": _vm("VmHWM"), "seconds": seconds, "result": out}
+
+
+def _run(job: str, lake_uri: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.bench.catalog_mining", job, lake_uri],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _top(scores: list[dict[str, Any]], k: int = 100) -> set[str]:
+    kept = sorted(
+        (s for s in scores if s["duplicate_of"] is None), key=lambda s: (-s["novelty"], s["clip_id"])
+    )
+    return {s["clip_id"] for s in kept[:k]}
+
+
+def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
+    from jobs.bench.catalog_lake import add_clips
+    from jobs.bench.faiss_search import embeddings_like
+    from mining.novelty import latest_scores
+    from mining.registry import resolve
+    from storage.lake import Lake
+
+    lake = Lake(str(ctx.workdir / f"mining-{n}"))
+    lake.create_tables()
+    spec = resolve(lake)
+    more = n // 10
+    corpus = embeddings_like(n + more, spec.dim, seed=0)
+    add_clips(lake, spec, 0, n, given=corpus[:n])
+    raw = n * spec.dim * 4
+    index = _run("index", lake.uri)
+    full = _run("mine-full", lake.uri)
+    add_clips(lake, spec, n, more, given=corpus[n:])
+    raw_grown = (n + more) * spec.dim * 4
+    incremental = _run("mine", lake.uri)
+    top_incremental = _top(latest_scores(lake, spec))
+    recompute = _run("mine-full", lake.uri)
+    agreement = len(top_incremental & _top(latest_scores(lake, spec))) / 100
+    label = f"catalog {n:,} clips, {index['result']['factory']}"
+    mb = 1e6
+
+    def memory(what: str, r: dict[str, Any], raw_bytes: int) -> list[BenchResult]:
+        return [
+            BenchResult(
+                f"{label}: {what} peak RSS above the process's idle {r['idle'] / mb:,.0f} MB",
+                (r["peak"] - r["idle"]) / mb,
+                raw_bytes / mb,
+                "MB",
+                "raw vector bytes",
+                "<= 2",
+                higher_is_better=False,
+            ),
+            BenchResult(
+                f"{label}: {what} peak RSS of the whole process ({r['seconds']:.1f} s)",
+                r["peak"] / mb,
+                raw_bytes / mb,
+                "MB",
+                "raw vector bytes",
+                "",
+                higher_is_better=False,
+            ),
+        ]
+
+    return [
+        *memory("fleetmine index (streamed build + save)", index, raw),
+        *memory("fleetmine mine --full", full, raw),
+        *memory(f"fleetmine mine of {more:,} new clips (incremental)", incremental, raw_grown),
+        BenchResult(
+            f"{label}: mine of {more:,} new clips (incremental, {incremental['result']['scored']:,} scored) "
+            f"vs mine --full of {n + more:,}",
+            incremental["seconds"],
+            recompute["seconds"],
+            "s",
+            "full run on the same lake",
+            "<= 0.3",
+            higher_is_better=False,
+        ),
+        BenchResult(
+            f"{label}: top 100 of the incremental run also in a full recompute's top 100",
+            agreement,
+            1.0,
+            "share",
+            "all 100",
+            ">= 0.95",
+        ),
+    ]
+
+
+@benchmark("catalog-mining")
+def catalog_mining(ctx: BenchContext) -> list[BenchResult]:
+    n = ctx.catalog or (20_000 if ctx.quick else 200_000)
+    return [*_at(ctx, max(1000, n // 10)), *_at(ctx, n)]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], sys.argv[2]), default=str))

@@ -1,0 +1,124 @@
+"""What a full ``mine`` run fits and an incremental run scores new clips against.
+
+A :class:`MiningModel` is one model version's fit of a full run (``base_run``): the
+k-means centroids, the corpus's cluster sizes and the clusters' spread (rarity: how
+thin the mixture of clusters is at a clip, a density that barely moves when k-means
+is re-fitted on a grown corpus, where a clip's own cluster share is re-drawn), the median and scale of
+each signal feature (signal rarity), and a quantile sketch of each score the novelty
+ranks (knn, rarity, signal rarity), so a new clip's percentile ranks are taken in
+the corpus of the fit without re-ranking the corpus. Stored next to the indexes,
+``mining/<model>@<version>/model-<base_run>.npz``, one file per full run: the rows
+of ``mining_scores`` name the run they were scored against (``base_run``), so the
+file a run needs is the one its committed rows name.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from mining.interfaces import ModelSpec
+from storage.lake import Lake
+from storage.objectstore import Location
+
+__all__ = ["SKETCH", "MiningModel", "percentile"]
+
+SKETCH = 10_001
+"""Quantiles kept per score: a new clip's percentile rank is within 1e-4 of the exact one."""
+
+
+def percentile(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The percentile rank of each ``x`` among the sorted ``ref`` (ties at their middle), in [0, 1]."""
+    lo = np.searchsorted(ref, x, "left")
+    hi = np.searchsorted(ref, x, "right")
+    return np.asarray((lo + hi) / (2.0 * max(len(ref), 1)), dtype=np.float64)
+
+
+def sketch(values: np.ndarray) -> np.ndarray:
+    if len(values) <= SKETCH:
+        return np.sort(values)
+    return np.quantile(values, np.linspace(0.0, 1.0, SKETCH))
+
+
+@dataclass
+class MiningModel:
+    base_run: str
+    n_fit: int
+    centroids: np.ndarray  # (clusters, dim) float32
+    sizes: np.ndarray  # clips per cluster in the fitted corpus
+    sig_median: np.ndarray
+    sig_scale: np.ndarray
+    q_knn: np.ndarray
+    q_rarity: np.ndarray
+    q_signal: np.ndarray
+    bandwidth: float = 1.0  # mean squared distance of a clip to its centroid
+
+    def __post_init__(self) -> None:
+        self._assigner: faiss.IndexFlatL2 | None = None
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        if self._assigner is None:
+            self._assigner = faiss.IndexFlatL2(self.centroids.shape[1])
+            self._assigner.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
+        _, a = self._assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return np.asarray(a.ravel(), dtype=np.int64)
+
+    def rarity(self, vectors: np.ndarray) -> np.ndarray:
+        """-log of the clusters' Gaussian mixture density at each vector (weights: the
+        clusters' shares of the corpus; variance: ``bandwidth`` / 2 per dimension pair)."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        c = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        d2 = np.maximum((x * x).sum(1)[:, None] - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :], 0.0)
+        share = np.maximum(self.sizes, 1e-9) / max(float(self.sizes.sum()), 1.0)
+        logp = np.log(share)[None, :] - d2.astype(np.float64) / max(self.bandwidth, 1e-6)
+        top = logp.max(axis=1)
+        return np.asarray(-(top + np.log(np.exp(logp - top[:, None]).sum(axis=1))), np.float64)
+
+    # -- persistence --------------------------------------------------------------------
+
+    @staticmethod
+    def location(lake: Lake, spec: ModelSpec) -> Location:
+        return lake.root.join("mining", f"{spec.name}@{spec.version}")
+
+    def save(self, lake: Lake, spec: ModelSpec) -> str:
+        loc = self.location(lake, spec)
+        loc.fs.makedirs(loc.path, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            n_fit=np.int64(self.n_fit),
+            centroids=self.centroids,
+            sizes=self.sizes,
+            sig_median=self.sig_median,
+            sig_scale=self.sig_scale,
+            q_knn=self.q_knn,
+            q_rarity=self.q_rarity,
+            q_signal=self.q_signal,
+            bandwidth=np.float64(self.bandwidth),
+        )
+        path = loc.join(f"model-{self.base_run}.npz").path
+        loc.fs.pipe_file(path, buf.getvalue())
+        return str(path)
+
+    @classmethod
+    def load(cls, lake: Lake, spec: ModelSpec, base_run: str) -> MiningModel | None:
+        loc = cls.location(lake, spec)
+        path = loc.join(f"model-{base_run}.npz").path
+        if not loc.fs.exists(path):
+            return None
+        z = np.load(io.BytesIO(loc.fs.cat_file(path)))
+        return cls(
+            base_run,
+            int(z["n_fit"]),
+            z["centroids"],
+            z["sizes"],
+            z["sig_median"],
+            z["sig_scale"],
+            z["q_knn"],
+            z["q_rarity"],
+            z["q_signal"],
+            float(z["bandwidth"]),
+        )

@@ -1,0 +1,154 @@
+"""Vectors of one model version read in passes of bounded size.
+
+A :class:`VectorSource` is what the index build and ``mine`` stream: all its ids
+(one narrow column), then its vectors in batches, optionally of chosen ids only.
+:class:`EmbeddingSource` reads the ``embeddings`` table; :class:`ArraySource`
+holds arrays already in memory (the same code path, for small inputs and tests).
+Samples are chosen by a seeded hash of the clip id (:func:`sample_ids`), so the
+same clips are drawn whatever the row order, and a grown corpus keeps most of the
+sample it had.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mining.interfaces import ModelSpec
+from storage.lake import Lake
+from storage.sql import in_list, literal
+
+__all__ = [
+    "ArraySource",
+    "EmbeddingSource",
+    "VectorSource",
+    "day_of",
+    "matrix",
+    "of_model",
+    "read_by_ids",
+    "sample_ids",
+]
+
+_IN_CHUNK = 5000  # an IN list stays a few thousand long
+
+
+class VectorSource(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    def ids(self) -> pa.Array:
+        """Every clip id with a vector (one per clip)."""
+        ...
+
+    def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """(ids, vectors) batches over every clip, or over ``only`` these ids."""
+        ...
+
+
+def of_model(spec: ModelSpec) -> str:
+    return f"model_name = {literal(spec.name)} AND model_version = {spec.version}"
+
+
+def matrix(vectors: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if len(vectors) == 0:
+        return np.zeros((0, dim), np.float32)
+    flat = pc.list_flatten(vectors).to_numpy()
+    return np.asarray(flat.reshape(len(vectors), dim), dtype=np.float32)
+
+
+def day_of(clip_id: str) -> str | None:
+    """The date partition a clip id names (``20180802-...`` -> ``2018-08-02``), if any."""
+    import datetime as dt
+
+    try:
+        return dt.date(int(clip_id[:4]), int(clip_id[4:6]), int(clip_id[6:8])).isoformat()
+    except ValueError:
+        return None
+
+
+def read_by_ids(
+    lake: Lake, table: str, columns: list[str], clip_ids: list[str], where: str | None = None
+) -> Iterator[pa.Table]:
+    """Rows of ``table`` for these clips, a few thousand ids per scan, each scan reading
+    only the date partitions its ids name."""
+    for start in range(0, len(clip_ids), _IN_CHUNK):
+        chunk = clip_ids[start : start + _IN_CHUNK]
+        pred = f"clip_id IN ({in_list(chunk)})"
+        days = {day_of(c) for c in chunk}
+        if None not in days:
+            pred += f" AND date IN ({in_list(sorted(d for d in days if d))})"
+        yield lake.read(table, columns=columns, where=pred if where is None else f"{where} AND {pred}")
+
+
+def sample_ids(ids: pa.Array, n: int, seed: int) -> pa.Array:
+    """The ``n`` ids with the lowest seeded hash (all of them if there are no more)."""
+    if len(ids) <= n:
+        return ids
+    keys = np.fromiter((zlib.crc32(c.encode(), seed) for c in ids.to_pylist()), np.uint32, len(ids))
+    return ids.take(pa.array(np.argpartition(keys, n)[:n]))
+
+
+@dataclass
+class EmbeddingSource:
+    """The model version's rows of ``embeddings``, ``batch_rows`` at a time."""
+
+    lake: Lake
+    spec: ModelSpec
+    batch_rows: int = 16_384
+    version: int | None = None  # the embeddings table version read (None: the latest)
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def ids(self) -> pa.Array:
+        parts = [
+            t.column("clip_id").combine_chunks()
+            for t in self.lake.scan(
+                "embeddings", ["clip_id"], of_model(self.spec), batch_rows=1 << 20, version=self.version
+            )
+        ]
+        ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+        return pc.unique(ids)
+
+    def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        scans = self.lake.scan(
+            "embeddings", ["clip_id", "vector"], of_model(self.spec), self.batch_rows, self.version
+        )
+        for t in scans:
+            if only is not None:
+                t = t.filter(pc.is_in(t.column("clip_id"), value_set=only))
+            if t.num_rows:
+                yield t.column("clip_id").combine_chunks(), matrix(t.column("vector"), self.dim)
+
+
+@dataclass
+class ArraySource:
+    """Vectors already in memory, as a source."""
+
+    clip_ids: pa.Array
+    vectors: np.ndarray
+    batch_rows: int = 16_384
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def ids(self) -> pa.Array:
+        return pc.unique(self.clip_ids)
+
+    def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        for start in range(0, len(self.clip_ids), self.batch_rows):
+            ids = self.clip_ids.slice(start, self.batch_rows)
+            vecs = self.vectors[start : start + self.batch_rows]
+            if only is not None:
+                keep = np.asarray(pc.is_in(ids, value_set=only).to_numpy(zero_copy_only=False), bool)
+                ids, vecs = ids.filter(pa.array(keep)), vecs[keep]
+            if len(ids):
+                yield ids, vecs
