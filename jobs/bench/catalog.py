@@ -129,7 +129,8 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             t0 = time.perf_counter()
             page = client.get(f"/ui/clips/{page_id}")
             page_s = time.perf_counter() - t0
-            cards = len(re.findall(r'class="card" href="/ui/clips/', page.text)) * (page.status_code == 200)
+            similar_grid = page.text.partition('id="similar">')[2].partition("<script")[0]
+            cards = similar_grid.count('class="card" data-clip=') * (page.status_code == 200)
             base = np.vstack([first.vectors, more.vectors])
             ids = np.array(first.clip_ids + more.clip_ids)
             events = {e: np.concatenate([first.events[e], more.events[e]]) for e in RARE_EVENTS}
