@@ -16,17 +16,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from mining.media import frame_times
-from mining.members import BATCH_ROWS, member_batches, selected_batches, split_of
+from mining.members import BATCH_ROWS, ids_predicates, member_batches, selected_batches, split_of
 from mining.registry import resolve
 from storage.errors import ConfigError, NotFoundError
-from storage.filters import ClipFilter, _id_days
+from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
 from storage.reads import read_clip_signals
-from storage.sql import in_list, literal
+from storage.sql import literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
@@ -303,25 +304,22 @@ def _scores(lake: Lake, model: str | None, ids: list[str], version: int | None) 
     """Per clip, its row of the newest mining run of ``model`` (at the pinned version)."""
     if not model or not ids or not lake.exists("mining_scores"):
         return {}
-    rows = lake.read(
-        "mining_scores",
-        columns=["clip_id", "run_id", "novelty", "rarity", "cluster_id", "duplicate_of"],
-        where=f"model_version = {literal(model)} AND {_ids_predicate(ids)}",
-        version=version,
-    ).to_pylist()
+    rows = [
+        r
+        for where in ids_predicates(ids)
+        for r in lake.read(
+            "mining_scores",
+            columns=["clip_id", "run_id", "novelty", "rarity", "cluster_id", "duplicate_of"],
+            where=f"model_version = {literal(model)} AND {where}",
+            version=version,
+        ).to_pylist()
+    ]
     return {r["clip_id"]: r for r in sorted(rows, key=lambda r: r["run_id"])}
 
 
 def _media_path(lake: Lake, uri: str) -> str:
     loc = lake.locate(uri)
     return loc.path if loc is not None else uri
-
-
-def _ids_predicate(ids: list[str]) -> str:
-    """``clip_id IN (...)``, with the days the ids name, so only those partitions are read."""
-    days = _id_days(ids)
-    where = f"clip_id IN ({in_list(ids)})"
-    return where if not days else f"date IN ({', '.join(literal(d) for d in sorted(days))}) AND {where}"
 
 
 def _shard_rows(
@@ -332,8 +330,11 @@ def _shard_rows(
     ids = [c for sample in work.samples for c in sample]
     if not ids:
         return [], {}
-    rows = lake.read("clips", where=_ids_predicate(ids), version=plan.pinned["clips"]).to_pylist()
-    clips = {r["clip_id"]: r for r in rows}
+    clips = {
+        r["clip_id"]: r
+        for where in ids_predicates(ids)
+        for r in lake.read("clips", where=where, version=plan.pinned["clips"]).to_pylist()
+    }
     missing = [c for c in ids if c not in clips]
     if missing:
         raise NotFoundError(f"{plan.name}@{plan.version}: clip {missing[0]} is not in clips")
@@ -397,15 +398,16 @@ def plan_export(
     current: list[list[str]] = []
     split: dict[str, str] = {}
     size = seen = samples = 0
-    for members in member_batches(lake, name, int(version), pinned["clips"], batch_rows):
-        ids = members.column("clip_id").to_pylist()
-        split_of_span = dict(zip(ids, members.column("split").to_pylist(), strict=True))
-        clips = lake.query(
+    for span, members in member_batches(lake, name, int(version), pinned["clips"], batch_rows):
+        ids = members.column("clip_id")
+        split_of_span = dict(zip(ids.to_pylist(), members.column("split").to_pylist(), strict=True))
+        span_clips = lake.query(
             "clips",
             columns=["clip_id", "group_id", "camera", "video_uri"],
-            where=_ids_predicate(ids),
+            where=span,
             version=pinned["clips"],
-        ).to_pylist()
+        )
+        clips = span_clips.filter(pc.is_in(span_clips.column("clip_id"), ids.combine_chunks())).to_pylist()
         units: dict[str, list[dict[str, Any]]] = {}
         for c in clips:
             units.setdefault(_group_key(c) if by_group else c["clip_id"], []).append(c)

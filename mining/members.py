@@ -24,11 +24,12 @@ import pyarrow.compute as pc
 from storage.errors import ConfigError
 from storage.filters import _id_days, _utc_day
 from storage.lake import Lake
-from storage.sql import literal
+from storage.sql import in_list, literal
 
 __all__ = [
     "BATCH_ROWS",
     "day_spans",
+    "ids_predicates",
     "member_batches",
     "scan_estimate",
     "selected_batches",
@@ -198,10 +199,11 @@ def selected_batches(
 
 def member_batches(
     lake: Lake, name: str, version: int, clips_version: int, batch_rows: int = BATCH_ROWS
-) -> Iterator[pa.Table]:
+) -> Iterator[tuple[str, pa.Table]]:
     """The version's ``dataset_clips`` rows (``clip_id``, ``split``) in clip-id order, a
-    span of days at a time. A version created by :func:`selected_batches` is written in
-    that order, so each span's query reads the files of that span alone."""
+    span of days at a time, each with the ``clips`` predicate of its span. A version
+    created by :func:`selected_batches` is written in that order, so each span's query
+    reads the files of that span alone."""
     this = f"name = {literal(name)} AND version = {int(version)}"
     for first, last in day_spans(lake, clips_version, batch_rows):
         after = f"{first:%Y%m%d}"
@@ -213,7 +215,17 @@ def member_batches(
             order_by=["clip_id"],
         )
         if rows.num_rows:
-            yield rows
+            yield _span_predicate(first, last), rows
+
+
+def ids_predicates(ids: list[str], chunk: int = 1_000) -> Iterator[str]:
+    """``clip_id IN (...)`` over ``ids`` in chunks (the engine's planner recurses on long
+    IN lists), each with the days its ids name, so only those partitions are read."""
+    for at in range(0, len(ids), chunk):
+        part = ids[at : at + chunk]
+        where = f"clip_id IN ({in_list(part)})"
+        days = _id_days(part)
+        yield where if not days else f"date IN ({', '.join(literal(d) for d in sorted(days))}) AND {where}"
 
 
 def _log_rows(lake: Lake, table: str, version: int | None = None) -> int:
