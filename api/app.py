@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
@@ -128,7 +129,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
-    app.state.manifests = {}  # (name, version, base url) -> bytes: versions never change
+    app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
     for module in (health, clips, mining, datasets, jobs, reviews, ui):
         app.include_router(module.router)
     _register_metrics()

@@ -18,6 +18,7 @@ from storage.errors import ConfigError
 
 __all__ = [
     "JOB_KINDS",
+    "DatasetJob",
     "EmbedJob",
     "ExportJob",
     "IndexJob",
@@ -73,8 +74,21 @@ class ExportJob(_Job):
     )
 
 
-JobRequest = Annotated[IngestJob | EmbedJob | IndexJob | MineJob | ExportJob, Field(discriminator="kind")]
-JOB_KINDS = ("ingest", "embed", "index", "mine", "export")
+class DatasetJob(_Job):
+    """A new dataset version from a query (and its export): what ``POST /v1/datasets``
+    submits when the query may read more rows than a request should."""
+
+    kind: Literal["dataset"] = "dataset"
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    query: dict[str, Any] = Field(default_factory=dict, description="a DatasetQuery")
+    export: bool = True
+    shard_mb: float = Field(default=512, gt=0)
+
+
+JobRequest = Annotated[
+    IngestJob | EmbedJob | IndexJob | MineJob | ExportJob | DatasetJob, Field(discriminator="kind")
+]
+JOB_KINDS = ("ingest", "embed", "index", "mine", "export", "dataset")
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(JobRequest)
 
 
@@ -123,6 +137,17 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             if req.out is not None:
                 raise ConfigError("out: only --format lerobot writes elsewhere; shards live in the lake")
             return export_version(lake, req.name, req.version, int(req.shard_mb * 1024 * 1024), runner=runner)
+        case DatasetJob():
+            from jobs.export_job import export_version
+            from mining.curation import DatasetQuery, create_version, get_version
+            from storage.lake import Lake
+
+            lake = Lake.from_settings(settings)
+            row = create_version(lake, req.name, DatasetQuery.model_validate(req.query))
+            if req.export:
+                export_version(lake, req.name, row["version"], int(req.shard_mb * 1024 * 1024), runner=runner)
+                row = get_version(lake, req.name, row["version"])
+            return {k: row[k] for k in ("name", "version", "clip_count", "state")}
     raise ConfigError(f"not a job request: {req!r}")
 
 

@@ -16,19 +16,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from mining.media import frame_times
-from mining.novelty import latest_scores
-from mining.queries import similar
+from mining.members import BATCH_ROWS, ids_predicates, member_batches, selected_batches, split_of
 from mining.registry import resolve
-from mining.reviews import latest_verdicts
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
 from storage.reads import read_clip_signals
-from storage.sql import in_list, literal
+from storage.sql import literal
 from storage.tables import dataset_clips, datasets
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
@@ -47,6 +46,7 @@ __all__ = [
     "render_manifest",
     "select_clips",
     "shard_location",
+    "shard_samples",
     "stored_manifest",
 ]
 
@@ -108,46 +108,9 @@ def clip_predicate(q: DatasetQuery) -> str | None:
 
 
 def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:
-    """The clips the query selects, at the pinned table versions, sorted by clip id."""
-    where = clip_predicate(q)
-    rows = lake.read(
-        "clips",
-        columns=["clip_id", "drive_id", "start_time", "group_id"],
-        where=where,
-        version=versions["clips"],
-    ).to_pylist()
-    spec = resolve(lake, q.model)
-    if q.similar_to is not None:
-        allowed: set[str] = set()
-        for cid in q.similar_to.clip_ids:
-            near = similar(lake, clip_id=cid, k=q.similar_to.k, where=where, model=spec.ref)
-            allowed |= {
-                n.clip_id
-                for n in near
-                if q.similar_to.max_distance is None or n.distance <= q.similar_to.max_distance
-            }
-            allowed.add(cid)
-        rows = [r for r in rows if r["clip_id"] in allowed]
-    if q.min_novelty is not None or q.dedup:
-        scores = latest_scores(lake, spec, versions.get("mining_scores"))
-        by_clip: dict[str, Any] = {s["clip_id"]: s for s in scores}
-        if not by_clip:
-            raise ConfigError(f"min_novelty/dedup need mining scores for {spec.ref}: run `fleetmine mine`")
-        if q.min_novelty is not None:
-            rows = [
-                r
-                for r in rows
-                if r["clip_id"] in by_clip and by_clip[r["clip_id"]]["novelty"] >= q.min_novelty
-            ]
-        if q.dedup:
-            rows = [r for r in rows if by_clip.get(r["clip_id"], {}).get("duplicate_of") is None]
-    if q.reviewed is not None or q.tags:
-        verdicts = latest_verdicts(lake, versions.get("reviews"))
-        rows = [r for r in rows if _review_matches(q, verdicts.get(r["clip_id"]))]
-    rows.sort(key=lambda r: r["clip_id"])
-    if q.samples == "clip":
-        return rows[: q.limit] if q.limit else rows
-    return _whole_groups(lake, rows, q.limit, versions["clips"])
+    """The clips the query selects, at the pinned table versions, sorted by clip id (all
+    in memory: for small queries and tests; :func:`create_version` streams them)."""
+    return [r for rows in selected_batches(lake, q, versions) for r in rows.to_pylist()]
 
 
 def _review_matches(q: DatasetQuery, review: dict[str, Any] | None) -> bool:
@@ -166,74 +129,63 @@ def _group_key(clip: dict[str, Any]) -> str:
     return str(clip.get("group_id") or clip["clip_id"])  # clips of older lakes are groups of one
 
 
-def _whole_groups(
-    lake: Lake, rows: list[dict[str, Any]], limit: int | None, version: int
-) -> list[dict[str, Any]]:
-    """Every camera's clip of each group a selected clip belongs to (``limit`` counts groups)."""
-    groups = sorted({_group_key(r) for r in rows})[:limit]
-    chosen = {r["clip_id"]: r for r in rows if _group_key(r) in set(groups)}
-    named = [g for g in groups if g not in chosen]
-    if named:
-        for r in lake.read(
-            "clips",
-            columns=["clip_id", "drive_id", "start_time", "group_id"],
-            where=f"group_id IN ({in_list(named)})",
-            version=version,
-        ).to_pylist():
-            chosen[r["clip_id"]] = r
-    return sorted(chosen.values(), key=lambda r: r["clip_id"])
-
-
-def _split(drive_id: str, val_fraction: float) -> str:
-    """By drive, deterministically: one drive never lands in both splits."""
-    h = int(hashlib.sha1(drive_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "val" if h < val_fraction else "train"
-
-
-def create_version(lake: Lake, name: str, q: DatasetQuery) -> dict[str, Any]:
+def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+    """A new version of ``name``: the clips ``q`` selects, streamed from the engine a span
+    of days at a time (:func:`mining.members.selected_batches`) into ``dataset_clips``
+    data files, published in one commit, then its ``datasets`` row. Memory holds one
+    span, whatever the version's size."""
     if not name or any(c in name for c in "/\\.@ ") or len(name) > 100:
         raise ConfigError(f"dataset name {name!r}: letters, digits, '-' and '_' only")
     lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings", "reviews"])
     pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores", "reviews")}
-    rows = select_clips(lake, q, pinned)
+    model = resolve(lake, q.model).ref
     # Versions are numbered per name: two creates at once must not both take
     # max + 1, so the number is claimed and both rows written under a lease.
-    with lake.lease(f"dataset:{name}", this_process(), ttl_s=600.0, wait_s=120.0):
+    with lake.lease(f"dataset:{name}", this_process(), ttl_s=3600.0, wait_s=120.0):
         # Members are written first: a create that died before its datasets row
         # still used its number, so numbers come from both tables.
         version = 1 + max(
             (
-                v
+                int(v)
                 for table in ("datasets", "dataset_clips")
-                for v in lake.read(table, columns=["version"], where=f"name = {literal(name)}")
+                for v in lake.query(
+                    table,
+                    columns=["version"],
+                    where=f"name = {literal(name)}",
+                    order_by=["version DESC"],
+                    limit=1,
+                )
                 .column("version")
                 .to_pylist()
             ),
             default=0,
         )
-        members = pa.Table.from_pylist(
-            [
+        writer = lake.writer("dataset_clips")
+        actions = []
+        count = 0
+        for rows in selected_batches(lake, q, pinned, batch_rows):
+            members = pa.table(
                 {
-                    "name": name,
-                    "version": version,
-                    "clip_id": r["clip_id"],
-                    "split": _split(r["drive_id"], q.val_fraction),
+                    "name": pa.array([name] * rows.num_rows, pa.string()),
+                    "version": pa.array([version] * rows.num_rows, pa.int32()),
+                    "clip_id": rows.column("clip_id"),
+                    "split": split_of(rows.column("drive_id").combine_chunks(), q.val_fraction),
                 }
-                for r in rows
-            ],
-            schema=dataset_clips.SPEC.schema,
-        )
-        lake.append("dataset_clips", members)
+            )
+            actions += writer.write(dataset_clips.SPEC.conform(members))
+            count += rows.num_rows
+        if actions:
+            lake.commit("dataset_clips", actions)
         row = {
             "name": name,
             "version": version,
             "query": q.model_dump_json(),
             "created_at": dt.datetime.now(dt.UTC),
-            "clip_count": len(rows),
+            "clip_count": count,
             "manifest_uri": None,
             "state": "created",
             "lake_version": json.dumps(pinned, sort_keys=True),
-            "model": resolve(lake, q.model).ref,
+            "model": model,
         }
         lake.append("datasets", pa.Table.from_pylist([row], schema=datasets.SPEC.schema))
     return row
@@ -288,14 +240,15 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
         "dataset": {"name": plan.name, "version": plan.version},
     }
     signals_version = plan.pinned["signals"]
-    for members in work.samples:
+    samples, scores = _shard_rows(lake, plan, work)
+    for members in samples:
         first = members[0]
         npy = io.BytesIO()
-        selected = _selected_by(plan, members)
+        selected = _selected_by(plan, scores, members)
         if not plan.by_group:
             mp4 = fs.cat_file(_media_path(lake, first["video_uri"]))
             np.save(npy, read_clip_signals(lake, first, signals_version))
-            meta = {**_clip_meta(first, mp4), "split": plan.split[first["clip_id"]], **common, **selected}
+            meta = {**_clip_meta(first, mp4), "split": work.split[first["clip_id"]], **common, **selected}
             sample = {"__key__": first["clip_id"], "mp4": mp4}
         else:
             window = {
@@ -316,7 +269,7 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
                 "vehicle_id": first["vehicle_id"],
                 "start_time": window["start_time"].isoformat(),
                 "end_time": window["end_time"].isoformat(),
-                "split": plan.split[first["clip_id"]],
+                "split": work.split[first["clip_id"]],
                 "cameras": cameras,
                 **common,
                 **selected,
@@ -336,10 +289,12 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
     }
 
 
-def _selected_by(plan: ExportPlan, members: list[dict[str, Any]]) -> dict[str, Any]:
+def _selected_by(
+    plan: ExportPlan, scores: dict[str, dict[str, Any]], members: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The dataset's model version and the scores its newest mining run gave the sample
     (a group: its most novel clip); nulls where the clip was never mined."""
-    scored = [plan.scores[m["clip_id"]] for m in members if m["clip_id"] in plan.scores]
+    scored = [scores[m["clip_id"]] for m in members if m["clip_id"] in scores]
     best = max(scored, key=lambda r: r.get("novelty") or 0.0, default={})
     keys = ("novelty", "rarity", "cluster_id", "duplicate_of", "run_id")
     return {"model": plan.dataset.get("model"), "selection": {k: best.get(k) for k in keys}}
@@ -349,12 +304,16 @@ def _scores(lake: Lake, model: str | None, ids: list[str], version: int | None) 
     """Per clip, its row of the newest mining run of ``model`` (at the pinned version)."""
     if not model or not ids or not lake.exists("mining_scores"):
         return {}
-    rows = lake.read(
-        "mining_scores",
-        columns=["clip_id", "run_id", "novelty", "rarity", "cluster_id", "duplicate_of"],
-        where=f"model_version = {literal(model)} AND clip_id IN ({in_list(ids)})",
-        version=version,
-    ).to_pylist()
+    rows = [
+        r
+        for where in ids_predicates(ids)
+        for r in lake.read(
+            "mining_scores",
+            columns=["clip_id", "run_id", "novelty", "rarity", "cluster_id", "duplicate_of"],
+            where=f"model_version = {literal(model)} AND {where}",
+            version=version,
+        ).to_pylist()
+    ]
     return {r["clip_id"]: r for r in sorted(rows, key=lambda r: r["run_id"])}
 
 
@@ -363,12 +322,39 @@ def _media_path(lake: Lake, uri: str) -> str:
     return loc.path if loc is not None else uri
 
 
+def _shard_rows(
+    lake: Lake, plan: ExportPlan, work: ShardWork
+) -> tuple[list[list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """A shard's samples as clip rows (at the pinned version) and their mining scores:
+    read by the stage that writes it, so the plan holds ids alone."""
+    ids = [c for sample in work.samples for c in sample]
+    if not ids:
+        return [], {}
+    clips = {
+        r["clip_id"]: r
+        for where in ids_predicates(ids)
+        for r in lake.read("clips", where=where, version=plan.pinned["clips"]).to_pylist()
+    }
+    missing = [c for c in ids if c not in clips]
+    if missing:
+        raise NotFoundError(f"{plan.name}@{plan.version}: clip {missing[0]} is not in clips")
+    scores = _scores(lake, plan.dataset.get("model"), ids, plan.pinned.get("mining_scores"))
+    return [[clips[c] for c in sample] for sample in work.samples], scores
+
+
+def shard_samples(lake: Lake, plan: ExportPlan, work: ShardWork) -> list[list[dict[str, Any]]]:
+    """A shard's samples, each its clips' rows (one clip, or a group's cameras)."""
+    return _shard_rows(lake, plan, work)[0]
+
+
 @dataclass(frozen=True)
 class ShardWork:
-    """One tar of a version: its number and its samples (each a list of clips: one, or a group)."""
+    """One tar of a version: its number, its samples (each the ids of its clips: one, or a
+    group's cameras) and their splits. Clip rows are read when the tar is written."""
 
     index: int
-    samples: list[list[dict[str, Any]]]
+    samples: list[list[str]]
+    split: dict[str, str]
 
 
 @dataclass
@@ -377,55 +363,69 @@ class ExportPlan:
     version: int
     dataset: dict[str, Any]
     pinned: dict[str, int]
-    split: dict[str, str]
     by_group: bool
     num_samples: int
     shards: list[ShardWork]
-    scores: dict[str, dict[str, Any]]  # clip id -> its scores in the latest mining run of the model
+
+    def split(self) -> dict[str, str]:
+        """Every clip's split (the whole version in memory: for in-process exporters)."""
+        return {c: s for w in self.shards for c, s in w.split.items()}
 
 
-def plan_export(lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024) -> ExportPlan:
+_ALLOWANCE = 24 * 1024  # per sample: its JSON and signals, beside the video
+
+
+def _clip_bytes(lake: Lake, uri: str | None) -> int:
+    return int(lake.root.fs.size(_media_path(lake, uri))) if uri else 0
+
+
+def plan_export(
+    lake: Lake, name: str, version: int, shard_bytes: int = 512 * 1024 * 1024, batch_rows: int = BATCH_ROWS
+) -> ExportPlan:
     """The version's samples cut into shards, deterministically.
 
     Samples (clips, or clip groups for a ``samples="group"`` query) go to shards in
     id order, cut where the running size (video size plus a fixed allowance for the
     JSON and signals) passes ``shard_bytes``: the plan depends only on the version's
-    clips, so re-exporting gives the same bytes.
+    clips, so re-exporting gives the same bytes. The members are streamed a span of
+    days at a time (:func:`mining.members.member_batches`), and the plan keeps their
+    ids and splits only; the shard stages read the clip rows.
     """
     ds = get_version(lake, name, version)
     pinned = json.loads(ds["lake_version"])
-    members = (
-        lake.read("dataset_clips", where=f"name = {literal(name)} AND version = {int(version)}")
-        .sort_by("clip_id")
-        .to_pylist()
-    )
-    ids = [m["clip_id"] for m in members]
-    split = {m["clip_id"]: m["split"] for m in members}
-    clips = {
-        r["clip_id"]: r
-        for r in lake.read(
-            "clips",
-            where=f"clip_id IN ({in_list(ids)})" if ids else "false",
-            version=pinned["clips"],
-        ).to_pylist()
-    }
-    fs = lake.root.fs
     by_group = json.loads(ds["query"]).get("samples") == "group"
-    units: dict[str, list[dict[str, Any]]] = {}
-    for cid in ids:
-        units.setdefault(_group_key(clips[cid]) if by_group else cid, []).append(clips[cid])
-    plan: list[list[list[dict[str, Any]]]] = [[]]
-    size = 0
-    for key in sorted(units):
-        if plan[-1] and size >= shard_bytes:
-            plan.append([])
-            size = 0
-        group = sorted(units[key], key=lambda c: str(c["camera"]))
-        plan[-1].append(group)
-        size += sum(int(fs.size(_media_path(lake, c["video_uri"]))) for c in group) + 24 * 1024
-    shards = [ShardWork(i, part) for i, part in enumerate(plan)]
-    scores = _scores(lake, ds.get("model"), ids, pinned.get("mining_scores"))
-    return ExportPlan(name, int(version), ds, pinned, split, by_group, len(units), shards, scores)
+    shards: list[ShardWork] = []
+    current: list[list[str]] = []
+    split: dict[str, str] = {}
+    size = seen = samples = 0
+    for span, members in member_batches(lake, name, int(version), pinned["clips"], batch_rows):
+        ids = members.column("clip_id")
+        split_of_span = dict(zip(ids.to_pylist(), members.column("split").to_pylist(), strict=True))
+        span_clips = lake.query(
+            "clips",
+            columns=["clip_id", "group_id", "camera", "video_uri"],
+            where=span,
+            version=pinned["clips"],
+        )
+        clips = span_clips.filter(pc.is_in(span_clips.column("clip_id"), ids.combine_chunks())).to_pylist()
+        units: dict[str, list[dict[str, Any]]] = {}
+        for c in clips:
+            units.setdefault(_group_key(c) if by_group else c["clip_id"], []).append(c)
+        seen += len(clips)
+        for key in sorted(units):
+            if current and size >= shard_bytes:
+                shards.append(ShardWork(len(shards), current, split))
+                current, split, size = [], {}, 0
+            group = sorted(units[key], key=lambda c: (str(c["camera"]), c["clip_id"]))
+            current.append([c["clip_id"] for c in group])
+            split.update({c["clip_id"]: split_of_span[c["clip_id"]] for c in group})
+            size += sum(_clip_bytes(lake, c["video_uri"]) for c in group) + _ALLOWANCE
+            samples += 1
+    if current:
+        shards.append(ShardWork(len(shards), current, split))
+    if seen != int(ds["clip_count"] or 0):
+        raise NotFoundError(f"{name}@{version} lists {ds['clip_count']} clips; {seen} of them found in clips")
+    return ExportPlan(name, int(version), ds, pinned, by_group, samples, shards)
 
 
 class ShardStage:

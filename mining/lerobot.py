@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mining.curation import ExportPlan, plan_export
+from mining.curation import ExportPlan, plan_export, shard_samples
 from mining.media import VideoInfo, join_videos, video_info
 from storage.config import normalize_uri
 from storage.errors import ConfigError
@@ -184,13 +184,13 @@ def _parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def _units(plan: ExportPlan) -> list[list[dict[str, Any]]]:
-    units = [members for w in plan.shards for members in w.samples]
+def _units(lake: Lake, plan: ExportPlan, split: dict[str, str]) -> list[list[dict[str, Any]]]:
+    units = [members for w in plan.shards for members in shard_samples(lake, plan, w)]
     # train episodes first, then val: LeRobot's splits are index ranges
     return sorted(
         units,
         key=lambda m: (
-            plan.split[m[0]["clip_id"]] != "train",
+            split[m[0]["clip_id"]] != "train",
             m[0]["drive_id"],
             m[0]["start_time"],
             m[0]["clip_id"],
@@ -295,7 +295,8 @@ def export_lerobot(
     """Write the version as a LeRobotDataset v3.0 tree; returns what was written."""
     cfg = cfg or LeRobotConfig()
     plan = plan_export(lake, name, version)
-    units = _units(plan)
+    split = plan.split()
+    units = _units(lake, plan, split)
     if not units:
         raise ConfigError(f"{name}@{version} has no clips to export")
     cameras = [str(c["camera"]) for c in units[0]]
@@ -319,7 +320,7 @@ def export_lerobot(
         mp4s = [fs.cat_file(_media(lake, c["video_uri"])) for c in members]
         infos = [video_info(b) for b in mp4s]
         task = _task(members)
-        ep = _Episode(ep_index, members, infos, mp4s, task, plan.split[members[0]["clip_id"]])
+        ep = _Episode(ep_index, members, infos, mp4s, task, split[members[0]["clip_id"]])
         # The first camera's frames are the episode's clock: one row each, at its own pts.
         t, ref_clip = infos[0].frame_times_s, members[0]
         if len(t) == 0:

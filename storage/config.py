@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description="The most rows one page of a filtered list may scan; a rarer filter answers "
         "a shorter page whose cursor goes on where the scan stopped",
     )
+    dataset_inline_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="POST /v1/datasets creates (and exports) a version in the request when the "
+        "Delta log bounds the rows its query reads by this; a larger one is submitted as a "
+        "`dataset` job and answered 202 with the run id",
+    )
     scan_audit: bool = Field(
         default=False,
         description="Count the rows each API request scans (engine metrics, one extra run per "

@@ -1,16 +1,29 @@
-"""Datasets: create versions, read them, their manifest (immutable) and shards (Range)."""
+"""Datasets: create versions, read them, their manifest (immutable) and shards (Range).
+
+No handler here reads an unbounded number of rows. ``POST /v1/datasets`` bounds the rows
+its query can read from the Delta log alone (:func:`mining.members.scan_estimate`):
+within ``Settings.dataset_inline_rows`` it creates (and exports) the version in the
+request and answers 201; above it submits a ``dataset`` job (``POST /v1/jobs``'s kind,
+a Ray job on a cluster) and answers 202 with the run id to follow at ``/v1/jobs/{id}``.
+``GET /v1/datasets`` is a keyset page. A manifest is the file export wrote once (its
+size grows with the shards, not the clips), kept per version in a cache bounded by
+shard entries; each request only adds the caller's grant to the URLs.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader, ShardReader, grants
@@ -25,6 +38,8 @@ from mining.curation import (
     shard_location,
     stored_manifest,
 )
+from mining.members import scan_estimate
+from storage.sql import literal
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -54,6 +69,17 @@ class DatasetVersionPublic(BaseModel):
 class DatasetsPublic(BaseModel):
     data: list[DatasetVersionPublic]
     count: int
+    next_cursor: str | None = None
+
+
+class DatasetJobPublic(BaseModel):
+    """A create too large for a request, running as a job."""
+
+    name: str
+    job_id: str
+    status: str | None
+    job_url: str
+    estimated_rows: int
 
 
 def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
@@ -76,8 +102,37 @@ def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
     )
 
 
-@router.post("/datasets", response_model=DatasetVersionPublic, status_code=201)
-def create_dataset(body: DatasetCreate, request: Request, lake: LakeDep, _: Curator) -> DatasetVersionPublic:
+@router.post(
+    "/datasets",
+    response_model=DatasetVersionPublic,
+    status_code=201,
+    responses={202: {"model": DatasetJobPublic, "description": "a large query: submitted as a job"}},
+)
+def create_dataset(
+    body: DatasetCreate, request: Request, lake: LakeDep, _: Curator
+) -> DatasetVersionPublic | JSONResponse:
+    settings = request.app.state.settings
+    estimate = scan_estimate(lake, body.query)
+    if estimate > settings.dataset_inline_rows:
+        from jobs.requests import DatasetJob
+        from jobs.submit import get_run, submit
+
+        req = DatasetJob(
+            name=body.name,
+            query=body.query.model_dump(mode="json", exclude_defaults=True),
+            export=body.export,
+            shard_mb=body.shard_mb,
+        )
+        run_id = submit(req, settings)
+        run = get_run(lake, run_id, settings.ray_address)
+        job = DatasetJobPublic(
+            name=body.name,
+            job_id=run_id,
+            status=run.get("status"),
+            job_url=str(request.base_url).rstrip("/") + f"/v1/jobs/{run_id}",
+            estimated_rows=estimate,
+        )
+        return JSONResponse(job.model_dump(), status_code=202, headers={"Location": job.job_url})
     row = create_version(lake, body.name, body.query)
     if body.export:
         export_version(lake, body.name, row["version"], shard_bytes=int(body.shard_mb * 1024 * 1024))
@@ -85,10 +140,39 @@ def create_dataset(body: DatasetCreate, request: Request, lake: LakeDep, _: Cura
     return _public(row, request)
 
 
+def _cursor(name: str, version: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([name, version]).encode()).decode()
+
+
+def _after(cursor: str) -> str:
+    try:
+        name, version = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return f"(name > {literal(str(name))} OR (name = {literal(str(name))} AND version > {int(version)}))"
+    except (ValueError, TypeError, binascii.Error):
+        raise HTTPException(400, "invalid cursor") from None
+
+
 @router.get("/datasets", response_model=DatasetsPublic)
-def list_datasets(request: Request, lake: LakeDep, _: Reader) -> DatasetsPublic:
-    rows = sorted(lake.read("datasets").to_pylist(), key=lambda r: (r["name"], r["version"]))
-    return DatasetsPublic(data=[_public(r, request) for r in rows], count=len(rows))
+def list_datasets(
+    request: Request,
+    lake: LakeDep,
+    _: Reader,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> DatasetsPublic:
+    """Versions by (name, version), a keyset page at a time (``next_cursor``)."""
+    if not lake.exists("datasets"):
+        return DatasetsPublic(data=[], count=0)
+    rows = lake.query(
+        "datasets",
+        where=_after(cursor) if cursor else None,
+        order_by=["name", "version"],
+        limit=limit + 1,
+    ).to_pylist()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = _cursor(rows[-1]["name"], rows[-1]["version"]) if more else None
+    return DatasetsPublic(data=[_public(r, request) for r in rows], count=len(rows), next_cursor=nxt)
 
 
 def _version(lake: Any, name: str, version: int) -> dict[str, Any]:
@@ -104,19 +188,33 @@ def dataset_version(
     return _public(_version(lake, name, version), request)
 
 
+_CACHE_SHARDS = 1_000_000  # shard entries the manifest cache holds, all versions together
+
+
+def _cached_manifest(request: Request, lake: Any, name: str, version: int) -> dict[str, Any]:
+    """The version's stored manifest, read once per process and kept (least recently
+    used out first, within ``_CACHE_SHARDS`` shard entries)."""
+    cache: OrderedDict[tuple[str, int], dict[str, Any]] = request.app.state.manifests
+    doc = cache.get((name, version))
+    if doc is not None:
+        cache.move_to_end((name, version))
+        return doc
+    row = _version(lake, name, version)
+    if row["state"] != "exported":
+        raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
+    doc = cache[(name, version)] = stored_manifest(lake, name, version)
+    held = sum(len(d["shardlist"]) for d in cache.values())
+    while len(cache) > 1 and held > _CACHE_SHARDS:
+        _, old = cache.popitem(last=False)
+        held -= len(old["shardlist"])
+    return doc
+
+
 @router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
 def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, caller: Reader) -> Response:
     """The manifest; its shard URLs carry a grant minted for the caller's token, so the
     shards need no header (the manifest itself does)."""
-    cache: dict[tuple[str, int], dict[str, Any]] = request.app.state.manifests
-    doc = cache.get((name, version))
-    if doc is None:
-        row = _version(lake, name, version)
-        if row["state"] != "exported":
-            raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
-        if len(cache) > 4096:
-            cache.clear()
-        doc = cache[(name, version)] = stored_manifest(lake, name, version)
+    doc = _cached_manifest(request, lake, name, version)
     grant, headers = None, {"Cache-Control": "public, max-age=31536000, immutable"}
     if caller.token_id is not None:
         now = time.time()

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["ingest", "embed", "index", "mine", "export"]
+    kind: Literal["ingest", "embed", "index", "mine", "export", "dataset"]
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -337,7 +337,12 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
 
 @router.get("/datasets", response_class=HTMLResponse)
 def datasets_page(request: Request, lake: LakeDep, caller: Reader, q: str | None = None) -> HTMLResponse:
-    rows = sorted(lake.read("datasets").to_pylist(), key=lambda r: (r["name"], -r["version"]))
+    # The newest 200 versions: a bounded read, whatever the lake holds.
+    newest = (
+        lake.query("datasets", order_by=["created_at DESC"], limit=200) if lake.exists("datasets") else None
+    )
+    rows = newest.to_pylist() if newest is not None else []
+    rows.sort(key=lambda r: (r["name"], -r["version"]))
     items = (
         "".join(
             f"<tr><td>{esc(r['name'])}</td><td>{r['version']}</td><td>{r['clip_count']}</td><td>{esc(r['state'])}</td><td>"

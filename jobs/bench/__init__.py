@@ -67,6 +67,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         api_serving,
         can_decode,
         catalog,
+        catalog_datasets,
         catalog_mining,
         catalog_routes,
         delta_write,

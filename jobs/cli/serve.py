@@ -57,7 +57,7 @@ def bench(
             "--catalog",
             min=1000,
             help="Only the catalog benchmarks (routes; index, search, memory; index and mine memory,"
-            " incremental mining), at N and N/10 synthetic clips",
+            " incremental mining; dataset create and export plan), at N and N/10 synthetic clips",
         ),
     ] = None,
     lake: LakeOpt = None,
@@ -67,7 +67,7 @@ def bench(
     from jobs.bench import BenchContext, run_all
 
     if catalog is not None and not only:
-        only = ["catalog-routes", "catalog", "catalog-mining"]
+        only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
         results = run_all(BenchContext(quick=quick, workdir=Path(tmp), catalog=catalog), only)
     table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))

@@ -11,6 +11,7 @@ a quarter of the lake: a route that read the whole table would fail here.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ import pytest
 
 from api.auth import create_token
 from jobs.bench.catalog_lake import CatalogBatch, CatalogConfig, add_clips, add_scores
+from mining.curation import finish_export, plan_export
+from mining.members import split_of
 from mining.registry import resolve
 from storage import Lake, Settings
 from storage.query import audit
@@ -53,7 +56,9 @@ class Catalog:
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalog]:
     root = tmp_path_factory.mktemp("scale")
-    settings = Settings(lake=str(root / "lake"), scan_audit=True, scan_budget_rows=BUDGET)
+    settings = Settings(
+        lake=str(root / "lake"), scan_audit=True, scan_budget_rows=BUDGET, dataset_inline_rows=BUDGET
+    )
     lake = Lake.from_settings(settings)
     lake.create_tables()
     spec = resolve(lake)
@@ -158,5 +163,57 @@ def test_corner_cases_read_k_ready_rows(catalog: Catalog) -> None:
 
 
 def test_other_lists_are_bounded(catalog: Catalog) -> None:
-    for path in ("/v1/drives", "/v1/datasets", "/v1/jobs"):
+    for path in ("/v1/drives", "/v1/jobs"):
         catalog.get(path)
+
+
+def _post(catalog: Catalog, token: str, body: dict[str, Any]) -> tuple[httpx.Response, int]:
+    r = httpx.post(f"{catalog.base}/v1/datasets", json=body, headers=auth(token), timeout=120)
+    return r, int(r.headers["x-fleetmine-rows-scanned"])
+
+
+def test_dataset_routes_are_bounded_and_a_lake_wide_version_is_a_job(catalog: Catalog) -> None:
+    """A basket is created in the request, reading its days; a query over the whole lake
+    is answered 202 and runs as a job, whose version holds every clip once; its export
+    plan, its manifest and the dataset list then read a bounded number of rows."""
+    lake, ids = catalog.lake, catalog.batch.clip_ids
+    curator = create_token(lake, "scale-curator", "curator")
+    basket = ids[:50] + ids[N // 2 : N // 2 + 50]  # two days
+    r, rows = _post(catalog, curator, {"name": "basket", "query": {"clip_ids": basket}, "export": False})
+    assert r.status_code == 201, r.text
+    assert r.json()["clip_count"] == 100 and rows <= 2 * DAY + DAY // 100
+    r, rows = _post(catalog, curator, {"name": "everything", "query": {"val_fraction": 0.2}, "export": False})
+    assert r.status_code == 202, r.text
+    assert r.json()["estimated_rows"] >= N and rows <= BOUND
+    job = r.json()["job_id"]
+    deadline = time.monotonic() + 300
+    while (status := catalog.get(f"/v1/jobs/{job}")[0])["status"] in ("submitted", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["status"] == "succeeded", status
+    version, _ = catalog.get("/v1/datasets/everything/versions/1")
+    assert version["clip_count"] == N and version["state"] == "created"
+    members = lake.read("dataset_clips", where="name = 'everything'")
+    assert sorted(members.column("clip_id").to_pylist()) == sorted(ids)
+    want = split_of(pa.array([f"veh-{i % 50:03d}-{c[:8]}" for i, c in enumerate(ids)]), 0.2)
+    split = dict(zip(ids, want.to_pylist(), strict=True))
+    got = members.column("split").to_pylist()
+    assert [split[c] for c in members.column("clip_id").to_pylist()] == got
+    assert 0.05 < pc.mean(pc.equal(members.column("split"), "val")).as_py() < 0.4
+    # The export plan streams the members: every clip once, in id order, 100 shards.
+    plan = plan_export(lake, "everything", 1, shard_bytes=N // 100 * 24 * 1024)
+    assert [c for w in plan.shards for s in w.samples for c in s] == sorted(ids)
+    assert len(plan.shards) == 100 and plan.num_samples == N
+    entries = [
+        {"path": f"{w.index:06d}.tar", "nsamples": len(w.samples), "filesize": 0, "md5sum": "", "sha256": ""}
+        for w in plan.shards
+    ]
+    finish_export(lake, plan, entries)  # the catalog has no media to write: the manifest alone
+    doc, _ = catalog.get("/v1/datasets/everything/versions/1/manifest", bound=DAY // 100)
+    assert doc["num_samples"] == N and len(doc["shardlist"]) == 100
+    listed, _ = catalog.get("/v1/datasets", bound=DAY // 100, limit=1)
+    assert [d["name"] for d in listed["data"]] == ["basket"] and listed["next_cursor"]
+    more, _ = catalog.get("/v1/datasets", bound=DAY // 100, limit=1, cursor=listed["next_cursor"])
+    assert [d["name"] for d in more["data"]] == ["everything"] and more["next_cursor"] is None
+    r = httpx.get(f"{catalog.base}/v1/shards/everything/1/000000.tar", headers=catalog.headers)
+    assert r.status_code == 404 and int(r.headers["x-fleetmine-rows-scanned"]) <= DAY // 100
