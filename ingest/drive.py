@@ -9,7 +9,8 @@ one commit per table. It composes the steps of one drive, in order:
    by the platform's DBC, resampled to the signal grid (signals);
 2. every camera probed (video), the drive's start time (start_time), the cameras
    placed on one time grid (timegrid);
-3. per camera and window: the clip remuxed, its keyframes decoded, its features (features).
+3. per camera and window: the clip remuxed, its keyframes decoded, its features (features),
+   and, where a signal trigger fired, dense frames around its moment (look_closer).
 
 A bad file is data. A drive is ``failed`` only when nothing usable came out of it;
 otherwise it is ``ok`` and ``drives.warnings`` says what was dropped and where.
@@ -35,6 +36,7 @@ from ingest.discover import DriveSource, read_drive_json
 from ingest.features import clip_features
 from ingest.ids import clip_id, drive_id, group_id
 from ingest.interfaces import FRAME_SCHEMA
+from ingest.look_closer import dense_frames, wants_closer_look
 from ingest.platform import Platform, load_platform, parse_platform
 from ingest.signals import resample
 from ingest.start_time import parse_time, resolve_start
@@ -129,6 +131,8 @@ class DriveIngest:
                 result.actions[table] = self.lake.writer(table).write(data, prefix=f"{self.run_id}-{did}")
         result.counts = {t: d.num_rows for t, d in writes.items()}
         result.counts["bytes"] = src.total_bytes
+        looked = frame_rows.filter(pc.field("dense")) if frame_rows.num_rows else frame_rows
+        result.counts["dense_clips"] = len(set(looked.column("clip_id").to_pylist()))
         duration = (sig.num_rows - 1) / self.settings.signal_rate_hz if sig.num_rows else 0.0
         for t in tracks:
             duration = max(duration, (t.start - start.time).total_seconds() + t.probe.duration_s)
@@ -450,8 +454,31 @@ class DriveIngest:
                             "width": im.width,
                             "height": im.height,
                             "jpeg": im.jpeg,
+                            "dense": False,
                         }
                     )
+                look = self.settings.look_closer
+                at_s = feats.get("trigger_at_s")
+                if isinstance(at_s, float) and wants_closer_look(feats["events"], at_s, look):  # type: ignore[arg-type]
+                    try:
+                        dense = dense_frames(cm.mp4, at_s, look)
+                    except VideoError as exc:
+                        notes.warn(f"{track.name} clip at {cut.start_s:.2f}s: no closer look: {exc}")
+                        dense = []
+                    for k, im in enumerate(dense, start=len(cm.images)):
+                        frames.append(
+                            {
+                                "clip_id": cid,
+                                "date": day,
+                                "frame_index": k,
+                                "drive_id": did,
+                                "t": c_start + dt.timedelta(seconds=im.t_s),
+                                "width": im.width,
+                                "height": im.height,
+                                "jpeg": im.jpeg,
+                                "dense": True,
+                            }
+                        )
         clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
         frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
         return clip_t, frame_t

@@ -1,5 +1,11 @@
 """Per-clip signal features and the triggers that name a clip's ``events``.
 
+``trigger_at_s`` says when (seconds into the clip) the first of the triggers that ask
+for a closer look fired: a ``sudden_stop`` (a standstill reached after braking for
+less than ``sudden_stop_notice_s``: nothing seen from afar asked for it), a
+``hard_brake`` (the hardest deceleration), a ``creep`` (moving on at walking pace
+just after a stop, as a car creeping at a red light does).
+
 The names are the ``clips`` table's vocabularies (:data:`storage.tables.clips.FEATURES`
 and :data:`~storage.tables.clips.EVENTS`); a new trigger is added there first.
 """
@@ -69,14 +75,27 @@ def clip_features(sig: pa.Table, rate_hz: float, cfg: Triggers) -> dict[str, obj
     if brake is not None:
         b = np.nan_to_num(brake) > 0
         f["brake_presses"] = int(b[0]) + int(np.sum(b[1:] & ~b[:-1]))
+    moments: dict[str, float] = {}
     stops: list[tuple[int, int]] = []
     if speed is not None:
         stopped = np.nan_to_num(speed, nan=np.inf) < cfg.stop_speed_mps
         stops = [(a, b) for a, b in _runs(stopped) if (b - a) * dt >= cfg.stop_min_s]
         f["stop_count"] = len(stops)
+        if brake is not None:
+            braking = np.nan_to_num(brake) > 0
+            for a, _ in stops:
+                onset = a
+                while onset > 0 and braking[onset - 1]:
+                    onset -= 1
+                # braked from before the clip began: its notice is unknown, not short
+                if a > 0 and onset > 0 and a != onset and (a - onset) * dt < cfg.sudden_stop_notice_s:
+                    moments["sudden_stop"] = a * dt
+                    break
     decel = f["max_decel_mps2"]
     if isinstance(decel, float) and decel >= cfg.hard_brake_mps2:
         events.append("hard_brake")
+        if accel is not None:
+            moments["hard_brake"] = float(np.nanargmax(-accel)) * dt
     lat_max = f["max_lat_accel_mps2"]
     if isinstance(lat_max, float) and lat_max >= cfg.sharp_turn_lat_mps2:
         events.append("sharp_turn")
@@ -96,8 +115,13 @@ def clip_features(sig: pa.Table, rate_hz: float, cfg: Triggers) -> dict[str, obj
             steady = accel is None or float(np.nanmedian(np.abs(accel[a:b]))) < cfg.creep_max_accel_mps2
             if after_stop and steady and (b - a) * dt >= cfg.creep_min_s:
                 events.append("creep")
+                moments["creep"] = a * dt
                 break
     if override is not None and (np.nan_to_num(override) > 0).any():
         events.append("driver_override")
+    if "sudden_stop" in moments:
+        events.append("sudden_stop")
     f["events"] = events
+    first = next((moments[e] for e in ("sudden_stop", "hard_brake", "creep") if e in moments), None)
+    f["trigger_at_s"] = first
     return f

@@ -46,7 +46,7 @@ class EmbedReport:
 def pending(lake: Lake, spec: ModelSpec) -> tuple[pa.Table, int]:
     """``clip_id, date, drive_id`` of the clips without a vector for ``spec``, and how
     many already have one."""
-    lake.create_tables(["clips", "embeddings"])
+    lake.create_tables(["clips", "clip_frames", "embeddings"])  # older lakes gain clip_frames.dense
     clips = lake.read("clips", columns=["clip_id", "date", "drive_id"])
     done = lake.read(
         "embeddings",
@@ -106,7 +106,8 @@ def plan_inputs(todo: pa.Table, clips_per_task: int) -> list[InputWork]:
 
 
 def load_inputs(lake: Lake, clip_ids: list[str], where: str | None = None) -> pa.Table:
-    """``clip_id, date, jpegs, features`` per clip: what an encoder consumes.
+    """``clip_id, date, jpegs, dense, features`` per clip: what an encoder consumes
+    (``dense``: the look-closer frames of a triggered clip, else empty).
 
     ``where`` narrows both scans further (a date and drives: see :class:`InputWork`).
     """
@@ -116,24 +117,30 @@ def load_inputs(lake: Lake, clip_ids: list[str], where: str | None = None) -> pa
                 "clip_id": [],
                 "date": pa.array([], pa.date32()),
                 "jpegs": pa.array([], pa.list_(pa.binary())),
+                "dense": pa.array([], pa.list_(pa.binary())),
                 "features": [],
             }
         )
     where = f"clip_id IN ({in_list(clip_ids)})" + (f" AND {where}" if where else "")
     clips = lake.read("clips", columns=["clip_id", "date", *FEATURES], where=where)
-    frames = lake.read("clip_frames", columns=["clip_id", "frame_index", "jpeg"], where=where)
+    frames = lake.read("clip_frames", columns=["clip_id", "frame_index", "jpeg", "dense"], where=where)
     frames = frames.sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
     by_clip: dict[str, list[bytes]] = {}
-    for cid, jpeg in zip(
-        frames.column("clip_id").to_pylist(), frames.column("jpeg").to_pylist(), strict=True
+    dense: dict[str, list[bytes]] = {}
+    for cid, jpeg, is_dense in zip(
+        frames.column("clip_id").to_pylist(),
+        frames.column("jpeg").to_pylist(),
+        frames.column("dense").to_pylist(),
+        strict=True,
     ):
-        by_clip.setdefault(cid, []).append(jpeg)
+        (dense if is_dense else by_clip).setdefault(cid, []).append(jpeg)
     rows = clips.to_pylist()
     return pa.table(
         {
             "clip_id": [r["clip_id"] for r in rows],
             "date": pa.array([r["date"] for r in rows], pa.date32()),
             "jpegs": pa.array([by_clip.get(r["clip_id"], []) for r in rows], pa.list_(pa.binary())),
+            "dense": pa.array([dense.get(r["clip_id"], []) for r in rows], pa.list_(pa.binary())),
             "features": [json.dumps({k: r[k] for k in FEATURES}) for r in rows],
         }
     )
@@ -141,11 +148,12 @@ def load_inputs(lake: Lake, clip_ids: list[str], where: str | None = None) -> pa
 
 def embed_table(encoder: Any, spec: ModelSpec, batch: pa.Table, run_id: str) -> pa.Table:
     clips = [
-        ClipInput(c, j or [], json.loads(f))
-        for c, j, f in zip(
+        ClipInput(c, j or [], json.loads(f), d or [])
+        for c, j, f, d in zip(
             batch.column("clip_id").to_pylist(),
             batch.column("jpegs").to_pylist(),
             batch.column("features").to_pylist(),
+            batch.column("dense").to_pylist(),
             strict=True,
         )
     ]

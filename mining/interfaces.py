@@ -9,7 +9,9 @@ A clip vector is a clip's, not a frame's: the encoder's frame model describes ea
 keyframe, the frames are pooled over time (their mean, and their mean change from
 one to the next) and fused with the clip's signal features and trigger events by
 :func:`mining.encoders.fusion.fuse`, with block weights that are parameters of the
-model version (recorded in the registry with every default filled in). Each
+model version (recorded in the registry with every default filled in). A version
+with a ``dense`` weight adds a block of what moved in the dense frames ingest kept
+where a signal trigger fired (zero for the other clips). Each
 encoder kind passes the one suite in ``tests/mining/test_encoder_contract.py``.
 """
 
@@ -55,11 +57,14 @@ class ModelSpec:
 
 @dataclass
 class ClipInput:
-    """What an encoder sees of a clip: its sampled keyframes (JPEG) and signal features."""
+    """What an encoder sees of a clip: its sampled keyframes (JPEG) and signal features,
+    and, where a signal trigger fired, ``dense`` frames around its moment (JPEG,
+    consecutive; :mod:`ingest.look_closer`)."""
 
     clip_id: str
     jpegs: list[bytes]
     features: dict[str, Any]
+    dense: list[bytes] = field(default_factory=list)
 
 
 class Encoder(Protocol):

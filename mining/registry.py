@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from mining.encoders import KINDS
 from mining.encoders.builtin import DIM as BUILTIN_DIM
-from mining.encoders.fusion import SIGNAL_DIM
+from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -45,17 +45,23 @@ def register(
     if "@" in name or "." in name or not name:
         raise ConfigError(f"model name {name!r} must be non-empty, without '@' or '.'")
     if kind == "builtin":
-        dim = BUILTIN_DIM
+        from mining.encoders.builtin import builtin_dim
+        from mining.encoders.params import BuiltinParams
+
+        dim = builtin_dim(BuiltinParams.model_validate(normalised_params(kind, params)))
     if kind != "builtin" and not uri:
         raise ConfigError(f"a {kind} model needs --uri (the model file)")
     if dim is None:
         raise ConfigError("give the model's output dimension (--dim)")
     if kind in ("builtin", "onnx"):
         params = normalised_params(kind, params)  # fails here, naming the valid fields, not in a job later
-        if params.get("clip") is not None and (dim <= SIGNAL_DIM or (dim - SIGNAL_DIM) % 2):
-            raise ConfigError(
-                f"a clip-fusing encoder's dim is 2 x its frame features + {SIGNAL_DIM}; got {dim}"
-            )
+        clip = params.get("clip")
+        if clip is not None:
+            extra = SIGNAL_DIM + (DENSE_DIM if clip["weights"].get("dense") is not None else 0)
+            if dim <= extra or (dim - extra) % 2:
+                raise ConfigError(
+                    f"a clip-fusing encoder's dim is 2 x its frame features + {extra}; got {dim}"
+                )
     with _lease(lake):
         return _register(lake, name, kind, uri, int(dim), params, current)
 

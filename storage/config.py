@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "Triggers", "aws_storage_options", "normalize_uri"]
+__all__ = ["LookCloser", "Settings", "Triggers", "aws_storage_options", "normalize_uri"]
 
 _AWS_KEYS = (
     "AWS_ENDPOINT_URL",
@@ -62,6 +62,23 @@ class Triggers(BaseModel):
     creep_min_s: float = 1.0
     creep_within_s: float = 3.0
     creep_max_accel_mps2: float = 0.5
+    # A stop reached after braking for less than this was not anticipated (a light, a
+    # sign or a queue is seen from afar and braked for longer): ``sudden_stop``.
+    sudden_stop_notice_s: float = 4.0
+
+
+class LookCloser(BaseModel):
+    """Which clips ingest decodes extra frames of, and how many: the clips whose
+    ``events`` hold one of ``events`` (signal triggers), ``frames`` frames evenly over
+    ``[t - before_s, t + after_s]`` around the trigger's moment ``t``, from the clip's own
+    mp4. Empty ``events``: none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events: tuple[str, ...] = ("sudden_stop", "creep", "hard_brake")
+    frames: int = Field(default=10, ge=2, le=64)
+    before_s: float = Field(default=0.5, ge=0)
+    after_s: float = Field(default=3.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -85,6 +102,7 @@ class Settings(BaseSettings):
     triggers: Triggers = Field(default_factory=Triggers)
     ingest_max_retries: int = 2
     keyframes_per_clip: int = 4
+    look_closer: LookCloser = Field(default_factory=LookCloser)
     shard_url_ttl_s: int = Field(
         default=900,
         ge=0,

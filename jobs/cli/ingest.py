@@ -140,6 +140,12 @@ def ingest(
             f"{len(report.ok)} ok, {len(report.failed)} failed ({len(report.warned)} ok with warnings)",
             soft_wrap=True,
         )
+        clips, dense = report.counts.get("clips", 0), report.counts.get("dense_clips", 0)
+        if clips:
+            console.print(
+                f"looked closer at {dense} of {clips} clips ({dense / clips:.1%}): "
+                "dense frames where a signal trigger fired"
+            )
     for key, warnings in report.warned:
         console.print(f"  [yellow]ok with warnings[/] {key}: {'; '.join(warnings)}", soft_wrap=True)
     for key, reason in report.failed:

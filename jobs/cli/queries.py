@@ -79,6 +79,17 @@ def eval_mining(
     verdicts: Annotated[
         bool, typer.Option("--verdicts", help="score the ranking against reviewers' verdicts (`reviews`)")
     ] = False,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency",
+            help="footage without labels: are a drive's two halves nearer each other than other drives'?",
+        ),
+    ] = False,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", help="another model version (NAME@VERSION), side by side; repeatable"),
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=10_000, help="--verdicts: the top k to score")] = 50,
     model: ModelOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
@@ -86,41 +97,75 @@ def eval_mining(
     address: AddressOpt = None,
 ) -> None:
     """Mining quality: against a synthetic fleet's labels (novelty vs baselines, more-like-this,
-    dedup), or with --verdicts against what reviewers marked (precision@k)."""
-    if (labels is None) == (not verdicts):
-        err.print("give exactly one of --labels FILE or --verdicts")
+    dedup), with --consistency on real footage (neighbours' consistency within drives), or
+    with --verdicts against what reviewers marked (precision@k). --compare puts more model
+    versions beside the first, on the same labels and clips."""
+    if sum((labels is not None, verdicts, consistency)) != 1:
+        err.print("give exactly one of --labels FILE, --consistency or --verdicts")
         raise typer.Exit(2)
+    lk = open_lake(lake, address)
     if verdicts:
-        _eval_verdicts(open_lake(lake, address), model, k, json_path)
+        _eval_verdicts(lk, model, k, json_path)
+        return
+    from mining.evaluation import drive_consistency, evaluate
+    from mining.registry import resolve
+
+    refs = [resolve(lk, model).ref, *(resolve(lk, c).ref for c in compare or [])]
+    if consistency:
+        cons = [drive_consistency(lk, ref) for ref in refs]
+        ct = Table(title="neighbours' consistency: a drive's first half against every drive's second half")
+        ct.add_column("")
+        for c in cons:
+            ct.add_column(c.model, justify="right")
+        ct.add_row("drives", *(str(c.drives) for c in cons))
+        ct.add_row("own half nearest (top-1)", *(f"{c.top1:.2f}" for c in cons))
+        ct.add_row("own half nearer than another's (AUC)", *(f"{c.auc:.2f}" for c in cons))
+        ct.add_row("random", *("0.50" for _ in cons))
+        ct.add_row(
+            "mean distance: own / others'", *(f"{c.own_distance:.3f} / {c.other_distance:.3f}" for c in cons)
+        )
+        console.print(ct)
+        if json_path:
+            json_path.write_text(json.dumps([c.as_dict() for c in cons], indent=2))
         return
     assert labels is not None
-    from mining.evaluation import evaluate
-
-    r = evaluate(open_lake(lake, address), labels, model)
-    console.print(f"{r.model} on {r.clips} clips, {r.planted} planted rare clips (k = {r.k})")
-    t = Table(title="novelty ranking, top k")
-    for col in ("ranking", "recall@k", "average precision"):
-        t.add_column(col, justify="left" if col == "ranking" else "right")
-    t.add_row("fleetmine novelty", f"{r.recall:.2f}", f"{r.ap:.2f}")
-    t.add_row("uniqueness (mean dist to 3-NN)", f"{r.recall_uniqueness:.2f}", f"{r.ap_uniqueness:.2f}")
-    t.add_row("random", f"{r.recall_random:.2f}", f"{r.ap_random:.2f}")
-    console.print(t)
-    pt = Table(title="per event type (found in top k / planted)")
-    pt.add_column("type")
-    pt.add_column("found", justify="right")
-    for typ, (found, total) in sorted(r.per_type.items()):
-        pt.add_row(typ, f"{found}/{total}")
-    console.print(pt)
-    if r.more_like_this_p5 is None:
-        console.print("more like this: n/a (no event type planted twice in this fleet)")
-    else:
-        console.print(f"more like this: precision@5 = {r.more_like_this_p5:.2f}")
-    console.print(
-        f"duplicates: {r.dup_truth} planted pairs, {r.dup_predicted} predicted links, "
-        f"recall {r.dup_recall:.2f}, precision {r.dup_precision:.2f}"
+    reports = [evaluate(lk, labels, ref) for ref in refs]
+    r0 = reports[0]
+    console.print(f"{r0.clips} clips, {r0.planted} planted rare clips (k = {r0.k})")
+    t = Table(title="novelty ranking, top k: recall@k / average precision")
+    t.add_column("ranking")
+    for r in reports:
+        t.add_column(r.model, justify="right")
+    t.add_row("fleetmine novelty", *(f"{r.recall:.2f} / {r.ap:.2f}" for r in reports))
+    t.add_row(
+        "uniqueness (mean dist to 3-NN)",
+        *(f"{r.recall_uniqueness:.2f} / {r.ap_uniqueness:.2f}" for r in reports),
     )
+    t.add_row("random", *(f"{r.recall_random:.2f} / {r.ap_random:.2f}" for r in reports))
+    types = sorted({typ for r in reports for typ in r.per_type})
+    for typ in types:
+        t.add_row(f"  {typ} (found / planted)", *(_found(r.per_type.get(typ)) for r in reports))
+    t.add_row("more like this: precision@5", *(_opt(r.more_like_this_p5) for r in reports))
+    t.add_row(
+        "  over the hits possible (min(5, same type))",
+        *(_opt(r.more_like_this_p5_attainable) for r in reports),
+    )
+    t.add_row(
+        "duplicates: recall / precision", *(f"{r.dup_recall:.2f} / {r.dup_precision:.2f}" for r in reports)
+    )
+    t.add_row("  planted pairs / predicted links", *(f"{r.dup_truth} / {r.dup_predicted}" for r in reports))
+    console.print(t)
     if json_path:
-        json_path.write_text(json.dumps(r.as_dict(), indent=2))
+        out = reports[0].as_dict() if len(reports) == 1 else [r.as_dict() for r in reports]
+        json_path.write_text(json.dumps(out, indent=2))
+
+
+def _found(x: tuple[int, int] | None) -> str:
+    return f"{x[0]}/{x[1]}" if x else "-"
+
+
+def _opt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _eval_verdicts(lk: Lake, model: str | None, k: int, json_path: Path | None) -> None:

@@ -10,8 +10,11 @@
 - signals (32): the clip's signal features and trigger events in signal layout
   ``layout`` (model param, default 1, the layout of ``builtin-motion@1``).
 
+- dense motion (32, only with a ``weights.dense``): what moved in the dense frames
+  ingest decoded where a signal trigger fired (:func:`~mining.encoders.fusion.dense_motion`).
+
 The block weights are the version's ``weights`` param (default appearance 1.0,
-motion 0.6, signals 1.0: those of ``builtin-motion@1``).
+motion 0.6, signals 1.0, no dense block: those of ``builtin-motion@1``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from mining.encoders.fusion import SIGNAL_LAYOUTS, fuse, signal_block, signal_layout
+from mining.encoders.fusion import DENSE_DIM, SIGNAL_LAYOUTS, dense_motion, fuse, signal_block, signal_layout
 from mining.encoders.params import BuiltinParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["DIM", "BuiltinEncoder"]
+__all__ = ["DIM", "BuiltinEncoder", "builtin_dim"]
 
 DIM = 256
 _LAYOUTS = SIGNAL_LAYOUTS  # the builtin's layout numbers are signal layouts
@@ -41,6 +44,11 @@ def _scene(jpeg: bytes) -> np.ndarray:
     w, h = rgb.size
     crop = rgb.crop((0, int(h * 0.4), w, h)).resize((64, 32), Image.Resampling.BOX)
     return np.asarray(crop, dtype=np.float32)
+
+
+def builtin_dim(params: BuiltinParams) -> int:
+    """256, plus the dense block's 32 in a version that weighs one."""
+    return DIM + (DENSE_DIM if params.weights.dense is not None else 0)
 
 
 class BuiltinEncoder:
@@ -61,7 +69,7 @@ class BuiltinEncoder:
         return (
             np.stack([self.encode(c) for c in clips]).astype(np.float32)
             if clips
-            else np.zeros((0, DIM), np.float32)
+            else np.zeros((0, builtin_dim(self.params)), np.float32)
         )
 
     def frames(self, jpegs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,4 +86,6 @@ class BuiltinEncoder:
 
     def encode(self, clip: ClipInput) -> np.ndarray:
         appearance, motion = self.frames(clip.jpegs)
-        return fuse(appearance, motion, signal_block(clip.features, self._layout), self.params.weights)
+        dense = dense_motion(clip.dense) if self.params.weights.dense is not None else None
+        sig = signal_block(clip.features, self._layout)
+        return fuse(appearance, motion, sig, self.params.weights, dense)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from mining.encoders.fusion import SIGNAL_DIM, fuse, signal_block, signal_layout
+from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM, dense_motion, fuse, signal_block, signal_layout
 from mining.encoders.params import OnnxParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
@@ -77,7 +77,10 @@ class OnnxEncoder:
     @property
     def frame_dim(self) -> int:
         """The frame model's feature size, from the registered dim."""
-        return (self.spec.dim - SIGNAL_DIM) // 2 if self.params.clip else self.spec.dim
+        if self.params.clip is None:
+            return self.spec.dim
+        dense = DENSE_DIM if self.params.clip.weights.dense is not None else 0
+        return (self.spec.dim - SIGNAL_DIM - dense) // 2
 
     def encode_frames(self, jpegs: list[bytes]) -> np.ndarray:
         """``(len(jpegs), frame_dim)`` float32: the frame model's feature of each image."""
@@ -109,7 +112,9 @@ class OnnxEncoder:
             start += len(c.jpegs)
             if self.params.clip is not None and self._layout is not None:
                 sig = signal_block(c.features, self._layout)
-                out[i] = fuse(own, own, sig, self.params.clip.weights)
+                w = self.params.clip.weights
+                dense = dense_motion(c.dense) if w.dense is not None else None
+                out[i] = fuse(own, own, sig, w, dense)
             elif len(own):
                 out[i] = own.mean(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -26,6 +26,12 @@ class FusionWeights(_Params):
     appearance: float = Field(default=1.0, ge=0, description="the frames' mean feature")
     motion: float = Field(default=0.6, ge=0, description="the mean change between consecutive frames")
     signals: float = Field(default=1.0, ge=0, description="signal features and trigger events")
+    dense: float | None = Field(
+        default=None,
+        ge=0,
+        description="what moved in the dense frames of triggered clips (adds 32 dims); "
+        "none: no such block (the versions before it)",
+    )
 
 
 class ClipFusion(_Params):

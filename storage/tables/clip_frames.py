@@ -1,4 +1,8 @@
-"""``clip_frames``: a few small JPEG keyframes per clip; embedding never re-decodes video."""
+"""``clip_frames``: a few small JPEG keyframes per clip; embedding never re-decodes video.
+
+Clips a signal trigger fired on also hold ``dense`` frames: consecutive frames around
+the trigger's moment (:mod:`ingest.look_closer`), after the keyframes' indices.
+"""
 
 import pyarrow as pa
 
@@ -18,6 +22,7 @@ SPEC = TableSpec(
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),
             pa.field("jpeg", pa.binary()),
+            pa.field("dense", pa.bool_()),  # true: a look-closer frame; null/false: a keyframe
         ]
     ),
     description="sampled keyframes as small JPEGs",

@@ -24,7 +24,15 @@ FEATURES = (
 )
 """The per-clip signal feature columns, in table order."""
 
-EVENTS = ("hard_brake", "sharp_turn", "evasive_steer", "stop_and_go", "creep", "driver_override")
+EVENTS = (
+    "hard_brake",
+    "sharp_turn",
+    "evasive_steer",
+    "stop_and_go",
+    "creep",
+    "driver_override",
+    "sudden_stop",
+)
 """The trigger names a clip's ``events`` list may hold."""
 
 SPEC = TableSpec(
@@ -58,6 +66,9 @@ SPEC = TableSpec(
             pa.field("brake_presses", pa.int32()),
             pa.field("stop_count", pa.int32()),
             pa.field("events", pa.list_(pa.string())),
+            # seconds into the clip of the moment its first trigger fired (sudden_stop,
+            # hard_brake, creep): where ingest looked closer; null when none fired
+            pa.field("trigger_at_s", pa.float64()),
             pa.field("ingest_run_id", pa.string()),
             # JSON: the camera's ``intrinsics`` / ``extrinsics`` from drive.json, null without them
             pa.field("calibration", pa.string()),

@@ -170,8 +170,8 @@ def test_fusion_weights_are_parameters_of_the_version_in_the_registry(fusing: tu
     assert [default.version, frames_only.version, signals_only.version] == [1, 2, 3]
     rows = {m.version: m.params for m in list_models(lake) if m.name == default.name}
     weights = {v: (p.get("clip") or p)["weights"] for v, p in rows.items()}
-    assert weights[1] == {"appearance": 1.0, "motion": 0.6, "signals": 1.0}  # defaults recorded too
-    assert weights[3] == {"appearance": 0.0, "motion": 0.0, "signals": 1.0}
+    assert weights[1] == {"appearance": 1.0, "motion": 0.6, "signals": 1.0, "dense": None}  # defaults too
+    assert weights[3] == {"appearance": 0.0, "motion": 0.0, "signals": 1.0, "dense": None}
     base = _clip(2)
     braking = ClipInput(base.clip_id, base.jpegs, {**base.features, "max_decel_mps2": 7.5})
     elsewhere = ClipInput(base.clip_id, _clip(6).jpegs, base.features)

@@ -1,0 +1,57 @@
+"""``eval-mining`` puts model versions side by side and checks neighbours' consistency."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from jobs.embed_job import run_embed
+from jobs.mine_job import run_mine
+from mining.evaluation import drive_consistency
+from mining.registry import register
+from storage import Lake, Settings
+from tests.conftest import LOCAL
+from tests.mining.test_mining import _ingested_fleet, fleet_lake  # noqa: F401  (the session's fleet)
+
+
+def test_versions_side_by_side_on_the_same_labels_and_drive_consistency(
+    fleet_lake: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    lake = Lake.from_settings(fleet_lake)
+    look = register(lake, "builtin-look", "builtin", params={"weights": {"dense": 1.0}})
+    for ref in ("builtin-motion@1", look.ref):
+        run_embed(fleet_lake, model=ref, runner=LOCAL)
+        run_mine(fleet_lake, model=ref, runner=LOCAL)
+    c = drive_consistency(lake, look.ref)
+    per_drive = Counter(lake.read("clips", columns=["drive_id"]).column("drive_id").to_pylist())
+    assert c.drives == sum(n >= 2 for n in per_drive.values()) >= 2
+    assert 0.0 <= c.top1 <= 1.0 and 0.0 <= c.auc <= 1.0 and c.own_distance > 0
+    out = tmp_path / "cmp.json"
+    args = [
+        "--lake",
+        fleet_lake.lake,
+        "--model",
+        "builtin-motion@1",
+        "--compare",
+        look.ref,
+        "--json",
+        str(out),
+    ]
+    res = CliRunner().invoke(app, ["eval-mining", "--consistency", *args])
+    assert res.exit_code == 0, res.output
+    assert "own half nearest" in res.output and look.ref in res.output
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["builtin-motion@1", look.ref]
+    assert rows[1]["auc"] == c.auc
+    labels = str(Path(fleet_lake.lake).parent / "labels.json")
+    res = CliRunner().invoke(app, ["eval-mining", "--labels", labels, *args])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["builtin-motion@1", look.ref]
+    assert all(r["planted"] == rows[0]["planted"] > 0 for r in rows)  # the same labels, the same clips
+    assert "more like this" in res.output and "duplicates" in res.output
