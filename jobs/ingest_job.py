@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from ingest.drive import DATA_TABLES, DriveIngest, DriveResult, drive_rows
 from jobs.runner import Outcome, Runner, StageSpec, default_runner
 from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.objectstore import Location
 from storage.sql import in_list, literal
@@ -100,6 +102,25 @@ def _run_row(
     )
 
 
+def _settle_from_lake(lake: Lake, report: IngestReport) -> None:
+    """The report of a run whose commits all landed, read back from what it committed."""
+    rows = lake.read(
+        "drives",
+        columns=["vehicle_id", "source_uri", "status", "error", "warnings"],
+        where=f"ingest_run_id = {literal(report.run_id)}",
+    ).to_pylist()
+    for r in rows:
+        key = "/".join(str(r["source_uri"]).rstrip("/").split("/")[-2:])
+        if r["status"] == "ok":
+            report.ok.append(key)
+            if r["warnings"]:
+                report.warned.append((key, list(r["warnings"])))
+        else:
+            report.failed.append((key, str(r["error"])))
+    clips = lake.read("clips", columns=["clip_id"], where=f"ingest_run_id = {literal(report.run_id)}")
+    report.counts = {"ok": len(report.ok), "failed": len(report.failed), "clips": clips.num_rows}
+
+
 ProgressFn = Callable[[str, DriveResult | None, dict[str, int]], None]
 
 
@@ -150,6 +171,13 @@ def run_ingest(
     keys = [s.key for s in todo]
     if not todo:
         return report
+    txn = Txn(APP_ID, number)
+    if resumed and lake.committed("drives", txn):
+        # The run committed everything and died before recording itself: nothing to redo.
+        _settle_from_lake(lake, report)
+        status = "partial" if report.failed else "succeeded"
+        lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
+        return report
     lake.upsert("runs", _run_row(report, raw_loc, "running", started, keys))
     if on_progress:
         on_progress("start", None, {"drives": len(todo)})
@@ -160,9 +188,10 @@ def run_ingest(
         if on_progress and o.result is not None:
             on_progress("drive", o.result, o.result.counts)
 
-    outcomes = runner.map(StageSpec(stage, (lake, settings, report.run_id)), todo, on_outcome=progressed)
+    attempt = uuid.uuid4().hex[:8]  # this attempt's file names (see DriveIngest.attempt)
+    spec = StageSpec(stage, (lake, settings, report.run_id, attempt))
+    outcomes = runner.map(spec, todo, on_outcome=progressed)
     results = [o.result for o in outcomes if o.result is not None]
-    txn = Txn(APP_ID, number)
     replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]
     replaced += [r.drive_id for r in results]
     for table in DATA_TABLES:
@@ -173,6 +202,7 @@ def run_ingest(
         actions = [a for r in results for a in r.actions.get(table, [])]
         lake.commit(table, actions, txn)
     lake.upsert("drives", drive_rows(results), txn)
+    fault_point("ingest.before_record")
     for r in results:
         if r.ok:
             report.ok.append(r.key)

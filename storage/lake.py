@@ -185,7 +185,10 @@ class Lake:
             return {"already_committed": True}
         source = spec.conform(data)
         props = CommitProperties(
-            app_transactions=None if txn is None else [Transaction(txn.app_id, txn.version)]
+            app_transactions=None if txn is None else [Transaction(txn.app_id, txn.version)],
+            custom_metadata=None
+            if txn is None
+            else {"fleetmine.app_id": txn.app_id, "fleetmine.run": str(txn.version)},
         )
         last: Exception | None = None
         for _ in range(self.commit_retries + 1):
