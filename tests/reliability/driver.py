@@ -7,6 +7,7 @@ kills the whole job; the last line of stdout is the report as JSON.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from jobs.ingest_job import run_ingest
@@ -15,6 +16,8 @@ from storage import Settings
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("storage").setLevel(logging.INFO)  # "commit ... landed despite ..." shows
     raw, lake = sys.argv[1], sys.argv[2]
     report = run_ingest(raw, Settings(lake=lake), runner=SequentialRunner())
     doc = {
