@@ -263,14 +263,17 @@ class Lake:
         return out
 
     @contextmanager
-    def lease(self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0) -> Iterator[str]:
-        """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go."""
+    def lease(
+        self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0, *, reclaim: bool = False
+    ) -> Iterator[str]:
+        """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go
+        (``reclaim``: see :func:`storage.lease.acquire`)."""
         from storage.lease import acquire, release
 
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                token = acquire(self, name, holder, ttl_s)
+                token = acquire(self, name, holder, ttl_s, reclaim=reclaim)
                 break
             except LeaseHeldError:
                 if time.monotonic() >= deadline:

@@ -57,12 +57,8 @@ def orphans(lake: Lake) -> int:
     return sum(len(files[t] - referenced(lake, t)) for t in TABLES)
 
 
-def commits_of_run(lake: Lake, table: str, run: int) -> int:
-    return sum(
-        1
-        for h in lake.delta(table).history()
-        if h.get("fleetmine.app_id") == "ingest" and h.get("fleetmine.run") == str(run)
-    )
+def commits_of_run(lake: Lake, table: str, run_id: str) -> int:
+    return sum(1 for h in lake.delta(table).history() if h.get("fleetmine.app_id") == run_id)
 
 
 @pytest.mark.parametrize("point", ["commit.before:can_frames", "commit.before:clips", "commit.after:signals"])
@@ -92,7 +88,7 @@ def test_driver_killed_around_a_commit_then_rerun_commits_exactly_once(
     counts = row_counts(lake)
     assert counts == clean_counts
     for t in TABLES:
-        assert commits_of_run(lake, t, run["run_number"]) == 1, t
+        assert commits_of_run(lake, t, run["run_id"]) == 1, t
     (final,) = lake.read("runs", where="app_id = 'ingest'").to_pylist()
     assert final["status"] == "succeeded"
 

@@ -44,7 +44,7 @@ def test_a_commit_whose_answer_is_lost_lands_once_and_the_job_succeeds(
     (run,) = lake.read("runs", where="app_id = 'ingest'").to_pylist()
     assert run["status"] == "succeeded"
     if table in TABLES:
-        commits = [h for h in lake.delta(table).history() if h.get("fleetmine.run") == str(rep["run_number"])]
+        commits = [h for h in lake.delta(table).history() if h.get("fleetmine.app_id") == rep["run_id"]]
         assert len(commits) == 1, commits
     figures(
         group="lost acknowledgement (S3)",

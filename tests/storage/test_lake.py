@@ -232,6 +232,21 @@ def test_expired_lease_does_not_block(lake: Lake) -> None:
         pass
 
 
+def test_a_lease_left_by_a_dead_attempt_is_reclaimed_by_its_own_holder_only(lake: Lake) -> None:
+    from storage.errors import LeaseHeldError
+    from storage.lease import acquire
+
+    dead = acquire(lake, "ingest-commit", "ingest-000007", ttl_s=600)  # never released: it died
+    with pytest.raises(LeaseHeldError, match="held by ingest-000007"):
+        acquire(lake, "ingest-commit", "ingest-000008", ttl_s=600, reclaim=True)
+    with lake.lease("ingest-commit", "ingest-000007", reclaim=True) as token:
+        assert token == dead  # took the dead grant over
+        with pytest.raises(LeaseHeldError):
+            acquire(lake, "ingest-commit", "ingest-000008", ttl_s=600)
+    with lake.lease("ingest-commit", "ingest-000008"):  # one release freed both grants
+        pass
+
+
 def test_maintenance_compacts_small_files(lake: Lake) -> None:
     for i in range(6):
         lake.append("clips", clip_rows(3, start=3 * i, days=1))
