@@ -76,7 +76,10 @@ class Lake:
         root = self.uri.rstrip("/")
         if not uri.startswith(root + "/"):
             return None
-        return self.root.join(uri[len(root) + 1 :])
+        rel = uri[len(root) + 1 :]
+        if any(part in ("..", ".", "") for part in rel.split("/")):  # "<root>/../x" is outside
+            return None
+        return self.root.join(rel)
 
     # -- tables ----------------------------------------------------------------
 

@@ -320,3 +320,10 @@ def test_locate_finds_files_inside_the_lake_only(lake: Lake) -> None:
     assert inside.storage_options == lake.root.storage_options
     assert lake.locate(lake.uri.rstrip("/") + "-sibling/clip.mp4") is None  # a prefix is not a parent
     assert lake.locate("/etc/passwd") is None
+
+
+def test_locate_keeps_to_the_lake(lake: Lake) -> None:
+    root = lake.uri.rstrip("/")
+    assert lake.locate(f"{root}/clips/media/a.mp4") is not None
+    for outside in (f"{root}/../secret", f"{root}/clips/../../secret", f"{root}//etc/passwd", "/etc/passwd"):
+        assert lake.locate(outside) is None, outside
