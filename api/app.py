@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import TokenCache
+from api.auth import AuthFailures, TokenCache
 from storage.config import Settings
 from storage.errors import (
     ConfigError,
@@ -31,8 +31,9 @@ __all__ = ["create_app", "lean_server_process"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-          416: "range_not_satisfiable", 422: "invalid_request", 500: "internal_error",
-          503: "unavailable"}  # fmt: skip
+          413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid_request",
+          429: "too_many_requests", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+_UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
 # The status of each branch of the exception tree (storage.errors), most specific first.
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (NotFoundError, 404),
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
+    app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
     for module in (health, clips, mining, datasets, jobs, reviews, ui):
         app.include_router(module.router)
@@ -136,6 +138,8 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse | HTMLResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE:  # bytes that are not JSON text at all
+            return _error(request, 422, "body: not valid JSON (UTF-8)")
         return _error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
@@ -153,6 +157,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         return _error(request, status, str(exc), headers)
 
     app.add_middleware(_Unexpected)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     if settings.scan_audit:
         app.add_middleware(_ScanAudit)
     return app
@@ -182,6 +187,46 @@ class _ScanAudit:
                 await send(message)
 
             await self.app(scope, receive, counted)
+
+
+class _BodyLimit:
+    """Answers 413 to a request body over ``limit`` bytes, declared or streamed, before any
+    route sees it (bodies here are small JSON documents, so the rest is buffered)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_large = _error(Request(scope), 413, f"request body over {self.limit} bytes")
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class _Unexpected:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 import threading
+import time
+from collections import deque
 
 import pyarrow as pa
 
@@ -15,7 +18,7 @@ from storage.objectstore import reachable
 from storage.sql import literal
 from storage.tables import tokens
 
-__all__ = ["ROLES", "TokenCache", "create_token", "revoke_token", "token_id"]
+__all__ = ["ROLES", "AuthFailures", "TokenCache", "create_token", "revoke_token", "token_id"]
 
 ROLES = ("reader", "curator", "operator")
 
@@ -90,11 +93,49 @@ class TokenCache:
         h = _hash(secret)
         with self.lock:
             self._refresh()
-            who = self.live.get(h)
-        return None if who is None else (*who, token_id(h))
+            # Every live hash is compared, each in constant time: how long a wrong token
+            # takes says nothing about how close it came to a real one.
+            found: tuple[str, tuple[str, str]] | None = None
+            for token_hash, who in self.live.items():
+                if hmac.compare_digest(token_hash.encode(), h.encode()):
+                    found = (token_hash, who)
+        return None if found is None else (*found[1], token_id(found[0]))
 
     def by_id(self, tid: str) -> tuple[str, str] | None:
         """``(name, role)`` of the live token with id ``tid``, else None (revoked or replaced)."""
         with self.lock:
             self._refresh()
             return self.ids.get(tid)
+
+
+class AuthFailures:
+    """Wrong tokens per client in a sliding window: past ``limit``, the client waits (429)."""
+
+    def __init__(self, limit: int, window_s: float, max_clients: int = 100_000):
+        self.limit = limit
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        q = self._seen.get(client)
+        if q is None:
+            if len(self._seen) >= self.max_clients:  # bounded: clients are whoever connects
+                self._seen.clear()
+            q = self._seen[client] = deque()
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until ``client`` may try again, or None if it may now."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(client, now)
+            return self.window_s - (now - q[0]) if len(q) >= self.limit else None
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(client, now).append(now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -46,8 +47,18 @@ def _current_caller(request: Request, lake: LakeDep) -> Caller:
         scheme, secret = "bearer", request.cookies["fleetmine_token"]
     if scheme.lower() != "bearer" or not secret:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    client = request.client.host if request.client else "?"
+    failures = request.app.state.auth_failures
+    wait = failures.retry_after(client)
+    if wait is not None:  # checked before the token: guessing on stays pointless
+        raise HTTPException(
+            429,
+            "too many wrong tokens from this client; retry later",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     who = request.app.state.tokens.verify(secret.strip())
     if who is None:
+        failures.failed(client)
         raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return Caller(*who)
 

@@ -71,10 +71,13 @@ class DriveIngest:
 
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
 
-    def __init__(self, lake: Lake, settings: Settings, run_id: str):
+    def __init__(self, lake: Lake, settings: Settings, run_id: str, attempt: str = ""):
         self.lake = lake
         self.settings = settings
         self.run_id = run_id
+        # Data files are named by run, attempt and drive: a Ray retry of one attempt rewrites
+        # its own unreferenced files, and a resumed run never rewrites files already committed.
+        self.attempt = attempt
         self._decoders: dict[str, VectorDecoder] = {}
         self._raw_fs: Any = None
 
@@ -128,7 +131,9 @@ class DriveIngest:
         }
         for table, data in writes.items():
             if data.num_rows:
-                result.actions[table] = self.lake.writer(table).write(data, prefix=f"{self.run_id}-{did}")
+                result.actions[table] = self.lake.writer(table).write(
+                    data, prefix="-".join(p for p in (self.run_id, self.attempt, did) if p)
+                )
         result.counts = {t: d.num_rows for t, d in writes.items()}
         result.counts["bytes"] = src.total_bytes
         looked = frame_rows.filter(pc.field("dense")) if frame_rows.num_rows else frame_rows

@@ -1,10 +1,15 @@
 """``fleetmine ingest``: new drives under RAW into the lake, one Ray task per drive.
 
-A run has a number (``Txn("ingest", n)``). Its drive list is recorded in ``runs``
-before any work, every table gets one commit tagged with the run's txn, and the
+A run has a number, claimed with a txn on ``runs`` (``Txn("ingest-run", n)``), and
+its run id (``ingest-<n>``) is the app id of its txn on the tables (``Txn(run_id, 1)``):
+one txn stream per run, since concurrent runs may commit out of number order. Its
+drive list is recorded in ``runs`` before any work, every table gets one commit
+tagged with the run's txn, and the
 ``drives`` rows are committed last. A run that dies part-way is resumed by the
 next ``fleetmine ingest``: same number, same drives, tables already committed
-are skipped, so nothing is duplicated or dropped.
+are skipped, so nothing is duplicated or dropped. Ingests may run at once: each
+claims its number with a txn on ``runs``, and their commit phases take turns under
+the ``ingest-commit`` lease, so a drive two of them saw lands once.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -22,6 +29,7 @@ from ingest.drive import DATA_TABLES, DriveIngest, DriveResult, drive_rows
 from jobs.runner import Outcome, Runner, StageSpec, default_runner
 from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.objectstore import Location
 from storage.sql import in_list, literal
@@ -31,6 +39,17 @@ __all__ = ["IngestReport", "run_ingest"]
 
 log = logging.getLogger(__name__)
 APP_ID = "ingest"
+CLAIM_APP_ID = "ingest-run"  # the txn app id on `runs` that claims a run number
+COMMIT_LEASE = "ingest-commit"
+
+
+def _commit_lease(lake: Lake, settings: Settings, run_id: str) -> AbstractContextManager[str]:
+    """The commits of one run at a time: a drive in two runs (an upload seen by two
+    overlapping ingests) has its old rows deleted and its new ones added by one run,
+    never interleaved with the other's. Held by the run id, so a resumed attempt takes
+    over the grant its dead predecessor left (see :func:`storage.lease.acquire`)."""
+    ttl = settings.lease_ttl_s
+    return lake.lease(COMMIT_LEASE, run_id, ttl_s=ttl, wait_s=ttl, reclaim=True)
 
 
 @dataclass
@@ -46,6 +65,8 @@ class IngestReport:
     still_failing: list[tuple[str, str]] = field(default_factory=list)
     """Drives of earlier runs that failed for their content and are unchanged: not retried."""
     counts: dict[str, int] = field(default_factory=dict)
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    """This attempt at the run: names its data files, tells its claim of the number from another's."""
 
     @property
     def exit_code(self) -> int:
@@ -87,7 +108,7 @@ def _run_row(
                     "kind": APP_ID,
                     "app_id": APP_ID,
                     "run_number": report.run_number,
-                    "params": json.dumps({"raw": raw.uri, "drives": drives}),
+                    "params": json.dumps({"raw": raw.uri, "drives": drives, "attempt": report.attempt}),
                     "status": status,
                     "started_at": started,
                     "finished_at": None if status == "running" else dt.datetime.now(dt.UTC),
@@ -98,6 +119,31 @@ def _run_row(
             schema=runs.SPEC.schema,
         )
     )
+
+
+def _claimed_by_us(lake: Lake, report: IngestReport) -> bool:
+    """A claim that landed although its commit reported a conflict (a lost answer)."""
+    rows = lake.read("runs", columns=["params"], where=f"run_id = {literal(report.run_id)}").to_pylist()
+    return any(json.loads(r["params"] or "{}").get("attempt") == report.attempt for r in rows)
+
+
+def _settle_from_lake(lake: Lake, report: IngestReport) -> None:
+    """The report of a run whose commits all landed, read back from what it committed."""
+    rows = lake.read(
+        "drives",
+        columns=["vehicle_id", "source_uri", "status", "error", "warnings"],
+        where=f"ingest_run_id = {literal(report.run_id)}",
+    ).to_pylist()
+    for r in rows:
+        key = "/".join(str(r["source_uri"]).rstrip("/").split("/")[-2:])
+        if r["status"] == "ok":
+            report.ok.append(key)
+            if r["warnings"]:
+                report.warned.append((key, list(r["warnings"])))
+        else:
+            report.failed.append((key, str(r["error"])))
+    clips = lake.read("clips", columns=["clip_id"], where=f"ingest_run_id = {literal(report.run_id)}")
+    report.counts = {"ok": len(report.ok), "failed": len(report.failed), "clips": clips.num_rows}
 
 
 ProgressFn = Callable[[str, DriveResult | None, dict[str, int]], None]
@@ -150,7 +196,25 @@ def run_ingest(
     keys = [s.key for s in todo]
     if not todo:
         return report
-    lake.upsert("runs", _run_row(report, raw_loc, "running", started, keys))
+    fault_point("ingest.planned")
+    if resumed:
+        lake.upsert("runs", _run_row(report, raw_loc, "running", started, keys))
+    else:
+        # Two ingests started together both see the same last run: the number is claimed
+        # with a txn on `runs`, so exactly one gets it and the other takes the next.
+        while lake.upsert(
+            "runs", _run_row(report, raw_loc, "running", started, keys), Txn(CLAIM_APP_ID, number)
+        ).get("already_committed") and not _claimed_by_us(lake, report):
+            number += 1
+            report.run_id, report.run_number = f"{APP_ID}-{number:06d}", number
+    txn = Txn(report.run_id, 1)
+    if resumed and lake.committed("drives", txn):
+        # The run committed everything and died before recording itself: nothing to redo.
+        with _commit_lease(lake, settings, report.run_id):  # frees the grant it died holding
+            _settle_from_lake(lake, report)
+        status = "partial" if report.failed else "succeeded"
+        lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
+        return report
     if on_progress:
         on_progress("start", None, {"drives": len(todo)})
 
@@ -160,19 +224,21 @@ def run_ingest(
         if on_progress and o.result is not None:
             on_progress("drive", o.result, o.result.counts)
 
-    outcomes = runner.map(StageSpec(stage, (lake, settings, report.run_id)), todo, on_outcome=progressed)
+    spec = StageSpec(stage, (lake, settings, report.run_id, report.attempt))
+    outcomes = runner.map(spec, todo, on_outcome=progressed)
     results = [o.result for o in outcomes if o.result is not None]
-    txn = Txn(APP_ID, number)
     replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]
     replaced += [r.drive_id for r in results]
-    for table in DATA_TABLES:
-        if lake.committed(table, txn):
-            continue
-        if replaced:  # drives re-ingested (--force or changed content) replace their old rows
-            lake.delete(table, f"drive_id IN ({in_list(sorted(set(replaced)))})")
-        actions = [a for r in results for a in r.actions.get(table, [])]
-        lake.commit(table, actions, txn)
-    lake.upsert("drives", drive_rows(results), txn)
+    with _commit_lease(lake, settings, report.run_id):
+        for table in DATA_TABLES:
+            if lake.committed(table, txn):
+                continue
+            if replaced:  # drives re-ingested (--force, changed content, another upload) replace their rows
+                lake.delete(table, f"drive_id IN ({in_list(sorted(set(replaced)))})")
+            actions = [a for r in results for a in r.actions.get(table, [])]
+            lake.commit(table, actions, txn)
+        lake.upsert("drives", drive_rows(results), txn)
+        fault_point("ingest.before_record")
     for r in results:
         if r.ok:
             report.ok.append(r.key)

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     lease_ttl_s: float = 3600.0
     triggers: Triggers = Field(default_factory=Triggers)
     ingest_max_retries: int = 2
+    max_body_bytes: int = Field(default=1 << 20, ge=1, description="API: larger request bodies answer 413")
+    auth_max_failures: int = Field(
+        default=10, ge=1, description="API: wrong tokens from one client within the window before 429"
+    )
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
     keyframes_per_clip: int = 4
     look_closer: LookCloser = Field(default_factory=LookCloser)
     shard_url_ttl_s: int = Field(

@@ -31,6 +31,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from storage.errors import CommitError, StorageError, StorageUnavailableError
+from storage.faults import fault_point
 from storage.objectstore import Location, reachable
 from storage.schema import TableSpec
 
@@ -243,6 +244,7 @@ def commit(
     batch: list[AddAction | RemoveAction] = list(actions)
     delay = 0.05
     last: Exception | None = None
+    fault_point(f"commit.before:{spec.name}")
     for attempt in range(retries + 1):
         try:
             table.create_write_transaction(
@@ -252,6 +254,7 @@ def commit(
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=props,
             )
+            fault_point(f"commit.after:{spec.name}")
             table = DeltaTable(location.uri, storage_options=so)
             return CommitResult(spec.name, table.version(), len(actions), rows)
         except (CommitFailedError, DeltaError, OSError) as exc:

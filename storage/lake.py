@@ -96,7 +96,10 @@ class Lake:
         root = self.uri.rstrip("/")
         if not uri.startswith(root + "/"):
             return None
-        return self.root.join(uri[len(root) + 1 :])
+        rel = uri[len(root) + 1 :]
+        if any(part in ("..", ".", "") for part in rel.split("/")):  # "<root>/../x" is outside
+            return None
+        return self.root.join(rel)
 
     # -- tables ----------------------------------------------------------------
 
@@ -226,7 +229,10 @@ class Lake:
             return {"already_committed": True}
         source = spec.conform(data)
         props = CommitProperties(
-            app_transactions=None if txn is None else [Transaction(txn.app_id, txn.version)]
+            app_transactions=None if txn is None else [Transaction(txn.app_id, txn.version)],
+            custom_metadata=None
+            if txn is None
+            else {"fleetmine.app_id": txn.app_id, "fleetmine.run": str(txn.version)},
         )
         last: Exception | None = None
         for _ in range(self.commit_retries + 1):
@@ -419,14 +425,17 @@ class Lake:
         return {"numFilesAdded": added, "numFilesRemoved": removed}
 
     @contextmanager
-    def lease(self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0) -> Iterator[str]:
-        """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go."""
+    def lease(
+        self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0, *, reclaim: bool = False
+    ) -> Iterator[str]:
+        """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go
+        (``reclaim``: see :func:`storage.lease.acquire`)."""
         from storage.lease import acquire, release
 
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                token = acquire(self, name, holder, ttl_s)
+                token = acquire(self, name, holder, ttl_s, reclaim=reclaim)
                 break
             except LeaseHeldError:
                 if time.monotonic() >= deadline:

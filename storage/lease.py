@@ -58,7 +58,15 @@ def _row(name: str, token: str, holder: str, action: str, at: dt.datetime, expir
     )
 
 
-def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20) -> str:
+def acquire(
+    lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20, *, reclaim: bool = False
+) -> str:
+    """Grant ``name`` to ``holder`` for ``ttl_s``; :class:`LeaseHeldError` if someone else holds it.
+
+    With ``reclaim``, a live grant to the same ``holder`` does not block: the holder
+    names a unit of work (a run) whose earlier attempt died holding the lease, and
+    the new grant takes over that grant's token, so one release frees both.
+    """
     lake.create_tables([_TABLE])
     token = uuid.uuid4().hex
     writer = lake.writer(_TABLE)
@@ -67,6 +75,11 @@ def acquire(lake: Lake, name: str, holder: str, ttl_s: float, attempts: int = 20
         table = lake.delta(_TABLE)
         now = dt.datetime.now(dt.UTC)
         held = _holders(lake, name, now, version=table.version())
+        if reclaim:
+            mine = [h for h in held if h["holder"] == holder]
+            held = [h for h in held if h["holder"] != holder]
+            if mine and not held:
+                token = str(mine[0]["token"])
         if held:
             h = held[0]
             raise LeaseHeldError(

@@ -22,6 +22,14 @@ class TrcReader:
         body = [ln for ln in lines if not ln.startswith(";") and ln.strip()]
         builder = FrameBuilder()
         result = CanReadResult(builder.table())
+        if not any(ln.startswith(";$FILEVERSION") for ln in header) and any(
+            ln.startswith(";$COLUMNS") for ln in header
+        ):
+            # Only 2.x files name their columns: without its version line, python-can would
+            # read the file as 1.0 and find no frame at all.
+            result.note(f"{name}: no $FILEVERSION line; read as 2.1 (the file names its $COLUMNS)")
+            header.insert(0, ";$FILEVERSION=2.1\n")
+            text = ";$FILEVERSION=2.1\n" + text
         try:
             builder.extend(can.TRCReader(io.StringIO(text)))
         except (ValueError, IndexError, KeyError):

@@ -62,9 +62,15 @@ class AscReader:
                     produced.add(feed.pos)
                 break
             except (ValueError, IndexError, KeyError) as exc:
+                if feed.pos < start and header:
+                    # The header itself (a garbled date): restarting with it would fail the same
+                    # way forever. Read on without it; the times become relative to the log.
+                    result.note(f"{name}: header unreadable ({exc}); frame times relative to the log")
+                    header = []
+                    continue
                 result.note(f"{name} line {split + feed.pos + 1}: {exc}")
                 produced.add(feed.pos)  # counted already
-                start = feed.pos + 1
+                start = max(feed.pos, start) + 1  # always forward
         for i, line in enumerate(body):
             if i not in produced and _FRAME_LIKE.match(line):
                 result.note(f"{name} line {split + i + 1}: unreadable frame: {line.strip()[:80]!r}")

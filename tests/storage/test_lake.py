@@ -234,6 +234,21 @@ def test_expired_lease_does_not_block(lake: Lake) -> None:
         pass
 
 
+def test_a_lease_left_by_a_dead_attempt_is_reclaimed_by_its_own_holder_only(lake: Lake) -> None:
+    from storage.errors import LeaseHeldError
+    from storage.lease import acquire
+
+    dead = acquire(lake, "ingest-commit", "ingest-000007", ttl_s=600)  # never released: it died
+    with pytest.raises(LeaseHeldError, match="held by ingest-000007"):
+        acquire(lake, "ingest-commit", "ingest-000008", ttl_s=600, reclaim=True)
+    with lake.lease("ingest-commit", "ingest-000007", reclaim=True) as token:
+        assert token == dead  # took the dead grant over
+        with pytest.raises(LeaseHeldError):
+            acquire(lake, "ingest-commit", "ingest-000008", ttl_s=600)
+    with lake.lease("ingest-commit", "ingest-000008"):  # one release freed both grants
+        pass
+
+
 def test_maintenance_compacts_small_files(lake: Lake) -> None:
     for i in range(6):
         lake.append("clips", clip_rows(3, start=3 * i, days=1))
@@ -307,3 +322,10 @@ def test_locate_finds_files_inside_the_lake_only(lake: Lake) -> None:
     assert inside.storage_options == lake.root.storage_options
     assert lake.locate(lake.uri.rstrip("/") + "-sibling/clip.mp4") is None  # a prefix is not a parent
     assert lake.locate("/etc/passwd") is None
+
+
+def test_locate_keeps_to_the_lake(lake: Lake) -> None:
+    root = lake.uri.rstrip("/")
+    assert lake.locate(f"{root}/clips/media/a.mp4") is not None
+    for outside in (f"{root}/../secret", f"{root}/clips/../../secret", f"{root}//etc/passwd", "/etc/passwd"):
+        assert lake.locate(outside) is None, outside

@@ -1,0 +1,165 @@
+"""Two writers at once: overlapping ingests, two maintenance runs, two dataset creates.
+
+Each pair runs as two real processes started together on one lake; what must hold
+is what a user would check afterwards: every drive once, no row twice, maintenance
+one at a time, dataset versions distinct.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobs.ingest_job import run_ingest
+from storage import Lake, Settings
+from storage.errors import LeaseHeldError
+from tests.conftest import LOCAL, SHARED_DATA
+from tests.ingest.conftest import RAV4, make_drive
+from tests.reliability.conftest import REPO, TABLES, Figures, finish, report_of, row_counts, start_driver
+
+VAN = ("van", "2019-03-01--10-00-00")
+
+
+def overlapping_trees(base: Path, raw: Path) -> tuple[Path, Path]:
+    """A: the dashcam and RAV4 drives; B: the same RAV4 drive (a second upload) and a van's ASC log."""
+    b = base / "raw-b"
+    shutil.copytree(raw / RAV4[0], b / RAV4[0])
+    make_drive(b, *VAN, {"can/bus.asc": SHARED_DATA / "can" / "logfile.asc"})
+    return raw, b
+
+
+@pytest.mark.parametrize(
+    "window",
+    [None, "ingest.planned@2", "commit.before:can_frames@2"],
+    ids=["together", "both-plan-then-claim", "both-delete-then-commit"],
+)
+def test_two_ingests_of_overlapping_trees_at_once_land_each_drive_once(
+    raw: Path, tmp_path: Path, window: str | None, figures: Figures
+) -> None:
+    """``window`` holds both drivers at one step for 2 s, so they are sure to overlap there."""
+    a, b = overlapping_trees(tmp_path, raw)
+    ref = Lake(str(tmp_path / "ref"))  # one after the other, in this process
+    for tree in (a, b):
+        assert run_ingest(str(tree), Settings(lake=ref.uri), runner=LOCAL).exit_code == 0
+    want = row_counts(ref)
+    assert want["drives"] == 3
+
+    lake = Lake(str(tmp_path / "lake"))
+    procs = [start_driver(tree, lake.uri, fault=window) for tree in (a, b)]
+    reports = [report_of(finish(p)) for p in procs]
+    counts = row_counts(lake)
+    runs = lake.read("runs", where="app_id = 'ingest'").to_pylist()
+    figures(
+        group="concurrency",
+        fault="two ingests of overlapping raw trees (one drive in both) started together"
+        + (f", both paused 2 s at {window.split('@')[0]}" if window else ""),
+        cases=1,
+        rows_lost=sum(max(0, want[t] - counts[t]) for t in TABLES),
+        rows_duplicated=sum(max(0, counts[t] - want[t]) for t in TABLES),
+        run_numbers=sorted(r["run_number"] for r in reports),
+        outcome="each drive once",
+    )
+    assert len({r["run_number"] for r in reports}) == 2, f"both runs took one number: {reports}"
+    assert counts == want
+    assert sorted(r["status"] for r in runs) == ["succeeded", "succeeded"], runs
+
+
+def test_two_maintenance_runs_at_once_one_waits_or_refuses_and_no_row_doubles(
+    tmp_path: Path, figures: Figures
+) -> None:
+    from tests.storage.helpers import clip_rows
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    for i in range(12):  # small files for compaction to merge
+        lake.append("clips", clip_rows(50, start=50 * i))
+    before = lake.read("clips", columns=["clip_id"]).num_rows
+
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def maintain(who: str) -> None:
+        barrier.wait()
+        try:
+            lake.maintain(who, tables=["clips"])
+            outcomes.append("ran")
+        except LeaseHeldError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=maintain, args=(f"t{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    after = lake.read("clips", columns=["clip_id"])
+    figures(
+        group="concurrency",
+        fault="two `lake maintain` (compact + vacuum) started together (threads, one barrier)",
+        cases=1,
+        rows_lost=max(0, before - after.num_rows),
+        rows_duplicated=max(0, after.num_rows - before),
+        outcome=f"{sorted(outcomes)}",
+    )
+    assert sorted(outcomes) == ["ran", "refused"]
+    assert after.num_rows == before == len(set(after.column(0).to_pylist()))
+
+
+def test_two_maintenance_processes_at_once(tmp_path: Path, figures: Figures) -> None:
+    from tests.storage.helpers import clip_rows
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    for i in range(12):
+        lake.append("clips", clip_rows(50, start=50 * i))
+    cmd = [sys.executable, "-m", "jobs.cli", "lake", "maintain", "--lake", lake.uri, "--table", "clips"]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [finish(p) for p in procs]
+    after = lake.read("clips", columns=["clip_id"])
+    refused = [o for o in outs if o.returncode != 0]
+    for o in refused:  # a refusal says who holds the lease; it is not a crash
+        assert o.returncode == 2 and "is held by" in o.stderr, o.stderr[-2000:]
+    figures(
+        group="concurrency",
+        fault="two `fleetmine lake maintain` processes started together",
+        cases=1,
+        rows_lost=max(0, 600 - after.num_rows),
+        rows_duplicated=max(0, after.num_rows - 600),
+        outcome=f"{2 - len(refused)} ran, {len(refused)} refused (lease held)",
+    )
+    assert after.num_rows == 600 == len(set(after.column(0).to_pylist()))
+
+
+@pytest.mark.parametrize("n", [2])
+def test_dataset_creates_of_one_name_at_once_get_distinct_versions(
+    raw: Path, tmp_path: Path, n: int, figures: Figures
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    assert run_ingest(str(raw), Settings(lake=lake.uri), runner=LOCAL).exit_code == 0
+    cmd = [sys.executable, "-m", "jobs.cli", "dataset", "create", "raced", "--query", "{}"]
+    procs = [
+        subprocess.Popen([*cmd, "--lake", lake.uri], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(n)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    versions = sorted(lake.read("datasets", where="name = 'raced'").column("version").to_pylist())
+    members = lake.read("dataset_clips", where="name = 'raced'")
+    figures(
+        group="concurrency",
+        fault=f"{n} `fleetmine dataset create` of one name started together",
+        cases=1,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"versions {versions}",
+    )
+    assert versions == list(range(1, n + 1))
+    assert members.num_rows == n * len(lake.read("clips", columns=["clip_id"]))
