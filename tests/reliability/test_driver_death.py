@@ -26,11 +26,13 @@ NO_RETENTION = ("--retention-hours", "0", "--force-retention")
 
 
 def data_files(lake: Lake) -> dict[str, set[str]]:
-    """Every Parquet file under each table's folder, referenced or not."""
+    """Every data file under each table's folder, referenced or not (the log's checkpoints,
+    Parquet too, are not data)."""
     out = {}
     for t in TABLES:
         root = Path(lake.location(t).path)
-        out[t] = {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
+        files = (p.relative_to(root) for p in root.rglob("*.parquet"))
+        out[t] = {str(p) for p in files if p.parts[0] != "_delta_log"}
     return out
 
 
