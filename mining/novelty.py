@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mining.index_build import gather
 from mining.interfaces import ModelSpec
 from mining.mining_model import MiningModel, percentile, sketch
 from mining.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
@@ -378,7 +379,7 @@ class MineStage:
         live = current(lake, spec)
         # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
         nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
-        sample = np.vstack([v for _, v in source.batches(sample_ids(ids, cfg.cluster_sample, cfg.seed))])
+        sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
         km = faiss.Kmeans(
             spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
         )
@@ -388,7 +389,7 @@ class MineStage:
         warm = None
         if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
             warm = np.ascontiguousarray(prior.centroids, np.float32)
-        km.train(np.ascontiguousarray(sample), init_centroids=warm)
+        km.train(sample, init_centroids=warm)
         del sample
         model = MiningModel(
             w.run_id,
@@ -468,8 +469,11 @@ class MineStage:
         rarity_parts: list[np.ndarray] = []
         groups = _Groups()
         reached = Reached()
-        for start in range(0, len(new), cfg.batch_rows):
-            names = new[start : start + cfg.batch_rows]
+        # Each clip's reach * k neighbours come back as Python strings: a smaller batch
+        # keeps that within what a scoring batch holds.
+        step = max(256, cfg.batch_rows // cfg.reach)
+        for start in range(0, len(new), step):
+            names = new[start : start + step]
             vectors = read_vectors(lake, spec, names)
             nb = _neighbours(live, lake, spec, names, vectors, reference, cfg, reached)
             for a, b in zip(nb.dup_a, nb.dup_b, strict=True):

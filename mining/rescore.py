@@ -33,17 +33,17 @@ class Reached:
     """(old clip, distance) pairs: old clips within a new clip's ``reach`` nearest."""
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
-        self._dist: list[np.ndarray] = []
+        self._parts: list[pa.Table] = []
 
     def add(self, ids: list[str], dist: Iterable[float]) -> None:
-        self._ids += ids
-        self._dist.append(np.fromiter(dist, np.float32))
+        d = pa.array(np.fromiter(dist, np.float32), pa.float32())
+        self._parts.append(pa.table({"clip_id": pa.array(ids, pa.string()), "d": d}))
 
-    def table(self, old: pa.Array) -> pa.Table:
+    def table(self, old: pa.Array | pa.ChunkedArray) -> pa.Table:
         """The pairs whose clip is one of ``old`` (the clips scored before this run)."""
-        d = np.concatenate(self._dist) if self._dist else np.zeros(0, np.float32)
-        t = pa.table({"clip_id": pa.array(self._ids, pa.string()), "d": pa.array(d, pa.float32())})
+        if not self._parts:
+            return pa.table({"clip_id": pa.array([], pa.string()), "d": pa.array([], pa.float32())})
+        t = pa.concat_tables(self._parts)
         return t.filter(pc.is_in(t.column("clip_id"), value_set=old))
 
 
@@ -104,12 +104,17 @@ def rescore(
     found = pc.is_valid(row)
     row_np = row.filter(found).to_numpy(zero_copy_only=False).astype(np.int64)
     d_np = reached.column("d").filter(found).to_numpy(zero_copy_only=False).astype(np.float32)
-    knn = _merged(stored.column("knn_distances"), row_np, d_np, k)
     before = _merged(stored.column("knn_distances"), np.zeros(0, np.int64), np.zeros(0, np.float32), k)
-    changed = ~((knn == before) | (np.isnan(knn) & np.isnan(before))).all(axis=1)
+    kth = np.nan_to_num(before[:, k - 1], nan=np.inf)
+    enters = d_np < kth[row_np]  # nearer than the k-th it holds: most pairs are not
+    row_np, d_np = row_np[enters], d_np[enters]
+    changed = np.zeros(stored.num_rows, bool)
+    changed[row_np] = True
     if not changed.any():
         return empty
-    stored, knn = stored.filter(pa.array(changed)), knn[changed]
+    stored = stored.filter(pa.array(changed))
+    renumber = np.cumsum(changed) - 1
+    knn = _merged(stored.column("knn_distances"), renumber[row_np], d_np, k)
     have = ~np.isnan(knn)
     knn_mean = np.where(have, knn, 0.0).sum(axis=1) / np.maximum(have.sum(axis=1), 1)
     scores = novelty(
