@@ -13,10 +13,12 @@
 
 Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
 plus a few numbers per clip. A *full* run fits the :class:`~mining.mining_model.MiningModel`
-(k-means on a hashed sample of ``cluster_sample`` vectors, signal medians, quantile
-sketches of the scores) and scores every clip. By default a run is *incremental*: it
-scores only the clips the latest full run's lineage lacks, against that fit, and
-merges them into the ready corner-case lists; old clips keep their scores. A run is
+(k-means on a hashed sample of ``cluster_sample`` vectors, started from the last fit's
+centroids, signal medians, quantile sketches of the scores) and scores every clip. By
+default a run is *incremental*: it scores the clips the latest full run's lineage
+lacks, against that fit, re-scores the old clips whose ``k`` nearest they enter
+(:mod:`mining.rescore`; the rest keep their scores), and merges both into the ready
+corner-case lists. A clip's current score is its newest row in the lineage. A run is
 full when asked (``full``), when there is no fit yet, or when the corpus has grown
 past ``refit_growth`` times the fitted one.
 """

@@ -116,3 +116,17 @@ def test_a_ready_list_whose_clips_fell_ends_where_it_is_still_exact(
     assert any_event.column("clip_id").to_pylist() == [c for c in listed if c != listed[2]]
     assert any_event.column("rank").to_pylist() == list(range(1, 50))
     assert any_event.column("novelty")[8].as_py() == moved["novelty"]
+
+
+def test_a_full_run_refits_from_the_last_fit_so_clusters_stay(
+    grown: tuple[Settings, Lake, np.ndarray],
+) -> None:
+    settings, lake, corpus = grown
+    spec = resolve(lake)
+    run_mine(settings, runner=LOCAL)
+    before = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
+    add_clips(lake, spec, N, NEW, given=corpus[N : N + NEW])
+    run_mine(settings, None, MineConfig(full=True), runner=LOCAL)
+    after = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
+    # k-means from a random start would number (and draw) its clusters afresh.
+    assert sum(before[c] == after[c] for c in before) >= 0.9 * len(before)
