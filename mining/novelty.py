@@ -39,7 +39,7 @@ from mining.index_build import gather
 from mining.interfaces import ModelSpec
 from mining.mining_model import MiningModel, percentile, sketch
 from mining.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
-from mining.rescore import Reached, newest_per_clip, rescore
+from mining.rescore import Reached, kth_distance, newest_per_clip, rescore
 from mining.serving import LiveIndex, current, read_vectors
 from mining.vectors import EmbeddingSource, read_by_ids, sample_ids
 from storage.errors import TableNotFoundError
@@ -459,8 +459,13 @@ class MineStage:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         base = model.base_run
         lineage = _lineage(spec, prev_run, base)
-        scored = [t.column("clip_id") for t in lake.scan("mining_scores", ["clip_id"], lineage, 1 << 20)]
-        held = pa.chunked_array([c for part in scored for c in part.chunks], pa.string())
+        cols = ["clip_id", "run_id", "knn_distances"]
+        parts = list(lake.scan("mining_scores", cols, lineage, 1 << 20))
+        scored = newest_per_clip(
+            pa.concat_tables(parts) if parts else mining_scores.SPEC.schema.empty_table()
+        )
+        del parts
+        held = scored.column("clip_id").combine_chunks()
         new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
         if not new:
             return MineResult([], 0, 0, kind, [], "incremental", base)
@@ -470,7 +475,8 @@ class MineStage:
         cluster_parts: list[np.ndarray] = []
         rarity_parts: list[np.ndarray] = []
         groups = _Groups()
-        reached = Reached()
+        reached = Reached(held, kth_distance(scored.column("knn_distances"), k))
+        del scored
         # Each clip's reach * k neighbours come back as Python strings: a smaller batch
         # keeps that within what a scoring batch holds.
         step = max(256, cfg.batch_rows // cfg.reach)
@@ -515,7 +521,7 @@ class MineStage:
         table = _table(
             w, base, new, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in new]
         )
-        moved = rescore(lake, lineage, reached.table(held), k, novelty_of, w.run_id, cfg.batch_rows)
+        moved = rescore(lake, lineage, reached.table(), k, novelty_of, w.run_id, cfg.batch_rows)
         actions = lake.writer("mining_scores").write(pa.concat_tables([table, moved]), prefix=w.run_id)
         fresh = corner_case_lists(table, features.column("events"), cfg.ready_k)
         lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k, moved)

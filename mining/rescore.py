@@ -26,25 +26,38 @@ from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.tables import mining_scores
 
-__all__ = ["Reached", "newest_per_clip", "rescore"]
+__all__ = ["Reached", "kth_distance", "newest_per_clip", "rescore"]
 
 
 class Reached:
-    """(old clip, distance) pairs: old clips within a new clip's ``reach`` nearest."""
+    """(old clip, distance) pairs where a new clip is nearer to an old one (of ``held``)
+    than the ``kth`` distance that clip holds: the new clip enters its knn."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: pa.Array, kth: np.ndarray) -> None:
+        self.held = held
+        self.kth = kth
         self._parts: list[pa.Table] = []
 
     def add(self, ids: list[str], dist: Iterable[float]) -> None:
-        d = pa.array(np.fromiter(dist, np.float32), pa.float32())
-        self._parts.append(pa.table({"clip_id": pa.array(ids, pa.string()), "d": d}))
+        d = np.fromiter(dist, np.float32)
+        pos = pc.index_in(pa.array(ids, pa.string()), value_set=self.held)
+        at = pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        keep = (at >= 0) & (d < self.kth[np.maximum(at, 0)])
+        if keep.any():
+            self._parts.append(
+                pa.table({"clip_id": self.held.take(pa.array(at[keep])), "d": pa.array(d[keep])})
+            )
 
-    def table(self, old: pa.Array | pa.ChunkedArray) -> pa.Table:
-        """The pairs whose clip is one of ``old`` (the clips scored before this run)."""
+    def table(self) -> pa.Table:
         if not self._parts:
             return pa.table({"clip_id": pa.array([], pa.string()), "d": pa.array([], pa.float32())})
-        t = pa.concat_tables(self._parts)
-        return t.filter(pc.is_in(t.column("clip_id"), value_set=old))
+        return pa.concat_tables(self._parts)
+
+
+def kth_distance(stored: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
+    """Each stored knn list's ``k``-th distance (inf where it holds fewer)."""
+    lists = _merged(stored, np.zeros(0, np.int64), np.zeros(0, np.float32), k)
+    return np.asarray(np.nan_to_num(lists[:, k - 1], nan=np.inf), np.float32)
 
 
 def newest_per_clip(rows: pa.Table) -> pa.Table:
