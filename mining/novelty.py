@@ -193,9 +193,14 @@ def _neighbours(
         if reference is not None:
             mask = pc.is_in(pa.array(ids, pa.string()), value_set=reference)
             enters = np.asarray(mask.to_numpy(zero_copy_only=False), bool)
+        near: list[str] = []
+        near_d: list[float] = []
         for i in np.flatnonzero(enters).tolist():
-            others = [(float(d), m) for d, m in zip(dist[i], names[i], strict=False) if m != ids[i]]
-            reached.add([m for _, m in others], (d for d, _ in others))
+            for d, m in zip(dist[i], names[i], strict=False):
+                if m != ids[i]:
+                    near.append(m)
+                    near_d.append(float(d))
+        reached.add(near, near_d)  # once per batch: it looks the clips up among all held
     return _Neighbours(knn, dup_a, dup_b)
 
 
