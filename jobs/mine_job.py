@@ -42,5 +42,5 @@ def run_mine(
         # of a run whose scores are not there (a retried job completes the pair).
         if r.ready_actions and not lake.committed("corner_cases", txn):
             lake.commit("corner_cases", r.ready_actions, txn)
-        run.counts.update(scored=r.scored, duplicates=r.duplicates)
-    return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run)
+        run.counts.update(scored=r.scored, duplicates=r.duplicates, rescored=r.rescored)
+    return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run, r.rescored)

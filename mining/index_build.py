@@ -1,20 +1,36 @@
 """An index built from a :class:`~mining.vectors.VectorSource` in bounded memory.
 
-Three passes over the source: its ids (one narrow column: how many vectors, so
-which kind), the training sample (a hashed choice of ids, no more than the kind
-needs: :meth:`IndexConfig.train_size`), then every vector, one batch at a time.
-Peak memory is the index plus one batch (or the sample, if larger), never the
-raw vectors of the corpus.
+Passes over the source: its ids (one narrow column: how many vectors, so which
+kind), the training sample (a hashed choice of ids, no more than the kind needs:
+:meth:`IndexConfig.train_size`), for an IVF the list each vector falls in (counts
+only), then every vector, one batch at a time. The counts size each inverted list
+once: grown by appends, a list's buffer doubles, and the lists of a corpus hold up
+to twice its vectors with a copy in flight. Peak memory is the index plus one batch
+(or the sample, if larger), never the raw vectors of the corpus.
 """
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
+import pyarrow as pa
 
 from mining.index import ClipIndex, IndexConfig
 from mining.vectors import VectorSource, sample_ids
 
-__all__ = ["stream_build"]
+__all__ = ["gather", "stream_build"]
+
+
+def gather(source: VectorSource, chosen: pa.Array) -> np.ndarray:
+    """The vectors of ``chosen`` ids, filled into one array (no list of batches and a
+    stacked copy of them side by side)."""
+    out = np.empty((len(chosen), source.dim), np.float32)
+    filled = 0
+    for _, vectors in source.batches(chosen):
+        take = min(len(vectors), len(out) - filled)
+        out[filled : filled + take] = vectors[:take]
+        filled += take
+    return out[:filled]
 
 
 def stream_build(source: VectorSource, cfg: IndexConfig | None = None) -> ClipIndex:
@@ -23,11 +39,24 @@ def stream_build(source: VectorSource, cfg: IndexConfig | None = None) -> ClipIn
     index = ClipIndex.empty(len(ids), source.dim, cfg)
     want = cfg.train_size(len(ids), index.factory)
     if want:
-        chosen = sample_ids(ids, want, cfg.seed)
-        sample = np.vstack([v for _, v in source.batches(chosen)])
-        index.train(sample)
-        del sample
+        index.train(gather(source, sample_ids(ids, want, cfg.seed)))
     del ids
+    if index.ivf is not None:
+        _presize(index.ivf, source)
     for batch_ids, vectors in source.batches():
         index.add(vectors, batch_ids)
     return index
+
+
+def _presize(ivf: faiss.IndexIVF, source: VectorSource) -> None:
+    """Reserve each inverted list's room for the vectors that will land in it."""
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf.invlists is not None else None
+    if not isinstance(lists, faiss.ArrayInvertedLists):
+        return
+    counts = np.zeros(ivf.nlist, np.int64)
+    for _, vectors in source.batches():
+        _, assigned = ivf.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        counts += np.bincount(assigned.ravel(), minlength=ivf.nlist)
+    for list_no in np.flatnonzero(counts).tolist():
+        lists.resize(list_no, int(counts[list_no]))  # a vector's capacity stays when it shrinks
+        lists.resize(list_no, 0)

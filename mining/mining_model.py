@@ -28,6 +28,7 @@ __all__ = ["SKETCH", "MiningModel", "percentile"]
 
 SKETCH = 10_001
 """Quantiles kept per score: a new clip's percentile rank is within 1e-4 of the exact one."""
+_RARITY_ROWS = 2048
 
 
 def percentile(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -68,14 +69,21 @@ class MiningModel:
 
     def rarity(self, vectors: np.ndarray) -> np.ndarray:
         """-log of the clusters' Gaussian mixture density at each vector (weights: the
-        clusters' shares of the corpus; variance: ``bandwidth`` / 2 per dimension pair)."""
+        clusters' shares of the corpus; variance: ``bandwidth`` / 2 per dimension pair).
+        A few thousand rows at a time: the (rows, clusters) float64 temporaries of a
+        whole batch are several times the batch itself."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         c = np.ascontiguousarray(self.centroids, dtype=np.float32)
-        d2 = np.maximum((x * x).sum(1)[:, None] - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :], 0.0)
-        share = np.maximum(self.sizes, 1e-9) / max(float(self.sizes.sum()), 1.0)
-        logp = np.log(share)[None, :] - d2.astype(np.float64) / max(self.bandwidth, 1e-6)
-        top = logp.max(axis=1)
-        return np.asarray(-(top + np.log(np.exp(logp - top[:, None]).sum(axis=1))), np.float64)
+        cc = (c * c).sum(1)[None, :]
+        log_share = np.log(np.maximum(self.sizes, 1e-9) / max(float(self.sizes.sum()), 1.0))[None, :]
+        out = np.empty(len(x), np.float64)
+        for start in range(0, len(x), _RARITY_ROWS):
+            part = x[start : start + _RARITY_ROWS]
+            d2 = np.maximum((part * part).sum(1)[:, None] - 2.0 * (part @ c.T) + cc, 0.0)
+            logp = log_share - d2.astype(np.float64) / max(self.bandwidth, 1e-6)
+            top = logp.max(axis=1)
+            out[start : start + len(part)] = -(top + np.log(np.exp(logp - top[:, None]).sum(axis=1)))
+        return out
 
     # -- persistence --------------------------------------------------------------------
 

@@ -13,10 +13,12 @@
 
 Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
 plus a few numbers per clip. A *full* run fits the :class:`~mining.mining_model.MiningModel`
-(k-means on a hashed sample of ``cluster_sample`` vectors, signal medians, quantile
-sketches of the scores) and scores every clip. By default a run is *incremental*: it
-scores only the clips the latest full run's lineage lacks, against that fit, and
-merges them into the ready corner-case lists; old clips keep their scores. A run is
+(k-means on a hashed sample of ``cluster_sample`` vectors, started from the last fit's
+centroids, signal medians, quantile sketches of the scores) and scores every clip. By
+default a run is *incremental*: it scores the clips the latest full run's lineage
+lacks, against that fit, re-scores the old clips whose ``k`` nearest they enter
+(:mod:`mining.rescore`; the rest keep their scores), and merges both into the ready
+corner-case lists. A clip's current score is its newest row in the lineage. A run is
 full when asked (``full``), when there is no fit yet, or when the corpus has grown
 past ``refit_growth`` times the fitted one.
 """
@@ -33,9 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mining.index_build import gather
 from mining.interfaces import ModelSpec
 from mining.mining_model import MiningModel, percentile, sketch
 from mining.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
+from mining.rescore import Reached, kth_distance, newest_per_clip, rescore
 from mining.serving import LiveIndex, current, read_vectors
 from mining.vectors import EmbeddingSource, read_by_ids, sample_ids
 from storage.errors import TableNotFoundError
@@ -80,6 +84,7 @@ class MineConfig:
     cluster_sample: int = 65_536  # vectors k-means is fitted on
     full: bool = False  # re-fit and re-score every clip (default: score the new clips only)
     refit_growth: float = 1.5  # an incremental run re-fits once the corpus outgrows the fit by this
+    reach: int = 16  # a new clip may enter the knn of the old clips within its reach * k nearest
 
 
 @dataclass
@@ -91,6 +96,7 @@ class MineReport:
     reference: str
     mode: str = "full"  # or "incremental"
     base_run: str | None = None
+    rescored: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class MineResult:
     ready_actions: list[Any] = field(default_factory=list)  # corner_cases files
     mode: str = "full"
     base_run: str | None = None
+    rescored: int = 0  # old clips re-scored (incremental): new clips entered their knn
 
 
 # -- scores of one batch ---------------------------------------------------------------
@@ -156,26 +163,44 @@ def _neighbours(
     vectors: np.ndarray,
     reference: pa.Array | None,
     cfg: MineConfig,
+    reached: Reached | None = None,
 ) -> _Neighbours:
+    """The batch's knn distances and near-duplicate pairs; with ``reached``, also the
+    clips within each one's ``reach * k`` nearest that it could enter the knn of (only
+    clips of the reference set enter reference neighbour lists)."""
     k = max(1, min(cfg.k, len(live) - 1))
 
     def raw(c: list[str]) -> np.ndarray:
         return read_vectors(lake, spec, c)
 
-    dist, names = live.search(vectors, k + 1, reference, raw=raw)
+    wide = k + 1 if reached is None else max(k + 1, cfg.reach * k + 1)
+    dist, names = live.search(vectors, k + 1 if reference is not None else wide, reference, raw=raw)
     knn = np.full((len(ids), cfg.k), np.nan, np.float32)
     for i, c in enumerate(ids):
         row = [float(d) for d, m in zip(dist[i], names[i], strict=False) if m != c][:k]
         knn[i, : len(row)] = row
     if reference is not None:  # duplicates are among all clips, not the reference only
-        dist, names = live.search(vectors, k + 1, raw=raw)
+        dist, names = live.search(vectors, wide, raw=raw)
     dup_a: list[str] = []
     dup_b: list[str] = []
     for i, c in enumerate(ids):
-        for d, m in zip(dist[i], names[i], strict=False):
+        for d, m in zip(dist[i][: k + 1], names[i][: k + 1], strict=False):  # as in a full run
             if m != c and d < cfg.dup_eps:
                 dup_a.append(c)
                 dup_b.append(m)
+    if reached is not None:
+        enters = np.ones(len(ids), bool)
+        if reference is not None:
+            mask = pc.is_in(pa.array(ids, pa.string()), value_set=reference)
+            enters = np.asarray(mask.to_numpy(zero_copy_only=False), bool)
+        near: list[str] = []
+        near_d: list[float] = []
+        for i in np.flatnonzero(enters).tolist():
+            for d, m in zip(dist[i], names[i], strict=False):
+                if m != ids[i]:
+                    near.append(m)
+                    near_d.append(float(d))
+        reached.add(near, near_d)  # once per batch: it looks the clips up among all held
     return _Neighbours(knn, dup_a, dup_b)
 
 
@@ -296,12 +321,14 @@ def _lineage(spec: ModelSpec, run: str, base: str | None) -> str:
 
 
 def latest_scores(lake: Lake, spec: ModelSpec, version: int | None = None) -> list[dict[str, Any]]:
-    """The current score of every clip of ``spec``: the rows of the latest full run and
-    the incremental runs after it (each clip once)."""
+    """The current score of every clip of ``spec``: of the rows of the latest full run and
+    the incremental runs after it, each clip's newest (an incremental run re-scores the
+    old clips its new ones came near)."""
     found = latest_run(lake, spec, version)
     if found is None:
         return []
-    return lake.read("mining_scores", where=_lineage(spec, *found), version=version).to_pylist()
+    rows = lake.read("mining_scores", where=_lineage(spec, *found), version=version)
+    return newest_per_clip(rows).to_pylist()
 
 
 def reference_clips(lake: Lake) -> pa.Array | None:
@@ -338,26 +365,38 @@ class MineStage:
             return MineResult([], 0, 0, kind)
         prev = latest_run(lake, spec)
         model = None
-        if prev is not None and prev[1] is not None and not cfg.full:
+        if prev is not None and prev[1] is not None:
             model = MiningModel.load(lake, spec, prev[1])
-        if model is None or len(ids) > cfg.refit_growth * model.n_fit:
-            return self._full(w, source, ids, reference, kind)
+        if model is None or cfg.full or len(ids) > cfg.refit_growth * model.n_fit:
+            return self._full(w, source, ids, reference, kind, model)
         assert prev is not None
         return self._incremental(w, ids, reference, kind, model, prev[0])
 
     def _full(
-        self, w: MineWork, source: EmbeddingSource, ids: pa.Array, reference: pa.Array | None, kind: str
+        self,
+        w: MineWork,
+        source: EmbeddingSource,
+        ids: pa.Array,
+        reference: pa.Array | None,
+        kind: str,
+        prior: MiningModel | None = None,
     ) -> MineResult:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         n = len(ids)
         live = current(lake, spec)
         # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
         nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
-        sample = np.vstack([v for _, v in source.batches(sample_ids(ids, cfg.cluster_sample, cfg.seed))])
+        sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
         km = faiss.Kmeans(
             spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
         )
-        km.train(np.ascontiguousarray(sample))
+        # From the last fit's centroids where it has as many: k-means from a fresh random
+        # start lands in another local optimum, which re-draws every clip's rarity and
+        # cluster; from the last fit, clusters move only as far as the corpus has.
+        warm = None
+        if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
+            warm = np.ascontiguousarray(prior.centroids, np.float32)
+        km.train(sample, init_centroids=warm)
         del sample
         model = MiningModel(
             w.run_id,
@@ -425,20 +464,31 @@ class MineStage:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         base = model.base_run
         lineage = _lineage(spec, prev_run, base)
-        scored = [t.column("clip_id") for t in lake.scan("mining_scores", ["clip_id"], lineage, 1 << 20)]
-        held = pa.chunked_array([c for part in scored for c in part.chunks], pa.string())
+        cols = ["clip_id", "run_id", "knn_distances"]
+        parts = list(lake.scan("mining_scores", cols, lineage, 1 << 20))
+        scored = newest_per_clip(
+            pa.concat_tables(parts) if parts else mining_scores.SPEC.schema.empty_table()
+        )
+        del parts
+        held = scored.column("clip_id").combine_chunks()
         new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
         if not new:
             return MineResult([], 0, 0, kind, [], "incremental", base)
         live = current(lake, spec)
+        k = max(1, min(cfg.k, len(live) - 1))
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         rarity_parts: list[np.ndarray] = []
         groups = _Groups()
-        for start in range(0, len(new), cfg.batch_rows):
-            names = new[start : start + cfg.batch_rows]
+        reached = Reached(held, kth_distance(scored.column("knn_distances"), k))
+        del scored
+        # Each clip's reach * k neighbours come back as Python strings: a smaller batch
+        # keeps that within what a scoring batch holds.
+        step = max(256, cfg.batch_rows // cfg.reach)
+        for start in range(0, len(new), step):
+            names = new[start : start + step]
             vectors = read_vectors(lake, spec, names)
-            nb = _neighbours(live, lake, spec, names, vectors, reference, cfg)
+            nb = _neighbours(live, lake, spec, names, vectors, reference, cfg, reached)
             for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
                 groups.union(a, b)
             knn_parts.append(nb.knn)
@@ -450,14 +500,19 @@ class MineStage:
         features = _features(lake, new, everything=False)
         values = _signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
-        knn_mean = _knn_mean(knn)
         signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
-        novelty = (
-            cfg.w_knn * percentile(knn_mean, model.q_knn)
-            + cfg.w_rarity * percentile(rarity, model.q_rarity)
-            + cfg.w_signal * percentile(signal, model.q_signal)
-        )
-        # Old clips keep their scores: a group a new clip joins keeps its old representative.
+
+        def novelty_of(knn_mean: np.ndarray, rarity: np.ndarray, signal: np.ndarray) -> np.ndarray:
+            return np.asarray(
+                cfg.w_knn * percentile(knn_mean, model.q_knn)
+                + cfg.w_rarity * percentile(rarity, model.q_rarity)
+                + cfg.w_signal * percentile(signal, model.q_signal),
+                np.float64,
+            )
+
+        novelty = novelty_of(_knn_mean(knn), rarity, signal)
+        # Old clips keep their clusters and duplicate status: a group a new clip joins
+        # keeps its old representative; their knn moves where the new clips came near.
         is_new = set(new)
         old = sorted({c for c in groups.parent if c not in is_new})
         old_rep: dict[str, str] = {}
@@ -471,11 +526,12 @@ class MineStage:
         table = _table(
             w, base, new, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in new]
         )
-        actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
+        moved = rescore(lake, lineage, reached.table(), k, novelty_of, w.run_id, cfg.batch_rows)
+        actions = lake.writer("mining_scores").write(pa.concat_tables([table, moved]), prefix=w.run_id)
         fresh = corner_case_lists(table, features.column("events"), cfg.ready_k)
-        lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k)
+        lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k, moved)
         ready = write_corner_cases(lake, lists, w.run_id)
-        return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base)
+        return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base, moved.num_rows)
 
 
 def _duplicates(groups: _Groups, starts: dict[str, Any], old_rep: dict[str, str]) -> dict[str, str]:

@@ -78,17 +78,32 @@ def corner_case_lists(
 
 
 def merge_corner_cases(
-    lake: Lake, model_ref: str, prev_run: str, fresh: list[pa.Table], run_id: str, k: int = READY_K
+    lake: Lake,
+    model_ref: str,
+    prev_run: str,
+    fresh: list[pa.Table],
+    run_id: str,
+    k: int = READY_K,
+    rescored: pa.Table | None = None,
 ) -> list[pa.Table]:
     """The lists of an incremental run: ``fresh`` (the new clips' lists, from
-    :func:`corner_case_lists`) merged with the lists of ``prev_run``, whose clips keep
-    their scores; so the top k of each list is the top k of every clip scored, as a
-    full ranking would give, from at most k rows per list read back."""
+    :func:`corner_case_lists`) merged with the lists of ``prev_run``, from at most k rows
+    per list read back. Old clips keep their scores but those ``rescored`` (their new
+    ``mining_scores`` rows), whose novelty only falls (new neighbours are nearer): a
+    clip outside a full list of ``prev_run`` may now outrank one that fell, so a full
+    list is cut at its old last score, above which it is still the top of every clip."""
     try:
         where = f"model_version = {literal(model_ref)} AND run_id = {literal(prev_run)}"
         before = lake.read(SPEC.name, where=where)
     except TableNotFoundError:
         before = SPEC.schema.empty_table()
+    bar: dict[str, float] = {}
+    for name in pc.unique(before.column("event")).to_pylist():
+        part = before.filter(pc.equal(before.column("event"), name))
+        if part.num_rows >= k:
+            bar[str(name)] = float(pc.min(part.column("novelty")).as_py())
+    if rescored is not None and rescored.num_rows and before.num_rows:
+        before = _with_scores(before, rescored)
     by_event: dict[str, list[pa.Table]] = {}
     for t in [before, *fresh]:
         for name in pc.unique(t.column("event")).to_pylist():
@@ -96,6 +111,8 @@ def merge_corner_cases(
     out = []
     for name in sorted(by_event):
         part = pa.concat_tables([SPEC.conform(t) for t in by_event[name]])
+        if name in bar:
+            part = part.filter(pc.greater_equal(part.column("novelty"), bar[name]))
         order = pc.sort_indices(part, [("novelty", "descending"), ("clip_id", "ascending")])
         top = part.take(order.slice(0, k))
         n = top.num_rows
@@ -107,6 +124,20 @@ def merge_corner_cases(
         )
         out.append(SPEC.conform(top))
     return [t for t in out if t.num_rows]
+
+
+def _with_scores(lists: pa.Table, rescored: pa.Table) -> pa.Table:
+    """``lists`` rows, the ``rescored`` clips' with their new scores."""
+    pos = pc.index_in(lists.column("clip_id"), value_set=rescored.column("clip_id"))
+    hit = pc.is_valid(pos)
+    if not pc.any(hit).as_py():
+        return lists
+    take = pos.fill_null(0)
+    for name in ("novelty", "knn_distances", "computed_at"):
+        moved = rescored.column(name).take(take)
+        col = pc.if_else(hit, moved, lists.column(name))
+        lists = lists.set_column(lists.schema.get_field_index(name), name, col)
+    return lists
 
 
 def write_corner_cases(lake: Lake, lists: list[pa.Table], prefix: str) -> list[AddAction]:

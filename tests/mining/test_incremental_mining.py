@@ -1,12 +1,14 @@
 """Incremental ``mine`` on a catalog lake: new clips are scored against the last full
-run's fit, every clip is scored once per lineage, the ready lists stay the top k of
-every score, and the top 100 agrees with a full recompute."""
+run's fit, the old clips they come near are re-scored, every clip has one current
+score per lineage, the ready lists stay the top k of every score, and the top 100
+agrees with a full recompute."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobs.bench.catalog_lake import add_clips
@@ -14,12 +16,19 @@ from jobs.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
 from mining.novelty import MineConfig, latest_run, latest_scores
 from mining.queries import build_index, corner_cases
+from mining.ready import merge_corner_cases
 from mining.registry import resolve
 from storage import Lake, Settings
+from storage.tables import mining_scores
+from storage.tables.corner_cases import ANY_EVENT
 from tests.conftest import LOCAL
 
 N = 3000
 NEW = N // 10
+
+
+def knn_mean(scores: list[dict[str, object]]) -> dict[str, float]:
+    return {str(s["clip_id"]): float(np.mean(s["knn_distances"])) for s in scores}  # type: ignore[arg-type]
 
 
 def top(scores: list[dict[str, object]], k: int = 100) -> list[str]:
@@ -47,15 +56,19 @@ def test_a_second_run_scores_only_the_new_clips_and_ranks_as_a_full_recompute(
     spec = resolve(lake)
     first = run_mine(settings, runner=LOCAL)
     assert (first.mode, first.scored) == ("full", N)
+    before = knn_mean(latest_scores(lake, spec))
     batch = add_clips(lake, spec, N, NEW, given=corpus[N : N + NEW])
     second = run_mine(settings, None, MineConfig(batch_rows=128), runner=LOCAL)
     assert (second.mode, second.scored, second.base_run) == ("incremental", NEW, first.run_id)
+    assert second.rescored > N // 10  # the old clips whose k nearest a new clip entered
     scores = latest_scores(lake, spec)
     ids = [str(s["clip_id"]) for s in scores]
     embedded = lake.read("embeddings", columns=["clip_id"]).column("clip_id").to_pylist()
     assert len(ids) == len(set(ids)) == N + NEW and set(ids) == set(embedded)
-    new_rows = [s for s in scores if s["run_id"] == second.run_id]
-    assert {str(s["clip_id"]) for s in new_rows} == set(batch.clip_ids)
+    of_run = {str(s["clip_id"]) for s in scores if s["run_id"] == second.run_id}
+    assert set(batch.clip_ids) <= of_run
+    old_rows = of_run - set(batch.clip_ids)
+    assert len(old_rows) == second.rescored and old_rows <= set(before)
     # The ready list of the incremental run is the top of every clip's current score.
     ready = [str(r["clip_id"]) for r in corner_cases(lake, k=100)]
     assert ready == top(scores)
@@ -66,6 +79,12 @@ def test_a_second_run_scores_only_the_new_clips_and_ranks_as_a_full_recompute(
     assert (full.mode, full.scored) == ("full", N + NEW)
     recomputed = latest_scores(lake, spec)
     assert len(recomputed) == N + NEW and {s["run_id"] for s in recomputed} == {full.run_id}
+    # Old clips' knn is what a recompute finds, as it was not before the re-scoring.
+    now, truth = knn_mean(scores), knn_mean(recomputed)
+    moved = [c for c in before if not np.isclose(before[c], truth[c])]
+    assert len(moved) > N // 10
+    assert sum(not np.isclose(now[c], truth[c]) for c in truth) < 0.02 * (N + NEW)
+    assert all(now[c] <= before[c] + 1e-6 for c in before)
     agreement = len(set(top(scores)) & set(top(recomputed))) / 100
     assert agreement >= 0.95, agreement
 
@@ -76,3 +95,38 @@ def test_a_corpus_grown_past_the_factor_is_refitted(grown: tuple[Settings, Lake,
     add_clips(lake, resolve(lake), N, N, given=corpus[N : 2 * N])  # twice the fitted corpus
     again = run_mine(settings, None, MineConfig(refit_growth=1.5), runner=LOCAL)
     assert (again.mode, again.scored) == ("full", 2 * N)
+
+
+def test_a_ready_list_whose_clips_fell_ends_where_it_is_still_exact(
+    grown: tuple[Settings, Lake, np.ndarray],
+) -> None:
+    settings, lake, _ = grown
+    spec = resolve(lake)
+    first = run_mine(settings, None, MineConfig(ready_k=50), runner=LOCAL)
+    listed = [r["clip_id"] for r in corner_cases(lake, k=50)]
+    scores = {str(s["clip_id"]): s for s in latest_scores(lake, spec)}
+    # Re-scored: the 3rd listed clip falls below the whole list, the 10th barely moves.
+    fell = {**scores[listed[2]], "novelty": -1.0, "run_id": "next"}
+    moved = {**scores[listed[9]], "novelty": scores[listed[9]]["novelty"] - 1e-9, "run_id": "next"}
+    rescored = mining_scores.SPEC.conform(pa.Table.from_pylist([fell, moved]))
+    lists = merge_corner_cases(lake, spec.ref, first.run_id, [], "next", 50, rescored)
+    (any_event,) = [t for t in lists if t.column("event")[0].as_py() == ANY_EVENT]
+    # Clips outside the old list may now rank above the one that fell: the list stops at
+    # the old 50th score (all it can vouch for) instead of listing it there.
+    assert any_event.column("clip_id").to_pylist() == [c for c in listed if c != listed[2]]
+    assert any_event.column("rank").to_pylist() == list(range(1, 50))
+    assert any_event.column("novelty")[8].as_py() == moved["novelty"]
+
+
+def test_a_full_run_refits_from_the_last_fit_so_clusters_stay(
+    grown: tuple[Settings, Lake, np.ndarray],
+) -> None:
+    settings, lake, corpus = grown
+    spec = resolve(lake)
+    run_mine(settings, runner=LOCAL)
+    before = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
+    add_clips(lake, spec, N, NEW, given=corpus[N : N + NEW])
+    run_mine(settings, None, MineConfig(full=True), runner=LOCAL)
+    after = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
+    # k-means from a random start would number (and draw) its clusters afresh.
+    assert sum(before[c] == after[c] for c in before) >= 0.9 * len(before)
