@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mining.interfaces import ModelSpec
+from mining.novelty import current_scores, lineage_predicate
 from mining.ready import _latest_run
 from mining.registry import resolve
 from mining.reviews import latest_verdicts
@@ -24,7 +26,7 @@ from storage.lake import Lake
 from storage.objectstore import reachable
 from storage.pages import Position, keyset_page
 from storage.query import run_sql
-from storage.sql import in_list, literal
+from storage.sql import in_list
 
 __all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "grid_page"]
 
@@ -125,20 +127,21 @@ def _predicate(q: GridQuery, verdicts: dict[str, dict[str, Any]]) -> str | None:
     return " AND ".join(parts) or None
 
 
-def _scores(lake: Lake, model: str, run: str | None, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _scores(
+    lake: Lake, spec: ModelSpec, run: str | None, rows: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each clip's current score (its newest row in the latest lineage, not only the
+    newest run's rows: an incremental run holds just the clips it added or re-scored)."""
     if run is None or not rows:
         return {}
-    days = sorted({r["date"] for r in rows})
-    where = (
-        f"model_version = {literal(model)} AND run_id = {literal(run)} "
-        f"AND date IN ({', '.join(literal(d) for d in days)}) "
-        f"AND clip_id IN ({in_list(r['clip_id'] for r in rows)})"
-    )
-    cols = ["clip_id", "novelty", "rarity", "signal_rarity", "cluster_id", "knn_distances", "duplicate_of"]
-    return {r["clip_id"]: r for r in lake.read("mining_scores", columns=cols, where=where).to_pylist()}
+    cols = ["novelty", "rarity", "signal_rarity", "cluster_id", "knn_distances", "duplicate_of"]
+    ids, days = [r["clip_id"] for r in rows], [r["date"] for r in rows]
+    return current_scores(lake, spec, ids, columns=cols, days=days)
 
 
-def _count(lake: Lake, q: GridQuery, where: str | None, model: str, run: str | None, cap: int) -> int | None:
+def _count(
+    lake: Lake, q: GridQuery, where: str | None, spec: ModelSpec, run: str | None, cap: int
+) -> int | None:
     """The exact number of matches when the candidate days hold at most ``cap`` rows."""
     lo, hi = q.clip_filter().days()
     parts = lake.partition_rows("clips", "date").to_pylist()
@@ -154,12 +157,20 @@ def _count(lake: Lake, q: GridQuery, where: str | None, model: str, run: str | N
     if q.by_novelty:
         if run is None:
             return 0
-        s = [f"model_version = {literal(model)}", f"run_id = {literal(run)}"]
+        lineage = lineage_predicate(lake, spec)
+        if lineage is None:
+            return 0
+        s = []
         if q.min_novelty is not None:
             s.append(f"novelty >= {float(q.min_novelty)}")
         if q.max_novelty is not None:
             s.append(f"novelty <= {float(q.max_novelty)}")
-        scores = f"SELECT clip_id, date FROM mining_scores WHERE {' AND '.join(s)}"
+        # Each clip's newest row of the lineage is its current score.
+        newest = (
+            "SELECT clip_id, date, novelty, row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) "
+            f"AS rn FROM mining_scores WHERE {lineage}"
+        )
+        scores = f"SELECT clip_id, date FROM ({newest}) WHERE {' AND '.join(['rn = 1', *s])}"
         sql = (
             f"SELECT count(*) AS n FROM ({clips}) c JOIN ({scores}) s "
             "ON c.clip_id = s.clip_id AND c.date = s.date"
@@ -196,7 +207,7 @@ def grid_page(
             budget_rows=budget_rows,
         )
         rows = page.rows.to_pylist()
-        scores = _scores(lake, spec.ref, run, rows)
+        scores = _scores(lake, spec, run, rows)
         nxt = page.next
         for i, r in enumerate(rows):
             s = scores.get(r["clip_id"])
@@ -209,5 +220,5 @@ def grid_page(
         if len(out) == limit or nxt is None:
             break
         pos = nxt
-    count = _count(lake, q, where, spec.ref, run, cap=10 * budget_rows)
+    count = _count(lake, q, where, spec, run, cap=10 * budget_rows)
     return GridPage(out, nxt, count, spec.ref, run, notes)

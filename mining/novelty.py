@@ -45,7 +45,7 @@ from mining.vectors import EmbeddingSource, read_by_ids, sample_ids
 from storage.errors import TableNotFoundError
 from storage.lake import Lake
 from storage.schema import UTC_TS
-from storage.sql import literal
+from storage.sql import in_list, literal
 from storage.tables import mining_scores
 
 __all__ = [
@@ -54,8 +54,10 @@ __all__ = [
     "MineResult",
     "MineStage",
     "MineWork",
+    "current_scores",
     "latest_run",
     "latest_scores",
+    "lineage_predicate",
 ]
 
 SIGNALS = (
@@ -329,6 +331,33 @@ def latest_scores(lake: Lake, spec: ModelSpec, version: int | None = None) -> li
         return []
     rows = lake.read("mining_scores", where=_lineage(spec, *found), version=version)
     return newest_per_clip(rows).to_pylist()
+
+
+def current_scores(
+    lake: Lake,
+    spec: ModelSpec,
+    ids: list[str],
+    columns: list[str] | None = None,
+    days: list[Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The current score row of each of ``ids`` (a page of clips, not the corpus): its newest
+    row of the latest full run's lineage. A page must not filter on the newest run alone:
+    after an incremental run that holds only the clips it added or re-scored."""
+    found = latest_run(lake, spec) if ids else None
+    if found is None:
+        return {}
+    where = _lineage(spec, *found) + f" AND clip_id IN ({in_list(ids)})"
+    if days:
+        where += f" AND date IN ({', '.join(literal(d) for d in sorted(set(days)))})"
+    cols = None if columns is None else sorted({*columns, "clip_id", "run_id"})
+    rows = newest_per_clip(lake.read("mining_scores", columns=cols, where=where))
+    return {r["clip_id"]: r for r in rows.to_pylist()}
+
+
+def lineage_predicate(lake: Lake, spec: ModelSpec) -> str | None:
+    """The SQL predicate of the rows that hold the model version's current scores, or None."""
+    found = latest_run(lake, spec)
+    return None if found is None else _lineage(spec, *found)
 
 
 def reference_clips(lake: Lake) -> pa.Array | None:

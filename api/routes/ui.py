@@ -241,13 +241,11 @@ def _video(c: dict[str, Any], main: str) -> str:
 
 
 def _scores_of(lake: Any, model: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    from mining.ready import _latest_run
+    from mining.novelty import current_scores
 
-    run = _latest_run(lake, model) if lake.exists("corner_cases") else None
-    if run is None or not ids:
+    if not ids or not lake.exists("mining_scores"):
         return {}
-    where = f"model_version = {literal(model)} AND run_id = {literal(run)} AND clip_id IN ({in_list(ids)})"
-    return {r["clip_id"]: r for r in lake.read("mining_scores", where=where).to_pylist()}
+    return current_scores(lake, resolve(lake, model), ids)
 
 
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)

@@ -14,7 +14,7 @@ import pytest
 from jobs.bench.catalog_lake import add_clips
 from jobs.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
-from mining.novelty import MineConfig, latest_run, latest_scores
+from mining.novelty import MineConfig, current_scores, latest_run, latest_scores
 from mining.queries import build_index, corner_cases
 from mining.ready import merge_corner_cases
 from mining.registry import resolve
@@ -73,6 +73,13 @@ def test_a_second_run_scores_only_the_new_clips_and_ranks_as_a_full_recompute(
     ready = [str(r["clip_id"]) for r in corner_cases(lake, k=100)]
     assert ready == top(scores)
     assert latest_run(lake, spec) == (second.run_id, first.run_id)
+    # A page of clips (the grid, the clip page) reads the same current scores for its ids.
+    page = ids[:: max(1, len(ids) // 50)]
+    on_page = current_scores(lake, spec, page, columns=["novelty"])
+    assert set(on_page) == set(page)
+    current = {str(s["clip_id"]): s for s in scores}
+    assert all(on_page[c]["run_id"] == current[c]["run_id"] for c in page)
+    assert all(on_page[c]["novelty"] == current[c]["novelty"] for c in page)
     assert run_mine(settings, runner=LOCAL).scored == 0  # nothing new: nothing scored again
 
     full = run_mine(settings, None, MineConfig(full=True), runner=LOCAL)
