@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from jobs.bench import BenchContext, BenchResult, benchmark
-
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _vm(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
+from jobs.bench._child import run_child, vm
 
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
@@ -45,28 +35,18 @@ def _child(job: str, lake_uri: str) -> dict[str, Any]:
         get_version(lake, "everything", 1)
     with contextlib.suppress(OSError):  # no reset: the peak includes the imports
         Path("/proc/self/clear_refs").write_text("5")
-    idle = _vm("VmRSS")
+    idle = vm("VmRSS")
     t0 = time.perf_counter()
     if job == "create":
         out: dict[str, Any] = {"clips": create_version(lake, "everything", DatasetQuery())["clip_count"]}
     else:
         plan = plan_export(lake, "everything", 1, shard_bytes=1000 * 24 * 1024)
         out = {"clips": plan.num_samples, "shards": len(plan.shards)}
-    return {"idle": idle, "peak": _vm("VmHWM"), "seconds": time.perf_counter() - t0, "result": out}
+    return {"idle": idle, "peak": vm("VmHWM"), "seconds": time.perf_counter() - t0, "result": out}
 
 
 def _run(job: str, lake_uri: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench.catalog_datasets", job, lake_uri],
-        cwd=_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
+    return run_child("jobs.bench.catalog_datasets", job, lake_uri)
 
 
 def _at(ctx: BenchContext, n: int) -> dict[str, dict[str, Any]]:

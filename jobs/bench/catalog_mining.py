@@ -17,23 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from jobs.bench import BenchContext, BenchResult, benchmark
-
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _vm(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
+from jobs.bench._child import run_child, vm
 
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
@@ -50,7 +40,7 @@ def _child(job: str, lake_uri: str) -> dict[str, Any]:
     lake.version("embeddings")
     with contextlib.suppress(OSError):  # no reset: the peak includes the imports
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS := RSS now
-    idle = _vm("VmRSS")
+    idle = vm("VmRSS")
     t0 = time.perf_counter()
     if job == "index":
         out: Any = build_index(settings)
@@ -60,21 +50,11 @@ def _child(job: str, lake_uri: str) -> dict[str, Any]:
         cfg = MineConfig(full=job == "mine-full")
         out = run_mine(settings, None, cfg, runner=SequentialRunner()).__dict__
     seconds = time.perf_counter() - t0
-    return {"idle": idle, "peak": _vm("VmHWM"), "seconds": seconds, "result": out}
+    return {"idle": idle, "peak": vm("VmHWM"), "seconds": seconds, "result": out}
 
 
 def _run(job: str, lake_uri: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.bench.catalog_mining", job, lake_uri],
-        cwd=_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
+    return run_child("jobs.bench.catalog_mining", job, lake_uri)
 
 
 def _top(scores: list[dict[str, Any]], k: int = 100) -> set[str]:
