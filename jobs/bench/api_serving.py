@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from jobs.allocator import server_environ
 from jobs.bench import BenchContext, BenchResult, benchmark
 
 SERVER = """
@@ -50,7 +51,10 @@ def _free_port() -> int:
 
 def _start(kind: str, lake: str, size: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SERVER), kind, lake, str(port), str(size)])
+    env = server_environ()  # as `fleetmine serve` runs
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SERVER), kind, lake, str(port), str(size)], env=env
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import sys
 
+if sys.argv[1:2] == ["serve"]:  # before the imports below load deltalake: see jobs.allocator
+    from jobs.allocator import configure_for_serving
+
+    configure_for_serving()
+
 from jobs.cli import (  # noqa: F401  (they register their commands)
     datasets,
     demo,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,30 @@ def test_packages_import_only_their_contracts(package: str, absent: list[str]) -
         f"import {package}, sys; loaded = [m for m in {absent!r} if m in sys.modules]; "
         f"assert not loaded, loaded; assert {package}.__all__"
     )
+
+
+def test_fleetmine_serve_sets_the_engine_allocator_before_deltalake_loads() -> None:
+    """jemalloc reads its setting once, when deltalake loads: `fleetmine serve` must set
+    it first (other commands keep the defaults); too late, and it says so."""
+    from jobs.allocator import ENGINE_ALLOCATOR
+
+    ((key, value),) = ENGINE_ALLOCATOR.items()
+    check = "import os, sys; print(os.environ.get({key!r}), 'deltalake' in sys.modules)"
+    for argv, want in ((["fleetmine", "serve"], value), (["fleetmine", "ingest"], None)):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.argv = {argv!r}; import jobs.cli; " + check.format(key=key),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != key},
+        ).stdout.split()
+        assert out == [str(want), "True"], (argv, out)
+    late = (
+        "import deltalake; from jobs.allocator import configure_for_serving; print(configure_for_serving())"
+    )
+    out = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -247,3 +247,42 @@ def test_a_streamed_build_holds_every_clip_once_and_answers_as_an_in_memory_buil
         _, want = memory.search(q, K)
         overlap = np.mean([len(set(a) & set(b)) / K for a, b in zip(got, want, strict=True)])
         assert overlap == 1.0 if cfg.kind == "flat" else overlap >= 0.9
+
+
+def _mapped_rss_kb(path: str) -> int:
+    """Resident kB of this process's mappings of ``path``."""
+    rss, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5 and ":" in line.split()[3]:
+            inside = line.rstrip().endswith(path)
+        elif inside and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+    return rss
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat"])
+def test_a_mapped_index_reads_scattered_vectors_exactly_without_mapping_their_pages(
+    tmp_path: Path, kind: str
+) -> None:
+    """A clip's own vector and a filter's allowed subset are read from the file
+    (``pread``), equal to the index's own copy, and leave the mapping as it was."""
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    spec = resolve(lake)
+    batch = add_clips(lake, spec, 0, 6000)
+    built = ClipIndex.build(batch.vectors, batch.clip_ids, IndexConfig(kind=kind))
+    loc = ClipIndex.location(lake, spec)
+    meta = built.save(loc, lake.version("embeddings"))
+    assert meta["files"]["ids"].endswith(".arrow")
+    mapped, _ = ClipIndex.load(loc, mmap=True)  # type: ignore[misc]
+    in_memory, _ = ClipIndex.load(loc, mmap=False)  # type: ignore[misc]
+    path = str(Path(loc.join(meta["files"]["index"]).path).resolve())
+    pos = np.random.default_rng(3).choice(6000, 1500, replace=False)
+    before = _mapped_rss_kb(path)
+    got = mapped.vectors_at(pos)
+    after = _mapped_rss_kb(path)
+    assert np.array_equal(got, in_memory.index.reconstruct_batch(pos.astype(np.int64)))
+    assert np.array_equal(got, batch.vectors[pos])
+    assert after - before < 256, f"{after - before} kB mapped for 1,500 scattered vectors"
+    assert np.array_equal(mapped.stored_vector(batch.clip_ids[42]), batch.vectors[42:43])  # type: ignore[arg-type]
