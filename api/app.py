@@ -31,8 +31,9 @@ __all__ = ["create_app", "lean_server_process"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-          413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid_request",
-          429: "too_many_requests", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+          413: "payload_too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable",
+          422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
+          503: "unavailable"}  # fmt: skip
 _UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
 # The status of each branch of the exception tree (storage.errors), most specific first.
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
@@ -66,7 +67,7 @@ class _IndexMetrics:
     def collect(self) -> Iterator[Metric]:
         from mining.serving import served_indexes
 
-        labels = ["lake", "model", "kind"]
+        labels = ["lake", "model", "kind", "part"]  # part: clip, or a sub-space (appearance)
         size = GaugeMetricFamily(
             "fleetmine_index_bytes", "Memory of a served index and its ids", labels=labels
         )
@@ -77,7 +78,7 @@ class _IndexMetrics:
             labels=labels,
         )
         for s in served_indexes():
-            values = [s["lake"], s["model"], s["kind"]]
+            values = [s["lake"], s["model"], s["kind"], s["part"]]
             size.add_metric(values, s["bytes"])
             vectors.add_metric(values, s["vectors"])
             fresh.add_metric(values, s["fresh_vectors"])
@@ -157,7 +158,8 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
         return _error(request, status, str(exc), headers)
 
     app.add_middleware(_Unexpected)
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    uploads = {"/v1/search/similar": settings.max_body_bytes + settings.max_image_bytes}
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes, uploads=uploads)
     if settings.scan_audit:
         app.add_middleware(_ScanAudit)
     return app
@@ -191,19 +193,25 @@ class _ScanAudit:
 
 class _BodyLimit:
     """Answers 413 to a request body over ``limit`` bytes, declared or streamed, before any
-    route sees it (bodies here are small JSON documents, so the rest is buffered)."""
+    route sees it (bodies here are small JSON documents, so the rest is buffered).
+    ``uploads``: paths that take a multipart upload, with their own, larger limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        too_large = _error(Request(scope), 413, f"request body over {self.limit} bytes")
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.limit:
+        headers = dict(scope["headers"])
+        limit = self.limit
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+            limit = self.uploads.get(scope["path"], limit)
+        too_large = _error(Request(scope), 413, f"request body over {limit} bytes")
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > limit:
             await too_large(scope, receive, send)
             return
         body = bytearray()
@@ -212,7 +220,7 @@ class _BodyLimit:
             if message["type"] != "http.request":  # the client went away
                 return
             body += message.get("body", b"")
-            if len(body) > self.limit:
+            if len(body) > limit:
                 await too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):

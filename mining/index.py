@@ -440,8 +440,11 @@ class ClipIndex:
     # -- persistence --------------------------------------------------------------------
 
     @staticmethod
-    def location(lake: Lake, spec: ModelSpec) -> Location:
-        return lake.root.join("indexes", f"{spec.name}@{spec.version}")
+    def location(lake: Lake, spec: ModelSpec, part: str | None = None) -> Location:
+        """Where the model version's index lives; ``part``: the index of one sub-space of
+        its vectors (:class:`mining.vectors.SubSpace`), in a folder inside it."""
+        loc = lake.root.join("indexes", f"{spec.name}@{spec.version}")
+        return loc.join(part) if part else loc
 
     @staticmethod
     def read_meta(loc: Location) -> dict[str, Any] | None:

@@ -12,17 +12,19 @@ from typing import Any
 import numpy as np
 
 from mining import serving
+from mining.encoders import frame_span
 from mining.index import ClipIndex, IndexConfig
 from mining.index_build import stream_build
+from mining.interfaces import ModelSpec
 from mining.ready import read_corner_cases
 from mining.registry import resolve
-from mining.serving import embedded_since, read_vectors
-from mining.vectors import EmbeddingSource
+from mining.serving import embedded_since, read_vectors, source_of
+from mining.vectors import SubSpace
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
 
-__all__ = ["Neighbour", "build_index", "corner_cases", "similar"]
+__all__ = ["Neighbour", "appearance_of", "build_index", "corner_cases", "nearest", "similar"]
 
 
 @dataclass
@@ -35,29 +37,47 @@ def build_index(
     settings: Settings, model: str | None = None, cfg: IndexConfig | None = None
 ) -> dict[str, Any]:
     """Build (or extend with the clips embedded since) the persisted FAISS index of a
-    model version; rebuilt when the kind ``cfg`` picks for its size has changed."""
+    model version; rebuilt when the kind ``cfg`` picks for its size has changed. A
+    version whose vectors hold an appearance block gets that block's index too
+    (``appearance``: what query by example searches, :mod:`mining.by_example`)."""
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
-    loc = ClipIndex.location(lake, spec)
+    out = _build(lake, spec, cfg)
+    sub = appearance_of(spec)
+    if sub is not None:
+        out["appearance"] = _build(lake, spec, cfg, sub)
+    serving.forget(lake, spec)  # this process serves the new build from its next search
+    return out
+
+
+def appearance_of(spec: ModelSpec) -> SubSpace | None:
+    """The appearance block of the version's vectors as a sub-space (None: none)."""
+    span = frame_span(spec)
+    return None if span is None else SubSpace("appearance", span.start, span.stop)
+
+
+def _build(
+    lake: Lake, spec: ModelSpec, cfg: IndexConfig | None, sub: SubSpace | None = None
+) -> dict[str, Any]:
+    loc = ClipIndex.location(lake, spec, sub.name if sub else None)
     version = lake.version("embeddings")
     index: ClipIndex | None = None
     added = None
     if (loaded := ClipIndex.load(loc)) is not None:
         index, meta = loaded
         ids, vectors = embedded_since(lake, spec, int(meta["embeddings_version"]), version, index)
-        added = index.add(vectors, ids)
+        added = index.add(sub.project(vectors) if sub else vectors, ids)
         if index.fits(len(index), cfg or index.cfg):
             index.configure(cfg or index.cfg)
         else:
             index = loaded = None  # let it go before the new one is built
     rebuilt = index is None
     if index is None:
-        index = stream_build(EmbeddingSource(lake, spec, (cfg or IndexConfig()).batch_rows), cfg)
+        index = stream_build(source_of(lake, spec, sub, batch_rows=(cfg or IndexConfig()).batch_rows), cfg)
         if len(index) == 0:
             raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
         added = len(index) if added is None else added
     meta = index.save(loc, version)
-    serving.forget(lake, spec)  # this process serves the new build from its next search
     return {
         "model": spec.ref,
         "factory": index.factory,
@@ -82,9 +102,8 @@ def similar(
     """The ``k`` clips nearest a clip or a vector, among clips matching ``where``
     (SQL on clips): exactly ``min(k, matching clips)`` of them."""
     spec = resolve(lake, model)
-    live = serving.live(lake, spec)
     if clip_id is not None:
-        q = live.stored_vector(clip_id)
+        q = serving.live(lake, spec).stored_vector(clip_id)
         if q is None:
             q = read_vectors(lake, spec, [clip_id])
             if np.isnan(q).any():
@@ -97,13 +116,32 @@ def similar(
             raise ConfigError("vector has non-finite values")
     else:
         raise ConfigError("give a clip_id or a vector")
+    return nearest(lake, spec, q, k, where, exclude=clip_id)
+
+
+def nearest(
+    lake: Lake,
+    spec: ModelSpec,
+    q: np.ndarray,
+    k: int,
+    where: str | None = None,
+    *,
+    sub: SubSpace | None = None,
+    exclude: str | None = None,
+) -> list[Neighbour]:
+    """The ``k`` clips nearest the query row ``q`` (``(1, dim)``), among clips matching
+    ``where``, in the version's vectors or in their ``sub`` block (``q`` then in it)."""
+    live = serving.live(lake, spec, sub)
     allowed = None
     if where:
         allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id")
-    dist, names = live.search(
-        q, k + (clip_id is not None), allowed, raw=lambda ids: read_vectors(lake, spec, ids)
-    )
-    out = [Neighbour(c, float(d)) for d, c in zip(dist[0], names[0], strict=False) if c != clip_id]
+
+    def raw(ids: list[str]) -> np.ndarray:
+        vectors = read_vectors(lake, spec, ids)
+        return vectors if sub is None else sub.project(vectors)
+
+    dist, names = live.search(q, k + (exclude is not None), allowed, raw=raw)
+    out = [Neighbour(c, float(d)) for d, c in zip(dist[0], names[0], strict=False) if c != exclude]
     return out[:k]
 
 

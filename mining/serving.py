@@ -10,6 +10,10 @@ changed: the big index is never mutated, so searches need no lock and a top-up
 never regrows it. A newer saved build (``fleetmine index``, in this process or
 another) replaces the whole. Vectors by clip id come from ``embeddings``, one
 date partition per day the ids name.
+
+The same holds for a sub-space of the version's vectors (:class:`SubSpace`, the
+appearance block query by example searches): its own saved index, its own live
+object, topped up with the same new rows seen through the sub-space.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from deltalake.exceptions import DeltaError
 from mining.index import ClipIndex, Ids, RawVectors, as_ids
 from mining.index_build import stream_build
 from mining.interfaces import ModelSpec
-from mining.vectors import EmbeddingSource
+from mining.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.sql import in_list, literal
@@ -174,11 +178,19 @@ _CHECKED: dict[tuple[str, str], float] = {}  # when the saved build was last loo
 _SERVED_LOCK = threading.Lock()
 
 
-def _open(lake: Lake, spec: ModelSpec, version: int, *, persist: bool = False) -> LiveIndex:
-    loc = ClipIndex.location(lake, spec)
+def source_of(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None, **kw: Any) -> VectorSource:
+    """The version's rows of ``embeddings``, or their ``sub`` block."""
+    source = EmbeddingSource(lake, spec, **kw)
+    return source if sub is None else ProjectedSource(source, sub)
+
+
+def _open(
+    lake: Lake, spec: ModelSpec, version: int, *, persist: bool = False, sub: SubSpace | None = None
+) -> LiveIndex:
+    loc = ClipIndex.location(lake, spec, sub.name if sub else None)
     loaded = ClipIndex.load(loc, mmap=True)  # never added to: see LiveIndex
     if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
-        built = stream_build(EmbeddingSource(lake, spec, version=version))
+        built = stream_build(source_of(lake, spec, sub, version=version))
         if len(built) == 0:
             raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
         log.info("no saved index for %s: built one of %d vectors", spec.ref, len(built))
@@ -186,29 +198,38 @@ def _open(lake: Lake, spec: ModelSpec, version: int, *, persist: bool = False) -
         return LiveIndex(built, embeddings_version=version, build=meta.get("build"))
     index, meta = loaded
     opened = LiveIndex(index, embeddings_version=int(meta["embeddings_version"]), build=meta.get("build"))
-    return _top_up(lake, spec, opened, version)
+    return _top_up(lake, spec, opened, version, sub)
 
 
-def _top_up(lake: Lake, spec: ModelSpec, served: LiveIndex, version: int) -> LiveIndex:
+def _top_up(
+    lake: Lake, spec: ModelSpec, served: LiveIndex, version: int, sub: SubSpace | None = None
+) -> LiveIndex:
     ids, vectors = embedded_since(lake, spec, served.embeddings_version, version, served)
+    if sub is not None:
+        vectors = sub.project(vectors)
     return served.with_added(vectors, ids, max(version, served.embeddings_version))
 
 
-def live(lake: Lake, spec: ModelSpec) -> LiveIndex:
-    """The model version's index in this process, current with the ``embeddings`` table."""
+def _key(lake: Lake, spec: ModelSpec, sub: SubSpace | None) -> tuple[str, str]:
+    return lake.uri, spec.ref + (f"/{sub.name}" if sub else "")
+
+
+def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
+    """The model version's index in this process (or that of its ``sub`` block),
+    current with the ``embeddings`` table."""
     version = lake.version("embeddings")
-    key = (lake.uri, spec.ref)
+    key = _key(lake, spec, sub)
     with _SERVED_LOCK:
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
         if served is not None and served.embeddings_version >= version and not recheck:
             return served
-        meta = ClipIndex.read_meta(ClipIndex.location(lake, spec))
+        meta = ClipIndex.read_meta(ClipIndex.location(lake, spec, sub.name if sub else None))
         _CHECKED[key] = time.monotonic()
         if served is None or (meta is not None and meta.get("build") != served.build):
-            served = _open(lake, spec, version)
+            served = _open(lake, spec, version, sub=sub)
         elif served.embeddings_version < version:
-            served = _top_up(lake, spec, served, version)
+            served = _top_up(lake, spec, served, version, sub)
         _SERVED[key] = served
         return served
 
@@ -220,9 +241,11 @@ def current(lake: Lake, spec: ModelSpec) -> LiveIndex:
 
 
 def forget(lake: Lake, spec: ModelSpec) -> None:
-    """Drop what this process serves for ``spec``: its next search opens the saved build."""
+    """Drop what this process serves for ``spec`` (and its sub-spaces): its next search
+    opens the saved build."""
     with _SERVED_LOCK:
-        _SERVED.pop((lake.uri, spec.ref), None)
+        for key in [k for k in _SERVED if k[0] == lake.uri and k[1].split("/", 1)[0] == spec.ref]:
+            _SERVED.pop(key, None)
 
 
 def served_indexes() -> list[dict[str, Any]]:
@@ -232,7 +255,8 @@ def served_indexes() -> list[dict[str, Any]]:
     return [
         {
             "lake": lake,
-            "model": ref,
+            "model": ref.split("/", 1)[0],
+            "part": ref.split("/", 1)[1] if "/" in ref else "clip",
             "kind": served.main.kind,
             "vectors": len(served),
             "fresh_vectors": len(served.fresh) if served.fresh else 0,

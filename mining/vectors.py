@@ -4,6 +4,10 @@ A :class:`VectorSource` is what the index build and ``mine`` stream: all its ids
 (one narrow column), then its vectors in batches, optionally of chosen ids only.
 :class:`EmbeddingSource` reads the ``embeddings`` table; :class:`ArraySource`
 holds arrays already in memory (the same code path, for small inputs and tests).
+A :class:`SubSpace` is one block of a model version's vectors, each row scaled back
+to unit length (the appearance block that query by example searches on,
+:func:`mining.encoders.frame_span`); :class:`ProjectedSource` reads any source
+through one, so every index kind and build path serves a sub-space unchanged.
 Samples are chosen by a seeded hash of the clip id (:func:`sample_ids`), so the
 same clips are drawn whatever the row order, and a grown corpus keeps most of the
 sample it had.
@@ -27,6 +31,8 @@ from storage.sql import in_list, literal
 __all__ = [
     "ArraySource",
     "EmbeddingSource",
+    "ProjectedSource",
+    "SubSpace",
     "VectorSource",
     "day_of",
     "matrix",
@@ -152,3 +158,43 @@ class ArraySource:
                 ids, vecs = ids.filter(pa.array(keep)), vecs[keep]
             if len(ids):
                 yield ids, vecs
+
+
+@dataclass(frozen=True)
+class SubSpace:
+    """Positions ``[start, stop)`` of a vector, as their own unit vector: ``name`` says
+    which block (it names the sub-space's index beside the model version's)."""
+
+    name: str
+    start: int
+    stop: int
+
+    @property
+    def dim(self) -> int:
+        return self.stop - self.start
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """``(n, dim)`` float32: each row's block, L2-normalised (an all-zero block
+        stays zero; a NaN row, a clip without a vector, stays NaN)."""
+        part = np.asarray(vectors, np.float32)[:, self.start : self.stop]
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        return np.ascontiguousarray(np.where(norms > 0, part / np.maximum(norms, 1e-12), part), np.float32)
+
+
+@dataclass
+class ProjectedSource:
+    """A source's vectors seen through a :class:`SubSpace`."""
+
+    source: VectorSource
+    sub: SubSpace
+
+    @property
+    def dim(self) -> int:
+        return self.sub.dim
+
+    def ids(self) -> pa.Array:
+        return self.source.ids()
+
+    def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        for ids, vectors in self.source.batches(only):
+            yield ids, self.sub.project(vectors)

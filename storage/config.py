@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     triggers: Triggers = Field(default_factory=Triggers)
     ingest_max_retries: int = 2
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="API: larger request bodies answer 413")
+    max_image_bytes: int = Field(
+        default=8 << 20,
+        ge=1,
+        description="API: the largest image POST /v1/search/similar takes (multipart upload, JPEG or "
+        "PNG); a larger one answers 413. Its multipart body may exceed max_body_bytes by this much",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="API: an uploaded image with more pixels answers 422, checked before it is decoded",
+    )
     auth_max_failures: int = Field(
         default=10, ge=1, description="API: wrong tokens from one client within the window before 429"
     )

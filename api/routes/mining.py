@@ -1,17 +1,26 @@
-"""Similar clips and corner cases: the same functions the CLI calls."""
+"""Similar clips (by clip, vector or an uploaded image) and corner cases: the same
+functions the CLI calls."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from api.deps import LakeDep, Reader
+from mining.by_example import ImageError, similar_to_image
 from mining.curation import DatasetQuery, clip_predicate
-from mining.queries import corner_cases, similar
+from mining.queries import Neighbour, corner_cases, similar
 
 router = APIRouter(prefix="/v1", tags=["mining"])
+
+IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+"""The images a query by example takes, by their first bytes (the part's declared
+type is not trusted: a canvas, a phone and curl each say something else)."""
 
 
 class SimilarRequest(BaseModel):
@@ -20,6 +29,15 @@ class SimilarRequest(BaseModel):
     vector: list[float] | None = Field(default=None, max_length=8192)
     k: int = Field(default=10, ge=1, le=1000)
     filters: DatasetQuery | None = None
+    model: str | None = None
+
+
+class ImageSearchForm(BaseModel):
+    """The fields of a multipart query by example, beside its ``image`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(default=10, ge=1, le=1000)
+    filters: Json[DatasetQuery] | None = Field(default=None, description="a DatasetQuery as JSON text")
     model: str | None = None
 
 
@@ -47,15 +65,95 @@ class CornerCasesPublic(BaseModel):
     count: int
 
 
-@router.post("/search/similar", response_model=NeighboursPublic)
-def search_similar(body: SimilarRequest, lake: LakeDep, _: Reader) -> NeighboursPublic:
-    if (body.clip_id is None) == (body.vector is None):
-        raise HTTPException(422, "give exactly one of clip_id or vector")
-    where = clip_predicate(body.filters) if body.filters else None
-    hits = similar(lake, clip_id=body.clip_id, vector=body.vector, k=body.k, where=where, model=body.model)
+def _request_body() -> dict[str, Any]:
+    ref = "#/components/schemas/{model}"  # DatasetQuery and its parts are components already
+    form = ImageSearchForm.model_json_schema(ref_template=ref)
+    form.pop("$defs", None)
+    form["properties"] = {
+        "image": {"type": "string", "format": "binary", "description": "JPEG or PNG"},
+        **form["properties"],
+    }
+    form["required"] = ["image"]
+    json_body = SimilarRequest.model_json_schema(ref_template=ref)
+    json_body.pop("$defs", None)
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": json_body}, "multipart/form-data": {"schema": form}},
+    }
+
+
+@router.post(
+    "/search/similar",
+    response_model=NeighboursPublic,
+    openapi_extra={"requestBody": _request_body()},
+    responses={413: {"description": "image too large"}, 415: {"description": "not a JPEG or PNG"}},
+)
+async def search_similar(request: Request, lake: LakeDep, _: Reader) -> NeighboursPublic:
+    """The ``k`` nearest clips of a clip or a vector (JSON body), or of an image: a
+    multipart form with an ``image`` file (JPEG or PNG) and the same ``k``, ``filters``
+    (JSON text) and ``model``, searched on what the clips' frames show
+    (:mod:`mining.by_example`)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        hits = await _by_image(request, lake)
+    else:
+        body = _validated(SimilarRequest, await request.body())
+        if (body.clip_id is None) == (body.vector is None):
+            raise HTTPException(422, "give exactly one of clip_id or vector (or upload an image)")
+        where = clip_predicate(body.filters) if body.filters else None
+        hits = await run_in_threadpool(
+            lambda: similar(
+                lake, clip_id=body.clip_id, vector=body.vector, k=body.k, where=where, model=body.model
+            )
+        )
     return NeighboursPublic(
         data=[NeighbourPublic(clip_id=h.clip_id, distance=h.distance) for h in hits], count=len(hits)
     )
+
+
+def _validated(model: type[SimilarRequest], raw: bytes) -> SimilarRequest:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            raise RequestValidationError(
+                [{"loc": ("body",), "msg": "not valid JSON (UTF-8)", "type": "json_invalid"}]
+            ) from None
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+async def _by_image(request: Request, lake: LakeDep) -> list[Neighbour]:
+    settings = request.app.state.settings
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "image: a JPEG or PNG file field is required")
+        data = await upload.read(settings.max_image_bytes + 1)
+        if len(data) > settings.max_image_bytes:
+            raise HTTPException(413, f"image over {settings.max_image_bytes} bytes")
+        if not any(data.startswith(magic) for magic in IMAGE_TYPES):
+            raise HTTPException(415, "image: not a JPEG or PNG file (by its first bytes)")
+        fields: dict[str, Any] = {}
+        for name, value in form.multi_items():
+            if name == "image":
+                continue
+            if not isinstance(value, str) or name in fields:
+                raise HTTPException(422, f"{name}: one text field expected")
+            fields[name] = value
+    try:
+        q = ImageSearchForm.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    where = clip_predicate(q.filters) if q.filters else None
+    try:
+        return await run_in_threadpool(
+            lambda: similar_to_image(
+                lake, data, k=q.k, where=where, model=q.model, max_pixels=settings.max_image_pixels
+            )
+        )
+    except ImageError as exc:
+        raise HTTPException(422, f"image: {exc}") from None
 
 
 @router.get("/mining/corner-cases", response_model=CornerCasesPublic)

@@ -197,11 +197,21 @@ def grid(
         + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">in time order &middot; '
         f"model {esc(res.model)} &middot; keys: j/k move, enter opens, b adds to the basket, n next page</span>"
         f'<button id="add-page">add this page to the basket</button>'
-        f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a></div>'
+        f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a>'
+        f'<label>find clips like an image <input type="file" id="find-image" accept="image/jpeg,image/png"></label></div>'
+        + _frame_results("Like this image")
         + notes
         + f'<div class="grid" id="grid">{cards}</div><nav class="pager" id="pager">{"".join(pager)}</nav>'
     )
-    return _html(page("Clips", body, kind="grid", role=caller.role))
+    return _html(page("Clips", body, kind="grid", role=caller.role, scripts=["frame_search.js"]))
+
+
+def _frame_results(title: str) -> str:
+    """Where ``frame_search.js`` shows the clips like an image (empty until asked)."""
+    return (
+        f'<section id="frame-search"><h2>{esc(title)} <span id="frame-at" class="muted"></span></h2>'
+        '<p id="frame-status" role="status" class="muted"></p><div class="grid" id="frame-similar"></div></section>'
+    )
 
 
 def _neighbours(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
@@ -318,6 +328,8 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         f'<div class="clip" data-clip="{esc(clip_id)}" data-duration="{esc(clip.get("duration_s") or 0)}">'
         f'<div class="media"><div class="cams cams-{len(cams)}">{videos}</div>'
         f'<p id="video-error" class="error" hidden></p>'
+        '<p><button id="find-frame" title="search the clips whose frames look like the one shown now">'
+        "find more like this frame</button></p>"
         f'<div class="plotbox"><svg id="signals" width="100%" height="280" role="img" '
         f'aria-label="signals over the clip; click to seek"></svg><p id="plot-note" class="muted">{esc(plot_note)}</p>'
         f'<p class="muted">t = <span id="t-now">0.00</span> s &middot; click the plot to seek &middot; keys: space plays, '
@@ -328,9 +340,13 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         f"<h2>More like this</h2>{f'<p class=error id=similar-error>{esc(note)}</p>' if note else ''}"
         f'<div class="bar"><button id="add-similar"{"" if near else " disabled"}>add all to the basket</button>'
         f'<a href="/ui/datasets?{query_string({"q": json.dumps({"similar_to": {"clip_ids": [clip_id], "k": 50}})})}" id="similar-dataset">dataset of the 50 most similar</a></div>'
-        f'<div class="grid" id="similar">{more}</div>' + json_script("signal-data", plot)
+        f'<div class="grid" id="similar">{more}</div>'
+        + _frame_results("Like this frame")
+        + json_script("signal-data", plot)
     )
-    return _html(page(f"Clip {clip_id}", body, kind="clip", role=caller.role, scripts=["clip.js"]))
+    return _html(
+        page(f"Clip {clip_id}", body, kind="clip", role=caller.role, scripts=["clip.js", "frame_search.js"])
+    )
 
 
 @router.get("/datasets", response_class=HTMLResponse)

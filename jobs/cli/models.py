@@ -131,11 +131,15 @@ def index(
     if submit_if_cluster(IndexJob(model=model, index_kind=kind), lake, address, wait):
         return
     r = execute(IndexJob(model=model, index_kind=kind), settings(lake, address))
-    console.print(
-        f"{r['model']}: {r['factory']} index of {r['vectors']} vectors ({r['added']} added"
-        f"{', rebuilt' if r.get('rebuilt') else ''}) at {r['uri']}",
-        soft_wrap=True,
-    )
+    for part in (r, r.get("appearance")):
+        if part is None:
+            continue
+        console.print(
+            f"{part['model']}{'' if part is r else ' appearance'}: {part['factory']} index of "
+            f"{part['vectors']} vectors ({part['added']} added{', rebuilt' if part.get('rebuilt') else ''}) "
+            f"at {part['uri']}",
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM
 from mining.interfaces import Encoder, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["KINDS", "encoder_resources", "make_encoder"]
+__all__ = ["KINDS", "encoder_resources", "frame_span", "make_encoder"]
 
 KINDS = ("builtin", "onnx", "torchscript")
 
@@ -36,3 +37,35 @@ def encoder_resources(spec: ModelSpec) -> dict[str, float]:
     if spec.kind == "onnx" and spec.params.get("device") == "cuda":
         resources["num_gpus"] = 1.0
     return resources
+
+
+def frame_span(spec: ModelSpec) -> slice | None:
+    """Where a clip vector of ``spec`` keeps its appearance block: what one image has
+    evidence of (None: its vectors have no such block).
+
+    A clip vector (:func:`mining.encoders.fusion.fuse`) concatenates the unit mean of
+    its frames' appearance features times a weight, the motion block, the signals
+    block, then scales the whole to unit length. The appearance block's direction is
+    that unit mean whatever the other blocks hold, so it is read back exactly from the
+    stored vector, and comparing an image with a clip on it compares what is in view
+    and nothing else. An ONNX version without ``clip`` params stores the frames' mean
+    alone: the whole vector is that block.
+    """
+    match spec.kind:
+        case "builtin":
+            from mining.encoders.builtin import APPEARANCE_DIM
+            from mining.encoders.params import BuiltinParams
+
+            weights = BuiltinParams.model_validate(spec.params).weights
+            return slice(0, APPEARANCE_DIM) if weights.appearance > 0 else None
+        case "onnx":
+            from mining.encoders.params import OnnxParams
+
+            p = OnnxParams.model_validate(spec.params)
+            if p.clip is None:
+                return slice(0, spec.dim)
+            dense = DENSE_DIM if p.clip.weights.dense is not None else 0
+            frame_dim = (spec.dim - SIGNAL_DIM - dense) // 2
+            return slice(0, frame_dim) if p.clip.weights.appearance > 0 and frame_dim > 0 else None
+        case _:
+            return None

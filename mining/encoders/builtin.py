@@ -30,9 +30,10 @@ from mining.encoders.params import BuiltinParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["DIM", "BuiltinEncoder", "builtin_dim"]
+__all__ = ["APPEARANCE_DIM", "DIM", "BuiltinEncoder", "builtin_dim"]
 
 DIM = 256
+APPEARANCE_DIM = 192  # the first block of every builtin vector
 _LAYOUTS = SIGNAL_LAYOUTS  # the builtin's layout numbers are signal layouts
 
 
@@ -74,7 +75,7 @@ class BuiltinEncoder:
 
     def frames(self, jpegs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Per keyframe: appearance ``(T, 192)`` and motion ``(T, 32)`` features."""
-        cells = np.zeros((len(jpegs), 192), np.float32)
+        cells = np.zeros((len(jpegs), APPEARANCE_DIM), np.float32)
         greys = np.zeros((len(jpegs), 32), np.float32)
         for t, jpeg in enumerate(jpegs):
             scene = _scene(jpeg)  # (32, 64, 3): the lower 60 % of the frame, box-filtered

@@ -87,3 +87,48 @@ def test_fleetmine_serve_sets_the_engine_allocator_before_deltalake_loads() -> N
     )
     out = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_query_by_image_loads_the_image_stack_on_its_route_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An upload of a query for an ONNX version loads ONNX Runtime on that first query
+    (the catalog routes and a builtin version's image query do not), and nothing loads
+    Ray, torch, the ONNX builder or video decoders (PIL is the registry's already)."""
+    import io
+
+    from PIL import Image
+
+    from api.auth import create_token
+    from jobs.bench.catalog_lake import add_clips
+    from mining.pretrained import import_pretrained
+    from mining.registry import resolve, set_current
+    from storage import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    add_clips(lake, resolve(lake), 0, 50)  # builtin vectors
+    learned, _ = import_pretrained(lake, "efficientnet-lite0")
+    add_clips(lake, learned, 0, 50)
+    set_current(lake, "builtin-motion", 1)  # a new model name's first version became current
+    token = create_token(lake, "r", "reader")
+    image = tmp_path / "frame.png"
+    buf = io.BytesIO()
+    Image.effect_noise((320, 180), 60).convert("RGB").save(buf, format="PNG")
+    image.write_bytes(buf.getvalue())
+    heavy = ["torch", "webdataset", "ray", "av", "cantools", "asammdf", "pandas", "onnx"]
+    _fresh(
+        "from api.app import create_app, lean_server_process; from storage import Settings; "
+        "lean_server_process(); "
+        "from fastapi.testclient import TestClient; import sys; "
+        f"c = TestClient(create_app(Settings(lake={lake.uri!r}))); "
+        f"h = {{'Authorization': 'Bearer {token}'}}; "
+        "assert c.get('/v1/clips?limit=5', headers=h).status_code == 200; "
+        "assert 'onnxruntime' not in sys.modules; "
+        f"img = open({str(image)!r}, 'rb').read(); "
+        "post = lambda **f: c.post('/v1/search/similar', files={'image': ('f.png', img)}, "
+        "data=f, headers=h); "
+        "r = post(k='3'); assert r.status_code == 200 and r.json()['count'] == 3, r.text; "
+        "assert 'onnxruntime' not in sys.modules; "
+        f"r = post(k='3', model={learned.ref!r}); assert r.status_code == 200, r.text; "
+        "assert 'onnxruntime' in sys.modules; "
+        f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded"
+    )

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from api.auth import create_token
 from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
+from mining.by_example import similar_to_image
 from storage import Lake, Settings
 from tests.api.cdp import CHROMIUM, Browser
 from tests.api.conftest import auth, serve
@@ -49,6 +55,10 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         b.close()
 
 
+_BLOB_B64 = (
+    "new Promise(ok => { const r = new FileReader(); r.onload = () => ok(r.result.split(',')[1]);"
+    " r.readAsDataURL(window.fmFrameQuery); })"
+)
 PLOT_BOX = (
     "(() => { const r = document.getElementById('signals').getBoundingClientRect();"
     " return [r.left, r.top, r.width, r.height]; })()"
@@ -199,3 +209,78 @@ def test_pages_say_what_to_do_when_empty_or_wrong(review_lake: tuple[str, Lake, 
     assert clip.status_code == 404 and "back to the clips" in clip.text
     page = httpx.get(f"{base}/ui/datasets", cookies=cookies)
     assert "datasets need a curator token" in page.text and 'id="create" disabled' in page.text
+
+
+def test_find_more_like_this_frame_from_the_clip_page_and_an_upload_on_the_grid(
+    review_lake: tuple[str, Lake, dict[str, str]], browser: Browser, tmp_path: Path
+) -> None:
+    base, lake, tokens = review_lake
+    b = browser
+    clips = sorted(
+        lake.read("clips", columns=["clip_id", "video_uri"]).to_pylist(), key=lambda c: c["clip_id"]
+    )
+    clip = clips[len(clips) // 3]
+    b.goto(f"{base}/ui/login", "login")
+    b.eval(f"document.getElementById('token').value = {json.dumps(tokens['reader'])}")
+    b.click("#sign-in")
+    b.loaded("grid")
+
+    # The clip page: seek into the clip, grab the frame shown, search, see the clip itself first.
+    b.goto(f"{base}/ui/clips/{clip['clip_id']}", "clip")
+    assert b.eval("document.getElementById('frame-similar').children.length") == 0
+    b.wait("document.getElementById('video').readyState >= 2", 60)
+    b.eval(
+        "new Promise(ok => { const v = document.getElementById('video');"
+        " v.addEventListener('seeked', () => ok(true), {once: true}); v.currentTime = 3.2; })"
+    )
+    b.click("#find-frame")
+    n = b.wait("document.body.dataset.frameResults", 60)
+    assert n == "12", b.eval("document.getElementById('frame-status').textContent")
+    found = b.eval("[...document.querySelectorAll('#frame-similar .card')].map(c => c.dataset.clip)")
+    dists = b.eval("[...document.querySelectorAll('#frame-similar .card')].map(c => +c.dataset.distance)")
+    print(f"clip page: {clip['clip_id']} ranks {found.index(clip['clip_id']) + 1} of {len(clips)}")
+    assert clip["clip_id"] in found and dists == sorted(dists) and len(set(found)) == 12
+    # What was posted is the frame the player showed, and the cards are the API's answer to it.
+    posted = base64.b64decode(b.eval(_BLOB_B64))
+    shown = Image.open(io.BytesIO(posted))
+    size = b.eval("(v => [v.videoWidth, v.videoHeight])(document.getElementById('video'))")
+    assert shown.format == "JPEG" and list(shown.size) == size
+    with av.open(io.BytesIO(lake.root.fs.cat_file(clip["video_uri"]))) as c:
+        decoded = [(f.time, np.asarray(f.to_image().convert("L"), np.float32)) for f in c.decode(video=0)]
+    grey = np.asarray(shown.convert("L"), np.float32)
+    nearest = min(decoded, key=lambda tf: float(np.abs(tf[1] - grey).mean()))
+    assert abs(nearest[0] - 3.2) < 0.15, nearest[0]  # the frame at the player's time, not another
+    want = similar_to_image(lake, posted, k=12)
+    assert found == [h.clip_id for h in want]
+    assert b.eval("document.getElementById('frame-at').textContent") == "at 3.20 s"
+    b.wait(
+        "[...document.querySelectorAll('#frame-similar img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    b.eval("document.getElementById('frame-search').scrollIntoView()")
+    b.screenshot(tmp_path / "frame-search.png")
+    b.click(f'#frame-similar .card[data-clip="{found[1]}"] button.add')  # the cards are the grid's own
+    b.wait("document.getElementById('basket-count').textContent === '1'")
+
+    # The grid: pick a PNG of another clip's frame in the upload control.
+    other = clips[2 * len(clips) // 3]
+    with av.open(io.BytesIO(lake.root.fs.cat_file(other["video_uri"]))) as c:
+        frames = [f.to_image() for f in c.decode(video=0)]
+    png = tmp_path / "frame.png"
+    frames[len(frames) // 2].save(png)
+    b.goto(f"{base}/ui/", "grid")
+    root = b.send("DOM.getDocument")["root"]["nodeId"]
+    node = b.send("DOM.querySelector", nodeId=root, selector="#find-image")["nodeId"]
+    b.send("DOM.setFileInputFiles", files=[str(png)], nodeId=node)
+    assert b.wait("document.body.dataset.frameResults", 60) == "12"
+    found = b.eval("[...document.querySelectorAll('#frame-similar .card')].map(c => c.dataset.clip)")
+    print(f"grid upload: {other['clip_id']} ranks {found.index(other['clip_id']) + 1}")
+    assert found == [h.clip_id for h in similar_to_image(lake, png.read_bytes(), k=12)]
+    assert other["clip_id"] in found
+
+    # A file that is not an image says why, in the page.
+    txt = tmp_path / "notes.png"
+    txt.write_text("not an image")
+    b.send("DOM.setFileInputFiles", files=[str(txt)], nodeId=node)
+    assert b.wait("document.body.dataset.frameResults === 'error' && document.body.dataset.frameResults")
+    assert "not a JPEG or PNG" in b.eval("document.getElementById('frame-status').textContent")
+    assert (tmp_path / "frame-search.png").stat().st_size > 20_000

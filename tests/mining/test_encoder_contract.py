@@ -190,3 +190,33 @@ def test_a_clip_fusing_dim_that_cannot_be_is_refused(tmp_path: Path) -> None:
         register(lake, "odd", "onnx", "m.onnx", 8 + 32 + 1, params={"clip": {}})
     with pytest.raises(ConfigError, match=r"layouts: \[1\]"):
         register(lake, "lay", "onnx", "m.onnx", 48, params={"clip": {"signal_layout": 7}})
+
+
+# -- query by example: the appearance block of a clip vector (mining/by_example.py) --
+
+
+def test_the_appearance_block_holds_what_the_frames_show_and_nothing_else(encoder: Encoder) -> None:
+    """What an image is compared on: the block reads the frames, not the signals, and an
+    image encoded as a still clip gives the block of any clip that shows it held still."""
+    from mining.encoders import frame_span
+    from mining.vectors import SubSpace
+
+    span = frame_span(encoder.spec)
+    assert span is not None and 0 <= span.start < span.stop <= encoder.spec.dim
+    sub = SubSpace("appearance", span.start, span.stop)
+    base, other = _clip(3), _clip(4)
+    braking = ClipInput(base.clip_id, base.jpegs, {**base.features, "max_decel_mps2": 7.5, "events": []})
+    frame = base.jpegs[0]
+    held = ClipInput("held", [frame, frame, frame], base.features)
+    v = sub.project(encoder.process_batch([base, braking, other, ClipInput("q", [frame], {}), held]))
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(v[0], v[1], atol=1e-5)  # blind to the signals
+    assert not np.allclose(v[0], v[2], atol=1e-3)  # other frames, another block
+    np.testing.assert_allclose(v[3], v[4], atol=1e-5)
+
+
+def test_a_version_that_weighs_no_appearance_has_no_frame_block(fusing: tuple[Lake, str, Path]) -> None:
+    from mining.encoders import frame_span
+
+    blind = _spec(*fusing, {"appearance": 0.0, "motion": 0.6, "signals": 1.0})
+    assert frame_span(blind) is None and frame_span(_spec(*fusing)) is not None
