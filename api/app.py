@@ -7,9 +7,11 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,7 +29,7 @@ from storage.errors import (
 )
 from storage.lake import Lake
 
-__all__ = ["create_app", "lean_server_process"]
+__all__ = ["create_app", "lean_server_process", "security_headers"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
@@ -158,17 +160,54 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
 
     app.add_middleware(_Unexpected)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
-    if settings.scan_audit:
-        app.add_middleware(_ScanAudit)
+    if settings.cors_allow_origins:  # closed unless origins are listed: no CORS layer at all
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+            expose_headers=["Content-Range", "Accept-Ranges", "ETag", "X-Fleetmine-Lake-Version"],
+            max_age=600,
+        )
+    app.add_middleware(_Headers, audit=settings.scan_audit)
     return app
 
 
-class _ScanAudit:
-    """``X-Fleetmine-Rows-Scanned`` / ``X-Fleetmine-Queries`` on every response: the rows
-    the engine scanned for the request (see :func:`storage.query.audit`)."""
+# /ui pages load their one script and style sheet from here (api/ui/static): nothing inline,
+# nothing from elsewhere, and no page may frame them.
+_UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_API_CSP = "default-src 'none'; frame-ancestors 'none'"  # JSON and media: never a document that runs code
+_DOCS_CSP = "frame-ancestors 'none'"  # FastAPI's /docs and /redoc load their scripts from a CDN
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # shard URLs carry grants: never in a Referer
+    (b"x-frame-options", b"DENY"),
+)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """The security headers of a response to ``path``."""
+    if path == "/ui" or path.startswith("/ui/"):
+        csp = _UI_CSP
+    elif path.startswith(("/docs", "/redoc")):
+        csp = _DOCS_CSP
+    else:
+        csp = _API_CSP
+    return [*_ALWAYS, (b"content-security-policy", csp.encode())]
+
+
+class _Headers:
+    """Headers on every response, whoever answered it (a route, an error handler, the body
+    limit, CORS): the security headers, and with ``audit`` the rows the engine scanned
+    for the request, ``X-Fleetmine-Rows-Scanned`` / ``X-Fleetmine-Queries`` (see
+    :func:`storage.query.audit`)."""
+
+    def __init__(self, app: ASGIApp, audit: bool = False) -> None:
         self.app = app
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,17 +215,21 @@ class _ScanAudit:
             return
         from storage.query import audit
 
-        with audit() as tally:
+        extra = security_headers(scope["path"])
+        with audit() if self.audit else nullcontext() as tally:
 
-            async def counted(message: Message) -> None:
+            async def headed(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
-                    headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
-                    headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))
+                    have = {k.lower() for k, _ in headers}
+                    headers += [(k, v) for k, v in extra if k not in have]
+                    if tally is not None:
+                        headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
+                        headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))
                     message = {**message, "headers": headers}
                 await send(message)
 
-            await self.app(scope, receive, counted)
+            await self.app(scope, receive, headed)
 
 
 class _BodyLimit:
