@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,12 +31,41 @@ from storage.errors import (
 )
 from storage.lake import Lake
 
-__all__ = ["create_app", "lean_server_process", "security_headers"]
+__all__ = ["ERROR_RESPONSES", "ErrorPublic", "create_app", "lean_server_process", "security_headers"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
           413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid_request",
           429: "too_many_requests", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+_ERRORS = {
+    400: "the request names what the lake cannot give (a cursor it did not mint, a bad filter)",
+    401: "no bearer token, or not a live one",
+    403: "the token's role cannot do this (or a shard grant does not cover it)",
+    404: "no such resource",
+    409: "it conflicts with the lake's state (a name taken, a lease held)",
+    413: "the request body is too large",
+    422: "the request does not parse (bad JSON, a parameter of the wrong type or range)",
+    429: "too many wrong tokens from this client: retry after Retry-After seconds",
+    503: "the object store is unreachable: retry after Retry-After seconds",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    """Every error of the API: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorPublic, "description": text} for status, text in _ERRORS.items()
+}
+"""The error answers of the ``/v1`` routes, in their OpenAPI documents (in place of
+FastAPI's own 422 body, which this API never answers)."""
 _UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
 # The status of each branch of the exception tree (storage.errors), most specific first.
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
@@ -134,8 +165,10 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
-    for module in (health, clips, mining, datasets, jobs, reviews, ui):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    app.include_router(ui.router)
+    for module in (clips, mining, datasets, jobs, reviews):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     _register_metrics()
 
     @app.exception_handler(StarletteHTTPException)
