@@ -30,6 +30,7 @@ from storage.errors import (
     StorageUnavailableError,
 )
 from storage.lake import Lake
+from storage.views import read_view
 
 __all__ = ["ERROR_RESPONSES", "ErrorPublic", "create_app", "lean_server_process", "security_headers"]
 
@@ -234,9 +235,11 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
 
 class _Headers:
     """Headers on every response, whoever answered it (a route, an error handler, the body
-    limit, CORS): the security headers, and with ``audit`` the rows the engine scanned
-    for the request, ``X-Fleetmine-Rows-Scanned`` / ``X-Fleetmine-Queries`` (see
-    :func:`storage.query.audit`)."""
+    limit, CORS): the security headers; ``X-Fleetmine-Lake-Version``, the version of each
+    table the answer was read from (``clips=41,embeddings=12``: the request reads in one
+    :func:`storage.views.read_view`, so each table at one version); and with ``audit`` the
+    rows the engine scanned for the request, ``X-Fleetmine-Rows-Scanned`` /
+    ``X-Fleetmine-Queries`` (see :func:`storage.query.audit`)."""
 
     def __init__(self, app: ASGIApp, audit: bool = False) -> None:
         self.app = app
@@ -249,13 +252,15 @@ class _Headers:
         from storage.query import audit
 
         extra = security_headers(scope["path"])
-        with audit() if self.audit else nullcontext() as tally:
+        with read_view() as view, audit() if self.audit else nullcontext() as tally:
 
             async def headed(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
                     have = {k.lower() for k, _ in headers}
                     headers += [(k, v) for k, v in extra if k not in have]
+                    if versions := view.header():
+                        headers.append((b"x-fleetmine-lake-version", versions.encode()))
                     if tally is not None:
                         headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
                         headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))

@@ -195,10 +195,12 @@ def _top_up(lake: Lake, spec: ModelSpec, served: LiveIndex, version: int) -> Liv
 
 
 def live(lake: Lake, spec: ModelSpec) -> LiveIndex:
-    """The model version's index in this process, current with the ``embeddings`` table."""
-    version = lake.version("embeddings")
+    """The model version's index in this process, current with the ``embeddings`` table
+    (in a read view: with the version it reads, pinned here under the lock, so the index
+    handed out covers that version exactly, never a later one)."""
     key = (lake.uri, spec.ref)
     with _SERVED_LOCK:
+        version = lake.version("embeddings")
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
         if served is not None and served.embeddings_version >= version and not recheck:

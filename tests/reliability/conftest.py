@@ -36,19 +36,22 @@ TABLES = ("drives", *DATA_TABLES)
 Figures = Callable[..., None]
 
 
-def write_raw(raw: Path) -> Path:
-    """The dashcam video as one drive, the RAV4 CAN log as another (tests/ingest's real_raw)."""
+def write_raw(raw: Path, tag: str = "") -> Path:
+    """The dashcam video as one drive, the RAV4 CAN log as another (tests/ingest's real_raw);
+    ``tag`` is added to both vehicle ids, so each tag's drives are new to a lake."""
     if not (SHARED_DATA / "can" / "rav4_drive_seg40_part1.log").exists():
         pytest.skip(f"recorded data not found at {SHARED_DATA} (it lives in ../shared/data)")
     make_drive(
         raw,
-        *DASHCAM,
+        DASHCAM[0] + tag,
+        DASHCAM[1],
         {"cameras/front.mp4": SHARED_DATA / "video" / "solidWhiteRight.mp4"},
         {"start_time": "2016-08-28T21:16:08Z"},
     )
     make_drive(
         raw,
-        *RAV4,
+        RAV4[0] + tag,
+        RAV4[1],
         {"can/pt.log": SHARED_DATA / "can" / "rav4_drive_seg40_part1.log"},
         {"platform": "toyota_rav4_2017"},
     )
