@@ -7,12 +7,16 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import nullcontext
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,14 +30,45 @@ from storage.errors import (
     StorageUnavailableError,
 )
 from storage.lake import Lake
+from storage.views import read_view
 
-__all__ = ["create_app", "lean_server_process"]
+__all__ = ["ERROR_RESPONSES", "ErrorPublic", "create_app", "lean_server_process", "security_headers"]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
           413: "payload_too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable",
           422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
           503: "unavailable"}  # fmt: skip
+_ERRORS = {
+    400: "the request names what the lake cannot give (a cursor it did not mint, a bad filter)",
+    401: "no bearer token, or not a live one",
+    403: "the token's role cannot do this (or a shard grant does not cover it)",
+    404: "no such resource",
+    409: "it conflicts with the lake's state (a name taken, a lease held)",
+    413: "the request body is too large",
+    415: "an uploaded image that is not a JPEG or PNG",
+    422: "the request does not parse (bad JSON, a parameter of the wrong type or range)",
+    429: "too many wrong tokens from this client: retry after Retry-After seconds",
+    503: "the object store is unreachable: retry after Retry-After seconds",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    """Every error of the API: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorPublic, "description": text} for status, text in _ERRORS.items()
+}
+"""The error answers of the ``/v1`` routes, in their OpenAPI documents (in place of
+FastAPI's own 422 body, which this API never answers)."""
 _UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
 # The status of each branch of the exception tree (storage.errors), most specific first.
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
@@ -133,8 +168,10 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
-    for module in (health, clips, mining, datasets, jobs, reviews, ui):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    app.include_router(ui.router)
+    for module in (clips, mining, datasets, jobs, reviews):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     _register_metrics()
 
     @app.exception_handler(StarletteHTTPException)
@@ -160,17 +197,56 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.add_middleware(_Unexpected)
     uploads = {"/v1/search/similar": settings.max_body_bytes + settings.max_image_bytes}
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes, uploads=uploads)
-    if settings.scan_audit:
-        app.add_middleware(_ScanAudit)
+    if settings.cors_allow_origins:  # closed unless origins are listed: no CORS layer at all
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+            expose_headers=["Content-Range", "Accept-Ranges", "ETag", "X-Fleetmine-Lake-Version"],
+            max_age=600,
+        )
+    app.add_middleware(_Headers, audit=settings.scan_audit)
     return app
 
 
-class _ScanAudit:
-    """``X-Fleetmine-Rows-Scanned`` / ``X-Fleetmine-Queries`` on every response: the rows
-    the engine scanned for the request (see :func:`storage.query.audit`)."""
+# /ui pages load their one script and style sheet from here (api/ui/static): nothing inline,
+# nothing from elsewhere, and no page may frame them.
+_UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_API_CSP = "default-src 'none'; frame-ancestors 'none'"  # JSON and media: never a document that runs code
+_DOCS_CSP = "frame-ancestors 'none'"  # FastAPI's /docs and /redoc load their scripts from a CDN
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # shard URLs carry grants: never in a Referer
+    (b"x-frame-options", b"DENY"),
+)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """The security headers of a response to ``path``."""
+    if path == "/ui" or path.startswith("/ui/"):
+        csp = _UI_CSP
+    elif path.startswith(("/docs", "/redoc")):
+        csp = _DOCS_CSP
+    else:
+        csp = _API_CSP
+    return [*_ALWAYS, (b"content-security-policy", csp.encode())]
+
+
+class _Headers:
+    """Headers on every response, whoever answered it (a route, an error handler, the body
+    limit, CORS): the security headers; ``X-Fleetmine-Lake-Version``, the version of each
+    table the answer was read from (``clips=41,embeddings=12``: the request reads in one
+    :func:`storage.views.read_view`, so each table at one version); and with ``audit`` the
+    rows the engine scanned for the request, ``X-Fleetmine-Rows-Scanned`` /
+    ``X-Fleetmine-Queries`` (see :func:`storage.query.audit`)."""
+
+    def __init__(self, app: ASGIApp, audit: bool = False) -> None:
         self.app = app
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,17 +254,23 @@ class _ScanAudit:
             return
         from storage.query import audit
 
-        with audit() as tally:
+        extra = security_headers(scope["path"])
+        with read_view() as view, audit() if self.audit else nullcontext() as tally:
 
-            async def counted(message: Message) -> None:
+            async def headed(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
-                    headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
-                    headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))
+                    have = {k.lower() for k, _ in headers}
+                    headers += [(k, v) for k, v in extra if k not in have]
+                    if versions := view.header():
+                        headers.append((b"x-fleetmine-lake-version", versions.encode()))
+                    if tally is not None:
+                        headers.append((b"x-fleetmine-rows-scanned", str(tally.rows).encode()))
+                        headers.append((b"x-fleetmine-queries", str(len(tally.queries)).encode()))
                     message = {**message, "headers": headers}
                 await send(message)
 
-            await self.app(scope, receive, counted)
+            await self.app(scope, receive, headed)
 
 
 class _BodyLimit:

@@ -109,11 +109,12 @@ def similar(
             if np.isnan(q).any():
                 raise NotFoundError(f"clip {clip_id} has no {spec.ref} embedding")
     elif vector is not None:
-        q = np.asarray([vector], np.float32)
-        if q.ndim != 2 or q.shape[1] != spec.dim:
-            raise ConfigError(f"vector has {q.shape[-1]} dims; {spec.ref} has {spec.dim}")
-        if not np.isfinite(q).all():
-            raise ConfigError("vector has non-finite values")
+        given = np.asarray([vector], np.float64)
+        if given.ndim != 2 or given.shape[1] != spec.dim:
+            raise ConfigError(f"vector has {given.shape[-1]} dims; {spec.ref} has {spec.dim}")
+        if not (np.abs(given) <= np.finfo(np.float32).max).all():  # NaN fails this too
+            raise ConfigError("vector has values that are not finite 32-bit floats")
+        q = given.astype(np.float32)
     else:
         raise ConfigError("give a clip_id or a vector")
     return nearest(lake, spec, q, k, where, exclude=clip_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -13,7 +14,7 @@ from mining.encoders import KINDS
 from mining.encoders.builtin import DIM as BUILTIN_DIM
 from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM
 from mining.interfaces import ModelSpec
-from storage.errors import ConfigError
+from storage.errors import ConfigError, TableNotFoundError
 from storage.lake import Lake
 from storage.lease import this_process
 from storage.sql import literal
@@ -24,10 +25,35 @@ __all__ = ["DEFAULT_MODEL", "list_models", "normalised_params", "register", "res
 DEFAULT_MODEL = "builtin-motion"
 
 
+_ROWS: dict[tuple[str, int], list[dict[str, Any]]] = {}  # (lake, models version) -> its rows
+_ROWS_LOCK = threading.Lock()
+
+
+def _rows(lake: Lake) -> list[dict[str, Any]]:
+    """The ``models`` rows, sorted by name and version, read once per table version (every
+    search and page resolves the current model: one log listing then, not a scan)."""
+    try:
+        version = lake.version("models")
+    except TableNotFoundError:
+        lake.create_tables(["models"])
+        version = lake.version("models")
+    key = (lake.uri, version)
+    with _ROWS_LOCK:
+        rows = _ROWS.get(key)
+    if rows is None:
+        lake.create_tables(["models"])  # a lake made by an older fleetmine gains the new columns
+        rows = sorted(
+            lake.read("models", version=version).to_pylist(), key=lambda r: (r["name"], r["version"])
+        )
+        with _ROWS_LOCK:
+            if len(_ROWS) > 64:
+                _ROWS.clear()
+            _ROWS[key] = rows
+    return rows
+
+
 def list_models(lake: Lake) -> list[ModelSpec]:
-    lake.create_tables(["models"])
-    rows = sorted(lake.read("models").to_pylist(), key=lambda r: (r["name"], r["version"]))
-    return [ModelSpec.from_row(r) for r in rows]
+    return [ModelSpec.from_row(r) for r in _rows(lake)]
 
 
 def register(
@@ -131,7 +157,7 @@ def resolve(lake: Lake, ref: str | None = None) -> ModelSpec:
                     params = normalised_params("builtin", None)
                     return _register(lake, DEFAULT_MODEL, "builtin", None, BUILTIN_DIM, params, True)
             return resolve(lake)
-        rows = {(r["name"], r["version"]): r for r in lake.read("models").to_pylist()}
+        rows = {(r["name"], r["version"]): r for r in _rows(lake)}
         current = [m for m in specs if m.is_current]
         if not current:
             return specs[-1]

@@ -216,10 +216,12 @@ def _key(lake: Lake, spec: ModelSpec, sub: SubSpace | None) -> tuple[str, str]:
 
 def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
     """The model version's index in this process (or that of its ``sub`` block),
-    current with the ``embeddings`` table."""
-    version = lake.version("embeddings")
+    current with the ``embeddings`` table (in a read view: with the version it reads,
+    pinned here under the lock, so the index handed out covers that version exactly,
+    never a later one)."""
     key = _key(lake, spec, sub)
     with _SERVED_LOCK:
+        version = lake.version("embeddings")
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
         if served is not None and served.embeddings_version >= version and not recheck:

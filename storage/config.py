@@ -8,10 +8,11 @@ deltalake (object_store keys) and, translated, to fsspec/s3fs, so a lake on
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["LookCloser", "Settings", "Triggers", "aws_storage_options", "normalize_uri"]
@@ -24,6 +25,8 @@ _AWS_KEYS = (
     "AWS_REGION",
     "AWS_ALLOW_HTTP",
 )
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def aws_storage_options(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -117,6 +120,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="API: wrong tokens from one client within the window before 429"
     )
     auth_failure_window_s: float = Field(default=60.0, gt=0)
+    cors_allow_origins: tuple[str, ...] = Field(
+        default=(),
+        description="API: the origins (scheme://host[:port]) whose web pages may call the API "
+        "from a browser (CORS); none by default, so a page elsewhere cannot read an answer",
+    )
     keyframes_per_clip: int = 4
     look_closer: LookCloser = Field(default_factory=LookCloser)
     shard_url_ttl_s: int = Field(
@@ -151,6 +159,17 @@ class Settings(BaseSettings):
         "version) valid this long, so loaders fetch them with no header; revoking the token that "
         "fetched the manifest revokes them sooner",
     )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, no wildcard "
+                    "(e.g. https://review.example.com)"
+                )
+        return value
 
     def model_post_init(self, __context: Any) -> None:
         object.__setattr__(self, "lake", normalize_uri(self.lake))

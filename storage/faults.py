@@ -10,6 +10,7 @@ outside tests) a point costs one environment lookup. The points:
 - ``commit.after:<table>``  the commit landed, the caller not yet told
 - ``ingest.planned``        an ingest chose its run number and drives, not yet claimed
 - ``ingest.before_record``  every table of an ingest run committed, ``runs`` not yet updated
+- ``page.planned``          a keyset page read its days from the Delta log, not yet their rows
 """
 
 from __future__ import annotations

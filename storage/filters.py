@@ -10,11 +10,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storage.sql import in_list, literal
 
 __all__ = ["ClipFilter"]
+
+
+# What the engine's timestamps (nanoseconds since 1970, 64 bits) can hold, with a day to spare.
+_EARLIEST = dt.datetime(1677, 9, 22, tzinfo=dt.UTC)
+_LATEST = dt.datetime(2262, 4, 10, tzinfo=dt.UTC)
+
+
+def _representable(t: dt.datetime | None) -> dt.datetime | None:
+    """``t`` within the engine's range: a bound beyond it selects the same clips as the
+    range's end (none start before 1677 or after 2262), and no query fails on it."""
+    if t is None:
+        return None
+    aware = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    return min(max(aware, _EARLIEST), _LATEST)
 
 
 def _utc_day(t: dt.datetime) -> dt.date:
@@ -48,6 +62,11 @@ class ClipFilter(BaseModel):
     clip_ids: list[str] = Field(
         default_factory=list, max_length=10_000, description="only these clips (a reviewer's basket)"
     )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_range(cls, t: dt.datetime | None) -> dt.datetime | None:
+        return _representable(t)
 
     def days(self) -> tuple[dt.date | None, dt.date | None]:
         """The first and last ``date`` partition a matching clip can be in (None: open).

@@ -27,6 +27,7 @@ from storage.query import arrow_table, audit_scan, run_sql, select_sql
 from storage.schema import TableSpec
 from storage.sql import literal
 from storage.tables import TABLES, get_spec
+from storage.views import current_view
 
 __all__ = ["Lake", "TableInfo"]
 
@@ -175,7 +176,15 @@ class Lake:
         checks for new commits (``update_incremental`` on a probe copy: one listing) and
         opens the table again only when there are some. The object handed out is never
         updated in place, so queries running on it in other threads are undisturbed.
+        Inside a :func:`storage.views.read_view`, the version the view pinned.
         """
+        view = current_view()
+        if view is not None and (pinned := view.get(self.uri, table)) is not None:
+            return pinned
+        latest = self._latest(table)
+        return latest if view is None else view.pin(self.uri, table, latest)
+
+    def _latest(self, table: str) -> DeltaTable:
         with self._snapshot_lock:
             cached = self._snapshots.get(table)
             if cached is None:
@@ -190,7 +199,13 @@ class Lake:
             return cached[1]
 
     def version(self, table: str) -> int:
-        return self.delta(table).version()
+        """The latest version (in a read view: the one it reads)."""
+        return self.snapshot(table).version()
+
+    def _wrote(self, table: str) -> None:
+        """After a write: a read view reads the table's new version from now on."""
+        if (view := current_view()) is not None:
+            view.unpin(self.uri, table)
 
     # -- writes ------------------------------------------------------------------
 
@@ -205,14 +220,17 @@ class Lake:
         txn: Txn | None = None,
         metadata: dict[str, str] | None = None,
     ) -> CommitResult:
-        return commit(
-            self.location(table),
-            get_spec(table),
-            actions,
-            txn,
-            retries=self.commit_retries,
-            metadata=metadata,
-        )
+        try:
+            return commit(
+                self.location(table),
+                get_spec(table),
+                actions,
+                txn,
+                retries=self.commit_retries,
+                metadata=metadata,
+            )
+        finally:
+            self._wrote(table)
 
     def append(self, table: str, data: pa.Table, txn: Txn | None = None) -> CommitResult:
         """Append rows in one commit (idempotent when ``txn`` is given)."""
@@ -251,6 +269,7 @@ class Lake:
                         .when_not_matched_insert_all()
                         .execute()
                     )
+                self._wrote(table)
                 return dict(metrics)
             except CommitFailedError as exc:  # a conflicting commit; the merge is re-planned
                 last = exc
@@ -260,7 +279,9 @@ class Lake:
 
     def delete(self, table: str, predicate: str) -> dict[str, Any]:
         with reachable(self.location(table).uri):
-            return dict(self.delta(table).delete(predicate))
+            done = dict(self.delta(table).delete(predicate))
+        self._wrote(table)
+        return done
 
     def committed(self, table: str, txn: Txn) -> bool:
         v = self.delta(table).transaction_version(txn.app_id)
@@ -284,7 +305,7 @@ class Lake:
         spec = get_spec(table)
         try:
             with reachable(self.location(table).uri):
-                delta = self.delta(table, version)
+                delta = self.snapshot(table) if version is None else self.delta(table, version)
                 data = delta.scan(columns=columns, predicate=where).read_all()
                 audit_scan(delta, table, columns, where)
         except DeltaError as exc:
@@ -307,7 +328,7 @@ class Lake:
         spec = get_spec(table)
         try:
             with reachable(self.location(table).uri):
-                delta = self.delta(table, version)
+                delta = self.snapshot(table) if version is None else self.delta(table, version)
                 reader = pa.RecordBatchReader.from_stream(delta.scan(columns=columns, predicate=where))
                 audit_scan(delta, table, columns, where)
             pending: list[pa.RecordBatch] = []

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from storage.errors import ConfigError
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.sql import literal
 from storage.tables import get_spec
@@ -83,6 +84,7 @@ def keyset_page(
     bounds, or before the cursor's, cost nothing.
     """
     parts = lake.partition_rows(table, "date", version)
+    fault_point("page.planned")
     dates: list[dt.date] = parts.column("value").to_pylist()
     counts: list[int] = parts.column("rows").to_pylist()
     lo, hi = days

@@ -24,7 +24,15 @@ type is not trusted: a canvas, a phone and curl each say something else)."""
 
 
 class SimilarRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # exactly one of the two, as the schema says it (clients and fuzzers read it)
+            "oneOf": [
+                {"required": ["clip_id"], "properties": {"clip_id": {"type": "string"}}},
+                {"required": ["vector"], "properties": {"vector": {"type": "array"}}},
+            ]
+        },
+    )
     clip_id: str | None = None
     vector: list[float] | None = Field(default=None, max_length=8192)
     k: int = Field(default=10, ge=1, le=1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -91,7 +92,15 @@ async def login(request: Request) -> HTMLResponse | RedirectResponse:
     target = _next_path((form.get("next") or [""])[0])
     if not request.app.state.auth:
         return RedirectResponse(target, status_code=303)
+    client = request.client.host if request.client else "?"
+    failures = request.app.state.auth_failures  # the form guesses count with the bearer header's
+    wait = failures.retry_after(client)
+    if wait is not None:
+        raise HTTPException(
+            429, "too many wrong tokens from this client; retry later", {"Retry-After": str(math.ceil(wait))}
+        )
     if not token or request.app.state.tokens.verify(token) is None:
+        failures.failed(client)
         body = login_form(target, "That token is not valid (or was revoked). Paste a live one.")
         return _html(page("Sign in", body, kind="login", status=401))
     resp = RedirectResponse(target, status_code=303)

@@ -14,6 +14,11 @@ import httpx
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_RECORD_CSP = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation', e =>"
+    " window.__csp.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'}`"
+    " + ` at ${e.sourceFile}:${e.lineNumber}`));"
+)
 
 
 class Browser:
@@ -43,6 +48,8 @@ class Browser:
         self.seq = 0
         self.send("Page.enable")
         self.send("Runtime.enable")
+        # Every page records what its Content-Security-Policy blocked (see csp_violations).
+        self.send("Page.addScriptToEvaluateOnNewDocument", source=_RECORD_CSP)
         self.send(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -81,6 +88,11 @@ class Browser:
                 return last
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {expression} (last: {last!r})")
+
+    def csp_violations(self) -> list[str]:
+        """What the page's Content-Security-Policy blocked since it loaded."""
+        found: list[str] = self.eval("window.__csp || []")
+        return found
 
     def goto(self, url: str, page: str) -> None:
         self.send("Page.navigate", url=url)

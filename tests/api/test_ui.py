@@ -89,6 +89,14 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     b.click("#sign-in")
     b.loaded("grid")
     assert "fm_" not in b.eval("location.href") and "fleetmine_token" not in b.eval("document.cookie")
+    assert "fm_" not in json.dumps(b.eval("performance.getEntries().map(e => e.name)"))  # no URL fetched
+    # The pages live under their Content-Security-Policy: it blocks an injected inline script...
+    ran = b.eval(
+        "(() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
+        " document.body.appendChild(s); return window.__ran === 1; })()"
+    )
+    assert not ran and b.wait("window.__csp.length === 1 && window.__csp")[0].startswith("script-src-elem")
+    b.eval("window.__csp = []")  # ...and nothing the pages themselves do (checked on each page below)
     assert b.eval("document.getElementById('count').textContent") == f"{len(clips)} clips match"
 
     # Filter by event in the form; the count and every card follow it.
@@ -108,6 +116,7 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     b.key("b")
     b.wait("document.getElementById('basket-count').textContent === '1'")
     b.screenshot(tmp_path / "grid.png")
+    assert b.csp_violations() == []
 
     # Page forward: the keyset cursor goes on where page 1 stopped; a click adds a second clip.
     b.click("#next")
@@ -166,6 +175,7 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     assert reviews["latest"]["tags"] == ["cut-in", "night"]
     b.eval("window.scrollTo(0, 0)")
     b.screenshot(tmp_path / "clip.png")
+    assert b.csp_violations() == []  # plot, video, cameras, verdict: all under the policy
     denied = httpx.post(
         f"{base}/v1/clips/{clip}/reviews", json={"verdict": "confirmed"}, headers=auth(tokens["reader"])
     )
@@ -184,6 +194,7 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     assert url.endswith("/v1/datasets/basket-two/versions/1/manifest")
     assert b.eval("document.getElementById('job').dataset.status") == "succeeded"
     b.screenshot(tmp_path / "datasets.png")
+    assert b.csp_violations() == []
     doc = httpx.get(url, headers=auth(tokens["reader"])).json()
     assert doc["num_samples"] == 2 and doc["query"]["clip_ids"] == basket
     for shot in ("grid", "clip", "datasets"):

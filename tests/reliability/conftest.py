@@ -1,5 +1,6 @@
 """Fixtures of the reliability suite: a raw tree of recorded drives, a clean run's
-figures to compare against, a driver in a subprocess, and the figures each test records.
+figures to compare against, a driver in a subprocess, a mined lake served on uvicorn,
+and the figures each test records.
 
 Each test records what it injected and what it measured with ``figures(...)``; with
 ``FLEETMINE_RELIABILITY_OUT=F.jsonl`` the records are appended to ``F.jsonl``, which
@@ -13,14 +14,21 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from api.auth import create_token
 from ingest.drive import DATA_TABLES
-from storage import Lake
-from tests.conftest import SHARED_DATA
+from ingest.synth.fleet import SynthConfig, synthesize
+from jobs.embed_job import run_embed
+from jobs.ingest_job import run_ingest
+from jobs.mine_job import run_mine
+from storage import Lake, Settings
+from tests.api.conftest import serve
+from tests.conftest import LOCAL, SHARED_DATA
 from tests.ingest.conftest import DASHCAM, RAV4, make_drive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,19 +36,22 @@ TABLES = ("drives", *DATA_TABLES)
 Figures = Callable[..., None]
 
 
-def write_raw(raw: Path) -> Path:
-    """The dashcam video as one drive, the RAV4 CAN log as another (tests/ingest's real_raw)."""
+def write_raw(raw: Path, tag: str = "") -> Path:
+    """The dashcam video as one drive, the RAV4 CAN log as another (tests/ingest's real_raw);
+    ``tag`` is added to both vehicle ids, so each tag's drives are new to a lake."""
     if not (SHARED_DATA / "can" / "rav4_drive_seg40_part1.log").exists():
         pytest.skip(f"recorded data not found at {SHARED_DATA} (it lives in ../shared/data)")
     make_drive(
         raw,
-        *DASHCAM,
+        DASHCAM[0] + tag,
+        DASHCAM[1],
         {"cameras/front.mp4": SHARED_DATA / "video" / "solidWhiteRight.mp4"},
         {"start_time": "2016-08-28T21:16:08Z"},
     )
     make_drive(
         raw,
-        *RAV4,
+        RAV4[0] + tag,
+        RAV4[1],
         {"can/pt.log": SHARED_DATA / "can" / "rav4_drive_seg40_part1.log"},
         {"platform": "toyota_rav4_2017"},
     )
@@ -50,6 +61,35 @@ def write_raw(raw: Path) -> Path:
 @pytest.fixture
 def raw(tmp_path: Path) -> Path:
     return write_raw(tmp_path / "raw")
+
+
+def mined_lake(root: Path, **overrides: Any) -> tuple[Settings, Lake, dict[str, str]]:
+    """A synthetic fleet (one vehicle, two one-minute drives) ingested, embedded and mined
+    into ``root/lake``, and a token of each role."""
+    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    settings = Settings(lake=str(root / "lake"), **overrides)
+    assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
+    run_embed(settings, runner=LOCAL)
+    run_mine(settings, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    tokens = {role: create_token(lake, f"{role}-1", role) for role in ("reader", "curator", "operator")}
+    return settings, lake, tokens
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    settings: Settings
+    lake: Lake
+    tokens: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A mined lake served by uvicorn on a loopback port (tests/api's ``serve``)."""
+    settings, lake, tokens = mined_lake(tmp_path_factory.mktemp("served"))
+    with serve(settings) as base:
+        yield Served(base, settings, lake, tokens)
 
 
 def row_counts(lake: Lake) -> dict[str, int]:
