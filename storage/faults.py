@@ -9,6 +9,7 @@ outside tests) a point costs one environment lookup. The points:
 - ``commit.before:<table>`` data files written, the Delta commit not yet tried
 - ``commit.after:<table>``  the commit landed, the caller not yet told
 - ``ingest.planned``        an ingest chose its run number and drives, not yet claimed
+- ``claim.checked:<table>`` a claim saw its run number free, its commit not yet tried
 - ``ingest.before_record``  every table of an ingest run committed, ``runs`` not yet updated
 """
 
