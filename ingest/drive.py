@@ -13,7 +13,10 @@ one commit per table. It composes the steps of one drive, in order:
    and, where a signal trigger fired, dense frames around its moment (look_closer).
 
 A bad file is data. A drive is ``failed`` only when nothing usable came out of it;
-otherwise it is ``ok`` and ``drives.warnings`` says what was dropped and where.
+otherwise it is ``ok`` and ``drives.warnings`` says what was dropped and where. A drive
+that makes the decoder spin or allocate without bound is stopped by its time and
+memory budget (budget: the drives are decoded in a child process the stage watches)
+and recorded failed with the budget it exceeded.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.transaction import AddAction
 
+from ingest.budget import Budget, ItemFailed, Sandbox
 from ingest.can import read_can_log
 from ingest.can.dbc import VectorDecoder
 from ingest.discover import DriveSource, read_drive_json
@@ -44,6 +48,7 @@ from ingest.timegrid import CameraTrack, TimeGrid
 from ingest.video import Source, VideoError, VideoProbe, clip_media, from_bytes, probe_all
 from storage.config import Settings
 from storage.errors import ConfigError
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.tables import can_frames, clip_frames, clips, drives, signals
@@ -80,16 +85,41 @@ class DriveIngest:
         self.attempt = attempt
         self._decoders: dict[str, VectorDecoder] = {}
         self._raw_fs: Any = None
+        self._sandbox: Sandbox | None = None
 
     def setup(self) -> None:
         self.lake.root.fs  # noqa: B018  (open the object store client in the worker)
 
+    @property
+    def budget(self) -> Budget | None:
+        s = self.settings
+        if not s.drive_time_budget_s and not s.drive_memory_budget_mib:
+            return None
+        return Budget(
+            s.drive_time_budget_s or float("inf"),
+            s.drive_time_budget_per_gib_s if s.drive_time_budget_s else 0.0,
+            s.drive_memory_budget_mib << 20,
+        )
+
     def process_batch(self, items: list[DriveSource]) -> list[DriveResult]:
-        return [self.process(src) for src in items]
+        budget = self.budget
+        if budget is None:
+            return [self.process(src) for src in items]
+        if self._sandbox is None:  # this class, built again in the child: its process() runs there
+            args = (self.lake, self.settings, self.run_id, self.attempt)
+            self._sandbox = Sandbox(type(self), args, retries=self.settings.ingest_max_retries)
+        out = []
+        for src in items:
+            try:
+                out.append(self._sandbox.run(src, budget, src.total_bytes))
+            except ItemFailed as exc:
+                out.append(self.failed(src, str(exc)))
+        return out
 
     # -- one drive -----------------------------------------------------------------
 
     def process(self, src: DriveSource) -> DriveResult:
+        fault_point("ingest.drive")
         self._raw_fs = src.raw.fs
         notes = _Notes()
         doc, bad_json = read_drive_json(src)
@@ -406,6 +436,7 @@ class DriveIngest:
                 c_start = track.start + dt.timedelta(seconds=cut.start_s)
                 c_end = track.start + dt.timedelta(seconds=cut.end_s)
                 cid = clip_id(day, src.vehicle_id, src.drive, track.name, c_start)
+                fault_point(f"video.decode:{src.key}")
                 try:
                     cm = clip_media(opener, suffix, p, cut, self.settings.keyframes_per_clip)
                 except VideoError as exc:

@@ -121,12 +121,6 @@ def _run_row(
     )
 
 
-def _claimed_by_us(lake: Lake, report: IngestReport) -> bool:
-    """A claim that landed although its commit reported a conflict (a lost answer)."""
-    rows = lake.read("runs", columns=["params"], where=f"run_id = {literal(report.run_id)}").to_pylist()
-    return any(json.loads(r["params"] or "{}").get("attempt") == report.attempt for r in rows)
-
-
 def _settle_from_lake(lake: Lake, report: IngestReport) -> None:
     """The report of a run whose commits all landed, read back from what it committed."""
     rows = lake.read(
@@ -201,12 +195,13 @@ def run_ingest(
         lake.upsert("runs", _run_row(report, raw_loc, "running", started, keys))
     else:
         # Two ingests started together both see the same last run: the number is claimed
-        # with a txn on `runs`, so exactly one gets it and the other takes the next.
-        while lake.upsert(
-            "runs", _run_row(report, raw_loc, "running", started, keys), Txn(CLAIM_APP_ID, number)
-        ).get("already_committed") and not _claimed_by_us(lake, report):
+        # with a txn on `runs` (see Lake.claim), so exactly one gets it and the other
+        # takes the next.
+        row = _run_row(report, raw_loc, "running", started, keys)
+        while not lake.claim("runs", row, Txn(CLAIM_APP_ID, number), report.attempt):
             number += 1
             report.run_id, report.run_number = f"{APP_ID}-{number:06d}", number
+            row = _run_row(report, raw_loc, "running", started, keys)
     txn = Txn(report.run_id, 1)
     if resumed and lake.committed("drives", txn):
         # The run committed everything and died before recording itself: nothing to redo.

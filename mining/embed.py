@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from mining.encoders import make_encoder
 from mining.interfaces import ClipInput, ModelSpec
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import in_list, literal
@@ -203,6 +204,7 @@ class EmbedStage:
         return [self.process(w) for w in items]
 
     def process(self, w: InputWork) -> EmbedBatch:
+        fault_point("embed.batch")
         inputs = load_inputs(self.lake, list(w.clip_ids), w.predicate())
         parts: list[pa.Table] = []
         errors: list[tuple[str, str]] = []

@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     lease_ttl_s: float = 3600.0
     triggers: Triggers = Field(default_factory=Triggers)
     ingest_max_retries: int = 2
+    drive_time_budget_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Ingest: wall-clock seconds one drive may take to decode (plus "
+        "drive_time_budget_per_gib_s per GiB of its raw files) before it is stopped and recorded "
+        "failed; 0 with drive_memory_budget_mib 0 decodes in the worker itself, unbounded",
+    )
+    drive_time_budget_per_gib_s: float = Field(default=120.0, ge=0)
+    drive_memory_budget_mib: int = Field(
+        default=4096,
+        ge=0,
+        description="Ingest: resident memory the process decoding one drive may hold before it is "
+        "stopped and the drive recorded failed (Linux); 0: unbounded",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="API: larger request bodies answer 413")
     max_image_bytes: int = Field(
         default=8 << 20,

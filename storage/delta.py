@@ -35,7 +35,7 @@ from storage.faults import fault_point
 from storage.objectstore import Location, reachable
 from storage.schema import TableSpec
 
-__all__ = ["CommitResult", "TableWriter", "Txn", "commit", "replace_files"]
+__all__ = ["CommitResult", "TableWriter", "Txn", "claim", "commit", "replace_files"]
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,65 @@ def commit(
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise _failed(spec, location, last, f" after {retries + 1} attempts") from last
+
+
+def claim(
+    location: Location,
+    spec: TableSpec,
+    actions: list[AddAction],
+    txn: Txn,
+    token: str,
+    *,
+    retries: int = 10,
+) -> bool:
+    """Commit ``actions`` as the claim of ``txn.version`` in the ``txn.app_id`` stream,
+    or return False when a commit already holds that number or a later one.
+
+    A compare-and-swap on the app id: the number is checked free on one snapshot and
+    the claim is committed on that same snapshot, so a claim that landed after it is a
+    concurrent commit carrying the same app id, which Delta refuses (checking on one
+    snapshot and merging on a fresher one let two claims of a number both land).
+    ``token`` goes into the commit's metadata: after an error, a claim found in the log
+    with it is ours (the commit landed and its answer was lost), one without it is not.
+    """
+    so = location.storage_options
+    custom = {"fleetmine.app_id": txn.app_id, "fleetmine.run": str(txn.version), "fleetmine.claim": token}
+    props = CommitProperties(custom_metadata=custom, app_transactions=[Transaction(txn.app_id, txn.version)])
+    tried_at: int | None = None  # the snapshot version of the last attempt that failed
+    delay = 0.05
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        with reachable(location.uri):
+            table = DeltaTable(location.uri, storage_options=so)
+        if tried_at is not None and _holds_token(table, tried_at, token):
+            log.info("claim of %s in %s landed despite %s", txn, spec.name, last)
+            return True
+        held = table.transaction_version(txn.app_id)
+        if held is not None and held >= txn.version:
+            return False
+        fault_point(f"claim.checked:{spec.name}")
+        tried_at = table.version()
+        try:
+            table.create_write_transaction(
+                list(actions),
+                mode="append",
+                schema=table.schema(),
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=props,
+            )
+            return True
+        except (CommitFailedError, DeltaError, OSError) as exc:
+            last = exc
+            log.info("claim of %s in %s not made (attempt %d): %s", txn, spec.name, attempt + 1, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise _failed(spec, location, last, f" (claim of {txn}) after {retries + 1} attempts") from last
+
+
+def _holds_token(table: DeltaTable, since: int, token: str) -> bool:
+    """Whether a commit after version ``since`` carries ``token`` in its metadata."""
+    newer = table.version() - since
+    return newer > 0 and any(h.get("fleetmine.claim") == token for h in table.history(limit=newer))
 
 
 def replace_files(

@@ -20,7 +20,7 @@ from deltalake.exceptions import TableNotFoundError as DeltaNotFound
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from storage.config import Settings, normalize_uri
-from storage.delta import CommitResult, TableWriter, Txn, _partition_value, commit, replace_files
+from storage.delta import CommitResult, TableWriter, Txn, _partition_value, claim, commit, replace_files
 from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
 from storage.query import arrow_table, audit_scan, run_sql, select_sql
@@ -239,6 +239,15 @@ class Lake:
             return CommitResult(table, self.version(table), 0, 0, already_committed=True)
         actions = self.writer(table).write(spec.conform(data))
         return self.commit(table, actions, txn)
+
+    def claim(self, table: str, data: pa.Table, txn: Txn, token: str) -> bool:
+        """Append ``data`` as the claim of run number ``txn.version`` (see
+        :func:`storage.delta.claim`): True if this caller now holds it, False if another
+        commit holds that number or a later one. ``token`` tells this caller's claim
+        from another's when the answer to a commit was lost."""
+        spec = get_spec(table)
+        actions = self.writer(table).write(spec.conform(data))
+        return claim(self.location(table), spec, actions, txn, token, retries=self.commit_retries)
 
     def upsert(self, table: str, data: pa.Table, txn: Txn | None = None) -> dict[str, Any]:
         """MERGE ``data`` on the table's key: matched rows updated, new rows inserted."""

@@ -37,15 +37,7 @@ def overlapping_trees(base: Path, raw: Path) -> tuple[Path, Path]:
     "window",
     [
         None,
-        pytest.param(
-            "ingest.planned@2",
-            marks=pytest.mark.xfail(
-                reason="known bug: two runs held at the claim can both take one run number (two MERGEs "
-                "carrying the same txn app id both commit; deltalake flags no conflict for an app id "
-                "the transaction did not read). Seen in CI once, passes most runs.",
-                strict=False,
-            ),
-        ),
+        "claim.checked:runs@3",
         "commit.before:can_frames@2",
     ],
     ids=["together", "both-plan-then-claim", "both-delete-then-commit"],
@@ -53,7 +45,8 @@ def overlapping_trees(base: Path, raw: Path) -> tuple[Path, Path]:
 def test_two_ingests_of_overlapping_trees_at_once_land_each_drive_once(
     raw: Path, tmp_path: Path, window: str | None, figures: Figures
 ) -> None:
-    """``window`` holds both drivers at one step for 2 s, so they are sure to overlap there."""
+    """``window`` holds both drivers at one step, so they are sure to overlap there: at
+    ``claim.checked`` both have seen the first number free before either claims it."""
     a, b = overlapping_trees(tmp_path, raw)
     ref = Lake(str(tmp_path / "ref"))  # one after the other, in this process
     for tree in (a, b):
@@ -63,13 +56,14 @@ def test_two_ingests_of_overlapping_trees_at_once_land_each_drive_once(
 
     lake = Lake(str(tmp_path / "lake"))
     procs = [start_driver(tree, lake.uri, fault=window) for tree in (a, b)]
-    reports = [report_of(finish(p)) for p in procs]
+    outs = [finish(p) for p in procs]
+    reports = [report_of(o) for o in outs]
     counts = row_counts(lake)
     runs = lake.read("runs", where="app_id = 'ingest'").to_pylist()
     figures(
         group="concurrency",
         fault="two ingests of overlapping raw trees (one drive in both) started together"
-        + (f", both paused 2 s at {window.split('@')[0]}" if window else ""),
+        + (f", both paused {window.split('@')[1]} s at {window.split('@')[0]}" if window else ""),
         cases=1,
         rows_lost=sum(max(0, want[t] - counts[t]) for t in TABLES),
         rows_duplicated=sum(max(0, counts[t] - want[t]) for t in TABLES),
@@ -77,6 +71,9 @@ def test_two_ingests_of_overlapping_trees_at_once_land_each_drive_once(
         outcome="each drive once",
     )
     assert len({r["run_number"] for r in reports}) == 2, f"both runs took one number: {reports}"
+    if window and window.startswith("claim.checked"):  # the second claim of number 1 was refused
+        refused = "claim of Txn(app_id='ingest-run', version=1) in runs not made"
+        assert sum(refused in o.stderr for o in outs) == 1, [o.stderr[-2000:] for o in outs]
     assert counts == want
     assert sorted(r["status"] for r in runs) == ["succeeded", "succeeded"], runs
 

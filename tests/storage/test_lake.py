@@ -329,3 +329,41 @@ def test_locate_keeps_to_the_lake(lake: Lake) -> None:
     assert lake.locate(f"{root}/clips/media/a.mp4") is not None
     for outside in (f"{root}/../secret", f"{root}/clips/../../secret", f"{root}//etc/passwd", "/etc/passwd"):
         assert lake.locate(outside) is None, outside
+
+
+def _run_rows(number: int, token: str) -> pa.Table:
+    from jobs.runs import RunRecord, run_row
+
+    return run_row(RunRecord(f"job-{number:06d}", "job", {"token": token}, run_number=number), "running")
+
+
+def test_claim_takes_a_number_once_and_never_one_below_the_last(lake: Lake) -> None:
+    assert lake.claim("runs", _run_rows(1, "a"), Txn("job-run", 1), "a")
+    assert not lake.claim("runs", _run_rows(1, "b"), Txn("job-run", 1), "b")
+    assert lake.claim("runs", _run_rows(3, "b"), Txn("job-run", 3), "b")
+    assert not lake.claim("runs", _run_rows(2, "c"), Txn("job-run", 2), "c")
+    assert sorted(lake.read("runs").column("run_number").to_pylist()) == [1, 3]
+
+
+def test_two_claims_that_both_saw_the_number_free_one_lands(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both threads pass the check before either commits (held 1 s after it): the
+    second commit is refused although the number was free on its snapshot."""
+    import threading
+
+    monkeypatch.setenv("FLEETMINE_FAULT", "claim.checked:runs@1")
+    got: dict[str, bool] = {}
+
+    def claim(token: str) -> None:
+        got[token] = lake.claim("runs", _run_rows(1, token), Txn("job-run", 1), token)
+
+    threads = [threading.Thread(target=claim, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(60)
+    assert sorted(got.values()) == [False, True], got
+    (row,) = lake.read("runs").to_pylist()
+    assert json.loads(row["params"])["token"] == next(t for t, won in got.items() if won)
