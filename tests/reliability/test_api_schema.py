@@ -31,13 +31,19 @@ EXAMPLES = int(os.environ.get("FLEETMINE_SCHEMATHESIS_EXAMPLES", "20"))
 
 # A request of valid shape may name what the lake lacks: a cursor it did not mint, a model it has
 # not registered. Those answer 400 (documented), which the schema cannot tell apart in advance.
+ACCEPTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 CONFIG = schemathesis.Config.from_dict(
     {
-        "checks": {
-            "positive_data_acceptance": {
-                "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+        "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
+        # An upload the schema calls valid (``format: binary``) may still be no photo: bytes
+        # that are not a JPEG or PNG (415), or one that is blank or too small to embed (422).
+        "operations": [
+            {
+                "include-path": "/v1/search/similar",
+                "include-method": "POST",
+                "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "415", "422"]}},
             }
-        }
+        ],
     }
 )
 
