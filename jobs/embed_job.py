@@ -11,9 +11,10 @@ and stay pending, so the next run tries them again.
 from __future__ import annotations
 
 from jobs.runner import Runner, StageSpec, default_runner
-from jobs.runs import record_run
+from jobs.runs import one_at_a_time, record_run
 from mining.embed import EmbedBatch, EmbedReport, EmbedStage, pending, plan_inputs
 from mining.encoders import encoder_resources
+from mining.interfaces import ModelSpec
 from mining.registry import resolve
 from storage.config import Settings
 from storage.delta import Txn
@@ -27,8 +28,15 @@ def run_embed(
 ) -> EmbedReport:
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
-    todo_rows, already = pending(lake, spec)
     app_id = f"embed:{spec.ref}"
+    with one_at_a_time(lake, app_id):  # from the plan to the commit: see jobs.runs.one_at_a_time
+        return _embed(lake, settings, spec, app_id, runner, batch_size)
+
+
+def _embed(
+    lake: Lake, settings: Settings, spec: ModelSpec, app_id: str, runner: Runner | None, batch_size: int
+) -> EmbedReport:
+    todo_rows, already = pending(lake, spec)
     number = lake.last_run_number(app_id, ["embeddings"]) + 1
     run_id = f"embed-{spec.name}-{spec.version}-{number:06d}"
     report = EmbedReport(spec.ref, 0, already, run_id)

@@ -9,7 +9,8 @@ clips added since the last run); the stage writes ``mining_scores`` and
 from __future__ import annotations
 
 from jobs.runner import Runner, StageSpec, single_item_runner
-from jobs.runs import record_run
+from jobs.runs import one_at_a_time, record_run
+from mining.interfaces import ModelSpec
 from mining.novelty import MineConfig, MineReport, MineResult, MineStage, MineWork
 from mining.registry import resolve
 from storage.config import Settings
@@ -27,6 +28,18 @@ def run_mine(
     lake.create_tables(["mining_scores", "corner_cases"])
     spec = resolve(lake, model)
     app_id = f"mine:{spec.ref}"
+    with one_at_a_time(lake, app_id):  # from the plan to the commit: see jobs.runs.one_at_a_time
+        return _mine(lake, settings, spec, app_id, cfg, runner)
+
+
+def _mine(
+    lake: Lake,
+    settings: Settings,
+    spec: ModelSpec,
+    app_id: str,
+    cfg: MineConfig | None,
+    runner: Runner | None,
+) -> MineReport:
     number = lake.last_run_number(app_id, ["mining_scores"]) + 1
     run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
     runner = runner or single_item_runner(settings.ray_address)

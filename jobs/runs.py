@@ -69,3 +69,33 @@ def record_run(lake: Lake, run_id: str, kind: str, params: dict[str, Any]) -> It
         lake.upsert("runs", run_row(rec, "failed"))
         raise
     lake.upsert("runs", run_row(rec, "partial" if rec.errors else "succeeded"))
+
+
+JOB_LEASE_TTL_S = 300.0
+"""How long a job's lease outlives its holder: a driver that died frees it within this."""
+
+
+@contextmanager
+def one_at_a_time(lake: Lake, app_id: str) -> Iterator[None]:
+    """Run the block as the only job of ``app_id`` (``embed:<model>``, ``mine:<model>``) on
+    the lake; a second one is refused, naming the holder.
+
+    Such a job plans from the lake (the clips still lacking a vector, the clips added since
+    the last scores), takes the next run number and commits under it. Two at once would plan
+    the same clips: under one number the second finds the first's ``txn`` and commits
+    nothing, yet records counts it never landed; under two numbers both commit, and the
+    clips both embedded get two vectors. Holding the lease from before the plan to after the
+    commit leaves neither. It is renewed while the job runs (``keep_alive``).
+    """
+    from storage.errors import LeaseHeldError
+    from storage.lease import this_process
+
+    try:
+        with lake.lease(f"job:{app_id}", this_process(), ttl_s=JOB_LEASE_TTL_S, keep_alive=True):
+            yield
+    except LeaseHeldError as exc:
+        if "is held by" not in str(exc):
+            raise
+        raise LeaseHeldError(
+            f"another {app_id} job is running on this lake ({exc}); run again when it ends"
+        ) from exc

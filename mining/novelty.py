@@ -43,6 +43,7 @@ from mining.rescore import Reached, kth_distance, newest_per_clip, rescore
 from mining.serving import LiveIndex, current, read_vectors
 from mining.vectors import EmbeddingSource, read_by_ids, sample_ids
 from storage.errors import TableNotFoundError
+from storage.faults import fault_point
 from storage.lake import Lake
 from storage.schema import UTC_TS
 from storage.sql import in_list, literal
@@ -385,6 +386,7 @@ class MineStage:
         return [self.process(w) for w in items]
 
     def process(self, w: MineWork) -> MineResult:
+        fault_point("mine.started")
         lake, spec, cfg = self.lake, w.spec, w.cfg
         reference = reference_clips(lake)
         kind = "datasets" if reference is not None else "corpus"

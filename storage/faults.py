@@ -16,6 +16,7 @@ decoder do. Unset (always, outside tests) a point costs one environment lookup. 
 - ``ingest.drive``          a drive stage began decoding a drive
 - ``video.decode:<vehicle>/<drive>`` a clip of that drive about to be cut and decoded
 - ``embed.batch``           an embedding stage began a work item
+- ``mine.started``          a mining stage began its corpus
 """
 
 from __future__ import annotations

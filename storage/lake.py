@@ -21,7 +21,7 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Tra
 
 from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, _partition_value, claim, commit, replace_files
-from storage.errors import CommitError, LeaseHeldError, StorageError, TableNotFoundError
+from storage.errors import CommitError, FleetError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
 from storage.query import arrow_table, audit_scan, run_sql, select_sql
 from storage.schema import TableSpec
@@ -456,11 +456,20 @@ class Lake:
 
     @contextmanager
     def lease(
-        self, name: str, holder: str, ttl_s: float = 3600.0, wait_s: float = 0.0, *, reclaim: bool = False
+        self,
+        name: str,
+        holder: str,
+        ttl_s: float = 3600.0,
+        wait_s: float = 0.0,
+        *,
+        reclaim: bool = False,
+        keep_alive: bool = False,
     ) -> Iterator[str]:
         """Hold the lake-wide lease ``name``; waits up to ``wait_s`` for another holder to let go
-        (``reclaim``: see :func:`storage.lease.acquire`)."""
-        from storage.lease import acquire, release
+        (``reclaim``: see :func:`storage.lease.acquire`). ``keep_alive``: a thread renews it
+        every third of ``ttl_s`` while the block runs, so a job of any length keeps it and a
+        holder that died frees it within ``ttl_s``."""
+        from storage.lease import acquire, release, renew
 
         deadline = time.monotonic() + wait_s
         while True:
@@ -471,9 +480,25 @@ class Lake:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(ttl_s / 3):
+                try:
+                    renew(self, name, token, holder, ttl_s)
+                except FleetError as exc:  # taken over after a stall: the job's commit txn still guards it
+                    log.warning("lease %s not renewed: %s", name, exc)
+                    return
+
+        keeper = threading.Thread(target=keep, name=f"lease {name}", daemon=True) if keep_alive else None
+        if keeper is not None:
+            keeper.start()
         try:
             yield token
         finally:
+            stop.set()
+            if keeper is not None:
+                keeper.join()
             release(self, name, token, holder)
 
     def maintain(

@@ -172,3 +172,56 @@ def test_dataset_creates_of_one_name_at_once_get_distinct_versions(
     )
     assert versions == list(range(1, n + 1))
     assert members.num_rows == n * len(lake.read("clips", columns=["clip_id"]))
+
+
+@pytest.mark.parametrize("job", ["embed", "mine"])
+def test_a_second_embed_or_mine_of_one_model_while_one_runs_is_refused(
+    tmp_path: Path, job: str, figures: Figures, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both would plan the same clips: one commit and a second run recording counts it never
+    landed, or two commits and clips with two vectors. The second is refused, naming the
+    first; the first lands every clip once; once it ends, the next run goes ahead."""
+    from ingest.synth.fleet import SynthConfig, synthesize
+    from jobs.embed_job import run_embed
+    from jobs.mine_job import run_mine
+    from mining.registry import resolve
+
+    synthesize(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=1, seed=3, workers=1))
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    if job == "mine":
+        run_embed(settings, runner=LOCAL)
+    spec = resolve(lake)
+    run = {"embed": run_embed, "mine": run_mine}[job]
+    monkeypatch.setenv("FLEETMINE_FAULT", "embed.batch@3" if job == "embed" else "mine.started@3")
+    first: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: first.update(report=run(settings, runner=LOCAL)))
+    thread.start()
+    name = f"job:{job}:{spec.ref}"
+    for _ in range(200):  # until the first holds its lease
+        if lake.exists("_leases") and lake.read("_leases", where=f"lease = '{name}'").num_rows:
+            break
+        threading.Event().wait(0.05)
+    with pytest.raises(LeaseHeldError, match=f"another {job}:{spec.ref} job is running"):
+        run(settings, runner=LOCAL)
+    thread.join(120)
+    monkeypatch.delenv("FLEETMINE_FAULT")
+    assert "report" in first
+    table = "embeddings" if job == "embed" else "mining_scores"
+    ids = lake.read(table, columns=["clip_id"]).column(0).to_pylist()
+    clips = lake.read("clips", columns=["clip_id"]).num_rows
+    runs = lake.read("runs", where=f"kind = '{job}'").to_pylist()
+    again = run(settings, runner=LOCAL)  # the lease is free again
+    figures(
+        group="concurrency",
+        fault=f"a second `fleetmine {job}` of one model while the first runs (held 3 s inside its stage)",
+        cases=1,
+        rows_lost=clips - len(set(ids)),
+        rows_duplicated=len(ids) - len(set(ids)),
+        outcome=f"second refused (LeaseHeldError); {len(set(ids))}/{clips} clips once in {table}; "
+        f"{len(runs)} {job} run recorded; the next run after it went ahead",
+    )
+    assert clips >= 5 and len(ids) == len(set(ids)) == clips
+    assert [r["status"] for r in runs] == ["succeeded"]
+    assert again is not None
