@@ -13,6 +13,18 @@ def _fresh(code: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _served(lake_uri: str, token: str) -> str:
+    """Code for a fresh process: the app as `fleetmine serve` runs it, as ``c`` (a test
+    client), and ``h``, the headers of a caller with ``token``."""
+    return (
+        "from api.app import create_app, lean_server_process; from storage import Settings; "
+        "lean_server_process(); "
+        "from fastapi.testclient import TestClient; import sys; "
+        f"c = TestClient(create_app(Settings(lake={lake_uri!r}))); "
+        f"h = {{'Authorization': 'Bearer {token}'}}; "
+    )
+
+
 def test_clip_routes_import_neither_faiss_nor_webdataset() -> None:
     _fresh(
         "import api.routes.clips, sys; assert 'faiss' not in sys.modules and 'webdataset' not in sys.modules"
@@ -31,12 +43,7 @@ def test_the_api_server_imports_no_training_or_worker_stack(tmp_path) -> None:  
     token = create_token(lake, "r", "reader")  # a write: here, not in the server
     heavy = ["torch", "webdataset", "ray", "av", "onnxruntime", "cantools", "asammdf", "pandas"]
     _fresh(
-        "from api.app import create_app, lean_server_process; from storage import Settings; "
-        "lean_server_process(); "
-        "from fastapi.testclient import TestClient; import sys; "
-        f"c = TestClient(create_app(Settings(lake={lake.uri!r}))); "
-        f"h = {{'Authorization': 'Bearer {token}'}}; "
-        "assert all(c.get(u, headers=h).status_code == 200 for u in "
+        _served(lake.uri, token) + "assert all(c.get(u, headers=h).status_code == 200 for u in "
         "('/v1/clips?limit=5', '/v1/drives', '/v1/mining/corner-cases?k=5', '/v1/datasets', '/v1/jobs')); "
         f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded"
     )
@@ -116,12 +123,7 @@ def test_a_query_by_image_loads_the_image_stack_on_its_route_only(tmp_path) -> N
     image.write_bytes(buf.getvalue())
     heavy = ["torch", "webdataset", "ray", "av", "cantools", "asammdf", "pandas", "onnx"]
     _fresh(
-        "from api.app import create_app, lean_server_process; from storage import Settings; "
-        "lean_server_process(); "
-        "from fastapi.testclient import TestClient; import sys; "
-        f"c = TestClient(create_app(Settings(lake={lake.uri!r}))); "
-        f"h = {{'Authorization': 'Bearer {token}'}}; "
-        "assert c.get('/v1/clips?limit=5', headers=h).status_code == 200; "
+        _served(lake.uri, token) + "assert c.get('/v1/clips?limit=5', headers=h).status_code == 200; "
         "assert 'onnxruntime' not in sys.modules; "
         f"img = open({str(image)!r}, 'rb').read(); "
         "post = lambda **f: c.post('/v1/search/similar', files={'image': ('f.png', img)}, "
