@@ -206,7 +206,10 @@ def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[V
         problems: list[str] = []
         for i, s in enumerate(streams):
             try:
-                out.append(_stream_probe(s, i, times[i], keys[i], rates[i], raw, created, failure))
+                declared_s = None if raw else _declared_seconds(c, s)
+                out.append(
+                    _stream_probe(s, i, times[i], keys[i], rates[i], raw, created, failure, declared_s)
+                )
             except VideoError as exc:
                 problems.append(f"stream {i}: {exc}" if len(streams) > 1 else str(exc))
     if not out:
@@ -214,6 +217,20 @@ def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[V
     if problems:
         out[0].warnings.extend(problems)
     return out
+
+
+def _declared_seconds(c: Any, s: Any) -> float | None:
+    """How long the header says the stream is: its own duration, else (a container that
+    keeps none per stream, as Matroska) the file's, when every stream in it is video.
+
+    A frame count is the mp4 way to tell a file cut short; a Matroska or WebM file has
+    none, only a duration, and without this its lost tail went unreported.
+    """
+    if s.duration and s.time_base:
+        return float(s.duration * s.time_base)
+    if c.duration and all(x.type == "video" for x in c.streams):
+        return float(c.duration) / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _stream_probe(
@@ -225,6 +242,7 @@ def _stream_probe(
     raw: bool,
     created: dt.datetime | None,
     failure: str | None,
+    declared_s: float | None = None,
 ) -> VideoProbe:
     if not times:
         raise VideoError(failure or "no video packets (empty or truncated file)")
@@ -245,6 +263,15 @@ def _stream_probe(
     t = t - t0
     frame = float(np.median(np.diff(np.sort(t)))) if len(t) > 1 else 1.0 / fps
     duration = float(t.max()) + (frame if frame > 0 else 1.0 / fps)
+    if (
+        not failure
+        and not (declared and len(times) < declared)
+        and declared_s
+        and duration < declared_s - 1.0
+    ):
+        warnings.append(
+            f"truncated video: {duration:.2f} s of the {declared_s:.2f} s its header declares present"
+        )
     return VideoProbe(
         codec=s.codec_context.name,
         width=int(width),

@@ -322,3 +322,26 @@ def test_transient_failures_are_retried_by_the_next_run(tmp_path: Path) -> None:
     rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
     assert rows["late"]["status"] == "ok" and not rows["late"]["retryable"] and len(rows) == 2
     assert lake.read("clips").num_rows == 2
+
+
+@pytest.mark.parametrize("container", ["mkv"])
+def test_a_matroska_file_cut_short_lands_its_clips_and_says_it_was_cut(
+    container: str, tmp_path: Path
+) -> None:
+    """Matroska keeps no frame count, only a duration: a file cut short is told
+    by what its header declares against what demuxes (it was 'ok' with no word of it)."""
+    codec = "libvpx-vp9" if container == "webm" else "libx264"
+    fmt = {"mkv": "matroska"}.get(container, container)
+    whole = encode(Spec(seconds=24.0, container=fmt, codec=codec, bframes=0 if container == "webm" else 3))
+    raw = tmp_path / "raw"
+    make_drive(
+        raw, "dashcam", "2024-06-14--17-00-00", {f"cameras/front.{container}": whole[: len(whole) * 6 // 10]}
+    )
+    make_drive(raw, "dashcam", "2024-06-14--18-00-00", {f"cameras/front.{container}": whole})
+    lake = ingest(raw, tmp_path)
+    rows = sorted(lake.read("drives").to_pylist(), key=lambda d: d["start_time"])
+    cut, full = rows
+    assert cut["status"] == full["status"] == "ok"
+    assert any("truncated video" in w and "of the 24.00 s its header declares" in w for w in cut["warnings"])
+    assert not any("truncated" in w for w in full["warnings"])
+    assert 10.0 < cut["duration_s"] < 20.0 and abs(full["duration_s"] - 24.0) < 0.1
