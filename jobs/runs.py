@@ -87,15 +87,18 @@ def one_at_a_time(lake: Lake, app_id: str) -> Iterator[None]:
     clips both embedded get two vectors. Holding the lease from before the plan to after the
     commit leaves neither. It is renewed while the job runs (``keep_alive``).
     """
+    from contextlib import ExitStack
+
     from storage.errors import LeaseHeldError
     from storage.lease import this_process
 
-    try:
-        with lake.lease(f"job:{app_id}", this_process(), ttl_s=JOB_LEASE_TTL_S, keep_alive=True):
-            yield
-    except LeaseHeldError as exc:
-        if "is held by" not in str(exc):
-            raise
-        raise LeaseHeldError(
-            f"another {app_id} job is running on this lake ({exc}); run again when it ends"
-        ) from exc
+    with ExitStack() as held:
+        try:  # only the grant is reworded: an error of the job itself goes up as it is
+            held.enter_context(
+                lake.lease(f"job:{app_id}", this_process(), ttl_s=JOB_LEASE_TTL_S, keep_alive=True)
+            )
+        except LeaseHeldError as exc:
+            raise LeaseHeldError(
+                f"another {app_id} job is running on this lake ({exc}); run again when it ends"
+            ) from exc
+        yield
