@@ -61,6 +61,8 @@ __all__ = [
     "lineage_predicate",
 ]
 
+_WRITE_ROWS = 262_144  # mining_scores rows per write of a full run
+
 SIGNALS = (
     "speed_mean",
     "speed_min",
@@ -245,17 +247,17 @@ class _Groups:
         return out
 
 
-def _features(lake: Lake, ids: list[str], everything: bool) -> pa.Table:
+def _features(lake: Lake, ids: pa.Array, everything: bool) -> pa.Table:
     """The ``clips`` rows of ``ids`` in that order (one scan of the narrow feature
     columns when ``everything``, else by id within the dates the ids name)."""
     if everything:
         rows = lake.read("clips", columns=_FEATURES)
     else:
-        parts = list(read_by_ids(lake, "clips", _FEATURES, ids))
+        parts = list(read_by_ids(lake, "clips", _FEATURES, ids.to_pylist()))
         rows = pa.concat_tables(parts) if parts else lake.read("clips", columns=_FEATURES, where="false")
-    pos = pc.index_in(pa.array(ids, pa.string()), value_set=rows.column("clip_id"))
+    pos = pc.index_in(ids, value_set=rows.column("clip_id"))
     if pos.null_count:
-        missing = pa.array(ids, pa.string()).filter(pc.is_null(pos)).to_pylist()[:5]
+        missing = ids.filter(pc.is_null(pos)).to_pylist()[:5]
         raise TableNotFoundError(f"clips rows missing for embedded clips, e.g. {missing}")
     return rows.take(pos)
 
@@ -263,32 +265,35 @@ def _features(lake: Lake, ids: list[str], everything: bool) -> pa.Table:
 def _table(
     w: MineWork,
     base_run: str,
-    ids: list[str],
-    features: pa.Table,
+    ids: pa.Array,
+    date: pa.Array | pa.ChunkedArray,
     novelty: np.ndarray,
     knn: np.ndarray,
     cluster: np.ndarray,
     rarity: np.ndarray,
     signal: np.ndarray,
-    duplicate_of: list[str | None],
+    duplicate_of: pa.Array,
 ) -> pa.Table:
     n = len(ids)
-    now = dt.datetime.now(dt.UTC)
+
+    def repeat(value: Any, type_: pa.DataType) -> pa.Array:  # one value, no list of n
+        return pa.array([value], type_).take(pa.array(np.zeros(n, np.int32)))
+
     return mining_scores.SPEC.conform(
         pa.table(
             {
-                "clip_id": pa.array(ids, pa.string()),
-                "date": features.column("date"),
-                "model_version": [w.spec.ref] * n,
-                "run_id": [w.run_id] * n,
+                "clip_id": ids,
+                "date": date,
+                "model_version": repeat(w.spec.ref, pa.string()),
+                "run_id": repeat(w.run_id, pa.string()),
                 "novelty": pa.array(novelty, pa.float64()),
                 "knn_distances": _knn_lists(knn),
                 "cluster_id": pa.array(cluster.astype(np.int32), pa.int32()),
                 "rarity": pa.array(rarity, pa.float64()),
                 "signal_rarity": pa.array(signal, pa.float64()),
-                "duplicate_of": pa.array(duplicate_of, pa.string()),
-                "computed_at": pa.array([now] * n, UTC_TS),
-                "base_run": [base_run] * n,
+                "duplicate_of": duplicate_of,
+                "computed_at": repeat(dt.datetime.now(dt.UTC), UTC_TS),
+                "base_run": repeat(base_run, pa.string()),
             }
         )
     )
@@ -436,49 +441,78 @@ class MineStage:
             np.zeros(nclusters, np.int64),
             *(np.zeros(0),) * 5,
         )
-        order: list[str] = []
+        # What is held per clip until the rows are written: its id (Arrow), knn distances,
+        # cluster and three scores, about 100 bytes; its feature row is read once all are.
+        id_parts: list[pa.Array] = []
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         spread = 0.0
         groups = _Groups()
         for batch_ids, vectors in source.batches():
-            names = batch_ids.to_pylist()
-            nb = _neighbours(live, lake, spec, names, vectors, reference, cfg)
+            nb = _neighbours(live, lake, spec, batch_ids.to_pylist(), vectors, reference, cfg)
             for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
                 groups.union(a, b)
-            order += names
+            id_parts.append(batch_ids)
             knn_parts.append(nb.knn)
             assigned = model.assign(vectors)
-            cluster_parts.append(assigned)
+            cluster_parts.append(assigned.astype(np.int32))
             spread += float(((vectors - model.centroids[assigned]) ** 2).sum())
+        order = pa.concat_arrays(id_parts)
+        del id_parts
         knn = np.vstack(knn_parts)
         cluster = np.concatenate(cluster_parts)
+        del knn_parts, cluster_parts
         model.bandwidth = spread / n
         model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
         # A second pass: the density needs every cluster's size.
         rarity = np.zeros(n)
-        where = pa.array(order, pa.string())
         for batch_ids, vectors in source.batches():  # row order is the engine's: placed by id
-            rarity[pc.index_in(batch_ids, value_set=where).to_numpy()] = model.rarity(vectors)
+            rarity[pc.index_in(batch_ids, value_set=order).to_numpy()] = model.rarity(vectors)
         features = _features(lake, order, everything=True)
         values = _signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
         model.sig_median, model.sig_scale = _signal_stats(values)
         knn_mean = _knn_mean(knn)
         signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
+        del values, events
         model.q_knn, model.q_rarity, model.q_signal = sketch(knn_mean), sketch(rarity), sketch(signal)
         novelty = (
             cfg.w_knn * percentile(knn_mean, np.sort(knn_mean))
             + cfg.w_rarity * percentile(rarity, np.sort(rarity))
             + cfg.w_signal * percentile(signal, np.sort(signal))
         )
-        starts = dict(zip(order, features.column("start_time").to_pylist(), strict=True))
-        dup = _duplicates(groups, starts, {})
-        table = _table(
-            w, w.run_id, order, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in order]
-        )
-        actions = lake.writer("mining_scores").write(table, prefix=w.run_id)
-        lists = corner_case_lists(table, features.column("events"), cfg.ready_k)
+        del knn_mean
+        dup = _duplicates(groups, _starts(groups, order, features), {})
+        duplicate_of = _duplicate_of(order, dup)
+        date = features.column("date").combine_chunks()
+
+        def rows(at: np.ndarray | None) -> pa.Table:
+            def pick(a: Any) -> Any:
+                return a if at is None else (a.take(pa.array(at)) if isinstance(a, pa.Array) else a[at])
+
+            return _table(
+                w,
+                w.run_id,
+                pick(order),
+                pick(date),
+                pick(novelty),
+                pick(knn),
+                pick(cluster),
+                pick(rarity),
+                pick(signal),
+                pick(duplicate_of),
+            )
+
+        # Written in slices of one date range each: the run's rows are never one table.
+        writer = lake.writer("mining_scores")
+        by_date = np.asarray(pc.sort_indices(date).to_numpy(), np.int64)
+        actions = []
+        for i, start in enumerate(range(0, n, _WRITE_ROWS)):
+            actions += writer.write(rows(by_date[start : start + _WRITE_ROWS]), prefix=f"{w.run_id}-{i:04d}")
+        # Only rows at or above a list's k-th score can be in it: the lists are ranked from those.
+        events_of = features.column("events")
+        near_top = _near_top(novelty, pc.is_null(duplicate_of), events_of, cfg.ready_k)
+        lists = corner_case_lists(rows(near_top), events_of.take(pa.array(near_top)), cfg.ready_k)
         ready = write_corner_cases(lake, lists, w.run_id)
         model.save(lake, spec)  # named by the run: unused until the run's rows are committed
         return MineResult(actions, n, len(dup), kind, ready, "full", w.run_id)
@@ -528,7 +562,7 @@ class MineStage:
         knn = np.vstack(knn_parts)
         cluster = np.concatenate(cluster_parts)
         rarity = np.concatenate(rarity_parts)
-        features = _features(lake, new, everything=False)
+        features = _features(lake, pa.array(new, pa.string()), everything=False)
         values = _signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
         signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
@@ -552,10 +586,19 @@ class MineStage:
                 t.column("clip_id").to_pylist(), t.column("duplicate_of").to_pylist(), strict=True
             ):
                 old_rep[c] = d or c
-        starts = dict(zip(new, features.column("start_time").to_pylist(), strict=True))
-        dup = _duplicates(groups, starts, old_rep)
+        new_ids = features.column("clip_id").combine_chunks()
+        dup = _duplicates(groups, _starts(groups, new_ids, features), old_rep)
         table = _table(
-            w, base, new, features, novelty, knn, cluster, rarity, signal, [dup.get(c) for c in new]
+            w,
+            base,
+            new_ids,
+            features.column("date"),
+            novelty,
+            knn,
+            cluster,
+            rarity,
+            signal,
+            _duplicate_of(new_ids, dup),
         )
         moved = rescore(lake, lineage, reached.table(), k, novelty_of, w.run_id, cfg.batch_rows)
         actions = lake.writer("mining_scores").write(pa.concat_tables([table, moved]), prefix=w.run_id)
@@ -563,6 +606,45 @@ class MineStage:
         lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k, moved)
         ready = write_corner_cases(lake, lists, w.run_id)
         return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base, moved.num_rows)
+
+
+def _starts(groups: _Groups, ids: pa.Array, features: pa.Table) -> dict[str, Any]:
+    """The start time of each clip scored now that is in a near-duplicate group (the
+    groups are few; the clips are the corpus)."""
+    members = pa.array(list(groups.parent), pa.string())
+    at = pc.index_in(members, value_set=ids)
+    held = members.filter(pc.is_valid(at))
+    times = features.column("start_time").take(at.drop_null())
+    return dict(zip(held.to_pylist(), times.to_pylist(), strict=True))
+
+
+def _duplicate_of(ids: pa.Array, dup: dict[str, str]) -> pa.Array:
+    """``duplicate_of`` per row of ``ids``: the kept clip, null for the clips kept."""
+    keys = pa.array(list(dup), pa.string())
+    kept = pa.array(list(dup.values()), pa.string())
+    return kept.take(pc.index_in(ids, value_set=keys))
+
+
+def _near_top(novelty: np.ndarray, kept: pa.Array, events: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
+    """Rows that may rank in a corner-case list (all clips, one per event): per list, its
+    rows that are not duplicates and score at least its ``k``-th (ties kept)."""
+    keep = np.asarray(kept.to_numpy(zero_copy_only=False), bool)
+
+    def top(rows: np.ndarray) -> np.ndarray:
+        rows = rows[keep[rows]]
+        if len(rows) <= k:
+            return rows
+        v = novelty[rows]
+        return rows[v >= np.partition(v, len(v) - k)[len(v) - k]]
+
+    ev = events.combine_chunks() if isinstance(events, pa.ChunkedArray) else events
+    flat = pc.list_flatten(ev)
+    parent = pc.list_parent_indices(ev).to_numpy()
+    picked = [top(np.arange(len(novelty)))]
+    for name in pc.unique(flat).drop_null().to_pylist():
+        has = np.asarray(pc.equal(flat, name).to_numpy(zero_copy_only=False), bool)
+        picked.append(top(np.unique(parent[has])))
+    return np.unique(np.concatenate(picked))
 
 
 def _duplicates(groups: _Groups, starts: dict[str, Any], old_rep: dict[str, str]) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """Cluster sizing from measured figures: ``python -m jobs.bench.sizing BENCH.json > deploy/SIZING.md``.
 
-``BENCH.json`` is what ``fleetmine bench --json`` writes. Every number in the output
+``BENCH.json`` is what ``fleetmine bench --json`` writes; ``--catalog CATALOG.json...``
+adds what ``fleetmine bench --catalog N --json`` measured (:mod:`jobs.bench.sizing_catalog`:
+the catalog at N clips and the plan for the index and API at ``index_clips``). Every number in the output
 is a bench figure, an :class:`Assumptions` field (printed in the file with its
 reason), or arithmetic on the two. A missing figure fails with the names of the
 rows wanted; the learned-encoder row is optional (the plan then says it is not
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jobs.bench.sizing_catalog import CatalogFigures, render_catalog
 from storage.errors import ConfigError
 
 __all__ = ["Assumptions", "Figures", "IndexPlan", "Plan", "Stage", "main", "plan", "render"]
@@ -69,6 +72,7 @@ class Assumptions:
     learned_gib_per_core: float = _why(2.0, "an ONNX session and a batch of 224 px frames")
     export_gib_per_core: float = _why(1.0, "one shard being written")
     goal_cores: float = _why(200, "the goal: 1 PB/day on at most 200 CPU cores")
+    route_budget_ms: float = _why(150, "the p99 a catalog request is promised, at any lake size")
 
 
 @dataclass(frozen=True)
@@ -323,9 +327,15 @@ def _stage_row(s: Stage) -> str:
     )
 
 
-def render(p: Plan, f: Figures, a: Assumptions, command: str, note: str = "") -> str:
-    """SIZING.md: workload, stages, the learned encoder, the index plan, then what it rests on."""
-    sections = [_header(p, a, command, note), _stages(p, f, a), _learned(p, f, a), _index(p, f), _basis(f, a)]
+def render(
+    p: Plan, f: Figures, a: Assumptions, command: str, note: str = "", catalog: CatalogFigures | None = None
+) -> str:
+    """SIZING.md: workload, stages, the learned encoder, the index plan, the catalog at
+    scale (when measured), then what it rests on."""
+    sections = [_header(p, a, command, note), _stages(p, f, a), _learned(p, f, a), _index(p, f)]
+    if catalog is not None:
+        sections.append(render_catalog(catalog, a.index_clips, a.index_shard_clips, a.route_budget_ms))
+    sections.append(_basis(f, a))
     return "\n".join(line for section in sections for line in section)
 
 
@@ -469,14 +479,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m jobs.bench.sizing", description=__doc__.splitlines()[0])
     ap.add_argument("bench", type=Path, help="the file `fleetmine bench --json` wrote")
     ap.add_argument("--note", default="", help="where the figures were measured (printed in the file)")
+    ap.add_argument(
+        "--catalog", type=Path, nargs="*", default=[], help="files `fleetmine bench --catalog N --json` wrote"
+    )
     args = ap.parse_args(argv)
     try:
         figures = Figures.from_rows(json.loads(args.bench.read_text()))
+        rows = [r for path in args.catalog for r in json.loads(path.read_text())]
+        catalog = CatalogFigures.from_rows(rows) if args.catalog else None
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     a = Assumptions()
     command = shlex.join(["python", "-m", "jobs.bench.sizing", *argv])
-    sys.stdout.write(render(plan(figures, a), figures, a, command, args.note))
+    sys.stdout.write(render(plan(figures, a), figures, a, command, args.note, catalog))
 
 
 if __name__ == "__main__":

@@ -138,3 +138,75 @@ def test_the_goal_verdict_and_break_even_follow_from_the_figures(
     limit = float(re.search(r"takes at most ([\d.]+) s per 60 s", md)[1])  # type: ignore[index]
     at_limit = _generate(tmp_path, capsys, _rows(video_s=limit))
     assert _provisioned(at_limit) == pytest.approx(Assumptions().goal_cores, abs=1)
+
+
+def _catalog_rows(
+    n: int = 1_000_000, first_page_ms: tuple[float, float] = (20.0, 25.0)
+) -> list[dict[str, object]]:
+    """What ``fleetmine bench --catalog N --json`` writes, at N/10 and N (the rows the plan reads)."""
+    rows: list[dict[str, object]] = []
+    for size, p99 in zip((n // 10, n), first_page_ms, strict=True):
+        label = f"catalog {size:,} clips, IVF4000,Flat: "
+        raw = size * 256 * 4 / 1e6
+        index_mb = size * 1100 / 1e6
+        idle = "peak RSS above the process's idle 200 MB"
+        more = f"mine of {size // 10:,} new clips (incremental, {size // 10:,} scored) vs mine --full"
+        rows += [
+            {"name": label + f"fleetmine index (streamed build + save) {idle}",
+             "measured": 1.3 * raw, "baseline": raw, "unit": "MB"},
+            {"name": label + f"fleetmine mine --full {idle}",
+             "measured": 1.6 * raw, "baseline": raw, "unit": "MB"},
+            {"name": label + more,
+             "measured": 10.0, "baseline": 100.0, "unit": "s"},
+            {"name": label + "top 100 of the incremental run also in a full recompute's top 100",
+             "measured": 0.97, "baseline": 1.0, "unit": "share"},
+            {"name": label + "server RSS after searches (before any: 250 MB)",
+             "measured": 2 * index_mb, "baseline": index_mb, "unit": "MB"},
+            {"name": label + "a search once warm", "measured": 5.0, "baseline": 100.0, "unit": "ms"},
+            {"name": f"route first page (limit 100), as written: p99 at {size:,} clips (p50 10 ms)",
+             "measured": p99, "baseline": 150.0, "unit": "ms"},
+            {"name": f"route clip by id, maintained: p99 at {size:,} clips (p50 10 ms)",
+             "measured": 30.0, "baseline": 150.0, "unit": "ms"},
+        ]  # fmt: skip
+    return rows
+
+
+def _with_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], catalog: list[dict[str, object]]
+) -> str:
+    bench, cat = tmp_path / "bench.json", tmp_path / "catalog.json"
+    bench.write_text(json.dumps(_rows()))
+    cat.write_text(json.dumps(catalog))
+    main([str(bench), "--catalog", str(cat)])
+    return capsys.readouterr().out
+
+
+def test_the_catalog_plan_follows_from_the_catalog_bench(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md = _with_catalog(tmp_path, capsys, _catalog_rows())
+    assert "## The catalog at 1,000,000 clips (measured) and at 100,000,000 (planned)" in md
+    # 1,100 B per vector saved, shards of 10^7: 11 GB each, 10 of them; served at the measured 2x
+    assert "1,100 B per vector" in md and "**11.00 GB per shard**, 110.00 GB in all" in md
+    assert "22.00 GB of RSS per shard" in md
+    # build and mine peaks: the measured ratio times a shard's raw vectors (10^7 x 1,024 B)
+    assert "1.30x the raw vectors -> 13.31 GB" in md and "1.60x the raw vectors -> 16.38 GB" in md
+    assert "(0.10x a full run's time measured)" in md
+    # the first page grew 1.25x per tenfold: two more tenfolds -> 25 x 1.25^2 = 39 ms; by id did not grow
+    assert "is at most **39 ms** against the 150 ms budget: **within**" in md
+    assert "| first page (limit 100) | as written | 25 ms | 20 ms | 1.25x |" in md
+
+
+def test_a_route_that_grows_with_the_lake_is_over_budget_at_10_8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md = _with_catalog(tmp_path, capsys, _catalog_rows(first_page_ms=(20.0, 100.0)))
+    assert "is at most **2,500 ms** against the 150 ms budget: **over**" in md  # 100 x 5^2
+
+
+def test_missing_catalog_rows_are_named(tmp_path: Path) -> None:
+    from jobs.bench.sizing_catalog import CatalogFigures
+
+    rows = [r for r in _catalog_rows() if "server RSS" not in str(r["name"])]
+    with pytest.raises(ConfigError, match="server RSS after searches"):
+        CatalogFigures.from_rows(rows)

@@ -1,0 +1,183 @@
+"""The catalog part of SIZING.md: what ``fleetmine bench --catalog N`` measured at N
+and N/10 clips, and the plan for the index and the API at 10^8 clips that follows.
+
+The per-stage plan (:mod:`jobs.bench.sizing`) prices a day of ingest; this prices a
+lake that has grown to ``index_clips``: how many index shards, the memory of each
+(serving it, building it, mining against it) and the latency a request can be
+promised. Every figure is a catalog bench row (found by name, the largest N a file
+holds, with the N/10 run beside it) or arithmetic on it and the assumptions. The
+latency budget extrapolates each route's measured growth per tenfold of the lake to
+``index_clips``: a route whose p99 did not grow from N/10 to N keeps its figure, one
+that did is priced as growing by that much again for every further tenfold (an
+upper bound for costs that grow slower than the lake, such as a log-depth search).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import ConfigError
+
+__all__ = ["CatalogFigures", "render_catalog"]
+
+_N = r"(?P<n>[\d,]+)"
+_ROUTE = rf"^route (?P<route>.+?), (?P<layout>as written|maintained): p99 at {_N} clips"
+_LABEL = rf"^catalog {_N} clips, (?P<factory>[^:]+): "
+PATTERNS = {
+    "index_rss": _LABEL + r"fleetmine index \(streamed build \+ save\) peak RSS above",
+    "mine_rss": _LABEL + r"fleetmine mine --full peak RSS above",
+    "incremental": _LABEL + r"mine of [\d,]+ new clips \(incremental, ",
+    "agreement": _LABEL + r"top 100 of the incremental run also in a full recompute",
+    "serving": _LABEL + r"server RSS after searches",
+    "warm": _LABEL + r"a search once warm",
+    "cold": _LABEL + r"first search of a fresh server",
+}
+REQUIRED = ("index_rss", "mine_rss", "serving", "warm")
+
+
+def _count(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    measured: float
+    baseline: float
+    n: int
+    factory: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline if self.baseline else math.nan
+
+
+@dataclass(frozen=True)
+class CatalogFigures:
+    """Per figure, its row at the largest N measured (``at``) and at N/10 (``below``)."""
+
+    at: dict[str, Figure]
+    below: dict[str, Figure]
+    routes: dict[tuple[str, str], Figure]  # (route, layout) -> p99 at the largest N
+    routes_below: dict[tuple[str, str], Figure]
+
+    @property
+    def n(self) -> int:
+        return self.at["serving"].n
+
+    @classmethod
+    def from_rows(cls, raw: list[dict[str, Any]]) -> CatalogFigures:
+        found: dict[str, list[Figure]] = {}
+        routes: dict[tuple[str, str], list[Figure]] = {}
+        for r in raw:
+            name = str(r["name"])
+            measured, baseline = float(r["measured"]), float(r.get("baseline") or 0.0)
+            m = re.search(_ROUTE, name)
+            if m and ": growth," not in name:
+                routes.setdefault((m["route"], m["layout"]), []).append(
+                    Figure(name, measured, baseline, _count(m["n"]))
+                )
+                continue
+            for key, pattern in PATTERNS.items():
+                m = re.search(pattern, name)
+                if m:
+                    found.setdefault(key, []).append(
+                        Figure(name, measured, baseline, _count(m["n"]), m["factory"])
+                    )
+        missing = [f"{k}: /{PATTERNS[k]}/" for k in REQUIRED if k not in found]
+        if not routes:
+            missing.append(f"routes: /{_ROUTE}/")
+        if missing:
+            raise ConfigError("the catalog bench JSON lacks rows the sizing needs: " + "; ".join(missing))
+
+        def split(rows: dict[Any, list[Figure]]) -> tuple[dict[Any, Figure], dict[Any, Figure]]:
+            top = {k: max(v, key=lambda f: f.n) for k, v in rows.items()}
+            low = {k: min(v, key=lambda f: f.n) for k, v in rows.items() if min(f.n for f in v) < top[k].n}
+            return top, low
+
+        at, below = split(found)
+        top_routes, low_routes = split(routes)
+        return cls(at, below, top_routes, low_routes)
+
+
+def _ms(x: float) -> str:
+    return f"{x:,.0f} ms" if x >= 10 else f"{x:,.1f} ms"
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:,.2f} GB"
+
+
+def render_catalog(c: CatalogFigures, index_clips: float, shard_clips: float, budget_ms: float) -> list[str]:
+    serving = c.at["serving"]  # measured: server RSS (MB); baseline: saved index + id array (MB)
+    per_vector = serving.baseline * 1e6 / serving.n
+    shards = math.ceil(index_clips / shard_clips)
+    shard_bytes = per_vector * shard_clips
+    raw_shard = shard_clips * c.at["mine_rss"].baseline * 1e6 / c.at["mine_rss"].n
+    decades = math.log10(index_clips / c.n)
+    lines = [
+        f"## The catalog at {c.n:,} clips (measured) and at {index_clips:,.0f} (planned)",
+        "",
+        f"From `fleetmine bench --catalog {c.n:,}`: each figure at {c.n:,} clips and, where the run",
+        "measured it, at a tenth of that. A ratio is the figure over its baseline in the same run.",
+        "",
+        "| figure | measured | baseline | ratio | at a tenth |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "index_rss": "`fleetmine index`: peak RSS above idle / raw vector bytes",
+        "mine_rss": "`fleetmine mine --full`: peak RSS above idle / raw vector bytes",
+        "incremental": "`mine` of 10 % new clips / `mine --full` of the grown lake (time)",
+        "agreement": "top 100 of the incremental run in a full recompute's",
+        "serving": "API server RSS after searches / saved index + id array",
+        "warm": "a similar-clips search once warm / the first",
+        "cold": "first search of a fresh server (s) / reading every vector",
+    }
+    for key, label in labels.items():
+        if key not in c.at:
+            continue
+        f, low = c.at[key], c.below.get(key)
+        lines.append(
+            f"| {label} ({f.factory}) | {f.measured:,.4g} | {f.baseline:,.4g} | {f.ratio:,.2f}x | "
+            f"{f'{low.ratio:,.2f}x' if low else '-'} |"
+        )
+    lines += ["", "| route p99 | layout | measured | at a tenth | growth |", "|---|---|---:|---:|---:|"]
+    worst = 0.0
+    for (route, layout), f in sorted(c.routes.items()):
+        low = c.routes_below.get((route, layout))
+        growth = f.measured / low.measured if low else math.nan
+        planned = f.measured * max(1.0, growth if low else 1.0) ** decades
+        worst = max(worst, planned)
+        lines.append(
+            f"| {route} | {layout} | {_ms(f.measured)} | {_ms(low.measured) if low else '-'} | "
+            f"{f'{growth:,.2f}x' if low else '-'} |"
+        )
+    mine_x, index_x, serve_x = (c.at[k].ratio for k in ("mine_rss", "index_rss", "serving"))
+    inc = c.at.get("incremental")
+    inc_note = f" ({inc.ratio:.2f}x a full run's time measured)." if inc else "."
+    lines += [
+        "",
+        f"### Plan for {index_clips:,.0f} clips",
+        "",
+        f"- **Index shards:** {shards} of {shard_clips:,.0f} vectors (by date range, searched together), "
+        f"{per_vector:,.0f} B per vector as saved at {c.n:,} ({serving.factory}, ids included): "
+        f"**{_gb(shard_bytes)} per shard**, {_gb(shard_bytes * shards)} in all.",
+        f"- **Serving a shard:** {serve_x:,.2f}x its saved size measured -> {_gb(shard_bytes * serve_x)} "
+        f"of RSS per shard; an API replica holding every shard {_gb(shard_bytes * shards * serve_x)}, or "
+        f"one shard per replica behind the router.",
+        f"- **Building a shard** (`fleetmine index`): {index_x:,.2f}x the raw vectors -> "
+        f"{_gb(raw_shard * index_x)} peak per build worker.",
+        f"- **Mining against a shard** (`mine --full`): {mine_x:,.2f}x the raw vectors -> "
+        f"{_gb(raw_shard * mine_x)} peak per worker; the default incremental run scores only new clips"
+        + inc_note,
+        f"- **Latency budget:** {decades:.0f} more tenfold(s) of the lake from {c.n:,}; each route's p99 "
+        f"grown by its measured growth per tenfold (none where it did not grow) is at most "
+        f"**{_ms(worst)}** against the {budget_ms:,.0f} ms budget: "
+        f"**{'within' if worst <= budget_ms else 'over'}**. A similar-clips search adds the per-shard "
+        "query time of the index plan above, shards searched in parallel.",
+        "",
+    ]
+    return lines
