@@ -37,6 +37,16 @@ _SORTED = "part-sorted-"  # data files `maintain` wrote sorted by the table's cl
 
 
 @dataclass(frozen=True)
+class _Snapshot:
+    """A table's cached latest version: ``probe`` follows the log, ``served`` is handed
+    out (never updated in place); ``checked``: when the listing that found it began."""
+
+    probe: DeltaTable
+    served: DeltaTable
+    checked: float
+
+
+@dataclass(frozen=True)
 class TableInfo:
     name: str
     version: int
@@ -64,13 +74,15 @@ class Lake:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *, commit_retries: int = 10):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
-        self._snapshots: dict[str, tuple[DeltaTable, DeltaTable]] = {}  # table -> (probe, served)
-        self._snapshot_lock = threading.Lock()
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshot_lock = threading.Lock()  # guards the dict of per-table locks
+        self._table_locks: dict[str, threading.Lock] = {}
         self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
         state = dict(self.__dict__)
         state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
+        state["_table_locks"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -185,18 +197,33 @@ class Lake:
         return latest if view is None else view.pin(self.uri, table, latest)
 
     def _latest(self, table: str) -> DeltaTable:
+        """The table as of a log listing begun after this call was: every commit that
+        landed before the call is in it.
+
+        Concurrent callers share listings: one table's callers queue on its own lock, and
+        a caller that finds a listing begun after it arrived takes that one's answer. So
+        under load a table's log is listed about once per listing time, not once per
+        request, and one table's callers never wait on another's listing.
+        """
+        asked = time.monotonic()
         with self._snapshot_lock:
+            lock = self._table_locks.setdefault(table, threading.Lock())
+        with lock:
             cached = self._snapshots.get(table)
+            if cached is not None and cached.checked >= asked:
+                return cached.served
+            checked = time.monotonic()
             if cached is None:
                 probe = self.delta(table)
-                cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+                served = self.delta(table, probe.version())
             else:
-                probe, served = cached
+                probe, served = cached.probe, cached.served
                 with reachable(self.location(table).uri):
                     probe.update_incremental()
                 if probe.version() != served.version():
-                    cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
-            return cached[1]
+                    served = self.delta(table, probe.version())
+            self._snapshots[table] = _Snapshot(probe, served, checked)
+            return served
 
     def version(self, table: str) -> int:
         """The latest version (in a read view: the one it reads)."""
