@@ -23,7 +23,8 @@ from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, _partition_value, claim, commit, replace_files
 from storage.errors import CommitError, FleetError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
-from storage.query import arrow_table, audit_scan, run_sql, select_sql
+from storage.query import arrow_table, audit_scan, auditing, run_sql, select_sql
+from storage.results import ResultCache
 from storage.schema import TableSpec
 from storage.sql import literal
 from storage.tables import TABLES, get_spec
@@ -78,16 +79,18 @@ class Lake:
         self._snapshot_lock = threading.Lock()  # guards the dict of per-table locks
         self._table_locks: dict[str, threading.Lock] = {}
         self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
+        self._answers = ResultCache()  # query answers by table version (see storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
         state = dict(self.__dict__)
         state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
-        state["_table_locks"] = {}
+        state["_table_locks"], state["_answers"] = {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._snapshot_lock = threading.Lock()
+        self._answers = ResultCache()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -394,15 +397,26 @@ class Lake:
         version: int | None = None,
     ) -> pa.Table:
         """``SELECT columns WHERE where ORDER BY order_by LIMIT limit``, all of it run by
-        the engine (see :mod:`storage.query`): only the answer's rows reach Python."""
+        the engine (see :mod:`storage.query`): only the answer's rows reach Python. An
+        answer is kept for the table version it read (:mod:`storage.results`), so asking
+        again of that version does not run the engine again."""
         spec = get_spec(table)
         sql = select_sql(table, columns, where, order_by, limit)
+        cache = None if auditing() else self._answers  # an audit counts the engine's scans
         with reachable(self.location(table).uri):
-            delta = self.snapshot(table) if version is None else self.delta(table, version)
-            data = run_sql({table: delta}, sql)
+            delta = self.snapshot(table) if version is None else None
+            if delta is not None:
+                version = delta.version()
+            key = (table, version, sql)
+            if cache is not None and (hit := cache.get(key)) is not None:
+                return hit
+            data = run_sql({table: delta if delta is not None else self.delta(table, version)}, sql)
         if data.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
-        return _plain_types(data, spec)
+        answer = _plain_types(data, spec)
+        if cache is not None:
+            cache.put(key, answer)
+        return answer
 
     def partition_rows(self, table: str, column: str, version: int | None = None) -> pa.Table:
         """Rows per value of the partition column ``column``, sorted by value, from the

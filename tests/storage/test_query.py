@@ -44,6 +44,20 @@ def test_audit_counts_rows_the_scans_decode(lake: Lake) -> None:
     assert tally.rows == one_day + everything
 
 
+def test_a_query_answer_is_kept_per_table_version(lake: Lake) -> None:
+    lake.append("clips", clip_rows(30))
+    first = lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5) is first  # not run again
+    v = lake.version("clips")
+    lake.append("clips", clip_rows(3, start=-3))  # ids below every earlier one: the page changes
+    now = lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    assert now.column("clip_id").to_pylist() == _ids(lake)[:5] != first.column("clip_id").to_pylist()
+    assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5, version=v) is first
+    with audit() as tally:  # an audit counts what the engine scans: the query runs
+        assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5).equals(now)
+    assert len(tally.queries) == 1 and tally.rows > 0
+
+
 def test_concurrent_reads_share_log_listings_and_see_every_earlier_commit(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
