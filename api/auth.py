@@ -73,8 +73,15 @@ class TokenCache:
         self.live: dict[str, tuple[str, str]] = {}
         self.ids: dict[str, tuple[str, str]] = {}
         self.lock = threading.Lock()
+        self.checked = float("-inf")  # when the listing behind ``live`` began
 
-    def _refresh(self) -> None:
+    def _refresh(self, asked: float) -> None:
+        """Current as of a listing begun after ``asked`` (the caller's arrival): a caller
+        that waited on the lock while another listed after it arrived takes that answer,
+        so concurrent requests share one listing instead of queueing one each."""
+        if self.checked >= asked:
+            return
+        checked = time.monotonic()
         with reachable(self.lake.location("tokens").uri):
             self.table.update_incremental()
         if self.table.version() != self.version:
@@ -87,12 +94,13 @@ class TokenCache:
             self.live = {r["token_hash"]: (r["name"], r["role"]) for r in live}
             self.ids = {token_id(h): who for h, who in self.live.items()}
             self.version = self.table.version()
+        self.checked = checked
 
     def verify(self, secret: str) -> tuple[str, str, str] | None:
         """``(name, role, token id)`` of the live token whose secret this is, else None."""
-        h = _hash(secret)
+        h, asked = _hash(secret), time.monotonic()
         with self.lock:
-            self._refresh()
+            self._refresh(asked)
             # Every live hash is compared, each in constant time: how long a wrong token
             # takes says nothing about how close it came to a real one.
             found: tuple[str, tuple[str, str]] | None = None
@@ -103,8 +111,9 @@ class TokenCache:
 
     def by_id(self, tid: str) -> tuple[str, str] | None:
         """``(name, role)`` of the live token with id ``tid``, else None (revoked or replaced)."""
+        asked = time.monotonic()
         with self.lock:
-            self._refresh()
+            self._refresh(asked)
             return self.ids.get(tid)
 
 

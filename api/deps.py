@@ -15,7 +15,12 @@ from storage.lake import Lake
 __all__ = ["Caller", "LakeDep", "ShardReader", "grants", "require"]
 
 
-def _lake(request: Request) -> Lake:
+# Dependencies that only look at the request are ``async``: FastAPI runs a plain ``def``
+# one in the thread pool, a hop (and a wait for a free thread under load) per dependency
+# per request for what is an attribute lookup.
+
+
+async def _lake(request: Request) -> Lake:
     lake: Lake = request.app.state.lake
     return lake
 
@@ -68,7 +73,7 @@ def _grant_or_token(
 ) -> Caller:
     """Shard requests: a grant in the URL (see :mod:`api.grants`), else the bearer token."""
     if grant is None or not request.app.state.auth:
-        return require("reader")(_current_caller(request, lake))
+        return _admit(_current_caller(request, lake), "reader")
     try:
         tid = grants(request).check(grant, name, version)
     except GrantError as exc:
@@ -79,14 +84,19 @@ def _grant_or_token(
     return Caller(who[0], who[1], token_id=tid)
 
 
+def _admit(caller: Caller, role: str) -> Caller:
+    """``caller``, if their role is ``role`` or a higher one; else 403."""
+    if ROLES.index(caller.role) < ROLES.index(role):
+        raise HTTPException(403, f"{caller.role} tokens cannot do this; it needs {role}")
+    return caller
+
+
 def require(role: str):  # type: ignore[no-untyped-def]
     """A dependency admitting callers with ``role`` or a higher one."""
-    rank = ROLES.index(role)
+    ROLES.index(role)  # an unknown role fails here, when the route is declared
 
-    def check(caller: Annotated[Caller, Depends(_current_caller)]) -> Caller:
-        if ROLES.index(caller.role) < rank:
-            raise HTTPException(403, f"{caller.role} tokens cannot do this; it needs {role}")
-        return caller
+    async def check(caller: Annotated[Caller, Depends(_current_caller)]) -> Caller:
+        return _admit(caller, role)
 
     return check
 

@@ -23,7 +23,8 @@ from storage.config import Settings, normalize_uri
 from storage.delta import CommitResult, TableWriter, Txn, _partition_value, claim, commit, replace_files
 from storage.errors import CommitError, FleetError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.objectstore import Location, reachable
-from storage.query import arrow_table, audit_scan, run_sql, select_sql
+from storage.query import arrow_table, audit_scan, auditing, run_sql, select_sql
+from storage.results import ResultCache
 from storage.schema import TableSpec
 from storage.sql import literal
 from storage.tables import TABLES, get_spec
@@ -34,6 +35,16 @@ __all__ = ["Lake", "TableInfo"]
 log = logging.getLogger(__name__)
 _CLUSTERED = "fleetmine.sorted_by"  # commit metadata of a `maintain` sort
 _SORTED = "part-sorted-"  # data files `maintain` wrote sorted by the table's cluster_by (prefix "sorted-")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A table's cached latest version: ``probe`` follows the log, ``served`` is handed
+    out (never updated in place); ``checked``: when the listing that found it began."""
+
+    probe: DeltaTable
+    served: DeltaTable
+    checked: float
 
 
 @dataclass(frozen=True)
@@ -64,18 +75,22 @@ class Lake:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *, commit_retries: int = 10):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
-        self._snapshots: dict[str, tuple[DeltaTable, DeltaTable]] = {}  # table -> (probe, served)
-        self._snapshot_lock = threading.Lock()
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshot_lock = threading.Lock()  # guards the dict of per-table locks
+        self._table_locks: dict[str, threading.Lock] = {}
         self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
+        self._answers = ResultCache()  # query answers by table version (see storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
         state = dict(self.__dict__)
         state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
+        state["_table_locks"], state["_answers"] = {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._snapshot_lock = threading.Lock()
+        self._answers = ResultCache()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -185,18 +200,33 @@ class Lake:
         return latest if view is None else view.pin(self.uri, table, latest)
 
     def _latest(self, table: str) -> DeltaTable:
+        """The table as of a log listing begun after this call was: every commit that
+        landed before the call is in it.
+
+        Concurrent callers share listings: one table's callers queue on its own lock, and
+        a caller that finds a listing begun after it arrived takes that one's answer. So
+        under load a table's log is listed about once per listing time, not once per
+        request, and one table's callers never wait on another's listing.
+        """
+        asked = time.monotonic()
         with self._snapshot_lock:
+            lock = self._table_locks.setdefault(table, threading.Lock())
+        with lock:
             cached = self._snapshots.get(table)
+            if cached is not None and cached.checked >= asked:
+                return cached.served
+            checked = time.monotonic()
             if cached is None:
                 probe = self.delta(table)
-                cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
+                served = self.delta(table, probe.version())
             else:
-                probe, served = cached
+                probe, served = cached.probe, cached.served
                 with reachable(self.location(table).uri):
                     probe.update_incremental()
                 if probe.version() != served.version():
-                    cached = self._snapshots[table] = (probe, self.delta(table, probe.version()))
-            return cached[1]
+                    served = self.delta(table, probe.version())
+            self._snapshots[table] = _Snapshot(probe, served, checked)
+            return served
 
     def version(self, table: str) -> int:
         """The latest version (in a read view: the one it reads)."""
@@ -367,15 +397,26 @@ class Lake:
         version: int | None = None,
     ) -> pa.Table:
         """``SELECT columns WHERE where ORDER BY order_by LIMIT limit``, all of it run by
-        the engine (see :mod:`storage.query`): only the answer's rows reach Python."""
+        the engine (see :mod:`storage.query`): only the answer's rows reach Python. An
+        answer is kept for the table version it read (:mod:`storage.results`), so asking
+        again of that version does not run the engine again."""
         spec = get_spec(table)
         sql = select_sql(table, columns, where, order_by, limit)
+        cache = None if auditing() else self._answers  # an audit counts the engine's scans
         with reachable(self.location(table).uri):
-            delta = self.snapshot(table) if version is None else self.delta(table, version)
-            data = run_sql({table: delta}, sql)
+            delta = self.snapshot(table) if version is None else None
+            if delta is not None:
+                version = delta.version()
+            key = (table, version, sql)
+            if cache is not None and (hit := cache.get(key)) is not None:
+                return hit
+            data = run_sql({table: delta if delta is not None else self.delta(table, version)}, sql)
         if data.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
-        return _plain_types(data, spec)
+        answer = _plain_types(data, spec)
+        if cache is not None:
+            cache.put(key, answer)
+        return answer
 
     def partition_rows(self, table: str, column: str, version: int | None = None) -> pa.Table:
         """Rows per value of the partition column ``column``, sorted by value, from the

@@ -26,7 +26,7 @@ from deltalake.exceptions import DeltaError
 
 from storage.errors import StorageError
 
-__all__ = ["ScanTally", "arrow_table", "audit", "explain_rows", "run_sql", "select_sql"]
+__all__ = ["ScanTally", "arrow_table", "audit", "auditing", "explain_rows", "run_sql", "select_sql"]
 
 
 def arrow_table(data: object) -> pa.Table:
@@ -70,6 +70,11 @@ def audit() -> Iterator[ScanTally]:
         yield tally
     finally:
         _TALLY.reset(token)
+
+
+def auditing() -> bool:
+    """Whether a :func:`audit` is counting this context's scans."""
+    return _TALLY.get() is not None
 
 
 def _count(text: str) -> float:

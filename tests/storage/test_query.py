@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from deltalake import DeltaTable
 
 from storage import Lake
 from storage.errors import ConfigError, StorageError
@@ -39,6 +42,42 @@ def test_audit_counts_rows_the_scans_decode(lake: Lake) -> None:
     (_, one_day), (_, everything) = tally.queries
     assert 20 <= one_day < everything and everything >= 60
     assert tally.rows == one_day + everything
+
+
+def test_a_query_answer_is_kept_per_table_version(lake: Lake) -> None:
+    lake.append("clips", clip_rows(30))
+    first = lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5) is first  # not run again
+    v = lake.version("clips")
+    lake.append("clips", clip_rows(3, start=-3))  # ids below every earlier one: the page changes
+    now = lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    assert now.column("clip_id").to_pylist() == _ids(lake)[:5] != first.column("clip_id").to_pylist()
+    assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5, version=v) is first
+    with audit() as tally:  # an audit counts what the engine scans: the query runs
+        assert lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5).equals(now)
+    assert len(tally.queries) == 1 and tally.rows > 0
+
+
+def test_concurrent_reads_share_log_listings_and_see_every_earlier_commit(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.version("clips")  # the table opened: later calls list its log
+    writer = Lake(lake.uri, lake.root.storage_options)
+    writer.append("clips", clip_rows(3))  # another process's commit, before the reads
+    listings = 0
+    real = DeltaTable.update_incremental
+
+    def slow(self: DeltaTable) -> None:
+        nonlocal listings
+        listings += 1
+        time.sleep(0.2)
+        real(self)
+
+    monkeypatch.setattr(DeltaTable, "update_incremental", slow)
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda _: lake.version("clips"), range(8)))
+    assert seen == [writer.version("clips")] * 8
+    assert listings <= 2  # one begun before the rest arrived, one after: all eight served
 
 
 def test_explain_rows_adds_filtered_rows_and_rounds_up() -> None:
