@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         description="Ingest: resident memory the process decoding one drive may hold before it is "
         "stopped and the drive recorded failed (Linux); 0: unbounded",
     )
+    query_cache_mib: float = Field(
+        default=16.0,
+        ge=0,
+        description="Engine query answers kept per table version in each process (storage.results); "
+        "0: every query runs the engine",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="API: larger request bodies answer 413")
     max_image_bytes: int = Field(
         default=8 << 20,

@@ -72,14 +72,22 @@ def _plain_types(data: pa.Table, spec: TableSpec) -> pa.Table:
 class Lake:
     """Opens and creates the tables; appends, upserts, reads, commits, maintains."""
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *, commit_retries: int = 10):
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        *,
+        commit_retries: int = 10,
+        query_cache_bytes: int = 16 << 20,
+    ):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
+        self.query_cache_bytes = query_cache_bytes
         self._snapshots: dict[str, _Snapshot] = {}
         self._snapshot_lock = threading.Lock()  # guards the dict of per-table locks
         self._table_locks: dict[str, threading.Lock] = {}
         self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
-        self._answers = ResultCache()  # query answers by table version (see storage.results)
+        self._answers = ResultCache(query_cache_bytes)  # query answers by table version (storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
         state = dict(self.__dict__)
@@ -90,11 +98,16 @@ class Lake:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._snapshot_lock = threading.Lock()
-        self._answers = ResultCache()
+        self._answers = ResultCache(self.query_cache_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
-        return cls(settings.lake, settings.storage_options, commit_retries=settings.commit_retries)
+        return cls(
+            settings.lake,
+            settings.storage_options,
+            commit_retries=settings.commit_retries,
+            query_cache_bytes=int(settings.query_cache_mib * (1 << 20)),
+        )
 
     @property
     def uri(self) -> str:

@@ -49,9 +49,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(kind: str, lake: str, size: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    kind: str, lake: str, size: int, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = server_environ()  # as `fleetmine serve` runs
+    env = {**server_environ(), **(env_extra or {})}  # as `fleetmine serve` runs
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SERVER), kind, lake, str(port), str(size)], env=env
     )

@@ -58,6 +58,17 @@ def test_a_query_answer_is_kept_per_table_version(lake: Lake) -> None:
     assert len(tally.queries) == 1 and tally.rows > 0
 
 
+def test_a_lake_set_to_keep_no_answers_runs_every_query(lake: Lake) -> None:
+    from storage import Settings
+
+    lake.append("clips", clip_rows(30))
+    settings = Settings(lake=lake.uri, storage_options=lake.root.storage_options, query_cache_mib=0)
+    bare = Lake.from_settings(settings)
+    first = bare.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    again = bare.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
+    assert again is not first and again.equals(first)
+
+
 def test_concurrent_reads_share_log_listings_and_see_every_earlier_commit(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
