@@ -54,6 +54,7 @@ class LiveIndex:
     fresh: ClipIndex | None = None
     embeddings_version: int = -1  # the embeddings table version this covers
     build: str | None = None  # the saved build ``main`` was loaded from (None: built here)
+    main_version: int = -1  # the embeddings table version ``main`` alone covers
 
     def __len__(self) -> int:
         return len(self.main) + (len(self.fresh) if self.fresh else 0)
@@ -175,6 +176,8 @@ def embedded_since(
 
 _SERVED: dict[tuple[str, str], LiveIndex] = {}
 _CHECKED: dict[tuple[str, str], float] = {}  # when the saved build was last looked at
+_AS_OF: dict[tuple[str, str, int], LiveIndex] = {}  # the served index as an older version saw it
+_AS_OF_KEPT = 4
 _SERVED_LOCK = threading.Lock()
 
 
@@ -195,9 +198,10 @@ def _open(
             raise NotFoundError(f"no embeddings for {spec.ref}; run `fleetmine embed --model {spec.ref}`")
         log.info("no saved index for %s: built one of %d vectors", spec.ref, len(built))
         meta = built.save(loc, version) if persist else {}
-        return LiveIndex(built, embeddings_version=version, build=meta.get("build"))
+        return LiveIndex(built, embeddings_version=version, build=meta.get("build"), main_version=version)
     index, meta = loaded
-    opened = LiveIndex(index, embeddings_version=int(meta["embeddings_version"]), build=meta.get("build"))
+    saved = int(meta["embeddings_version"])
+    opened = LiveIndex(index, embeddings_version=saved, build=meta.get("build"), main_version=saved)
     return _top_up(lake, spec, opened, version, sub)
 
 
@@ -224,7 +228,9 @@ def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
         version = lake.version("embeddings")
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
-        if served is not None and served.embeddings_version >= version and not recheck:
+        if served is not None and served.embeddings_version > version:
+            return _as_of(lake, spec, served, version, sub)  # a view pinned before the last top-up
+        if served is not None and served.embeddings_version == version and not recheck:
             return served
         meta = ClipIndex.read_meta(ClipIndex.location(lake, spec, sub.name if sub else None))
         _CHECKED[key] = time.monotonic()
@@ -234,6 +240,25 @@ def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
             served = _top_up(lake, spec, served, version, sub)
         _SERVED[key] = served
         return served
+
+
+def _as_of(lake: Lake, spec: ModelSpec, served: LiveIndex, version: int, sub: SubSpace | None) -> LiveIndex:
+    """``served`` as of an older embeddings ``version``: its main part topped up to that
+    version only, so a request whose view pinned it searches the clips its view has rows
+    for (another request may have topped the index up past it meanwhile). A few are kept:
+    a commit's requests in flight ask for the same one. A saved build newer than
+    ``version`` cannot be taken back: it is served as it is."""
+    if served.main_version > version:
+        return served
+    key = (*_key(lake, spec, sub), version)
+    if (kept := _AS_OF.get(key)) is not None and kept.main is served.main:
+        return kept
+    base = replace(served, fresh=None, embeddings_version=served.main_version)
+    older = _top_up(lake, spec, base, version, sub)
+    _AS_OF[key] = older
+    while len(_AS_OF) > _AS_OF_KEPT:
+        _AS_OF.pop(next(iter(_AS_OF)))
+    return older
 
 
 def current(lake: Lake, spec: ModelSpec) -> LiveIndex:

@@ -157,6 +157,40 @@ def test_new_embeddings_join_the_served_index_without_reloading_it(tmp_path: Pat
     assert again.build == built["build"] and again.fresh is None and len(again) == 3040
 
 
+def test_a_request_pinned_before_a_top_up_searches_the_clips_of_its_own_version(tmp_path: Path) -> None:
+    """A request reads embeddings at the version its view pinned; another request that
+    saw a newer commit first has topped the served index up past it. The pinned one must
+    not get neighbours its view has no rows for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.views import read_view
+
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    lake.create_tables()
+    spec = resolve(lake)
+    first = add_clips(lake, spec, 0, 2000)
+    build_index(settings)
+    more = add_clips(lake, spec, 2000, 20)  # a commit after the build: the fresh part
+    with read_view() as old:
+        pinned = lake.version("embeddings")
+
+        def elsewhere() -> CatalogBatch:  # another request (a thread without the view): commit, search
+            batch = add_clips(lake, spec, 2020, 20)
+            assert similar(lake, vector=batch.vectors[0].tolist(), k=1)[0].clip_id == batch.clip_ids[0]
+            return batch
+
+        with ThreadPoolExecutor(1) as pool:
+            newest = pool.submit(elsewhere).result()
+        assert serving.live(lake, spec).embeddings_version == pinned  # not the newer top-up
+        near = similar(lake, vector=newest.vectors[0].tolist(), k=5)
+        assert not {n.clip_id for n in near} & set(newest.clip_ids)
+        assert similar(lake, vector=more.vectors[0].tolist(), k=1)[0].clip_id == more.clip_ids[0]
+        assert old.versions["embeddings"] == pinned
+    assert similar(lake, vector=newest.vectors[0].tolist(), k=1)[0].clip_id == newest.clip_ids[0]
+    assert first.clip_ids
+
+
 def test_top_up_when_the_delta_log_no_longer_reaches_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
