@@ -78,7 +78,7 @@ class LiveIndex:
             keep = ~pc.is_in(self.fresh.ids, value_set=ids).to_numpy(zero_copy_only=False)
             vectors = np.vstack([old[keep], vectors])
             ids = pa.concat_arrays([self.fresh.ids.filter(pa.array(keep)), ids])
-        fresh = ClipIndex.build(vectors, ids, replace(self.main.cfg, kind="flat"))
+        fresh = _fresh_part(self.main, vectors, ids)
         return replace(self, fresh=fresh, embeddings_version=embeddings_version)
 
     def stored_vector(self, clip_id: str) -> np.ndarray | None:
@@ -96,18 +96,55 @@ class LiveIndex:
     def search(
         self, queries: np.ndarray, k: int, allowed: Ids | None = None, raw: RawVectors | None = None
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """As :meth:`ClipIndex.search`, over both parts, merged by distance."""
+        """As :meth:`ClipIndex.search`, over both parts, merged by distance (in arrays:
+        an incremental ``mine`` asks for ``reach * k`` of each of its new clips)."""
         allowed_ids = None if allowed is None else as_ids(allowed)
-        found = [p.search(queries, k, allowed_ids, raw) for p in self.parts]
-        if len(found) == 1:
-            return found[0]
-        dist = []
-        names = []
-        for i in range(len(queries)):
-            row = sorted((float(d), c) for dd, nn in found for d, c in zip(dd[i], nn[i], strict=False))[:k]
-            dist.append([d for d, _ in row] + [np.inf] * (k - len(row)))
-            names.append([c for _, c in row])
-        return np.asarray(dist, np.float32), names
+        if self.fresh is None:
+            return self.main.search(queries, k, allowed_ids, raw)
+        found = []
+        offset = 0
+        for part in self.parts:
+            mask = None if allowed_ids is None else part.mask(allowed_ids)
+            d2, pos = part.search_positions(queries, k, mask, raw)
+            found.append((np.where(pos >= 0, d2, np.inf), np.where(pos >= 0, pos + offset, -1)))
+            offset += len(part)
+        d2 = np.hstack([d for d, _ in found])
+        pos = np.hstack([q for _, q in found])
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        d2, pos = np.take_along_axis(d2, order, 1), np.take_along_axis(pos, order, 1)
+        if d2.shape[1] < k:  # fewer allowed than k in both parts together
+            d2 = np.hstack([d2, np.full((len(d2), k - d2.shape[1]), np.inf)])
+            pos = np.hstack([pos, np.full((len(pos), k - pos.shape[1]), -1)])
+        ids = pa.chunked_array([p.ids for p in self.parts], pa.string())
+        flat = ids.take(pa.array(np.maximum(pos, 0).ravel())).to_pylist()
+        names = [
+            [c for c, p in zip(flat[i * k : (i + 1) * k], row, strict=True) if p >= 0]
+            for i, row in enumerate(pos.tolist())
+        ]
+        return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
+
+
+FRESH_IVF_FROM = 16_384
+"""Clips embedded since the saved build from which they are kept in an IVF on the build's
+own coarse quantizer, not a flat index: a flat part costs each query a scan of all of
+them, and an incremental ``mine`` queries each of them (new clips x new clips)."""
+
+
+def _fresh_part(main: ClipIndex, vectors: np.ndarray, ids: pa.Array) -> ClipIndex:
+    """The exact index of the clips added after ``main`` was saved: flat while few; past
+    :data:`FRESH_IVF_FROM`, inverted lists on ``main``'s trained centroids, probed with its
+    ``nprobe``, so the two parts answer as one IVF index holding both would."""
+    ivf = main.ivf
+    if ivf is None or not main.exact or len(vectors) < FRESH_IVF_FROM:
+        return ClipIndex.build(vectors, ids, replace(main.cfg, kind="flat"))
+    import faiss
+
+    quantizer = faiss.IndexFlatL2(ivf.d)
+    quantizer.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
+    fresh = faiss.IndexIVFFlat(quantizer, ivf.d, ivf.nlist, faiss.METRIC_L2)
+    fresh.make_direct_map()
+    fresh.add(np.ascontiguousarray(vectors, np.float32))
+    return ClipIndex(fresh, ids, f"IVF{ivf.nlist},Flat", main.cfg)
 
 
 def _of_model(spec: ModelSpec) -> str:

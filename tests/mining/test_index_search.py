@@ -191,6 +191,36 @@ def test_a_request_pinned_before_a_top_up_searches_the_clips_of_its_own_version(
     assert first.clip_ids
 
 
+def test_many_clips_embedded_since_the_build_are_kept_in_inverted_lists_and_answer_as_one_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past FRESH_IVF_FROM the fresh part is an IVF on the build's centroids: the two parts,
+    merged, find exactly what one IVF index of every vector (same centroids, same nprobe)
+    finds, with and without a filter."""
+    monkeypatch.setattr(serving, "FRESH_IVF_FROM", 500)
+    vectors = embeddings_like(4000, 64, clusters=40, seed=3)
+    ids = pa.array([f"20240101-{i:06d}" for i in range(4000)])
+    cfg = IndexConfig(kind="ivf-flat", nprobe=4)
+    main = ClipIndex.build(vectors[:3000], ids.slice(0, 3000), cfg)
+    assert main.ivf is not None
+    live = serving.LiveIndex(main).with_added(vectors[3000:], ids.slice(3000), 1)
+    assert live.fresh is not None and live.fresh.kind == "ivf-flat" and len(live) == 4000
+    quantizer = faiss.IndexFlatL2(64)
+    quantizer.add(main.ivf.quantizer.reconstruct_n(0, main.ivf.nlist))
+    one = faiss.IndexIVFFlat(quantizer, 64, main.ivf.nlist, faiss.METRIC_L2)
+    one.add(vectors)
+    whole = ClipIndex(one, ids, f"IVF{main.ivf.nlist},Flat", cfg)  # every vector in the build's lists
+    queries = vectors[::97]
+    allowed = ids.filter(pa.array(np.arange(4000) % 7 == 0))
+    for subset in (None, allowed):
+        d_live, n_live = live.search(queries, 10, subset)
+        d_whole, n_whole = whole.search(queries, 10, subset)
+        assert n_live == n_whole
+        np.testing.assert_allclose(d_live, d_whole, rtol=1e-5)
+    more = live.with_added(vectors[:10] + 1.0, pa.array([f"20240102-{i:06d}" for i in range(10)]), 2)
+    assert more.fresh is not None and len(more.fresh) == 1010  # a top-up keeps the fresh clips
+
+
 def test_top_up_when_the_delta_log_no_longer_reaches_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
