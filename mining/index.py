@@ -42,7 +42,7 @@ from storage.errors import ConfigError, StorageError
 from storage.lake import Lake
 from storage.objectstore import Location
 
-__all__ = ["KINDS", "ClipIndex", "Ids", "IndexConfig", "RawVectors", "as_ids", "choose_factory"]
+__all__ = ["KINDS", "ClipIndex", "Ids", "IndexConfig", "RawVectors", "as_ids", "choose_factory", "names_at"]
 
 KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
 
@@ -216,6 +216,16 @@ class _FileRows:
         return out
 
 
+def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]]:
+    """Per row of ``pos`` (positions into ``ids``, -1 for none), the clip ids found."""
+    flat = ids.take(pa.array(np.maximum(pos, 0).ravel())).to_pylist()
+    width = pos.shape[1]
+    return [
+        [c for c, p in zip(flat[i * width : (i + 1) * width], row, strict=True) if p >= 0]
+        for i, row in enumerate(pos.tolist())
+    ]
+
+
 class ClipIndex:
     """One FAISS index and its id array (position -> clip id)."""
 
@@ -372,12 +382,7 @@ class ClipIndex:
         return np.sqrt(np.maximum(d2, 0)), self.names(pos)
 
     def names(self, pos: np.ndarray) -> list[list[str]]:
-        flat = self.ids.take(pa.array(np.maximum(pos, 0).ravel())).to_pylist()
-        width = pos.shape[1]
-        return [
-            [c for c, p in zip(flat[i * width : (i + 1) * width], row, strict=True) if p >= 0]
-            for i, row in enumerate(pos.tolist())
-        ]
+        return names_at(self.ids, pos)
 
     def search_positions(
         self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None

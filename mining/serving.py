@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
-from mining.index import ClipIndex, Ids, RawVectors, as_ids
+from mining.index import ClipIndex, Ids, RawVectors, as_ids, names_at
 from mining.index_build import stream_build
 from mining.interfaces import ModelSpec
 from mining.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
@@ -115,12 +115,7 @@ class LiveIndex:
         if d2.shape[1] < k:  # fewer allowed than k in both parts together
             d2 = np.hstack([d2, np.full((len(d2), k - d2.shape[1]), np.inf)])
             pos = np.hstack([pos, np.full((len(pos), k - pos.shape[1]), -1)])
-        ids = pa.chunked_array([p.ids for p in self.parts], pa.string())
-        flat = ids.take(pa.array(np.maximum(pos, 0).ravel())).to_pylist()
-        names = [
-            [c for c, p in zip(flat[i * k : (i + 1) * k], row, strict=True) if p >= 0]
-            for i, row in enumerate(pos.tolist())
-        ]
+        names = names_at(pa.chunked_array([p.ids for p in self.parts], pa.string()), pos)
         return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
 
 
