@@ -57,8 +57,10 @@ class MineJob(_Job):
     model: str | None = None
     full: bool = Field(
         default=False,
-        description="re-fit the cluster model and re-score every clip (default: new clips only)",
+        description="re-score and re-rank every clip (default: new clips only) against the cluster "
+        "model, which is fitted again only with refit or once the corpus outgrows it",
     )
+    refit: bool = Field(default=False, description="fit the cluster model again (a full run)")
 
 
 class ExportJob(_Job):
@@ -124,7 +126,7 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             from jobs.mine_job import run_mine
             from mining.novelty import MineConfig
 
-            return run_mine(settings, req.model, MineConfig(full=req.full), runner=runner)
+            return run_mine(settings, req.model, MineConfig(full=req.full, refit=req.refit), runner=runner)
         case ExportJob():
             from jobs.export_job import export_version
             from storage.lake import Lake

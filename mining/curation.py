@@ -56,6 +56,9 @@ class SimilarTo(BaseModel):
     clip_ids: list[str] = Field(min_length=1, max_length=100)
     k: int = Field(default=50, ge=1, le=10_000)
     max_distance: float | None = Field(default=None, gt=0)
+    space: Literal["clip", "behaviour"] = Field(
+        default="clip", description="what is compared (mining.queries.SPACES): the whole vector or behaviour"
+    )
 
 
 class DatasetQuery(BaseModel):

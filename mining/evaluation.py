@@ -14,7 +14,9 @@ import numpy as np
 from mining.embed import load_vectors
 from mining.index import ClipIndex, IndexConfig
 from mining.novelty import latest_scores
+from mining.queries import behaviour_of
 from mining.registry import resolve
+from mining.vectors import SubSpace
 from storage.errors import ConfigError
 from storage.lake import Lake
 
@@ -34,10 +36,15 @@ class EvalReport:
     recall_random: float
     ap_random: float
     per_type: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (found, planted)
-    more_like_this_p5: float | None = None  # None: no type was planted twice, so no hit is possible
+    # in the space "more like this" searches (mining.queries.SPACES: behaviour, where the
+    # version's vectors have it); None: no type was planted twice, so no hit is possible
+    more_like_this_p5: float | None = None
     # the same, over the hits a clip can have: min(5, other clips of its type) (a type
     # planted twice caps the plain p@5 at 0.2; this one reaches 1.0 for a perfect ranking)
     more_like_this_p5_attainable: float | None = None
+    more_like_this_space: str = "clip"
+    more_like_this_p5_clip: float | None = None  # in the whole vector
+    more_like_this_p5_random: float | None = None  # 5 clips drawn at random (expected)
     dup_truth: int = 0
     dup_predicted: int = 0
     dup_recall: float = 0.0
@@ -112,19 +119,15 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
     for cid, typ in planted.items():
         found, total = per_type.get(typ, (0, 0))
         per_type[typ] = (found + (cid in top), total + 1)
-    # "More like this": the 5 nearest of each planted clip; same type is a hit.
-    # Only types planted more than once can score one.
+    # "More like this": the 5 nearest of each planted clip; same type is a hit. Only
+    # types planted more than once can score one. Measured in the space the UI's "more
+    # like this" searches (behaviour, where the version has it) and in the whole vector.
     counts = Counter(planted.values())
-    p5, p5_attainable = [], []
-    row = {c: i for i, c in enumerate(ids)}
-    for cid, typ in planted.items():
-        if cid not in row or counts[typ] < 2:
-            continue
-        _, nn = index.search(vectors[[row[cid]]], 6)
-        near = [c for c in nn[0] if c != cid][:5]
-        hits = sum(planted.get(c) == typ for c in near)
-        p5.append(hits / 5)
-        p5_attainable.append(hits / min(5, counts[typ] - 1))
+    held = set(ids)
+    queries = [c for c, typ in planted.items() if c in held and counts[typ] >= 2]
+    behaviour = behaviour_of(spec)
+    mlt = _more_like_this(vectors, ids, planted, queries, behaviour)
+    mlt_clip = mlt if behaviour is None else _more_like_this(vectors, ids, planted, queries, None)
     # Duplicates: labelled pairs vs predicted duplicate_of links (grouped).
     truth = set()
     for d in labels["duplicates"]:
@@ -148,13 +151,45 @@ def evaluate(lake: Lake, labels_path: Path, model: str | None = None, seed: int 
         recall_random=float(np.mean(rand_recall)),
         ap_random=float(np.mean(rand_ap)),
         per_type=per_type,
-        more_like_this_p5=float(np.mean(p5)) if p5 else None,
-        more_like_this_p5_attainable=float(np.mean(p5_attainable)) if p5_attainable else None,
+        more_like_this_space="clip" if behaviour is None else behaviour.name,
+        more_like_this_p5=mlt[0],
+        more_like_this_p5_attainable=mlt[1],
+        more_like_this_p5_clip=mlt_clip[0],
+        more_like_this_p5_random=(
+            float(np.mean([(counts[planted[c]] - 1) / max(len(ids) - 1, 1) for c in queries]))
+            if queries
+            else None
+        ),
         dup_truth=len(truth),
         dup_predicted=len(predicted),
         dup_recall=found / max(len(truth), 1),
         dup_precision=correct / max(len(predicted), 1),
     )
+
+
+def _more_like_this(
+    vectors: np.ndarray,
+    ids: list[str],
+    planted: dict[str, str],
+    queries: list[str],
+    sub: SubSpace | None,
+) -> tuple[float | None, float | None]:
+    """Mean precision@5 of the 5 nearest of each query clip (same planted type is a hit),
+    plain and over the hits it can have; in ``sub`` of the vectors, or all of them."""
+    if not queries:
+        return None, None
+    space = vectors if sub is None else sub.project(vectors)
+    index = ClipIndex.build(space, ids, IndexConfig(exact_below=10**12))
+    row = {c: i for i, c in enumerate(ids)}
+    _, nn = index.search(space[[row[c] for c in queries]], 6)
+    counts = Counter(planted.values())
+    p5, attainable = [], []
+    for cid, near in zip(queries, nn, strict=True):
+        typ = planted[cid]
+        hits = sum(planted.get(c) == typ for c in [c for c in near if c != cid][:5])
+        p5.append(hits / 5)
+        attainable.append(hits / min(5, counts[typ] - 1))
+    return float(np.mean(p5)), float(np.mean(attainable))
 
 
 @dataclass

@@ -100,7 +100,9 @@ def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list
         spec = resolve(lake, q.model)
         allowed: set[str] = set()
         for cid in q.similar_to.clip_ids:
-            near = similar(lake, clip_id=cid, k=q.similar_to.k, where=where, model=spec.ref)
+            near = similar(
+                lake, clip_id=cid, k=q.similar_to.k, where=where, model=spec.ref, space=q.similar_to.space
+            )
             md = q.similar_to.max_distance
             allowed |= {n.clip_id for n in near if md is None or n.distance <= md}
             allowed.add(cid)

@@ -1,12 +1,16 @@
 """What a full ``mine`` run fits and an incremental run scores new clips against.
 
-A :class:`MiningModel` is one model version's fit of a full run (``base_run``): the
-k-means centroids, the corpus's cluster sizes and the clusters' spread (rarity: how
-thin the mixture of clusters is at a clip, a density that barely moves when k-means
-is re-fitted on a grown corpus, where a clip's own cluster share is re-drawn), the median and scale of
-each signal feature (signal rarity), and a quantile sketch of each score the novelty
-ranks (knn, rarity, signal rarity), so a new clip's percentile ranks are taken in
-the corpus of the fit without re-ranking the corpus. Stored next to the indexes,
+A :class:`MiningModel` is one model version's fit of a full run (``base_run``): its
+cluster model (the k-means centroids, the corpus's cluster sizes and the clusters'
+spread (rarity: how thin the mixture of clusters is at a clip), the median and scale
+of each signal feature (signal rarity)), and a quantile sketch of each score the
+novelty ranks (knn, rarity, signal rarity), so a new clip's percentile ranks are
+taken in the corpus of the fit without re-ranking the corpus. A full run re-ranks
+every clip on new sketches and keeps the cluster model, which is fitted again only
+when asked (``refit``) or once the corpus outgrows the one it was fitted on: k-means
+fitted again lands elsewhere among clusters that are equally good, and the rarity
+it gives a clip moves with it, so a ranking would churn with every full run.
+Stored next to the indexes,
 ``mining/<model>@<version>/model-<base_run>.npz``, one file per full run: the rows
 of ``mining_scores`` name the run they were scored against (``base_run``), so the
 file a run needs is the one its committed rows name.
@@ -56,9 +60,16 @@ class MiningModel:
     q_rarity: np.ndarray
     q_signal: np.ndarray
     bandwidth: float = 1.0  # mean squared distance of a clip to its centroid
+    n_trained: int = 0  # the corpus the centroids were trained on (0: ``n_fit``, files before it)
 
     def __post_init__(self) -> None:
         self._assigner: faiss.IndexFlatL2 | None = None
+
+    @property
+    def trained(self) -> int:
+        """Clips in the corpus when the cluster model was last fitted (k-means, sizes,
+        spread, signal medians); a full run that keeps the fit re-ranks on more."""
+        return self.n_trained or self.n_fit
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
         if self._assigner is None:
@@ -106,6 +117,7 @@ class MiningModel:
             q_rarity=self.q_rarity,
             q_signal=self.q_signal,
             bandwidth=np.float64(self.bandwidth),
+            n_trained=np.int64(self.trained),
         )
         path = loc.join(f"model-{self.base_run}.npz").path
         loc.fs.pipe_file(path, buf.getvalue())
@@ -129,4 +141,5 @@ class MiningModel:
             z["q_rarity"],
             z["q_signal"],
             float(z["bandwidth"]),
+            int(z["n_trained"]) if "n_trained" in z.files else 0,
         )

@@ -9,18 +9,21 @@
   of its signal features, squashed below one;
 - ``novelty``: the weighted mean of the three as percentile ranks (higher = more novel);
 - near duplicates (SemDeDup style): clips among each other's ``k`` nearest closer
-  than ``dup_eps`` form a group; every member but the earliest gets ``duplicate_of``.
+  than ``dup_eps`` that also drove alike (every signal feature within ``dup_signal_z``
+  of its robust scale) form a group; every member but the earliest gets ``duplicate_of``.
 
 Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
-plus a few numbers per clip. A *full* run fits the :class:`~mining.mining_model.MiningModel`
-(k-means on a hashed sample of ``cluster_sample`` vectors, started from the last fit's
-centroids, signal medians, quantile sketches of the scores) and scores every clip. By
-default a run is *incremental*: it scores the clips the latest full run's lineage
-lacks, against that fit, re-scores the old clips whose ``k`` nearest they enter
-(:mod:`mining.rescore`; the rest keep their scores), and merges both into the ready
-corner-case lists. A clip's current score is its newest row in the lineage. A run is
-full when asked (``full``), when there is no fit yet, or when the corpus has grown
-past ``refit_growth`` times the fitted one.
+plus a few numbers per clip. A *full* run scores every clip and ranks it in the whole
+corpus (new quantile sketches of the scores), against the cluster model of the
+:class:`~mining.mining_model.MiningModel` it keeps; it fits that model (k-means on a
+hashed sample of ``cluster_sample`` vectors, started from the last fit's centroids,
+signal medians) when there is none, when asked (``refit``), or once the corpus has
+grown past ``refit_growth`` times the one fitted. By default a run is *incremental*:
+it scores the clips the latest full run's lineage lacks, against that fit,
+re-scores the old clips whose ``k`` nearest they enter (:mod:`mining.rescore`; the
+rest keep their scores), and merges both into the ready corner-case lists. A clip's
+current score is its newest row in the lineage. A run is full when asked (``full``,
+``refit``), when there is no fit yet, or when the corpus has outgrown the fit.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class MineConfig:
     k: int = 5
     clusters: int | None = None  # default: sqrt(n) to a power of two, at most 256
     dup_eps: float = 0.08
+    dup_signal_z: float = 0.1  # and every signal feature within this share of its robust scale
     w_knn: float = 0.3
     w_rarity: float = 0.1
     w_signal: float = 0.6
@@ -87,8 +91,9 @@ class MineConfig:
     ready_k: int = READY_K  # clips per corner-case list kept ready (mining.ready)
     batch_rows: int = 16_384  # clips per batch: the bound on memory beyond the index
     cluster_sample: int = 65_536  # vectors k-means is fitted on
-    full: bool = False  # re-fit and re-score every clip (default: score the new clips only)
-    refit_growth: float = 1.5  # an incremental run re-fits once the corpus outgrows the fit by this
+    full: bool = False  # re-score and re-rank every clip (default: score the new clips only)
+    refit: bool = False  # fit the cluster model again (a full run), grown past refit_growth or not
+    refit_growth: float = 1.5  # a run re-fits once the corpus outgrows the fitted one by this
     reach: int = 16  # a new clip may enter the knn of the old clips within its reach * k nearest
 
 
@@ -244,6 +249,51 @@ class _Groups:
         out: dict[str, list[str]] = {}
         for a in list(self.parent):
             out.setdefault(self.find(a), []).append(a)
+        return out
+
+
+class _Pairs:
+    """The near-duplicate pairs a run's searches found, joined into groups once the
+    signals' scale is known: only pairs that drove alike (:meth:`groups`)."""
+
+    def __init__(self) -> None:
+        self.a: list[str] = []
+        self.b: list[str] = []
+
+    def add(self, nb: _Neighbours) -> None:
+        self.a += nb.dup_a
+        self.b += nb.dup_b
+
+    def groups(self, lake: Lake, scale: np.ndarray, max_z: float) -> _Groups:
+        """Union-find over the pairs whose every signal feature differs by at most
+        ``max_z`` of its robust scale (a pair with a feature one of them lacks is judged
+        on the others).
+
+        A near duplicate is the same moment recorded again: the same scene *and* the same
+        driving. Two clips that look alike where the car drove differently (a bend taken
+        a little faster, a stop with a harder brake) are two samples for a driving policy,
+        whose targets are those controls: they are not one. On the synthetic fleets the
+        recorded-again pairs differ by at most 0.07 of a feature's scale (clip boundaries
+        a few ms apart), and the look-alike pairs by at least 0.15."""
+        out = _Groups()
+        if not self.a:
+            return out
+        ids = sorted({*self.a, *self.b})
+        cols = ["clip_id", *SIGNALS]
+        table = pa.concat_tables(list(read_by_ids(lake, "clips", cols, ids)))
+        values = _signal_values(table)
+        at = table.column("clip_id").combine_chunks()
+
+        def rows(names: list[str]) -> np.ndarray:
+            pos = pc.index_in(pa.array(names, pa.string()), value_set=at).fill_null(-1)
+            return np.asarray(pos.to_numpy(zero_copy_only=False), np.int64)
+
+        for a, b, i, j in zip(self.a, self.b, rows(self.a), rows(self.b), strict=True):
+            if i < 0 or j < 0:  # no clips row: not a pair anyone can check
+                continue
+            z = np.abs(values[i] - values[j]) / scale
+            if not (z > max_z).any():  # NaN (a feature missing) is no evidence either way
+                out.union(a, b)
         return out
 
 
@@ -403,7 +453,7 @@ class MineStage:
         model = None
         if prev is not None and prev[1] is not None:
             model = MiningModel.load(lake, spec, prev[1])
-        if model is None or cfg.full or len(ids) > cfg.refit_growth * model.n_fit:
+        if model is None or cfg.full or cfg.refit or len(ids) > cfg.refit_growth * model.trained:
             return self._full(w, source, ids, reference, kind, model)
         assert prev is not None
         return self._incremental(w, ids, reference, kind, model, prev[0])
@@ -422,24 +472,36 @@ class MineStage:
         live = current(lake, spec)
         # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
         nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
-        sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
-        km = faiss.Kmeans(
-            spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
+        keep = (
+            prior is not None
+            and not cfg.refit
+            and prior.centroids.shape == (nclusters, spec.dim)
+            and n <= cfg.refit_growth * prior.trained
         )
-        # From the last fit's centroids where it has as many: k-means from a fresh random
-        # start lands in another local optimum, which re-draws every clip's rarity and
-        # cluster; from the last fit, clusters move only as far as the corpus has.
-        warm = None
-        if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
-            warm = np.ascontiguousarray(prior.centroids, np.float32)
-        km.train(sample, init_centroids=warm)
-        del sample
+        if keep:
+            assert prior is not None
+            centroids, trained = prior.centroids, prior.trained
+        else:
+            sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
+            km = faiss.Kmeans(
+                spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
+            )
+            # From the last fit's centroids where it has as many: k-means from a fresh random
+            # start lands in another local optimum, which re-draws every clip's rarity and
+            # cluster; from the last fit, clusters move only as far as the corpus has.
+            warm = None
+            if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
+                warm = np.ascontiguousarray(prior.centroids, np.float32)
+            km.train(sample, init_centroids=warm)
+            del sample
+            centroids, trained = np.array(km.centroids, np.float32), n
         model = MiningModel(
             w.run_id,
             n,
-            np.array(km.centroids, np.float32),
+            centroids,
             np.zeros(nclusters, np.int64),
             *(np.zeros(0),) * 5,
+            n_trained=trained,
         )
         # What is held per clip until the rows are written: its id (Arrow), knn distances,
         # cluster and three scores, about 100 bytes; its feature row is read once all are.
@@ -447,11 +509,10 @@ class MineStage:
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         spread = 0.0
-        groups = _Groups()
+        pairs = _Pairs()
         for batch_ids, vectors in source.batches():
             nb = _neighbours(live, lake, spec, batch_ids.to_pylist(), vectors, reference, cfg)
-            for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
-                groups.union(a, b)
+            pairs.add(nb)
             id_parts.append(batch_ids)
             knn_parts.append(nb.knn)
             assigned = model.assign(vectors)
@@ -462,8 +523,12 @@ class MineStage:
         knn = np.vstack(knn_parts)
         cluster = np.concatenate(cluster_parts)
         del knn_parts, cluster_parts
-        model.bandwidth = spread / n
-        model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
+        if keep:  # the cluster model as fitted: a clip's rarity is what it was
+            assert prior is not None
+            model.bandwidth, model.sizes = prior.bandwidth, prior.sizes
+        else:
+            model.bandwidth = spread / n
+            model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
         # A second pass: the density needs every cluster's size.
         rarity = np.zeros(n)
         for batch_ids, vectors in source.batches():  # row order is the engine's: placed by id
@@ -471,7 +536,11 @@ class MineStage:
         features = _features(lake, order, everything=True)
         values = _signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
-        model.sig_median, model.sig_scale = _signal_stats(values)
+        if keep:
+            assert prior is not None
+            model.sig_median, model.sig_scale = prior.sig_median, prior.sig_scale
+        else:
+            model.sig_median, model.sig_scale = _signal_stats(values)
         knn_mean = _knn_mean(knn)
         signal = _signal_rarity(values, events, model.sig_median, model.sig_scale)
         del values, events
@@ -482,6 +551,7 @@ class MineStage:
             + cfg.w_signal * percentile(signal, np.sort(signal))
         )
         del knn_mean
+        groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
         dup = _duplicates(groups, _starts(groups, order, features), {})
         duplicate_of = _duplicate_of(order, dup)
         date = features.column("date").combine_chunks()
@@ -544,7 +614,7 @@ class MineStage:
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         rarity_parts: list[np.ndarray] = []
-        groups = _Groups()
+        pairs = _Pairs()
         reached = Reached(held, kth_distance(scored.column("knn_distances"), k))
         del scored
         # Each clip's reach * k neighbours come back as Python strings: a smaller batch
@@ -554,8 +624,7 @@ class MineStage:
             names = new[start : start + step]
             vectors = read_vectors(lake, spec, names)
             nb = _neighbours(live, lake, spec, names, vectors, reference, cfg, reached)
-            for a, b in zip(nb.dup_a, nb.dup_b, strict=True):
-                groups.union(a, b)
+            pairs.add(nb)
             knn_parts.append(nb.knn)
             cluster_parts.append(model.assign(vectors))
             rarity_parts.append(model.rarity(vectors))
@@ -576,6 +645,7 @@ class MineStage:
             )
 
         novelty = novelty_of(_knn_mean(knn), rarity, signal)
+        groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
         # Old clips keep their clusters and duplicate status: a group a new clip joins
         # keeps its old representative; their knn moves where the new clips came near.
         is_new = set(new)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mining import serving
-from mining.encoders import frame_span
+from mining.encoders import behaviour_span, frame_span
 from mining.index import ClipIndex, IndexConfig
 from mining.index_build import stream_build
 from mining.interfaces import ModelSpec
@@ -24,7 +24,22 @@ from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
 
-__all__ = ["Neighbour", "appearance_of", "build_index", "corner_cases", "nearest", "similar"]
+__all__ = [
+    "SPACES",
+    "Neighbour",
+    "appearance_of",
+    "behaviour_of",
+    "build_index",
+    "corner_cases",
+    "nearest",
+    "similar",
+    "space_of",
+]
+
+SPACES = ("clip", "behaviour")
+"""What "similar to a clip" compares: ``clip`` the whole vector (how it looked and what
+the car did: near duplicates come first), ``behaviour`` what the car did and what moved
+only (:func:`mining.encoders.behaviour_span`: "more like this" of a corner case)."""
 
 
 @dataclass
@@ -39,13 +54,14 @@ def build_index(
     """Build (or extend with the clips embedded since) the persisted FAISS index of a
     model version; rebuilt when the kind ``cfg`` picks for its size has changed. A
     version whose vectors hold an appearance block gets that block's index too
-    (``appearance``: what query by example searches, :mod:`mining.by_example`)."""
+    (``appearance``: what query by example searches, :mod:`mining.by_example`), and
+    one with motion or signal blocks their index (``behaviour``: "more like this")."""
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
     out = _build(lake, spec, cfg)
-    sub = appearance_of(spec)
-    if sub is not None:
-        out["appearance"] = _build(lake, spec, cfg, sub)
+    for sub in (appearance_of(spec), behaviour_of(spec)):
+        if sub is not None:
+            out[sub.name] = _build(lake, spec, cfg, sub)
     serving.forget(lake, spec)  # this process serves the new build from its next search
     return out
 
@@ -54,6 +70,28 @@ def appearance_of(spec: ModelSpec) -> SubSpace | None:
     """The appearance block of the version's vectors as a sub-space (None: none)."""
     span = frame_span(spec)
     return None if span is None else SubSpace("appearance", span.start, span.stop)
+
+
+def behaviour_of(spec: ModelSpec) -> SubSpace | None:
+    """The motion, signals and dense blocks of the version's vectors as a sub-space."""
+    span = behaviour_span(spec)
+    return None if span is None else SubSpace("behaviour", span.start, span.stop)
+
+
+def space_of(spec: ModelSpec, space: str) -> SubSpace | None:
+    """The sub-space ``space`` (one of :data:`SPACES`) names for ``spec``; None: the
+    whole vector. ConfigError for an unknown name or a version without that block."""
+    if space not in SPACES:
+        raise ConfigError(f"unknown space {space!r}; valid spaces: {list(SPACES)}")
+    if space == "clip":
+        return None
+    sub = behaviour_of(spec)
+    if sub is None:
+        raise ConfigError(
+            f"model {spec.ref} has no behaviour blocks (motion, signals): its vectors are the "
+            "frames' mean alone; search it with space 'clip'"
+        )
+    return sub
 
 
 def _build(
@@ -98,26 +136,30 @@ def similar(
     k: int = 10,
     where: str | None = None,
     model: str | None = None,
+    space: str = "clip",
 ) -> list[Neighbour]:
     """The ``k`` clips nearest a clip or a vector, among clips matching ``where``
-    (SQL on clips): exactly ``min(k, matching clips)`` of them."""
+    (SQL on clips): exactly ``min(k, matching clips)`` of them, in the whole vector or
+    in the ``space`` of :data:`SPACES` (a vector given is the whole one either way)."""
     spec = resolve(lake, model)
+    sub = space_of(spec, space)
     if clip_id is not None:
-        q = serving.live(lake, spec).stored_vector(clip_id)
+        q = serving.live(lake, spec, sub).stored_vector(clip_id)  # already in the sub-space
         if q is None:
             q = read_vectors(lake, spec, [clip_id])
             if np.isnan(q).any():
                 raise NotFoundError(f"clip {clip_id} has no {spec.ref} embedding")
+            q = q if sub is None else sub.project(q)
     elif vector is not None:
         given = np.asarray([vector], np.float64)
         if given.ndim != 2 or given.shape[1] != spec.dim:
             raise ConfigError(f"vector has {given.shape[-1]} dims; {spec.ref} has {spec.dim}")
         if not (np.abs(given) <= np.finfo(np.float32).max).all():  # NaN fails this too
             raise ConfigError("vector has values that are not finite 32-bit floats")
-        q = given.astype(np.float32)
+        q = given.astype(np.float32) if sub is None else sub.project(given)
     else:
         raise ConfigError("give a clip_id or a vector")
-    return nearest(lake, spec, q, k, where, exclude=clip_id)
+    return nearest(lake, spec, q, k, where, sub=sub, exclude=clip_id)
 
 
 def nearest(

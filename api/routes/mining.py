@@ -3,7 +3,7 @@ functions the CLI calls."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,11 @@ class SimilarRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
     filters: DatasetQuery | None = None
     model: str | None = None
+    space: Literal["clip", "behaviour"] = Field(
+        default="clip",
+        description="clip: the whole vector (near duplicates first); behaviour: what the car did "
+        "and what moved only, whatever the street looked like (more like this of a corner case)",
+    )
 
 
 class ImageSearchForm(BaseModel):
@@ -111,7 +116,13 @@ async def search_similar(request: Request, lake: LakeDep, _: Reader) -> Neighbou
         where = clip_predicate(body.filters) if body.filters else None
         hits = await run_in_threadpool(
             lambda: similar(
-                lake, clip_id=body.clip_id, vector=body.vector, k=body.k, where=where, model=body.model
+                lake,
+                clip_id=body.clip_id,
+                vector=body.vector,
+                k=body.k,
+                where=where,
+                model=body.model,
+                space=body.space,
             )
         )
     return NeighboursPublic(

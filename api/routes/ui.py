@@ -34,7 +34,7 @@ from api.ui.render import (
     verdict_badge,
 )
 from mining.browse import CARD_COLUMNS, GridQuery, grid_page
-from mining.queries import similar
+from mining.queries import behaviour_of, similar
 from mining.registry import list_models, resolve
 from mining.reviews import clip_reviews, latest_verdicts
 from storage.errors import ConfigError, FleetError
@@ -270,10 +270,12 @@ def _scores_of(lake: Any, model: str, ids: list[str]) -> dict[str, dict[str, Any
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
 def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> HTMLResponse:
     clip = clip_row(lake, clip_id)
-    model = resolve(lake).ref
+    spec = resolve(lake)
+    model = spec.ref
+    space = "behaviour" if behaviour_of(spec) is not None else "clip"  # the same behaviour elsewhere
     note = ""
     try:
-        near = similar(lake, clip_id=clip_id, k=8)
+        near = similar(lake, clip_id=clip_id, k=8, space=space)
     except FleetError as exc:  # no model or no embedding for this clip yet: the page still shows
         near, note = [], f"{exc} (run fleetmine embed and index)"
     except Exception:  # a failing section must not take the page down
@@ -346,9 +348,16 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         f'<aside><button id="add-clip" class="add" data-clip="{esc(clip_id)}">+ basket (b)</button>{verdict}'
         f"<h3>Metadata</h3>{facts_table(clip, scores.get(clip_id), model)}</aside></div>"
         f'<h2>On the same drive</h2><div class="grid strip" id="neighbours">{nb}</div>'
-        f"<h2>More like this</h2>{f'<p class=error id=similar-error>{esc(note)}</p>' if note else ''}"
+        "<h2>More like this</h2>"
+        + (
+            '<p class="muted" id="similar-space">the same behaviour: what the car did and what moved, '
+            "whatever the street looked like</p>"
+            if space == "behaviour"
+            else ""
+        )
+        + f"{f'<p class=error id=similar-error>{esc(note)}</p>' if note else ''}"
         f'<div class="bar"><button id="add-similar"{"" if near else " disabled"}>add all to the basket</button>'
-        f'<a href="/ui/datasets?{query_string({"q": json.dumps({"similar_to": {"clip_ids": [clip_id], "k": 50}})})}" id="similar-dataset">dataset of the 50 most similar</a></div>'
+        f'<a href="/ui/datasets?{query_string({"q": json.dumps({"similar_to": {"clip_ids": [clip_id], "k": 50, "space": space}})})}" id="similar-dataset">dataset of the 50 most similar</a></div>'
         f'<div class="grid" id="similar">{more}</div>'
         + _frame_results("Like this frame")
         + json_script("signal-data", plot)

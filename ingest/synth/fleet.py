@@ -18,6 +18,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from ingest.synth.canlog import FORMATS, messages, write_can_log
 from ingest.synth.render import LIGHTS, Look, Renderer
@@ -180,10 +181,11 @@ def render_drive(out: str, job: DriveJob, cfg: SynthConfig) -> dict[str, object]
             },
         )
         s.width, s.height, s.pix_fmt = cfg.width, cfg.height, "yuv420p"
+        to_yuv = VideoReformatter()  # one swscale context for the drive, not one per frame
         for k in range(n_frames):
             i = min(round(k / cfg.fps * HZ), len(st.t) - 1)
-            frame = av.VideoFrame.from_ndarray(renderer.frame(st, i), format="rgb24").reformat(
-                format="yuv420p"
+            frame = to_yuv.reformat(
+                av.VideoFrame.from_ndarray(renderer.frame(st, i), format="rgb24"), format="yuv420p"
             )
             frame.pts = k
             for pkt in s.encode(frame):

@@ -146,20 +146,27 @@ def index(
 def mine(
     model: ModelOpt = None,
     full: Annotated[
-        bool, typer.Option("--full", help="re-fit the cluster model and re-score every clip")
+        bool, typer.Option("--full", help="re-score and re-rank every clip against the cluster model")
+    ] = False,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            "--refit", help="fit the cluster model again (k-means, signal medians) and re-score every clip"
+        ),
     ] = False,
     lake: LakeOpt = None,
     address: AddressOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Score novelty, rarity and near-duplicates: the clips added since the last run
-    (against its fit), or every clip with ``--full`` (one run in mining_scores)."""
+    (against its fit), or every clip with ``--full`` (one run in mining_scores). The
+    cluster model is fitted again with ``--refit`` or once the corpus has grown 1.5x."""
     from jobs.cli.runs import submit_if_cluster
     from jobs.requests import MineJob, execute
 
-    if submit_if_cluster(MineJob(model=model, full=full), lake, address, wait):
+    if submit_if_cluster(MineJob(model=model, full=full, refit=refit), lake, address, wait):
         return
-    r = execute(MineJob(model=model, full=full), settings(lake, address))
+    r = execute(MineJob(model=model, full=full, refit=refit), settings(lake, address))
     console.print(
         f"{r.model}: {r.scored} clips scored ({r.mode}) against the {r.reference}, "
         f"{r.duplicates} near-duplicates (run {r.run_id}, fit of {r.base_run})"

@@ -31,6 +31,13 @@ def search(
         str | None, typer.Option(help="SQL predicate on clips, e.g. \"array_has(events, 'hard_brake')\"")
     ] = None,
     model: ModelOpt = None,
+    space: Annotated[
+        str,
+        typer.Option(
+            help="clip: the whole vector (near duplicates first); behaviour: what the car did "
+            "and what moved, whatever the street looked like"
+        ),
+    ] = "clip",
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
@@ -41,7 +48,7 @@ def search(
     table = Table()
     table.add_column("clip")
     table.add_column("distance", justify="right")
-    for n in similar(lk, clip_id=clip, k=k, where=where, model=model):
+    for n in similar(lk, clip_id=clip, k=k, where=where, model=model, space=space):
         table.add_row(n.clip_id, f"{n.distance:.4f}")
     console.print(table)
 
@@ -145,11 +152,16 @@ def eval_mining(
     types = sorted({typ for r in reports for typ in r.per_type})
     for typ in types:
         t.add_row(f"  {typ} (found / planted)", *(_found(r.per_type.get(typ)) for r in reports))
-    t.add_row("more like this: precision@5", *(_opt(r.more_like_this_p5) for r in reports))
+    t.add_row(
+        "more like this: precision@5",
+        *(f"{_opt(r.more_like_this_p5)} ({r.more_like_this_space})" for r in reports),
+    )
     t.add_row(
         "  over the hits possible (min(5, same type))",
         *(_opt(r.more_like_this_p5_attainable) for r in reports),
     )
+    t.add_row("  in the whole vector", *(_opt(r.more_like_this_p5_clip) for r in reports))
+    t.add_row("  random", *(_opt(r.more_like_this_p5_random) for r in reports))
     t.add_row(
         "duplicates: recall / precision", *(f"{r.dup_recall:.2f} / {r.dup_precision:.2f}" for r in reports)
     )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 
@@ -17,7 +18,7 @@ from api.app import create_app
 from api.auth import create_token
 from jobs.bench.catalog_lake import CatalogBatch, add_clips
 from mining.index import IndexConfig
-from mining.queries import build_index
+from mining.queries import behaviour_of, build_index
 from mining.registry import resolve
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
@@ -68,6 +69,58 @@ def test_a_dataset_of_clips_similar_to_one_on_an_ivf_index(
     r = httpx.post(f"{base}/v1/datasets", json={**body, "export": False}, headers=auth(curator))
     assert r.status_code == 201, r.text
     assert r.json()["clip_count"] == 21  # the clip and its 20 nearest
+    like = {"similar_to": {"clip_ids": [batch.clip_ids[5]], "k": 20, "space": "behaviour"}}
+    r = httpx.post(
+        f"{base}/v1/datasets",
+        json={"name": "acts-like-this", "query": like, "export": False},
+        headers=auth(curator),
+    )
+    assert r.status_code == 201 and r.json()["clip_count"] == 21, r.text
+
+
+def test_more_like_this_in_the_behaviour_space_ranks_by_the_blocks_after_appearance(
+    catalog: tuple[str, Lake, CatalogBatch, str],
+) -> None:
+    """``space: behaviour`` searches the motion and signals blocks (each side scaled back to
+    unit length) in their own index, and reports distances in that space: its answer is
+    what brute force over the projected vectors finds, and not the whole vector's."""
+    base, lake, batch, token = catalog
+    sub = behaviour_of(resolve(lake))
+    assert sub is not None and (sub.start, sub.stop) == (192, 256)
+    space = sub.project(batch.vectors)
+    allowed = np.flatnonzero(batch.events["hard_brake"])
+    for query, where in ((40, None), (int(allowed[0]), allowed)):
+        body: dict[str, object] = {"clip_id": batch.clip_ids[query], "k": 10, "space": "behaviour"}
+        if where is not None:
+            body["filters"] = {"events": ["hard_brake"]}
+        r = httpx.post(f"{base}/v1/search/similar", json=body, headers=auth(token))
+        assert r.status_code == 200, r.text
+        got = r.json()["data"]
+        rows = np.arange(len(space)) if where is None else where
+        d = np.linalg.norm(space[rows] - space[query], axis=1)
+        truth = [batch.clip_ids[i] for i in rows[np.argsort(d)] if i != query][:10]
+        assert len({h["clip_id"] for h in got} & set(truth)) >= 9, body  # an IVF index: recall, not order
+        at = {c: i for i, c in enumerate(batch.clip_ids)}
+        for h in got:
+            assert h["distance"] == pytest.approx(
+                float(np.linalg.norm(space[at[h["clip_id"]]] - space[query])), abs=1e-4
+            )
+        whole = httpx.post(
+            f"{base}/v1/search/similar", json={**body, "space": "clip"}, headers=auth(token)
+        ).json()["data"]
+        assert [h["clip_id"] for h in whole] != [h["clip_id"] for h in got]
+    by_vector = httpx.post(
+        f"{base}/v1/search/similar",
+        json={"vector": batch.vectors[7].tolist(), "k": 1, "space": "behaviour"},
+        headers=auth(token),
+    ).json()["data"]
+    assert by_vector[0]["clip_id"] == batch.clip_ids[7] and by_vector[0]["distance"] < 1e-3
+    bad = httpx.post(
+        f"{base}/v1/search/similar",
+        json={"clip_id": batch.clip_ids[0], "space": "looks"},
+        headers=auth(token),
+    )
+    assert bad.status_code == 422 and "behaviour" in bad.text
 
 
 def test_errors_are_json_with_their_status_and_pages_render_an_error(
@@ -97,13 +150,20 @@ def test_errors_are_json_with_their_status_and_pages_render_an_error(
 def test_clip_page_shows_similar_clips_from_an_ivf_index(
     catalog: tuple[str, Lake, CatalogBatch, str],
 ) -> None:
-    base, _, batch, token = catalog
+    base, lake, batch, token = catalog
     page = httpx.get(f"{base}/ui/clips/{batch.clip_ids[100]}", headers=auth(token))
     assert page.status_code == 200, page.text
     similar_section = page.text.split('id="similar"', 1)[1]
     cards = re.findall(r'<div class="card" data-clip="([^"]+)"', similar_section)
     assert len(cards) == 8 and batch.clip_ids[100] not in cards
     assert "similar-error" not in page.text
+    assert 'id="similar-space"' in page.text  # more like this: the same behaviour
+    sub = behaviour_of(resolve(lake))
+    assert sub is not None
+    space = sub.project(batch.vectors)
+    d = np.linalg.norm(space - space[100], axis=1)
+    truth = [batch.clip_ids[i] for i in np.argsort(d) if i != 100][:8]
+    assert len(set(cards) & set(truth)) >= 7
 
 
 def test_new_embeddings_are_searchable_and_index_memory_is_in_metrics(

@@ -5,6 +5,7 @@ agrees with a full recompute."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,17 @@ import pytest
 from jobs.bench.catalog_lake import add_clips
 from jobs.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
-from mining.novelty import MineConfig, current_scores, latest_run, latest_scores
+from mining.mining_model import MiningModel
+from mining.novelty import (
+    SIGNALS,
+    MineConfig,
+    _Pairs,
+    _signal_stats,
+    _signal_values,
+    current_scores,
+    latest_run,
+    latest_scores,
+)
 from mining.queries import build_index, corner_cases
 from mining.ready import merge_corner_cases
 from mining.registry import resolve
@@ -133,10 +144,103 @@ def test_a_full_run_refits_from_the_last_fit_so_clusters_stay(
     run_mine(settings, runner=LOCAL)
     before = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
     add_clips(lake, spec, N, NEW, given=corpus[N : N + NEW])
-    run_mine(settings, None, MineConfig(full=True), runner=LOCAL)
+    run_mine(settings, None, MineConfig(refit=True), runner=LOCAL)
     after = {str(s["clip_id"]): s["cluster_id"] for s in latest_scores(lake, spec)}
     # k-means from a random start would number (and draw) its clusters afresh.
     assert sum(before[c] == after[c] for c in before) >= 0.9 * len(before)
+
+
+def test_a_full_run_keeps_the_cluster_model_until_asked_or_outgrown(
+    grown: tuple[Settings, Lake, np.ndarray],
+) -> None:
+    """``mine --full`` re-scores and re-ranks every clip against the fit it has (k-means
+    fitted again would move every clip's rarity, and the top of the ranking with it);
+    ``--refit``, or a corpus past ``refit_growth`` times the fitted one, fits again."""
+    settings, lake, corpus = grown
+    spec = resolve(lake)
+    first = run_mine(settings, runner=LOCAL)
+
+    def fit_of(scores: list[dict[str, object]]) -> dict[str, tuple[object, object]]:
+        return {str(s["clip_id"]): (s["rarity"], s["cluster_id"]) for s in scores}
+
+    before = fit_of(latest_scores(lake, spec))
+    add_clips(lake, spec, N, NEW, given=corpus[N : N + NEW])
+    full = run_mine(settings, None, MineConfig(full=True), runner=LOCAL)
+    assert (full.mode, full.scored, full.base_run) == ("full", N + NEW, full.run_id)
+    after = fit_of(latest_scores(lake, spec))
+    assert all(after[c] == before[c] for c in before)  # the same rarity and cluster, exactly
+    kept = MiningModel.load(lake, spec, full.run_id)
+    fitted = MiningModel.load(lake, spec, first.run_id)
+    assert kept is not None and fitted is not None
+    assert (kept.n_fit, kept.trained) == (N + NEW, N)
+    assert np.array_equal(kept.centroids, fitted.centroids) and np.array_equal(kept.sizes, fitted.sizes)
+    refit = run_mine(settings, None, MineConfig(refit=True), runner=LOCAL)
+    again = MiningModel.load(lake, spec, refit.run_id)
+    assert again is not None and again.trained == N + NEW
+    assert not np.array_equal(again.centroids, kept.centroids)
+    assert sum(again.sizes) == N + NEW
+    # Grown past the factor of the corpus the centroids were fitted on: a refit, unasked.
+    add_clips(lake, spec, N + NEW, N, given=corpus[N + NEW : 2 * N + NEW])
+    grown_run = run_mine(settings, None, MineConfig(refit_growth=1.5), runner=LOCAL)
+    assert grown_run.mode == "full"
+    latest = MiningModel.load(lake, spec, grown_run.run_id)
+    assert latest is not None and latest.trained == 2 * N + NEW
+
+
+def test_near_duplicates_are_pairs_that_drove_alike(tmp_path: Path) -> None:
+    """Clips that look alike are one clip twice only if the car drove alike: every signal
+    feature within ``dup_signal_z`` of its robust scale."""
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    batch = add_clips(lake, resolve(lake), 0, 200, vectors=False)
+    rows = lake.read("clips", columns=["clip_id", *SIGNALS]).to_pylist()
+    speed = {r["clip_id"]: r["speed_mean"] for r in rows}
+    _, scale = _signal_stats(_signal_values(lake.read("clips", columns=["clip_id", *SIGNALS])))
+    by_speed = sorted(batch.clip_ids, key=lambda c: speed[c])
+    gaps = [(speed[b] - speed[a], a, b) for a, b in itertools.pairwise(by_speed)]
+    _, near_a, near_b = min(gaps)
+    far_a, far_b = by_speed[0], by_speed[-1]
+    middle = by_speed[100]
+    pairs = _Pairs()
+    pairs.a, pairs.b = [near_a, far_a, middle], [near_b, far_b, "20240101-no-such-clip"]
+    groups = pairs.groups(lake, scale, 0.1)
+    assert groups.find(near_a) == groups.find(near_b)  # speeds within a hair: one clip twice
+    assert groups.find(far_a) != groups.find(far_b)  # the same look at 0 and 30 m/s: two
+    assert groups.find(middle) == middle  # a partner with no clips row links nothing
+    # And through mine: two clips with one vector but other speeds are not duplicates.
+    vectors = embeddings_like(200, resolve(lake).dim, seed=3)
+    at = {c: i for i, c in enumerate(batch.clip_ids)}
+    vectors[at[near_b]] = vectors[at[near_a]]
+    vectors[at[far_b]] = vectors[at[far_a]]
+    _write_vectors(lake, batch.clip_ids, vectors)
+    settings = Settings(lake=lake.uri)
+    run_mine(settings, runner=LOCAL)
+    dup_of = {str(s["clip_id"]): s["duplicate_of"] for s in latest_scores(lake, resolve(lake))}
+    assert {dup_of[near_a], dup_of[near_b]} - {None} and not {dup_of[far_a], dup_of[far_b]} - {None}
+
+
+def _write_vectors(lake: Lake, ids: list[str], vectors: np.ndarray) -> None:
+    import datetime as dt
+
+    from storage.schema import UTC_TS
+    from storage.tables import embeddings
+
+    spec = resolve(lake)
+    dates = lake.read("clips", columns=["clip_id", "date"]).to_pylist()
+    date = {r["clip_id"]: r["date"] for r in dates}
+    n = len(ids)
+    table = pa.table(
+        {
+            "clip_id": ids,
+            "date": pa.array([date[c] for c in ids], pa.date32()),
+            "model_name": [spec.name] * n,
+            "model_version": pa.array([spec.version] * n, pa.int32()),
+            "vector": pa.array([v.tolist() for v in vectors], pa.list_(pa.float32())),
+            "run_id": ["test"] * n,
+            "created_at": pa.array([dt.datetime.now(dt.UTC)] * n, UTC_TS),
+        }
+    )
+    lake.append("embeddings", embeddings.SPEC.conform(table))
 
 
 def test_a_full_run_written_in_slices_keeps_every_clip_once_and_lists_the_exact_top_k(
