@@ -4,8 +4,8 @@ A :class:`MiningModel` is one model version's fit of a full run (``base_run``): 
 cluster model (the k-means centroids, the corpus's cluster sizes and the clusters'
 spread (rarity: how thin the mixture of clusters is at a clip), the median and scale
 of each signal feature (signal rarity)), and a quantile sketch of each score the
-novelty ranks (knn, rarity, signal rarity), so a new clip's percentile ranks are
-taken in the corpus of the fit without re-ranking the corpus. A full run re-ranks
+novelty ranks (knn, rarity, signal rarity) and of the evidence they give together, so
+a new clip's percentile ranks are taken in the corpus of the fit without re-ranking it. A full run re-ranks
 every clip on new sketches and keeps the cluster model, which is fitted again only
 when asked (``refit``) or once the corpus outgrows the one it was fitted on: k-means
 fitted again lands elsewhere among clusters that are equally good, and the rarity
@@ -19,7 +19,7 @@ file a run needs is the one its committed rows name.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -61,6 +61,7 @@ class MiningModel:
     q_signal: np.ndarray
     bandwidth: float = 1.0  # mean squared distance of a clip to its centroid
     n_trained: int = 0  # the corpus the centroids were trained on (0: ``n_fit``, files before it)
+    q_novelty: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the sketch of the evidence
 
     def __post_init__(self) -> None:
         self._assigner: faiss.IndexFlatL2 | None = None
@@ -118,6 +119,7 @@ class MiningModel:
             q_signal=self.q_signal,
             bandwidth=np.float64(self.bandwidth),
             n_trained=np.int64(self.trained),
+            q_novelty=self.q_novelty,
         )
         path = loc.join(f"model-{self.base_run}.npz").path
         loc.fs.pipe_file(path, buf.getvalue())
@@ -142,4 +144,5 @@ class MiningModel:
             z["q_signal"],
             float(z["bandwidth"]),
             int(z["n_trained"]) if "n_trained" in z.files else 0,
+            z["q_novelty"] if "q_novelty" in z.files else np.zeros(0),
         )

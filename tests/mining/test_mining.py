@@ -277,3 +277,34 @@ def test_input_plan_covers_every_pending_clip_once_by_date_and_drive(fleet_lake:
     by_task = pa.concat_tables(parts).sort_by("clip_id")
     whole = load_inputs(lake, todo.column("clip_id").to_pylist()).sort_by("clip_id")
     assert by_task.equals(whole)
+
+
+def test_evidence_of_one_extreme_score_is_not_averaged_away() -> None:
+    """A clip in the top 4 % of signal rarity whose look the fleet has seen many times
+    (knn in the bottom 20 %) outranks one in the top 12 % of signals and top 25 % of knn:
+    as upper-tail surprisal, not as a mean of percentile ranks (which ranks them the other
+    way round: 0.6 x 0.96 + 0.3 x 0.2 = 0.64 < 0.6 x 0.88 + 0.3 x 0.75 = 0.75)."""
+    from mining.novelty import MineConfig, _evidence
+
+    cfg = MineConfig()
+    ref = np.linspace(0.0, 1.0, 10_001)  # a score's sketch: its value is its percentile rank
+    rarity = np.array([0.5, 0.5])
+    hard_brake = (np.array([0.20]), rarity[:1], np.array([0.96]))
+    stop = (np.array([0.75]), rarity[:1], np.array([0.88]))
+    ev = [float(_evidence(cfg, s, (ref, ref, ref))[0]) for s in (hard_brake, stop)]
+    assert ev[0] > ev[1]
+    ranks = [
+        sum(w * float(x[0]) for w, x in zip((0.3, 0.1, 0.6), s, strict=True)) for s in (hard_brake, stop)
+    ]
+    assert ranks[0] < ranks[1]  # what the mean of ranks would have said
+    # Within [0, 1]: 0 at the bottom of every score, near 1 at the top of every one (the
+    # top value's rank is a half step from 1: ties count at their middle); rising with each.
+    grid = np.linspace(0.0, 1.0, 11)
+    for i in range(3):
+        scores = [np.full(11, 0.5) for _ in range(3)]
+        scores[i] = grid
+        e = _evidence(cfg, (scores[0], scores[1], scores[2]), (ref, ref, ref))
+        assert np.all(np.diff(e) > 0)
+    lo = _evidence(cfg, (np.zeros(1), np.zeros(1), np.zeros(1)), (ref, ref, ref))
+    hi = _evidence(cfg, (np.ones(1), np.ones(1), np.ones(1)), (ref, ref, ref))
+    assert lo[0] == pytest.approx(0.0, abs=1e-4) and 0.95 < hi[0] <= 1.0
