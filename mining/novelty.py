@@ -10,8 +10,9 @@
 - ``novelty``: the clip's percentile rank in the corpus by the evidence of the three
   together (:func:`_evidence`: each one's upper-tail surprisal, weighted);
 - near duplicates (SemDeDup style): clips among each other's ``k`` nearest closer
-  than ``dup_eps`` that also drove alike (every signal feature within ``dup_signal_z``
-  of its robust scale) form a group; every member but the earliest gets ``duplicate_of``.
+  than ``dup_eps``, of two drives, that also drove alike (every signal feature within
+  ``dup_signal_z`` of its robust scale) form a group; every member but the earliest gets
+  ``duplicate_of``.
 
 Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
 plus a few numbers per clip. A *full* run scores every clip and ranks it in the whole
@@ -282,7 +283,7 @@ class _Groups:
 
 class _Pairs:
     """The near-duplicate pairs a run's searches found, joined into groups once the
-    signals' scale is known: only pairs that drove alike (:meth:`groups`)."""
+    signals' scale is known: only pairs of two recordings that drove alike (:meth:`groups`)."""
 
     def __init__(self) -> None:
         self.a: list[str] = []
@@ -293,23 +294,28 @@ class _Pairs:
         self.b += nb.dup_b
 
     def groups(self, lake: Lake, scale: np.ndarray, max_z: float) -> _Groups:
-        """Union-find over the pairs whose every signal feature differs by at most
-        ``max_z`` of its robust scale (a pair with a feature one of them lacks is judged
-        on the others).
+        """Union-find over the pairs of clips of two drives whose every signal feature
+        differs by at most ``max_z`` of its robust scale (a pair with a feature one of
+        them lacks is judged on the others).
 
-        A near duplicate is the same moment recorded again: the same scene *and* the same
-        driving. Two clips that look alike where the car drove differently (a bend taken
-        a little faster, a stop with a harder brake) are two samples for a driving policy,
-        whose targets are those controls: they are not one. On the synthetic fleets the
-        recorded-again pairs differ by at most 0.07 of a feature's scale (clip boundaries
-        a few ms apart), and the look-alike pairs by at least 0.15."""
+        A near duplicate is the same moment recorded again (a drive uploaded twice under
+        another name, exported again by a recorder): another drive, the same scene *and*
+        the same driving. Two clips that look alike where the car drove differently (a
+        bend taken a little faster, a stop with a harder brake) are two samples for a
+        driving policy, whose targets are those controls: they are not one. Nor are two
+        clips of one drive, which are two moments however alike (two stops at two lights
+        a minute apart): redundancy within a drive is for sampling to thin, not for dedup
+        to hide. On eight synthetic fleets the recorded-again pairs differ by at most 0.1
+        of a feature's scale (clip boundaries a few ms apart); look-alike pairs of two
+        drives by 0.15 and more."""
         out = _Groups()
         if not self.a:
             return out
         ids = sorted({*self.a, *self.b})
-        cols = ["clip_id", *SIGNALS]
+        cols = ["clip_id", "drive_id", *SIGNALS]
         table = pa.concat_tables(list(read_by_ids(lake, "clips", cols, ids)))
         values = _signal_values(table)
+        drive = table.column("drive_id").to_pylist()
         at = table.column("clip_id").combine_chunks()
 
         def rows(names: list[str]) -> np.ndarray:
@@ -317,7 +323,7 @@ class _Pairs:
             return np.asarray(pos.to_numpy(zero_copy_only=False), np.int64)
 
         for a, b, i, j in zip(self.a, self.b, rows(self.a), rows(self.b), strict=True):
-            if i < 0 or j < 0:  # no clips row: not a pair anyone can check
+            if i < 0 or j < 0 or drive[i] == drive[j]:  # no clips row: not a pair anyone can check
                 continue
             z = np.abs(values[i] - values[j]) / scale
             if not (z > max_z).any():  # NaN (a feature missing) is no evidence either way

@@ -188,24 +188,38 @@ def test_a_full_run_keeps_the_cluster_model_until_asked_or_outgrown(
 
 
 def test_near_duplicates_are_pairs_that_drove_alike(tmp_path: Path) -> None:
-    """Clips that look alike are one clip twice only if the car drove alike: every signal
-    feature within ``dup_signal_z`` of its robust scale."""
+    """Clips that look alike are one clip twice only if they are two recordings (two
+    drives) and the car drove alike: every signal feature within ``dup_signal_z`` of its
+    robust scale."""
     lake = Lake(str(tmp_path / "lake"))
     lake.create_tables()
     batch = add_clips(lake, resolve(lake), 0, 200, vectors=False)
-    rows = lake.read("clips", columns=["clip_id", *SIGNALS]).to_pylist()
+    rows = lake.read("clips", columns=["clip_id", "drive_id", *SIGNALS]).to_pylist()
     speed = {r["clip_id"]: r["speed_mean"] for r in rows}
+    drive = {r["clip_id"]: r["drive_id"] for r in rows}
     _, scale = _signal_stats(_signal_values(lake.read("clips", columns=["clip_id", *SIGNALS])))
     by_speed = sorted(batch.clip_ids, key=lambda c: speed[c])
-    gaps = [(speed[b] - speed[a], a, b) for a, b in itertools.pairwise(by_speed)]
-    _, near_a, near_b = min(gaps)
+    gaps = [
+        (speed[b] - speed[a], a, b) for a, b in itertools.combinations(by_speed, 2) if drive[a] != drive[b]
+    ]
+    _, near_a, near_b = min((abs(g), a, b) for g, a, b in gaps)
+    same = [
+        (abs(speed[b] - speed[a]), a, b)
+        for a, b in itertools.combinations(by_speed, 2)
+        if drive[a] == drive[b]
+    ]
+    _, one_a, one_b = min(same)
     far_a, far_b = by_speed[0], by_speed[-1]
+    assert drive[far_a] != drive[far_b]
     middle = by_speed[100]
     pairs = _Pairs()
-    pairs.a, pairs.b = [near_a, far_a, middle], [near_b, far_b, "20240101-no-such-clip"]
+    pairs.a = [near_a, far_a, one_a, middle]
+    pairs.b = [near_b, far_b, one_b, "20240101-no-such-clip"]
     groups = pairs.groups(lake, scale, 0.1)
-    assert groups.find(near_a) == groups.find(near_b)  # speeds within a hair: one clip twice
+    assert abs(speed[one_a] - speed[one_b]) < 0.1 * scale[SIGNALS.index("speed_mean")]
+    assert groups.find(near_a) == groups.find(near_b)  # two drives, speeds within a hair: one clip twice
     assert groups.find(far_a) != groups.find(far_b)  # the same look at 0 and 30 m/s: two
+    assert groups.find(one_a) != groups.find(one_b)  # one drive: two moments, however alike
     assert groups.find(middle) == middle  # a partner with no clips row links nothing
     # And through mine: two clips with one vector but other speeds are not duplicates.
     vectors = embeddings_like(200, resolve(lake).dim, seed=3)

@@ -1,20 +1,19 @@
 """Issue 14's acceptance: mining quality on three synthetic fleets nobody tuned to.
 
 Seeds were drawn at random once and are replayed (``FLEETMINE_ACCEPTANCE_SEEDS=random``
-draws new ones, ``=a,b,c`` replays given ones). Each fleet: >= 300 clips, rare rate 0.05, at
-320 x 180 and 10 fps so that three fleets build in a few minutes on two cores. Every
+draws new ones, ``=a,b,c`` replays given ones). Each fleet: 765 clips (3 vehicles x 3
+drives x 14 min, each type planted 5 to 7 times), rare rate 0.05, at 320 x 180 and 10 fps
+so that three fleets build in about ten minutes on two cores. Every
 fleet is mined by the builtin encoder without (``builtin-motion@1``) and with the
 dense-motion block (``builtin-look@1``, what ingest's closer look at triggered clips
 saw), each next to the uniqueness and random baselines. More like this is measured in
-the behaviour blocks (what "More like this" searches); a fleet of 765 clips, where every
-type is planted five times or more, measures its plain precision@5 (marked long).
+the behaviour blocks (what "More like this" searches), next to the whole vector.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 
 import pytest
 
@@ -51,8 +50,8 @@ def fleets(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, float, d
         root = tmp_path_factory.mktemp(f"fleet-{seed}")
         cfg = SynthConfig(
             vehicles=3,
-            drives=2,
-            minutes=8.5,
+            drives=3,
+            minutes=14,
             seed=seed,
             rare_rate=0.05,
             width=320,
@@ -78,7 +77,8 @@ def fleets(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, float, d
                 f"recall@{r.k} {r.recall:.2f} (uniqueness {r.recall_uniqueness:.2f}, "
                 f"random {r.recall_random:.2f}), AP {r.ap:.2f} ({r.ap_uniqueness:.2f}, {r.ap_random:.3f}), "
                 f"per type {r.per_type}, more-like-this p@5 {r.more_like_this_p5:.2f} "
-                f"(attainable {r.more_like_this_p5_attainable:.2f}), "
+                f"({r.more_like_this_space}; whole vector {r.more_like_this_p5_clip:.2f}, "
+                f"random {r.more_like_this_p5_random:.3f}), "
                 f"duplicates P {r.dup_precision:.2f} R {r.dup_recall:.2f}"
             )
     return out
@@ -103,44 +103,17 @@ def test_novelty_finds_every_planted_type_on_fleets_nobody_tuned_to(
 def test_more_like_this_and_duplicates_on_the_same_fleets(
     fleets: list[tuple[int, float, dict[str, EvalReport]]],
 ) -> None:
-    """At 300 clips a type is planted 2 or 3 times, so a plain precision@5 cannot pass
-    0.4: here it is over the hits each clip can have (the fleet below measures it plain)."""
+    """Each type is planted five times or more, so all 5 nearest of a planted clip can be
+    of its type: precision@5 plain. More like this searches the behaviour blocks (what the
+    car did and what moved); the whole vector, where street and light weigh most, and 5
+    clips drawn at random are its baselines."""
     for seed, _, reports in fleets:
         r = reports["builtin-look"]
-        assert r.more_like_this_space == "behaviour"
-        assert r.more_like_this_p5_attainable is not None and r.more_like_this_p5_attainable >= 0.7, seed
-        assert r.more_like_this_p5_random is not None and r.more_like_this_p5_random < 0.05, seed
+        assert min(n for _, n in r.per_type.values()) >= 5, seed
+        assert r.more_like_this_space == "behaviour" and r.more_like_this_p5 is not None
+        assert r.more_like_this_p5 >= 0.7, seed
+        assert r.more_like_this_p5_clip is not None and r.more_like_this_p5 > r.more_like_this_p5_clip, seed
+        assert (
+            r.more_like_this_p5_random is not None and r.more_like_this_p5 > 10 * r.more_like_this_p5_random
+        )
         assert r.dup_truth > 0 and r.dup_recall >= 0.95 and r.dup_precision >= 0.95, seed
-
-
-@pytest.mark.long
-def test_more_like_this_precision_at_5_plain_on_a_fleet_with_every_type_planted_six_times(
-    tmp_path: Path,
-) -> None:
-    """765 clips (3 vehicles x 3 drives x 14 min), rare rate 0.05: each type planted 5 to 7
-    times, so all 5 nearest of a planted clip can be of its type. More like this searches
-    the behaviour blocks (what the car did and what moved); the whole vector, where the
-    street and light weigh most, is reported beside it, and 5 clips drawn at random."""
-    seed = SEEDS[0]
-    cfg = SynthConfig(
-        vehicles=3, drives=3, minutes=14, seed=seed, rare_rate=0.05, width=320, height=180, fps=10, workers=2
-    )
-    synthesize(tmp_path / "raw", cfg)
-    settings = Settings(lake=str(tmp_path / "lake"))
-    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
-    spec = register(Lake.from_settings(settings), "builtin-look", "builtin", params=LOOK)
-    run_embed(settings, model=spec.ref, runner=LOCAL)
-    run_mine(settings, model=spec.ref, runner=LOCAL)
-    r = evaluate(Lake.from_settings(settings), tmp_path / "raw" / "labels.json", model=spec.ref)
-    print(
-        f"seed {seed} {r.model}: clips {r.clips}, planted {r.planted}, more-like-this p@5 "
-        f"{r.more_like_this_p5} ({r.more_like_this_space}; whole vector {r.more_like_this_p5_clip}, "
-        f"random {r.more_like_this_p5_random}), duplicates P {r.dup_precision:.2f} R {r.dup_recall:.2f}, "
-        f"novelty recall@{r.k} {r.recall:.2f} per type {r.per_type}"
-    )
-    assert r.clips >= 750 and min(n for _, n in r.per_type.values()) >= 5
-    assert r.more_like_this_space == "behaviour" and r.more_like_this_p5 is not None
-    assert r.more_like_this_p5 >= 0.7
-    assert r.more_like_this_p5_clip is not None and r.more_like_this_p5 > r.more_like_this_p5_clip
-    assert r.more_like_this_p5_random is not None and r.more_like_this_p5 > 10 * r.more_like_this_p5_random
-    assert r.dup_truth > 0 and r.dup_recall >= 0.95 and r.dup_precision >= 0.95
