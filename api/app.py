@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -21,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AuthFailures, TokenCache
+from api.proxies import ForwardedHeaders, TrustedProxies
+from mining import decode_slots
 from storage.config import Settings
 from storage.errors import (
     ConfigError,
@@ -32,7 +35,14 @@ from storage.errors import (
 from storage.lake import Lake
 from storage.views import read_view
 
-__all__ = ["ERROR_RESPONSES", "ErrorPublic", "create_app", "lean_server_process", "security_headers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorPublic",
+    "create_app",
+    "lake_label",
+    "lean_server_process",
+    "security_headers",
+]
 
 log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
@@ -102,6 +112,7 @@ class _IndexMetrics:
     def collect(self) -> Iterator[Metric]:
         from mining.serving import served_indexes
 
+        # lake: a digest of its URI, never the URI (a bucket name is not the scrape's business)
         labels = ["lake", "model", "kind", "part"]  # part: clip, or a sub-space (appearance)
         size = GaugeMetricFamily(
             "fleetmine_index_bytes", "Memory of a served index and its ids", labels=labels
@@ -113,11 +124,17 @@ class _IndexMetrics:
             labels=labels,
         )
         for s in served_indexes():
-            values = [s["lake"], s["model"], s["kind"], s["part"]]
+            values = [lake_label(s["lake"]), s["model"], s["kind"], s["part"]]
             size.add_metric(values, s["bytes"])
             vectors.add_metric(values, s["vectors"])
             fresh.add_metric(values, s["fresh_vectors"])
         yield from (size, vectors, fresh)
+
+
+def lake_label(uri: str) -> str:
+    """The ``lake`` label of a lake's metrics: 12 hex digits of its URI's SHA-256, so
+    series of two lakes stay apart without the scrape naming either."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:12]
 
 
 _METRICS_LOCK = threading.Lock()
@@ -166,6 +183,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
+    app.state.sessions = None  # api.deps.sessions: the same, for web sign-in sessions
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
     app.include_router(health.router)
@@ -189,10 +207,17 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     @app.exception_handler(FleetError)
     async def fleet_error(request: Request, exc: FleetError) -> JSONResponse | HTMLResponse:
         status = _status(exc)
+        message = str(exc)
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
+            # Engine and store errors carry SQL, table paths and URIs: the log keeps them.
+            message = (
+                "the lake's store is unavailable; retry later"
+                if status == 503
+                else f"{type(exc).__name__}: internal error (see the server log)"
+            )
         headers = {"Retry-After": "5"} if status == 503 else None
-        return _error(request, status, str(exc), headers)
+        return _error(request, status, message, headers)
 
     app.add_middleware(_Unexpected)
     uploads = {"/v1/search/similar": settings.max_body_bytes + settings.max_image_bytes}
@@ -207,6 +232,9 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(_Headers, audit=settings.scan_audit)
+    # Outermost: every layer inside sees the client and scheme a trusted proxy reported.
+    app.add_middleware(ForwardedHeaders, proxies=TrustedProxies(settings.trusted_proxies))
+    decode_slots.configure(settings.image_decode_concurrency)
     return app
 
 

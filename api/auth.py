@@ -18,7 +18,15 @@ from storage.objectstore import reachable
 from storage.sql import literal
 from storage.tables import tokens
 
-__all__ = ["ROLES", "AuthFailures", "TokenCache", "create_token", "revoke_token", "token_id"]
+__all__ = [
+    "ROLES",
+    "AuthFailures",
+    "TokenCache",
+    "create_token",
+    "failure_keys",
+    "revoke_token",
+    "token_id",
+]
 
 ROLES = ("reader", "curator", "operator")
 
@@ -117,8 +125,24 @@ class TokenCache:
             return self.ids.get(tid)
 
 
+PREFIX_CHARS = 8
+"""Characters of a presented token that key its failures (``fm_`` and five of the secret)."""
+
+
+def failure_keys(client: str, secret: str) -> tuple[str, str]:
+    """What a wrong token counts against: the client's address, and the token's first
+    characters, so that a guesser who rotates addresses (behind a trusted proxy) is still
+    limited per prefix while one client's failures never lock out another's prefix."""
+    return f"addr:{client}", f"prefix:{secret[:PREFIX_CHARS]}"
+
+
 class AuthFailures:
-    """Wrong tokens per client in a sliding window: past ``limit``, the client waits (429)."""
+    """Wrong tokens per key in a sliding window: past ``limit`` under any of a request's
+    keys (see :func:`failure_keys`), a wrong token answers 429 instead of 401.
+
+    Only wrong tokens are counted and refused: a live token is checked first and always
+    admitted, so a crowd behind one address cannot lock a colleague out. The limit keeps
+    guessing noisy and cheap to answer; what makes it hopeless is the 256-bit secret."""
 
     def __init__(self, limit: int, window_s: float, max_clients: int = 100_000):
         self.limit = limit
@@ -127,24 +151,29 @@ class AuthFailures:
         self._seen: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> deque[float]:
-        q = self._seen.get(client)
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._seen.get(key)
         if q is None:
-            if len(self._seen) >= self.max_clients:  # bounded: clients are whoever connects
+            if len(self._seen) >= self.max_clients:  # bounded: keys are whoever connects
                 self._seen.clear()
-            q = self._seen[client] = deque()
+            q = self._seen[key] = deque()
         while q and now - q[0] > self.window_s:
             q.popleft()
         return q
 
-    def retry_after(self, client: str) -> float | None:
-        """Seconds until ``client`` may try again, or None if it may now."""
+    def retry_after(self, keys: tuple[str, ...] | str) -> float | None:
+        """Seconds until none of ``keys`` is over the limit, or None if none is now."""
         now = time.monotonic()
+        waits = []
         with self._lock:
-            q = self._recent(client, now)
-            return self.window_s - (now - q[0]) if len(q) >= self.limit else None
+            for key in (keys,) if isinstance(keys, str) else keys:
+                q = self._recent(key, now)
+                if len(q) >= self.limit:
+                    waits.append(self.window_s - (now - q[-self.limit]))
+        return max(waits) if waits else None
 
-    def failed(self, client: str) -> None:
+    def failed(self, keys: tuple[str, ...] | str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._recent(client, now).append(now)
+            for key in (keys,) if isinstance(keys, str) else keys:
+                self._recent(key, now).append(now)

@@ -167,7 +167,9 @@ class Sandbox:
                     raise BudgetExceeded(f"exceeded memory budget {Budget.describe_bytes(memory)}")
                 if status == "error":
                     log.warning("decoder process raised: %s", payload)
-                    raise ItemFailed(str(payload).strip().splitlines()[-1])
+                    # The exception's type only: its message may quote the drive's bytes (the log has it all).
+                    kind = str(payload).strip().splitlines()[-1].split(":", 1)[0]
+                    raise ItemFailed(f"{kind} while decoding (the worker log has the traceback)")
             if proc.poll() is not None:
                 code = proc.returncode
                 self.close()

@@ -1,18 +1,33 @@
-"""Drive discovery under a raw fleet upload tree (local path or s3://, via fsspec)."""
+"""Drive discovery under a raw fleet upload tree (local path or s3://, via fsspec).
+
+The raw root holds ``<vehicle_id>/<drive>/`` folders. On a local tree a file whose real
+path (symlinks resolved) lies outside the raw root is not read: it is listed in its
+drive's ``skipped`` and the drive's warnings say so, so a link in an upload cannot make
+the ingest read (and quote) a file of the worker. A root that does not exist, or one
+that is a vehicle or drive folder instead of the folder above them, is refused with a
+message saying which folder to give.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import posixpath
 from dataclasses import dataclass, field
 
+from ingest._reasons import reason
+from storage.errors import ConfigError
 from storage.objectstore import Location
 
-__all__ = ["CAN_SUFFIXES", "VIDEO_SUFFIXES", "DriveSource", "discover"]
+__all__ = ["CAN_SUFFIXES", "VIDEO_SUFFIXES", "DriveSource", "discover", "read_drive_json"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".h264", ".264", ".h265", ".265", ".hevc", ".mcap")
 CAN_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".mf4", ".mcap")
+log = logging.getLogger(__name__)
+_LINKED_FOLDER = "the drive folder is a symbolic link: skipped (links to folders are not followed)"
+_DRIVE_PARTS = ("cameras", "can")  # folders of a drive; seen one level up, the root is too deep
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,8 @@ class DriveSource:
     drive_json: str | None
     fingerprint: str
     total_bytes: int
-    other: tuple[str, ...] = field(default=())
+    other: tuple[str, ...] = field(default=())  # paths relative to the drive folder
+    skipped: tuple[str, ...] = field(default=())  # files not read, each with why
 
     @property
     def key(self) -> str:
@@ -37,6 +53,25 @@ class DriveSource:
     def uri(self) -> str:
         return self.raw.join(self.vehicle_id, self.drive).uri
 
+    @property
+    def folder(self) -> str:
+        """The drive folder's path on the raw tree's filesystem."""
+        return posixpath.join(self.raw.path.rstrip("/"), self.vehicle_id, self.drive)
+
+    def confined(self, path: str) -> bool:
+        """Whether ``path`` (on a local tree: its real path, links resolved) is inside the
+        raw root; checked again when a file is read, since a link may appear after discovery."""
+        return not self.raw.is_local or _inside(_real(self.raw.path), path)
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path.rstrip("/") or "/")
+
+
+def _inside(root_real: str, path: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real.rstrip("/") + "/")
+
 
 def _stamp(info: dict[str, object]) -> str:
     for k in ("ETag", "etag", "mtime", "LastModified", "created"):
@@ -45,55 +80,122 @@ def _stamp(info: dict[str, object]) -> str:
     return ""
 
 
+def _check_root(raw: Location, root: str) -> None:
+    fs = raw.fs
+    if not fs.exists(root):
+        raise ConfigError(f"raw tree {raw.uri} does not exist (give the folder holding <vehicle>/<drive>/)")
+    if not fs.isdir(root):
+        raise ConfigError(f"raw tree {raw.uri} is a file, not a folder of <vehicle>/<drive>/ folders")
+
+
+def _check_layout(raw: Location, rels: list[list[str]]) -> None:
+    """Refuse a root one or two levels too deep: drive folders seen as vehicles (their
+    ``cameras``/``can`` as drives) would be recorded as failed drives named ``can``."""
+    if any((p[0] in _DRIVE_PARTS and len(p) > 1) or p == ["drive.json"] for p in rels):
+        raise ConfigError(
+            f"raw tree {raw.uri} looks like one drive folder (it holds cameras/, can/ or drive.json): "
+            "the raw root is the folder two levels above it, holding <vehicle>/<drive>/"
+        )
+    if any((len(p) > 2 and p[1] in _DRIVE_PARTS) or p[1:] == ["drive.json"] for p in rels if len(p) > 1):
+        raise ConfigError(
+            f"raw tree {raw.uri} looks like a vehicle folder (its folders hold cameras/, can/, "
+            "drive.json): "
+            "the raw root is the folder above it, holding <vehicle>/<drive>/"
+        )
+
+
 def discover(raw: Location) -> list[DriveSource]:
     """Every drive folder under ``raw``, sorted, with a fingerprint of size + mtime/etag."""
     fs = raw.fs
     root = raw.path.rstrip("/")
+    _check_root(raw, root)
+    root_real = _real(root) if raw.is_local else ""
     found: dict[tuple[str, str], list[tuple[str, dict[str, object]]]] = {}
+    rels: list[list[str]] = []
     for path, info in sorted(fs.find(root, detail=True).items()):
-        rel = posixpath.relpath(path, root)
-        parts = rel.split("/")
-        if len(parts) < 3 or any(p.startswith(".") for p in parts):
+        parts = posixpath.relpath(path, root).split("/")
+        if any(p.startswith(".") for p in parts):
             continue
-        found.setdefault((parts[0], parts[1]), []).append(("/".join(parts[2:]), info))
-    drives = []
-    for (vehicle, drive), files in sorted(found.items()):
-        h = hashlib.sha1()
-        cams: list[tuple[str, str]] = []
-        logs: list[str] = []
-        other: list[str] = []
-        drive_json = None
-        total = 0
-        for rel, info in files:
-            size = int(str(info.get("size") or 0))
-            total += size
-            h.update(f"{rel}\0{size}\0{_stamp(info)}\n".encode())
-            full = posixpath.join(root, vehicle, drive, rel)
-            lower = rel.lower()
-            if rel == "drive.json":
-                drive_json = full
-            elif rel.startswith("cameras/") and lower.endswith(VIDEO_SUFFIXES):
-                cams.append((posixpath.splitext(posixpath.basename(rel))[0], full))
-            elif rel.startswith("can/") and lower.endswith(CAN_SUFFIXES):
-                logs.append(full)
+        rels.append(parts)
+        if info.get("islink") and len(parts) < 3 and fs.isdir(path):
+            # fsspec lists a linked folder without entering it: say so rather than drop it unseen.
+            if len(parts) == 2:
+                found.setdefault((parts[0], parts[1]), []).append(("", info))
             else:
-                other.append(rel)
-        drives.append(
-            DriveSource(
-                raw, vehicle, drive, tuple(cams), tuple(logs), drive_json, h.hexdigest(), total, tuple(other)
+                log.warning(
+                    "raw tree: vehicle folder %s is a symbolic link: skipped (not followed)", parts[0]
+                )
+        elif len(parts) >= 3:
+            found.setdefault((parts[0], parts[1]), []).append(("/".join(parts[2:]), info))
+    _check_layout(raw, rels)
+    return [_drive(raw, root, root_real, v, d, files) for (v, d), files in sorted(found.items())]
+
+
+def _drive(
+    raw: Location,
+    root: str,
+    root_real: str,
+    vehicle: str,
+    drive: str,
+    files: list[tuple[str, dict[str, object]]],
+) -> DriveSource:
+    h = hashlib.sha1()
+    cams: list[tuple[str, str]] = []
+    logs: list[str] = []
+    other: list[str] = []
+    skipped: list[str] = []
+    drive_json = None
+    total = 0
+    for rel, info in files:
+        if not rel:
+            skipped.append(_LINKED_FOLDER)
+            h.update(b"\0folder-link\n")
+            continue
+        full = posixpath.join(root, vehicle, drive, rel)
+        if root_real and not _inside(root_real, full):
+            skipped.append(
+                f"{rel}: skipped, a symbolic link out of the raw root (links out are not followed)"
             )
-        )
-    return drives
+            h.update(f"{rel}\0link\n".encode())
+            continue
+        size = int(str(info.get("size") or 0))
+        total += size
+        h.update(f"{rel}\0{size}\0{_stamp(info)}\n".encode())
+        lower = rel.lower()
+        if rel == "drive.json":
+            drive_json = full
+        elif rel.startswith("cameras/") and lower.endswith(VIDEO_SUFFIXES):
+            cams.append((posixpath.splitext(posixpath.basename(rel))[0], full))
+        elif rel.startswith("can/") and lower.endswith(CAN_SUFFIXES):
+            logs.append(full)
+        else:
+            other.append(rel)
+    return DriveSource(
+        raw,
+        vehicle,
+        drive,
+        tuple(cams),
+        tuple(logs),
+        drive_json,
+        h.hexdigest(),
+        total,
+        tuple(other),
+        tuple(skipped),
+    )
 
 
 def read_drive_json(src: DriveSource) -> tuple[dict[str, object], str | None]:
-    """The drive's ``drive.json`` (empty if absent) and a problem, if it is unreadable."""
+    """The drive's ``drive.json`` (empty if absent) and a problem, if it is unreadable.
+
+    The problem names what was wrong (and the line), never the file's bytes."""
     if src.drive_json is None:
         return {}, None
+    if not src.confined(src.drive_json):
+        return {}, "drive.json: skipped, a symbolic link out of the raw root (links out are not followed)"
     try:
         doc = json.loads(src.raw.fs.cat_file(src.drive_json))
     except (OSError, ValueError) as exc:
-        return {}, f"drive.json unreadable: {exc}"
+        return {}, f"drive.json unreadable: {reason(exc)}"
     if not isinstance(doc, dict):
         return {}, "drive.json is not a JSON object"
     return doc, None

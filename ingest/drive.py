@@ -24,8 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import posixpath
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,15 +33,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.transaction import AddAction
 
+from ingest._reasons import reason
 from ingest.budget import Budget, ItemFailed, Sandbox
 from ingest.can import read_can_log
 from ingest.can.dbc import VectorDecoder
 from ingest.discover import DriveSource, read_drive_json
+from ingest.drive_platform import drive_platform
 from ingest.features import clip_features
 from ingest.ids import clip_id, drive_id, group_id
 from ingest.interfaces import FRAME_SCHEMA
 from ingest.look_closer import dense_frames, wants_closer_look
-from ingest.platform import Platform, load_platform, parse_platform
+from ingest.platform import Platform
 from ingest.signals import resample
 from ingest.start_time import parse_time, resolve_start
 from ingest.timegrid import CameraTrack, TimeGrid
@@ -83,7 +85,8 @@ class DriveIngest:
         # Data files are named by run, attempt and drive: a Ray retry of one attempt rewrites
         # its own unreferenced files, and a resumed run never rewrites files already committed.
         self.attempt = attempt
-        self._decoders: dict[str, VectorDecoder] = {}
+        # By Platform.key (DBC content + signal map), never by name: a drive.json picks names.
+        self._decoders: OrderedDict[str, VectorDecoder] = OrderedDict()
         self._raw_fs: Any = None
         self._sandbox: Sandbox | None = None
 
@@ -122,6 +125,8 @@ class DriveIngest:
         fault_point("ingest.drive")
         self._raw_fs = src.raw.fs
         notes = _Notes()
+        for skipped in src.skipped:
+            notes.warn(skipped)
         doc, bad_json = read_drive_json(src)
         if bad_json:
             notes.warn(bad_json)
@@ -132,7 +137,7 @@ class DriveIngest:
             try:
                 decoded = self._decode(platform, frames, notes)
             except Exception as exc:  # a DBC that cannot decode this log: raw frames still land
-                notes.warn(f"DBC decode failed: {type(exc).__name__}: {exc}")
+                notes.warn(f"DBC decode failed: {reason(exc)}")
 
         cams = doc.get("cameras") if isinstance(doc.get("cameras"), dict) else {}
         probes = self._probe_cameras(src, cams if isinstance(cams, dict) else {}, notes)
@@ -253,33 +258,29 @@ class DriveIngest:
         if not src.can_logs:
             return None
         try:
-            if isinstance(doc.get("platform"), str):
-                return load_platform(str(doc["platform"]))
-            if isinstance(doc.get("dbc"), str):
-                base = posixpath.join(src.raw.path, src.vehicle_id, src.drive)
-                return parse_platform(
-                    {
-                        "name": doc.get("platform_name", "custom"),
-                        "dbc": posixpath.join(base, str(doc["dbc"])),
-                        "signals": doc.get("signals", {}),
-                    },
-                    base_dir=Path(base),
-                )
+            platform = drive_platform(src, doc, self.settings.dbc_dirs)
         except ConfigError as exc:
             notes.warn(f"{exc}: CAN kept raw, not decoded")
             return None
+        if platform is not None:
+            return platform
         notes.warn("drive.json names no platform (or dbc + signals): CAN kept raw, not decoded")
         return None
 
     def _read_can(self, src: DriveSource, doc: dict[str, Any], notes: _Notes) -> pa.Table:
         tables = []
-        offset_us = round(float(doc.get("can_time_offset_s", 0.0) or 0.0) * 1e6)
+        offset_us = round(_number(doc, "can_time_offset_s", notes) * 1e6)
         for path in src.can_logs:
             name = posixpath.basename(path)
+            if not src.confined(path):
+                notes.warn(
+                    f"can/{name}: skipped, a symbolic link out of the raw root (links out are not followed)"
+                )
+                continue
             try:
                 data = self._raw_fs.cat_file(path)
             except OSError as exc:
-                notes.warn(f"{name}: unreadable: {exc}", transient=True)
+                notes.warn(f"{name}: unreadable ({reason(exc)})", transient=True)
                 continue
             if not data:
                 notes.warn(f"{name}: empty file")
@@ -287,9 +288,7 @@ class DriveIngest:
             try:
                 res = read_can_log(data, name)
             except Exception as exc:  # a reader library that raises on a corrupt file: this log only
-                notes.warn(
-                    f"{name}: unreadable {posixpath.splitext(name)[1]} log: {type(exc).__name__}: {exc}"
-                )
+                notes.warn(f"{name}: unreadable {posixpath.splitext(name)[1]} log: {reason(exc)}")
                 continue
             notes.skipped_lines += res.skipped
             if res.skipped:
@@ -309,9 +308,11 @@ class DriveIngest:
         return pa.concat_tables(tables).sort_by("t_us")
 
     def _decode(self, platform: Platform, frames: pa.Table, notes: _Notes) -> dict[str, Any]:
-        dec = self._decoders.get(platform.name)
+        dec = self._decoders.get(platform.key)
         if dec is None:
-            dec = self._decoders[platform.name] = VectorDecoder(platform.database)
+            dec = self._decoders[platform.key] = VectorDecoder(platform.database)
+            while len(self._decoders) > 8:
+                self._decoders.popitem(last=False)
         if platform.buses:
             frames = frames.filter(pc.is_in(frames.column("bus"), value_set=pa.array(list(platform.buses))))
         out, stats = dec.decode(frames)
@@ -332,18 +333,23 @@ class DriveIngest:
             cam_doc = cams.get(cam, {})
             cam_doc = cam_doc if isinstance(cam_doc, dict) else {}
             suffix = posixpath.splitext(path)[1].lower()
+            if not src.confined(path):
+                notes.warn(
+                    f"{cam}: skipped, a symbolic link out of the raw root (links out are not followed)"
+                )
+                continue
             try:
                 if not self._raw_fs.size(path):
                     raise VideoError("empty file")
                 if suffix == ".mcap":
                     out.extend(self._mcap_cameras(cam, path, cam_doc, notes))
                     continue
-                found = probe_all(self._opener(path), suffix, cam_doc.get("fps"))
+                found = probe_all(self._opener(path), suffix, _number(cam_doc, "fps", notes) or None)
             except VideoError as exc:
                 notes.warn(f"{cam}: {exc}")
                 continue
             except OSError as exc:
-                notes.warn(f"{cam}: unreadable: {exc}", transient=True)
+                notes.warn(f"{cam}: unreadable ({reason(exc)})", transient=True)
                 continue
             for p in found:
                 name = cam if p.stream == 0 else f"{cam}_{p.stream}"
@@ -383,7 +389,7 @@ class DriveIngest:
         tracks = []
         for c in cameras:
             own = parse_time(c.doc.get("start_time"))
-            offset = float(c.doc.get("offset_s", 0.0) or 0.0) + (c.probe.start_s - file_t0[c.path])
+            offset = _number(c.doc, "offset_s", None) + (c.probe.start_s - file_t0[c.path])
             tracks.append(CameraTrack(c.name, c.path, own or start + dt.timedelta(seconds=offset), c.probe))
         return tracks
 
@@ -443,7 +449,9 @@ class DriveIngest:
                     notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}")
                     continue
                 except OSError as exc:
-                    notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}", transient=True)
+                    notes.warn(
+                        f"{track.name} clip at {cut.start_s:.2f}s dropped ({reason(exc)})", transient=True
+                    )
                     continue
                 video = media.join("clips", f"{day:%Y-%m-%d}", f"{cid}.mp4")
                 thumb = media.join("thumbnails", f"{day:%Y-%m-%d}", f"{cid}.jpg")
@@ -518,6 +526,18 @@ class DriveIngest:
         clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
         frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
         return clip_t, frame_t
+
+
+def _number(doc: dict[str, Any], key: str, notes: _Notes | None) -> float:
+    """A number drive.json gives (0 if absent); one that is not a number is ignored, said once."""
+    value = doc.get(key)
+    if value is None:
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    if notes is not None:
+        notes.warn(f"drive.json {key} is not a number; ignored")
+    return 0.0
 
 
 def _calibration(doc: dict[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest._reasons import reason
 from ingest.video import KeyframeImage, VideoError
 from storage.config import LookCloser
 
@@ -50,7 +51,7 @@ def dense_frames(mp4: bytes, at_s: float, cfg: LookCloser, short_side: int = 224
                     break
                 shown.append((t, frame))
     except av.FFmpegError as exc:
-        raise VideoError(f"dense frames: decode failed: {exc}") from exc
+        raise VideoError(f"dense frames: decode failed: {reason(exc)}") from exc
     if len(shown) < 2:
         raise VideoError(f"dense frames: fewer than 2 frames between {lo:.2f}s and {hi:.2f}s")
     want = np.linspace(shown[0][0], shown[-1][0], min(cfg.frames, len(shown)))

@@ -42,6 +42,7 @@ from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
+from ingest._reasons import reason
 from ingest.video import VideoError
 from storage.errors import InputError
 
@@ -96,7 +97,7 @@ def _read_video_channels(data: bytes) -> tuple[dict[str, list[tuple[Schema | Non
         except StopIteration:
             return by_topic, ""
         except Exception as exc:  # mcap, zstd and lz4 raise many types on a cut or corrupt file
-            why = f"{type(exc).__name__}: {exc}"
+            why = reason(exc)
             if n == 0:
                 return by_topic, f"not a readable MCAP file ({why})"
             return by_topic, f"unreadable after {n} messages, truncated or corrupt ({why})"
@@ -108,7 +109,7 @@ def _read_video_channels(data: bytes) -> tuple[dict[str, list[tuple[Schema | Non
 def _json_object(data: bytes) -> dict[str, Any]:
     obj = json.loads(data)
     if not isinstance(obj, dict):
-        raise _BadMessage(f"not a JSON object: {data[:40]!r}")
+        raise _BadMessage("not a JSON object")
     return obj
 
 
@@ -126,7 +127,7 @@ def _time_us(msg: Any, log_time_ns: int) -> int:
     sec = _field(stamp, "seconds", "sec") or 0
     nsec = _field(stamp, "nanos", "nanosec", "nsec") or 0
     if not (isinstance(sec, int) and isinstance(nsec, int) and 0 <= nsec < 1_000_000_000):
-        raise _BadMessage(f"timestamp is not seconds + nanoseconds: {stamp!r}")
+        raise _BadMessage(f"timestamp is not seconds + nanoseconds (a {type(stamp).__name__})")
     return sec * 1_000_000 + nsec // 1000 if sec or nsec else log_time_ns // 1000
 
 
@@ -146,7 +147,7 @@ def _decoder(schema: Schema, channel: Channel) -> Callable[[bytes], Any]:
         elif enc == MessageEncoding.CDR and schema.encoding == SchemaEncoding.ROS2:
             decode = Ros2DecoderFactory().decoder_for(enc, schema)
     except Exception as exc:  # a schema the decoder packages cannot parse
-        raise VideoError(f"{channel.topic}: schema {schema.name} does not parse ({exc})") from exc
+        raise VideoError(f"{channel.topic}: schema {schema.name} does not parse ({reason(exc)})") from exc
     if decode is None:
         raise VideoError(f"{channel.topic}: {schema.name} as {enc!r} messages is not supported")
     return decode
@@ -158,7 +159,7 @@ def _payload(msg: Any) -> tuple[str, bytes]:
         try:
             raw = base64.b64decode(raw, validate=True)
         except ValueError as exc:
-            raise _BadMessage(f"data is not base64: {exc}") from exc
+            raise _BadMessage("data is not base64") from exc
     if not isinstance(raw, bytes | bytearray):
         raise _BadMessage(f"data missing or of type {type(raw).__name__}")
     return str(fmt or "").lower(), bytes(raw)
@@ -179,7 +180,7 @@ def _frames(
             fmt, payload = _payload(msg)
             decoded.append((i, fmt, payload, _time_us(msg, message.log_time)))
         except Exception as exc:  # protobuf/CDR/JSON decoders raise many types on garbled bytes
-            skipped.append((i, f"undecodable ({type(exc).__name__}: {exc})"))
+            skipped.append((i, f"undecodable ({reason(exc)})"))
     fmts = [d[1] for d in decoded]
     codec = next((_CODECS[f] for f in fmts if f in _CODECS), "")
     if not codec:
@@ -189,7 +190,7 @@ def _frames(
     seen: set[int] = set()
     for i, fmt, payload, t_us in decoded:
         if _CODECS.get(fmt) != codec:
-            skipped.append((i, f"format {fmt!r} in a {codec} stream"))
+            skipped.append((i, f"another format in a {codec} stream"))
             continue
         if not payload.startswith(_START_CODES):
             skipped.append((i, "not Annex-B (no start code)"))
@@ -200,7 +201,7 @@ def _frames(
         try:
             packets = parser.parse(payload) + parser.parse(None)
         except av.FFmpegError as exc:
-            skipped.append((i, f"unparsable ({exc})"))
+            skipped.append((i, f"unparsable ({reason(exc)})"))
             continue
         if len(packets) != 1:
             skipped.append((i, f"{len(packets)} frames, a message must hold one"))
@@ -261,7 +262,7 @@ def _mux(codec: str, frames: list[_Frame], start_us: int) -> bytes:
             finally:
                 out.close()
     except av.FFmpegError as exc:
-        raise VideoError(f"cannot write {codec} frames into MP4: {exc}") from exc
+        raise VideoError(f"cannot write {codec} frames into MP4: {reason(exc)}") from exc
     return buf.getvalue()
 
 

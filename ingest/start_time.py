@@ -89,7 +89,7 @@ def resolve_start(
     t = parse_time(drive_json)
     warnings: list[str] = []
     if drive_json is not None and t is None:
-        warnings.append(f"drive.json start_time {drive_json!r} is not an ISO-8601 time; ignored")
+        warnings.append("drive.json start_time is not an ISO-8601 time; ignored")
     if t is not None:
         return StartTime(t, TimeSource.DRIVE_JSON, warnings)
     if can_first_us is not None:

@@ -36,6 +36,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from ingest._reasons import reason
 from storage.errors import InputError
 
 __all__ = [
@@ -134,7 +135,7 @@ def _open(src: Source, suffix: str) -> Iterator[Any]:
         container = av.open(f, mode="r", format=fmt)
     except (av.FFmpegError, ValueError, OSError) as exc:
         f.close()
-        raise VideoError(f"cannot open video: {exc}") from exc
+        raise VideoError(f"cannot open video: {reason(exc)}") from exc
     try:
         yield container
     finally:
@@ -201,7 +202,7 @@ def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[V
                     times[i].append(float(pkt.pts * tb))
                 keys[i].append(bool(pkt.is_keyframe))
         except av.FFmpegError as exc:
-            failure = f"unreadable packets after {sum(map(len, times))}: {exc}"
+            failure = f"unreadable packets after {sum(map(len, times))}: {reason(exc)}"
         out: list[VideoProbe] = []
         problems: list[str] = []
         for i, s in enumerate(streams):
@@ -409,7 +410,7 @@ def clip_media(
                     pkt.stream = o
                     out.mux(pkt)
             except av.FFmpegError as exc:
-                raise VideoError(f"clip decode failed after {len(images)} keyframes: {exc}") from exc
+                raise VideoError(f"clip decode failed after {len(images)} keyframes: {reason(exc)}") from exc
         finally:
             out.close()
     if not images:

@@ -157,10 +157,10 @@ def run_ingest(
     ``runner`` defaults to Ray (local, or ``settings.ray_address``); ``stage`` is
     the drive stage class (tests pass one that crashes its worker).
     """
+    raw_loc = _raw_location(raw, settings)
+    sources = discover(raw_loc)  # a missing or misplaced raw root is refused before the lake is touched
     lake = Lake.from_settings(settings)
     lake.create_tables()
-    raw_loc = _raw_location(raw, settings)
-    sources = discover(raw_loc)
     known = {
         r["source_uri"]: r
         for r in lake.read(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from jobs.runner import Runner
 from storage.config import Settings
@@ -31,8 +31,38 @@ __all__ = [
 ]
 
 
+def _not_utf8(value: Any, where: str) -> str | None:
+    """Where in ``value`` a string cannot be written as UTF-8 (a lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        bad = _not_utf8(key, where) or _not_utf8(item, f"{where}.{key}" if where else str(key))
+        if bad is not None:
+            return bad
+    return None
+
+
 class _Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _utf8(self) -> _Job:
+        """Every string must be text: one that is not cannot be stored in ``runs`` or answered
+        as JSON, and would break every listing of the jobs after it."""
+        bad = _not_utf8(self.model_dump(), "")
+        if bad is not None:
+            raise ValueError(f"{bad or 'a key'}: not valid Unicode text (a lone surrogate)")
+        return self
 
 
 class IngestJob(_Job):

@@ -118,7 +118,9 @@ def _run_batch(stage: Any, batch: list[Any]) -> list[Outcome[Any, Any]]:
         results = stage.process_batch(batch)
     except Exception as exc:  # a bug or an input nobody foresaw: these items fail, the job goes on
         log.warning("batch of %d failed: %s", len(batch), "".join(traceback.format_exception(exc)))
-        return _as_outcomes(stage, batch, f"{type(exc).__name__}: {exc}", None)
+        # The type only: an exception's text can quote the input's bytes (a file's lines, a
+        # drive.json value), and a reason lands in tables a reader token can see.
+        return _as_outcomes(stage, batch, f"{type(exc).__name__} (traceback in the worker log)", None)
     return _as_outcomes(stage, batch, None, list(results))
 
 

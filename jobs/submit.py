@@ -9,6 +9,12 @@ elsewhere, then returns its id at once:
 - otherwise as a detached local process (``python -m jobs.cli run-job``), so the job
   outlives the API server or shell that asked for it.
 
+The request never becomes part of a command line: Ray runs an entrypoint through a
+shell, so the entrypoint is a constant and the request travels in the job's
+environment (``FLEETMINE_JOB_REQUEST``, zlib + base64 of its JSON), the same way for a
+Ray job and a local process. A request that arrives over the API is first confined to
+the configured raw and export roots (:func:`jobs.roots.confine`).
+
 Either way the job updates its own row (``running``, then ``succeeded``/``partial``/
 ``failed`` with counters and per-item errors), so any API replica, and an API
 restarted meanwhile, answer ``GET /v1/jobs/{id}`` the same.
@@ -16,20 +22,25 @@ restarted meanwhile, answer ``GET /v1/jobs/{id}`` the same.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 from jobs.requests import execute, summary
+from jobs.roots import confine
 from jobs.runs import RunRecord, run_row
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
@@ -39,31 +50,74 @@ from storage.sql import literal
 __all__ = ["cancel", "get_run", "list_runs", "run_submitted", "submit"]
 
 _PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
+REQUEST_ENV = "FLEETMINE_JOB_REQUEST"
+# Ray runs an entrypoint with `sh -c`: it must hold nothing from the request.
+ENTRYPOINT = "python -m jobs.cli run-job"
+_RUN_ID = re.compile(r"^[a-z]{1,20}-[0-9]{14}-[0-9a-f]{6}$")
+_MAX_PACKED = 96 * 1024  # one environment string may hold 128 KiB (Linux MAX_ARG_STRLEN)
 # Where this caller reaches the cluster; inside the job Ray sets RAY_ADDRESS to the cluster's own GCS.
 _LOCAL_ONLY = ("RAY_ADDRESS", "FLEETMINE_RAY_ADDRESS")
 
 
-def _env(settings: Settings, run_id: str) -> dict[str, str]:
+def _env(settings: Settings, run_id: str, packed: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.startswith(_PASS_ENV)}
     env.update(settings.storage_options)
-    env.update({"FLEETMINE_LAKE": settings.lake, "FLEETMINE_RUN_ID": run_id})
+    env.update({"FLEETMINE_LAKE": settings.lake, "FLEETMINE_RUN_ID": run_id, REQUEST_ENV: packed})
     return env
 
 
-def _log_path(run_id: str) -> Path:
-    d = Path(tempfile.gettempdir()) / "fleetmine-jobs"
-    d.mkdir(exist_ok=True)
-    return d / f"{run_id}.log"
+def pack_request(req: Any) -> str:
+    """The request as one shell-inert environment value (base64 alphabet only)."""
+    packed = base64.b64encode(zlib.compress(json.dumps(req.model_dump()).encode())).decode()
+    if len(packed) > _MAX_PACKED:
+        raise ConfigError(f"{req.kind} job request too large to submit ({len(packed)} bytes packed)")
+    return packed
 
 
-def submit(req: Any, settings: Settings) -> str:
-    """Start ``req`` outside this process; returns its run id (a ``runs`` row already says ``submitted``)."""
+def unpack_request(packed: str) -> str:
+    """The request's JSON from :func:`pack_request`'s value."""
+    return zlib.decompress(base64.b64decode(packed.encode(), validate=True)).decode()
+
+
+def _log_dir() -> Path:
+    """This user's own log folder (0700): job logs hold what a job printed, lake paths and
+    errors included, so no other user of a shared ``/tmp`` may read them or plant the folder."""
+    uid = os.getuid()
+    d = Path(tempfile.gettempdir()) / f"fleetmine-jobs-{uid}"
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o700)
+    st = d.lstat()
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:  # a symlink or someone else's is not ours
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            d.chmod(0o700)
+        return d
+    return Path(tempfile.mkdtemp(prefix=f"fleetmine-jobs-{uid}-"))  # 0700, ours, new
+
+
+def _open_log(run_id: str) -> tuple[Path, int]:
+    """A new log file (0600) for the run, never one that was there (or a link planted there)."""
+    path = _log_dir() / f"{run_id}.log"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+    return path, os.open(path, flags, 0o600)
+
+
+def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
+    """Start ``req`` outside this process; returns its run id (a ``runs`` row already says ``submitted``).
+
+    ``confined`` (the default, for whatever arrives over the API) refuses a ``raw`` or ``out``
+    outside the configured roots before anything is written; a person's own CLI run passes False.
+    """
+    if confined:
+        confine(req, settings)
+    packed = pack_request(req)
     lake = Lake.from_settings(settings)
     lake.create_tables(["runs"])
     run_id = f"{req.kind}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    if not _RUN_ID.fullmatch(run_id):
+        raise ConfigError("not a job kind that can be submitted")
     rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
     address = settings.ray_address or ""
-    payload = json.dumps(req.model_dump())
+    env = _env(settings, run_id, packed)
     if address.startswith(("http://", "https://")):
         from ray.job_submission import JobSubmissionClient
 
@@ -71,21 +125,20 @@ def submit(req: Any, settings: Settings) -> str:
 
         client = JobSubmissionClient(address)  # RAY_AUTH_TOKEN / ~/.ray/auth_token when RAY_AUTH_MODE=token
         client.submit_job(
-            entrypoint=f"python -m jobs.cli run-job {json.dumps(payload)}",
+            entrypoint=ENTRYPOINT,
             submission_id=run_id,
             runtime_env={
-                "env_vars": {k: v for k, v in _env(settings, run_id).items() if k not in _LOCAL_ONLY},
+                "env_vars": {k: v for k, v in env.items() if k not in _LOCAL_ONLY},
                 "py_modules": project_modules(),  # uploaded to the cluster's GCS by the client
             },
         )
         cluster_id, log_uri = run_id, None
     else:
-        log = _log_path(run_id)
-        env = {**os.environ, **_env(settings, run_id)}
-        with open(log, "ab") as out:
+        log, fd = _open_log(run_id)
+        with os.fdopen(fd, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobs.cli", "run-job", payload],
-                env=env,
+                [sys.executable, "-m", "jobs.cli", "run-job"],
+                env={**os.environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -105,14 +158,24 @@ def _with(row: dict[str, Any], **extra: Any) -> Any:
     return runs.SPEC.conform(pa.Table.from_pylist([{**row, **extra}], schema=runs.SPEC.schema))
 
 
-def run_submitted(request_json: str, settings: Settings) -> int:
-    """Inside the submitted process: run the request, keeping its ``runs`` row current."""
+def run_submitted(request_json: str | None, settings: Settings) -> int:
+    """Inside the submitted process: run the request, keeping its ``runs`` row current.
+
+    ``request_json`` None: the request :func:`submit` put in ``FLEETMINE_JOB_REQUEST``.
+    """
     from pydantic import TypeAdapter
 
     from jobs.requests import JobRequest
 
+    if request_json is None:
+        packed = os.environ.get(REQUEST_ENV)
+        if not packed:
+            raise ConfigError(f"run-job: no request given and {REQUEST_ENV} is not set")
+        request_json = unpack_request(packed)
     req = TypeAdapter(JobRequest).validate_json(request_json)
     run_id = os.environ.get("FLEETMINE_RUN_ID") or f"{req.kind}-{uuid.uuid4().hex[:12]}"
+    if not _RUN_ID.fullmatch(run_id) and not re.fullmatch(r"[a-z]{1,20}-[0-9a-f]{12}", run_id):
+        raise ConfigError("FLEETMINE_RUN_ID is not a run id fleetmine made")
     lake = Lake.from_settings(settings)
     lake.create_tables(["runs"])
     prior = get_run(lake, run_id) if _exists(lake, run_id) else {}

@@ -1,8 +1,10 @@
 """The review grid: clips by filters on their row, their mining scores and their verdicts,
 a keyset page at a time (:mod:`storage.pages`), with a bounded count of the matches.
 
-Clip fields (event, vehicle, days) and verdicts go into the page's Delta predicate:
-reviews are few, so a verdict filter becomes ``clip_id IN (...)``. A novelty range is
+Clip fields (event, vehicle, days) and verdicts go into the page's Delta predicate: a
+verdict filter becomes a set of clip ids (:func:`storage.sql.in_set`: an ``IN`` list
+while short, a semi-join once reviews are many, never an ``IN`` chain the engine cannot
+plan). A novelty range is
 on ``mining_scores``, so it filters each page after the read, and a page that ran out
 of chunks before it filled answers short with a cursor that goes on (like a page whose
 scan budget ran out).
@@ -21,12 +23,13 @@ from mining.novelty import current_scores, lineage_predicate
 from mining.ready import _latest_run
 from mining.registry import resolve
 from mining.reviews import latest_verdicts
+from storage.bounds import Name
 from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.objectstore import reachable
 from storage.pages import Position, keyset_page
 from storage.query import run_sql
-from storage.sql import in_list
+from storage.sql import in_set, literal
 
 __all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "grid_page"]
 
@@ -47,13 +50,13 @@ class GridQuery(BaseModel):
     """What a reviewer narrows the grid to; every field is optional."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    event: str | None = None
-    vehicle: str | None = None
+    event: Name | None = None
+    vehicle: Name | None = None
     since: dt.date | None = Field(default=None, description="clips starting on or after this UTC day")
     until: dt.date | None = Field(default=None, description="clips starting on or before this UTC day")
-    model: str | None = None
-    min_novelty: float | None = Field(default=None, ge=0, le=1)
-    max_novelty: float | None = Field(default=None, ge=0, le=1)
+    model: Name | None = None
+    min_novelty: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    max_novelty: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     review: Literal["reviewed", "unreviewed"] | None = None
     verdict: Literal["confirmed", "not_interesting", "mislabelled"] | None = None
 
@@ -118,12 +121,11 @@ def _predicate(q: GridQuery, verdicts: dict[str, dict[str, Any]]) -> str | None:
     """The Delta predicate on clips, or ``"false"`` when a verdict filter matches no clip."""
     parts = [p] if (p := q.clip_filter().predicate()) else []
     if q.verdict:
-        ids = [c for c, r in verdicts.items() if r["verdict"] == q.verdict]
-        parts.append(f"clip_id IN ({in_list(ids)})" if ids else "false")
+        parts.append(in_set("clip_id", sorted(c for c, r in verdicts.items() if r["verdict"] == q.verdict)))
     elif q.review == "reviewed":
-        parts.append(f"clip_id IN ({in_list(verdicts)})" if verdicts else "false")
+        parts.append(in_set("clip_id", sorted(verdicts)))
     elif q.review == "unreviewed" and verdicts:
-        parts.append(f"clip_id NOT IN ({in_list(verdicts)})")
+        parts.append(in_set("clip_id", sorted(verdicts), negate=True))
     return " AND ".join(parts) or None
 
 
@@ -162,9 +164,9 @@ def _count(
             return 0
         s = []
         if q.min_novelty is not None:
-            s.append(f"novelty >= {float(q.min_novelty)}")
+            s.append(f"novelty >= {literal(float(q.min_novelty))}")
         if q.max_novelty is not None:
-            s.append(f"novelty <= {float(q.max_novelty)}")
+            s.append(f"novelty <= {literal(float(q.max_novelty))}")
         # Each clip's newest row of the lineage is its current score.
         newest = (
             "SELECT clip_id, date, novelty, row_number() OVER (PARTITION BY clip_id ORDER BY run_id DESC) "

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -59,35 +60,88 @@ class ImageError(InputError):
     too many pixels, or blank (no appearance to compare)."""
 
 
-def keyframe(data: bytes, max_pixels: int = 40_000_000) -> bytes:
+def keyframe(data: bytes, max_pixels: int = 16_000_000) -> bytes:
     """``data`` (JPEG or PNG) as a keyframe of the lake: upright (EXIF orientation),
-    RGB, its short side 224 px, JPEG. Its dimensions are checked before its pixels
-    are decoded, so a small file that unpacks to a huge bitmap is refused, not decoded."""
-    from PIL import Image, ImageOps
+    RGB, its short side 224 px, JPEG.
+
+    Memory is what bounds this, not time: its dimensions are read from the header and
+    checked before any pixel is decoded (a small file that unpacks to a huge bitmap is
+    refused); a JPEG decodes at the smallest DCT scale that still covers the keyframe;
+    a PNG, which has no smaller scale, is shrunk in its own mode (1 byte a pixel for
+    grey) before any conversion to RGB, so the only full-size buffer is the decoded
+    one. At most ``Settings.image_decode_concurrency`` decodes run at once
+    (:mod:`mining.decode_slots`); the others wait holding only their compressed bytes."""
+    from PIL import Image
+
+    from mining.decode_slots import decode_slot
 
     try:
         img = Image.open(io.BytesIO(data))
-        if img.format not in _FORMATS:
-            raise ImageError(f"not a JPEG or PNG image ({img.format or 'unknown format'})")
-        w, h = img.size
-        if w * h > max_pixels:
-            raise ImageError(f"image is {w} x {h} px: over the limit of {max_pixels} pixels")
-        if w < 2 or h < 2:
-            raise ImageError(f"image is {w} x {h} px: too small to show a scene")
-        if img.format == "JPEG":  # decode at the smallest scale that still covers the keyframe
-            s = KEYFRAME_SHORT_SIDE / min(w, h)
-            img.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))
-        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        w, h = _checked_size(img, max_pixels)
+        with decode_slot():
+            small = _decoded_small(img, w, h)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"image does not decode: {exc}") from None
-    scale = KEYFRAME_SHORT_SIDE / min(rgb.size)
-    size = (max(2, round(rgb.width * scale)), max(2, round(rgb.height * scale)))
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+        raise ImageError(f"image does not decode ({type(exc).__name__})") from None
     buf = io.BytesIO()
-    rgb.resize(size, resample).save(buf, format="JPEG", quality=_KEYFRAME_QUALITY)
+    small.save(buf, format="JPEG", quality=_KEYFRAME_QUALITY)
     return buf.getvalue()
+
+
+def _checked_size(img: Any, max_pixels: int) -> tuple[int, int]:
+    """The image's size from its header, if it is a JPEG or PNG within ``max_pixels``."""
+    if img.format not in _FORMATS:
+        raise ImageError(f"not a JPEG or PNG image ({img.format or 'unknown format'})")
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w} x {h} px: over the limit of {max_pixels} pixels")
+    if w < 2 or h < 2:
+        raise ImageError(f"image is {w} x {h} px: too small to show a scene")
+    return int(w), int(h)
+
+
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+            6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+
+
+_STRIPE_ROWS = 512  # of the decoded image, converted and reduced at a time
+
+
+def _reduced(img: Any, factor: int) -> Any:
+    """``img`` box-averaged ``factor`` times smaller, as RGB, a stripe at a time: a
+    conversion or a reduce of the whole image (RGBA is premultiplied first) would be a
+    second full-size copy beside the decoded one."""
+    from PIL import Image
+
+    w, h = img.size
+    out = Image.new("RGB", (-(-w // factor), -(-h // factor)))
+    step = factor * max(1, _STRIPE_ROWS // factor)
+    for top in range(0, h, step):
+        stripe = img.crop((0, top, w, min(h, top + step))).convert("RGB")
+        out.paste(stripe.reduce(factor), (0, top // factor))
+    return out
+
+
+def _decoded_small(img: Any, w: int, h: int) -> Any:
+    """``img`` decoded and shrunk to the keyframe size (short side 224), upright, RGB."""
+    from PIL import Image
+
+    orientation = img.getexif().get(0x0112)  # read before decoding: a resized copy has no EXIF
+    scale = KEYFRAME_SHORT_SIDE / min(w, h)
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    if img.format == "JPEG":  # decode at the smallest scale that still covers the keyframe
+        img.draft("RGB", size)
+    img.load()
+    factor = min(img.size) // KEYFRAME_SHORT_SIDE  # of the decoded size (a JPEG's draft is smaller)
+    img = _reduced(img, factor) if factor >= 2 else img.convert("RGB")
+    resample = Image.Resampling.BOX if img.width > size[0] else Image.Resampling.BICUBIC
+    small = img.resize(size, resample)
+    del img
+    if orientation in _UPRIGHT:
+        small = small.transpose(getattr(Image.Transpose, _UPRIGHT[orientation]))
+    return small.convert("RGB")
 
 
 _ENCODERS: dict[tuple[str, str], Encoder] = {}
@@ -134,7 +188,7 @@ def similar_to_image(
     k: int = 10,
     where: str | None = None,
     model: str | None = None,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = 16_000_000,
 ) -> list[Neighbour]:
     """The ``k`` clips (among those matching ``where``) whose frames look most like
     ``image`` (JPEG or PNG bytes), in the model version's appearance block."""

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mining.media import frame_times
 from mining.members import BATCH_ROWS, ids_predicates, member_batches, selected_batches, split_of
 from mining.registry import resolve
+from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
 from storage.lake import Lake
@@ -53,39 +54,44 @@ __all__ = [
 
 class SimilarTo(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    clip_ids: list[str] = Field(min_length=1, max_length=100)
+    clip_ids: list[ClipId] = Field(min_length=1, max_length=100)
     k: int = Field(default=50, ge=1, le=10_000)
-    max_distance: float | None = Field(default=None, gt=0)
+    max_distance: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
     space: Literal["clip", "behaviour"] = Field(
         default="clip", description="what is compared (mining.queries.SPACES): the whole vector or behaviour"
     )
 
 
 class DatasetQuery(BaseModel):
-    """What goes into a dataset. Every field narrows the selection."""
+    """What goes into a dataset. Every field narrows the selection; every list, string and
+    number is bounded (:mod:`storage.bounds`), so a query is refused (422) before it runs."""
 
     model_config = ConfigDict(extra="forbid")
-    events: list[str] = Field(default_factory=list, description="clips with any of these trigger events")
-    vehicles: list[str] = Field(default_factory=list)
+    events: list[Name] = Field(
+        default_factory=list, max_length=MAX_NAMES, description="clips with any of these trigger events"
+    )
+    vehicles: list[Name] = Field(default_factory=list, max_length=MAX_NAMES)
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    min_speed: float | None = None
-    max_speed: float | None = None
+    min_speed: Speed | None = None
+    max_speed: Speed | None = None
     similar_to: SimilarTo | None = None
     min_novelty: float | None = Field(default=None, ge=0, le=1)
     dedup: bool = False
     limit: int | None = Field(default=None, ge=1, le=10_000_000)
     val_fraction: float = Field(default=0.1, ge=0, le=0.9)
-    model: str | None = None
-    clip_ids: list[str] = Field(
-        default_factory=list, max_length=10_000, description="only these clips (a reviewer's basket)"
+    model: Name | None = None
+    clip_ids: list[ClipId] = Field(
+        default_factory=list, max_length=MAX_BASKET, description="only these clips (a reviewer's basket)"
     )
     reviewed: Literal["confirmed", "not_interesting", "mislabelled", "any", "none"] | None = Field(
         default=None,
         description="clips whose latest verdict is this one (`any`: reviewed at all; `none`: never reviewed)",
     )
-    tags: list[str] = Field(
-        default_factory=list, description="clips whose latest review has any of these tags"
+    tags: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="clips whose latest review has any of these tags",
     )
     samples: Literal["clip", "group"] = Field(
         default="clip",

@@ -45,7 +45,7 @@ from storage.config import normalize_uri
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.objectstore import Location
-from storage.sql import in_list, literal
+from storage.sql import in_set, literal
 from storage.tables.signals import UNITS
 
 __all__ = ["ACTION", "STATE", "LeRobotConfig", "export_lerobot", "lerobot_location"]
@@ -250,7 +250,7 @@ def _image_stats(lake: Lake, clip_ids: list[str]) -> dict[str, Any]:
     """Per channel, in [0, 1], over the clips' stored keyframes (shape [3, 1, 1])."""
     from PIL import Image
 
-    rows = lake.read("clip_frames", columns=["jpeg"], where=f"clip_id IN ({in_list(clip_ids)})").to_pylist()
+    rows = lake.read("clip_frames", columns=["jpeg"], where=in_set("clip_id", clip_ids)).to_pylist()
     pix = [
         np.asarray(Image.open(io.BytesIO(r["jpeg"])).convert("RGB"), np.float64).reshape(-1, 3) / 255.0
         for r in rows[:2000]
@@ -271,6 +271,12 @@ def _image_stats(lake: Lake, clip_ids: list[str]) -> dict[str, Any]:
     return res
 
 
+MARKER = ".fleetmine-lerobot.json"
+"""Written first into every tree an export writes: what it holds. An export replaces only a
+folder whose marker names the same dataset version, so it never deletes what it did not write."""
+_OURS = ("data", "videos", "meta", MARKER)
+
+
 def _target(lake: Lake, name: str, version: int, out: str | None) -> Location:
     if out is None:
         loc = lerobot_location(lake, name, version)
@@ -278,15 +284,34 @@ def _target(lake: Lake, name: str, version: int, out: str | None) -> Location:
         uri = normalize_uri(out)
         loc = Location(uri, lake.root.storage_options if uri.startswith("s3://") else {})
     fs = loc.fs
-    if fs.exists(loc.path):
-        if fs.exists(loc.join("meta", "info.json").path):  # an earlier export: written anew
-            for sub in ("data", "videos", "meta"):
-                if fs.exists(loc.join(sub).path):
-                    fs.rm(loc.join(sub).path, recursive=True)
-        elif fs.ls(loc.path):
-            raise ConfigError(f"{loc.uri} exists and is not a LeRobot dataset: choose an empty --out")
+    if fs.exists(loc.path) and (not fs.isdir(loc.path) or fs.ls(loc.path)):
+        if not _written_by_us(fs, loc, name, version):
+            raise ConfigError(
+                f"the output folder is not empty and is not a LeRobot dataset that fleetmine wrote for "
+                f"{name}@{version}: choose an empty --out"
+            )
+        for sub in _OURS:  # an earlier export of this version: written anew
+            if fs.exists(loc.join(sub).path):
+                fs.rm(loc.join(sub).path, recursive=True)
     fs.makedirs(loc.path, exist_ok=True)
+    _json(fs, loc, MARKER, {"writer": "fleetmine", "dataset": name, "version": int(version)})
     return loc
+
+
+def _written_by_us(fs: Any, loc: Location, name: str, version: int) -> bool:
+    """Whether the folder's marker (or, from exports before the marker, its
+    ``meta/fleetmine.json``) names this dataset version."""
+    for rel in (MARKER, "meta/fleetmine.json"):
+        path = loc.join(rel).path
+        try:
+            if not fs.isfile(path) or fs.size(path) > 1 << 20:
+                continue
+            doc = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("dataset") == name and doc.get("version") == int(version):
+            return True
+    return False
 
 
 def export_lerobot(
@@ -482,7 +507,7 @@ def _json(fs: Any, loc: Location, rel: str, doc: dict[str, Any]) -> None:
 
 
 def _robot_type(lake: Lake, drive_ids: set[str]) -> str:
-    rows = lake.read("drives", columns=["platform"], where=f"drive_id IN ({in_list(sorted(drive_ids))})")
+    rows = lake.read("drives", columns=["platform"], where=in_set("drive_id", sorted(drive_ids)))
     platforms = {p for p in rows.column("platform").to_pylist() if p}
     return platforms.pop() if len(platforms) == 1 else "car"
 

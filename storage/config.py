@@ -132,9 +132,11 @@ class Settings(BaseSettings):
         "PNG); a larger one answers 413. Its multipart body may exceed max_body_bytes by this much",
     )
     max_image_pixels: int = Field(
-        default=40_000_000,
+        default=16_000_000,
         ge=1,
-        description="API: an uploaded image with more pixels answers 422, checked before it is decoded",
+        description="API: an uploaded image with more pixels answers 422, checked before it is decoded. "
+        "16 MP holds a 4K frame or a 12 MP photo; a PNG decodes at full size (up to 64 MB at this "
+        "limit, RGBA), so the limit times image_decode_concurrency bounds the decode memory",
     )
     auth_max_failures: int = Field(
         default=10, ge=1, description="API: wrong tokens from one client within the window before 429"
@@ -144,6 +146,37 @@ class Settings(BaseSettings):
         default=(),
         description="API: the origins (scheme://host[:port]) whose web pages may call the API "
         "from a browser (CORS); none by default, so a page elsewhere cannot read an answer",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="API: addresses or CIDR networks of reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto / X-Forwarded-Host are believed; from anyone else those headers are ignored",
+    )
+    image_decode_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="API: uploaded images decoded at once per process (image search); more wait",
+    )
+    session_ttl_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        description="Web UI: a sign-in session lives this long (sign-out ends it sooner); the cookie "
+        "holds the session, never the token",
+    )
+    raw_roots: tuple[str, ...] = Field(
+        default=(),
+        description="Jobs that arrive over the API read raw trees only under these URIs or paths "
+        "(none: only under the lake); a person's own CLI run may read anywhere",
+    )
+    export_roots: tuple[str, ...] = Field(
+        default=(),
+        description="Jobs that arrive over the API write exports only under these URIs or paths "
+        "(none: only under the lake); a person's own CLI run may write anywhere",
+    )
+    dbc_dirs: tuple[str, ...] = Field(
+        default=(),
+        description="Ingest: local directories a drive.json `dbc` may also name a file in (besides "
+        "the drive's own folder)",
     )
     keyframes_per_clip: int = 4
     look_closer: LookCloser = Field(default_factory=LookCloser)
@@ -179,6 +212,19 @@ class Settings(BaseSettings):
         "version) valid this long, so loaders fetch them with no header; revoking the token that "
         "fetched the manifest revokes them sooner",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="API: the scheme://host[:port] clients reach the server at, for the absolute "
+        "URLs it answers (manifests, job links); unset, a URL names the address the connection came "
+        "in on, or the Host a trusted proxy forwarded, never a Host header a client made up",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not _ORIGIN.fullmatch(value.rstrip("/")):
+            raise ValueError(f"{value!r} is not scheme://host[:port] (e.g. https://fleet.example.com)")
+        return None if value is None else value.rstrip("/")
 
     @field_validator("cors_allow_origins")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import posixpath
 import threading
 import time
@@ -128,7 +129,27 @@ class Lake:
         rel = uri[len(root) + 1 :]
         if any(part in ("..", ".", "") for part in rel.split("/")):  # "<root>/../x" is outside
             return None
-        return self.root.join(rel)
+        loc = self.root.join(rel)
+        return loc if self.confined(loc) else None
+
+    def confined(self, loc: Location) -> bool:
+        """Whether serving ``loc`` serves a file the lake holds: on local disk, no part of
+        its path below the lake root is a symlink (the lake never writes one; one planted
+        there could point at any file of the host) and it resolves inside the root. An
+        object store has no symlinks."""
+        if not (loc.is_local and self.root.is_local):
+            return True
+        root = os.path.abspath(self.root.path)
+        path = os.path.abspath(loc.path)
+        if not path.startswith(root.rstrip("/") + "/"):
+            return False
+        walked = root
+        for part in path[len(root) :].strip("/").split("/"):
+            walked = os.path.join(walked, part)
+            if os.path.islink(walked):
+                return False
+        real_root = os.path.realpath(root)
+        return os.path.realpath(path).startswith(real_root.rstrip("/") + "/")
 
     # -- tables ----------------------------------------------------------------
 

@@ -19,17 +19,72 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
+from storage.bounds import MAX_CURSOR, MAX_ID
 from storage.errors import ConfigError
 from storage.faults import fault_point
 from storage.lake import Lake
 from storage.sql import literal
 from storage.tables import get_spec
 
-__all__ = ["Page", "Position", "keyset_page"]
+__all__ = ["Page", "Position", "cursor_json", "cursor_key", "cursor_text", "keyset_page"]
+
+_INVALID = "invalid cursor"  # all a tampered cursor learns: no value, no SQL
+
+
+def cursor_text(cursor: str) -> str:
+    """The text a cursor encodes: strict URL-safe base64 of UTF-8 (padding optional), at
+    most :data:`~storage.bounds.MAX_CURSOR` characters, no control characters;
+    ConfigError (400) otherwise."""
+    if len(cursor) > MAX_CURSOR:
+        raise ConfigError(_INVALID)
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        text = raw.decode("utf-8")
+    except (ValueError, binascii.Error):
+        raise ConfigError(_INVALID) from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ConfigError(_INVALID)
+    return text
+
+
+def cursor_key(cursor: str) -> str:
+    """A cursor that is one key (an id of at most :data:`~storage.bounds.MAX_ID` characters)."""
+    key = cursor_text(cursor)
+    if not key or len(key) > MAX_ID:
+        raise ConfigError(_INVALID)
+    return key
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN, Infinity, -Infinity: JSON extensions no cursor holds
+
+
+def cursor_json(cursor: str, *types: type) -> tuple[Any, ...]:
+    """A cursor that is a JSON array of exactly ``types`` (``str``, ``int``, ``float``):
+    strings of at most :data:`~storage.bounds.MAX_ID` characters, 64-bit ints, finite
+    floats; ConfigError (400) for anything else (``Infinity``, ``1e400``, a wrong type)."""
+    try:
+        values = json.loads(cursor_text(cursor), parse_constant=_no_constant)
+    except ValueError:
+        raise ConfigError(_INVALID) from None
+    if not isinstance(values, list) or len(values) != len(types):
+        raise ConfigError(_INVALID)
+    for v, t in zip(values, types, strict=True):
+        ok = (
+            (t is str and isinstance(v, str) and len(v) <= MAX_ID)
+            or (t is int and type(v) is int and -(2**63) <= v < 2**63)
+            or (t is float and type(v) in (int, float) and math.isfinite(v))
+        )
+        if not ok:
+            raise ConfigError(_INVALID)
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -46,15 +101,21 @@ class Position:
     @classmethod
     def decode(cls, cursor: str) -> Position:
         """A cursor of :meth:`encode`, or of older servers (the last key alone, whose day
-        its first eight characters name)."""
+        its first eight characters name); strictly (:func:`cursor_text`), with a key of
+        at most :data:`~storage.bounds.MAX_ID` characters: ConfigError (400) otherwise."""
+        text = cursor_text(cursor)
+        day, sep, after = text.partition("|")
+        key = after if sep else text
+        if len(key) > MAX_ID:
+            raise ConfigError(_INVALID)
         try:
-            text = base64.urlsafe_b64decode(cursor.encode()).decode()
-            day, sep, after = text.partition("|")
             if sep:
+                if len(day) != 10:
+                    raise ValueError(day)
                 return cls(dt.date.fromisoformat(day), after)
             return cls(dt.datetime.strptime(text[:8], "%Y%m%d").date(), text)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise ConfigError("invalid cursor") from None
+        except ValueError:
+            raise ConfigError(_INVALID) from None
 
 
 @dataclass(frozen=True)

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
+from storage.bounds import MAX_CURSOR, MAX_ID, MAX_NAME, MAX_SPEED
+from storage.errors import ConfigError
 from storage.filters import ClipFilter
-from storage.pages import Position, keyset_page
+from storage.pages import Position, cursor_key, keyset_page
 from storage.reads import read_clip_signals
 from storage.sql import literal
 from storage.tables.signals import SIGNAL_COLUMNS
 
 router = APIRouter(prefix="/v1", tags=["clips"])
 _MAX_LIMIT = 500
+
+# Every parameter bounded where FastAPI declares it, so the bound is in /openapi.json and
+# a value past it answers 422 before a query is built.
+ClipIdPath = Annotated[str, Path(max_length=MAX_ID)]
+DriveIdPath = Annotated[str, Path(max_length=MAX_ID)]
+CursorQuery = Annotated[str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the last page")]
+NameQuery = Annotated[str | None, Query(max_length=MAX_NAME)]
 
 
 class ClipPublic(BaseModel):
@@ -76,14 +85,23 @@ def _cursor(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        return base64.urlsafe_b64decode(value.encode()).decode()
-    except ValueError:
+        return cursor_key(value)
+    except ConfigError:
+        raise HTTPException(400, "invalid cursor") from None
+
+
+def _position(value: str | None) -> Position | None:
+    if value is None:
+        return None
+    try:
+        return Position.decode(value)
+    except ConfigError:
         raise HTTPException(400, "invalid cursor") from None
 
 
 @router.get("/drives", response_model=DrivesPublic)
 def list_drives(
-    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=_MAX_LIMIT), cursor: str | None = None
+    lake: LakeDep, _: Reader, limit: int = Query(100, ge=1, le=_MAX_LIMIT), cursor: CursorQuery = None
 ) -> DrivesPublic:
     after = _cursor(cursor)
     rows = lake.query(
@@ -99,7 +117,7 @@ def list_drives(
 
 
 @router.get("/drives/{drive_id}", response_model=DrivePublic)
-def get_drive(drive_id: str, lake: LakeDep, _: Reader) -> DrivePublic:
+def get_drive(drive_id: DriveIdPath, lake: LakeDep, _: Reader) -> DrivePublic:
     rows = lake.query("drives", where=f"drive_id = {literal(drive_id)}", limit=1).to_pylist()
     if not rows:
         raise HTTPException(404, f"no drive {drive_id}")
@@ -111,15 +129,17 @@ def list_clips(
     request: Request,
     lake: LakeDep,
     _: Reader,
-    vehicle_id: str | None = None,
-    event: str | None = None,
-    min_speed: float | None = None,
+    vehicle_id: NameQuery = None,
+    event: NameQuery = None,
+    min_speed: float | None = Query(None, ge=-MAX_SPEED, le=MAX_SPEED, allow_inf_nan=False),
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-    group_id: str | None = Query(None, description="every camera's clip of one time window"),
-    camera: str | None = None,
+    group_id: str | None = Query(
+        None, max_length=MAX_ID, description="every camera's clip of one time window"
+    ),
+    camera: NameQuery = None,
     limit: int = Query(100, ge=1, le=_MAX_LIMIT),
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> ClipsPublic:
     """Clips in id order, a keyset page at a time (:mod:`storage.pages`): each page reads a
     bounded number of rows, so a page holds fewer than ``limit`` clips (even none) when
@@ -140,7 +160,7 @@ def list_clips(
         columns=list(ClipPublic.model_fields),
         where=selection.predicate(),
         limit=limit,
-        start=Position.decode(cursor) if cursor else None,
+        start=_position(cursor),
         days=selection.days(),
         budget_rows=request.app.state.settings.scan_budget_rows,
     )
@@ -168,12 +188,12 @@ def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
 
 
 @router.get("/clips/{clip_id}", response_model=ClipPublic)
-def get_clip(clip_id: str, lake: LakeDep, _: Reader) -> ClipPublic:
+def get_clip(clip_id: ClipIdPath, lake: LakeDep, _: Reader) -> ClipPublic:
     return ClipPublic(**clip_row(lake, clip_id))
 
 
 @router.get("/clips/{clip_id}/group", response_model=ClipsPublic)
-def get_clip_group(clip_id: str, lake: LakeDep, _: Reader) -> ClipsPublic:
+def get_clip_group(clip_id: ClipIdPath, lake: LakeDep, _: Reader) -> ClipsPublic:
     """Every camera's clip of the same time window as this one (the clip alone if it has no group)."""
     clip = clip_row(lake, clip_id)
     if not clip.get("group_id"):
@@ -194,19 +214,19 @@ def _media(lake: Any, uri: str | None) -> tuple[Any, str]:
 
 
 @router.get("/clips/{clip_id}/thumbnail.jpg", response_class=Response)
-def thumbnail(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+def thumbnail(clip_id: ClipIdPath, request: Request, lake: LakeDep, _: Reader) -> Response:
     fs, path = _media(lake, clip_row(lake, clip_id)["thumbnail_uri"])
     return file_response(request, fs, path, "image/jpeg", f"{clip_id}-thumb", immutable=True)
 
 
 @router.get("/clips/{clip_id}/video.mp4", response_class=Response)
-def video(clip_id: str, request: Request, lake: LakeDep, _: Reader) -> Response:
+def video(clip_id: ClipIdPath, request: Request, lake: LakeDep, _: Reader) -> Response:
     fs, path = _media(lake, clip_row(lake, clip_id)["video_uri"])
     return file_response(request, fs, path, "video/mp4", f"{clip_id}-video", immutable=True)
 
 
 @router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)
-def signals(clip_id: str, lake: LakeDep, _: Reader) -> SignalsPublic:
+def signals(clip_id: ClipIdPath, lake: LakeDep, _: Reader) -> SignalsPublic:
     sig = read_clip_signals(lake, clip_row(lake, clip_id))
     rows = [[None if v != v else float(v) for v in row] for row in sig.tolist()]
     return SignalsPublic(clip_id=clip_id, columns=list(SIGNAL_COLUMNS), rows=rows)

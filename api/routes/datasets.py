@@ -13,21 +13,21 @@ shard entries; each request only adds the caller's grant to the URLs.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
 import re
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader, ShardReader, grants
 from api.grants import expiry
+from api.proxies import public_base
 from api.ranges import file_response
 from jobs.export_job import export_version
 from mining.curation import (
@@ -39,16 +39,23 @@ from mining.curation import (
     stored_manifest,
 )
 from mining.members import scan_estimate
+from storage.bounds import MAX_CURSOR
+from storage.errors import ConfigError
+from storage.pages import cursor_json
 from storage.sql import literal
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _SHARD = re.compile(r"^\d{6}\.tar$")
+# Path parameters, bounded (storage.bounds): a name as _NAME allows, a version Delta can hold.
+DatasetName = Annotated[str, Path(max_length=100)]
+Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ShardName = Annotated[str, Path(max_length=64)]  # a name is 000000.tar (_SHARD); more: 404
 
 
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=_NAME.pattern)
+    name: str = Field(pattern=_NAME.pattern, max_length=100)
     query: DatasetQuery = Field(default_factory=DatasetQuery)
     export: bool = True
     shard_mb: float = Field(default=512, gt=0, le=65536)
@@ -85,10 +92,7 @@ class DatasetJobPublic(BaseModel):
 def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
     url = None
     if row["state"] == "exported":
-        url = (
-            str(request.base_url).rstrip("/")
-            + f"/v1/datasets/{row['name']}/versions/{row['version']}/manifest"
-        )
+        url = public_base(request) + f"/v1/datasets/{row['name']}/versions/{row['version']}/manifest"
     return DatasetVersionPublic(
         name=row["name"],
         version=row["version"],
@@ -114,22 +118,26 @@ def create_dataset(
     settings = request.app.state.settings
     estimate = scan_estimate(lake, body.query)
     if estimate > settings.dataset_inline_rows:
-        from jobs.requests import DatasetJob
+        from jobs.requests import parse_job
         from jobs.submit import get_run, submit
 
-        req = DatasetJob(
-            name=body.name,
-            query=body.query.model_dump(mode="json", exclude_defaults=True),
-            export=body.export,
-            shard_mb=body.shard_mb,
-        )
+        params = {
+            "name": body.name,
+            "query": body.query.model_dump(mode="json", exclude_defaults=True),
+            "export": body.export,
+            "shard_mb": body.shard_mb,
+        }
+        try:  # checked (strings that are not text included) before a runs row is written
+            req = parse_job("dataset", params)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
         run_id = submit(req, settings)
         run = get_run(lake, run_id, settings.ray_address)
         job = DatasetJobPublic(
             name=body.name,
             job_id=run_id,
             status=run.get("status"),
-            job_url=str(request.base_url).rstrip("/") + f"/v1/jobs/{run_id}",
+            job_url=public_base(request) + f"/v1/jobs/{run_id}",
             estimated_rows=estimate,
         )
         return JSONResponse(job.model_dump(), status_code=202, headers={"Location": job.job_url})
@@ -145,11 +153,11 @@ def _cursor(name: str, version: int) -> str:
 
 
 def _after(cursor: str) -> str:
-    try:
-        name, version = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return f"(name > {literal(str(name))} OR (name = {literal(str(name))} AND version > {int(version)}))"
-    except (ValueError, TypeError, binascii.Error):
+    try:  # strict: a string and a 64-bit int, no Infinity / 1e400 / wrong types (storage.pages)
+        name, version = cursor_json(cursor, str, int)
+    except ConfigError:
         raise HTTPException(400, "invalid cursor") from None
+    return f"(name > {literal(name)} OR (name = {literal(name)} AND version > {int(version)}))"
 
 
 @router.get("/datasets", response_model=DatasetsPublic)
@@ -158,7 +166,7 @@ def list_datasets(
     lake: LakeDep,
     _: Reader,
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    cursor: str | None = Query(None, max_length=MAX_CURSOR),
 ) -> DatasetsPublic:
     """Versions by (name, version), a keyset page at a time (``next_cursor``)."""
     if not lake.exists("datasets"):
@@ -183,7 +191,7 @@ def _version(lake: Any, name: str, version: int) -> dict[str, Any]:
 
 @router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)
 def dataset_version(
-    name: str, version: int, request: Request, lake: LakeDep, _: Reader
+    name: DatasetName, version: Version, request: Request, lake: LakeDep, _: Reader
 ) -> DatasetVersionPublic:
     return _public(_version(lake, name, version), request)
 
@@ -211,7 +219,9 @@ def _cached_manifest(request: Request, lake: Any, name: str, version: int) -> di
 
 
 @router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
-def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, caller: Reader) -> Response:
+def dataset_manifest(
+    name: DatasetName, version: Version, request: Request, lake: LakeDep, caller: Reader
+) -> Response:
     """The manifest; its shard URLs carry a grant minted for the caller's token, so the
     shards need no header (the manifest itself does)."""
     doc = _cached_manifest(request, lake, name, version)
@@ -222,7 +232,7 @@ def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, c
         grant = grants(request).mint(name, version, caller.token_id, expires)
         # A credential: no shared cache keeps it, and no client past the grant's life.
         headers["Cache-Control"] = f"private, max-age={max(0, int(expires - now) - 60)}"
-    body = render_manifest(doc, str(request.base_url), grant)
+    body = render_manifest(doc, public_base(request), grant)
     headers["ETag"] = '"' + hashlib.sha256(body).hexdigest() + '"'
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
@@ -238,14 +248,14 @@ def dataset_manifest(name: str, version: int, request: Request, lake: LakeDep, c
     },
 )
 def get_shard(
-    name: str, version: int, shard: str, request: Request, lake: LakeDep, _: ShardReader
+    name: DatasetName, version: Version, shard: ShardName, request: Request, lake: LakeDep, _: ShardReader
 ) -> Response:
     """A shard, for a reader's bearer token or a grant for this version (``?grant=``)."""
     if not _SHARD.match(shard):
         raise HTTPException(404, f"no shard {shard}")
     row = _version(lake, name, version)
     loc = shard_location(lake, name, version, shard)
-    if row["state"] != "exported" or not loc.fs.exists(loc.path):
+    if row["state"] != "exported" or not lake.confined(loc) or not loc.fs.exists(loc.path):
         raise HTTPException(404, f"no shard {shard} in {name} version {version}")
     ttl = request.app.state.settings.shard_url_ttl_s
     url = loc.presigned_url(ttl) if ttl > 0 else None

@@ -3,7 +3,7 @@ functions the CLI calls."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +15,11 @@ from api.deps import LakeDep, Reader
 from mining.by_example import ImageError, similar_to_image
 from mining.curation import DatasetQuery, clip_predicate
 from mining.queries import Neighbour, corner_cases, similar
+from storage.bounds import MAX_ID, MAX_NAME, ClipId, Name
+
+_VECTOR_DIMS = 8192
+_FLOAT32_MAX = 3.4028234663852886e38
+Coordinate = Annotated[float, Field(ge=-_FLOAT32_MAX, le=_FLOAT32_MAX, allow_inf_nan=False)]
 
 router = APIRouter(prefix="/v1", tags=["mining"])
 
@@ -28,16 +33,19 @@ class SimilarRequest(BaseModel):
         extra="forbid",
         json_schema_extra={  # exactly one of the two, as the schema says it (clients and fuzzers read it)
             "oneOf": [
-                {"required": ["clip_id"], "properties": {"clip_id": {"type": "string"}}},
-                {"required": ["vector"], "properties": {"vector": {"type": "array"}}},
+                {"required": ["clip_id"], "properties": {"clip_id": {"type": "string", "maxLength": MAX_ID}}},
+                {
+                    "required": ["vector"],
+                    "properties": {"vector": {"type": "array", "maxItems": _VECTOR_DIMS}},
+                },
             ]
         },
     )
-    clip_id: str | None = None
-    vector: list[float] | None = Field(default=None, max_length=8192)
+    clip_id: ClipId | None = None
+    vector: list[Coordinate] | None = Field(default=None, max_length=_VECTOR_DIMS)
     k: int = Field(default=10, ge=1, le=1000)
     filters: DatasetQuery | None = None
-    model: str | None = None
+    model: Name | None = None
     space: Literal["clip", "behaviour"] = Field(
         default="clip",
         description="clip: the whole vector (near duplicates first); behaviour: what the car did "
@@ -51,7 +59,7 @@ class ImageSearchForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     k: int = Field(default=10, ge=1, le=1000)
     filters: Json[DatasetQuery] | None = Field(default=None, description="a DatasetQuery as JSON text")
-    model: str | None = None
+    model: Name | None = None
 
 
 class NeighbourPublic(BaseModel):
@@ -179,9 +187,9 @@ async def _by_image(request: Request, lake: LakeDep) -> list[Neighbour]:
 def mining_corner_cases(
     lake: LakeDep,
     _: Reader,
-    model: str | None = None,
+    model: str | None = Query(None, max_length=MAX_NAME),
     k: int = Query(50, ge=1, le=10_000),
-    event: str | None = None,
+    event: str | None = Query(None, max_length=MAX_NAME),
 ) -> CornerCasesPublic:
     rows: list[dict[str, Any]] = corner_cases(lake, k=k, event=event, model=model)
     return CornerCasesPublic(data=[CornerCasePublic(**r) for r in rows], count=len(rows))

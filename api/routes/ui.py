@@ -2,15 +2,15 @@
 
 Server-rendered HTML over the functions the API serves, plus one plain script and
 style sheet (``api/ui/static``). A browser cannot send a bearer header with ``<img>``
-and ``<video>``, so the sign-in form (a POST: no token in a URL) stores the token in an
-HttpOnly, SameSite=Strict cookie that the ``/v1`` routes also accept.
+and ``<video>``, so the sign-in form (a POST from our own page: no token in a URL)
+sets an HttpOnly, SameSite=Strict cookie holding a session (:mod:`api.sessions`: signed,
+expiring, ended by signing out), never the token, that the ``/v1`` routes also accept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,8 +19,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from api.deps import LakeDep, Reader
+from api.deps import LakeDep, Reader, refuse_wrong_token, sessions
+from api.proxies import public_base
 from api.routes.clips import clip_row
+from api.sessions import COOKIE
 from api.ui.plot import plot_data
 from api.ui.render import (
     card,
@@ -45,7 +47,6 @@ from storage.tables.clips import EVENTS
 from storage.tables.reviews import VERDICTS
 
 router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
-COOKIE = "fleetmine_token"
 STATIC = Path(__file__).resolve().parent.parent / "ui" / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css"}
 log = logging.getLogger(__name__)
@@ -85,33 +86,66 @@ def login_page(next: str = "/ui/") -> HTMLResponse:
     return _html(page("Sign in", login_form(_next_path(next)), kind="login"))
 
 
+def _same_origin(request: Request) -> bool:
+    """Whether a form POST came from one of our own pages. A page elsewhere that posts a
+    token of the attacker's here would sign the victim in as the attacker (login CSRF).
+
+    A browser says where a request came from in ``Sec-Fetch-Site`` (every current one);
+    our pages send no Referer and so an ``Origin`` of ``null`` (Referrer-Policy
+    no-referrer), which a foreign page can send too, so ``null`` never passes. Without
+    ``Sec-Fetch-Site`` the ``Origin`` (else the ``Referer``) must name this server; with
+    none of them it is not a browser's cross-site form (a script or curl)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")  # none: the user's own navigation
+    own = {public_base(request), str(request.base_url).rstrip("/")}
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.rstrip("/") in own
+    referer = request.headers.get("referer")
+    if referer is not None:
+        return any(referer == o or referer.startswith(o + "/") for o in own)
+    return True
+
+
 @router.post("/login", response_class=HTMLResponse, response_model=None)
 async def login(request: Request) -> HTMLResponse | RedirectResponse:
+    if not _same_origin(request):
+        raise HTTPException(403, "sign-in must come from this server's own sign-in page")
     form = parse_qs((await request.body()).decode(errors="replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _next_path((form.get("next") or [""])[0])
     if not request.app.state.auth:
         return RedirectResponse(target, status_code=303)
-    client = request.client.host if request.client else "?"
-    failures = request.app.state.auth_failures  # the form guesses count with the bearer header's
-    wait = failures.retry_after(client)
-    if wait is not None:
-        raise HTTPException(
-            429, "too many wrong tokens from this client; retry later", {"Retry-After": str(math.ceil(wait))}
-        )
-    if not token or request.app.state.tokens.verify(token) is None:
-        failures.failed(client)
+    who = request.app.state.tokens.verify(token) if token else None
+    if who is None:  # the form's guesses count with the bearer header's
+        refuse_wrong_token(request, token)
         body = login_form(target, "That token is not valid (or was revoked). Paste a live one.")
         return _html(page("Sign in", body, kind="login", status=401))
+    ttl = request.app.state.settings.session_ttl_s
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+    resp.set_cookie(
+        COOKIE,
+        sessions(request).mint(who[2], ttl),
+        max_age=ttl,
+        httponly=True,
+        samesite="strict",
+        path="/",
+        secure=request.url.scheme == "https",  # directly, or as a trusted proxy said
+    )
     return resp
 
 
 @router.post("/logout")
-def logout() -> RedirectResponse:
+def logout(request: Request) -> RedirectResponse:
+    """Ends the session on every replica (the old cookie answers 401), then drops it."""
+    if not _same_origin(request):
+        raise HTTPException(403, "sign-out must come from this server's own pages")
+    value = request.cookies.get(COOKIE)
+    if value and request.app.state.auth:
+        sessions(request).end(value)
     resp = RedirectResponse("/ui/login", status_code=303)
-    resp.delete_cookie(COOKIE, path="/")
+    resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return resp
 
 

@@ -8,6 +8,7 @@ import struct
 import can
 from asammdf.blocks.utils import MdfException
 
+from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
@@ -24,6 +25,6 @@ class Mf4Reader:
             for msg in can.MF4Reader(io.BytesIO(data)):
                 builder.add(msg)
         except (struct.error, ValueError, KeyError, IndexError, OSError, AttributeError, MdfException) as exc:
-            result.note(f"{name}: unreadable MF4 after {len(builder)} frames ({type(exc).__name__}: {exc})")
+            result.note(f"{name}: unreadable MF4 after {len(builder)} frames ({reason(exc)})")
         result.frames = builder.table()
         return result

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from ingest._reasons import reason
 from ingest.can._ascii import Text, decimal, hex_bytes, hex_nibbles, in_range, pack_hex, same
 from ingest.interfaces import FRAME_SCHEMA, CanReadResult
 
@@ -259,7 +260,7 @@ class CandumpReader:
         wrong_fields: list[str] = []
 
         def on_bad_row(row: pcsv.InvalidRow) -> str:
-            wrong_fields.append(row.text or "")
+            wrong_fields.append(f"{row.actual_columns} fields where a frame has {row.expected_columns}")
             return "skip"
 
         try:
@@ -274,16 +275,17 @@ class CandumpReader:
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            result.note(f"{name}: not a candump log ({exc})")
+            result.note(f"{name}: not a candump log ({reason(exc)})")
             return FRAME_SCHEMA.empty_table()
         for text in wrong_fields:
-            result.note(f"{name}: not a candump frame: {text[:80]!r}")
+            result.note(f"{name}: not a candump frame: {text}")
         ts, frame = table.column("ts").combine_chunks(), table.column("frame").combine_chunks()
         shaped = pc.and_(pc.match_substring_regex(ts, _TS), pc.match_substring_regex(frame, _FRAME))
         ok = pc.fill_null(shaped, False)
         for i in pc.indices_nonzero(pc.invert(ok)).to_pylist():
-            line = f"{ts[i]} {table.column('bus')[i]} {frame[i]}"
-            result.note(f"{name} frame {first_row + i + 1}: not a candump frame: {line[:80]!r}")
+            result.note(
+                f"{name} frame {first_row + i + 1}: not a candump frame (timestamp or ID#DATA malformed)"
+            )
         table = table.filter(ok)
         if table.num_rows == 0:
             return FRAME_SCHEMA.empty_table()

@@ -265,7 +265,7 @@ class VectorDecoder:
             except (cantools.database.DecodeError, ValueError) as exc:
                 stats.short_frames += 1
                 if len(stats.problems) < 20:
-                    stats.problems.append(f"{msg.name}: {exc}")
+                    stats.problems.append(f"{msg.name}: undecodable ({type(exc).__name__})")
                 continue
             ts.append(int(t_all[r]))
             for s in msg.signals:

@@ -43,6 +43,7 @@ from mcap.records import Channel, Message, Schema
 from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
+from ingest._reasons import reason
 from ingest.interfaces import FRAME_SCHEMA, CanReadResult
 from storage.errors import InputError
 
@@ -80,7 +81,7 @@ def _get(msg: Any, *names: str) -> Any:
 
 def _int(v: Any, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _BadMessage(f"{what} is not an integer: {v!r}")
+        raise _BadMessage(f"{what} is not an integer (a {type(v).__name__})")
     return v
 
 
@@ -91,7 +92,7 @@ def _flag(v: Any, what: str, default: bool = False) -> bool:
         return v
     if isinstance(v, int) and v in (0, 1):
         return bool(v)
-    raise _BadMessage(f"{what} is not a boolean: {v!r}")
+    raise _BadMessage(f"{what} is not a boolean (a {type(v).__name__})")
 
 
 def _stamp_us(msg: Any, log_time_ns: int) -> int:
@@ -111,7 +112,7 @@ def _stamp_us(msg: Any, log_time_ns: int) -> int:
 def _json_object(data: bytes) -> dict[str, Any]:
     obj = json.loads(data)
     if not isinstance(obj, dict):
-        raise _BadMessage(f"not a JSON object: {data[:40]!r}")
+        raise _BadMessage("not a JSON object")
     return obj
 
 
@@ -122,7 +123,7 @@ def _payload(v: Any) -> bytes:
         try:
             return base64.b64decode(v, validate=True)
         except ValueError as exc:
-            raise _BadMessage(f"data is not base64: {exc}") from exc
+            raise _BadMessage("data is not base64") from exc
     if isinstance(v, list):
         if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in v):
             raise _BadMessage("data is not a list of bytes")
@@ -199,7 +200,7 @@ def _channel(schema: Schema | None, channel: Channel, ros2: Ros2DecoderFactory) 
             ch.decode = ros2.decoder_for(enc, schema)
             ch.data_size = _fixed_size(schema.data, "data")
         except Exception as exc:  # a schema text mcap-ros2 cannot parse: that channel only
-            ch.unusable = f"schema {name} does not parse ({type(exc).__name__}: {exc})"
+            ch.unusable = f"schema {name} does not parse ({reason(exc)})"
     else:
         ch.unusable = f"{name} as {enc!r} messages is not supported (ROS 2 CDR or JSON)"
     if ch.decode is None and not ch.unusable:
@@ -217,7 +218,7 @@ def _records(data: bytes, stopped: list[str]) -> Iterator[tuple[Schema | None, C
         except StopIteration:
             return
         except Exception as exc:  # mcap, zstd and lz4 raise many types on a cut or corrupt file
-            why = f"{type(exc).__name__}: {exc}"
+            why = reason(exc)
             if n == 0:
                 stopped.append(f"not a readable MCAP file ({why})")
             else:
@@ -254,9 +255,7 @@ class McapCanReader:
             except _BadMessage as exc:
                 result.note(f"{name}: {ch.topic} message {ch.count}: {exc}")
             except Exception as exc:  # the CDR/JSON decoders raise many types on garbled bytes
-                result.note(
-                    f"{name}: {ch.topic} message {ch.count}: undecodable ({type(exc).__name__}: {exc})"
-                )
+                result.note(f"{name}: {ch.topic} message {ch.count}: undecodable ({reason(exc)})")
         for why in stopped:
             result.note(f"{name}: {why}")
         if not stopped and not any(c.decode is not None or c.unusable for c in channels.values()):

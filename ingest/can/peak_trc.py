@@ -6,6 +6,7 @@ import io
 
 import can
 
+from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
@@ -39,6 +40,6 @@ class TrcReader:
                 try:
                     builder.extend(can.TRCReader(io.StringIO("".join(header) + line)))
                 except (ValueError, IndexError, KeyError) as exc:
-                    result.note(f"{name}: data line {i + 1}: {exc}")
+                    result.note(f"{name}: data line {i + 1}: unreadable ({reason(exc)})")
         result.frames = builder.table()
         return result

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import can
 
+from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
@@ -65,14 +66,14 @@ class AscReader:
                 if feed.pos < start and header:
                     # The header itself (a garbled date): restarting with it would fail the same
                     # way forever. Read on without it; the times become relative to the log.
-                    result.note(f"{name}: header unreadable ({exc}); frame times relative to the log")
+                    result.note(f"{name}: header unreadable ({reason(exc)}); frame times relative to the log")
                     header = []
                     continue
-                result.note(f"{name} line {split + feed.pos + 1}: {exc}")
+                result.note(f"{name} line {split + feed.pos + 1}: unreadable ({reason(exc)})")
                 produced.add(feed.pos)  # counted already
                 start = max(feed.pos, start) + 1  # always forward
         for i, line in enumerate(body):
             if i not in produced and _FRAME_LIKE.match(line):
-                result.note(f"{name} line {split + i + 1}: unreadable frame: {line.strip()[:80]!r}")
+                result.note(f"{name} line {split + i + 1}: unreadable frame")
         result.frames = builder.table()
         return result

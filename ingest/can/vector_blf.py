@@ -8,6 +8,7 @@ import zlib
 
 import can
 
+from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
 
@@ -25,7 +26,7 @@ class BlfReader:
             for msg in reader:
                 builder.add(msg)
         except (struct.error, zlib.error, ValueError, EOFError, can.io.blf.BLFParseError) as exc:
-            result.note(f"{name}: unreadable after {len(builder)} frames ({type(exc).__name__}: {exc})")
+            result.note(f"{name}: unreadable after {len(builder)} frames ({reason(exc)})")
         else:
             # python-can stops quietly at a cut: the header knows the real size.
             if reader.file_size and len(data) < reader.file_size:

@@ -132,7 +132,9 @@ def ingest(
         report = execute(IngestJob(raw=raw, force=force), s, on_progress=on_progress)
     if report.resumed:
         console.print(f"resumed unfinished run {report.run_id}")
-    if not report.ok and not report.failed:
+    if not report.discovered:
+        console.print(f"no drive folders (<vehicle>/<drive>/ with cameras/ or can/) found under {raw}")
+    elif not report.ok and not report.failed:
         console.print(f"nothing new: {report.discovered} drives found, all already ingested ({s.lake})")
     else:
         console.print(

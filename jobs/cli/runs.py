@@ -25,7 +25,7 @@ def submit_if_cluster(req: Any, lake: str | None, address: str | None, wait: boo
         return False
     from jobs.submit import submit
 
-    run_id = submit(req, s)
+    run_id = submit(req, s, confined=False)  # a person's own run: any path they can name
     console.print(run_id)
     if wait:
         raise typer.Exit(_follow(run_id, lake, address))
@@ -106,8 +106,11 @@ def jobs_cancel(run_id: str, lake: LakeOpt = None, address: AddressOpt = None) -
 
 
 @app.command("run-job", hidden=True)
-def run_job(request: str, lake: LakeOpt = None, address: AddressOpt = None) -> None:
-    """Inside a submitted job: run REQUEST (JSON) and keep its runs row current."""
+def run_job(
+    request: Annotated[str | None, typer.Argument()] = None, lake: LakeOpt = None, address: AddressOpt = None
+) -> None:
+    """Inside a submitted job: run REQUEST (JSON; default: the one ``submit`` put in the
+    environment, FLEETMINE_JOB_REQUEST) and keep its runs row current."""
     from jobs.submit import run_submitted
 
     raise typer.Exit(run_submitted(request, settings(lake, address)))

@@ -41,8 +41,15 @@ def serve(
 
     if no_auth:
         err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback (its default),
+    # i.e. from anyone behind a proxy on this host. The app believes only
+    # Settings.trusted_proxies (FLEETMINE_TRUSTED_PROXIES), see api.proxies.
     uvicorn.run(
-        create_app(settings(lake, address), auth=not no_auth), host=host, port=port, log_level="warning"
+        create_app(settings(lake, address), auth=not no_auth),
+        host=host,
+        port=port,
+        log_level="warning",
+        proxy_headers=False,
     )
 
 

@@ -10,6 +10,7 @@ from storage.tables import (
     datasets,
     drives,
     embeddings,
+    ended_sessions,
     leases,
     mining_scores,
     models,
@@ -41,6 +42,7 @@ TABLES: dict[str, TableSpec] = {
         schedules,
         tokens,
         leases,
+        ended_sessions,
     )
 }
 

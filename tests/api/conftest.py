@@ -51,7 +51,11 @@ def serve(settings: Settings) -> Iterator[str]:
     """The catalog over ``settings`` on uvicorn, a free loopback port; yields its base URL."""
     port = free_port()
     srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        # proxy_headers off, as `fleetmine serve` runs it: forwarded headers count only from
+        # Settings.trusted_proxies (api.proxies), never from loopback by uvicorn's default
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", proxy_headers=False
+        )
     )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -67,6 +71,15 @@ def serve(settings: Settings) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def session_cookie(base: str, token: str) -> dict[str, str]:
+    """The web pages' cookie for ``token``: a session from signing in, as a browser gets it."""
+    from api.sessions import COOKIE
+
+    r = httpx.post(f"{base}/ui/login", data={"token": token, "next": "/ui/"}, headers={"Origin": base})
+    assert r.status_code == 303, r.text[:300]
+    return {COOKIE: r.cookies[COOKIE]}
 
 
 def auth(token: str) -> dict[str, str]:

@@ -144,6 +144,7 @@ def test_corner_cases_search_and_jobs(server: tuple[str, Lake, dict[str, str]]) 
     assert state["status"] == "succeeded", state
     assert state["result"]["scored"] > 0
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "fleetmine"
-    metrics = httpx.get(f"{base}/metrics")
+    assert httpx.get(f"{base}/metrics").status_code == 401  # a token, as Prometheus sends one
+    metrics = httpx.get(f"{base}/metrics", headers=auth(tokens["reader"]))
     assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
     assert "python_info" in metrics.text and "fleetmine_index_vectors{" in metrics.text  # searched above

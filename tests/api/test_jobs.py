@@ -24,7 +24,8 @@ def test_a_job_survives_the_api_that_submitted_it(tmp_path: Path) -> None:
             {"cameras/front.mp4": encode(Spec(seconds=3))},
             {"start_time": "2024-06-14T17:00:00Z"},
         )
-    settings = Settings(lake=str(tmp_path / "lake"))
+    # A job over the API reads raw trees only under the raw roots (default: the lake alone).
+    settings = Settings(lake=str(tmp_path / "lake"), raw_roots=(str(raw),))
     lake = Lake.from_settings(settings)
     lake.create_tables()
     op = {"Authorization": f"Bearer {create_token(lake, 'op', 'operator')}"}
@@ -59,7 +60,7 @@ def test_a_job_killed_before_it_records_its_end_is_settled_failed(tmp_path: Path
     raw = tmp_path / "raw"
     for d in ("d1", "d2", "d3"):
         make_drive(raw, "car", d, {"cameras/front.mp4": encode(Spec(seconds=3))}, {})
-    settings = Settings(lake=str(tmp_path / "lake"))
+    settings = Settings(lake=str(tmp_path / "lake"), raw_roots=(str(raw),))
     lake = Lake.from_settings(settings)
     run_id = submit(parse_job("ingest", {"raw": str(raw)}), settings)
     row = get_run(lake, run_id)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from api.app import create_app
+from api.app import create_app, lake_label
 from api.auth import create_token
 from jobs.bench.catalog_lake import CatalogBatch, add_clips
 from mining.index import IndexConfig
@@ -179,10 +179,10 @@ def test_new_embeddings_are_searchable_and_index_memory_is_in_metrics(
         f"{base}/v1/search/similar", json={"vector": more.vectors[3].tolist(), "k": 1}, headers=auth(token)
     ).json()
     assert nearest["data"][0]["clip_id"] == more.clip_ids[3]
-    text = httpx.get(f"{base}/metrics").text
+    text = httpx.get(f"{base}/metrics", headers=auth(token)).text
 
     def gauge(name: str) -> float:
-        m = re.search(rf'^{name}{{[^}}]*lake="{re.escape(lake.uri)}"[^}}]*}} (\S+)$', text, re.M)
+        m = re.search(rf'^{name}{{[^}}]*lake="{lake_label(lake.uri)}"[^}}]*}} (\S+)$', text, re.M)
         assert m, f"{name} missing from /metrics"
         return float(m.group(1))
 
@@ -199,7 +199,9 @@ def test_an_unexpected_error_is_a_json_500_on_a_connection_that_stays_open(tmp_p
         raise RuntimeError("a bug")
 
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", proxy_headers=False)
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from api.auth import create_token
+from api.sessions import COOKIE
 from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
@@ -88,7 +89,7 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     b.eval(f"document.getElementById('token').value = {json.dumps(tokens['operator'])}")
     b.click("#sign-in")
     b.loaded("grid")
-    assert "fm_" not in b.eval("location.href") and "fleetmine_token" not in b.eval("document.cookie")
+    assert "fm_" not in b.eval("location.href") and COOKIE not in b.eval("document.cookie")
     assert "fm_" not in json.dumps(b.eval("performance.getEntries().map(e => e.name)"))  # no URL fetched
     # The pages live under their Content-Security-Policy: it blocks an injected inline script...
     ran = b.eval(
@@ -211,7 +212,8 @@ def test_pages_say_what_to_do_when_empty_or_wrong(review_lake: tuple[str, Lake, 
         "httponly" in ok.headers["set-cookie"].lower()
         and "samesite=strict" in ok.headers["set-cookie"].lower()
     )
-    cookies = {"fleetmine_token": tokens["reader"]}
+    cookies = {COOKIE: ok.cookies[COOKIE]}  # a session, never the token
+    assert tokens["reader"] not in ok.headers["set-cookie"]
     empty = httpx.get(f"{base}/ui/?event=hard_brake&vehicle=nobody", cookies=cookies)
     assert empty.status_code == 200 and 'id="empty"' in empty.text and "0 clips match" in empty.text
     wrong = httpx.get(f"{base}/ui/?min_novelty=7", cookies=cookies)

@@ -489,7 +489,7 @@ def test_garbled_messages_other_topics_and_a_mid_gop_start_are_warned(h264_frame
     _check_exact(v, kept)
     text = "\n".join(v.warnings)
     assert "2 video topics ['/cam/front', '/cam/rear']: read /cam/front only" in text
-    assert "4 of " in text and "format '' in a h264 stream" in text
+    assert "4 of " in text and "another format in a h264 stream" in text
     assert "undecodable" in text and "not Annex-B" in text
     assert "same timestamp" in text and len(v.warnings) == 3
     assert "4 frames before the first keyframe dropped" in text

@@ -301,13 +301,14 @@ def test_raw_h264_stream_timed_from_drive_json_fps(bframes: int, tmp_path: Path)
 
 
 def test_transient_failures_are_retried_by_the_next_run(tmp_path: Path) -> None:
-    """A camera file that cannot be read (here a dangling link, on S3 an upload still
-    landing) fails its drive as retryable; the next run retries it, without --force."""
+    """A camera file that cannot be read (here a dangling link to a staging folder inside
+    the raw root, on S3 an upload still landing) fails its drive as retryable; the next run
+    retries it, without --force. (A link out of the raw root is never followed.)"""
     raw = tmp_path / "raw"
     make_drive(raw, "car", "good", {"cameras/front.mp4": encode(Spec(seconds=2))}, {"start_time": START})
     drive = make_drive(raw, "car", "late", {}, {"start_time": START})
     (drive / "cameras").mkdir()
-    target = tmp_path / "upload" / "front.mp4"
+    target = raw / ".upload" / "front.mp4"  # hidden folders are not drives
     (drive / "cameras" / "front.mp4").symlink_to(target)
     settings = Settings(lake=str(tmp_path / "lake"))
     first = run_ingest(str(raw), settings, runner=LOCAL)

@@ -165,12 +165,13 @@ def report_of(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     """``figures(fault=..., cases=..., lost=..., duplicated=..., **more)`` for the report."""
     records: list[dict[str, Any]] = []
+    # Read now: a test may clear FLEETMINE_* from its environment (jobs it submits inherit them).
+    out = os.environ.get("FLEETMINE_RELIABILITY_OUT")
 
     def record(**fields: Any) -> None:
         records.append({"test": request.node.nodeid, **fields})
 
     yield record
-    out = os.environ.get("FLEETMINE_RELIABILITY_OUT")
     if out and records:
         with open(out, "a") as f:
             for r in records:

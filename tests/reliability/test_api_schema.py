@@ -126,9 +126,11 @@ def test_what_schemathesis_found_stays_fixed(served: Served, figures: Figures) -
         cases=len(got),
         rows_lost=0,
         rows_duplicated=0,
-        outcome=f"answered {got} (were 500, 500, 500 and a 400 after an overflow warning)",
+        outcome=f"answered {got} (were 500, 500, 500 and a 400 after an overflow warning; the vector is "
+        "now refused by its schema bound, 422)",
     )
     assert wide.status_code == 200 and wide.json()["count"] == n_clips, wide.text
     assert late.status_code == 200 and late.json()["count"] == 0, late.text
     assert dataset.status_code == 201 and dataset.json()["clip_count"] == n_clips, dataset.text
-    assert huge.status_code == 400 and "32-bit" in huge.json()["error"]["message"], huge.text
+    # the schema bounds each component to float32 (storage.bounds): 422 before anything runs
+    assert huge.status_code == 422 and "vector" in huge.json()["error"]["message"], huge.text

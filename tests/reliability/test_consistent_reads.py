@@ -81,7 +81,7 @@ def test_every_answer_is_one_version_of_each_table_while_ingest_and_embed_commit
     spec = resolve(lake)
     at = AtVersion(lake)
     probe = lake.read("clips", columns=["clip_id"]).column(0)[0].as_py()
-    reader, cookie = auth(tokens["reader"]), {"fleetmine_token": tokens["reader"]}
+    reader = auth(tokens["reader"])  # the pages take the bearer header too
     stop = threading.Event()
     rounds: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -135,7 +135,7 @@ def test_every_answer_is_one_version_of_each_table_while_ingest_and_embed_commit
         )
 
     def grid(http: httpx.Client) -> tuple[dict[str, int], str | None]:
-        r = http.get("/ui/", params={"per_page": 200}, cookies=cookie)
+        r = http.get("/ui/", params={"per_page": 200}, headers=reader)
         v = versions_of(r)
         got = set(re.findall(r'<div class="card" data-clip="([^"]+)"', r.text))
         count = re.search(r'<p id="count">(\d+) clips? match', r.text)

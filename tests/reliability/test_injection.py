@@ -1,0 +1,216 @@
+"""Shell injection into submitted jobs: request data never reaches a shell.
+
+Ray's Job Submission API runs an entrypoint through ``/bin/sh -c``, so an entrypoint
+built from request strings runs whatever ``$()``, backticks, ``;``, quotes and newlines
+in them say. Every job kind is submitted through ``jobs.submit.submit`` (what
+``POST /v1/jobs`` and ``POST /v1/datasets`` call) with every string field, every
+list-of-strings entry and the dataset query's strings holding such payloads, each of
+which would ``touch`` a marker file; to a real local Ray head with the Job Submission
+API (token auth, stopped by PID) and to the detached local process. No marker may
+appear, and the parameters the job itself recorded in its ``runs`` row equal the
+strings sent, byte for byte. The jobs may fail for their own reasons (no such raw tree,
+no such model): only what ran matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.requests import JOB_KINDS, parse_job
+from jobs.submit import get_run, submit
+from storage import Lake, Settings
+from tests.conftest import free_port
+from tests.jobs.cluster import RAY, _node_ports, wait_nodes
+from tests.reliability.conftest import Figures
+
+FINAL = ("succeeded", "partial", "failed", "cancelled")
+
+
+def payloads(marker_dir: Path) -> list[str]:
+    """Strings a shell would run (each would create ``marker_dir/kN``)."""
+    m = [marker_dir / f"k{i}" for i in range(10)]
+    return [
+        f"$(touch {m[0]})",
+        f"`touch {m[1]}`",
+        f"x; touch {m[2]}; #",
+        f"' ; touch {m[3]} ; '",
+        f'" ; touch {m[4]} ; "',
+        f"\ntouch {m[5]}\n",
+        f'\\"$(touch {m[6]})\\"',
+        f"}}'\"$(touch {m[7]})\"'{{",
+        f"a && touch {m[8]} || touch {m[8]}",
+        f"| touch {m[9]} &",
+    ]
+
+
+def hostile_requests(lake: str, marker_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """Params of each job kind with every string field hostile; and how many strings were sent."""
+    ps = payloads(marker_dir)
+    one = "".join(ps)
+    params: dict[str, dict[str, Any]] = {
+        "ingest": {"raw": f"{lake}/raw/{one}"},
+        "embed": {"model": one},
+        "index": {"model": one, "index_kind": one},
+        "mine": {"model": one},
+        "export": {"name": one, "version": 1, "format": "lerobot", "out": f"{lake}/exports/{one}"},
+        "dataset": {  # its name is a pattern ([A-Za-z0-9_-]); its query holds strings
+            "name": "hostile",
+            "query": {
+                "events": ps,
+                "vehicles": ps,
+                "tags": ps,
+                "clip_ids": ps,
+                "model": one,
+                "similar_to": {"clip_ids": ps},
+            },
+        },
+    }
+    assert set(params) == set(JOB_KINDS), "a job kind without hostile params"
+    sent = 0
+    for p in params.values():
+        sent += _strings(p)
+    return params, sent
+
+
+def _strings(value: Any) -> int:
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, dict):
+        return sum(_strings(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_strings(v) for v in value)
+    return 0
+
+
+@contextlib.contextmanager
+def ray_head(env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """A one-node Ray head with the dashboard (Job Submission API) on loopback; its address.
+    Stopped by its PID (its own process group)."""
+    gcs, dash = free_port(), free_port()
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=1",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        *_node_ports(),
+    ]
+    with open(log_dir / "head.log", "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{dash}"
+        wait_nodes(base, env, 1, [proc])
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _settle(lake: Lake, run_ids: dict[str, str], address: str | None) -> dict[str, dict[str, Any]]:
+    """Each run's row once its job recorded its end (or was found gone)."""
+    rows: dict[str, dict[str, Any]] = {}
+    deadline = time.time() + 240
+    while len(rows) < len(run_ids) and time.time() < deadline:
+        for kind, run_id in run_ids.items():
+            if kind not in rows:
+                row = get_run(lake, run_id, address)
+                if row["status"] in FINAL:
+                    rows[kind] = row
+        time.sleep(1)
+    assert len(rows) == len(run_ids), f"runs still going: {set(run_ids) - set(rows)}"
+    return rows
+
+
+def _submit_all(settings: Settings, marker_dir: Path) -> tuple[dict[str, str], dict[str, Any], int]:
+    params, sent = hostile_requests(settings.lake, marker_dir)
+    requests = {kind: parse_job(kind, p) for kind, p in params.items()}
+    run_ids = {kind: submit(req, settings) for kind, req in requests.items()}
+    return run_ids, requests, sent
+
+
+def _check(
+    lake: Lake, run_ids: dict[str, str], requests: dict[str, Any], marker_dir: Path, address: str | None
+) -> int:
+    rows = _settle(lake, run_ids, address)
+    time.sleep(1)  # a shell that ran a payload in the background has had time to touch
+    assert sorted(p.name for p in marker_dir.iterdir()) == [], "a payload ran in a shell"
+    for kind, row in rows.items():
+        # The job itself recorded its end (not settled as gone before it could read its request).
+        assert "ended before recording a result" not in (row["errors"] or ""), (kind, row["errors"])
+        assert json.loads(row["params"]) == requests[kind].model_dump(), kind
+    return len(rows)
+
+
+@pytest.fixture
+def marker_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "pwned"
+    d.mkdir()
+    return d
+
+
+def test_hostile_strings_never_reach_a_shell_on_a_ray_job_submission_head(
+    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures
+) -> None:
+    token = secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "FLEETMINE_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the entrypoint's `python`
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    for k in [k for k in os.environ if k.startswith("FLEETMINE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the submitting client authenticates with it
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    with ray_head(env, tmp_path) as address:
+        settings = Settings(lake=str(tmp_path / "lake"), ray_address=address)
+        lake = Lake.from_settings(settings)
+        run_ids, requests, sent = _submit_all(settings, marker_dir)
+        jobs = _check(lake, run_ids, requests, marker_dir, address)
+    figures(
+        group="injection",
+        fault="every string field of every job kind (and the dataset query's strings) holding $(), "
+        "backticks, ;, quotes, newlines, && and |, submitted to a real Ray Job Submission head",
+        cases=sent,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{jobs} jobs ran, {sent} hostile strings, 0 marker files, params recorded byte for byte",
+    )
+
+
+def test_hostile_strings_never_reach_a_shell_in_a_detached_local_job(
+    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures
+) -> None:
+    for k in [k for k in os.environ if k.startswith(("FLEETMINE_", "RAY_ADDRESS"))]:
+        monkeypatch.delenv(k)
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    run_ids, requests, sent = _submit_all(settings, marker_dir)
+    jobs = _check(lake, run_ids, requests, marker_dir, None)
+    figures(
+        group="injection",
+        fault="the same hostile strings in every job kind, run as a detached local process",
+        cases=sent,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{jobs} jobs ran, {sent} hostile strings, 0 marker files, params recorded byte for byte",
+    )
