@@ -21,7 +21,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import docs
 from api.auth import AuthFailures, TokenCache
+from api.docs import DOCS_CSP
 from api.proxies import ForwardedHeaders, TrustedProxies
 from mining import decode_slots
 from storage.config import Settings
@@ -58,7 +60,8 @@ _ERRORS = {
     413: "the request body is too large",
     415: "an uploaded image that is not a JPEG or PNG",
     422: "the request does not parse (bad JSON, a parameter of the wrong type or range)",
-    429: "too many wrong tokens from this client: retry after Retry-After seconds",
+    429: "too many wrong tokens from this client (or, for a job, too many jobs running): retry after "
+    "Retry-After seconds",
     503: "the object store is unreachable: retry after Retry-After seconds",
 }
 
@@ -175,8 +178,16 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
 
     lake = Lake.from_settings(settings)
     lake.create_tables()
+    # No trailing-slash redirects: Starlette builds them from the request's Host header,
+    # so ``GET /v1/shards/.../x.tar/?grant=`` with a made-up Host sent the grant there.
+    # A path with an extra slash is a 404; ``/ui`` redirects itself (api.routes.ui).
     app = FastAPI(
-        title="fleetmine", version="0.1.0", description="Fleet data catalog: clips, mining, datasets, shards."
+        title="fleetmine",
+        version="0.1.0",
+        description="Fleet data catalog: clips, mining, datasets, shards.",
+        redirect_slashes=False,
+        docs_url=None,  # api.docs serves /docs from packaged assets (offline, strict CSP)
+        redoc_url=None,  # ReDoc loads from a CDN: not served
     )
     app.state.lake = lake
     app.state.settings = settings
@@ -187,6 +198,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(ui.router)
     for module in (clips, mining, datasets, jobs, reviews):
         app.include_router(module.router, responses=ERROR_RESPONSES)
@@ -245,7 +257,7 @@ _UI_CSP = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"  # JSON and media: never a document that runs code
-_DOCS_CSP = "frame-ancestors 'none'"  # FastAPI's /docs and /redoc load their scripts from a CDN
+_DOCS_CSP = DOCS_CSP  # /docs: Swagger UI from the app's own packaged assets, nothing inline
 _ALWAYS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),  # shard URLs carry grants: never in a Referer
@@ -257,7 +269,7 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
     """The security headers of a response to ``path``."""
     if path == "/ui" or path.startswith("/ui/"):
         csp = _UI_CSP
-    elif path.startswith(("/docs", "/redoc")):
+    elif path.startswith("/docs"):
         csp = _DOCS_CSP
     else:
         csp = _API_CSP

@@ -9,6 +9,13 @@ not passed, and that the token it was made for is still live (revoking the token
 its sessions). Signing out writes the session's hash to ``ended_sessions``, which every
 replica reads when that table has a new Delta version, so the old cookie answers 401
 everywhere afterwards. The cookie never holds the long-lived token.
+
+One session has one spelling: the whole value must be the form (no trailing newline, no
+leading zeros in ``expires``, ASCII digits and lower-case hex only), and what is hashed,
+at sign-out and at every check, is the session re-spelled from its parsed parts (the
+cookie as minted, so rows written before this rule still match), never the text a
+client sent. Otherwise ``0<expires>`` or ``<value>\\n``, which the signature still
+covers, would be a spelling of the session that sign-out never ended.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import re
 import secrets
 import threading
 import time
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -34,11 +42,20 @@ __all__ = ["COOKIE", "SESSION_KEY", "Sessions"]
 
 COOKIE = "fleetmine_session"
 SESSION_KEY = "web-sessions"
-_FORM = re.compile(r"^s1\.([0-9a-f]{1,64})\.(\d{1,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
+_FORM = re.compile(r"s1\.([0-9a-f]{1,64})\.([1-9][0-9]{0,11})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+class _Session(NamedTuple):
+    """A session this lake signed, parsed: ``canonical`` is it as :meth:`Sessions.mint`
+    spells it, what ``ended_sessions`` is keyed by."""
+
+    token_id: str
+    expires: int
+    canonical: str
 
 
 class Sessions:
@@ -59,23 +76,29 @@ class Sessions:
             base64.urlsafe_b64encode(hmac.new(self.key, msg, hashlib.sha256).digest()).rstrip(b"=").decode()
         )
 
+    def _spelled(self, token_id: str, expires: int, nonce: str) -> str:
+        """The one spelling of a session: as minted, checked and keyed in ``ended_sessions``."""
+        return f"s1.{token_id}.{int(expires)}.{nonce}.{self._sign(token_id, expires, nonce)}"
+
     def mint(self, token_id: str, ttl_s: int, now: float | None = None) -> str:
         """A new session for the token with id ``token_id``, ending ``ttl_s`` from ``now``."""
         expires = int((time.time() if now is None else now) + ttl_s)
-        nonce = secrets.token_urlsafe(16)
-        return f"s1.{token_id}.{expires}.{nonce}.{self._sign(token_id, expires, nonce)}"
+        return self._spelled(token_id, expires, secrets.token_urlsafe(16))
 
-    def _parsed(self, value: str, now: float | None) -> tuple[str, int] | None:
-        """``(token id, expires)`` of a session this lake signed that has not expired."""
-        m = _FORM.match(value)
+    def _parsed(self, value: str, now: float | None) -> _Session | None:
+        """The session ``value`` spells, if this lake signed it and it has not expired."""
+        m = _FORM.fullmatch(value)
         if m is None:
             return None
-        token_id, expires, nonce, signature = m.group(1), int(m.group(2)), m.group(3), m.group(4)
-        if not hmac.compare_digest(self._sign(token_id, expires, nonce).encode(), signature.encode()):
+        token_id, expires, nonce = m.group(1), int(m.group(2)), m.group(3)
+        canonical = self._spelled(token_id, expires, nonce)
+        # The signature checked in constant time, and with it that ``value`` is the one
+        # spelling of its session (the form alone already leaves no other).
+        if not hmac.compare_digest(canonical.encode(), value.encode()):
             return None
         if (time.time() if now is None else now) >= expires:
             return None
-        return token_id, expires
+        return _Session(token_id, expires, canonical)
 
     def _refresh(self) -> None:
         with reachable(self.lake.location("ended_sessions").uri):
@@ -98,9 +121,9 @@ class Sessions:
             return None
         with self.lock:
             self._refresh()
-            if _hash(value) in self.ended:
+            if _hash(parsed.canonical) in self.ended:
                 return None
-        return parsed[0]
+        return parsed.token_id
 
     def end(self, value: str) -> None:
         """Signs ``value`` out on every replica (a value this lake did not sign, or one
@@ -110,8 +133,8 @@ class Sessions:
             return
         now = dt.datetime.now(dt.UTC)
         row = {
-            "session_hash": _hash(value),
-            "expires_at": dt.datetime.fromtimestamp(parsed[1], dt.UTC),
+            "session_hash": _hash(parsed.canonical),
+            "expires_at": dt.datetime.fromtimestamp(parsed.expires, dt.UTC),
             "ended_at": now,
         }
         self.lake.upsert("ended_sessions", pa.Table.from_pylist([row], schema=ended_sessions.SPEC.schema))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import posixpath
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -45,7 +46,16 @@ from ingest.interfaces import FRAME_SCHEMA
 from ingest.look_closer import dense_frames, wants_closer_look
 from ingest.platform import Platform
 from ingest.signals import resample
-from ingest.start_time import parse_time, resolve_start
+from ingest.start_time import (
+    EARLIEST,
+    EARLIEST_US,
+    LATEST_US,
+    MAX_OFFSET_S,
+    RANGE,
+    TimeSource,
+    check_time,
+    resolve_start,
+)
 from ingest.timegrid import CameraTrack, TimeGrid
 from ingest.video import Source, VideoError, VideoProbe, clip_media, from_bytes, probe_all
 from storage.config import Settings
@@ -58,6 +68,12 @@ from storage.tables import can_frames, clip_frames, clips, drives, signals
 __all__ = ["DATA_TABLES", "DriveIngest", "DriveResult"]
 
 DATA_TABLES = ("can_frames", "signals", "clips", "clip_frames")
+log = logging.getLogger(__name__)
+MAX_CAN_OFFSET_S = (LATEST_US - EARLIEST_US) / 1e6
+"""``can_time_offset_s`` may move a logger's clock counted from its boot onto UTC, so it may
+be as large as the whole time range (1970..2200), no larger; the frames it gives must
+still lie in that range."""
+MAX_FPS = 1000.0
 
 
 @dataclass
@@ -156,7 +172,7 @@ class DriveIngest:
         sig = pa.table({"t": pa.array([], UTC_TS)})
         if decoded and platform is not None:
             sig = resample(platform, decoded, self.settings.signal_rate_hz)
-        tracks = self._tracks(start.time, probes)
+        tracks = self._tracks(start.time, probes, notes)
         clip_rows, frame_rows = self._clips(src, did, day, tracks, {c.name: c for c in probes}, sig, notes)
         writes: dict[str, pa.Table] = {
             "can_frames": self._can_rows(did, day, frames),
@@ -205,28 +221,40 @@ class DriveIngest:
         }
         return result
 
-    def failed(self, src: DriveSource, reason: str) -> DriveResult:
-        """The record of a drive whose task died (e.g. the decoder crashed the worker)."""
-        doc, _ = read_drive_json(src)
-        start = resolve_start(
-            drive_json=doc.get("start_time"),
-            can_first_us=None,
-            container_times=[],
-            folder=src.drive,
-            mtimes=[],
-        )
-        did = drive_id(start.time.date(), src.vehicle_id, src.drive)
+    def failed(self, src: DriveSource, why: str) -> DriveResult:
+        """The record of a drive whose task died (e.g. the decoder crashed the worker).
+
+        Never raises: it is the fallback of a drive that already broke something, called
+        in the worker and again in the job's process, where an exception would end the
+        whole job (every drive lost, on every retry). Whatever reading the drive again
+        raises, the row is still written, dated 1970-01-01 if nothing better is known."""
+        try:
+            doc, _ = read_drive_json(src)
+            start = resolve_start(
+                drive_json=doc.get("start_time"),
+                can_first_us=None,
+                container_times=[],
+                folder=src.drive,
+                mtimes=[],
+            )
+            when, source = start.time, str(start.source)
+        except Exception as exc:  # anything (see the docstring)
+            log.warning(
+                "drive %s: its failure record could not read it again: %s", src.key, type(exc).__name__
+            )
+            when, source = EARLIEST, str(TimeSource.NONE)
+        did = drive_id(when.date(), src.vehicle_id, src.drive)
         row = {
             "drive_id": did,
-            "date": start.time.date(),
+            "date": when.date(),
             "vehicle_id": src.vehicle_id,
             "drive": src.drive,
-            "start_time": start.time,
-            "time_source": str(start.source),
+            "start_time": when,
+            "time_source": source,
             "source_uri": src.uri,
             "fingerprint": src.fingerprint,
             "status": "failed",
-            "error": reason,
+            "error": why,
             "warnings": [],
             "retryable": False,
             "ingest_run_id": self.run_id,
@@ -251,7 +279,10 @@ class DriveIngest:
             if isinstance(stamp, dt.datetime):
                 out.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC))
             elif isinstance(stamp, int | float):
-                out.append(dt.datetime.fromtimestamp(float(stamp), dt.UTC))
+                try:
+                    out.append(dt.datetime.fromtimestamp(float(stamp), dt.UTC))
+                except (OverflowError, OSError, ValueError):  # a file dated past year 9999
+                    continue
         return out
 
     def _platform(self, src: DriveSource, doc: dict[str, Any], notes: _Notes) -> Platform | None:
@@ -269,7 +300,7 @@ class DriveIngest:
 
     def _read_can(self, src: DriveSource, doc: dict[str, Any], notes: _Notes) -> pa.Table:
         tables = []
-        offset_us = round(_number(doc, "can_time_offset_s", notes) * 1e6)
+        offset_us = round(_number(doc, "can_time_offset_s", notes, MAX_CAN_OFFSET_S) * 1e6)
         for path in src.can_logs:
             name = posixpath.basename(path)
             if not src.confined(path):
@@ -298,7 +329,8 @@ class DriveIngest:
                 )
             if res.frames.num_rows == 0 and not res.skipped:
                 notes.warn(f"{name}: no CAN frames")
-            f = res.frames.append_column("source", pa.array([name] * res.frames.num_rows, pa.string()))
+            f = self._in_range(res.frames, offset_us, name, notes)
+            f = f.append_column("source", pa.array([name] * f.num_rows, pa.string()))
             if offset_us:
                 f = f.set_column(0, "t_us", pc.add(f.column("t_us"), offset_us))
             tables.append(f)
@@ -306,6 +338,25 @@ class DriveIngest:
             empty = FRAME_SCHEMA.empty_table()
             return empty.append_column("source", pa.array([], pa.string()))
         return pa.concat_tables(tables).sort_by("t_us")
+
+    @staticmethod
+    def _in_range(frames: pa.Table, offset_us: int, name: str, notes: _Notes) -> pa.Table:
+        """The frames whose times (with the offset) lie in 1970..2200; the rest are dropped
+        with a warning (a logger clock far off, a garbled timestamp: 999999999999.0 would
+        make the signal grid span millennia). Compared before the offset is added, so the
+        sum cannot overflow."""
+        t = frames.column("t_us")
+        keep = pc.and_(
+            pc.greater_equal(t, pa.scalar(EARLIEST_US - offset_us, pa.int64())),
+            pc.less(t, pa.scalar(LATEST_US - offset_us, pa.int64())),
+        )
+        kept = frames.filter(keep)
+        if kept.num_rows < frames.num_rows:
+            dropped = frames.num_rows - kept.num_rows
+            notes.warn(
+                f"{name}: {dropped} CAN frames timed outside {RANGE} (can_time_offset_s added) dropped"
+            )
+        return kept
 
     def _decode(self, platform: Platform, frames: pa.Table, notes: _Notes) -> dict[str, Any]:
         dec = self._decoders.get(platform.key)
@@ -344,7 +395,11 @@ class DriveIngest:
                 if suffix == ".mcap":
                     out.extend(self._mcap_cameras(cam, path, cam_doc, notes))
                     continue
-                found = probe_all(self._opener(path), suffix, _number(cam_doc, "fps", notes) or None)
+                found = probe_all(
+                    self._opener(path),
+                    suffix,
+                    _number(cam_doc, "fps", notes, MAX_FPS, f"cameras.{cam}.fps") or None,
+                )
             except VideoError as exc:
                 notes.warn(f"{cam}: {exc}")
                 continue
@@ -379,17 +434,24 @@ class DriveIngest:
         return out
 
     @staticmethod
-    def _tracks(start: dt.datetime, cameras: list[_Camera]) -> list[CameraTrack]:
+    def _tracks(start: dt.datetime, cameras: list[_Camera], notes: _Notes) -> list[CameraTrack]:
         """Each camera on the drive's clock: its own ``start_time`` (drive.json, or an MCAP's
-        message times), else the drive's start plus its ``offset_s``; streams of one file
-        keep their offsets to each other."""
+        message times), else the drive's start plus its ``offset_s`` (within a day); streams
+        of one file keep their offsets to each other. A camera time outside 1970..2200 or an
+        offset past a day is a warning naming the key, and the next source is used."""
         file_t0: dict[str, float] = {}
         for c in cameras:
             file_t0[c.path] = min(file_t0.get(c.path, c.probe.start_s), c.probe.start_s)
         tracks = []
         for c in cameras:
-            own = parse_time(c.doc.get("start_time"))
-            offset = _number(c.doc, "offset_s", None) + (c.probe.start_s - file_t0[c.path])
+            own, why = check_time(c.doc["start_time"]) if "start_time" in c.doc else (None, None)
+            if why:
+                notes.warn(f"drive.json cameras.{c.name}.start_time {why}; ignored")
+            offset = _number(c.doc, "offset_s", notes, MAX_OFFSET_S, f"cameras.{c.name}.offset_s")
+            offset += c.probe.start_s - file_t0[c.path]
+            if not abs(offset) <= MAX_OFFSET_S:  # a stream starting days into its file
+                notes.warn(f"{c.name}: its stream starts more than a day into the file; offset ignored")
+                offset = 0.0
             tracks.append(CameraTrack(c.name, c.path, own or start + dt.timedelta(seconds=offset), c.probe))
         return tracks
 
@@ -528,16 +590,24 @@ class DriveIngest:
         return clip_t, frame_t
 
 
-def _number(doc: dict[str, Any], key: str, notes: _Notes | None) -> float:
-    """A number drive.json gives (0 if absent); one that is not a number is ignored, said once."""
+def _number(
+    doc: dict[str, Any], key: str, notes: _Notes | None, limit: float = MAX_OFFSET_S, label: str = ""
+) -> float:
+    """A number drive.json gives (0 if absent); one that is not a finite number within
+    ``±limit`` is ignored, said once (its key named: ``label`` or ``key``)."""
     value = doc.get(key)
     if value is None:
         return 0.0
-    if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
-        return float(value)
-    if notes is not None:
-        notes.warn(f"drive.json {key} is not a number; ignored")
-    return 0.0
+    name = label or key
+    if not isinstance(value, int | float) or isinstance(value, bool) or not np.isfinite(value):
+        if notes is not None:
+            notes.warn(f"drive.json {name} is not a number; ignored")
+        return 0.0
+    if abs(value) > limit:
+        if notes is not None:
+            notes.warn(f"drive.json {name} is beyond ±{limit:.0f}; ignored")
+        return 0.0
+    return float(value)
 
 
 def _calibration(doc: dict[str, Any]) -> str | None:

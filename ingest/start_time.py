@@ -9,6 +9,12 @@
 
 The last two are guesses: the drive gets a warning naming the source. A drive is
 never failed for its start time alone; ``drives.time_source`` records which one was used.
+
+Every time must lie in [:data:`EARLIEST`, :data:`LATEST`) (1970-01-01 to 2200-01-01 UTC):
+a vehicle log is neither older than the Unix epoch nor two centuries ahead, and a time
+outside that range (``9999-12-31T23:59:59Z``, a year-1 time with a +23:59 offset) would
+overflow the clip arithmetic further on. One outside it is a warning naming its source,
+and the next source is used.
 """
 
 from __future__ import annotations
@@ -18,7 +24,26 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["StartTime", "TimeSource", "folder_time", "parse_time", "resolve_start"]
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_OFFSET_S",
+    "StartTime",
+    "TimeSource",
+    "check_time",
+    "folder_time",
+    "in_range",
+    "parse_time",
+    "resolve_start",
+]
+
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+EARLIEST_US = 0
+LATEST_US = round((LATEST - EARLIEST).total_seconds()) * 1_000_000
+RANGE = "1970-01-01..2200-01-01 UTC"
+MAX_OFFSET_S = 86_400.0
+"""The largest offset between two clocks of one drive (a camera's ``offset_s``): a day."""
 
 
 class TimeSource(StrEnum):
@@ -37,15 +62,32 @@ class StartTime:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_time(value: object) -> dt.datetime | None:
-    """An ISO-8601 string as UTC (naive means UTC); anything else is None."""
+def in_range(t: dt.datetime) -> bool:
+    """Whether an aware time lies in [EARLIEST, LATEST) (see the module's docstring)."""
+    try:
+        return EARLIEST <= t < LATEST
+    except (OverflowError, TypeError):  # naive, or beyond what a comparison can shift
+        return False
+
+
+def check_time(value: object) -> tuple[dt.datetime | None, str | None]:
+    """An ISO-8601 string as UTC (naive means UTC) within range, or why it is not one."""
     if not isinstance(value, str):
-        return None
+        return None, "is not an ISO-8601 time"
     try:
         t = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        return None
-    return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return None, "is not an ISO-8601 time"
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    if not in_range(t):  # checked before converting: year 1 at +23:59 is year 0 in UTC
+        return None, f"lies outside {RANGE}"
+    return t.astimezone(dt.UTC), None
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    """:func:`check_time`'s time, None if it gave a reason."""
+    return check_time(value)[0]
 
 
 _FOLDER_PATTERNS = (
@@ -73,7 +115,7 @@ def folder_time(name: str) -> dt.datetime | None:
                 sign = 1 if tz[0] == "+" else -1
                 hh, mm = int(tz[1:3]), int(tz[-2:])
                 t -= sign * dt.timedelta(hours=hh, minutes=mm)
-            return t
+            return t if in_range(t) else None
     return None
 
 
@@ -86,14 +128,21 @@ def resolve_start(
     mtimes: list[dt.datetime],
 ) -> StartTime:
     """The best start time the drive has, with the source and any warning."""
-    t = parse_time(drive_json)
+    t, why = check_time(drive_json)
     warnings: list[str] = []
     if drive_json is not None and t is None:
-        warnings.append("drive.json start_time is not an ISO-8601 time; ignored")
+        warnings.append(f"drive.json start_time {why}; ignored")
     if t is not None:
         return StartTime(t, TimeSource.DRIVE_JSON, warnings)
+    if can_first_us is not None and EARLIEST_US <= can_first_us < LATEST_US:
+        return StartTime(EARLIEST + dt.timedelta(microseconds=can_first_us), TimeSource.CAN, warnings)
     if can_first_us is not None:
-        return StartTime(dt.datetime.fromtimestamp(can_first_us / 1e6, dt.UTC), TimeSource.CAN, warnings)
+        warnings.append(f"the CAN log's first time lies outside {RANGE}; not used as the start time")
+    bad = [c for c in container_times if not in_range(c)]
+    if bad:
+        warnings.append(f"a video creation_time lies outside {RANGE}; ignored")
+    container_times = [c.astimezone(dt.UTC) for c in container_times if in_range(c)]
+    mtimes = [m for m in mtimes if in_range(m)]
     if container_times:
         return StartTime(min(container_times), TimeSource.CONTAINER, warnings)
     t = folder_time(folder)

@@ -243,6 +243,9 @@ def run_ingest(
             report.failed.append((r.key, str(r.row.get("error"))))
         for k, v in r.counts.items():
             report.counts[k] = report.counts.get(k, 0) + v
+    # A drive whose failure could not even be recorded (its stage's record raised): no row, so
+    # the next ingest tries it again; the run says so rather than reading as a success.
+    report.failed += [(o.item.key, str(o.error)) for o in outcomes if o.result is None]
     status = "partial" if report.failed else "succeeded"
     lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
     return report

@@ -10,9 +10,20 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from jobs.runner import Runner
+from mining.curation import DatasetQuery
+from storage.bounds import Name, utf8_text
 from storage.config import Settings
 from storage.errors import ConfigError
 
@@ -65,26 +76,50 @@ class _Job(BaseModel):
         return self
 
 
+MAX_PATH = 4096
+"""Characters of a location (a local path: PATH_MAX; an S3 key is at most 1024 bytes)."""
+MAX_VERSION = 2**31 - 1
+"""A dataset version: what the ``datasets`` table's int column holds."""
+MAX_SHARD_MB = 65536.0
+"""A shard of 64 GiB: far past any useful one, and its size in bytes is an exact int."""
+DATASET_NAME = r"^[A-Za-z0-9_-]{1,100}$"
+"""A dataset's name (as ``POST /v1/datasets`` takes it): it becomes a folder and a URL part."""
+
+Location = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(utf8_text)]
+ModelRef = Annotated[Name, Field(description="NAME@VERSION or NAME (default: the current model)")]
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME, max_length=100)]
+ShardMb = Annotated[float, Field(gt=0, le=MAX_SHARD_MB, allow_inf_nan=False, description="target shard size")]
+INDEX_KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
+"""``mining.index.KINDS`` (a test keeps them equal; importing it here would load FAISS)."""
+IndexKind = Annotated[str, Field(pattern=f"^({'|'.join(INDEX_KINDS)})$", max_length=16)]
+"""One of :data:`INDEX_KINDS`: a ``str`` for callers (the CLI's ``--kind``), a pattern in the schema."""
+Query = Annotated[
+    DatasetQuery,
+    PlainSerializer(lambda q: q.model_dump(mode="json", exclude_defaults=True), return_type=dict[str, Any]),
+]
+"""A dataset query, validated (every list and string bounded) and kept as its JSON."""
+
+
 class IngestJob(_Job):
     kind: Literal["ingest"] = "ingest"
-    raw: str = Field(description="raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")
+    raw: Location = Field(description="raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")
     force: bool = False
 
 
 class EmbedJob(_Job):
     kind: Literal["embed"] = "embed"
-    model: str | None = Field(default=None, description="NAME@VERSION (default: the current model)")
+    model: ModelRef | None = None
 
 
 class IndexJob(_Job):
     kind: Literal["index"] = "index"
-    model: str | None = None
-    index_kind: str = Field(default="auto", description="flat | ivf-flat | ivf-pq, or auto (by size)")
+    model: ModelRef | None = None
+    index_kind: IndexKind = Field(default="auto", description="flat | ivf-flat | ivf-pq, or auto (by size)")
 
 
 class MineJob(_Job):
     kind: Literal["mine"] = "mine"
-    model: str | None = None
+    model: ModelRef | None = None
     full: bool = Field(
         default=False,
         description="re-score and re-rank every clip (default: new clips only) against the cluster "
@@ -95,15 +130,22 @@ class MineJob(_Job):
 
 class ExportJob(_Job):
     kind: Literal["export"] = "export"
-    name: str
-    version: int = Field(ge=1)
-    shard_mb: float = Field(default=512, gt=0)
+    name: DatasetName
+    version: int = Field(ge=1, le=MAX_VERSION)
+    shard_mb: ShardMb = 512
     format: Literal["webdataset", "lerobot"] = Field(
         default="webdataset", description="webdataset: shards + manifest; lerobot: a LeRobotDataset v3.0 tree"
     )
-    out: str | None = Field(
+    out: Location | None = Field(
         default=None, description="lerobot: where to write the tree (default: <lake>/datasets/NAME/V/lerobot)"
     )
+
+    @model_validator(mode="after")
+    def _out_is_lerobot(self) -> ExportJob:
+        """Shards live in the lake: an ``out`` for them is refused here, not by the job later."""
+        if self.out is not None and self.format != "lerobot":
+            raise ValueError("out: only --format lerobot writes elsewhere; shards live in the lake")
+        return self
 
 
 class DatasetJob(_Job):
@@ -111,10 +153,10 @@ class DatasetJob(_Job):
     submits when the query may read more rows than a request should."""
 
     kind: Literal["dataset"] = "dataset"
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
-    query: dict[str, Any] = Field(default_factory=dict, description="a DatasetQuery")
+    name: DatasetName
+    query: Query = Field(default_factory=DatasetQuery)
     export: bool = True
-    shard_mb: float = Field(default=512, gt=0)
+    shard_mb: ShardMb = 512
 
 
 JobRequest = Annotated[
@@ -171,11 +213,11 @@ def execute(req: Any, settings: Settings, runner: Runner | None = None, **hooks:
             return export_version(lake, req.name, req.version, int(req.shard_mb * 1024 * 1024), runner=runner)
         case DatasetJob():
             from jobs.export_job import export_version
-            from mining.curation import DatasetQuery, create_version, get_version
+            from mining.curation import create_version, get_version
             from storage.lake import Lake
 
             lake = Lake.from_settings(settings)
-            row = create_version(lake, req.name, DatasetQuery.model_validate(req.query))
+            row = create_version(lake, req.name, req.query)
             if req.export:
                 export_version(lake, req.name, row["version"], int(req.shard_mb * 1024 * 1024), runner=runner)
                 row = get_version(lake, req.name, row["version"])

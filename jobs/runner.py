@@ -110,7 +110,22 @@ def _as_outcomes(
             return [Outcome(item, result) for item, result in zip(batch, results, strict=True)]
     assert reason is not None
     describe = getattr(stage, "failed", None) if stage is not None else None
-    return [Outcome(item, describe(item, reason) if describe else None, reason) for item in batch]
+    return [_described(describe, item, reason) for item in batch]
+
+
+def _described(describe: Callable[[Any, str], Any] | None, item: Any, reason: str) -> Outcome[Any, Any]:
+    """A failed item's outcome, with the stage's record of it where the stage gives one.
+
+    Describing runs in the job's own process too (after a worker died), where an
+    exception would end the whole job: one that raises leaves the item with the
+    plain reason and no record."""
+    if describe is None:
+        return Outcome(item, None, reason)
+    try:
+        return Outcome(item, describe(item, reason), reason)
+    except Exception as exc:  # a bug or an input nobody foresaw, again: this item only
+        log.warning("describing a failed item raised: %s", "".join(traceback.format_exception(exc)))
+        return Outcome(item, None, f"{reason}; its failure record failed too: {type(exc).__name__}")
 
 
 def _run_batch(stage: Any, batch: list[Any]) -> list[Outcome[Any, Any]]:

@@ -15,6 +15,10 @@ environment (``FLEETMINE_JOB_REQUEST``, zlib + base64 of its JSON), the same way
 Ray job and a local process. A request that arrives over the API is first confined to
 the configured raw and export roots (:func:`jobs.roots.confine`).
 
+Detached local jobs are capped per host and lake: at most ``FLEETMINE_MAX_LOCAL_JOBS``
+(default 4) whose process is alive; one more is refused (:class:`TooManyJobs`, 429 at the
+API) before anything is written or started. A Ray cluster queues its own jobs: no cap.
+
 Either way the job updates its own row (``running``, then ``succeeded``/``partial``/
 ``failed`` with counters and per-item errors), so any API replica, and an API
 restarted meanwhile, answer ``GET /v1/jobs/{id}`` the same.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +49,11 @@ from jobs.requests import execute, summary
 from jobs.roots import confine
 from jobs.runs import RunRecord, run_row
 from storage.config import Settings
-from storage.errors import ConfigError, NotFoundError
+from storage.errors import ConfigError, ConflictError, NotFoundError
 from storage.lake import Lake
 from storage.sql import literal
 
-__all__ = ["cancel", "get_run", "list_runs", "run_submitted", "submit"]
+__all__ = ["TooManyJobs", "cancel", "get_run", "list_runs", "max_local_jobs", "run_submitted", "submit"]
 
 _PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
 REQUEST_ENV = "FLEETMINE_JOB_REQUEST"
@@ -57,6 +63,27 @@ _RUN_ID = re.compile(r"^[a-z]{1,20}-[0-9]{14}-[0-9a-f]{6}$")
 _MAX_PACKED = 96 * 1024  # one environment string may hold 128 KiB (Linux MAX_ARG_STRLEN)
 # Where this caller reaches the cluster; inside the job Ray sets RAY_ADDRESS to the cluster's own GCS.
 _LOCAL_ONLY = ("RAY_ADDRESS", "FLEETMINE_RAY_ADDRESS")
+MAX_LOCAL_JOBS_ENV = "FLEETMINE_MAX_LOCAL_JOBS"
+DEFAULT_MAX_LOCAL_JOBS = 4
+"""Detached local jobs alive at once per host and lake: each is a process of 170-250 MB (an
+ingest, more), so a burst of submissions must not start one per request."""
+MAX_ERROR_CHARS = 2000
+"""Of a job's own error in its ``runs`` row: a message that quotes its input stays short."""
+
+
+class TooManyJobs(ConflictError):
+    """As many detached local jobs as allowed are running; retry once one has ended."""
+
+    retry_after_s = 30
+
+
+def max_local_jobs() -> int:
+    """``FLEETMINE_MAX_LOCAL_JOBS`` (read at each submission), else 4; at least 1."""
+    value = os.environ.get(MAX_LOCAL_JOBS_ENV, "").strip()
+    try:
+        return max(1, int(value)) if value else DEFAULT_MAX_LOCAL_JOBS
+    except ValueError:
+        raise ConfigError(f"{MAX_LOCAL_JOBS_ENV}: not a whole number") from None
 
 
 def _env(settings: Settings, run_id: str, packed: str) -> dict[str, str]:
@@ -132,8 +159,10 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
                 "py_modules": project_modules(),  # uploaded to the cluster's GCS by the client
             },
         )
-        cluster_id, log_uri = run_id, None
-    else:
+        row = run_row(rec, "submitted").to_pylist()[0]
+        lake.upsert("runs", _with(row, cluster_job_id=run_id, log_uri=None))
+        return run_id
+    with _local_slot(lake):  # counted, started and recorded under one lock: a burst cannot overrun it
         log, fd = _open_log(run_id)
         with os.fdopen(fd, "ab") as out:
             proc = subprocess.Popen(
@@ -144,10 +173,46 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # not this process's child for signals: it outlives us
             )
-        cluster_id, log_uri = f"pid:{proc.pid}@{socket.gethostname()}", str(log)
-    row = run_row(rec, "submitted").to_pylist()[0]
-    lake.upsert("runs", _with(row, cluster_job_id=cluster_id, log_uri=log_uri))
+        row = run_row(rec, "submitted").to_pylist()[0]
+        where = f"pid:{proc.pid}@{socket.gethostname()}"
+        lake.upsert("runs", _with(row, cluster_job_id=where, log_uri=str(log)))
     return run_id
+
+
+@contextlib.contextmanager
+def _local_slot(lake: Lake) -> Iterator[None]:
+    """Hold this host's submission lock while a place is free for one more local job, else
+    raise :class:`TooManyJobs`. The lock (``flock`` on a file in this user's log folder) is
+    taken by every thread and process that submits here, so counting, starting and recording
+    a job is one step for all of them."""
+    limit = max_local_jobs()
+    lock = os.open(_log_dir() / "submit.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        running = _live_local_jobs(lake)
+        if running >= limit:
+            raise TooManyJobs(
+                f"{running} local jobs are running, the most allowed ({MAX_LOCAL_JOBS_ENV}={limit}); "
+                f"retry once one has ended"
+            )
+        yield
+    finally:
+        os.close(lock)  # releases the flock
+
+
+def _live_local_jobs(lake: Lake) -> int:
+    """Runs of this lake still ``submitted``/``running`` whose process on this host is alive."""
+    rows = lake.read(
+        "runs",
+        columns=["cluster_job_id"],
+        where="status IN ('submitted', 'running') AND cluster_job_id LIKE 'pid:%'",
+    ).column("cluster_job_id")
+    here = socket.gethostname()
+    return sum(
+        1
+        for cid in rows.to_pylist()
+        if str(cid)[4:].partition("@")[2] == here and _job_gone(str(cid), None) is None
+    )
 
 
 def _with(row: dict[str, Any], **extra: Any) -> Any:
@@ -163,16 +228,20 @@ def run_submitted(request_json: str | None, settings: Settings) -> int:
 
     ``request_json`` None: the request :func:`submit` put in ``FLEETMINE_JOB_REQUEST``.
     """
-    from pydantic import TypeAdapter
-
-    from jobs.requests import JobRequest
+    from jobs.requests import parse_job
 
     if request_json is None:
         packed = os.environ.get(REQUEST_ENV)
         if not packed:
             raise ConfigError(f"run-job: no request given and {REQUEST_ENV} is not set")
         request_json = unpack_request(packed)
-    req = TypeAdapter(JobRequest).validate_json(request_json)
+    try:
+        doc = json.loads(request_json)
+    except ValueError:
+        raise ConfigError("run-job: the request is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
+        raise ConfigError("run-job: the request is not an object with a kind")
+    req = parse_job(doc.pop("kind"), doc)  # bounded as at the API: a ConfigError, not a traceback
     run_id = os.environ.get("FLEETMINE_RUN_ID") or f"{req.kind}-{uuid.uuid4().hex[:12]}"
     if not _RUN_ID.fullmatch(run_id) and not re.fullmatch(r"[a-z]{1,20}-[0-9a-f]{12}", run_id):
         raise ConfigError("FLEETMINE_RUN_ID is not a run id fleetmine made")
@@ -185,7 +254,7 @@ def run_submitted(request_json: str | None, settings: Settings) -> int:
     try:
         report = execute(req, settings)
     except Exception as exc:
-        rec.errors.append({"job": f"{type(exc).__name__}: {exc}"})
+        rec.errors.append({"job": _cut(f"{type(exc).__name__}: {exc}")})
         lake.upsert("runs", _with(run_row(rec, "failed").to_pylist()[0], **keep))
         raise
     info = summary(report)
@@ -198,6 +267,10 @@ def run_submitted(request_json: str | None, settings: Settings) -> int:
     status = "partial" if rec.errors or (isinstance(failed, int) and failed) else "succeeded"
     lake.upsert("runs", _with(run_row(rec, status).to_pylist()[0], **keep))
     return 3 if status == "partial" else 0
+
+
+def _cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def _exists(lake: Lake, run_id: str) -> bool:

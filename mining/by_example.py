@@ -35,6 +35,7 @@ query: the API imports neither for any other route.
 from __future__ import annotations
 
 import io
+import math
 import threading
 from typing import Any
 
@@ -66,31 +67,47 @@ def keyframe(data: bytes, max_pixels: int = 16_000_000) -> bytes:
 
     Memory is what bounds this, not time: its dimensions are read from the header and
     checked before any pixel is decoded (a small file that unpacks to a huge bitmap is
-    refused); a JPEG decodes at the smallest DCT scale that still covers the keyframe;
-    a PNG, which has no smaller scale, is shrunk in its own mode (1 byte a pixel for
-    grey) before any conversion to RGB, so the only full-size buffer is the decoded
-    one. At most ``Settings.image_decode_concurrency`` decodes run at once
-    (:mod:`mining.decode_slots`); the others wait holding only their compressed bytes."""
+    refused, and so is one longer than 16:1, which no camera frame is and whose
+    keyframe alone would be a bitmap of tens of MB, past JPEG's 65535 px); a JPEG
+    decodes at the smallest DCT scale that still covers the keyframe; anything larger
+    than the keyframe is shrunk a band of rows at a time in its own mode, so the only
+    full-size buffer is the decoded one. Decodes run on the fixed threads of
+    :mod:`mining.decode_slots` (``Settings.image_decode_concurrency`` of them); the
+    others wait holding only their compressed bytes."""
     from PIL import Image
 
-    from mining.decode_slots import decode_slot
+    from mining import decode_slots
 
     try:
         img = Image.open(io.BytesIO(data))
         w, h = _checked_size(img, max_pixels)
-        with decode_slot():
-            small = _decoded_small(img, w, h)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image does not decode ({type(exc).__name__})") from None
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=_KEYFRAME_QUALITY)
+    return decode_slots.run(_keyframe_of, img, w, h)
+
+
+def _keyframe_of(img: Any, w: int, h: int) -> bytes:
+    """The keyframe's JPEG bytes of an opened image (on a decode thread): any failure,
+    of the decode or of the encode, is the image's (422), never the server's."""
+    from PIL import Image
+
+    try:
+        small = _decoded_small(img, w, h)
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=_KEYFRAME_QUALITY)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image does not decode ({type(exc).__name__})") from None
     return buf.getvalue()
 
 
+_MAX_ASPECT = 16  # long side over short side: a camera frame is far from it (panoramas ~4)
+
+
 def _checked_size(img: Any, max_pixels: int) -> tuple[int, int]:
-    """The image's size from its header, if it is a JPEG or PNG within ``max_pixels``."""
+    """The image's size from its header, if it is a JPEG or PNG within ``max_pixels``
+    and no longer than 16:1."""
     if img.format not in _FORMATS:
         raise ImageError(f"not a JPEG or PNG image ({img.format or 'unknown format'})")
     w, h = img.size
@@ -98,6 +115,8 @@ def _checked_size(img: Any, max_pixels: int) -> tuple[int, int]:
         raise ImageError(f"image is {w} x {h} px: over the limit of {max_pixels} pixels")
     if w < 2 or h < 2:
         raise ImageError(f"image is {w} x {h} px: too small to show a scene")
+    if max(w, h) > _MAX_ASPECT * min(w, h):
+        raise ImageError(f"image is {w} x {h} px: longer than {_MAX_ASPECT}:1, not a camera frame")
     return int(w), int(h)
 
 
@@ -106,26 +125,35 @@ _UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRA
             6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
 
 
-_STRIPE_ROWS = 512  # of the decoded image, converted and reduced at a time
+_BAND_PIXELS = 1 << 20  # of the decoded image, converted and shrunk at a time (4 MB as RGB)
 
 
-def _reduced(img: Any, factor: int) -> Any:
-    """``img`` box-averaged ``factor`` times smaller, as RGB, a stripe at a time: a
-    conversion or a reduce of the whole image (RGBA is premultiplied first) would be a
-    second full-size copy beside the decoded one."""
+def _shrunk(img: Any, size: tuple[int, int]) -> Any:
+    """``img`` box-filtered down to ``size``, as RGB, a band of rows at a time: a
+    conversion or a resize of the whole image (RGBA is premultiplied first) would be a
+    second full-size copy beside the decoded one, and a resize's first pass a third.
+    Each band covers whole output rows, its source rows given exactly (``box``), so the
+    result is the whole-image box filter's, with no seams (a source row whose centre
+    lies exactly on a band's edge may count for the other side: a level or two)."""
     from PIL import Image
 
     w, h = img.size
-    out = Image.new("RGB", (-(-w // factor), -(-h // factor)))
-    step = factor * max(1, _STRIPE_ROWS // factor)
-    for top in range(0, h, step):
-        stripe = img.crop((0, top, w, min(h, top + step))).convert("RGB")
-        out.paste(stripe.reduce(factor), (0, top // factor))
+    out_w, out_h = size
+    rows_per_out = h / out_h  # source rows one output row averages (> 1: shrinking)
+    band = max(1, int(_BAND_PIXELS / (w * rows_per_out)))  # output rows a band
+    out = Image.new("RGB", size)
+    for top in range(0, out_h, band):
+        bottom = min(out_h, top + band)
+        y0, y1 = top * rows_per_out, bottom * rows_per_out
+        first, last = int(y0), min(h, math.ceil(y1))
+        stripe = img.crop((0, first, w, last)).convert("RGB")
+        part = stripe.resize((out_w, bottom - top), Image.Resampling.BOX, box=(0, y0 - first, w, y1 - first))
+        out.paste(part, (0, top))
     return out
 
 
 def _decoded_small(img: Any, w: int, h: int) -> Any:
-    """``img`` decoded and shrunk to the keyframe size (short side 224), upright, RGB."""
+    """``img`` decoded and brought to the keyframe size (short side 224), upright, RGB."""
     from PIL import Image
 
     orientation = img.getexif().get(0x0112)  # read before decoding: a resized copy has no EXIF
@@ -134,10 +162,10 @@ def _decoded_small(img: Any, w: int, h: int) -> Any:
     if img.format == "JPEG":  # decode at the smallest scale that still covers the keyframe
         img.draft("RGB", size)
     img.load()
-    factor = min(img.size) // KEYFRAME_SHORT_SIDE  # of the decoded size (a JPEG's draft is smaller)
-    img = _reduced(img, factor) if factor >= 2 else img.convert("RGB")
-    resample = Image.Resampling.BOX if img.width > size[0] else Image.Resampling.BICUBIC
-    small = img.resize(size, resample)
+    if img.width > size[0] or img.height > size[1]:  # larger than the keyframe (a draft may be)
+        small = _shrunk(img, size)
+    else:  # no larger than the keyframe already: a whole conversion is keyframe-sized
+        small = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
     del img
     if orientation in _UPRIGHT:
         small = small.transpose(getattr(Image.Transpose, _UPRIGHT[orientation]))

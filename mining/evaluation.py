@@ -203,9 +203,11 @@ class ConsistencyReport:
     auc: float  # chance that a drive's own other half is nearer than another drive's
     own_distance: float  # mean L2 distance between a drive's two halves
     other_distance: float  # mean L2 distance to other drives' second halves
+    why_not: str = ""  # when the figures could not be computed (they are nan): why
 
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        """JSON-ready: a figure that could not be computed is null, never NaN (not JSON)."""
+        return {k: None if isinstance(v, float) and v != v else v for k, v in self.__dict__.items()}
 
 
 def drive_consistency(lake: Lake, model: str | None = None) -> ConsistencyReport:
@@ -231,7 +233,12 @@ def drive_consistency(lake: Lake, model: str | None = None) -> ConsistencyReport
             out.append(m / max(float(np.linalg.norm(m)), 1e-12))
     n = len(firsts)
     if n < 2:
-        return ConsistencyReport(spec.ref, n, float("nan"), float("nan"), float("nan"), float("nan"))
+        nan = float("nan")
+        why = (
+            "needs at least 2 drives with 2 or more embedded clips each (a drive's halves are "
+            f"compared with other drives' halves); this lake has {n}"
+        )
+        return ConsistencyReport(spec.ref, n, nan, nan, nan, nan, why_not=why)
     a, b = np.stack(firsts), np.stack(seconds)
     d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
     own = np.diag(d)

@@ -9,8 +9,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from jobs.runner import SequentialRunner
@@ -24,6 +26,47 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def serve_process(
+    lake: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``fleetmine serve`` over ``lake`` in a process of its own (a crash kills it, not
+    pytest) on a free loopback port, its environment plus ``env``; yields its base URL.
+    Its output (the URL line, one access-log line per request) goes to the file ``log``:
+    a pipe nobody reads would fill and stall the server. Stopped by its PID."""
+    port = free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "serve", "--lake", lake, "--port", str(port)],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fleetmine serve did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,10 @@ def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
     "/datasets",
     response_model=DatasetVersionPublic,
     status_code=201,
-    responses={202: {"model": DatasetJobPublic, "description": "a large query: submitted as a job"}},
+    responses={
+        202: {"model": DatasetJobPublic, "description": "a large query: submitted as a job"},
+        429: {"description": "as many local jobs as allowed are running (FLEETMINE_MAX_LOCAL_JOBS)"},
+    },
 )
 def create_dataset(
     body: DatasetCreate, request: Request, lake: LakeDep, _: Curator
@@ -119,7 +122,7 @@ def create_dataset(
     estimate = scan_estimate(lake, body.query)
     if estimate > settings.dataset_inline_rows:
         from jobs.requests import parse_job
-        from jobs.submit import get_run, submit
+        from jobs.submit import TooManyJobs, get_run, submit
 
         params = {
             "name": body.name,
@@ -131,7 +134,10 @@ def create_dataset(
             req = parse_job("dataset", params)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
-        run_id = submit(req, settings)
+        try:
+            run_id = submit(req, settings)
+        except TooManyJobs as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
         run = get_run(lake, run_id, settings.ray_address)
         job = DatasetJobPublic(
             name=body.name,

@@ -196,6 +196,14 @@ def _filters(lake: Any, q: GridQuery) -> str:
     )
 
 
+@router.get("")
+def ui_root(request: Request) -> RedirectResponse:
+    """``/ui`` to ``/ui/`` with its query: a path, not a URL, so no ``Host`` a client
+    wrote can make the redirect point elsewhere (the app has no slash redirects)."""
+    query = request.url.query
+    return RedirectResponse("/ui/" + (f"?{query}" if query else ""), status_code=307)
+
+
 @router.get("/", response_class=HTMLResponse)
 def grid(
     request: Request,

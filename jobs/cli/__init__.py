@@ -27,15 +27,25 @@ from jobs.cli import (  # noqa: F401  (they register their commands)
     serve,
     tokens,
 )
-from jobs.cli._common import app, err
+from jobs.cli._common import app, err, literal
 from storage.errors import FleetError
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
+    """Run the command; a fleetmine error (or a value pydantic refused) is one line on stderr,
+    exit 2. The message is printed as text, never as rich markup: it quotes names, paths and
+    warnings that came with the data (``[/]`` in a name raised MarkupError), and it is cut
+    (rich's highlighter spent minutes of CPU on a 900 KB one)."""
+    from pydantic import ValidationError
+
     try:
         app()
     except FleetError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(literal(str(exc), prefix="error: "))
+        sys.exit(2)
+    except ValidationError as exc:  # a request model built from options (an unknown --kind)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        err.print(literal(problems, prefix="error: "))
         sys.exit(2)

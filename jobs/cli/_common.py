@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from storage.config import Settings
 
@@ -36,6 +37,18 @@ console = Console(stderr=False)
 
 
 err = Console(stderr=True)
+
+MAX_MESSAGE = 2000
+"""Characters of one message the CLI prints from data (an error, a warning): more is cut."""
+
+
+def literal(message: str, prefix: str = "", style: str = "red", limit: int = MAX_MESSAGE) -> Text:
+    """``message`` to print as it is: a rich ``Text`` is neither markup nor highlighted, so
+    ``[/]`` in a dataset name, a vehicle or a drive's warning is printed, not interpreted.
+    Cut to ``limit`` characters; ``prefix`` (``"error: "``) in ``style``."""
+    if len(message) > limit:
+        message = f"{message[:limit]}… ({len(message) - limit} more characters)"
+    return Text.assemble((prefix, style), message) if prefix else Text(message)
 
 
 LakeOpt = Annotated[

@@ -37,6 +37,7 @@ def dataset_create(
     console.print(
         f"{name}@{row['version']}: {row['clip_count']} clips (pinned to {row['lake_version']})",
         soft_wrap=True,
+        markup=False,  # the name and paths are data
     )
 
 
@@ -83,6 +84,9 @@ def dataset_export(
             f"{name}@{version}: LeRobot v3.0, {doc['episodes']} episodes, {doc['frames']} frames "
             f"at {doc['fps']} fps ({modes}) in {doc['root']}",
             soft_wrap=True,
+            markup=False,
         )
         return
-    console.print(f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards")
+    console.print(
+        f"{name}@{version}: {doc['num_samples']} samples in {len(doc['shardlist'])} shards", markup=False
+    )

@@ -18,6 +18,7 @@ from jobs.cli._common import (
     app,
     console,
     err,
+    literal,
     settings,
 )
 
@@ -65,7 +66,7 @@ def synth(
     total = len(plan_drives(cfg))
     progress = Progress(
         TextColumn("[bold]synth"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn("drives"),
         TimeElapsedColumn(),
@@ -106,10 +107,11 @@ def ingest(
     totals = {"clips": 0, "clip_frames": 0, "can_frames": 0, "bytes": 0}
     progress = Progress(
         TextColumn("[bold]ingest"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
-        TextColumn("drives  {task.fields[detail]}"),
-        TimeElapsedColumn(),
+        TextColumn("drives"),
+        TimeElapsedColumn(),  # before the detail: a narrow terminal cuts the detail, not the time
+        TextColumn("{task.fields[detail]}"),
         console=err,
     )
     task_id = progress.add_task("drives", total=None, detail="")
@@ -126,14 +128,19 @@ def ingest(
         )
         progress.update(task_id, advance=1, detail=detail)
         if result is not None and not result.ok:
-            progress.console.print(f"[red]failed[/] {result.key}: {result.row.get('error')}", soft_wrap=True)
+            progress.console.print(
+                literal(f"{result.key}: {result.row.get('error')}", "failed ", "red"), soft_wrap=True
+            )
 
     with progress:
         report = execute(IngestJob(raw=raw, force=force), s, on_progress=on_progress)
     if report.resumed:
         console.print(f"resumed unfinished run {report.run_id}")
     if not report.discovered:
-        console.print(f"no drive folders (<vehicle>/<drive>/ with cameras/ or can/) found under {raw}")
+        console.print(
+            literal(f"no drive folders (<vehicle>/<drive>/ with cameras/ or can/) found under {raw}"),
+            soft_wrap=True,
+        )
     elif not report.ok and not report.failed:
         console.print(f"nothing new: {report.discovered} drives found, all already ingested ({s.lake})")
     else:
@@ -149,9 +156,11 @@ def ingest(
                 "dense frames where a signal trigger fired"
             )
     for key, warnings in report.warned:
-        console.print(f"  [yellow]ok with warnings[/] {key}: {'; '.join(warnings)}", soft_wrap=True)
+        console.print(
+            literal(f"{key}: {'; '.join(warnings)}", "  ok with warnings ", "yellow"), soft_wrap=True
+        )
     for key, reason in report.failed:
-        console.print(f"  [red]failed[/] {key}: {reason}", soft_wrap=True)
+        console.print(literal(f"{key}: {reason}", "  failed ", "red"), soft_wrap=True)
     if report.still_failing:
         console.print(
             f"{len(report.still_failing)} drives of earlier runs still failing for their content "
@@ -159,5 +168,5 @@ def ingest(
             soft_wrap=True,
         )
         for key, reason in report.still_failing:
-            console.print(f"  [red]still failing[/] {key}: {reason}", soft_wrap=True)
+            console.print(literal(f"{key}: {reason}", "  still failing ", "red"), soft_wrap=True)
     raise typer.Exit(report.exit_code)

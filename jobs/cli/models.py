@@ -18,6 +18,7 @@ from jobs.cli._common import (
     WaitOpt,
     app,
     console,
+    literal,
     model_app,
     open_lake,
     settings,
@@ -108,7 +109,7 @@ def embed(
         r = execute(EmbedJob(model=model), settings(lake, address))
     console.print(f"{r.model}: {r.embedded} clips embedded, {r.already} already had vectors (run {r.run_id})")
     for cid, reason in r.failed[:20]:
-        console.print(f"  [red]failed[/] {cid}: {reason}", soft_wrap=True)
+        console.print(literal(f"{cid}: {reason}", "  failed ", "red"), soft_wrap=True)
     if r.failed:
         console.print(f"{len(r.failed)} clips could not be embedded (they stay pending)")
         raise typer.Exit(3)
@@ -159,8 +160,8 @@ def mine(
     wait: WaitOpt = False,
 ) -> None:
     """Score novelty, rarity and near-duplicates: the clips added since the last run
-    (against its fit), or every clip with ``--full`` (one run in mining_scores). The
-    cluster model is fitted again with ``--refit`` or once the corpus has grown 1.5x."""
+    (against its fit), or every clip with --full (one run in mining_scores). The
+    cluster model is fitted again with --refit or once the corpus has grown 1.5x."""
     from jobs.cli.runs import submit_if_cluster
     from jobs.requests import MineJob, execute
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -124,14 +125,22 @@ def eval_mining(
         ct.add_column("")
         for c in cons:
             ct.add_column(c.model, justify="right")
+
+        def fig(c: Any, text: str) -> str:
+            return "n/a" if c.why_not else text
+
         ct.add_row("drives", *(str(c.drives) for c in cons))
-        ct.add_row("own half nearest (top-1)", *(f"{c.top1:.2f}" for c in cons))
-        ct.add_row("own half nearer than another's (AUC)", *(f"{c.auc:.2f}" for c in cons))
+        ct.add_row("own half nearest (top-1)", *(fig(c, f"{c.top1:.2f}") for c in cons))
+        ct.add_row("own half nearer than another's (AUC)", *(fig(c, f"{c.auc:.2f}") for c in cons))
         ct.add_row("random", *("0.50" for _ in cons))
         ct.add_row(
-            "mean distance: own / others'", *(f"{c.own_distance:.3f} / {c.other_distance:.3f}" for c in cons)
+            "mean distance: own / others'",
+            *(fig(c, f"{c.own_distance:.3f} / {c.other_distance:.3f}") for c in cons),
         )
         console.print(ct)
+        for c in cons:
+            if c.why_not:
+                err.print(f"{escape(c.model)}: n/a: {escape(c.why_not)}", highlight=False)
         if json_path:
             json_path.write_text(json.dumps([c.as_dict() for c in cons], indent=2))
         return

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from jobs.cli._common import AddressOpt, LakeOpt, app, console, open_lake, settings
+from jobs.cli._common import AddressOpt, LakeOpt, app, console, literal, open_lake, settings
 
 jobs_app = typer.Typer(help="Job runs: submitted or run here (the lake's runs table).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -40,9 +41,9 @@ def _follow(run_id: str, lake: str | None, address: str | None) -> int:
         while (row := get_run(lk, run_id, where))["status"] not in FINAL:
             st.update(f"{run_id}: {row['status']} {row['counts'] or ''}")
             time.sleep(2)
-    console.print(f"{run_id}: {row['status']} {row['counts']}")
+    console.print(f"{run_id}: {row['status']} {row['counts']}", markup=False, highlight=False)
     for err in json.loads(row["errors"] or "[]")[:20]:
-        console.print(f"  {err}", markup=False)
+        console.print(literal(str(err), prefix="  ", style=""), soft_wrap=True)
     return {"succeeded": 0, "partial": 3}.get(row["status"], 1)
 
 
@@ -57,13 +58,13 @@ def jobs_list(
     for col in ("run", "kind", "status", "started", "finished", "counts"):
         table.add_column(col)
     for r in list_runs(open_lake(lake, address), limit):
-        table.add_row(
-            r["run_id"],
-            r["kind"] or "",
-            r["status"] or "",
+        table.add_row(  # Text: a row's strings are data, never markup
+            Text(r["run_id"]),
+            Text(r["kind"] or ""),
+            Text(r["status"] or ""),
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}" if r["started_at"] else "",
             f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else "",
-            r["counts"] or "",
+            literal(r["counts"] or "", limit=200),
         )
     console.print(table)
 
@@ -102,14 +103,14 @@ def jobs_cancel(run_id: str, lake: LakeOpt = None, address: AddressOpt = None) -
     from jobs.submit import cancel
 
     s = settings(lake, address)
-    console.print(f"{run_id}: {cancel(open_lake(lake, address), run_id, s.ray_address)}")
+    console.print(f"{run_id}: {cancel(open_lake(lake, address), run_id, s.ray_address)}", markup=False)
 
 
 @app.command("run-job", hidden=True)
 def run_job(
     request: Annotated[str | None, typer.Argument()] = None, lake: LakeOpt = None, address: AddressOpt = None
 ) -> None:
-    """Inside a submitted job: run REQUEST (JSON; default: the one ``submit`` put in the
+    """Inside a submitted job: run REQUEST (JSON; default: the one a submission put in the
     environment, FLEETMINE_JOB_REQUEST) and keep its runs row current."""
     from jobs.submit import run_submitted
 

@@ -67,7 +67,9 @@ def schedule_add(
 
     s = add_schedule(open_lake(lake, address), name, parse_chain(jobs), every, cron)
     chain = " then ".join(j.kind for j in s.jobs)
-    console.print(f"schedule {name}: {chain}, {'every ' + every if every else 'cron ' + str(cron)}")
+    console.print(
+        f"schedule {name}: {chain}, {'every ' + every if every else 'cron ' + str(cron)}", markup=False
+    )
 
 
 @schedule_app.command("list")

@@ -33,22 +33,44 @@ def serve(
     address: AddressOpt = None,
 ) -> None:
     """The catalog API (OpenAPI at /openapi.json)."""
-    import uvicorn
+    import logging
 
+    import uvicorn
+    from rich.markup import escape
+
+    from api.access_log import AccessLog
     from api.app import create_app, lean_server_process
 
     lean_server_process()
 
     if no_auth:
         err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")
+    conf = settings(lake, address)
+    app_ = create_app(conf, auth=not no_auth)
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    err.print(
+        f"fleetmine catalog of {escape(conf.lake)} on [bold]{base}[/] "
+        f"(API docs {base}/docs, web UI {base}/ui/); Ctrl-C stops it",
+        highlight=False,
+        soft_wrap=True,  # one line: a URL cut across lines is no URL to copy
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    access = logging.getLogger("fleetmine.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
     # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback (its default),
     # i.e. from anyone behind a proxy on this host. The app believes only
-    # Settings.trusted_proxies (FLEETMINE_TRUSTED_PROXIES), see api.proxies.
+    # Settings.trusted_proxies (FLEETMINE_TRUSTED_PROXIES), see api.proxies. uvicorn's access
+    # log is off: it prints query strings, where shard grants live (api.access_log).
     uvicorn.run(
-        create_app(settings(lake, address), auth=not no_auth),
+        AccessLog(app_),
         host=host,
         port=port,
         log_level="warning",
+        access_log=False,
         proxy_headers=False,
     )
 

@@ -55,3 +55,24 @@ def test_versions_side_by_side_on_the_same_labels_and_drive_consistency(
     assert [r["model"] for r in rows] == ["builtin-motion@1", look.ref]
     assert all(r["planted"] == rows[0]["planted"] > 0 for r in rows)  # the same labels, the same clips
     assert "more like this" in res.output and "duplicates" in res.output
+
+
+def test_consistency_on_one_drive_says_why_it_has_no_figures(tmp_path: Path) -> None:
+    """One drive has no other drive to be told from: no NaN printed as a figure, a reason instead
+    (and null in the JSON, which NaN is not)."""
+    from ingest.synth.fleet import SynthConfig, synthesize
+    from jobs.ingest_job import run_ingest
+
+    synthesize(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=0.5, seed=5, workers=1))
+    settings = Settings(lake=str(tmp_path / "lake"))
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    run_embed(settings, runner=LOCAL)
+    out = tmp_path / "one.json"
+    res = CliRunner().invoke(
+        app, ["eval-mining", "--consistency", "--lake", settings.lake, "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "nan" not in res.output and "n/a" in res.output, res.output
+    assert "needs at least 2 drives" in res.output, res.output
+    (row,) = json.loads(out.read_text())
+    assert row["drives"] <= 1 and row["auc"] is None and "2 drives" in row["why_not"]

@@ -8,10 +8,11 @@ memory of decoding uploaded images bounded."""
 from __future__ import annotations
 
 import io
-import os
+import struct
 import subprocess
-import sys
+import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,8 +24,8 @@ from PIL import Image
 
 from api.sessions import COOKIE, Sessions
 from storage import Lake
-from tests.conftest import free_port
-from tests.reliability.conftest import REPO, Figures, Served
+from tests.conftest import serve_process
+from tests.reliability.conftest import Figures, Served
 
 LIMIT = 5  # FLEETMINE_AUTH_MAX_FAILURES of the servers here
 WRONG = "fm_" + "A" * 43
@@ -32,30 +33,10 @@ WRONG = "fm_" + "A" * 43
 
 @contextmanager
 def fleetmine_serve(lake: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``fleetmine serve`` over ``lake`` on a free loopback port, with ``FLEETMINE_<env>``."""
-    port = free_port()
-    e = {**os.environ, "FLEETMINE_LAKE": lake, "FLEETMINE_AUTH_MAX_FAILURES": str(LIMIT)}
-    e.update({f"FLEETMINE_{k.upper()}": v for k, v in env.items()})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=e,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                time.sleep(0.1)
-        yield base, proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """``fleetmine serve`` over ``lake`` (tests.conftest.serve_process), with ``FLEETMINE_<env>``."""
+    e = {"FLEETMINE_AUTH_MAX_FAILURES": str(LIMIT), **{f"FLEETMINE_{k.upper()}": v for k, v in env.items()}}
+    with tempfile.TemporaryDirectory() as tmp, serve_process(lake, Path(tmp) / "serve.log", e) as served:
+        yield served
 
 
 def _bearer(token: str, **headers: str) -> dict[str, str]:
@@ -173,6 +154,48 @@ def test_urls_are_never_built_from_a_made_up_host(
     assert all(s["url"].startswith("https://fleet.example/v1/shards/") for s in via.json()["shardlist"])
 
 
+def test_no_redirect_names_a_made_up_host(
+    plain: tuple[str, subprocess.Popen[bytes]], served: Served, figures: Figures
+) -> None:
+    """A trailing-slash redirect built from the request's ``Host`` would send a shard's
+    grant to whatever host a client (or a page it was lured to) wrote."""
+    base, _ = plain
+    paths = [
+        "/v1/shards/ds1/1/000000.tar/?grant=GRANT-SECRET",
+        "/v1/datasets/ds1/versions/1/manifest/?grant=GRANT-SECRET",
+        "/v1/drives/",
+        "/v1/clips/",
+        "/v1/jobs/",
+        "/ui",
+        "/ui?min_speed=3",
+        "/ui/login/",
+        "/metrics/",
+    ]
+    hosts = ["evil.example", "evil.example:8443", "[::1]:1@evil.example"]
+    answers = []
+    with httpx.Client(base_url=base) as http:
+        for path in paths:
+            for host in hosts:
+                r = http.get(path, headers={"Host": host})
+                answers.append((path, host, r.status_code, r.headers.get("location", "")))
+        ui = http.get("/ui", headers=_bearer(served.tokens["reader"]), follow_redirects=True)
+    named = [a for a in answers if "evil" in a[3]]
+    redirected = sorted({(p, loc) for p, _, s, loc in answers if 300 <= s < 400})
+    figures(
+        group="proxy trust",
+        fault=f"{len(paths)} paths a trailing-slash redirect would answer (a shard with its grant, "
+        f"drives, clips, /ui) x {len(hosts)} made-up Host headers",
+        cases=len(answers),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{len(named)} Location headers named the made-up host; redirects left: {redirected}; "
+        f"/ui followed: {ui.status_code} at {ui.url.path}",
+    )
+    assert not named, named
+    assert all(loc.startswith("/") and not loc.startswith("//") for _, loc in redirected), redirected
+    assert ui.status_code == 200 and ui.url.path.startswith("/ui/"), (ui.status_code, ui.url)
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 
@@ -271,6 +294,61 @@ def test_a_session_expires_and_a_forged_one_is_refused(
     assert answers == {"expired": 401, "live": 200, "forged": 401, "dead token": 401}
 
 
+def _variants(value: str) -> dict[str, str]:
+    """Cookie headers whose value is ``value`` written another way: each must be the same
+    signed-out session, or no session at all."""
+    _, tid, exp, nonce, sig = value.split(".")
+    return {
+        "exact": f"{COOKIE}={value}",
+        "quoted": f'{COOKIE}="{value}"',
+        "expiry 0-padded": f"{COOKIE}=s1.{tid}.0{exp}.{nonce}.{sig}",
+        "expiry 00-padded": f"{COOKIE}=s1.{tid}.00{exp}.{nonce}.{sig}",
+        "expiry +": f"{COOKIE}=s1.{tid}.+{exp}.{nonce}.{sig}",
+        "trailing newline": f'{COOKIE}="{value}\\012"',
+        "trailing CR LF": f'{COOKIE}="{value}\\015\\012"',
+        "trailing space": f'{COOKIE}="{value} "',
+        "trailing tab": f'{COOKIE}="{value}\\011"',
+        "leading space": f'{COOKIE}=" {value}"',
+        "upper-case id": f"{COOKIE}=s1.{tid.upper()}.{exp}.{nonce}.{sig}",
+        "upper-case S1": f"{COOKIE}=S1.{tid}.{exp}.{nonce}.{sig}",
+        "trailing dot": f"{COOKIE}={value}.",
+        "doubled dot": f"{COOKIE}=s1.{tid}..{exp}.{nonce}.{sig}",
+        "leading dot": f"{COOKIE}=.{value}",
+        "signature padded": f"{COOKIE}={value}=",
+        "twice": f"{COOKIE}={value}; {COOKIE}={value}",
+    }
+
+
+def test_sign_out_ends_every_spelling_of_the_session(
+    plain: tuple[str, subprocess.Popen[bytes]], served: Served, figures: Figures
+) -> None:
+    """The signature covers the expiry as a number and the cookie parser unquotes, so one
+    session has many spellings: signing out must end all of them, not the one it saw."""
+    base, _ = plain
+    token = served.tokens["reader"]
+    signed = httpx.post(f"{base}/ui/login", data={"token": token, "next": "/ui/"}, headers={"Origin": base})
+    value = signed.cookies[COOKIE]
+    before = httpx.get(f"{base}/v1/clips", headers={"Cookie": f"{COOKIE}={value}"}).status_code
+    out = httpx.post(f"{base}/ui/logout", headers={"Cookie": f"{COOKIE}={value}", "Origin": base})
+    after = {
+        name: httpx.get(f"{base}/v1/clips", headers={"Cookie": cookie}).status_code
+        for name, cookie in _variants(value).items()
+    }
+    live = [name for name, status in after.items() if status != 401]
+    figures(
+        group="timing assumptions",
+        fault=f"a session signed out, then sent as {len(after)} spellings (0-padded expiry, trailing "
+        "newline/space, quoted, upper-case id, extra dots)",
+        cases=len(after),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"before sign-out {before}, sign-out {out.status_code}; after: "
+        f"{sum(s == 401 for s in after.values())} of {len(after)} x 401, live: {live}",
+    )
+    assert before == 200 and out.status_code == 303
+    assert not live, after
+
+
 def _token_ids(lake: Lake, name: str) -> list[str]:
     from api.auth import token_id
 
@@ -351,6 +429,25 @@ def _png(w: int, h: int, mode: str = "RGB", blank: bool = True) -> bytes:
     return buf.getvalue()
 
 
+def _png16(w: int, h: int) -> bytes:
+    """A 16-bit RGBA PNG of coloured vertical bars (not blank), written row by row: each
+    row after the first is filtered "Up" (all zeros), so a 60000 px wide image is a few
+    hundred KB that decodes to 4 bytes a pixel."""
+    bars = [bytes([(37 * i) % 256, 0, (91 * i) % 256, 0, (53 * i) % 256, 0, 255, 255]) for i in range(8)]
+    first = b"".join(bars[(x // 250) % len(bars)] for x in range(w))
+    z = zlib.compressobj(9)
+    idat = [z.compress(b"\x00" + first)]
+    up = b"\x02" + bytes(8 * w)
+    idat += [z.compress(up) for _ in range(h - 1)]
+    idat.append(z.flush())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
+
+
 def _status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -390,3 +487,47 @@ def test_concurrent_huge_images_keep_the_server_small(served: Served, figures: F
     )
     assert statuses[:6] == [422] * 6 and statuses[6:] == [200] * 6, statuses
     assert growth_mb < 400, growth_mb
+
+
+def test_long_thin_images_keep_the_server_small_and_never_fail_it(served: Served, figures: Figures) -> None:
+    """Under the pixel limit but far from a camera's shape: a 60000 x 266 16-bit RGBA PNG
+    (a short side between one and two keyframes' made its whole bitmap go through one
+    conversion and resize, 219 MB a decode) and a 71000 x 225 one (a keyframe wider than
+    JPEG allows: a 500). Beside them, the widest shapes still taken, at the limit."""
+    with fleetmine_serve(served.lake.uri) as (base, proc):
+        reader = _bearer(served.tokens["reader"])
+
+        def post(data: bytes) -> httpx.Response:
+            files = {"image": ("x.png", data, "image/png")}
+            return httpx.post(f"{base}/v1/search/similar", files=files, headers=reader, timeout=120)
+
+        assert post(_png(640, 360, blank=False)).status_code == 200  # the encoder loaded first
+        thin = _png16(60000, 266)  # 15.96 Mpx: under the 16 Mpx limit
+        too_wide = _png(71000, 225)  # 15.98 Mpx: its keyframe would be 70684 px wide
+        wide = _png16(16000, 1000)  # 16:1 at the limit: decoded a band at a time
+        short = _png16(7152, 447)  # 16:1, short side under two keyframes: shrunk in bands too
+        cases = [thin] * 8 + [wide] * 4 + [short] * 4
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+        start = _status(proc.pid)["VmRSS"]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(post, cases))
+        peak = _status(proc.pid)["VmHWM"]
+        held = _status(proc.pid)["VmRSS"]
+        wider = post(too_wide)
+    statuses = [a.status_code for a in answers]
+    growth_mb, held_mb = (peak - start) / 1e6, (held - start) / 1e6
+    figures(
+        group="decode memory",
+        fault=f"8 concurrent 60000x266 16-bit RGBA PNGs ({len(thin) // 1000} KB), 4 of 16000x1000 and "
+        f"4 of 7152x447 (16:1), then one 71000x225 ({len(too_wide) // 1000} KB), fleetmine serve in its "
+        "own process",
+        cases=len(cases) + 1,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"statuses {statuses}, 71000x225: {wider.status_code}; server peak RSS grew "
+        f"{growth_mb:.0f} MB (bound 400), {held_mb:.0f} MB still held after",
+    )
+    assert statuses == [422] * 8 + [200] * 8, [(a.status_code, a.text[:200]) for a in answers]
+    assert all("16:1" in a.json()["error"]["message"] for a in answers[:8]), answers[0].text
+    assert growth_mb < 400, growth_mb
+    assert wider.status_code == 422 and "16:1" in wider.json()["error"]["message"], wider.text

@@ -15,6 +15,7 @@ a platform name a drive.json can choose).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import subprocess
@@ -26,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ingest.discover import DriveSource
+from ingest.drive import DriveIngest, DriveResult
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
 from storage.objectstore import Location
@@ -450,3 +453,312 @@ def test_a_dbc_changed_between_runs_is_read_again(tmp_path: Path, figures: Figur
         outcome=f"decoded with the new DBC (gap to 10x the ground-truth speed: {gap:.1e} m/s)",
     )
     assert gap < 1e-2
+
+
+# -- one hostile drive beside good ones ---------------------------------------------------
+
+MIB = 1 << 20
+
+
+def _good_drives(raw: Path, video: bool = False) -> list[str]:
+    """The RAV4 CAN drive (and the dashcam video drive): they must land ``ok`` whatever
+    their neighbours hold."""
+    make_drive(raw, *RAV4, {"can/pt.log": _rav4_log(2000)}, {"platform": "toyota_rav4_2017"})
+    good = ["/".join(RAV4)]
+    if video:
+        make_drive(
+            raw,
+            *DASHCAM,
+            {"cameras/front.mp4": SHARED_DATA / "video" / "solidWhiteRight.mp4"},
+            {"start_time": "2016-08-28T21:16:08Z"},
+        )
+        good.append("/".join(DASHCAM))
+    return good
+
+
+def _hostile_json_tree(raw: Path, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """Drives whose drive.json (or file names) once failed the whole job; returns
+    {drive key: what it tried} and the folders that cannot be recorded at all (names
+    that are not UTF-8: skipped by discovery, with a logged warning)."""
+    log = _rav4_log(300)
+    tried: dict[str, str] = {}
+
+    def drive(name: str, doc_text: str | bytes, what: str) -> Path:
+        d = make_drive(raw, "hostile", name, {"can/pt.log": log})
+        data = doc_text.encode() if isinstance(doc_text, str) else doc_text
+        (d / "drive.json").write_bytes(data)
+        tried[f"hostile/{name}"] = what
+        return d
+
+    drive("deep_list", "[" * 1000 + "]" * 1000, "drive.json: a list nested 1,000 deep")
+    drive("deep_dict", '{"a":' * 100_000 + "1" + "}" * 100_000, "drive.json: an object nested 100,000 deep")
+    drive(
+        "deep_cameras",
+        json.dumps({"platform": "toyota_rav4_2017", "cameras": {"front": {"intrinsics": "X"}}}).replace(
+            '"X"', "[" * 500 + "]" * 500
+        ),
+        "drive.json: camera intrinsics nested 500 deep (parses, then recursed into)",
+    )
+    big = json.dumps({"platform": "toyota_rav4_2017", "note": "x" * (21 * MIB)})
+    drive("big", big, f"drive.json of {len(big) / MIB:.0f} MiB")
+    drive(
+        "start_year_0",
+        json.dumps({"platform": "toyota_rav4_2017", "start_time": "0001-01-01T00:00:00+23:59"}),
+        "drive.json start_time 0001-01-01T00:00:00+23:59 (before year 1 in UTC)",
+    )
+    d = make_drive(raw, "hostile", "bad_file_name", {"can/pt.log": log}, {"platform": "toyota_rav4_2017"})
+    (Path(os.fsdecode(bytes(d) + b"/can/x\xff.log"))).write_bytes(log)
+    tried["hostile/bad_file_name"] = "can/x\\xff.log: a file name that is not UTF-8"
+    undecodable = []
+    for vehicle, drv in ((b"vb\xff", b"d1"), (b"vgood", b"d\xfe")):
+        folder = Path(os.fsdecode(bytes(raw) + b"/" + vehicle + b"/" + drv))
+        make_drive(folder.parent, folder.name, "", {"can/pt.log": log}, {"platform": "toyota_rav4_2017"})
+        undecodable.append(repr(vehicle + b"/" + drv))
+    return tried, undecodable
+
+
+@pytest.mark.parametrize("mode", ["sandboxed", "in-worker", "ray"])
+def test_a_hostile_drive_json_or_file_name_fails_only_its_drive(
+    tmp_path: Path,
+    figures: Figures,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    mode: str,
+) -> None:
+    """A drive.json nested 1,000+ deep, one of 21 MiB, a start_time before year 1 in UTC and
+    names that are not UTF-8 once failed the whole job (every drive lost, again on each retry,
+    the run row left ``running``). Now: the job finishes, the good drives land, each hostile
+    drive is recorded with a warning naming what was refused, the run row is settled."""
+    _need_data()
+    runner: Any = LOCAL
+    if mode == "ray":
+        from jobs.runner import RayRunner
+
+        request.getfixturevalue("ray_local")
+        runner = RayRunner(max_retries=0)
+    raw = tmp_path / "raw"
+    good = _good_drives(raw)
+    tried, undecodable = _hostile_json_tree(raw, tmp_path)
+    settings = _settings(tmp_path, mode == "sandboxed")
+    with caplog.at_level("WARNING", logger="ingest.discover"):
+        report = run_ingest(str(raw), settings, runner=runner)
+    lake = Lake.from_settings(settings)
+    rows = {f"{r['vehicle_id']}/{r['drive']}": r for r in lake.read("drives").to_pylist()}
+    assert all(rows[k]["status"] == "ok" for k in good), {k: rows[k]["error"] for k in good}
+    missing = sorted(set(tried) - set(rows))
+    assert not missing, f"hostile drives not recorded: {missing}"
+    explained = {
+        k: rows[k]["error"] or "; ".join(rows[k]["warnings"] or [])
+        for k in tried
+        if "drive.json" in (rows[k]["error"] or "") + " ".join(rows[k]["warnings"] or [])
+        or "UTF-8" in " ".join(rows[k]["warnings"] or [])
+    }
+    assert set(explained) == set(tried), sorted(set(tried) - set(explained))
+    # Nothing is lost that could land: the CAN logs of drives with a refused drive.json still do.
+    landed = [k for k in tried if rows[k]["n_can_frames"]]
+    assert len(landed) == len(tried), {k: rows[k]["error"] for k in tried if k not in landed}
+    assert "1 MiB" in explained["hostile/big"], explained["hostile/big"]
+    assert "start_time" in explained["hostile/start_year_0"]
+    assert "x\\xff" not in json.dumps(list(explained.values())) and "\udcff" not in str(explained)
+    runs_rows = lake.read("runs").to_pylist()
+    assert [r["status"] for r in runs_rows] == ["succeeded"], runs_rows
+    skipped_logged = [m for m in caplog.messages if "not valid UTF-8" in m]
+    assert len(skipped_logged) >= len(undecodable), caplog.messages
+    assert len(rows) == len(good) + len(tried)
+    figures(
+        group="path confinement",
+        fault="one hostile drive beside good ones: drive.json nested 1,000 and 100,000 deep, camera "
+        "intrinsics nested 500 deep, a 21 MiB drive.json, start_time 0001-01-01T00:00:00+23:59, a "
+        f"file name and two folder names that are not UTF-8 ({mode} decode)",
+        cases=len(tried) + len(undecodable),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"job finished (run {runs_rows[0]['status']}, exit {report.exit_code}); {len(good)} good "
+        f"drive ok; {len(explained)} of {len(tried)} hostile drives recorded with the refusal named and "
+        f"their CAN frames kept; {len(undecodable)} folders with undecodable names skipped with a "
+        "logged warning",
+    )
+
+
+def test_a_hard_linked_file_is_read_but_never_quoted(tmp_path: Path, figures: Figures) -> None:
+    """Hard links cannot be told from the drive's own files (realpath sees no link), and
+    rsync'd or snapshot trees hold legitimate ones, so they are read like any file (see
+    docs/security.md, Raw trees). A hard link to a file outside the raw root only reads
+    what its maker could already read (fs.protected_hardlinks); its bytes never reach a
+    warning, an error or the runs row, and a log hard-linked between two drives decodes."""
+    _need_data()
+    raw = tmp_path / "raw"
+    good = _good_drives(raw)
+    s = _secrets(tmp_path)
+    d = make_drive(raw, "evil", "can_hardlink", {}, {"platform": "toyota_rav4_2017"})
+    (d / "can").mkdir()
+    os.link(s["secret"], d / "can" / "x.log")
+    d = make_drive(raw, "evil", "json_hardlink", {"can/pt.log": _rav4_log(300)})
+    os.link(s["secret"], d / "drive.json")
+    twin = make_drive(raw, "rsync", "d1", {}, {"platform": "toyota_rav4_2017"})
+    (twin / "can").mkdir()
+    os.link(raw / RAV4[0] / RAV4[1] / "can" / "pt.log", twin / "can" / "pt.log")  # rsync --link-dest
+    settings = _settings(tmp_path, False)
+    run_ingest(str(raw), settings, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    rows = {f"{r['vehicle_id']}/{r['drive']}": r for r in lake.read("drives").to_pylist()}
+    leaks = [x for x in _leaked_strings() for t in _all_text(lake) if x in t]
+    assert not leaks, sorted(set(leaks))[:3]
+    assert all(rows[k]["status"] == "ok" for k in [*good, "rsync/d1"]), rows
+    assert rows["rsync/d1"]["platform"] == "toyota_rav4_2017"
+    assert [r["status"] for r in lake.read("runs").to_pylist()] == ["partial"]
+    figures(
+        group="path confinement",
+        fault="a can log and a drive.json hard-linked to a file outside the raw root (realpath cannot "
+        "see it), and a CAN log hard-linked between two drives as rsync --link-dest leaves it",
+        cases=3,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{len(leaks)} bytes of the outside file in drives/runs rows; the hard-linked drive "
+        f"decoded ({rows['rsync/d1']['n_can_frames']} frames); hard links are allowed by design "
+        "(docs/security.md)",
+    )
+
+
+# -- extreme but valid values --------------------------------------------------------------
+
+
+def _extreme_tree(raw: Path) -> dict[str, tuple[str, str]]:
+    """Drives with values that are valid JSON numbers and ISO times but far outside any
+    drive's: {drive key: (what was tried, the key the warning must name)}."""
+    video = SHARED_DATA / "video" / "solidWhiteRight.mp4"
+    log = _rav4_log(300)
+    rav4 = {"platform": "toyota_rav4_2017"}
+    tried: dict[str, tuple[str, str]] = {}
+
+    def drive(name: str, files: dict[str, Path | bytes], doc: dict[str, Any], what: str, key: str) -> None:
+        make_drive(raw, "extreme", f"2016-08-28--21-16-08--{name}", files, doc)
+        tried[f"extreme/2016-08-28--21-16-08--{name}"] = (what, key)
+
+    drive(
+        "future",
+        {"cameras/front.mp4": video},
+        {"start_time": "9999-12-31T23:59:59Z"},
+        "start_time 9999-12-31T23:59:59Z",
+        "start_time",
+    )
+    drive(
+        "can_future",
+        {"can/pt.log": b"(999999999999.000000) can0 0AA#0011223344556677\n" + log},
+        rav4,
+        "a candump line at 999999999999.000000",
+        "CAN frames",
+    )
+    for value in (1e300, 1e308, -1e308):
+        drive(
+            f"offset_{value:.0e}",
+            {"can/pt.log": log},
+            {**rav4, "can_time_offset_s": value},
+            f"can_time_offset_s {value:g}",
+            "can_time_offset_s",
+        )
+    drive(
+        "cam_offset",
+        {"cameras/front.mp4": video},
+        {"start_time": "2016-08-28T21:16:08Z", "cameras": {"front": {"offset_s": 1e300}}},
+        "cameras.front.offset_s 1e300",
+        "offset_s",
+    )
+    drive(
+        "cam_start",
+        {"cameras/front.mp4": video},
+        {"start_time": "2016-08-28T21:16:08Z", "cameras": {"front": {"start_time": "9999-12-31T23:59:59Z"}}},
+        "cameras.front.start_time 9999-12-31T23:59:59Z",
+        "start_time",
+    )
+    return tried
+
+
+def test_extreme_times_and_offsets_fall_back_and_land(tmp_path: Path, figures: Figures) -> None:
+    """Times past 2200 (or before 1970) and offsets past a day once failed their drive with
+    an unexplained ``OverflowError while decoding``. Now each is refused with a warning
+    naming the key, the next time source is used, and the drive lands ``ok``."""
+    _need_data()
+    raw = tmp_path / "raw"
+    good = _good_drives(raw)
+    tried = _extreme_tree(raw)
+    settings = _settings(tmp_path, False)
+    report = run_ingest(str(raw), settings, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    rows = {f"{r['vehicle_id']}/{r['drive']}": r for r in lake.read("drives").to_pylist()}
+    assert all(rows[k]["status"] == "ok" for k in good), {k: rows[k]["error"] for k in good}
+    not_ok = {k: rows[k]["error"] for k in tried if rows[k]["status"] != "ok"}
+    assert not not_ok, not_ok
+    unnamed = {
+        k: rows[k]["warnings"]
+        for k, (_, key) in tried.items()
+        if not any(key in w for w in rows[k]["warnings"])
+    }
+    assert not unnamed, unnamed
+    bounded = [
+        k
+        for k in tried
+        if dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        <= rows[k]["start_time"]
+        < dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+    ]
+    assert len(bounded) == len(tried)
+    clips_t = lake.read("clips", columns=["drive_id", "start_time", "end_time"]).to_pylist()
+    assert all(c["end_time"].year < 2200 for c in clips_t)
+    figures(
+        group="hostile input",
+        fault="extreme but valid values: start_time 9999-12-31T23:59:59Z, a candump time of "
+        "999999999999.0, can_time_offset_s 1e300/1e308/-1e308, a camera's offset_s 1e300 and "
+        "start_time 9999-12-31",
+        cases=len(tried),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{len(tried) - len(not_ok)} of {len(tried)} drives ok with a warning naming the key, "
+        f"start times within 1970..2200 ({len(bounded)}); {len(good)} good drive ok; exit "
+        f"{report.exit_code}",
+    )
+
+
+class _UnrecordableDrive(DriveIngest):
+    """A drive stage whose drives of vehicle ``hostile`` raise, and whose failure record
+    raises too: what a bug nobody foresaw in both would do."""
+
+    def process(self, src: DriveSource) -> DriveResult:
+        if src.vehicle_id == "hostile":
+            raise RuntimeError(CANARY)
+        return super().process(src)
+
+    def failed(self, src: DriveSource, why: str) -> DriveResult:
+        raise RecursionError(CANARY)
+
+
+def test_a_failure_record_that_raises_fails_only_its_drive(tmp_path: Path, figures: Figures) -> None:
+    """The runner's last guard: a stage's ``failed()`` that raises (in the worker, or in the
+    job's process after a worker died) leaves the item with a plain reason; the job goes on,
+    the run is ``partial`` and names the drive, which has no row and is tried again next time."""
+    _need_data()
+    raw = tmp_path / "raw"
+    good = _good_drives(raw)
+    make_drive(raw, "hostile", "d1", {"can/pt.log": _rav4_log(300)}, {"platform": "toyota_rav4_2017"})
+    settings = _settings(tmp_path, False)
+    report = run_ingest(str(raw), settings, runner=LOCAL, stage=_UnrecordableDrive)
+    assert report.exit_code == 3 and report.ok == sorted(good), report
+    lake = Lake.from_settings(settings)
+    rows = {f"{r['vehicle_id']}/{r['drive']}": r for r in lake.read("drives").to_pylist()}
+    assert all(rows[k]["status"] == "ok" for k in good)
+    (run,) = lake.read("runs").to_pylist()
+    errors = json.loads(run["errors"])
+    assert run["status"] == "partial" and [e["drive"] for e in errors] == ["hostile/d1"], run
+    assert "RuntimeError" in errors[0]["reason"] and "RecursionError" in errors[0]["reason"]
+    assert CANARY not in run["errors"]
+    again = run_ingest(str(raw), settings, runner=LOCAL)
+    assert again.ok == ["hostile/d1"], again
+    figures(
+        group="path confinement",
+        fault="a drive whose stage raises and whose failure record (failed()) raises too",
+        cases=1,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"job finished, run {run['status']} naming {len(errors)} drive with both exceptions' "
+        f"types (no text); {len(good)} good drive ok; the next ingest landed it ({len(again.ok)} ok)",
+    )

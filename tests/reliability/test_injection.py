@@ -18,9 +18,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ import pytest
 from jobs.requests import JOB_KINDS, parse_job
 from jobs.submit import get_run, submit
 from storage import Lake, Settings
+from storage.bounds import MAX_NAME
 from tests.conftest import free_port
 from tests.jobs.cluster import RAY, _node_ports, wait_nodes
 from tests.reliability.conftest import Figures
@@ -55,16 +58,34 @@ def payloads(marker_dir: Path) -> list[str]:
     ]
 
 
+def _chunks(strings: list[str], limit: int) -> list[str]:
+    """``strings`` joined into as few strings of at most ``limit`` characters as they fit."""
+    out = [""]
+    for one in strings:
+        assert len(one) <= limit, "a payload longer than a name may be"
+        if len(out[-1]) + len(one) > limit:
+            out.append("")
+        out[-1] += one
+    return out
+
+
 def hostile_requests(lake: str, marker_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
-    """Params of each job kind with every string field hostile; and how many strings were sent."""
+    """Params of each job kind with every string field hostile; and how many strings were sent.
+
+    Fields that are a pattern or a choice (a dataset's name, an index kind) cannot hold them:
+    the request is refused (422) first. Names (models) are bounded (``MAX_NAME``), so the
+    payloads are spread over the kinds' model fields, each in full somewhere."""
     ps = payloads(marker_dir)
     one = "".join(ps)
+    models = _chunks(ps, MAX_NAME)
+    assert len(models) <= 4, "payloads too long for the model fields: use a shorter marker folder"
+    models += [models[0]] * (4 - len(models))
     params: dict[str, dict[str, Any]] = {
         "ingest": {"raw": f"{lake}/raw/{one}"},
-        "embed": {"model": one},
-        "index": {"model": one, "index_kind": one},
-        "mine": {"model": one},
-        "export": {"name": one, "version": 1, "format": "lerobot", "out": f"{lake}/exports/{one}"},
+        "embed": {"model": models[0]},
+        "index": {"model": models[1]},
+        "mine": {"model": models[2]},
+        "export": {"name": "hostile", "version": 1, "format": "lerobot", "out": f"{lake}/exports/{one}"},
         "dataset": {  # its name is a pattern ([A-Za-z0-9_-]); its query holds strings
             "name": "hostile",
             "query": {
@@ -72,7 +93,7 @@ def hostile_requests(lake: str, marker_dir: Path) -> tuple[dict[str, dict[str, A
                 "vehicles": ps,
                 "tags": ps,
                 "clip_ids": ps,
-                "model": one,
+                "model": models[3],
                 "similar_to": {"clip_ids": ps},
             },
         },
@@ -164,14 +185,28 @@ def _check(
 
 
 @pytest.fixture
-def marker_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "pwned"
-    d.mkdir()
-    return d
+def marker_dir() -> Iterator[Path]:
+    """A short folder (the payloads that name it must fit a model name's bound)."""
+    d = Path(tempfile.mkdtemp(prefix="fm"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_ray_token() -> Iterator[None]:
+    """Ray keeps the auth token it first loaded in a process (a local Ray an earlier test
+    started made its own): forget it before this test's head, and forget that one after."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+    yield
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def test_hostile_strings_never_reach_a_shell_on_a_ray_job_submission_head(
-    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures
+    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures, fresh_ray_token: None
 ) -> None:
     token = secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "FLEETMINE_"))}
@@ -202,6 +237,7 @@ def test_hostile_strings_never_reach_a_shell_in_a_detached_local_job(
 ) -> None:
     for k in [k for k in os.environ if k.startswith(("FLEETMINE_", "RAY_ADDRESS"))]:
         monkeypatch.delenv(k)
+    monkeypatch.setenv("FLEETMINE_MAX_LOCAL_JOBS", str(len(JOB_KINDS)))  # one of each kind at once
     settings = Settings(lake=str(tmp_path / "lake"))
     lake = Lake.from_settings(settings)
     run_ids, requests, sent = _submit_all(settings, marker_dir)

@@ -14,10 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,4 +333,209 @@ def test_job_logs_are_private(
         rows_duplicated=0,
         outcome="folder 0700 owned by the user, files 0600; the open folder closed, the planted "
         "link not used",
+    )
+
+
+def unbounded_params(lake: str) -> list[tuple[str, dict[str, object]]]:
+    """Params of every job kind that a job would fail on (or choke on) after its row was
+    written: over-long strings, huge numbers, unknown keys, a query that is no DatasetQuery."""
+    big, long_path = "a" * 900_000, f"{lake}/raw/{'b' * 9000}"
+    export = {"name": "policy", "version": 1}
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("ingest", {"raw": long_path}),
+        ("ingest", {"raw": f"{lake}/raw", "evil": 1}),
+        ("embed", {"model": big}),
+        ("embed", {"evil": 1}),
+        ("index", {"model": big}),
+        ("index", {"index_kind": big}),
+        ("index", {"index_kind": "bogus"}),
+        ("index", {"evil": 1}),
+        ("mine", {"model": big}),
+        ("mine", {"evil": 1}),
+        ("export", {**export, "name": big}),
+        ("export", {**export, "name": "[/]x"}),
+        ("export", {**export, "version": 2**70}),
+        ("export", {**export, "version": 2**31}),
+        ("export", {**export, "shard_mb": 1e308}),
+        ("export", {**export, "shard_mb": 65537}),
+        ("export", {**export, "format": "lerobot", "out": f"{lake}/exports/{'c' * 9000}"}),
+        ("export", {**export, "out": f"{lake}/exports/x"}),  # webdataset shards live in the lake
+        ("export", {**export, "evil": 1}),
+        ("dataset", {"name": "d", "query": {"vehicles": [f"v{i}" for i in range(30_000)]}}),
+        ("dataset", {"name": "d", "query": {"since": "x"}}),
+        ("dataset", {"name": "d", "query": {"evil": 1}}),
+        ("dataset", {"name": "d", "query": "not a query"}),
+        ("dataset", {"name": "d", "query": {"model": big}}),
+        ("dataset", {"name": "d", "shard_mb": 1e308}),
+        ("dataset", {"name": big}),
+        ("dataset", {"name": "d", "evil": 1}),
+    ]
+    from jobs.requests import JOB_KINDS
+
+    assert {k for k, _ in cases} == set(JOB_KINDS), "a job kind without unbounded params"
+    return cases
+
+
+def test_every_job_kind_refuses_unbounded_params_before_a_row(site: Site, figures: Figures) -> None:
+    before = _runs(site.lake)
+    cases = unbounded_params(site.lake.uri)
+    answers = []
+    for kind, params in cases:
+        r = httpx.post(
+            f"{site.base}/v1/jobs", json={"kind": kind, "params": params}, headers=site.op, timeout=60
+        )
+        answers.append(r.status_code)
+        assert r.status_code == 422, (kind, list(params), r.status_code, r.text[:300])
+        assert len(r.text) < 2000, "the answer echoed the request"
+    assert _runs(site.lake) == before, "a refused job wrote a runs row"
+    figures(
+        group="request bounds",
+        fault="POST /v1/jobs for every job kind with 900 KB names and models, 9 KB paths, an unknown "
+        "index kind, version 2^70, shard_mb 1e308, 30,000 query vehicles, a bad or unknown query key, "
+        "a query that is no object, unknown params, a webdataset export with out",
+        cases=len(cases),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{answers.count(422)} of {len(cases)} answered 422 (short answers) with no runs row written",
+    )
+
+
+def test_each_job_kind_is_published_and_the_list_is_bounded(site: Site, figures: Figures) -> None:
+    doc = httpx.get(f"{site.base}/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    params = json.dumps(schemas["JobCreate"]["properties"]["params"])
+    from jobs.requests import JOB_KINDS
+
+    published = [
+        k for k in ("IngestJob", "EmbedJob", "IndexJob", "MineJob", "ExportJob", "DatasetJob") if k in params
+    ]
+    assert len(published) == len(JOB_KINDS), params
+    assert schemas["ExportJob"]["properties"]["version"]["maximum"] == 2**31 - 1
+    assert "maxLength" in json.dumps(schemas["IngestJob"]["properties"]["raw"])
+    assert "DatasetQuery" in json.dumps(schemas["DatasetJob"]["properties"]["query"])
+    from jobs.requests import INDEX_KINDS
+    from mining.index import KINDS
+
+    assert INDEX_KINDS == KINDS
+
+    assert set(json.dumps(schemas["IndexJob"]["properties"]["index_kind"]).count(k) > 0 for k in KINDS) == {
+        True
+    }
+    # A row written before requests were bounded (or by hand) weighs little in the list.
+    huge = RunRecord("export-huge-row", "export", {"name": "n" * 900_000, "version": 1})
+    huge.errors.extend({"job": "e" * 10_000} for _ in range(300))
+    site.lake.upsert("runs", run_row(huge, "failed"))
+    listed = httpx.get(f"{site.base}/v1/jobs", headers=site.op)
+    one = httpx.get(f"{site.base}/v1/jobs/export-huge-row", headers=site.op)
+    assert listed.status_code == 200 and one.status_code == 200
+    row = next(j for j in listed.json()["data"] if j["id"] == "export-huge-row")
+    weight = len(json.dumps(row))
+    assert weight < 64 * 1024, weight
+    assert len(one.content) < 64 * 1024, len(one.content)
+    figures(
+        group="request bounds",
+        fault="the OpenAPI document of POST /v1/jobs; a runs row with a 900 KB param and 300 errors of 10 KB",
+        cases=2,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"{len(published)} job kinds published with their bounds; the row answers "
+        f"{weight} bytes in GET /v1/jobs (3 MB stored)",
+    )
+
+
+def _cli(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("FLEETMINE_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done, time.monotonic() - start
+
+
+def test_the_cli_prints_hostile_errors_literally_and_promptly(tmp_path: Path, figures: Figures) -> None:
+    import base64
+    import zlib
+
+    lake = str(tmp_path / "lake")
+    markup = "[/][bold red]x[/bold red][link=file:///etc]y[/link]"
+    # A job whose request names 900 KB of markup (the API now refuses it; a job must not choke).
+    request = {"kind": "export", "name": markup * 18_000, "version": 1}
+    packed = base64.b64encode(zlib.compress(json.dumps(request).encode())).decode()
+    job, job_s = _cli(["run-job"], {"FLEETMINE_LAKE": lake, "FLEETMINE_JOB_REQUEST": packed})
+    # A person's own command whose error quotes what they typed: 100 KB of markup.
+    name = f"a/{markup * 2000}"
+    own, own_s = _cli(["dataset", "create", name, "--lake", lake], {})
+    for done, took in ((job, job_s), (own, own_s)):
+        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr and "MarkupError" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.startswith("error: "), done.stderr[:300]
+        assert len(done.stderr) < 8 * 1024, len(done.stderr)
+        assert took < 60, took
+    assert markup in own.stderr.replace("\n", ""), own.stderr[:500]  # printed as it was, not as markup
+    figures(
+        group="request bounds",
+        fault="a submitted job (run-job) whose export name is 900 KB of rich markup, and a CLI command "
+        "whose error quotes 100 KB of markup",
+        cases=2,
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"both exit 2 with one literal, truncated error line ({len(job.stderr)} and "
+        f"{len(own.stderr)} bytes) in {job_s:.1f} s and {own_s:.1f} s; no MarkupError, no traceback",
+    )
+
+
+def _pids(lake: Lake, run_ids: list[str]) -> list[int]:
+    from jobs.submit import get_run
+
+    return [int(str(get_run(lake, r)["cluster_job_id"])[4:].partition("@")[0]) for r in run_ids]
+
+
+def test_concurrent_local_jobs_are_capped(
+    site: Site, monkeypatch: pytest.MonkeyPatch, figures: Figures
+) -> None:
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    cap = 3
+    monkeypatch.setenv("FLEETMINE_MAX_LOCAL_JOBS", str(cap))
+    body = {"kind": "ingest", "params": {"raw": f"{site.lake.uri}/raw"}}
+
+    def post() -> httpx.Response:
+        return httpx.post(f"{site.base}/v1/jobs", json=body, headers=site.op, timeout=60)
+
+    started: list[str] = []
+    before = _runs(site.lake)
+    try:
+        for _ in range(cap - 1):  # running jobs, held running (stopped) while the rest arrive
+            r = post()
+            assert r.status_code == 202, r.text
+            started.append(r.json()["id"])
+            os.killpg(_pids(site.lake, started[-1:])[0], signal.SIGSTOP)
+        with ThreadPoolExecutor(4) as pool:  # a burst: one place left
+            burst = list(pool.map(lambda _: post(), range(4)))
+        codes = sorted(r.status_code for r in burst)
+        started += [r.json()["id"] for r in burst if r.status_code == 202]
+        assert codes == [202, 429, 429, 429], codes
+        refused = [r for r in burst if r.status_code == 429]
+        assert all(int(r.headers["Retry-After"]) > 0 for r in refused)
+        assert _runs(site.lake) == before + cap, "a refused job wrote a runs row (or started)"
+    finally:
+        for pid in _pids(site.lake, started):  # the jobs this test started, by their PIDs
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    again = post()  # their places are free again
+    assert again.status_code == 202, again.text
+    figures(
+        group="request bounds",
+        fault=f"FLEETMINE_MAX_LOCAL_JOBS={cap}: {cap - 1} local jobs held running, then a burst of 4 "
+        "concurrent POST /v1/jobs",
+        cases=cap - 1 + len(burst),
+        rows_lost=0,
+        rows_duplicated=0,
+        outcome=f"burst answered {codes}: {len(refused)} x 429 with Retry-After and no row or process; "
+        "once the jobs ended, 202 again",
     )

@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,8 +27,8 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import auth
-from tests.conftest import free_port
-from tests.reliability.conftest import REPO, Figures, driver, mined_lake, write_raw
+from tests.conftest import serve_process
+from tests.reliability.conftest import Figures, driver, mined_lake, write_raw
 
 CLIENTS = int(os.environ.get("FLEETMINE_LOAD_CLIENTS", "200"))
 SECONDS = float(os.environ.get("FLEETMINE_LOAD_SECONDS", "60"))
@@ -38,23 +36,6 @@ LIMIT_S = 2.0
 THINK_S = (1.0, 3.0)  # between one answer and the next request of a client
 
 pytestmark = pytest.mark.long
-
-
-def _serve(lake: str, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "serve", "--lake", lake, "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"fleetmine serve did not start: {proc.communicate()[1][-2000:]!r}")
 
 
 async def _load(base: str, token: str, clips: list[str], manifest: str) -> list[tuple[str, int, float]]:
@@ -110,9 +91,6 @@ async def _load(base: str, token: str, clips: list[str], manifest: str) -> list[
 def test_200_clients_for_60_s_while_ingest_commits(tmp_path: Path, figures: Figures) -> None:
     settings, lake, tokens = mined_lake(tmp_path / "fleet")
     clips = [str(c) for c in lake.read("clips", columns=["clip_id"]).column(0).to_pylist()]
-    port = free_port()
-    server = _serve(settings.lake, port)
-    base = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     ingests: list[int] = []
     writer_errors: list[str] = []
@@ -127,30 +105,26 @@ def test_200_clients_for_60_s_while_ingest_commits(tmp_path: Path, figures: Figu
             ingests.append(i)
             i += 1
 
-    try:
-        made = httpx.post(
-            f"{base}/v1/datasets",
-            json={"name": "load", "query": {}},
-            headers=auth(tokens["curator"]),
-            timeout=120,
-        )
-        assert made.status_code == 201, made.text
-        manifest = f"/v1/datasets/load/versions/{made.json()['version']}/manifest"
-        writer = threading.Thread(target=ingest_loop)
-        writer.start()
-        t0 = time.monotonic()
-        done = asyncio.run(_load(base, tokens["reader"], clips, manifest))
-        wall = time.monotonic() - t0
-        stop.set()
-        writer.join(300)
-    finally:
-        stop.set()
-        server.terminate()
+    # The server's access log (a line per request) goes to a file: a pipe would fill and stall it.
+    with serve_process(settings.lake, tmp_path / "serve.log") as (base, _):
         try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(15)
+            made = httpx.post(
+                f"{base}/v1/datasets",
+                json={"name": "load", "query": {}},
+                headers=auth(tokens["curator"]),
+                timeout=120,
+            )
+            assert made.status_code == 201, made.text
+            manifest = f"/v1/datasets/load/versions/{made.json()['version']}/manifest"
+            writer = threading.Thread(target=ingest_loop)
+            writer.start()
+            t0 = time.monotonic()
+            done = asyncio.run(_load(base, tokens["reader"], clips, manifest))
+            wall = time.monotonic() - t0
+            stop.set()
+            writer.join(300)
+        finally:
+            stop.set()
     seconds = np.asarray([s for _, _, s in done])
     statuses = Counter(status for _, status, _ in done)
     slow = Counter(route for route, _, s in done if s > LIMIT_S)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ import httpx
 import pytest
 
 from tests.api.conftest import auth
-from tests.conftest import free_port
-from tests.reliability.conftest import REPO, Figures, Served
+from tests.conftest import serve_process
+from tests.reliability.conftest import Figures, Served
 
 GROUP = "request bounds"
 SQL_WORDS = ("SELECT", "WHERE", "speed_max", "query failed", "DataFusion", "Traceback")
@@ -38,32 +37,11 @@ class Own:
 
 
 @pytest.fixture(scope="module")
-def own_server(served: Served) -> Iterator[Own]:
+def own_server(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Own]:
     """``fleetmine serve`` over the served lake in a process of its own (a segfault kills it, not pytest)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "serve", "--lake", served.settings.lake, "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    try:
+    log = tmp_path_factory.mktemp("own-server") / "serve.log"
+    with serve_process(served.settings.lake, log) as (base, proc):
         yield Own(base, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _post(base: str, path: str, token: str, body: Any, timeout: float = 120) -> httpx.Response | str:
