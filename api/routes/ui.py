@@ -245,7 +245,7 @@ def grid(
             if per_page != 24
             else ""
         )
-        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">in time order &middot; '
+        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">a day at a time, UTC days in order (within a day, by clip id) &middot; '
         f"model {esc(res.model)} &middot; keys: j/k move, enter opens, b adds to the basket, n next page</span>"
         f'<button id="add-page">add this page to the basket</button>'
         f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a>'
@@ -260,7 +260,7 @@ def grid(
 def _frame_results(title: str) -> str:
     """Where ``frame_search.js`` shows the clips like an image (empty until asked)."""
     return (
-        f'<section id="frame-search"><h2>{esc(title)} <span id="frame-at" class="muted"></span></h2>'
+        f'<section id="frame-search" hidden><h2>{esc(title)} <span id="frame-at" class="muted"></span></h2>'
         '<p id="frame-status" role="status" class="muted"></p><div class="grid" id="frame-similar"></div></section>'
     )
 
@@ -385,6 +385,7 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         "find more like this frame</button></p>"
         f'<div class="plotbox"><svg id="signals" width="100%" height="280" role="img" '
         f'aria-label="signals over the clip; click to seek"></svg><p id="plot-note" class="muted">{esc(plot_note)}</p>'
+        f'<p id="plot-legend" class="muted" hidden></p>'
         f'<p class="muted">t = <span id="t-now">0.00</span> s &middot; click the plot to seek &middot; keys: space plays, '
         f"1/2/3 verdicts, b basket, j/k neighbouring clips</p></div></div>"
         f'<aside><button id="add-clip" class="add" data-clip="{esc(clip_id)}">+ basket (b)</button>{verdict}'

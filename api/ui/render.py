@@ -96,8 +96,15 @@ def card(clip: dict[str, Any], caption: str = "", *, scores: Any = None, review:
     cid = esc(clip["clip_id"])
     events = " ".join(clip.get("events") or [])
     nov = f"novelty {scores['novelty']:.2f}" if scores else ""
+    start = clip.get("start_time")
+    when = (
+        f"<span class=when>{esc(start.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S'))} UTC</span>"
+        if isinstance(start, dt.datetime)
+        else ""
+    )
+    who = esc(" ".join(str(clip[k]) for k in ("vehicle_id", "camera") if clip.get(k)))
     text = " &middot; ".join(
-        x for x in (caption, nov, f"<span class=ev>{esc(events)}</span>" if events else "") if x
+        x for x in (when, who, caption, nov, f"<span class=ev>{esc(events)}</span>" if events else "") if x
     )
     return (
         f'<div class="card" data-clip="{cid}" tabindex="-1"><a href="/ui/clips/{cid}">'

@@ -90,6 +90,9 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     b.click("#sign-in")
     b.loaded("grid")
     assert "fm_" not in b.eval("location.href") and COOKIE not in b.eval("document.cookie")
+    first = b.eval("document.querySelector('#grid .card .cap').textContent")
+    assert " UTC" in first and "veh-" in first, first  # each card: its time and vehicle
+    assert b.eval("document.getElementById('frame-search').hidden")  # no empty "Like this image"
     assert "fm_" not in json.dumps(b.eval("performance.getEntries().map(e => e.name)"))  # no URL fetched
     # The pages live under their Content-Security-Policy: it blocks an injected inline script...
     ran = b.eval(
@@ -137,7 +140,17 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     assert b.eval("document.querySelector('.clip').dataset.clip") == clip
     assert b.eval("document.querySelectorAll('#facts tr').length") >= 15
     assert "m/s" in b.eval("document.getElementById('facts').textContent")
-    assert b.wait("document.querySelector('#facts .local').textContent").startswith("(")
+    local = b.wait("document.querySelector('#facts .local').textContent")
+    zone = b.eval("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    assert local.startswith("(") and zone in local, (local, zone)  # the zone is named, not "local"
+    kinds = b.eval(
+        "[...new Set(JSON.parse(document.getElementById('signal-data').textContent).spans.map(s => s.kind))]"
+    )
+    legend = b.eval(
+        "[...document.querySelectorAll('#plot-legend .legend-item')].map(e => e.textContent.trim())"
+    )
+    assert legend == [k.replace("_", " ") for k in kinds], (legend, kinds)  # every shaded kind named
+    assert b.eval("document.getElementById('frame-search').hidden")  # no heading before a search
     ticks = b.eval("[...document.querySelectorAll('#signals .tick')].map(t => t.textContent)")
     assert ticks[0] == "0 s" and len(ticks) >= 3  # a time axis
     assert b.eval("document.querySelectorAll('#signals path.lane').length") >= 3

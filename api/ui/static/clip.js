@@ -22,10 +22,30 @@
     return n;
   };
 
+  function legend() {
+    // What the shaded spans are: one swatch per kind of trigger present in this clip.
+    const box = document.getElementById("plot-legend");
+    if (!box) return;
+    const kinds = [...new Set(data.spans.map(s => s.kind))];
+    box.replaceChildren();
+    box.hidden = kinds.length === 0;
+    if (!kinds.length) return;
+    box.append("shaded: ");
+    for (const k of kinds) {
+      const sw = el("svg", {width: 12, height: 12, class: "swatch"});
+      sw.appendChild(el("rect", {width: 12, height: 12, fill: SPAN[k] || "#888"}));
+      const item = document.createElement("span");
+      item.className = "legend-item";
+      item.append(sw, ` ${k.replace(/_/g, " ")} `);
+      box.append(item);
+    }
+  }
+
   function draw() {
     const lanes = data.lanes, H = 280, laneH = (H - TOP - AXIS) / Math.max(lanes.length, 1);
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("preserveAspectRatio", "none");
     svg.replaceChildren();
+    legend();
     for (const s of data.spans) {
       const r = el("rect", {x: x(s.t0), y: TOP, width: Math.max(x(s.t1) - x(s.t0), 1.5), height: H - TOP - AXIS,
         fill: SPAN[s.kind] || "#888", opacity: s.kind === "brake" ? 0.12 : 0.25, class: `span span-${s.kind}`});

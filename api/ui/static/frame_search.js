@@ -25,6 +25,7 @@
     window.fmFrameQuery = blob;  // the image last searched for (tests read it back)
     form.append("image", blob, name);
     form.append("k", String(K));
+    document.getElementById("frame-search").hidden = false;  // empty until asked: no bare heading
     status.className = "muted"; status.textContent = "searching...";
     target.replaceChildren(); delete document.body.dataset.frameResults;
     try {
@@ -54,6 +55,7 @@
   if (button) button.addEventListener("click", async () => {
     const video = document.getElementById("video"), status = document.getElementById("frame-status");
     if (!video || video.readyState < 2 || !video.videoWidth) {
+      document.getElementById("frame-search").hidden = false;
       status.className = "error"; status.textContent = "the video shows no frame yet: wait for it to load"; return;
     }
     video.pause();

@@ -48,9 +48,11 @@ function countLoaded() {  // how many thumbnails decoded: tests and slow links r
 }
 
 function localTimes() {
+  // The browser's own zone, named: "local" alone would not say whose.
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "this browser's zone";
   document.querySelectorAll(".local[data-utc]").forEach(s => {
     const d = new Date(s.dataset.utc);
-    s.textContent = `(${d.toLocaleString()} local)`;
+    s.textContent = `(${d.toLocaleString()} ${zone})`;
   });
 }
 
