@@ -9,7 +9,7 @@ pages go back as they are freed; a query costs a few more ``madvise`` calls.
 
 jemalloc reads ``_RJEM_MALLOC_CONF`` once, when deltalake's library loads, so it
 has to be in the environment before anything imports deltalake: ``fleetmine
-serve`` sets it first thing (see ``jobs/cli/__init__.py``), and so does a process
+serve`` sets it first thing (see ``fleetmine/__init__.py``), and so does a process
 that starts a server itself (:func:`server_environ`). A value already set wins.
 Batch jobs keep jemalloc's defaults: they free and reallocate in bulk, where
 holding pages is the faster trade.

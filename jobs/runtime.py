@@ -15,13 +15,17 @@ def project_modules() -> list[str]:
     Paths, not module objects: a job submission serialises its runtime env, and a
     driver inside a submitted job deep-copies it, and neither can pickle a module.
     """
-    import api
-    import ingest
-    import jobs
-    import mining
-    import storage
+    from importlib.util import find_spec
 
-    return [str(Path(str(m.__file__)).parent) for m in (ingest, mining, storage, api, jobs)]
+    # Found, not imported: jobs sits below api and the CLI, and must not import them.
+    packages = ("ingest", "mining", "storage", "api", "jobs", "fleetmine")
+    return [str(Path(str(_spec_origin(find_spec(name), name))).parent) for name in packages]
+
+
+def _spec_origin(spec: Any, name: str) -> str:
+    if spec is None or not spec.origin:
+        raise RuntimeError(f"package {name} is not importable here")
+    return str(spec.origin)
 
 
 def init_ray(address: str | None, **kwargs: Any) -> Any:

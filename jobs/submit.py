@@ -6,7 +6,7 @@ elsewhere, then returns its id at once:
 - with an ``http://host:8265`` address, through Ray's Job Submission API (the
   project's packages shipped as ``py_modules``, the lake settings and AWS variables
   passed as the job's environment, ``RAY_AUTH_TOKEN`` honoured);
-- otherwise as a detached local process (``python -m jobs.cli run-job``), so the job
+- otherwise as a detached local process (``python -m fleetmine run-job``), so the job
   outlives the API server or shell that asked for it.
 
 The request never becomes part of a command line: Ray runs an entrypoint through a
@@ -58,7 +58,7 @@ __all__ = ["TooManyJobs", "cancel", "get_run", "list_runs", "max_local_jobs", "r
 _PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
 REQUEST_ENV = "FLEETMINE_JOB_REQUEST"
 # Ray runs an entrypoint with `sh -c`: it must hold nothing from the request.
-ENTRYPOINT = "python -m jobs.cli run-job"
+ENTRYPOINT = "python -m fleetmine run-job"
 _RUN_ID = re.compile(r"^[a-z]{1,20}-[0-9]{14}-[0-9a-f]{6}$")
 _MAX_PACKED = 96 * 1024  # one environment string may hold 128 KiB (Linux MAX_ARG_STRLEN)
 # Where this caller reaches the cluster; inside the job Ray sets RAY_ADDRESS to the cluster's own GCS.
@@ -166,7 +166,7 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
         log, fd = _open_log(run_id)
         with os.fdopen(fd, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobs.cli", "run-job"],
+                [sys.executable, "-m", "fleetmine", "run-job"],
                 env={**os.environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -42,7 +42,7 @@ def serve_process(
     port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "serve", "--lake", lake, "--port", str(port)],
+            [sys.executable, "-m", "fleetmine", "serve", "--lake", lake, "--port", str(port)],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=out,

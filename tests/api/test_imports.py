@@ -81,7 +81,7 @@ def test_fleetmine_serve_sets_the_engine_allocator_before_deltalake_loads() -> N
             [
                 sys.executable,
                 "-c",
-                f"import sys; sys.argv = {argv!r}; import jobs.cli; " + check.format(key=key),
+                f"import sys; sys.argv = {argv!r}; import fleetmine; " + check.format(key=key),
             ],
             capture_output=True,
             text=True,
@@ -105,7 +105,7 @@ def test_a_query_by_image_loads_the_image_stack_on_its_route_only(tmp_path) -> N
     from PIL import Image
 
     from api.auth import create_token
-    from jobs.bench.catalog_lake import add_clips
+    from fleetmine.bench.catalog_lake import add_clips
     from mining.pretrained import import_pretrained
     from mining.registry import resolve, set_current
     from storage import Lake

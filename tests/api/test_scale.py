@@ -1,6 +1,6 @@
 """No request reads an unbounded number of rows: every route, on a 10^5-clip lake.
 
-The lake is the bench's catalog (:mod:`jobs.bench.catalog_lake`: rows through the
+The lake is the bench's catalog (:mod:`fleetmine.bench.catalog_lake`: rows through the
 project's writers, one data file per day of 2,000 clips) with a ``mine`` run's scores
 and ready corner-case lists. The server counts the rows the engine scans for each
 request (``FLEETMINE_SCAN_AUDIT``: DataFusion's own metrics, ``X-Fleetmine-Rows-Scanned``)
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pytest
 
 from api.auth import create_token
-from jobs.bench.catalog_lake import CatalogBatch, CatalogConfig, add_clips, add_scores
+from fleetmine.bench.catalog_lake import CatalogBatch, CatalogConfig, add_clips, add_scores
 from mining.curation import finish_export, plan_export
 from mining.members import split_of
 from mining.registry import resolve

@@ -16,7 +16,7 @@ import uvicorn
 
 from api.app import create_app, lake_label
 from api.auth import create_token
-from jobs.bench.catalog_lake import CatalogBatch, add_clips
+from fleetmine.bench.catalog_lake import CatalogBatch, add_clips
 from mining.index import IndexConfig
 from mining.queries import behaviour_of, build_index
 from mining.registry import resolve

@@ -113,7 +113,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     """``fleetmine ARGS`` in its own process; with ``check``, it must exit 0."""
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fleetmine", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     assert not check or out.returncode == 0, (args, out.returncode, out.stdout[-3000:], out.stderr[-3000:])
     return out

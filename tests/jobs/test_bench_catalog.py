@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.bench import BenchContext, run_all
+from fleetmine.bench import BenchContext, run_all
 
 
 def test_catalog_bench_measures_search_and_the_clip_page(tmp_path: Path) -> None:

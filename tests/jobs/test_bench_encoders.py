@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobs.bench import BenchContext, run_all
-from jobs.bench.sizing import PATTERNS
+from fleetmine.bench import BenchContext, run_all
+from fleetmine.bench.sizing import PATTERNS
 
 
 def test_the_learned_encoder_is_reported_per_core_next_to_jpeg_decode(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from jobs.cli import app
+from fleetmine import app
 
 
 def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

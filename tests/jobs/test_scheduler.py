@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli.schedules import parse_chain
+from fleetmine.schedules import parse_chain
 from jobs.requests import EmbedJob, IngestJob, MineJob
 from jobs.scheduler import Schedule, add_schedule, due, list_schedules, parse_every, run_scheduler, set_paused
 from storage import Lake, Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from jobs.cli import app
+from fleetmine import app
 from jobs.embed_job import run_embed
 from jobs.mine_job import run_mine
 from mining.evaluation import drive_consistency

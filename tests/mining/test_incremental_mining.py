@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.bench.catalog_lake import add_clips
-from jobs.bench.faiss_search import embeddings_like
+from fleetmine.bench.catalog_lake import add_clips
+from fleetmine.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
 from mining.mining_model import MiningModel
 from mining.novelty import (

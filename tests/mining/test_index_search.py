@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.bench.catalog_lake import CatalogBatch, add_clips
-from jobs.bench.faiss_search import embeddings_like
+from fleetmine.bench.catalog_lake import CatalogBatch, add_clips
+from fleetmine.bench.faiss_search import embeddings_like
 from mining import serving
 from mining.index import ClipIndex, IndexConfig, choose_factory
 from mining.queries import build_index, similar

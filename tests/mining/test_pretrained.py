@@ -214,7 +214,7 @@ def test_the_build_is_deterministic() -> None:
 def _cli(*args: str) -> str:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], cwd=root, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "fleetmine", *args], cwd=root, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout

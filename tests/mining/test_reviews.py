@@ -77,7 +77,7 @@ def test_latest_verdict_wins_and_feeds_datasets_and_precision(fleet_lake: Settin
     assert r10.precision_judged == pytest.approx(0.6) and r10.precision_strict == pytest.approx(0.3)
 
     out = tmp_path / "verdicts.json"
-    cli = [sys.executable, "-m", "jobs.cli", "eval-mining", "--verdicts", "-k", "5"]
+    cli = [sys.executable, "-m", "fleetmine", "eval-mining", "--verdicts", "-k", "5"]
     cli += ["--lake", fleet_lake.lake]
     done = subprocess.run([*cli, "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -125,7 +125,7 @@ def test_two_maintenance_processes_at_once(tmp_path: Path, figures: Figures) -> 
     lake.create_tables()
     for i in range(12):
         lake.append("clips", clip_rows(50, start=50 * i))
-    cmd = [sys.executable, "-m", "jobs.cli", "lake", "maintain", "--lake", lake.uri, "--table", "clips"]
+    cmd = [sys.executable, "-m", "fleetmine", "lake", "maintain", "--lake", lake.uri, "--table", "clips"]
     procs = [
         subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -152,7 +152,7 @@ def test_dataset_creates_of_one_name_at_once_get_distinct_versions(
 ) -> None:
     lake = Lake(str(tmp_path / "lake"))
     assert run_ingest(str(raw), Settings(lake=lake.uri), runner=LOCAL).exit_code == 0
-    cmd = [sys.executable, "-m", "jobs.cli", "dataset", "create", "raced", "--query", "{}"]
+    cmd = [sys.executable, "-m", "fleetmine", "dataset", "create", "raced", "--query", "{}"]
     procs = [
         subprocess.Popen([*cmd, "--lake", lake.uri], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(n)

@@ -97,7 +97,7 @@ def test_driver_killed_around_a_commit_then_rerun_commits_exactly_once(
     orphaned = orphans(lake)
     assert orphaned >= left  # the killed run's files, never referenced
     maintain = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "lake", "maintain", "--lake", lake.uri, *NO_RETENTION],
+        [sys.executable, "-m", "fleetmine", "lake", "maintain", "--lake", lake.uri, *NO_RETENTION],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -314,7 +314,7 @@ def test_on_s3_a_dbc_is_an_object_of_the_drive(
 
 def _ingest_cli(raw: str, lake: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "ingest", raw, "--lake", str(lake)],
+        [sys.executable, "-m", "fleetmine", "ingest", raw, "--lake", str(lake)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -446,7 +446,7 @@ def test_each_job_kind_is_published_and_the_list_is_bounded(site: Site, figures:
 def _cli(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args],
+        [sys.executable, "-m", "fleetmine", *args],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("FLEETMINE_")}, **env},
         capture_output=True,
         text=True,

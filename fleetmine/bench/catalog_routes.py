@@ -1,7 +1,7 @@
 """The catalog's request routes at N synthetic clips and at N/10: does a request's cost
 grow with the lake?
 
-Lake: :mod:`jobs.bench.catalog_lake` (clips through the project's writers, one data
+Lake: :mod:`fleetmine.bench.catalog_lake` (clips through the project's writers, one data
 file per day of 2,000 clips, events on 1 % and 0.1 %), a ``mine`` run's scores and its
 ready corner-case lists; no vectors (no route here reads them). ``fleetmine serve``'s
 app runs in its own process, auth on. Each route is asked ``REQUESTS`` times with
@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from jobs.bench import BenchContext, BenchResult, benchmark
-from jobs.bench.api_serving import _start
-from jobs.bench.catalog_lake import add_clips, add_scores
+from fleetmine.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench.api_serving import _start
+from fleetmine.bench.catalog_lake import add_clips, add_scores
 
 REQUESTS = 40
 P99_GOAL_MS = 150.0

@@ -1,9 +1,9 @@
 """Dataset versions at N synthetic clips (and N/10): ``create_version`` of a lake-wide
 query and its export plan, time and peak memory, and how both grow with the lake.
 
-Lake: :mod:`jobs.bench.catalog_lake` (clips only: the routes and these jobs never read
+Lake: :mod:`fleetmine.bench.catalog_lake` (clips only: the routes and these jobs never read
 vectors), 2,000 clips a day. Each job runs in a process of its own (``python -m
-jobs.bench.catalog_datasets JOB LAKE``) that imports and opens everything first, then
+fleetmine.bench.catalog_datasets JOB LAKE``) that imports and opens everything first, then
 resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), so its peak is what the
 job itself held. Figures: each job's peak RSS above idle and its time at N, each against
 the same at N/10. Streaming keeps ``create`` flat (one span of days in memory); the export
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.bench import BenchContext, BenchResult, benchmark
-from jobs.bench._child import run_child, vm
+from fleetmine.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench._child import run_child, vm
 
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
@@ -46,11 +46,11 @@ def _child(job: str, lake_uri: str) -> dict[str, Any]:
 
 
 def _run(job: str, lake_uri: str) -> dict[str, Any]:
-    return run_child("jobs.bench.catalog_datasets", job, lake_uri)
+    return run_child("fleetmine.bench.catalog_datasets", job, lake_uri)
 
 
 def _at(ctx: BenchContext, n: int) -> dict[str, dict[str, Any]]:
-    from jobs.bench.catalog_lake import add_clips
+    from fleetmine.bench.catalog_lake import add_clips
     from mining.registry import resolve
     from storage.lake import Lake
 

@@ -14,7 +14,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     app,
@@ -93,7 +93,7 @@ def bench(
     address: AddressOpt = None,
 ) -> None:
     """Measured throughput, each figure next to its baseline from the same run."""
-    from jobs.bench import BenchContext, run_all
+    from fleetmine.bench import BenchContext, run_all
 
     if catalog is not None and not only:
         only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets"]

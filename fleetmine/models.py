@@ -11,7 +11,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     ModelOpt,
@@ -100,7 +100,7 @@ def embed(
     wait: WaitOpt = False,
 ) -> None:
     """Embed every clip that lacks an embedding for the model (default: the current one)."""
-    from jobs.cli.runs import submit_if_cluster
+    from fleetmine.runs import submit_if_cluster
     from jobs.requests import EmbedJob, execute
 
     if submit_if_cluster(EmbedJob(model=model), lake, address, wait):
@@ -126,7 +126,7 @@ def index(
     wait: WaitOpt = False,
 ) -> None:
     """Build (or extend) and persist the FAISS index of a model version."""
-    from jobs.cli.runs import submit_if_cluster
+    from fleetmine.runs import submit_if_cluster
     from jobs.requests import IndexJob, execute
 
     if submit_if_cluster(IndexJob(model=model, index_kind=kind), lake, address, wait):
@@ -162,7 +162,7 @@ def mine(
     """Score novelty, rarity and near-duplicates: the clips added since the last run
     (against its fit), or every clip with --full (one run in mining_scores). The
     cluster model is fitted again with --refit or once the corpus has grown 1.5x."""
-    from jobs.cli.runs import submit_if_cluster
+    from fleetmine.runs import submit_if_cluster
     from jobs.requests import MineJob, execute
 
     if submit_if_cluster(MineJob(model=model, full=full, refit=refit), lake, address, wait):

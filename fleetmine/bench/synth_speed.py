@@ -11,8 +11,8 @@ import time
 import av
 import numpy as np
 
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from ingest.synth.fleet import SynthConfig, plan_drives, render_drive
-from jobs.bench import BenchContext, BenchResult, benchmark
 
 
 @benchmark("synth_speed")

@@ -1,9 +1,9 @@
 """``index`` and ``mine`` at N synthetic clips (and N/10): memory against the raw vectors,
 and an incremental ``mine`` of 10 % new clips against a full run.
 
-Lake: :mod:`jobs.bench.catalog_lake`, its vectors drawn once from one distribution
+Lake: :mod:`fleetmine.bench.catalog_lake`, its vectors drawn once from one distribution
 (1,000 clusters), so the 10 % added later are more of the same corpus. Each job runs
-in a process of its own (``python -m jobs.bench.catalog_mining JOB LAKE``) that
+in a process of its own (``python -m fleetmine.bench.catalog_mining JOB LAKE``) that
 imports and opens everything first, then resets the kernel's peak-RSS mark
 (``/proc/self/clear_refs``), so its peak is what the job itself held. Figures:
 
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.bench import BenchContext, BenchResult, benchmark
-from jobs.bench._child import run_child, vm
+from fleetmine.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench._child import run_child, vm
 
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def _child(job: str, lake_uri: str) -> dict[str, Any]:
 
 
 def _run(job: str, lake_uri: str) -> dict[str, Any]:
-    return run_child("jobs.bench.catalog_mining", job, lake_uri)
+    return run_child("fleetmine.bench.catalog_mining", job, lake_uri)
 
 
 def _top(scores: list[dict[str, Any]], k: int = 100) -> set[str]:
@@ -67,8 +67,8 @@ def _top(scores: list[dict[str, Any]], k: int = 100) -> set[str]:
 
 
 def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
-    from jobs.bench.catalog_lake import add_clips
-    from jobs.bench.faiss_search import embeddings_like
+    from fleetmine.bench.catalog_lake import add_clips
+    from fleetmine.bench.faiss_search import embeddings_like
     from mining.novelty import latest_scores
     from mining.registry import resolve
     from storage.lake import Lake

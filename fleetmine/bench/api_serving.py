@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from jobs.allocator import server_environ
-from jobs.bench import BenchContext, BenchResult, benchmark
 
 SERVER = """
 import sys, uvicorn

@@ -4,7 +4,7 @@ Generator: a mixture of 1,000 Gaussian clusters in a random 32-dimensional
 subspace of R^256, plus isotropic noise (sigma 0.05 per dimension), rows
 L2-normalised, the way clip embeddings concentrate on a low-dimensional manifold.
 On uniformly random 256-d vectors no approximate index works. Baseline: exact
-search (IndexFlatL2) of the same queries. Encoder throughput: ``jobs/bench/encoders.py``.
+search (IndexFlatL2) of the same queries. Encoder throughput: ``fleetmine/bench/encoders.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import faiss
 import numpy as np
 
-from jobs.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from mining.index import ClipIndex, IndexConfig
 
 

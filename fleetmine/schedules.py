@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from jobs.cli._common import AddressOpt, LakeOpt, app, console, err, open_lake, settings
+from fleetmine._common import AddressOpt, LakeOpt, app, console, err, open_lake, settings
 from storage.errors import ConfigError
 
 schedule_app = typer.Typer(help="Recurring jobs (kept in the lake's schedules table).", no_args_is_help=True)

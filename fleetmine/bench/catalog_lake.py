@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.bench.faiss_search import embeddings_like
+from fleetmine.bench.faiss_search import embeddings_like
 from mining.interfaces import ModelSpec
 from storage.lake import Lake
 from storage.schema import UTC_TS

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import av
 
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from ingest.discover import discover
 from ingest.drive import DriveIngest
-from jobs.bench import BenchContext, BenchResult, benchmark
 from storage.config import Settings
 from storage.lake import Lake
 from storage.objectstore import Location

@@ -11,7 +11,7 @@ from storage.sql import literal
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     console,

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from jobs.cli._common import AddressOpt, LakeOpt, app, console, literal, open_lake, settings
+from fleetmine._common import AddressOpt, LakeOpt, app, console, literal, open_lake, settings
 
 jobs_app = typer.Typer(help="Job runs: submitted or run here (the lake's runs table).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from storage.delta import Txn
 from storage.errors import JobError
 from storage.lake import Lake

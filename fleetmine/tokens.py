@@ -9,7 +9,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     console,

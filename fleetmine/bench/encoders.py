@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from jobs.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from mining.encoders import make_encoder
 from mining.interfaces import ClipInput, Encoder, ModelSpec
 
@@ -95,7 +95,7 @@ def encoders(ctx: BenchContext) -> list[BenchResult]:
             "JPEG decode alone",
             ">= 0.2",
         ),
-        BenchResult(  # context for sizing (jobs/bench/sizing.py reads it), no goal: a CNN is not a decode
+        BenchResult(  # context for sizing (fleetmine/bench/sizing.py reads it); no goal: a CNN is no decode
             f"{label}, {KEYFRAMES} keyframes per clip, 1 core ({per_frame})",
             lrn,
             base,

@@ -15,7 +15,7 @@ if sys.argv[1:2] == ["serve"]:  # before the imports below load deltalake: see j
 
     configure_for_serving()
 
-from jobs.cli import (  # noqa: F401  (they register their commands)
+from fleetmine import (  # noqa: F401  (they register their commands)
     datasets,
     demo,
     ingest,
@@ -27,7 +27,7 @@ from jobs.cli import (  # noqa: F401  (they register their commands)
     serve,
     tokens,
 )
-from jobs.cli._common import app, err, literal
+from fleetmine._common import app, err, literal
 from storage.errors import FleetError
 
 __all__ = ["app", "main"]

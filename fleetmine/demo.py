@@ -10,18 +10,18 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     app,
     console,
     settings,
 )
-from jobs.cli.ingest import ingest, synth
-from jobs.cli.lake import lake_info
-from jobs.cli.models import embed, index, mine
-from jobs.cli.queries import corner_cases_cmd, eval_mining
-from jobs.cli.serve import serve
+from fleetmine.ingest import ingest, synth
+from fleetmine.lake import lake_info
+from fleetmine.models import embed, index, mine
+from fleetmine.queries import corner_cases_cmd, eval_mining
+from fleetmine.serve import serve
 
 
 @app.command()

@@ -1,7 +1,7 @@
-"""Cluster sizing from measured figures: ``python -m jobs.bench.sizing BENCH.json > deploy/SIZING.md``.
+"""Cluster sizing from measured figures: ``python -m fleetmine.bench.sizing BENCH.json > deploy/SIZING.md``.
 
 ``BENCH.json`` is what ``fleetmine bench --json`` writes; ``--catalog CATALOG.json...``
-adds what ``fleetmine bench --catalog N --json`` measured (:mod:`jobs.bench.sizing_catalog`:
+adds what ``fleetmine bench --catalog N --json`` measured (:mod:`fleetmine.bench.sizing_catalog`:
 the catalog at N clips and the plan for the index and API at ``index_clips``). Every number in the output
 is a bench figure, an :class:`Assumptions` field (printed in the file with its
 reason), or arithmetic on the two. A missing figure fails with the names of the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from jobs.bench.sizing_catalog import CatalogFigures, render_catalog
+from fleetmine.bench.sizing_catalog import CatalogFigures, render_catalog
 from storage.errors import ConfigError
 
 __all__ = ["Assumptions", "Figures", "IndexPlan", "Plan", "Stage", "main", "plan", "render"]
@@ -476,7 +476,7 @@ def _used(f: Figures) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="python -m jobs.bench.sizing", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m fleetmine.bench.sizing", description=__doc__.splitlines()[0])
     ap.add_argument("bench", type=Path, help="the file `fleetmine bench --json` wrote")
     ap.add_argument("--note", default="", help="where the figures were measured (printed in the file)")
     ap.add_argument(
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     a = Assumptions()
-    command = shlex.join(["python", "-m", "jobs.bench.sizing", *argv])
+    command = shlex.join(["python", "-m", "fleetmine.bench.sizing", *argv])
     sys.stdout.write(render(plan(figures, a), figures, a, command, args.note, catalog))
 
 

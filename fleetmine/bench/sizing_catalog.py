@@ -1,7 +1,7 @@
 """The catalog part of SIZING.md: what ``fleetmine bench --catalog N`` measured at N
 and N/10 clips, and the plan for the index and the API at 10^8 clips that follows.
 
-The per-stage plan (:mod:`jobs.bench.sizing`) prices a day of ingest; this prices a
+The per-stage plan (:mod:`fleetmine.bench.sizing`) prices a day of ingest; this prices a
 lake that has grown to ``index_clips``: how many index shards, the memory of each
 (serving it, building it, mining against it) and the latency a request can be
 promised. Every figure is a catalog bench row (found by name, the largest N a file

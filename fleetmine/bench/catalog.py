@@ -1,6 +1,6 @@
 """The catalog at N synthetic clips (and N/10): index, similarity search, clip page, memory.
 
-Lake: :mod:`jobs.bench.catalog_lake` (rows through the project's writers, 256-d
+Lake: :mod:`fleetmine.bench.catalog_lake` (rows through the project's writers, 256-d
 vectors in 1,000 clusters, events on 1 % and 0.1 % of clips). ``fleetmine
 index`` builds the index the lake's size calls for; ``fleetmine serve``'s app
 runs in its own process, auth on. Figures, each beside a baseline from this run:
@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from jobs.bench import BenchContext, BenchResult, benchmark
-from jobs.bench.api_serving import _start
-from jobs.bench.catalog_lake import RARE_EVENTS, add_clips
+from fleetmine.bench import BenchContext, BenchResult, benchmark
+from fleetmine.bench.api_serving import _start
+from fleetmine.bench.catalog_lake import RARE_EVENTS, add_clips
 
 QUERIES = 40
 K = 10

@@ -12,7 +12,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     _human,

@@ -63,7 +63,7 @@ def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
 
 
 def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResult]:
-    from jobs.bench import (  # noqa: F401  (they register themselves)
+    from fleetmine.bench import (  # noqa: F401  (they register themselves)
         api_serving,
         can_decode,
         catalog,

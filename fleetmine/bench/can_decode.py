@@ -15,10 +15,10 @@ from typing import cast
 import can
 import cantools
 
+from fleetmine.bench import BenchContext, BenchResult, benchmark
 from ingest.can import read_can_log
 from ingest.can.dbc import VectorDecoder
 from ingest.platform import load_platform
-from jobs.bench import BenchContext, BenchResult, benchmark
 
 LOG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "can" / "rav4_drive_seg40_part1.log"
 

@@ -10,7 +10,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     WaitOpt,
@@ -93,7 +93,7 @@ def ingest(
     wait: WaitOpt = False,
 ) -> None:
     """Decode drives under RAW not yet ingested. Exit 0: all ok; 3: some drives failed."""
-    from jobs.cli.runs import submit_if_cluster
+    from fleetmine.runs import submit_if_cluster
     from jobs.requests import IngestJob
 
     if submit_if_cluster(IngestJob(raw=raw, force=force), lake, address, wait):

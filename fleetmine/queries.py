@@ -13,7 +13,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from storage.lake import Lake
 
-from jobs.cli._common import (
+from fleetmine._common import (
     AddressOpt,
     LakeOpt,
     ModelOpt,

@@ -1,0 +1,3 @@
+from fleetmine import main
+
+main()

@@ -1,3 +1,0 @@
-from jobs.cli import main
-
-main()
