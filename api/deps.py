@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from api.auth import ROLES, failure_keys
 from api.grants import GrantError, Grants
 from api.sessions import COOKIE, Sessions
+from storage.bounds import MAX_VERSION
 from storage.lake import Lake
 
 __all__ = [
@@ -111,7 +112,7 @@ def _grant_or_token(
     request: Request,
     lake: LakeDep,
     name: Annotated[str, Path(max_length=100)],
-    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     grant: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Caller:
     """Shard requests: a grant in the URL (see :mod:`api.grants`), else the bearer token."""

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ from fleetmine._common import (
     app,
     console,
     err,
+    literal,
     open_lake,
 )
 
@@ -140,7 +140,7 @@ def eval_mining(
         console.print(ct)
         for c in cons:
             if c.why_not:
-                err.print(f"{escape(c.model)}: n/a: {escape(c.why_not)}", highlight=False)
+                err.print(literal(f"{c.model}: n/a: {c.why_not}"), soft_wrap=True)
         if json_path:
             json_path.write_text(json.dumps([c.as_dict() for c in cons], indent=2))
         return

@@ -23,7 +23,7 @@ from pydantic import (
 
 from jobs.runner import Runner
 from mining.curation import DatasetQuery
-from storage.bounds import Name, utf8_text
+from storage.bounds import DATASET_NAME, MAX_VERSION, Name, utf8_text
 from storage.config import Settings
 from storage.errors import ConfigError
 
@@ -78,12 +78,8 @@ class _Job(BaseModel):
 
 MAX_PATH = 4096
 """Characters of a location (a local path: PATH_MAX; an S3 key is at most 1024 bytes)."""
-MAX_VERSION = 2**31 - 1
-"""A dataset version: what the ``datasets`` table's int column holds."""
 MAX_SHARD_MB = 65536.0
 """A shard of 64 GiB: far past any useful one, and its size in bytes is an exact int."""
-DATASET_NAME = r"^[A-Za-z0-9_-]{1,100}$"
-"""A dataset's name (as ``POST /v1/datasets`` takes it): it becomes a folder and a URL part."""
 
 Location = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(utf8_text)]
 ModelRef = Annotated[Name, Field(description="NAME@VERSION or NAME (default: the current model)")]

@@ -19,6 +19,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 __all__ = [
+    "DATASET_NAME",
     "MAX_BASKET",
     "MAX_CURSOR",
     "MAX_ID",
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_NAMES",
     "MAX_SPEED",
     "MAX_TEXT",
+    "MAX_VERSION",
     "ClipId",
     "Name",
     "Speed",
@@ -47,6 +49,10 @@ MAX_CURSOR = 2048
 """Characters of an opaque page cursor (a key of :data:`MAX_ID` characters, encoded, fits)."""
 MAX_SPEED = 1000.0
 """m/s either way: far past any vehicle, well within what a float literal prints exactly."""
+MAX_VERSION = 2**31 - 1
+"""A dataset version: what the ``datasets`` table's int column holds."""
+DATASET_NAME = r"^[A-Za-z0-9_-]{1,100}$"
+"""A dataset's name (as ``POST /v1/datasets`` takes it): it becomes a folder and a URL part."""
 
 
 def utf8_text(value: str) -> str:

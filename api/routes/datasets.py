@@ -39,17 +39,17 @@ from mining.curation import (
     stored_manifest,
 )
 from mining.members import scan_estimate
-from storage.bounds import MAX_CURSOR
+from storage.bounds import DATASET_NAME, MAX_CURSOR, MAX_VERSION
 from storage.errors import ConfigError
 from storage.pages import cursor_json
 from storage.sql import literal
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_NAME = re.compile(DATASET_NAME)
 _SHARD = re.compile(r"^\d{6}\.tar$")
 # Path parameters, bounded (storage.bounds): a name as _NAME allows, a version Delta can hold.
 DatasetName = Annotated[str, Path(max_length=100)]
-Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 ShardName = Annotated[str, Path(max_length=64)]  # a name is 000000.tar (_SHARD); more: 404
 
 
