@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.installed-runtime
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test quick lint typecheck unit bench clean
+
+# pytest workers: one per core, at most 4 (each may hold a local Ray and a fleet)
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+# modules are units of work (their fixtures build once); `long` tests start first
+PYTEST_PAR := -n $(WORKERS) --dist loadgroup
 
 # The demo needs only what fleetmine runs on (no test tools, no torch).
 $(RUNTIME): pyproject.toml
@@ -33,7 +38,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PAR) --durations=10
+
+# the inner loop: everything but the `long` tests (acceptance fleets, clusters, load)
+quick: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_PAR) -m 'not long'
 
 test: lint typecheck unit
 

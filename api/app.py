@@ -25,7 +25,7 @@ from api import docs
 from api.auth import AuthFailures, TokenCache
 from api.docs import DOCS_CSP
 from api.proxies import ForwardedHeaders, TrustedProxies
-from mining import decode_slots
+from mining.search import decode_slots
 from storage.config import Settings
 from storage.errors import (
     ConfigError,
@@ -113,7 +113,7 @@ class _IndexMetrics:
     """``fleetmine_index_*``: the FAISS indexes this process serves, read at scrape time."""
 
     def collect(self) -> Iterator[Metric]:
-        from mining.serving import served_indexes
+        from mining.search.serving import served_indexes
 
         # lake: a digest of its URI, never the URI (a bucket name is not the scrape's business)
         labels = ["lake", "model", "kind", "part"]  # part: clip, or a sub-space (appearance)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from fleetmine._common import AddressOpt, LakeOpt, console, dataset_app, open_lake, settings
 from storage.sql import literal
-
-if TYPE_CHECKING:
-    pass
-
-from fleetmine._common import (
-    AddressOpt,
-    LakeOpt,
-    console,
-    dataset_app,
-    open_lake,
-    settings,
-)
 
 
 @dataset_app.command("create")
@@ -31,7 +20,7 @@ def dataset_create(
     address: AddressOpt = None,
 ) -> None:
     """A new immutable version of NAME from QUERY."""
-    from mining.curation import DatasetQuery, create_version
+    from mining.datasets.curation import DatasetQuery, create_version
 
     row = create_version(open_lake(lake, address), name, DatasetQuery.model_validate_json(query))
     console.print(
@@ -55,7 +44,8 @@ def dataset_export(
     address: AddressOpt = None,
 ) -> None:
     """Write the version's WebDataset shards and manifest, or a LeRobotDataset v3.0 tree."""
-    from jobs.requests import execute
+    from jobs.requests import execute, parse_job
+    from jobs.runner import default_runner
     from storage.errors import ConfigError
 
     lk = open_lake(lake, address)
@@ -70,13 +60,10 @@ def dataset_export(
             raise ConfigError(f"no dataset {name!r}")
         version = str(max(versions))
     s = settings(lake, address)
-    from jobs.requests import parse_job
-    from jobs.runner import default_runner
-
     params = {"name": name, "version": int(version), "shard_mb": shard_mb, "format": fmt, "out": out}
     job = parse_job("export", params)
     doc = execute(job, s, runner=default_runner(s.ray_address))
-    if job.format == "lerobot":
+    if fmt == "lerobot":
         modes = ", ".join(
             f"{k}: {v['remux']} remuxed, {v['reencode']} re-encoded" for k, v in doc["videos"].items()
         )

@@ -76,7 +76,7 @@ def demo(
     console.rule("[bold]6. dataset + export[/]: the novel, de-duplicated clips as WebDataset shards")
     from api.auth import create_token
     from jobs.export_job import export_version
-    from mining.curation import DatasetQuery, create_version
+    from mining.datasets.curation import DatasetQuery, create_version
     from storage.lake import Lake
 
     lk = Lake.from_settings(s)

@@ -94,14 +94,15 @@ def ingest(
 ) -> None:
     """Decode drives under RAW not yet ingested. Exit 0: all ok; 3: some drives failed."""
     from fleetmine.runs import submit_if_cluster
-    from jobs.requests import IngestJob
+    from jobs.ingest_job import IngestJob
 
     if submit_if_cluster(IngestJob(raw=raw, force=force), lake, address, wait):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.drive import DriveResult
-    from jobs.requests import IngestJob, execute
+    from jobs.ingest_job import IngestJob
+    from jobs.requests import execute
 
     s = settings(lake, address)
     totals = {"clips": 0, "clip_frames": 0, "can_frames": 0, "bytes": 0}

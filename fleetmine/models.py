@@ -23,12 +23,13 @@ from fleetmine._common import (
     open_lake,
     settings,
 )
+from mining.encoders import KINDS
 
 
 @model_app.command("register")
 def model_register(
     name: Annotated[str, typer.Argument()],
-    kind: Annotated[str, typer.Option(help="builtin | onnx | torchscript")] = "onnx",
+    kind: Annotated[str, typer.Option(help=" | ".join(KINDS))] = "onnx",
     uri: Annotated[str | None, typer.Option(help="The model file (local path or s3://)")] = None,
     dim: Annotated[int | None, typer.Option(help="Output dimension")] = None,
     params: Annotated[str, typer.Option(help="JSON: input_size, mean, std, layout")] = "{}",
@@ -37,7 +38,7 @@ def model_register(
     address: AddressOpt = None,
 ) -> None:
     """Register an encoder at its next version (entries are immutable)."""
-    from mining.registry import register
+    from mining.encoders.registry import register
 
     lk = open_lake(lake, address)
     spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
@@ -52,7 +53,7 @@ def model_import(
     address: AddressOpt = None,
 ) -> None:
     """Convert a pretrained encoder installed with fleetmine to ONNX, store it in the lake, register it."""
-    from mining.pretrained import PRETRAINED, import_pretrained
+    from mining.encoders.pretrained import PRETRAINED, import_pretrained
 
     lk = open_lake(lake, address)
     with console.status(f"converting {name} to ONNX..."):
@@ -67,7 +68,7 @@ def model_import(
 @model_app.command("list")
 def model_list(lake: LakeOpt = None, address: AddressOpt = None) -> None:
     """Registered encoders."""
-    from mining.registry import list_models
+    from mining.encoders.registry import list_models
 
     table = Table()
     for col in ("model", "kind", "dim", "uri", "current"):
@@ -82,7 +83,7 @@ def model_set_current(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION")], lake: LakeOpt = None, address: AddressOpt = None
 ) -> None:
     """Make NAME@VERSION the current version of NAME (and the lake's current model)."""
-    from mining.registry import set_current
+    from mining.encoders.registry import set_current
     from storage.errors import ConfigError
 
     name, _, version = ref.partition("@")
@@ -101,7 +102,8 @@ def embed(
 ) -> None:
     """Embed every clip that lacks an embedding for the model (default: the current one)."""
     from fleetmine.runs import submit_if_cluster
-    from jobs.requests import EmbedJob, execute
+    from jobs.embed_job import EmbedJob
+    from jobs.requests import execute
 
     if submit_if_cluster(EmbedJob(model=model), lake, address, wait):
         return
@@ -127,7 +129,8 @@ def index(
 ) -> None:
     """Build (or extend) and persist the FAISS index of a model version."""
     from fleetmine.runs import submit_if_cluster
-    from jobs.requests import IndexJob, execute
+    from jobs.index_job import IndexJob
+    from jobs.requests import execute
 
     if submit_if_cluster(IndexJob(model=model, index_kind=kind), lake, address, wait):
         return
@@ -163,7 +166,8 @@ def mine(
     (against its fit), or every clip with --full (one run in mining_scores). The
     cluster model is fitted again with --refit or once the corpus has grown 1.5x."""
     from fleetmine.runs import submit_if_cluster
-    from jobs.requests import MineJob, execute
+    from jobs.mine_job import MineJob
+    from jobs.requests import execute
 
     if submit_if_cluster(MineJob(model=model, full=full, refit=refit), lake, address, wait):
         return

@@ -43,7 +43,7 @@ def search(
     address: AddressOpt = None,
 ) -> None:
     """Clips most like CLIP (optionally among clips matching --where)."""
-    from mining.queries import similar
+    from mining.search.queries import similar
 
     lk = open_lake(lake, address)
     table = Table()
@@ -63,7 +63,7 @@ def corner_cases_cmd(
     address: AddressOpt = None,
 ) -> None:
     """Clips ranked by novelty (duplicates left out)."""
-    from mining.queries import corner_cases
+    from mining.search.queries import corner_cases
 
     table = Table()
     for col in ("clip", "novelty", "rarity", "signal rarity", "cluster"):
@@ -115,8 +115,8 @@ def eval_mining(
     if verdicts:
         _eval_verdicts(lk, model, k, json_path)
         return
-    from mining.evaluation import drive_consistency, evaluate
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
+    from mining.scores.evaluation import drive_consistency, evaluate
 
     refs = [resolve(lk, model).ref, *(resolve(lk, c).ref for c in compare or [])]
     if consistency:
@@ -190,7 +190,7 @@ def _opt(x: float | None) -> str:
 
 
 def _eval_verdicts(lk: Lake, model: str | None, k: int, json_path: Path | None) -> None:
-    from mining.reviews import verdict_precision
+    from mining.scores.reviews import verdict_precision
 
     r = verdict_precision(lk, model, k)
     console.print(

@@ -17,8 +17,13 @@ app.add_typer(schedule_app, name="schedule")
 
 
 def parse_chain(words: list[str]) -> list[Any]:
-    """``ingest RAW [--force] then embed [--model M] then mine`` -> job requests."""
-    from jobs.requests import JOB_KINDS, parse_job
+    """``ingest RAW [--force] then embed [--model M] then mine`` -> job requests.
+
+    A step is a registered job kind (``jobs.requests.KINDS``), its request's required
+    fields as positional arguments in their order (``ingest RAW``, ``export NAME VERSION``),
+    then ``--force`` / ``--model M``.
+    """
+    from jobs.requests import job_kind, parse_job
 
     chain: list[Any] = []
     part: list[str] = []
@@ -29,6 +34,7 @@ def parse_chain(words: list[str]) -> list[Any]:
         if not part:
             raise ConfigError("empty step in the job chain (two 'then' in a row?)")
         kind, rest = part[0], part[1:]
+        model = job_kind(kind).request
         params: dict[str, Any] = {}
         positional = [r for r in rest if not r.startswith("--")]
         if "--force" in rest:
@@ -36,21 +42,20 @@ def parse_chain(words: list[str]) -> list[Any]:
         if "--model" in rest:
             params["model"] = rest[rest.index("--model") + 1]
             positional.remove(params["model"])
-        if kind == "ingest":
-            if len(positional) != 1:
-                raise ConfigError("ingest takes one RAW location: ingest s3://raw/fleet [--force]")
-            params["raw"] = positional[0]
-        elif kind == "export":
-            if len(positional) != 2:
-                raise ConfigError("export takes NAME VERSION")
-            params.update(name=positional[0], version=int(positional[1]))
-        elif positional:
-            raise ConfigError(f"{kind} takes no positional arguments, got {positional}")
-        if kind not in JOB_KINDS:
-            raise ConfigError(f"unknown job {kind!r} in the chain; valid: {list(JOB_KINDS)}")
+        required = [name for name, f in model.model_fields.items() if f.is_required()]
+        if len(positional) != len(required):
+            raise ConfigError(f"{_takes(kind, required)}, got {positional}")
+        params.update(zip(required, positional, strict=True))
         chain.append(parse_job(kind, params))
         part = []
     return chain
+
+
+def _takes(kind: str, required: list[str]) -> str:
+    if not required:
+        return f"{kind} takes no positional arguments"
+    names = " ".join(n.upper() for n in required)
+    return f"{kind} takes {'one ' if len(required) == 1 else ''}{names}"
 
 
 @schedule_app.command("add")

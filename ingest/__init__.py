@@ -4,12 +4,16 @@ Read :mod:`ingest.interfaces` first: the CAN reader and stage contracts. Where
 things go:
 
 - a CAN log format: a reader in ``ingest/can/<format>.py`` (``suffixes`` and
-  ``read(data, name) -> CanReadResult``, bad lines counted, never raised), listed in
-  ``ingest.can.READERS``; ``tests/ingest/test_can_reader_contract.py`` runs the shared suite on it;
+  ``read(data, name) -> CanReadResult``, bad lines counted, never raised), one line in
+  ``ingest.can.READERS`` (discovery's ``CAN_SUFFIXES`` and the reader lookup follow);
+  ``tests/ingest/test_can_reader_contract.py`` runs the shared suite on it (give it a
+  sample there) and ``docs/raw-layout.md`` names its suffix;
 - a car: a platform map in ``ingest/platforms/`` (DBC + canonical signal map);
 - a trigger: its name in ``storage.tables.clips.EVENTS``, its rule in ``ingest/features.py``;
 - a new concern of one drive (a time source, a container): its own module behind a
-  small function, composed by ``ingest/drive.py`` (:class:`~ingest.drive.DriveIngest`);
+  small function, composed by ``ingest/drive.py`` (:class:`~ingest.drive.DriveIngest`),
+  reading the drive's files only through :class:`~ingest.drive_files.DriveFiles` (each
+  read confined to the raw root) and writing its warnings into :class:`~ingest.notes.Notes`;
 - a new pipeline step: a stage (``resources``, ``setup()``, ``process_batch``) here;
   ``jobs/runner.py`` runs it in-process or on Ray, and a ``jobs/<kind>_job.py``
   commits what it wrote. Nothing here imports ``jobs`` or ``api``.

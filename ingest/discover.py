@@ -9,41 +9,29 @@ message saying which folder to give.
 
 One hostile drive must never fail the whole ingest: a vehicle or drive folder whose
 name is not valid UTF-8 cannot be recorded (ids and tables are UTF-8) and is skipped
-with a logged warning; such a file inside a drive is listed in its ``skipped``; and
-``drive.json`` is read only up to :data:`MAX_DRIVE_JSON_BYTES` and
-:data:`MAX_DRIVE_JSON_DEPTH` levels of nesting, else ignored with a warning (the drive's
-files still land: that loses less than failing it).
+with a logged warning; such a file inside a drive is listed in its ``skipped``.
+Discovery reads no file: the drive's stage reads them through
+:class:`ingest.drive_files.DriveFiles`, ``drive.json`` with :mod:`ingest.drive_json`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
 
-from ingest._reasons import reason
-from ingest.can import READERS
+from ingest.can import CAN_SUFFIXES
+from ingest.drive_files import RawRoot, linked_out
 from storage.errors import ConfigError
 from storage.objectstore import Location
 
-__all__ = ["CAN_SUFFIXES", "VIDEO_SUFFIXES", "DriveSource", "discover", "read_drive_json"]
+__all__ = ["VIDEO_SUFFIXES", "DriveSource", "discover"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".h264", ".264", ".h265", ".265", ".hevc", ".mcap")
-# The CAN reader registry names them (one place): a suffix a reader takes is a file discovery lists.
-CAN_SUFFIXES = tuple(sorted({s for r in READERS for s in r.suffixes}))
 log = logging.getLogger(__name__)
 _LINKED_FOLDER = "the drive folder is a symbolic link: skipped (links to folders are not followed)"
 _DRIVE_PARTS = ("cameras", "can")  # folders of a drive; seen one level up, the root is too deep
-MAX_DRIVE_JSON_BYTES = 1 << 20
-"""A drive.json is a few hundred bytes (cameras' calibrations: a few KiB); 1 MiB is ample,
-and a 21 MiB one once held 520 MB while parsed."""
-MAX_DRIVE_JSON_DEPTH = 32
-"""A drive.json nests about five levels (cameras, a camera, intrinsics, a matrix, a row);
-deeper ones are refused, so no later step recurses into an attacker's depth."""
 _NOT_UTF8 = "a file name that is not valid UTF-8: skipped (names must be UTF-8)"
 
 
@@ -74,20 +62,6 @@ class DriveSource:
     def folder(self) -> str:
         """The drive folder's path on the raw tree's filesystem."""
         return posixpath.join(self.raw.path.rstrip("/"), self.vehicle_id, self.drive)
-
-    def confined(self, path: str) -> bool:
-        """Whether ``path`` (on a local tree: its real path, links resolved) is inside the
-        raw root; checked again when a file is read, since a link may appear after discovery."""
-        return not self.raw.is_local or _inside(_real(self.raw.path), path)
-
-
-def _real(path: str) -> str:
-    return os.path.realpath(path.rstrip("/") or "/")
-
-
-def _inside(root_real: str, path: str) -> bool:
-    real = os.path.realpath(path)
-    return real == root_real or real.startswith(root_real.rstrip("/") + "/")
 
 
 def _utf8(name: str) -> bool:
@@ -135,7 +109,7 @@ def discover(raw: Location) -> list[DriveSource]:
     fs = raw.fs
     root = raw.path.rstrip("/")
     _check_root(raw, root)
-    root_real = _real(root) if raw.is_local else ""
+    inside = RawRoot(raw)
     found: dict[tuple[str, str], list[tuple[str, dict[str, object]]]] = {}
     rels: list[list[str]] = []
     undecodable: set[tuple[str, ...]] = set()
@@ -159,7 +133,7 @@ def discover(raw: Location) -> list[DriveSource]:
             found.setdefault((parts[0], parts[1]), []).append(("/".join(parts[2:]), info))
     _skip_folders(undecodable)
     _check_layout(raw, rels)
-    return [_drive(raw, root, root_real, v, d, files) for (v, d), files in sorted(found.items())]
+    return [_drive(raw, root, inside, v, d, files) for (v, d), files in sorted(found.items())]
 
 
 def _skip_folders(folders: set[tuple[str, ...]]) -> None:
@@ -174,7 +148,7 @@ def _skip_folders(folders: set[tuple[str, ...]]) -> None:
 def _drive(
     raw: Location,
     root: str,
-    root_real: str,
+    inside: RawRoot,
     vehicle: str,
     drive: str,
     files: list[tuple[str, dict[str, object]]],
@@ -196,10 +170,8 @@ def _drive(
             skipped.append(_NOT_UTF8)
             h.update(rel.encode(errors="surrogateescape") + b"\0not-utf8\n")
             continue
-        if root_real and not _inside(root_real, full):
-            skipped.append(
-                f"{rel}: skipped, a symbolic link out of the raw root (links out are not followed)"
-            )
+        if not inside.holds(full):
+            skipped.append(linked_out(rel))
             h.update(f"{rel}\0link\n".encode())
             continue
         size = int(str(info.get("size") or 0))
@@ -226,54 +198,3 @@ def _drive(
         tuple(other),
         tuple(skipped),
     )
-
-
-def read_drive_json(src: DriveSource) -> tuple[dict[str, object], str | None]:
-    """The drive's ``drive.json`` (empty if absent) and a problem, if it is unreadable.
-
-    Never raises: whatever is wrong with the file (too big, nested too deep, not JSON)
-    is the problem returned, and the drive goes on without it. The problem names what
-    was wrong (and the line), never the file's bytes."""
-    if src.drive_json is None:
-        return {}, None
-    if not src.confined(src.drive_json):
-        return {}, "drive.json: skipped, a symbolic link out of the raw root (links out are not followed)"
-    try:
-        return _parse_drive_json(src.raw.fs, src.drive_json)
-    except Exception as exc:  # RecursionError, MemoryError, a filesystem's own errors: this drive's only
-        return {}, f"drive.json unreadable: {reason(exc)}"
-
-
-def _parse_drive_json(fs: Any, path: str) -> tuple[dict[str, object], str | None]:
-    limit = MAX_DRIVE_JSON_BYTES
-    too_big = f"drive.json is over the {limit >> 20} MiB limit; ignored"
-    if int(fs.size(path) or 0) > limit:  # refused before a byte is read
-        return {}, too_big
-    data = fs.cat_file(path, start=0, end=limit + 1)  # the file may have grown since
-    if len(data) > limit:
-        return {}, too_big
-    try:
-        doc = json.loads(data)
-    except RecursionError:
-        return {}, f"drive.json is nested deeper than {MAX_DRIVE_JSON_DEPTH} levels; ignored"
-    except ValueError as exc:
-        return {}, f"drive.json unreadable: {reason(exc)}"
-    if not isinstance(doc, dict):
-        return {}, "drive.json is not a JSON object"
-    if _depth(doc) > MAX_DRIVE_JSON_DEPTH:
-        return {}, f"drive.json is nested deeper than {MAX_DRIVE_JSON_DEPTH} levels; ignored"
-    return doc, None
-
-
-def _depth(doc: object) -> int:
-    """How deep lists and objects nest in a parsed document, without recursing."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(doc, 1)]
-    while stack:
-        node, d = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, d)
-            if d > MAX_DRIVE_JSON_DEPTH:
-                return d
-            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
-    return deepest

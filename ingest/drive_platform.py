@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest._reasons import reason
-from ingest.discover import DriveSource
+from ingest.drive_files import DriveFiles, LinkedOut
 from ingest.platform import NAME, Platform, dbc_text, load_platform, parse_platform, shipped_platforms
 from storage.errors import ConfigError
 
@@ -46,14 +46,16 @@ def relative_name(ref: object, what: str) -> str:
     return posixpath.normpath(ref)
 
 
-def _drive_file(src: DriveSource, rel: str) -> bytes | None:
+def _drive_file(files: DriveFiles, rel: str) -> bytes | None:
     """A file of the drive folder as discovery listed it (links out of the root are not)."""
-    if rel not in src.other:
+    if rel not in files.src.other:
         return None
-    path = posixpath.join(src.folder, rel)
-    if not src.confined(path):
-        raise ConfigError(f"drive.json dbc {rel} is a symbolic link out of the raw root; refused")
-    return _read(lambda: src.raw.fs.cat_file(path), src.raw.fs.size(path), rel)
+    path = posixpath.join(files.src.folder, rel)
+    try:
+        size = files.size(path)
+    except LinkedOut:
+        raise ConfigError(f"drive.json dbc {rel} is a symbolic link out of the raw root; refused") from None
+    return _read(lambda: files.read(path), size, rel)
 
 
 def _dir_file(dirs: Sequence[str], rel: str) -> bytes | None:
@@ -75,7 +77,7 @@ def _read(read: Callable[[], Any], size: int, rel: str) -> bytes:
         raise ConfigError(f"DBC {rel} unreadable ({reason(exc)})") from None
 
 
-def drive_platform(src: DriveSource, doc: dict[str, Any], dbc_dirs: Sequence[str]) -> Platform | None:
+def drive_platform(files: DriveFiles, doc: dict[str, Any], dbc_dirs: Sequence[str]) -> Platform | None:
     """The drive's platform, None if drive.json names none; ConfigError says what was refused."""
     if "platform" in doc:
         name = doc["platform"]
@@ -88,7 +90,7 @@ def drive_platform(src: DriveSource, doc: dict[str, Any], dbc_dirs: Sequence[str
     if "dbc" not in doc:
         return None
     rel = relative_name(doc["dbc"], "dbc")
-    data = _drive_file(src, rel)
+    data = _drive_file(files, rel)
     if data is None:
         data = _dir_file(dbc_dirs, rel)
     if data is None:

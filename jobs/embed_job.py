@@ -1,7 +1,7 @@
 """``fleetmine embed``: every clip lacking a vector for the model gets one, in one commit.
 
-The pending clips are planned into :class:`~mining.embed.InputWork` items (a date,
-a few whole drives); the runner sends each to an :class:`~mining.embed.EmbedStage`
+The pending clips are planned into :class:`~mining.encoders.embed.InputWork` items (a date,
+a few whole drives); the runner sends each to an :class:`~mining.encoders.embed.EmbedStage`
 (set up once per worker, with the resources the encoder declares), which writes
 the vectors as data files; one commit tagged ``Txn("embed:<model>", n)`` publishes
 them. Clips the encoder could not embed are reported (and recorded in ``runs``)
@@ -10,17 +10,29 @@ and stay pending, so the next run tries them again.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from jobs.params import JobParams, ModelRef
 from jobs.runner import Runner, StageSpec, default_runner
 from jobs.runs import one_at_a_time, record_run
-from mining.embed import EmbedBatch, EmbedReport, EmbedStage, pending, plan_inputs
 from mining.encoders import encoder_resources
+from mining.encoders.embed import EmbedBatch, EmbedReport, EmbedStage, pending, plan_inputs
+from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
-from mining.registry import resolve
 from storage.config import Settings
 from storage.delta import Txn
 from storage.lake import Lake
 
-__all__ = ["run_embed"]
+__all__ = ["EmbedJob", "run_embed", "run_job"]
+
+
+class EmbedJob(JobParams):
+    kind: Literal["embed"] = "embed"
+    model: ModelRef | None = None
+
+
+def run_job(req: EmbedJob, settings: Settings, runner: Runner | None = None) -> EmbedReport:
+    return run_embed(settings, req.model, runner=runner)
 
 
 def run_embed(

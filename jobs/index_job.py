@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+from pydantic import Field
+
+from jobs.params import JobParams, ModelRef
 from jobs.runner import Runner, StageSpec, single_item_runner
-from mining.index import IndexConfig
-from mining.queries import build_index
 from storage.config import Settings
 from storage.errors import JobError
 
-__all__ = ["IndexStage", "run_index"]
+if TYPE_CHECKING:  # FAISS loads in the stage that builds, not with the registry
+    from mining.search.index import IndexConfig
+
+__all__ = ["INDEX_KINDS", "IndexJob", "IndexStage", "run_index", "run_job"]
+
+INDEX_KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
+"""``mining.search.index.KINDS`` (a test keeps them equal; importing it here would load FAISS)."""
+IndexKind = Annotated[str, Field(pattern=f"^({'|'.join(INDEX_KINDS)})$", max_length=16)]
+"""One of :data:`INDEX_KINDS`: a ``str`` for callers (the CLI's ``--kind``), a pattern in the schema."""
+
+
+class IndexJob(JobParams):
+    kind: Literal["index"] = "index"
+    model: ModelRef | None = None
+    index_kind: IndexKind = Field(default="auto", description="flat | ivf-flat | ivf-pq, or auto (by size)")
+
+
+def run_job(req: IndexJob, settings: Settings, runner: Runner | None = None) -> dict[str, Any]:
+    from mining.search.index import IndexConfig
+
+    cfg = None if req.index_kind == "auto" else IndexConfig(kind=req.index_kind)
+    return run_index(settings, req.model, cfg, runner=runner)
 
 
 class IndexStage:
@@ -26,6 +48,8 @@ class IndexStage:
         pass
 
     def process_batch(self, models: list[str | None]) -> list[dict[str, Any]]:
+        from mining.search.queries import build_index
+
         return [build_index(self.settings, m, self.cfg) for m in models]
 
 

@@ -21,11 +21,12 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+from pydantic import Field
 
-from ingest.discover import DriveSource, discover
-from ingest.drive import DATA_TABLES, DriveIngest, DriveResult, drive_rows
+from jobs.params import JobParams, LocationStr
 from jobs.runner import Outcome, Runner, StageSpec, default_runner
 from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
@@ -35,7 +36,11 @@ from storage.objectstore import Location
 from storage.sql import in_list, literal
 from storage.tables import runs
 
-__all__ = ["IngestReport", "run_ingest"]
+if TYPE_CHECKING:  # the drive stage and its decoders load when a run starts, not with the registry
+    from ingest.discover import DriveSource
+    from ingest.drive import DriveIngest, DriveResult
+
+__all__ = ["IngestJob", "IngestReport", "run_ingest", "run_job"]
 
 log = logging.getLogger(__name__)
 APP_ID = "ingest"
@@ -50,6 +55,12 @@ def _commit_lease(lake: Lake, settings: Settings, run_id: str) -> AbstractContex
     over the grant its dead predecessor left (see :func:`storage.lease.acquire`)."""
     ttl = settings.lease_ttl_s
     return lake.lease(COMMIT_LEASE, run_id, ttl_s=ttl, wait_s=ttl, reclaim=True)
+
+
+class IngestJob(JobParams):
+    kind: Literal["ingest"] = "ingest"
+    raw: LocationStr = Field(description="raw fleet upload tree: <vehicle>/<drive>/{cameras,can}/")
+    force: bool = False
 
 
 @dataclass
@@ -85,6 +96,8 @@ def _open_run(
     lake: Lake, raw: Location, sources: list[DriveSource], todo: list[DriveSource]
 ) -> tuple[int, list[DriveSource], bool]:
     """Resume the last unfinished run on this RAW, or start the next number."""
+    from ingest.drive import DATA_TABLES
+
     prior = lake.read("runs", where=f"app_id = {literal(APP_ID)}").to_pylist()
     for r in sorted(prior, key=lambda r: r["run_number"] or 0, reverse=True):
         params = json.loads(r["params"] or "{}")
@@ -140,7 +153,12 @@ def _settle_from_lake(lake: Lake, report: IngestReport) -> None:
     report.counts = {"ok": len(report.ok), "failed": len(report.failed), "clips": clips.num_rows}
 
 
-ProgressFn = Callable[[str, DriveResult | None, dict[str, int]], None]
+ProgressFn = Callable[[str, "DriveResult | None", dict[str, int]], None]
+
+
+def run_job(req: IngestJob, settings: Settings, runner: Runner | None = None, **hooks: Any) -> IngestReport:
+    """The ``ingest`` kind: ``hooks`` are :func:`run_ingest`'s (``on_progress``)."""
+    return run_ingest(req.raw, settings, force=req.force, runner=runner, **hooks)
 
 
 def run_ingest(
@@ -149,14 +167,18 @@ def run_ingest(
     *,
     force: bool = False,
     runner: Runner | None = None,
-    stage: type[DriveIngest] = DriveIngest,
+    stage: type[DriveIngest] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> IngestReport:
     """Ingest the new (or changed, or transiently failed) drives under ``raw``.
 
     ``runner`` defaults to Ray (local, or ``settings.ray_address``); ``stage`` is
-    the drive stage class (tests pass one that crashes its worker).
+    the drive stage class (default :class:`~ingest.drive.DriveIngest`; tests pass one
+    that crashes its worker).
     """
+    from ingest.discover import discover
+    from ingest.drive import DATA_TABLES, DriveIngest, drive_rows
+
     raw_loc = _raw_location(raw, settings)
     sources = discover(raw_loc)  # a missing or misplaced raw root is refused before the lake is touched
     lake = Lake.from_settings(settings)
@@ -219,7 +241,7 @@ def run_ingest(
         if on_progress and o.result is not None:
             on_progress("drive", o.result, o.result.counts)
 
-    spec = StageSpec(stage, (lake, settings, report.run_id, report.attempt))
+    spec = StageSpec(stage or DriveIngest, (lake, settings, report.run_id, report.attempt))
     outcomes = runner.map(spec, todo, on_outcome=progressed)
     results = [o.result for o in outcomes if o.result is not None]
     replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]

@@ -1,6 +1,6 @@
 """``fleetmine mine``: novelty, rarity and duplicates of the embedded clips, one commit.
 
-The corpus of one model version is one item for :class:`~mining.novelty.MineStage`
+The corpus of one model version is one item for :class:`~mining.scores.mine.MineStage`
 (it works through the corpus in batches against the index; by default only the
 clips added since the last run); the stage writes ``mining_scores`` and
 ``corner_cases`` files and this job commits them under ``Txn("mine:<model>", n)``.
@@ -8,17 +8,41 @@ clips added since the last run); the stage writes ``mining_scores`` and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from jobs.params import JobParams, ModelRef
 from jobs.runner import Runner, StageSpec, single_item_runner
 from jobs.runs import one_at_a_time, record_run
+from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
-from mining.novelty import MineConfig, MineReport, MineResult, MineStage, MineWork
-from mining.registry import resolve
 from storage.config import Settings
 from storage.delta import Txn
 from storage.errors import JobError
 from storage.lake import Lake
 
-__all__ = ["run_mine"]
+if TYPE_CHECKING:  # FAISS loads when a run starts, not with the registry
+    from mining.scores.mine import MineConfig, MineReport
+
+__all__ = ["MineJob", "run_job", "run_mine"]
+
+
+class MineJob(JobParams):
+    kind: Literal["mine"] = "mine"
+    model: ModelRef | None = None
+    full: bool = Field(
+        default=False,
+        description="re-score and re-rank every clip (default: new clips only) against the cluster "
+        "model, which is fitted again only with refit or once the corpus outgrows it",
+    )
+    refit: bool = Field(default=False, description="fit the cluster model again (a full run)")
+
+
+def run_job(req: MineJob, settings: Settings, runner: Runner | None = None) -> MineReport:
+    from mining.scores.mine import MineConfig
+
+    return run_mine(settings, req.model, MineConfig(full=req.full, refit=req.refit), runner=runner)
 
 
 def run_mine(
@@ -40,6 +64,8 @@ def _mine(
     cfg: MineConfig | None,
     runner: Runner | None,
 ) -> MineReport:
+    from mining.scores.mine import MineConfig, MineReport, MineResult, MineStage, MineWork
+
     number = lake.last_run_number(app_id, ["mining_scores"]) + 1
     run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
     runner = runner or single_item_runner(settings.ray_address)

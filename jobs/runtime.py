@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ def init_ray(address: str | None, **kwargs: Any) -> Any:
     Ray is imported here, never at module import, so ``api`` and the light CLI
     commands start fast and never pull Ray in.
     """
+    if not address and "ray" not in sys.modules:
+        # Ray turns token auth on for a new local cluster anyway, and says so on every
+        # command unless the mode is set. Set before Ray loads its config, the private
+        # Ray is as it was, without the warning.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():

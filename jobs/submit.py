@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -52,8 +53,22 @@ from storage.config import Settings
 from storage.errors import ConfigError, ConflictError, NotFoundError
 from storage.lake import Lake
 from storage.sql import literal
+from storage.views import current_view
 
-__all__ = ["TooManyJobs", "cancel", "get_run", "list_runs", "max_local_jobs", "run_submitted", "submit"]
+__all__ = [
+    "LIVE",
+    "TooManyJobs",
+    "cancel",
+    "get_run",
+    "list_runs",
+    "max_local_jobs",
+    "run_submitted",
+    "submit",
+    "wait_run",
+]
+
+LIVE = ("submitted", "running")
+"""A run's statuses until it ends (then ``succeeded``, ``partial``, ``failed`` or ``cancelled``)."""
 
 _PASS_ENV = ("AWS_", "FLEETMINE_", "RAY_AUTH")
 REQUEST_ENV = "FLEETMINE_JOB_REQUEST"
@@ -278,6 +293,10 @@ def _exists(lake: Lake, run_id: str) -> bool:
 
 
 def _read_run(lake: Lake, run_id: str) -> dict[str, Any] | None:
+    """The run's row as it is now: in a request's read view too (which would otherwise
+    answer the version it first read, and a run followed there would never end)."""
+    if (view := current_view()) is not None:
+        view.unpin(lake.uri, "runs")
     rows = lake.read("runs", where=f"run_id = {literal(run_id)}").to_pylist()
     return dict(rows[0]) if rows else None
 
@@ -294,17 +313,30 @@ def get_run(lake: Lake, run_id: str, address: str | None = None) -> dict[str, An
     row = _read_run(lake, run_id)
     if row is None:
         raise NotFoundError(f"no job run {run_id!r}")
-    if row["status"] not in ("submitted", "running"):
+    if row["status"] not in LIVE:
         return row
     gone = _job_gone(str(row.get("cluster_job_id") or ""), address)
     if gone is None:
         return row
     row = _read_run(lake, run_id) or row  # it may have recorded its end just before exiting
-    if row["status"] in ("submitted", "running"):
+    if row["status"] in LIVE:
         errors = [*json.loads(row.get("errors") or "[]"), {"job": f"ended before recording a result: {gone}"}]
         now = dt.datetime.now(dt.UTC)
         row = {**row, "status": "failed", "errors": json.dumps(errors), "finished_at": now}
         lake.upsert("runs", _with(row))
+    return row
+
+
+def wait_run(lake: Lake, run_id: str, address: str | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The run's row once it has ended, or as it stands after ``timeout_s`` (still ``LIVE``)."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.2
+    while (row := get_run(lake, run_id, address))["status"] in LIVE:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 2.0)
     return row
 
 
@@ -342,7 +374,7 @@ def list_runs(lake: Lake, limit: int = 100) -> list[dict[str, Any]]:
 def cancel(lake: Lake, run_id: str, address: str | None = None) -> str:
     """Stop a submitted run (Ray job or local process); its row says ``cancelled``."""
     row = get_run(lake, run_id, address)
-    if row["status"] not in ("submitted", "running"):
+    if row["status"] not in LIVE:
         raise ConfigError(f"run {run_id} is {row['status']}, nothing to cancel")
     cid = str(row.get("cluster_job_id") or "")
     if cid.startswith("pid:"):

@@ -12,7 +12,10 @@ one to the next) and fused with the clip's signal features and trigger events by
 model version (recorded in the registry with every default filled in). A version
 with a ``dense`` weight adds a block of what moved in the dense frames ingest kept
 where a signal trigger fired (zero for the other clips). Each
-encoder kind passes the one suite in ``tests/mining/test_encoder_contract.py``.
+encoder kind passes the one suite in ``tests/mining/test_encoder_contract.py``, and
+registers itself once: an :class:`~mining.encoders.kinds.EncoderKind` (how to build
+it, its params, whether a version needs a model file, its resources, its vector
+layout) in ``mining.encoders.KINDS``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class ModelSpec:
 
     name: str
     version: int
-    kind: str  # builtin | onnx | torchscript
+    kind: str  # a key of mining.encoders.KINDS
     uri: str | None
     dim: int
     params: dict[str, Any] = field(default_factory=dict)

@@ -24,7 +24,8 @@ from storage.errors import (
     TableNotFoundError,
 )
 from storage.filters import ClipFilter
-from storage.lake import Lake, TableInfo
+from storage.lake import Lake
+from storage.maintenance import TableInfo
 from storage.objectstore import Location
 from storage.reads import read_clip_signals
 from storage.schema import TableSpec

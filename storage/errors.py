@@ -15,7 +15,7 @@
     ├── JobError                  500  a job cannot go on (not a per-item failure)
     └── InputError                500  one input (a video, a log) is unusable; caught per item
         ├── VideoError                 (ingest.video) this file or clip gives no frames
-        └── ImageError            422  (mining.by_example) an uploaded query image is unusable
+        └── ImageError            422  (mining.search.by_example) an uploaded query image is unusable
 
 A failure on one record (a corrupt video, a garbled CAN line) is data, not an
 exception: it is recorded in the tables with a reason. These exceptions mean the

@@ -1,60 +1,42 @@
-"""The lake: every table of DESIGN.md under one root, local or on S3."""
+"""The lake: every table of DESIGN.md under one root, local or on S3.
+
+:class:`Lake` reads and writes rows. Beside it, in rooms of their own: creating,
+upgrading and maintaining the tables (:mod:`storage.maintenance`), the threads' shared
+latest versions (:mod:`storage.snapshots`), which files under the root may be served
+(:mod:`storage.served`) and leases (:mod:`storage.lease`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import posixpath
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaNotFound
-from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
+from deltalake.transaction import AddAction, CommitProperties, Transaction
 
+from storage import maintenance, served
 from storage.config import Settings, normalize_uri
-from storage.delta import CommitResult, TableWriter, Txn, _partition_value, claim, commit, replace_files
+from storage.delta import CommitResult, TableWriter, Txn, claim, commit
 from storage.errors import CommitError, FleetError, LeaseHeldError, StorageError, TableNotFoundError
+from storage.maintenance import TableInfo
 from storage.objectstore import Location, reachable
 from storage.query import arrow_table, audit_scan, auditing, run_sql, select_sql
 from storage.results import ResultCache
 from storage.schema import TableSpec
-from storage.sql import literal
-from storage.tables import TABLES, get_spec
+from storage.snapshots import Snapshots
+from storage.tables import get_spec
 from storage.views import current_view
 
-__all__ = ["Lake", "TableInfo"]
+__all__ = ["Lake"]
 
 log = logging.getLogger(__name__)
-_CLUSTERED = "fleetmine.sorted_by"  # commit metadata of a `maintain` sort
-_SORTED = "part-sorted-"  # data files `maintain` wrote sorted by the table's cluster_by (prefix "sorted-")
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """A table's cached latest version: ``probe`` follows the log, ``served`` is handed
-    out (never updated in place); ``checked``: when the listing that found it began."""
-
-    probe: DeltaTable
-    served: DeltaTable
-    checked: float
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    name: str
-    version: int
-    rows: int
-    files: int
-    bytes: int
 
 
 def _plain_types(data: pa.Table, spec: TableSpec) -> pa.Table:
@@ -84,21 +66,17 @@ class Lake:
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
         self.query_cache_bytes = query_cache_bytes
-        self._snapshots: dict[str, _Snapshot] = {}
-        self._snapshot_lock = threading.Lock()  # guards the dict of per-table locks
-        self._table_locks: dict[str, threading.Lock] = {}
+        self._snapshots = Snapshots()  # a pickled copy starts empty
         self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
         self._answers = ResultCache(query_cache_bytes)  # query answers by table version (storage.results)
 
-    def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the cache
+    def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the caches
         state = dict(self.__dict__)
-        state["_snapshots"], state["_snapshot_lock"], state["_partitions"] = {}, None, {}
-        state["_table_locks"], state["_answers"] = {}, None
+        state["_partitions"], state["_answers"] = {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._snapshot_lock = threading.Lock()
         self._answers = ResultCache(self.query_cache_bytes)
 
     @classmethod
@@ -121,55 +99,15 @@ class Lake:
         return self.root.join(get_spec(table).name)
 
     def locate(self, uri: str) -> Location | None:
-        """A file the lake wrote (a clip's video, a thumbnail), with the lake's
-        storage options; None for a URI outside the lake."""
-        root = self.uri.rstrip("/")
-        if not uri.startswith(root + "/"):
-            return None
-        rel = uri[len(root) + 1 :]
-        if any(part in ("..", ".", "") for part in rel.split("/")):  # "<root>/../x" is outside
-            return None
-        loc = self.root.join(rel)
-        return loc if self.confined(loc) else None
+        """A file the lake wrote (a clip's video, a thumbnail), with the lake's storage
+        options; None for a URI outside the lake (:func:`storage.served.locate`)."""
+        return served.locate(self.root, uri)
 
     def confined(self, loc: Location) -> bool:
-        """Whether serving ``loc`` serves a file the lake holds: on local disk, no part of
-        its path below the lake root is a symlink (the lake never writes one; one planted
-        there could point at any file of the host) and it resolves inside the root. An
-        object store has no symlinks."""
-        if not (loc.is_local and self.root.is_local):
-            return True
-        root = os.path.abspath(self.root.path)
-        path = os.path.abspath(loc.path)
-        if not path.startswith(root.rstrip("/") + "/"):
-            return False
-        walked = root
-        for part in path[len(root) :].strip("/").split("/"):
-            walked = os.path.join(walked, part)
-            if os.path.islink(walked):
-                return False
-        real_root = os.path.realpath(root)
-        return os.path.realpath(path).startswith(real_root.rstrip("/") + "/")
+        """Whether serving ``loc`` serves a file the lake holds (:func:`storage.served.confined`)."""
+        return served.confined(self.root, loc)
 
     # -- tables ----------------------------------------------------------------
-
-    @staticmethod
-    def _add_new_columns(spec: TableSpec, loc: Location) -> None:
-        from deltalake import Schema as DeltaSchema
-
-        with reachable(loc.uri):
-            table = DeltaTable(loc.uri, storage_options=loc.storage_options)
-        have = set(table.schema().to_arrow().names)
-        missing = [f for f in spec.schema if f.name not in have and f.nullable]
-        if not missing:
-            return
-        fields = DeltaSchema.from_arrow(pa.schema(missing)).fields
-        try:
-            table.alter.add_columns(list(fields))
-        except (CommitFailedError, DeltaError):
-            fresh = DeltaTable(loc.uri, storage_options=loc.storage_options)
-            if {f.name for f in missing} - set(fresh.schema().to_arrow().names):
-                raise  # not a concurrent upgrade that already added them
 
     def exists(self, table: str) -> bool:
         loc = self.location(table)
@@ -177,36 +115,9 @@ class Lake:
             return DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options)
 
     def create_tables(self, names: list[str] | None = None) -> list[str]:
-        """Create the missing tables (all by default); returns the ones created.
-
-        A table made by an older fleetmine gains the columns its schema has added since
-        (nullable, so old rows read as null): a lake is never rebuilt for an upgrade.
-        """
-        created = []
-        for name in names or list(TABLES):
-            spec = get_spec(name)
-            loc = self.location(name)
-            if self.exists(name):
-                self._add_new_columns(spec, loc)
-                continue
-            if loc.is_local:
-                loc.fs.makedirs(loc.path, exist_ok=True)
-            try:
-                with reachable(loc.uri):
-                    DeltaTable.create(
-                        loc.uri,
-                        spec.schema,
-                        mode="ignore",
-                        partition_by=list(spec.partition_by) or None,
-                        name=spec.name,
-                        description=spec.description,
-                        storage_options=loc.storage_options,
-                    )
-                created.append(name)
-            except (CommitFailedError, DeltaError) as exc:
-                if not self.exists(name):  # someone else creating it at once is fine
-                    raise StorageError(f"cannot create table {name} at {loc.uri}: {exc}") from exc
-        return created
+        """Create the missing tables (all by default), upgrade the others' schemas; returns
+        the ones created (:func:`storage.maintenance.create_tables`)."""
+        return maintenance.create_tables(self, names)
 
     def delta(self, table: str, version: int | None = None) -> DeltaTable:
         loc = self.location(table)
@@ -219,48 +130,15 @@ class Lake:
             ) from exc
 
     def snapshot(self, table: str) -> DeltaTable:
-        """The table's latest version for reading, shared by the threads of a process.
-
-        Opening a table replays its log (tens of ms after many commits); a request only
-        checks for new commits (``update_incremental`` on a probe copy: one listing) and
-        opens the table again only when there are some. The object handed out is never
-        updated in place, so queries running on it in other threads are undisturbed.
+        """The table's latest version for reading, shared by the threads of a process
+        (:mod:`storage.snapshots`: a request costs one log listing, not a replay).
         Inside a :func:`storage.views.read_view`, the version the view pinned.
         """
         view = current_view()
         if view is not None and (pinned := view.get(self.uri, table)) is not None:
             return pinned
-        latest = self._latest(table)
+        latest = self._snapshots.latest(self, table)
         return latest if view is None else view.pin(self.uri, table, latest)
-
-    def _latest(self, table: str) -> DeltaTable:
-        """The table as of a log listing begun after this call was: every commit that
-        landed before the call is in it.
-
-        Concurrent callers share listings: one table's callers queue on its own lock, and
-        a caller that finds a listing begun after it arrived takes that one's answer. So
-        under load a table's log is listed about once per listing time, not once per
-        request, and one table's callers never wait on another's listing.
-        """
-        asked = time.monotonic()
-        with self._snapshot_lock:
-            lock = self._table_locks.setdefault(table, threading.Lock())
-        with lock:
-            cached = self._snapshots.get(table)
-            if cached is not None and cached.checked >= asked:
-                return cached.served
-            checked = time.monotonic()
-            if cached is None:
-                probe = self.delta(table)
-                served = self.delta(table, probe.version())
-            else:
-                probe, served = cached.probe, cached.served
-                with reachable(self.location(table).uri):
-                    probe.update_incremental()
-                if probe.version() != served.version():
-                    served = self.delta(table, probe.version())
-            self._snapshots[table] = _Snapshot(probe, served, checked)
-            return served
 
     def version(self, table: str) -> int:
         """The latest version (in a read view: the one it reads)."""
@@ -477,57 +355,11 @@ class Lake:
         self._partitions[key] = out
         return out
 
-    # -- info & maintenance ------------------------------------------------------
+    # -- leases & maintenance ------------------------------------------------------
 
     def info(self) -> list[TableInfo]:
-        out = []
-        for name in TABLES:
-            if not self.exists(name):
-                continue
-            t = self.delta(name)
-            adds = arrow_table(t.get_add_actions(flatten=True))
-            rows = int(pa.compute.sum(adds.column("num_records")).as_py() or 0) if adds.num_rows else 0
-            size = int(pa.compute.sum(adds.column("size_bytes")).as_py() or 0) if adds.num_rows else 0
-            out.append(TableInfo(name, t.version(), rows, adds.num_rows, size))
-        return out
-
-    def _sort_partitions(self, name: str, spec: TableSpec) -> dict[str, Any]:
-        """Rewrite each partition holding files not yet sorted as files sorted by
-        ``spec.cluster_by`` (one partition in memory at a time), in row groups of
-        ``spec.cluster_row_group`` rows, so min/max statistics narrow a lookup to one.
-
-        Each partition is one transaction that removes the files it read (no data
-        change); if a writer replaced one of them meanwhile, the commit fails and the
-        partition waits for the next run. (deltalake's ``z_order`` was tried first:
-        on ids sharing their first nine bytes it leaves row groups overlapping.)
-        """
-        table = self.delta(name)
-        version = table.version()
-        adds = arrow_table(table.get_add_actions(flatten=True))
-        if adds.num_rows == 0:
-            return {"numFilesAdded": 0, "numFilesRemoved": 0}
-        (col,) = spec.partition_by or (None,)
-        files: dict[Any, list[dict[str, Any]]] = {}
-        for f in adds.select(["path", "size_bytes", *([f"partition.{col}"] if col else [])]).to_pylist():
-            files.setdefault(f.get(f"partition.{col}") if col else None, []).append(f)
-        added = removed = 0
-        writer = TableWriter(self.location(name), spec, row_group_size=spec.cluster_row_group)
-        for value, part in sorted(files.items(), key=lambda kv: str(kv[0])):
-            if all(posixpath.basename(f["path"]).startswith(_SORTED) for f in part):
-                continue
-            where = None if col is None else f"{col} = {literal(value)}"
-            rows = self.read(name, where=where, version=version)
-            rows = rows.sort_by([(c, "ascending") for c in spec.cluster_by])
-            new = [
-                dataclasses.replace(a, data_change=False)
-                for a in writer.write(spec.conform(rows), prefix=f"sorted-{uuid.uuid4().hex}")
-            ]
-            now = int(time.time() * 1000)
-            pvalues = {} if col is None else {col: _partition_value(value)}
-            gone = [RemoveAction(f["path"], False, now, int(f["size_bytes"]), pvalues) for f in part]
-            if replace_files(self.location(name), spec, new, gone, {_CLUSTERED: ",".join(spec.cluster_by)}):
-                added, removed = added + len(new), removed + len(gone)
-        return {"numFilesAdded": added, "numFilesRemoved": removed}
+        """Each table's version, rows, files and bytes (:func:`storage.maintenance.info`)."""
+        return maintenance.info(self)
 
     @contextmanager
     def lease(
@@ -585,35 +417,12 @@ class Lake:
         enforce_retention: bool = True,
         ttl_s: float = 3600.0,
     ) -> list[dict[str, Any]]:
-        """Compact small files and vacuum, one table at a time, under the lake-wide lease.
-
-        A table with ``cluster_by`` columns is instead rewritten sorted by them, in the
-        partitions that hold files not sorted yet (:meth:`_sort_partitions`).
-        """
-        reports = []
-        with self.lease("maintenance", holder, ttl_s):
-            for name in tables or [n for n in TABLES if not n.startswith("_")]:
-                if not self.exists(name):
-                    continue
-                t = self.delta(name)
-                spec = get_spec(name)
-                compacted = self._sort_partitions(name, spec) if spec.cluster_by else t.optimize.compact()
-                if compacted.get("numFilesAdded", 0):  # readers then load one file, not the rewrites' log
-                    self.delta(name).create_checkpoint()
-                t = self.delta(name)
-                removed = t.vacuum(
-                    retention_hours=retention_hours,
-                    dry_run=False,
-                    enforce_retention_duration=enforce_retention,
-                    full=True,
-                )
-                reports.append(
-                    {
-                        "table": name,
-                        "files_added": compacted.get("numFilesAdded", 0),
-                        "files_removed": compacted.get("numFilesRemoved", 0),
-                        "vacuumed": len(removed),
-                        "version": self.version(name),
-                    }
-                )
-        return reports
+        """Compact, sort and vacuum under the lake-wide lease (:func:`storage.maintenance.maintain`)."""
+        return maintenance.maintain(
+            self,
+            holder,
+            tables=tables,
+            retention_hours=retention_hours,
+            enforce_retention=enforce_retention,
+            ttl_s=ttl_s,
+        )

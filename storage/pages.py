@@ -1,7 +1,9 @@
 """Keyset pages of a date-partitioned table, each read bounded whatever the table's size.
 
-A page is the next ``limit`` rows in ``(date, key)`` order after a :class:`Position`.
-Ids begin with their day (DESIGN.md), so that order is the key's own order. The
+A page is the next ``limit`` rows in ``(date, key)`` order after a :class:`Position`
+(ids begin with their day, DESIGN.md, so that order is the key's own order), or, given
+a timestamp column ``time``, in ``(date, time, key)`` order: real time order, the key
+breaking ties and rows without a time last in their day. The
 walk reads partitions (days) in order, from the position's day on, one engine query
 per span of days (:meth:`Lake.query`: predicate, ORDER BY and LIMIT in DataFusion,
 files pruned by their statistics). The first span is the rows the page needs; each
@@ -89,14 +91,25 @@ def cursor_json(cursor: str, *types: type) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class Position:
-    """Where a page starts: rows of ``date`` whose key is above ``after`` ("" = all of that day)."""
+    """Where a page starts: rows of ``date`` whose key is above ``after`` ("" = all of that day).
+
+    In time order (``timed``), rows of ``date`` after ``(at, after)``: later in time, or
+    as late with a higher key; ``at`` None means the walk is among the day's rows that
+    have no time (they sort last), so only those with a higher key remain.
+    """
 
     date: dt.date
     after: str = ""
+    at: dt.datetime | None = None
+    timed: bool = False
 
     def encode(self) -> str:
-        """The opaque cursor clients hand back."""
-        return base64.urlsafe_b64encode(f"{self.date.isoformat()}|{self.after}".encode()).decode()
+        """The opaque cursor clients hand back: ``day|key``, or ``day@micros|key`` (``day@|key``
+        among rows without a time) in time order."""
+        day = self.date.isoformat()
+        if self.timed:
+            day += "@" + ("" if self.at is None else str(_micros(self.at)))
+        return base64.urlsafe_b64encode(f"{day}|{self.after}".encode()).decode()
 
     @classmethod
     def decode(cls, cursor: str) -> Position:
@@ -104,18 +117,44 @@ class Position:
         its first eight characters name); strictly (:func:`cursor_text`), with a key of
         at most :data:`~storage.bounds.MAX_ID` characters: ConfigError (400) otherwise."""
         text = cursor_text(cursor)
-        day, sep, after = text.partition("|")
+        head, sep, after = text.partition("|")
         key = after if sep else text
         if len(key) > MAX_ID:
             raise ConfigError(_INVALID)
         try:
-            if sep:
-                if len(day) != 10:
-                    raise ValueError(day)
-                return cls(dt.date.fromisoformat(day), after)
-            return cls(dt.datetime.strptime(text[:8], "%Y%m%d").date(), text)
-        except ValueError:
+            if not sep:
+                return cls(dt.datetime.strptime(text[:8], "%Y%m%d").date(), text)
+            day, timed, at = head.partition("@")
+            if len(day) != 10:
+                raise ValueError(day)
+            return cls(dt.date.fromisoformat(day), after, _from_micros(at) if at else None, bool(timed))
+        except (ValueError, OverflowError):
             raise ConfigError(_INVALID) from None
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _micros(t: dt.datetime) -> int:
+    t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _from_micros(text: str) -> dt.datetime:
+    if not text.lstrip("-").isdigit() or len(text) > 20:  # int() would take "+1", " 1", "1_0"
+        raise ValueError(text)
+    return _EPOCH + dt.timedelta(microseconds=int(text))
+
+
+def _after(start: Position, key: str, time: str | None) -> str:
+    """The predicate of rows after ``start`` within its own day."""
+    k = f"{key} > {literal(start.after)}"
+    if time is None or not start.timed:
+        return k
+    if start.at is None:  # among the rows without a time, which sort last
+        return f"({time} IS NULL AND {k})"
+    t = literal(start.at)
+    return f"({time} > {t} OR ({time} = {t} AND {k}) OR {time} IS NULL)"
 
 
 @dataclass(frozen=True)
@@ -137,8 +176,10 @@ def keyset_page(
     days: tuple[dt.date | None, dt.date | None] = (None, None),
     budget_rows: int = 100_000,
     version: int | None = None,
+    time: str | None = None,
 ) -> Page:
-    """The next ``limit`` rows matching ``where`` after ``start``, in ``(date, key)`` order.
+    """The next ``limit`` rows matching ``where`` after ``start``, in ``(date, key)`` order,
+    or ``(date, time, key)`` order given ``time`` (a cursor of the other order is refused).
 
     ``days`` bounds the partitions the filter can match (inclusive; None = open);
     partitions and their row counts come from the Delta log, so days outside the
@@ -156,8 +197,10 @@ def keyset_page(
         for d, n in zip(dates, counts, strict=True)
         if (lo is None or d >= lo) and (hi is None or d <= hi)
     ]
-    cols = list(dict.fromkeys([*columns, "date", key]))
-    order = ["date", key]
+    if start is not None and start.timed != (time is not None):
+        raise ConfigError(_INVALID)  # a cursor of another order would skip or repeat rows
+    cols = list(dict.fromkeys([*columns, "date", *([time] if time else []), key]))
+    order = ["date", *([f"{time} ASC NULLS LAST"] if time else []), key]
     need = limit + 1  # one more than the page: whether another page exists
     got: list[pa.Table] = []
     scanned = matched = queries = 0
@@ -165,12 +208,12 @@ def keyset_page(
     resume: Position | None = None
     while need > 0 and i < len(todo):
         if scanned and scanned >= budget_rows:
-            resume = Position(todo[i][0])
+            resume = Position(todo[i][0], timed=time is not None)
             break
         bound = []
         if start is not None and start.after and todo[i][0] == start.date:
             span = 1  # the cursor's own day: only rows after it
-            bound.append(f"{key} > {literal(start.after)}")
+            bound.append(_after(start, key, time))
         else:
             # Rows the page still needs at the selectivity seen so far (all of them match
             # until shown otherwise), with some slack, within what the budget has left.
@@ -200,5 +243,6 @@ def keyset_page(
     if rows.num_rows > limit:
         rows = rows.slice(0, limit)
         lastrow = rows.slice(limit - 1, 1).to_pylist()[0]
-        return Page(rows, Position(lastrow["date"], str(lastrow[key])), queries)
+        at = lastrow[time] if time else None
+        return Page(rows, Position(lastrow["date"], str(lastrow[key]), at, time is not None), queries)
     return Page(rows, resume, queries)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,47 @@ from jobs.runner import SequentialRunner
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOCAL = SequentialRunner()
 """The runner of tests that are not about the runner: every stage in this process."""
+
+
+# Modules that start a `ray start` head: it registers itself as the host's latest
+# cluster (/tmp/ray/ray_current_cluster), which test_runtime reads, so they take turns.
+RAY_HEAD_MODULES = frozenset(
+    {
+        "tests/jobs/test_cluster.py",
+        "tests/jobs/test_runtime.py",
+        "tests/reliability/test_injection.py",
+        "tests/reliability/test_worker_death.py",
+    }
+)
+
+
+def unit_of_work(nodeid: str) -> str:
+    """What a worker runs whole: the test's module (its fixtures build once), or for the
+    modules that start a Ray head, all of them between them."""
+    module = nodeid.split("::", 1)[0]
+    return "ray-head" if module in RAY_HEAD_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How `make test` shares the suite among workers (pytest-xdist): whole units of
+    :func:`unit_of_work`, handed out in collection order (``long`` tests first, see
+    below) to whichever worker is free. (xdist's ``xdist_group`` mark does not group
+    under pytest 9: its nodeid suffix is lost, so the grouping is said here.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not largest unit first
+    return ByModule(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``long`` tests first: each starts on a worker of its own while the short ones fill
+    the others, where one long test started last would hold the run open alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 def free_port() -> int:

@@ -1,10 +1,13 @@
 """Datasets: create versions, read them, their manifest (immutable) and shards (Range).
 
 No handler here reads an unbounded number of rows. ``POST /v1/datasets`` bounds the rows
-its query can read from the Delta log alone (:func:`mining.members.scan_estimate`):
-within ``Settings.dataset_inline_rows`` it creates (and exports) the version in the
-request and answers 201; above it submits a ``dataset`` job (``POST /v1/jobs``'s kind,
-a Ray job on a cluster) and answers 202 with the run id to follow at ``/v1/jobs/{id}``.
+its query can read from the Delta log alone (:func:`mining.datasets.members.scan_estimate`):
+within ``Settings.dataset_inline_rows`` it creates the version in the request and answers
+201; above it submits a ``dataset`` job (``POST /v1/jobs``'s kind, a Ray job on a cluster)
+and answers 202 with the run id to follow at ``/v1/jobs/{id}``. An export is always a job,
+submitted like every other (:func:`jobs.submit.submit`: a run id, the local job limit, a
+log): for a version created in the request the handler waits for it (``INLINE_WAIT_S``)
+and answers 201 with the exported version, or 202 with the job if it is still running.
 ``GET /v1/datasets`` is a keyset page. A manifest is the file export wrote once (its
 size grows with the shards, not the clips), kept per version in a cache bounded by
 shard entries; each request only adds the caller's grant to the URLs.
@@ -29,20 +32,14 @@ from api.deps import Curator, LakeDep, Reader, ShardReader, grants
 from api.grants import expiry
 from api.proxies import public_base
 from api.ranges import file_response
-from jobs.export_job import export_version
-from mining.curation import (
-    DatasetQuery,
-    create_version,
-    get_version,
-    render_manifest,
-    shard_location,
-    stored_manifest,
-)
-from mining.members import scan_estimate
+from mining.datasets.curation import DatasetQuery, create_version, get_version
+from mining.datasets.members import scan_estimate
+from mining.datasets.shards import render_manifest, shard_location, stored_manifest
 from storage.bounds import DATASET_NAME, MAX_CURSOR, MAX_VERSION
-from storage.errors import ConfigError
+from storage.errors import ConfigError, JobError
 from storage.pages import cursor_json
 from storage.sql import literal
+from storage.views import current_view
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 _NAME = re.compile(DATASET_NAME)
@@ -51,6 +48,9 @@ _SHARD = re.compile(r"^\d{6}\.tar$")
 DatasetName = Annotated[str, Path(max_length=100)]
 Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 ShardName = Annotated[str, Path(max_length=64)]  # a name is 000000.tar (_SHARD); more: 404
+INLINE_WAIT_S = 100.0
+"""How long ``POST /v1/datasets`` waits for the export of a version it created before it
+answers 202 with the export job instead of 201 with the exported version."""
 
 
 class DatasetCreate(BaseModel):
@@ -111,47 +111,74 @@ def _public(row: dict[str, Any], request: Request) -> DatasetVersionPublic:
     response_model=DatasetVersionPublic,
     status_code=201,
     responses={
-        202: {"model": DatasetJobPublic, "description": "a large query: submitted as a job"},
+        202: {
+            "model": DatasetJobPublic,
+            "description": f"a large query, or an export still running after {INLINE_WAIT_S:g} s: the job",
+        },
         429: {"description": "as many local jobs as allowed are running (FLEETMINE_MAX_LOCAL_JOBS)"},
     },
 )
 def create_dataset(
     body: DatasetCreate, request: Request, lake: LakeDep, _: Curator
 ) -> DatasetVersionPublic | JSONResponse:
+    from jobs.submit import LIVE, get_run, wait_run
+
     settings = request.app.state.settings
     estimate = scan_estimate(lake, body.query)
     if estimate > settings.dataset_inline_rows:
-        from jobs.requests import parse_job
-        from jobs.submit import TooManyJobs, get_run, submit
-
         params = {
             "name": body.name,
             "query": body.query.model_dump(mode="json", exclude_defaults=True),
             "export": body.export,
             "shard_mb": body.shard_mb,
         }
-        try:  # checked (strings that are not text included) before a runs row is written
-            req = parse_job("dataset", params)
-        except ConfigError as exc:
-            raise HTTPException(422, str(exc)) from None
-        try:
-            run_id = submit(req, settings)
-        except TooManyJobs as exc:
-            raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
-        run = get_run(lake, run_id, settings.ray_address)
-        job = DatasetJobPublic(
-            name=body.name,
-            job_id=run_id,
-            status=run.get("status"),
-            job_url=public_base(request) + f"/v1/jobs/{run_id}",
-            estimated_rows=estimate,
-        )
-        return JSONResponse(job.model_dump(), status_code=202, headers={"Location": job.job_url})
+        run = get_run(lake, _submit(request, "dataset", params), settings.ray_address)
+        return _job_answer(request, body.name, run, estimate)
     row = create_version(lake, body.name, body.query)
-    if body.export:
-        export_version(lake, body.name, row["version"], shard_bytes=int(body.shard_mb * 1024 * 1024))
-        row = get_version(lake, body.name, row["version"])
-    return _public(row, request)
+    if not body.export:
+        return _public(row, request)
+    version = row["version"]
+    params = {"name": body.name, "version": version, "shard_mb": body.shard_mb}
+    note = f"; {body.name} version {version} was created, not exported"
+    run = wait_run(lake, _submit(request, "export", params, note), settings.ray_address, INLINE_WAIT_S)
+    if run["status"] in LIVE:
+        return _job_answer(request, body.name, run, estimate)
+    if run["status"] != "succeeded":
+        errors = [e for e in json.loads(run.get("errors") or "[]") if isinstance(e, dict)]
+        why = next((str(e["job"]) for e in errors if "job" in e), str(run["status"]))
+        raise JobError(f"export of {body.name} version {version} ({run['run_id']}): {why}")
+    if (view := current_view()) is not None:  # the job marked it exported after this request read it
+        view.unpin(lake.uri, "datasets")
+    return _public(get_version(lake, body.name, version), request)
+
+
+def _submit(request: Request, kind: str, params: dict[str, Any], note: str = "") -> str:
+    """Submit a ``kind`` job the way ``POST /v1/jobs`` does; its run id."""
+    from jobs.requests import parse_job
+    from jobs.submit import TooManyJobs, submit
+
+    try:  # checked (strings that are not text included) before a runs row is written
+        req = parse_job(kind, params)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        return submit(req, request.app.state.settings)
+    except TooManyJobs as exc:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        raise HTTPException(429, f"{exc}{note}", headers=headers) from None
+
+
+def _job_answer(request: Request, name: str, run: dict[str, Any], estimate: int) -> JSONResponse:
+    """202: the job that is making (or exporting) the version, to follow at its URL."""
+    run_id = str(run["run_id"])
+    job = DatasetJobPublic(
+        name=name,
+        job_id=run_id,
+        status=run.get("status"),
+        job_url=public_base(request) + f"/v1/jobs/{run_id}",
+        estimated_rows=estimate,
+    )
+    return JSONResponse(job.model_dump(), status_code=202, headers={"Location": job.job_url})
 
 
 def _cursor(name: str, version: int) -> str:

@@ -8,13 +8,13 @@ replica answers ``GET /v1/jobs/{id}`` from the same table.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import LakeDep, Operator, Reader
-from jobs.requests import JobRequest
+from jobs.requests import JobRequest, KindName
 from storage.bounds import MAX_ID
 from storage.errors import ConfigError
 
@@ -27,7 +27,7 @@ class JobCreate(BaseModel):
     before a ``runs`` row is written)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["ingest", "embed", "index", "mine", "export", "dataset"]
+    kind: KindName  # the registered kinds (jobs.requests.KINDS): an enum in the schema
     params: JobRequest = Field(description="the parameters of this kind of job (`kind` inside is optional)")
 
     @model_validator(mode="before")

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.deps import LakeDep, Reader
-from mining.by_example import ImageError, similar_to_image
-from mining.curation import DatasetQuery, clip_predicate
-from mining.queries import Neighbour, corner_cases, similar
+from mining.datasets.curation import DatasetQuery, clip_predicate
+from mining.search.by_example import ImageError, similar_to_image
+from mining.search.queries import Neighbour, corner_cases, similar
 from storage.bounds import MAX_ID, MAX_NAME, ClipId, Name
 
 _VECTOR_DIMS = 8192
@@ -113,7 +113,7 @@ async def search_similar(request: Request, lake: LakeDep, _: Reader) -> Neighbou
     """The ``k`` nearest clips of a clip or a vector (JSON body), or of an image: a
     multipart form with an ``image`` file (JPEG or PNG) and the same ``k``, ``filters``
     (JSON text) and ``model``, searched on what the clips' frames show
-    (:mod:`mining.by_example`)."""
+    (:mod:`mining.search.by_example`)."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind == "multipart/form-data":
         hits = await _by_image(request, lake)

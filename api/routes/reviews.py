@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader
 from api.routes.clips import ClipIdPath, clip_row
-from mining.reviews import clip_reviews, record_review
+from mining.scores.reviews import clip_reviews, record_review
 from storage.bounds import Text, utf8_text
 
 Tag = Annotated[str, Field(max_length=64), AfterValidator(utf8_text)]

@@ -35,10 +35,10 @@ from api.ui.render import (
     select,
     verdict_badge,
 )
-from mining.browse import CARD_COLUMNS, GridQuery, grid_page
-from mining.queries import behaviour_of, similar
-from mining.registry import list_models, resolve
-from mining.reviews import clip_reviews, latest_verdicts
+from mining.encoders.registry import list_models, resolve
+from mining.scores.browse import CARD_COLUMNS, GridQuery, grid_page
+from mining.scores.reviews import clip_reviews, latest_verdicts
+from mining.search.queries import behaviour_of, similar
 from storage.errors import ConfigError, FleetError
 from storage.pages import Position
 from storage.reads import read_clip_signals
@@ -215,6 +215,8 @@ def grid(
 ) -> HTMLResponse:
     q = _grid_query(request)
     start = Position.decode(cursor) if cursor else None
+    if start is not None and not start.timed:  # a link from before the grid was in time order
+        start = Position(start.date, timed=True)  # its day from the start
     res = grid_page(lake, q, start, limit=per_page, budget_rows=request.app.state.settings.scan_budget_rows)
     params = {**q.model_dump(exclude_none=True), **({} if per_page == 24 else {"per_page": per_page})}
     cards = "".join(card(r, scores=r["scores"] or {}, review=r["review"]) for r in res.rows)
@@ -245,7 +247,7 @@ def grid(
             if per_page != 24
             else ""
         )
-        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">a day at a time, UTC days in order (within a day, by clip id) &middot; '
+        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">in time order (UTC) &middot; '
         f"model {esc(res.model)} &middot; keys: j/k move, enter opens, b adds to the basket, n next page</span>"
         f'<button id="add-page">add this page to the basket</button>'
         f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a>'
@@ -302,7 +304,7 @@ def _video(c: dict[str, Any], main: str) -> str:
 
 
 def _scores_of(lake: Any, model: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    from mining.novelty import current_scores
+    from mining.scores.lineage import current_scores
 
     if not ids or not lake.exists("mining_scores"):
         return {}

@@ -90,7 +90,8 @@ async def _load(url: str, headers: dict[str, str], clients: int, seconds: float)
 def api_serving(ctx: BenchContext) -> list[BenchResult]:
     from api.auth import create_token
     from jobs.export_job import export_version
-    from mining.curation import DatasetQuery, create_version, shard_location
+    from mining.datasets.curation import DatasetQuery, create_version
+    from mining.datasets.shards import shard_location
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / "api_lake"))

@@ -86,10 +86,10 @@ def _recall(
 
 def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     from api.auth import create_token
-    from mining.embed import load_vectors
-    from mining.index import ClipIndex
-    from mining.queries import build_index
-    from mining.registry import resolve
+    from mining.encoders.embed import load_vectors
+    from mining.encoders.registry import resolve
+    from mining.search.index import ClipIndex
+    from mining.search.queries import build_index
     from storage.config import Settings
     from storage.lake import Lake
 

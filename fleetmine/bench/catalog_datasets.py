@@ -24,8 +24,9 @@ from fleetmine.bench._child import run_child, vm
 
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
-    from mining.curation import DatasetQuery, create_version, get_version, plan_export
-    from mining.registry import resolve
+    from mining.datasets.curation import DatasetQuery, create_version, get_version
+    from mining.datasets.shards import plan_export
+    from mining.encoders.registry import resolve
     from storage.lake import Lake
 
     lake = Lake(lake_uri)
@@ -51,7 +52,7 @@ def _run(job: str, lake_uri: str) -> dict[str, Any]:
 
 def _at(ctx: BenchContext, n: int) -> dict[str, dict[str, Any]]:
     from fleetmine.bench.catalog_lake import add_clips
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / f"datasets-{n}"))

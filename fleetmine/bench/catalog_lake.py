@@ -132,7 +132,7 @@ def add_scores(lake: Lake, spec: ModelSpec, batch: CatalogBatch, run: int = 1, s
     """A ``mine`` run's rows for ``batch`` without running mine: ``mining_scores`` (novelty
     uniform at random, 1 % near-duplicates) and the ``corner_cases`` lists ranked from
     them, written and committed the way ``fleetmine mine`` does. Returns the scores."""
-    from mining.ready import corner_case_lists, write_corner_cases
+    from mining.search.ready import corner_case_lists, write_corner_cases
     from storage.delta import Txn
     from storage.tables import mining_scores
 

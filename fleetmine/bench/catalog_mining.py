@@ -30,9 +30,9 @@ from fleetmine.bench._child import run_child, vm
 
 def _child(job: str, lake_uri: str) -> dict[str, Any]:
     from jobs.mine_job import run_mine
-    from mining.novelty import MineConfig
-    from mining.queries import build_index
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
+    from mining.scores.mine import MineConfig
+    from mining.search.queries import build_index
     from storage.config import Settings
     from storage.lake import Lake
 
@@ -69,8 +69,8 @@ def _top(scores: list[dict[str, Any]], k: int = 100) -> set[str]:
 def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     from fleetmine.bench.catalog_lake import add_clips
     from fleetmine.bench.faiss_search import embeddings_like
-    from mining.novelty import latest_scores
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
+    from mining.scores.lineage import latest_scores
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / f"mining-{n}"))

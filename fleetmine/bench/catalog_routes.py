@@ -103,7 +103,7 @@ def _serve(lake_uri: str, audit: bool) -> tuple[Any, str]:
 def _at(ctx: BenchContext, n: int) -> dict[str, tuple[dict[str, np.ndarray], dict[str, int]]]:
     """Latencies and rows scanned per route, as written and after ``lake maintain``."""
     from api.auth import create_token
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / f"routes-{n}"))

@@ -63,7 +63,7 @@ def _jpeg_decode_per_s(clips: list[ClipInput]) -> float:
 
 
 def _learned(ctx: BenchContext) -> tuple[str, ModelSpec]:
-    from mining.pretrained import import_pretrained
+    from mining.encoders.pretrained import import_pretrained
     from storage.lake import Lake
 
     lake = Lake(str(ctx.workdir / "encoders-lake"))

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from fleetmine.bench import BenchContext, BenchResult, benchmark
-from mining.index import ClipIndex, IndexConfig
+from mining.search.index import ClipIndex, IndexConfig
 
 
 def embeddings_like(n: int, dim: int = 256, clusters: int = 1000, sub: int = 32, seed: int = 0) -> np.ndarray:

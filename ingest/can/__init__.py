@@ -1,4 +1,13 @@
-"""CAN log readers by file suffix, and the DBC decoder."""
+"""CAN log readers by file suffix, and the DBC decoder.
+
+:data:`READERS` is the one registration of a CAN log format: each reader's ``suffixes``
+say which files it reads, and the code derives the rest from them: which files of a
+drive's ``can/`` folder discovery takes as CAN logs (:data:`CAN_SUFFIXES`), which reader
+reads one (:func:`reader_for`) and the suffixes a refusal lists. A new format is a module
+here and one line in :data:`READERS`; the tests then ask for the rest: a sample log for
+the shared reader suite (``tests/ingest/test_can_reader_contract.py``) and the suffix in
+``docs/raw-layout.md`` (``tests/deploy/test_docs.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ from ingest.can.vector_asc import AscReader
 from ingest.can.vector_blf import BlfReader
 from ingest.interfaces import CanReader, CanReadResult
 
-__all__ = ["READERS", "read_can_log", "reader_for"]
+__all__ = ["CAN_SUFFIXES", "READERS", "read_can_log", "reader_for"]
 
 READERS: tuple[CanReader, ...] = (
     CandumpReader(),
@@ -21,6 +30,9 @@ READERS: tuple[CanReader, ...] = (
     McapCanReader(),
 )
 
+CAN_SUFFIXES: tuple[str, ...] = tuple(sorted({s for r in READERS for s in r.suffixes}))
+"""Every suffix a reader takes, sorted: a file under ``can/`` with one is a CAN log."""
+
 
 def reader_for(name: str) -> CanReader:
     from storage.errors import ConfigError
@@ -29,8 +41,7 @@ def reader_for(name: str) -> CanReader:
     for r in READERS:
         if lower.endswith(r.suffixes):
             return r
-    known = sorted(s for r in READERS for s in r.suffixes)
-    raise ConfigError(f"no CAN reader for {name!r}; known suffixes: {known}")
+    raise ConfigError(f"no CAN reader for {name!r}; known suffixes: {list(CAN_SUFFIXES)}")
 
 
 def read_can_log(data: bytes, name: str) -> CanReadResult:

@@ -13,6 +13,7 @@ import can
 import numpy as np
 
 from ingest.platform import load_platform
+from ingest.synth.canpack import encode_columns
 from ingest.synth.scenario import HZ, DriveState
 from storage.errors import ConfigError
 
@@ -34,57 +35,49 @@ _RATES = {
 
 def _values(
     name: str, st: DriveState, i: np.ndarray, rng: np.random.Generator, k: int
-) -> list[dict[str, float]]:
+) -> dict[str, np.ndarray]:
+    """Each signal's values at samples ``i``, with sensor noise. Noise is drawn row by
+    row, signal by signal (one ``(n, signals)`` draw is that order), so a seed gives the
+    same bytes as it always has."""
     n = len(i)
     if name == "WHEEL_SPEEDS":
-        kmh = st.speed[i] * 3.6
-        return [
-            {
-                f"WHEEL_SPEED_{w}": max(0.0, float(kmh[j] + rng.normal(0, 0.04)))
-                for w in ("FL", "FR", "RL", "RR")
-            }
-            for j in range(n)
-        ]
+        noisy = (st.speed[i] * 3.6)[:, None] + rng.normal(0, 0.04, (n, 4))
+        return {
+            f"WHEEL_SPEED_{w}": np.maximum(0.0, noisy[:, c]) for c, w in enumerate(("FL", "FR", "RL", "RR"))
+        }
     if name == "STEERING":
-        return [
-            {
-                "STEER_ANGLE": float(st.steer_deg[i[j]] + rng.normal(0, 0.05)),
-                "STEER_RATE": float(np.clip(st.steer_rate[i[j]], -16000, 16000)),
-                "DRIVER_TORQUE": float(st.torque[i[j]] + rng.normal(0, 0.02)),
-                "COUNTER": (k + j) % 16,
-            }
-            for j in range(n)
-        ]
+        noise = rng.normal(0, (0.05, 0.02), (n, 2))
+        return {
+            "STEER_ANGLE": st.steer_deg[i] + noise[:, 0],
+            "STEER_RATE": np.clip(st.steer_rate[i], -16000, 16000).astype(np.float64),
+            "DRIVER_TORQUE": st.torque[i] + noise[:, 1],
+            "COUNTER": (k + np.arange(n)) % 16,
+        }
     if name == "IMU":
-        return [
-            {
-                "YAW_RATE": float(st.yaw_rate[i[j]] + rng.normal(0, 0.05)),
-                "ACCEL_X": float(st.accel[i[j]] + rng.normal(0, 0.03)),
-                "ACCEL_Y": float(st.lat_accel[i[j]] + rng.normal(0, 0.03)),
-            }
-            for j in range(n)
-        ]
+        noise = rng.normal(0, (0.05, 0.03, 0.03), (n, 3))
+        return {
+            "YAW_RATE": st.yaw_rate[i] + noise[:, 0],
+            "ACCEL_X": st.accel[i] + noise[:, 1],
+            "ACCEL_Y": st.lat_accel[i] + noise[:, 2],
+        }
     if name == "BRAKE":
-        return [
-            {"BRAKE_PRESSED": int(st.brake[i[j]]), "BRAKE_PRESSURE": float(max(0.0, -st.accel[i[j]]) * 12.0)}
-            for j in range(n)
-        ]
+        return {
+            "BRAKE_PRESSED": st.brake[i].astype(np.int64),
+            "BRAKE_PRESSURE": np.maximum(0.0, -st.accel[i]) * 12.0,
+        }
     if name == "GAS":
-        return [{"GAS_PEDAL": float(min(1.27, st.gas[i[j]]))} for j in range(n)]
+        return {"GAS_PEDAL": np.minimum(1.27, st.gas[i])}
     if name == "GEAR":
-        return [{"GEAR": 3} for _ in range(n)]
+        return {"GEAR": np.full(n, 3)}
     if name == "TURN_SIGNALS":
-        return [{"TURN_SIGNAL": int(st.turn[i[j]])} for j in range(n)]
+        return {"TURN_SIGNAL": st.turn[i].astype(np.int64)}
     if name == "DRIVER":
-        return [
-            {
-                "DRIVER_OVERRIDE": int(st.override[i[j]]),
-                "ADAS_MODE": 1 + (k + j) % 2,
-                "ADAS_SET_SPEED": 25.0,
-                "ADAS_GAP": 1.8,
-            }
-            for j in range(n)
-        ]
+        return {
+            "DRIVER_OVERRIDE": st.override[i].astype(np.int64),
+            "ADAS_MODE": 1 + (k + np.arange(n)) % 2,
+            "ADAS_SET_SPEED": np.full(n, 25.0),
+            "ADAS_GAP": np.full(n, 1.8),
+        }
     raise ConfigError(f"synthetic CAN has no values for message {name!r}; it writes: {list(_RATES)}")
 
 
@@ -100,8 +93,8 @@ def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> li
         times = times + rng.uniform(-0.0002, 0.0002, len(times))
         times = np.clip(times, 0, duration - 1e-3)
         idx = np.minimum((times * HZ).astype(int), len(st.t) - 1)
-        for tm, vals in zip(times, _values(name, st, idx, rng, k), strict=True):
-            out.append((round(t0 + float(tm), 6), msg.frame_id, msg.encode(vals, strict=False)))
+        payloads = encode_columns(msg, _values(name, st, idx, rng, k))
+        out += [(round(t0 + tm, 6), msg.frame_id, d) for tm, d in zip(times.tolist(), payloads, strict=True)]
     out.sort(key=lambda m: (m[0], m[1]))
     return [
         can.Message(timestamp=t, arbitration_id=a, data=d, is_extended_id=False, channel="can0")

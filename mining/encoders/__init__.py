@@ -1,47 +1,72 @@
-"""Encoders by registry kind. A bad kind fails with the list of valid ones."""
+"""Encoders by registry kind: each kind is one module here with its ``KIND``
+(:class:`~mining.encoders.kinds.EncoderKind`), listed once in :data:`KINDS`; everything
+else (the registry's checks, the CLI's help, a worker's resources, the vector
+layout) is read from that record. A bad kind fails with the list of valid ones.
+
+Also in this room: the model registry (:mod:`mining.encoders.registry`), the embed
+stage (:mod:`mining.encoders.embed`), reading what it wrote
+(:mod:`mining.encoders.vectors`) and the pretrained encoders
+(:mod:`mining.encoders.pretrained`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM
+from pydantic import ValidationError
+
+from mining.encoders import builtin, onnx, torchscript
+from mining.encoders.kinds import EncoderKind, Layout
+from mining.encoders.params import Params
 from mining.interfaces import Encoder, ModelSpec
 from storage.errors import ConfigError
 
-if TYPE_CHECKING:
-    from mining.encoders.params import FusionWeights
+__all__ = [
+    "KINDS",
+    "EncoderKind",
+    "behaviour_span",
+    "encoder_kind",
+    "encoder_resources",
+    "frame_span",
+    "make_encoder",
+    "params_for",
+]
 
-__all__ = ["KINDS", "behaviour_span", "encoder_resources", "frame_span", "make_encoder"]
+KINDS: dict[str, EncoderKind] = {k.name: k for k in (builtin.KIND, onnx.KIND, torchscript.KIND)}
+"""Every encoder kind, by name: a new kind is a module beside this one and its ``KIND`` here."""
 
-KINDS = ("builtin", "onnx", "torchscript")
+
+def encoder_kind(kind: str) -> EncoderKind:
+    found = KINDS.get(kind)
+    if found is None:
+        raise ConfigError(f"unknown encoder kind {kind!r}; valid kinds: {list(KINDS)}")
+    return found
 
 
 def make_encoder(spec: ModelSpec, storage_options: dict[str, str] | None = None) -> Encoder:
-    match spec.kind:
-        case "builtin":
-            from mining.encoders.builtin import BuiltinEncoder
-
-            return BuiltinEncoder(spec)
-        case "onnx":
-            from mining.encoders.onnx import OnnxEncoder
-
-            return OnnxEncoder(spec, storage_options)
-        case "torchscript":
-            raise ConfigError(
-                f"model {spec.ref}: TorchScript encoders need PyTorch, which fleetmine does not install; "
-                "export the model to ONNX (torch.onnx.export) and register it with kind onnx"
-            )
-        case _:
-            raise ConfigError(f"unknown encoder kind {spec.kind!r}; valid kinds: {list(KINDS)}")
+    return encoder_kind(spec.kind).make(spec, storage_options)
 
 
 def encoder_resources(spec: ModelSpec) -> dict[str, float]:
-    """What one worker of this encoder needs: a GPU only when its version asks for one
-    (``params.device = "cuda"``), so a CPU cluster never waits for a GPU it lacks."""
-    resources = {"num_cpus": 1.0}
-    if spec.kind == "onnx" and spec.params.get("device") == "cuda":
-        resources["num_gpus"] = 1.0
-    return resources
+    """What one worker of this encoder needs, as its kind says (an ``onnx`` version asks
+    for a GPU only with ``params.device = "cuda"``); one CPU for a kind not known here."""
+    kind = KINDS.get(spec.kind)
+    return kind.resources(spec) if kind is not None else {"num_cpus": 1.0}
+
+
+def params_for(kind: str, params: dict[str, Any] | None) -> Params:
+    """The typed params of an encoder of ``kind``; ConfigError names what is wrong."""
+    found = KINDS.get(kind)
+    cls = found.params if found is not None else None
+    if cls is None:
+        known = sorted(k for k, v in KINDS.items() if v.params is not None)
+        raise ConfigError(f"no parameters known for encoder kind {kind!r}; kinds: {known}")
+    try:
+        return cls.model_validate(params or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
+        fields = ", ".join(cls.model_fields)
+        raise ConfigError(f"bad {kind} encoder params: {problems} (fields: {fields})") from None
 
 
 def frame_span(spec: ModelSpec) -> slice | None:
@@ -85,22 +110,6 @@ def behaviour_span(spec: ModelSpec) -> slice | None:
     return slice(frame_dim, spec.dim) if frame_dim < spec.dim else None
 
 
-def _layout(spec: ModelSpec) -> tuple[int, FusionWeights | None] | None:
-    """(the appearance block's length, the version's fusion weights) of a fused clip
-    vector; weights None: the whole vector is the frames' mean; None: not known."""
-    match spec.kind:
-        case "builtin":
-            from mining.encoders.builtin import APPEARANCE_DIM
-            from mining.encoders.params import BuiltinParams
-
-            return APPEARANCE_DIM, BuiltinParams.model_validate(spec.params).weights
-        case "onnx":
-            from mining.encoders.params import OnnxParams
-
-            p = OnnxParams.model_validate(spec.params)
-            if p.clip is None:
-                return spec.dim, None
-            dense = DENSE_DIM if p.clip.weights.dense is not None else 0
-            return (spec.dim - SIGNAL_DIM - dense) // 2, p.clip.weights
-        case _:
-            return None
+def _layout(spec: ModelSpec) -> Layout:
+    kind = KINDS.get(spec.kind)
+    return kind.layout(spec) if kind is not None else None

@@ -26,11 +26,12 @@ import numpy as np
 from PIL import Image
 
 from mining.encoders.fusion import DENSE_DIM, SIGNAL_LAYOUTS, dense_motion, fuse, signal_block, signal_layout
+from mining.encoders.kinds import EncoderKind, Layout
 from mining.encoders.params import BuiltinParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["APPEARANCE_DIM", "DIM", "BuiltinEncoder", "builtin_dim"]
+__all__ = ["APPEARANCE_DIM", "DIM", "KIND", "BuiltinEncoder", "builtin_dim"]
 
 DIM = 256
 APPEARANCE_DIM = 192  # the first block of every builtin vector
@@ -90,3 +91,14 @@ class BuiltinEncoder:
         dense = dense_motion(clip.dense) if self.params.weights.dense is not None else None
         sig = signal_block(clip.features, self._layout)
         return fuse(appearance, motion, sig, self.params.weights, dense)
+
+
+def _make(spec: ModelSpec, storage_options: dict[str, str] | None = None) -> BuiltinEncoder:
+    return BuiltinEncoder(spec)
+
+
+def _layout(spec: ModelSpec) -> Layout:
+    return APPEARANCE_DIM, BuiltinParams.model_validate(spec.params).weights
+
+
+KIND = EncoderKind("builtin", _make, params=BuiltinParams, weights=False, dim=builtin_dim, layout=_layout)

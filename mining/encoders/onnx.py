@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image
 
 from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM, dense_motion, fuse, signal_block, signal_layout
+from mining.encoders.kinds import EncoderKind, Layout
 from mining.encoders.params import OnnxParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["OnnxEncoder"]
+__all__ = ["KIND", "OnnxEncoder"]
 
 _FRAMES_PER_RUN = 16  # bounds the activations held at once (a 224 px CNN: several MB a frame)
 
@@ -45,7 +46,6 @@ class OnnxEncoder:
     def setup(self) -> None:
         import onnxruntime as ort
 
-        from mining.encoders import encoder_resources
         from storage.objectstore import Location
 
         if not self.spec.uri:
@@ -56,7 +56,7 @@ class OnnxEncoder:
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
         ]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(encoder_resources(self.spec)["num_cpus"]))
+        options.intra_op_num_threads = max(1, int(_resources(self.spec)["num_cpus"]))
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model, options, providers=providers)
         outputs = [o.name for o in self.session.get_outputs()]
@@ -119,3 +119,23 @@ class OnnxEncoder:
                 out[i] = own.mean(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.where(norms > 0, out / np.maximum(norms, 1e-12), out)
+
+
+def _resources(spec: ModelSpec) -> dict[str, float]:
+    """A GPU only when the version asks for one (``params.device = "cuda"``), so a CPU
+    cluster never waits for a GPU it lacks."""
+    resources = {"num_cpus": 1.0}
+    if spec.params.get("device") == "cuda":
+        resources["num_gpus"] = 1.0
+    return resources
+
+
+def _layout(spec: ModelSpec) -> Layout:
+    p = OnnxParams.model_validate(spec.params)
+    if p.clip is None:
+        return spec.dim, None
+    dense = DENSE_DIM if p.clip.weights.dense is not None else 0
+    return (spec.dim - SIGNAL_DIM - dense) // 2, p.clip.weights
+
+
+KIND = EncoderKind("onnx", OnnxEncoder, params=OnnxParams, resources=_resources, layout=_layout)

@@ -1,26 +1,26 @@
 """Encoder parameters: one frozen model per kind, validated when a version is registered.
 
-A registry row keeps its params as JSON; :func:`params_for` turns them into the
+A registry row keeps its params as JSON; :func:`mining.encoders.params_for` turns them into the
 kind's typed model, so a typo (``"men"`` for ``"mean"``) or a wrong shape fails at
 ``fleetmine model register`` with the valid fields named, not deep inside a job.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from storage.errors import ConfigError
-
-__all__ = ["BuiltinParams", "ClipFusion", "FusionWeights", "OnnxParams", "params_for"]
+__all__ = ["BuiltinParams", "ClipFusion", "FusionWeights", "OnnxParams", "Params"]
 
 
-class _Params(BaseModel):
+class Params(BaseModel):
+    """The base of every kind's params: frozen, and an unknown field is an error."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FusionWeights(_Params):
+class FusionWeights(Params):
     """The weight of each block of a clip vector (:func:`mining.encoders.fusion.fuse`)."""
 
     appearance: float = Field(default=1.0, ge=0, description="the frames' mean feature")
@@ -34,7 +34,7 @@ class FusionWeights(_Params):
     )
 
 
-class ClipFusion(_Params):
+class ClipFusion(Params):
     """A frame model's features made into clip vectors: pooled over time, fused with signals."""
 
     weights: FusionWeights = FusionWeights()
@@ -50,12 +50,12 @@ class ClipFusion(_Params):
         return v
 
 
-class BuiltinParams(_Params):
+class BuiltinParams(Params):
     layout: Literal[1] = Field(default=1, description="the frozen feature layout of builtin-motion@1")
     weights: FusionWeights = FusionWeights()
 
 
-class OnnxParams(_Params):
+class OnnxParams(Params):
     input_size: tuple[int, int] = Field(default=(224, 224), description="[H, W] the model expects")
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -69,19 +69,3 @@ class OnnxParams(_Params):
         description="pool frames over time and fuse signals (dim = 2 x frame dim + 32); "
         "none: the mean of the frames' features (dim = frame dim)",
     )
-
-
-_BY_KIND: dict[str, type[_Params]] = {"builtin": BuiltinParams, "onnx": OnnxParams}
-
-
-def params_for(kind: str, params: dict[str, Any] | None) -> _Params:
-    """The typed params of an encoder of ``kind``; ConfigError names what is wrong."""
-    cls = _BY_KIND.get(kind)
-    if cls is None:
-        raise ConfigError(f"no parameters known for encoder kind {kind!r}; kinds: {sorted(_BY_KIND)}")
-    try:
-        return cls.model_validate(params or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
-        fields = ", ".join(cls.model_fields)
-        raise ConfigError(f"bad {kind} encoder params: {problems} (fields: {fields})") from None

@@ -18,7 +18,7 @@ import wids
 from api.auth import create_token, revoke_token
 from api.grants import Grants
 from jobs.export_job import export_version
-from mining.curation import DatasetQuery, create_version
+from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
 from tests.conftest import LOCAL

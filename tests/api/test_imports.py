@@ -106,8 +106,8 @@ def test_a_query_by_image_loads_the_image_stack_on_its_route_only(tmp_path) -> N
 
     from api.auth import create_token
     from fleetmine.bench.catalog_lake import add_clips
-    from mining.pretrained import import_pretrained
-    from mining.registry import resolve, set_current
+    from mining.encoders.pretrained import import_pretrained
+    from mining.encoders.registry import resolve, set_current
     from storage import Lake
 
     lake = Lake(str(tmp_path / "lake"))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from api.auth import create_token
 from jobs.ingest_job import run_ingest
-from mining.curation import DatasetQuery, create_version
+from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from tests.api.conftest import serve
 from tests.conftest import LOCAL

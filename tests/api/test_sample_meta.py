@@ -12,7 +12,8 @@ import numpy as np
 import webdataset as wds
 
 from jobs.export_job import export_version
-from mining.curation import DatasetQuery, create_version, shard_location
+from mining.datasets.curation import DatasetQuery, create_version
+from mining.datasets.shards import shard_location
 from storage import Lake
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 from tests.api.conftest import CALIBRATION

@@ -23,9 +23,9 @@ import pytest
 
 from api.auth import create_token
 from fleetmine.bench.catalog_lake import CatalogBatch, CatalogConfig, add_clips, add_scores
-from mining.curation import finish_export, plan_export
-from mining.members import split_of
-from mining.registry import resolve
+from mining.datasets.members import split_of
+from mining.datasets.shards import finish_export, plan_export
+from mining.encoders.registry import resolve
 from storage import Lake, Settings
 from storage.query import audit
 from tests.api.conftest import auth, serve
@@ -34,7 +34,7 @@ N = 100_000
 BUDGET = 20_000  # Settings.scan_budget_rows of this server
 DAY = CatalogConfig().clips_per_day
 BOUND = BUDGET + DAY + DAY // 100  # the budget, the day a page starts in, count rounding
-K_ROWS = 1024 + 1024 // 100  # one row group of a ready list (mining.ready._ROW_GROUP)
+K_ROWS = 1024 + 1024 // 100  # one row group of a ready list (mining.search.ready._ROW_GROUP)
 
 
 @dataclass

@@ -17,9 +17,9 @@ import uvicorn
 from api.app import create_app, lake_label
 from api.auth import create_token
 from fleetmine.bench.catalog_lake import CatalogBatch, add_clips
-from mining.index import IndexConfig
-from mining.queries import behaviour_of, build_index
-from mining.registry import resolve
+from mining.encoders.registry import resolve
+from mining.search.index import IndexConfig
+from mining.search.queries import behaviour_of, build_index
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
 from tests.conftest import free_port

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from mining.by_example import similar_to_image
-from mining.registry import register
+from mining.encoders.registry import register
+from mining.search.by_example import similar_to_image
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
 

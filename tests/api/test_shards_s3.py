@@ -9,7 +9,8 @@ import httpx
 import webdataset as wds
 
 from jobs.export_job import export_version
-from mining.curation import DatasetQuery, create_version, shard_location
+from mining.datasets.curation import DatasetQuery, create_version
+from mining.datasets.shards import shard_location
 from storage import Lake, Settings
 from storage.objectstore import Location
 from tests.api.conftest import auth, serve

@@ -21,7 +21,7 @@ from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
-from mining.by_example import similar_to_image
+from mining.search.by_example import similar_to_image
 from storage import Lake, Settings
 from tests.api.cdp import CHROMIUM, Browser
 from tests.api.conftest import auth, serve
@@ -76,12 +76,14 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
 ) -> None:
     base, lake, tokens = review_lake
     b = browser
-    clips = lake.read("clips", columns=["clip_id", "events"]).to_pylist()
+    clips = lake.read("clips", columns=["clip_id", "date", "start_time", "events"]).to_pylist()
     by_event = Counter(e for c in clips for e in c["events"] or [])
     event, n_event = by_event.most_common(1)[0]
     assert n_event >= 2, by_event
     per = n_event // 2  # so that the event's clips fill two pages
-    with_event = sorted(c["clip_id"] for c in clips if event in (c["events"] or []))
+    in_time = sorted(clips, key=lambda c: (c["date"], c["start_time"], c["clip_id"]))  # the grid's order
+    assert [c["clip_id"] for c in in_time] != sorted(c["clip_id"] for c in clips)  # not id order here
+    with_event = [c["clip_id"] for c in in_time if event in (c["events"] or [])]
 
     # Closed without a session: the page is the sign-in form, and no token ever sits in a URL.
     assert httpx.get(f"{base}/ui/").status_code == 401
@@ -102,6 +104,7 @@ def test_review_loop_filter_page_play_seek_verdict_basket_dataset(
     assert not ran and b.wait("window.__csp.length === 1 && window.__csp")[0].startswith("script-src-elem")
     b.eval("window.__csp = []")  # ...and nothing the pages themselves do (checked on each page below)
     assert b.eval("document.getElementById('count').textContent") == f"{len(clips)} clips match"
+    assert _cards(b) == [c["clip_id"] for c in in_time[:per]]  # real time order, not clip id
 
     # Filter by event in the form; the count and every card follow it.
     b.eval(f"document.getElementById('f-event').value = {json.dumps(event)}")

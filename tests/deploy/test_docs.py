@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
-from ingest.discover import CAN_SUFFIXES, VIDEO_SUFFIXES
+from ingest.can import CAN_SUFFIXES
+from ingest.discover import VIDEO_SUFFIXES
 from storage import Settings
 from storage.tables import TABLES
 from storage.tables.signals import CANONICAL

@@ -14,7 +14,7 @@ from api.auth import create_token
 from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.export_job import export_version
 from jobs.ingest_job import run_ingest
-from mining.curation import DatasetQuery, create_version
+from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
 from tests.conftest import LOCAL

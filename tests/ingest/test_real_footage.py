@@ -195,7 +195,7 @@ def test_three_cameras_with_offsets_form_groups_in_sync(tmp_path: Path) -> None:
             assert first == round(own * fps)
     # One sample per group, every camera's clip in it, read back by webdataset.
     from jobs.export_job import export_version
-    from mining.curation import DatasetQuery, create_version
+    from mining.datasets.curation import DatasetQuery, create_version
 
     create_version(lake, "multi", DatasetQuery(samples="group", val_fraction=0))
     doc = export_version(lake, "multi", 1)

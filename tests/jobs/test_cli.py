@@ -18,11 +18,13 @@ FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
 def run(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # as a user's shell has it: no RAY_AUTH_MODE that a Ray started by an earlier test set
+    base = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     return subprocess.run(
         [FLEETMINE, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**base, **(env or {})},
         cwd=cwd,
         timeout=600,
     )
@@ -97,6 +99,7 @@ def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
     )
     out = run(*args)
     assert out.returncode == 0, out.stderr
+    assert "Token authentication" not in out.stdout + out.stderr  # Ray's warning, on a private Ray
     assert (tmp_path / "fleet-raw" / "labels.json").exists()
     assert "1 ok, 0 failed" in out.stdout and "manifest:  http://127.0.0.1:8000/v1/datasets/" in out.stdout
     assert "web UI:    http://127.0.0.1:8000/ui/login (sign in" in out.stdout

@@ -27,6 +27,8 @@ from storage.objectstore import Location
 from tests.conftest import LOCAL
 from tests.jobs.cluster import cli, rows, state, two_node_cluster
 
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
+
 
 @pytest.mark.s3
 def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(

@@ -12,10 +12,10 @@ import pytest
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.runner import RayRunner, Runner, StageSpec
-from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
+from mining.encoders.embed import load_inputs, load_vectors
+from mining.encoders.registry import resolve
 from mining.interfaces import ClipInput
-from mining.registry import resolve
 from storage import Lake, Settings
 from storage.tables import clip_frames
 from tests.conftest import LOCAL

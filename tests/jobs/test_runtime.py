@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 RAY = str(Path(sys.executable).parent / "ray")
 
 

@@ -22,8 +22,8 @@ from jobs.export_job import export_version
 from jobs.index_job import run_index
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
-from mining.curation import DatasetQuery, create_version
-from mining.queries import corner_cases
+from mining.datasets.curation import DatasetQuery, create_version
+from mining.search.queries import corner_cases
 from storage import Lake, Settings
 from storage.objectstore import Location
 from tests.api.conftest import serve

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from fleetmine.schedules import parse_chain
-from jobs.requests import EmbedJob, IngestJob, MineJob
+from jobs.embed_job import EmbedJob
+from jobs.ingest_job import IngestJob
+from jobs.mine_job import MineJob
 from jobs.scheduler import Schedule, add_schedule, due, list_schedules, parse_every, run_scheduler, set_paused
 from storage import Lake, Settings
 from storage.errors import ConfigError

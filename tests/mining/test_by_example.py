@@ -18,14 +18,14 @@ from PIL import Image
 from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
-from mining import serving
-from mining.by_example import ImageError, image_query, keyframe, similar_to_image
 from mining.encoders import make_encoder
-from mining.index import ClipIndex
+from mining.encoders.pretrained import import_pretrained
+from mining.encoders.registry import register, resolve
 from mining.interfaces import ClipInput
-from mining.pretrained import import_pretrained
-from mining.queries import appearance_of, build_index, similar
-from mining.registry import register, resolve
+from mining.search import serving
+from mining.search.by_example import ImageError, image_query, keyframe, similar_to_image
+from mining.search.index import ClipIndex
+from mining.search.queries import appearance_of, build_index, similar
 from storage import Lake, Settings
 from storage.errors import ConfigError
 from tests.conftest import LOCAL, SHARED_DATA

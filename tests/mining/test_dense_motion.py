@@ -10,8 +10,8 @@ from PIL import Image
 
 from mining.encoders.builtin import BuiltinEncoder
 from mining.encoders.fusion import DENSE_DIM, dense_motion
+from mining.encoders.registry import register
 from mining.interfaces import ClipInput, ModelSpec
-from mining.registry import register
 from storage import Lake
 
 

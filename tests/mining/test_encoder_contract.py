@@ -11,9 +11,9 @@ from PIL import Image
 
 from mining.encoders import KINDS, make_encoder
 from mining.encoders.fusion import SIGNAL_DIM
+from mining.encoders.pretrained import import_pretrained
+from mining.encoders.registry import list_models, register
 from mining.interfaces import ClipInput, Encoder, ModelSpec
-from mining.pretrained import import_pretrained
-from mining.registry import list_models, register
 from storage import Lake
 from tests.ingest.videos import frame_image
 
@@ -192,14 +192,14 @@ def test_a_clip_fusing_dim_that_cannot_be_is_refused(tmp_path: Path) -> None:
         register(lake, "lay", "onnx", "m.onnx", 48, params={"clip": {"signal_layout": 7}})
 
 
-# -- query by example: the appearance block of a clip vector (mining/by_example.py) --
+# -- query by example: the appearance block of a clip vector (mining/search/by_example.py) --
 
 
 def test_the_appearance_block_holds_what_the_frames_show_and_nothing_else(encoder: Encoder) -> None:
     """What an image is compared on: the block reads the frames, not the signals, and an
     image encoded as a still clip gives the block of any clip that shows it held still."""
     from mining.encoders import frame_span
-    from mining.vectors import SubSpace
+    from mining.encoders.vectors import SubSpace
 
     span = frame_span(encoder.spec)
     assert span is not None and 0 <= span.start < span.stop <= encoder.spec.dim

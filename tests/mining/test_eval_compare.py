@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from fleetmine import app
 from jobs.embed_job import run_embed
 from jobs.mine_job import run_mine
-from mining.evaluation import drive_consistency
-from mining.registry import register
+from mining.encoders.registry import register
+from mining.scores.evaluation import drive_consistency
 from storage import Lake, Settings
 from tests.conftest import LOCAL
 from tests.mining.test_mining import _ingested_fleet, fleet_lake  # noqa: F401  (the session's fleet)

@@ -15,20 +15,16 @@ import pytest
 from fleetmine.bench.catalog_lake import add_clips
 from fleetmine.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
-from mining.mining_model import MiningModel
-from mining.novelty import (
-    SIGNALS,
-    MineConfig,
-    _Pairs,
-    _signal_stats,
-    _signal_values,
-    current_scores,
-    latest_run,
-    latest_scores,
-)
-from mining.queries import build_index, corner_cases
-from mining.ready import merge_corner_cases
-from mining.registry import resolve
+from mining.encoders.registry import resolve
+from mining.scores.dedup import Pairs as _Pairs
+from mining.scores.lineage import current_scores, latest_run, latest_scores
+from mining.scores.mine import MineConfig
+from mining.scores.mining_model import MiningModel
+from mining.scores.novelty import SIGNALS
+from mining.scores.novelty import signal_stats as _signal_stats
+from mining.scores.novelty import signal_values as _signal_values
+from mining.search.queries import build_index, corner_cases
+from mining.search.ready import merge_corner_cases
 from storage import Lake, Settings
 from storage.tables import mining_scores
 from storage.tables.corner_cases import ANY_EVENT
@@ -263,11 +259,11 @@ def test_a_full_run_written_in_slices_keeps_every_clip_once_and_lists_the_exact_
     """A full run writes its rows a date range at a time and ranks the ready lists from
     the rows near each list's top only: the same clips, once each, and the same lists as
     ranking every row."""
-    import mining.novelty
+    import mining.scores.mine
 
     settings, lake, _ = grown
     spec = resolve(lake)
-    monkeypatch.setattr(mining.novelty, "_WRITE_ROWS", 700)  # 3,000 clips: five writes
+    monkeypatch.setattr(mining.scores.mine, "_WRITE_ROWS", 700)  # 3,000 clips: five writes
     run = run_mine(settings, None, MineConfig(ready_k=20, full=True), runner=LOCAL)
     scores = latest_scores(lake, spec)
     assert run.scored == N and sorted(str(s["clip_id"]) for s in scores) == sorted(

@@ -20,11 +20,11 @@ import pytest
 
 from fleetmine.bench.catalog_lake import CatalogBatch, add_clips
 from fleetmine.bench.faiss_search import embeddings_like
-from mining import serving
-from mining.index import ClipIndex, IndexConfig, choose_factory
-from mining.queries import build_index, similar
-from mining.registry import resolve
-from mining.serving import served_indexes
+from mining.encoders.registry import resolve
+from mining.search import serving
+from mining.search.index import ClipIndex, IndexConfig, choose_factory
+from mining.search.queries import build_index, similar
+from mining.search.serving import served_indexes
 from storage import ConfigError, Lake, Settings
 from storage.errors import NotFoundError, StorageError
 
@@ -237,7 +237,7 @@ def test_top_up_when_the_delta_log_no_longer_reaches_back(
     log = Path(lake.location("embeddings").path) / "_delta_log"
     for v in range(table.version() + 1):  # log retention: only the checkpoint is left
         (log / f"{v:020d}.json").unlink()
-    with caplog.at_level("WARNING", logger="mining.queries"):
+    with caplog.at_level("WARNING", logger="mining.search.queries"):
         built = build_index(settings)  # reads the ids the index lacks instead
     assert "diffing ids" in caplog.text
     assert built["added"] == 50 and built["vectors"] == 550
@@ -293,8 +293,8 @@ def test_vectors_by_clip_id_come_back_in_order_with_nan_for_unknown_ids(
 def test_a_streamed_build_holds_every_clip_once_and_answers_as_an_in_memory_build(
     catalog: tuple[Settings, Lake, CatalogBatch],
 ) -> None:
-    from mining.index_build import stream_build
-    from mining.vectors import EmbeddingSource
+    from mining.encoders.vectors import EmbeddingSource
+    from mining.search.index_build import stream_build
 
     _, lake, batch = catalog
     spec = resolve(lake)
@@ -350,3 +350,21 @@ def test_a_mapped_index_reads_scattered_vectors_exactly_without_mapping_their_pa
     assert np.array_equal(got, batch.vectors[pos])
     assert after - before < 256, f"{after - before} kB mapped for 1,500 scattered vectors"
     assert np.array_equal(mapped.stored_vector(batch.clip_ids[42]), batch.vectors[42:43])  # type: ignore[arg-type]
+
+
+def test_training_samples_do_not_depend_on_the_order_rows_are_read() -> None:
+    """A table's files come back in the order of their random names: k-means and an IVF
+    quantizer trained on a sample must see it in one order (clip id), or the same
+    vectors give other clusters (another rarity for every clip) on another run."""
+    from mining.encoders.vectors import ArraySource
+    from mining.search.index_build import gather
+
+    rng = np.random.default_rng(7)
+    ids = pa.array([f"20240101-{i:06d}" for i in range(500)])
+    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    shuffled = rng.permutation(500)
+    chosen = pa.array([f"20240101-{i:06d}" for i in range(0, 500, 3)])
+    a = gather(ArraySource(ids, vectors, batch_rows=64), chosen)
+    b = gather(ArraySource(ids.take(pa.array(shuffled)), vectors[shuffled], batch_rows=50), chosen)
+    assert a.shape == (len(chosen), 16) and np.array_equal(a, b)
+    assert np.array_equal(a, vectors[::3])  # in clip id order

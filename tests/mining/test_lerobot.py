@@ -18,9 +18,9 @@ import pytest
 from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.ingest_job import run_ingest
 from jobs.requests import execute, parse_job
-from mining.curation import DatasetQuery, create_version
-from mining.lerobot import ACTION, STATE, lerobot_location
-from mining.media import join_videos
+from mining.datasets.curation import DatasetQuery, create_version
+from mining.datasets.lerobot import ACTION, STATE, lerobot_location
+from mining.datasets.media import join_videos
 from storage import ConfigError, Lake, Settings
 from tests.conftest import LOCAL
 

@@ -17,12 +17,12 @@ from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
 from jobs.runner import RayRunner
-from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
-from mining.index import ClipIndex, IndexConfig, choose_factory
+from mining.encoders.embed import load_inputs, load_vectors
+from mining.encoders.registry import list_models, register, resolve, set_current
 from mining.interfaces import ClipInput
-from mining.queries import build_index, corner_cases, similar
-from mining.registry import list_models, register, resolve, set_current
+from mining.search.index import ClipIndex, IndexConfig, choose_factory
+from mining.search.queries import build_index, corner_cases, similar
 from storage import ConfigError, Lake, Settings
 from tests.conftest import LOCAL
 
@@ -191,7 +191,7 @@ def test_mine_scores_every_clip_and_corner_cases_rank_by_novelty(fleet_lake: Set
 
 def test_export_on_ray_matches_local_byte_for_byte(fleet_lake: Settings, ray_local: object) -> None:
     from jobs.export_job import export_version
-    from mining.curation import DatasetQuery, create_version
+    from mining.datasets.curation import DatasetQuery, create_version
 
     lake = Lake.from_settings(fleet_lake)
     row = create_version(lake, "all-clips", DatasetQuery(val_fraction=0.3))
@@ -213,7 +213,7 @@ def test_export_on_ray_matches_local_byte_for_byte(fleet_lake: Settings, ray_loc
 def test_concurrent_creates_of_one_dataset_get_distinct_versions(fleet_lake: Settings) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from mining.curation import DatasetQuery, create_version
+    from mining.datasets.curation import DatasetQuery, create_version
 
     lake = Lake.from_settings(fleet_lake)
     with ThreadPoolExecutor(3) as pool:
@@ -241,7 +241,7 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
     import json
     from collections import Counter
 
-    from mining.evaluation import evaluate
+    from mining.scores.evaluation import evaluate
 
     lake = Lake.from_settings(fleet_lake)
     existing = [m.ref for m in list_models(lake) if m.name == "builtin-motion"]
@@ -259,7 +259,7 @@ def test_eval_mining_scores_the_planted_events(fleet_lake: Settings) -> None:
 
 
 def test_input_plan_covers_every_pending_clip_once_by_date_and_drive(fleet_lake: Settings) -> None:
-    from mining.embed import InputWork, pending, plan_inputs
+    from mining.encoders.embed import InputWork, pending, plan_inputs
 
     lake = Lake.from_settings(fleet_lake)
     spec = register(lake, "plan-check", "builtin")  # a new version: every clip is pending
@@ -284,7 +284,8 @@ def test_evidence_of_one_extreme_score_is_not_averaged_away() -> None:
     (knn in the bottom 20 %) outranks one in the top 12 % of signals and top 25 % of knn:
     as upper-tail surprisal, not as a mean of percentile ranks (which ranks them the other
     way round: 0.6 x 0.96 + 0.3 x 0.2 = 0.64 < 0.6 x 0.88 + 0.3 x 0.75 = 0.75)."""
-    from mining.novelty import MineConfig, _evidence
+    from mining.scores.mine import MineConfig
+    from mining.scores.novelty import evidence as _evidence
 
     cfg = MineConfig()
     ref = np.linspace(0.0, 1.0, 10_001)  # a score's sketch: its value is its percentile rank
@@ -314,7 +315,7 @@ def test_rarity_is_the_share_of_the_corpus_in_a_clips_cluster_however_tight() ->
     """Twelve near-identical clips (a dozen hard brakes) among 765: each one's k nearest
     are the other eleven, so a density calls them common; their cluster's share (1.6 %)
     calls them rare, rarer than any clip of the big clusters around them."""
-    from mining.mining_model import MiningModel
+    from mining.scores.mining_model import MiningModel
 
     rng = np.random.default_rng(0)
     common = rng.normal(size=(753, 8))

@@ -21,11 +21,12 @@ from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
-from mining.evaluation import EvalReport, evaluate
-from mining.registry import register, resolve
+from mining.encoders.registry import register, resolve
+from mining.scores.evaluation import EvalReport, evaluate
 from storage import Lake, Settings
 from tests.conftest import LOCAL
 
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 LOOK = {"weights": {"dense": 1.0}}
 
 

@@ -22,13 +22,13 @@ from PIL import Image, ImageDraw
 
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
-from mining.embed import load_inputs, load_vectors
 from mining.encoders import make_encoder
+from mining.encoders.embed import load_inputs, load_vectors
 from mining.encoders.onnx import OnnxEncoder
+from mining.encoders.pretrained import IMAGENET_MEAN, IMAGENET_STD, build, checkpoint_bytes, import_pretrained
+from mining.encoders.pretrained.torch_checkpoint import load_state_dict
+from mining.encoders.registry import list_models, resolve
 from mining.interfaces import ClipInput
-from mining.pretrained import IMAGENET_MEAN, IMAGENET_STD, build, checkpoint_bytes, import_pretrained
-from mining.pretrained.torch_checkpoint import load_state_dict
-from mining.registry import list_models, resolve
 from storage import Lake, Settings
 from storage.errors import ConfigError
 from tests.conftest import LOCAL, SHARED_DATA

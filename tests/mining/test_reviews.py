@@ -12,9 +12,9 @@ import pytest
 
 from jobs.embed_job import run_embed
 from jobs.mine_job import run_mine
-from mining.curation import DatasetQuery, create_version, select_clips
-from mining.queries import corner_cases
-from mining.reviews import clip_reviews, latest_verdicts, record_review, verdict_precision
+from mining.datasets.curation import DatasetQuery, create_version, select_clips
+from mining.scores.reviews import clip_reviews, latest_verdicts, record_review, verdict_precision
+from mining.search.queries import corner_cases
 from storage import ConfigError, Lake, Settings
 from tests.conftest import LOCAL
 from tests.mining.test_mining import _ingested_fleet, fleet_lake  # noqa: F401  (the shared fleet)

@@ -184,7 +184,7 @@ def test_a_second_embed_or_mine_of_one_model_while_one_runs_is_refused(
     from ingest.synth.fleet import SynthConfig, synthesize
     from jobs.embed_job import run_embed
     from jobs.mine_job import run_mine
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
 
     synthesize(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=1, seed=3, workers=1))
     settings = Settings(lake=str(tmp_path / "lake"))

@@ -30,7 +30,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.embed_job import run_embed
-from mining.registry import resolve
+from mining.encoders.registry import resolve
 from storage import Lake
 from storage.faults import ENV
 from tests.api.conftest import auth, serve

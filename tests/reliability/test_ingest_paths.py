@@ -649,21 +649,26 @@ def _extreme_tree(raw: Path) -> dict[str, tuple[str, str]]:
         "a candump line at 999999999999.000000",
         "CAN frames",
     )
-    for value in (1e300, 1e308, -1e308):
+    # JSON integers have no bound: 10**20 once raised TypeError in np.isfinite, 10**400
+    # is past any float
+    for value in (1e300, 1e308, -1e308, 10**20, -(10**400)):
         drive(
-            f"offset_{value:.0e}",
+            f"offset_{value:.0e}" if isinstance(value, float) else f"offset_int{len(str(value))}",
             {"can/pt.log": log},
             {**rav4, "can_time_offset_s": value},
-            f"can_time_offset_s {value:g}",
+            f"can_time_offset_s {value:g}"
+            if isinstance(value, float)
+            else f"can_time_offset_s {len(str(value))}-digit int",
             "can_time_offset_s",
         )
-    drive(
-        "cam_offset",
-        {"cameras/front.mp4": video},
-        {"start_time": "2016-08-28T21:16:08Z", "cameras": {"front": {"offset_s": 1e300}}},
-        "cameras.front.offset_s 1e300",
-        "offset_s",
-    )
+    for value in (1e300, 10**20):
+        drive(
+            f"cam_offset_{type(value).__name__}",
+            {"cameras/front.mp4": video},
+            {"start_time": "2016-08-28T21:16:08Z", "cameras": {"front": {"offset_s": value}}},
+            f"cameras.front.offset_s {value}",
+            "offset_s",
+        )
     drive(
         "cam_start",
         {"cameras/front.mp4": video},
@@ -708,7 +713,8 @@ def test_extreme_times_and_offsets_fall_back_and_land(tmp_path: Path, figures: F
     figures(
         group="hostile input",
         fault="extreme but valid values: start_time 9999-12-31T23:59:59Z, a candump time of "
-        "999999999999.0, can_time_offset_s 1e300/1e308/-1e308, a camera's offset_s 1e300 and "
+        "999999999999.0, can_time_offset_s 1e300/1e308/-1e308/10**20/-10**400, a camera's offset_s "
+        "1e300 and 10**20 and "
         "start_time 9999-12-31",
         cases=len(tried),
         rows_lost=0,

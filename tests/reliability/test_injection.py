@@ -38,6 +38,7 @@ from tests.conftest import free_port
 from tests.jobs.cluster import RAY, _node_ports, wait_nodes
 from tests.reliability.conftest import Figures
 
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 FINAL = ("succeeded", "partial", "failed", "cancelled")
 
 
@@ -195,27 +196,40 @@ def marker_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def fresh_ray_token() -> Iterator[None]:
-    """Ray keeps the auth token it first loaded in a process (a local Ray an earlier test
-    started made its own): forget it before this test's head, and forget that one after."""
-    from ray._raylet import AuthenticationTokenLoader
+def ray_client_token() -> Iterator[str]:
+    """This process as a Ray client with a token of its own: ``RAY_AUTH_MODE=token`` and
+    ``RAY_AUTH_TOKEN``, and Ray told to read them again. Ray reads the mode into its config
+    once, when it loads (so whether a local Ray started earlier in the process decides
+    what the client sends), and keeps the first token it loaded: both are refreshed here,
+    and again after the test, with the environment as it was."""
+    from ray._raylet import AuthenticationTokenLoader, Config
 
+    token = secrets.token_hex(16)
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
-    yield
-    AuthenticationTokenLoader.instance().reset_cache()
+    try:
+        yield token
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def test_hostile_strings_never_reach_a_shell_on_a_ray_job_submission_head(
-    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures, fresh_ray_token: None
+    tmp_path: Path, marker_dir: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures, ray_client_token: str
 ) -> None:
-    token = secrets.token_hex(16)
+    token = ray_client_token
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "FLEETMINE_"))}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the entrypoint's `python`
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
     for k in [k for k in os.environ if k.startswith("FLEETMINE_")]:
         monkeypatch.delenv(k)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the submitting client authenticates with it
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     with ray_head(env, tmp_path) as address:
         settings = Settings(lake=str(tmp_path / "lake"), ray_address=address)
         lake = Lake.from_settings(settings)

@@ -34,7 +34,7 @@ from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.ingest_job import run_ingest
 from jobs.requests import parse_job
 from jobs.runs import RunRecord, run_row
-from mining.curation import DatasetQuery, create_version
+from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from storage.errors import ConfigError
 from tests.api.conftest import serve
@@ -413,8 +413,8 @@ def test_each_job_kind_is_published_and_the_list_is_bounded(site: Site, figures:
     assert schemas["ExportJob"]["properties"]["version"]["maximum"] == 2**31 - 1
     assert "maxLength" in json.dumps(schemas["IngestJob"]["properties"]["raw"])
     assert "DatasetQuery" in json.dumps(schemas["DatasetJob"]["properties"]["query"])
-    from jobs.requests import INDEX_KINDS
-    from mining.index import KINDS
+    from jobs.index_job import INDEX_KINDS
+    from mining.search.index import KINDS
 
     assert INDEX_KINDS == KINDS
 

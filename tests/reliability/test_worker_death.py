@@ -34,6 +34,7 @@ from tests.conftest import LOCAL
 from tests.jobs.cluster import Cluster, children, cli, rows, state, two_node_cluster
 from tests.reliability.conftest import Figures
 
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 DATA = ("drives", "clips", "signals", "can_frames", "clip_frames")
 
 

@@ -124,6 +124,45 @@ def test_keyset_pages_walk_every_match_once_in_order(lake: Lake) -> None:
     assert seen == want
 
 
+def test_time_ordered_pages_walk_every_row_once_in_real_time_order(lake: Lake) -> None:
+    """Times against id order, ties (broken by id) and rows with no time (last in their
+    day): a walk in pages of 4 sees each row once, in (date, start_time, clip_id) order."""
+    import pyarrow as pa
+
+    rows = clip_rows(45).to_pylist()
+    for i, r in enumerate(rows):  # later ids earlier in the day, pairs of rows at one time
+        nine = dt.datetime.combine(r["date"], dt.time(9), dt.UTC)
+        r["start_time"] = None if i % 7 == 3 else nine - dt.timedelta(minutes=i // 6)
+    lake.append("clips", pa.Table.from_pylist(rows, schema=clip_rows(1).schema))
+    key = lambda r: (r["date"], r["start_time"] is None, r["start_time"] or dt.datetime.min, r["clip_id"])  # noqa: E731
+    want = [r["clip_id"] for r in sorted(rows, key=key)]
+    assert want != sorted(want)  # time order is not id order here
+    times = [(r["date"], r["start_time"]) for r in rows if r["start_time"]]
+    assert len(set(times)) < len(times)  # and some rows share a time
+    seen: list[str] = []
+    start = None
+    while True:
+        page = keyset_page(
+            lake, "clips", key="clip_id", columns=COLS, where=None, limit=4, start=start, time="start_time"
+        )
+        seen += page.rows.column("clip_id").to_pylist()
+        if page.next is None:
+            break
+        start = Position.decode(page.next.encode())  # through the client, as the grid does
+    assert seen == want
+    with pytest.raises(ConfigError, match="invalid cursor"):  # a cursor of the other order
+        keyset_page(
+            lake,
+            "clips",
+            key="clip_id",
+            columns=COLS,
+            where=None,
+            limit=4,
+            start=Position(dt.date(2018, 8, 1), "x"),
+            time="start_time",
+        )
+
+
 def test_a_spent_budget_answers_a_short_page_that_goes_on(lake: Lake) -> None:
     lake.append("clips", clip_rows(6000, days=6))  # six days of 1,000; a filter matching three
     rows = lake.read("clips", columns=["clip_id", "date"]).sort_by("clip_id").to_pylist()
@@ -167,7 +206,11 @@ def test_cursors_are_opaque_and_checked() -> None:
     assert Position.decode(pos.encode()) == pos
     bare = base64.urlsafe_b64encode(b"20240105-abc").decode()  # what older servers handed out
     assert Position.decode(bare) == pos
-    for bad in ("!!!", base64.urlsafe_b64encode(b"not-a-day").decode()):
+    at = dt.datetime(2024, 1, 5, 8, 0, 0, 123456, tzinfo=dt.UTC)
+    for timed in (Position(pos.date, pos.after, at, True), Position(pos.date, pos.after, None, True)):
+        assert Position.decode(timed.encode()) == timed
+    hostile = (b"not-a-day", b"2024-01-05@+1|k", b"2024-01-05@1_0|k", b"2024-01-05@" + b"9" * 30 + b"|k")
+    for bad in ("!!!", *(base64.urlsafe_b64encode(h).decode() for h in hostile)):
         with pytest.raises(ConfigError, match="invalid cursor"):
             Position.decode(bad)
 

@@ -21,7 +21,14 @@ from storage.query import arrow_table
 from storage.sql import literal
 from storage.tables.corner_cases import ANY_EVENT, SPEC
 
-__all__ = ["READY_K", "corner_case_lists", "merge_corner_cases", "read_corner_cases", "write_corner_cases"]
+__all__ = [
+    "READY_K",
+    "corner_case_lists",
+    "latest_ready_run",
+    "merge_corner_cases",
+    "read_corner_cases",
+    "write_corner_cases",
+]
 
 READY_K = 10_000
 """Clips per list: the largest ``k`` the API and CLI accept."""
@@ -146,7 +153,7 @@ def write_corner_cases(lake: Lake, lists: list[pa.Table], prefix: str) -> list[A
     return [a for i, t in enumerate(lists) for a in writer.write(t, prefix=f"{prefix}-{i:04d}")]
 
 
-def _latest_run(lake: Lake, model_ref: str) -> str | None:
+def latest_ready_run(lake: Lake, model_ref: str) -> str | None:
     """The newest run with lists for the model, from the Delta log's file statistics."""
     adds = arrow_table(lake.snapshot(SPEC.name).get_add_actions(flatten=True))
     if adds.num_rows == 0:
@@ -163,7 +170,7 @@ def read_corner_cases(
     """The ``k`` most novel non-duplicate clips of the model's latest run (of ``event``'s
     clips, if given); [] when the model has no lists yet."""
     try:
-        run = _latest_run(lake, model_ref)
+        run = latest_ready_run(lake, model_ref)
     except TableNotFoundError:  # a lake no mine of this version has run on
         return []
     if run is None:

@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 
 from mining.encoders import make_encoder
+from mining.encoders.registry import resolve
+from mining.encoders.vectors import SubSpace
 from mining.interfaces import ClipInput, Encoder, ModelSpec
-from mining.queries import Neighbour, appearance_of, nearest
-from mining.registry import resolve
-from mining.vectors import SubSpace
+from mining.search.queries import Neighbour, appearance_of, nearest
 from storage.errors import ConfigError, InputError
 from storage.lake import Lake
 
@@ -72,11 +72,11 @@ def keyframe(data: bytes, max_pixels: int = 16_000_000) -> bytes:
     decodes at the smallest DCT scale that still covers the keyframe; anything larger
     than the keyframe is shrunk a band of rows at a time in its own mode, so the only
     full-size buffer is the decoded one. Decodes run on the fixed threads of
-    :mod:`mining.decode_slots` (``Settings.image_decode_concurrency`` of them); the
+    :mod:`mining.search.decode_slots` (``Settings.image_decode_concurrency`` of them); the
     others wait holding only their compressed bytes."""
     from PIL import Image
 
-    from mining import decode_slots
+    from mining.search import decode_slots
 
     try:
         img = Image.open(io.BytesIO(data))

@@ -447,7 +447,7 @@ class ClipIndex:
     @staticmethod
     def location(lake: Lake, spec: ModelSpec, part: str | None = None) -> Location:
         """Where the model version's index lives; ``part``: the index of one sub-space of
-        its vectors (:class:`mining.vectors.SubSpace`), in a folder inside it."""
+        its vectors (:class:`mining.encoders.vectors.SubSpace`), in a folder inside it."""
         loc = lake.root.join("indexes", f"{spec.name}@{spec.version}")
         return loc.join(part) if part else loc
 

@@ -10,7 +10,7 @@ neighbour list is its stored one merged with the new distances, no search of its
 and only its knn score and novelty change (clusters, rarity and signal rarity are the
 fit's, unchanged until a full run). The rows written for it repeat its stored row under
 the new run, so the newest row of a clip is its current score
-(:func:`mining.novelty.latest_scores`).
+(:func:`mining.scores.lineage.latest_scores`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mining.encoders import KINDS
+from mining.encoders import encoder_kind, params_for
 from mining.encoders.builtin import DIM as BUILTIN_DIM
 from mining.encoders.fusion import DENSE_DIM, SIGNAL_DIM
 from mining.interfaces import ModelSpec
@@ -66,20 +66,16 @@ def register(
     current: bool = False,
 ) -> ModelSpec:
     """Add ``name`` at the next version. Entries never change; a new model is a new row."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown encoder kind {kind!r}; valid kinds: {list(KINDS)}")
+    of_kind = encoder_kind(kind)
     if "@" in name or "." in name or not name:
         raise ConfigError(f"model name {name!r} must be non-empty, without '@' or '.'")
-    if kind == "builtin":
-        from mining.encoders.builtin import builtin_dim
-        from mining.encoders.params import BuiltinParams
-
-        dim = builtin_dim(BuiltinParams.model_validate(normalised_params(kind, params)))
-    if kind != "builtin" and not uri:
+    if of_kind.dim is not None:
+        dim = of_kind.dim(params_for(kind, params))
+    if of_kind.weights and not uri:
         raise ConfigError(f"a {kind} model needs --uri (the model file)")
     if dim is None:
         raise ConfigError("give the model's output dimension (--dim)")
-    if kind in ("builtin", "onnx"):
+    if of_kind.params is not None:
         params = normalised_params(kind, params)  # fails here, naming the valid fields, not in a job later
         clip = params.get("clip")
         if clip is not None:
@@ -95,8 +91,6 @@ def register(
 def normalised_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """``params`` validated for ``kind`` with every default filled in: what the registry
     records, so a version's row says all it was built with (fusion weights included)."""
-    from mining.encoders.params import params_for
-
     return params_for(kind, params).model_dump(mode="json")
 
 

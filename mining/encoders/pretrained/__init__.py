@@ -2,7 +2,7 @@
 
 ``fleetmine model import NAME`` reads the weights a pip package installed (nothing is
 downloaded), checks their checksum, converts them to ONNX here (PyTorch is not
-needed: :mod:`mining.pretrained.torch_checkpoint` reads the checkpoint, the
+needed: :mod:`mining.encoders.pretrained.torch_checkpoint` reads the checkpoint, the
 architecture module builds the graph with ``onnx.helper``), writes the ONNX file
 into the lake (``<lake>/model_files/<name>/<sha256>.onnx``) and registers it as an
 ``onnx`` encoder. Importing the same weights again registers nothing new.
@@ -28,7 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _efficientnet_lite0(state: dict[str, Any]) -> Any:
-    from mining.pretrained.efficientnet_lite import build_onnx
+    from mining.encoders.pretrained.efficientnet_lite import build_onnx
 
     return build_onnx(state)
 
@@ -90,7 +90,7 @@ def checkpoint_bytes(name: str) -> bytes:
 
 def build(name: str) -> bytes:
     """The serialised ONNX model of ``name`` (deterministic: the same bytes every time)."""
-    from mining.pretrained.torch_checkpoint import load_state_dict
+    from mining.encoders.pretrained.torch_checkpoint import load_state_dict
 
     state = load_state_dict(checkpoint_bytes(name))
     return bytes(_pretrained(name).convert(state).SerializeToString())
@@ -99,7 +99,7 @@ def build(name: str) -> bytes:
 def import_pretrained(lake: Lake, name: str, current: bool = False) -> tuple[ModelSpec, bool]:
     """``name`` converted, stored in the lake and registered; ``(spec, new)``. The same
     weights and params already registered under ``name`` are returned as they are."""
-    from mining.registry import list_models, normalised_params, register, set_current
+    from mining.encoders.registry import list_models, normalised_params, register, set_current
 
     p = _pretrained(name)
     params = normalised_params("onnx", p.params)

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from mining.embed import load_vectors
-from mining.index import ClipIndex, IndexConfig
-from mining.novelty import latest_scores
-from mining.queries import behaviour_of
-from mining.registry import resolve
-from mining.vectors import SubSpace
+from mining.encoders.embed import load_vectors
+from mining.encoders.registry import resolve
+from mining.encoders.vectors import SubSpace
+from mining.scores.lineage import latest_scores
+from mining.search.index import ClipIndex, IndexConfig
+from mining.search.queries import behaviour_of
 from storage.errors import ConfigError
 from storage.lake import Lake
 
@@ -36,7 +36,7 @@ class EvalReport:
     recall_random: float
     ap_random: float
     per_type: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (found, planted)
-    # in the space "more like this" searches (mining.queries.SPACES: behaviour, where the
+    # in the space "more like this" searches (mining.search.queries.SPACES: behaviour, where the
     # version's vectors have it); None: no type was planted twice, so no hit is possible
     more_like_this_p5: float | None = None
     # the same, over the hits a clip can have: min(5, other clips of its type) (a type

@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mining.curation import ExportPlan, plan_export, shard_samples
-from mining.media import VideoInfo, join_videos, video_info
+from mining.datasets.media import VideoInfo, join_videos, video_info
+from mining.datasets.shards import ExportPlan, plan_export, shard_samples
 from storage.config import normalize_uri
 from storage.errors import ConfigError
 from storage.lake import Lake

@@ -1,4 +1,4 @@
-"""An index built from a :class:`~mining.vectors.VectorSource` in bounded memory.
+"""An index built from a :class:`~mining.encoders.vectors.VectorSource` in bounded memory.
 
 Passes over the source: its ids (one narrow column: how many vectors, so which
 kind), the training sample (a hashed choice of ids, no more than the kind needs:
@@ -14,23 +14,33 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from mining.index import ClipIndex, IndexConfig
-from mining.vectors import VectorSource, sample_ids
+from mining.encoders.vectors import VectorSource, sample_ids
+from mining.search.index import ClipIndex, IndexConfig
 
 __all__ = ["gather", "stream_build"]
 
 
 def gather(source: VectorSource, chosen: pa.Array) -> np.ndarray:
     """The vectors of ``chosen`` ids, filled into one array (no list of batches and a
-    stacked copy of them side by side)."""
+    stacked copy of them side by side), in clip id order.
+
+    What trains on them (k-means, an IVF quantizer) depends on their order, and the
+    order a scan yields is the order of the table's files, whose names are random: in
+    id order, the same vectors train the same model on every run."""
     out = np.empty((len(chosen), source.dim), np.float32)
+    ids: list[pa.Array] = []
     filled = 0
-    for _, vectors in source.batches(chosen):
+    for batch_ids, vectors in source.batches(chosen):
         take = min(len(vectors), len(out) - filled)
         out[filled : filled + take] = vectors[:take]
+        ids.append(batch_ids.slice(0, take))
         filled += take
-    return out[:filled]
+    if not ids:
+        return out[:0]
+    order = pc.sort_indices(pa.concat_arrays(ids)).to_numpy()
+    return out[order]
 
 
 def stream_build(source: VectorSource, cfg: IndexConfig | None = None) -> ClipIndex:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from mining.queries import corner_cases
-from mining.registry import resolve
+from mining.encoders.registry import resolve
+from mining.search.queries import corner_cases
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.sql import literal

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
-from mining.novelty import current_scores, lineage_predicate
-from mining.ready import _latest_run
-from mining.registry import resolve
-from mining.reviews import latest_verdicts
+from mining.scores.lineage import current_scores, lineage_predicate
+from mining.scores.reviews import latest_verdicts
+from mining.search.ready import latest_ready_run
 from storage.bounds import Name
 from storage.filters import ClipFilter
 from storage.lake import Lake
@@ -71,7 +71,7 @@ class GridQuery(BaseModel):
         )
 
     def dataset_query(self) -> dict[str, Any]:
-        """The same selection as a :class:`~mining.curation.DatasetQuery` body (no upper
+        """The same selection as a :class:`~mining.datasets.curation.DatasetQuery` body (no upper
         novelty bound there: a dataset keeps everything at least this novel)."""
         q: dict[str, Any] = {}
         if self.event:
@@ -187,10 +187,11 @@ def _count(
 def grid_page(
     lake: Lake, q: GridQuery, start: Position | None, limit: int, budget_rows: int = 100_000
 ) -> GridPage:
-    """The next ``limit`` matching clips after ``start`` in ``(date, clip_id)`` order."""
+    """The next ``limit`` matching clips after ``start`` in real time order: by UTC day,
+    start time, then clip id (:func:`storage.pages.keyset_page` with ``time``)."""
     spec = resolve(lake, q.model)
     lake.create_tables(["mining_scores", "corner_cases", "reviews"])
-    run = _latest_run(lake, spec.ref)
+    run = latest_ready_run(lake, spec.ref)
     verdicts = latest_verdicts(lake)
     where = _predicate(q, verdicts)
     notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
@@ -207,6 +208,7 @@ def grid_page(
             start=pos,
             days=q.clip_filter().days(),
             budget_rows=budget_rows,
+            time="start_time",
         )
         rows = page.rows.to_pylist()
         scores = _scores(lake, spec, run, rows)
@@ -217,7 +219,8 @@ def grid_page(
                 continue
             out.append({**r, "scores": s, "review": verdicts.get(r["clip_id"])})
             if len(out) == limit:
-                nxt = Position(r["date"], r["clip_id"]) if i + 1 < len(rows) or page.next else None
+                more = i + 1 < len(rows) or page.next
+                nxt = Position(r["date"], r["clip_id"], r["start_time"], timed=True) if more else None
                 break
         if len(out) == limit or nxt is None:
             break

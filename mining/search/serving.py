@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
-from mining.index import ClipIndex, Ids, RawVectors, as_ids, names_at
-from mining.index_build import stream_build
+from mining.encoders.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
 from mining.interfaces import ModelSpec
-from mining.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
+from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, names_at
+from mining.search.index_build import stream_build
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.sql import in_list, literal

@@ -90,12 +90,12 @@ def _query_days(q: Any) -> tuple[set[dt.date] | None, dt.date | None]:
 
 def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list[Callable[..., pa.Table]]:
     """The query's filters the engine does not run, each ``(rows, first, last) -> rows``."""
-    from mining.registry import resolve
+    from mining.encoders.registry import resolve
 
     out: list[Callable[..., pa.Table]] = []
     where = q.clip_filter().predicate()
     if q.similar_to is not None:
-        from mining.queries import similar
+        from mining.search.queries import similar
 
         spec = resolve(lake, q.model)
         allowed: set[str] = set()
@@ -109,14 +109,14 @@ def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list
         keep = pa.array(sorted(allowed), pa.string())
         out.append(lambda rows, first, last: rows.filter(pc.is_in(rows.column("clip_id"), keep)))
     if q.min_novelty is not None or q.dedup:
-        from mining.novelty import _lineage, latest_run
+        from mining.scores.lineage import latest_run, lineage_of
 
         spec = resolve(lake, q.model)
         version = pinned.get("mining_scores")
         found = latest_run(lake, spec, version)
         if found is None:
             raise ConfigError(f"min_novelty/dedup need mining scores for {spec.ref}: run `fleetmine mine`")
-        lineage = _lineage(spec, *found)
+        lineage = lineage_of(spec, *found)
 
         def scored(rows: pa.Table, first: dt.date, last: dt.date) -> pa.Table:
             s = lake.query(
@@ -137,8 +137,7 @@ def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list
 
         out.append(scored)
     if q.reviewed is not None or q.tags:
-        from mining.curation import _review_matches
-        from mining.reviews import latest_verdicts
+        from mining.scores.reviews import latest_verdicts
 
         verdicts = latest_verdicts(lake, pinned.get("reviews"))  # people's reviews: a small table
 
@@ -148,6 +147,18 @@ def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list
 
         out.append(reviewed)
     return out
+
+
+def _review_matches(q: Any, review: dict[str, Any] | None) -> bool:
+    """Whether a clip's latest review (None: never reviewed) passes the query's review filters."""
+    if q.reviewed == "none":
+        return review is None and not q.tags
+    if review is None:
+        return False
+    if q.reviewed not in (None, "any") and review["verdict"] != q.reviewed:
+        return False
+    want = {t.strip().lower() for t in q.tags}
+    return not want or bool(want & set(review["tags"] or []))
 
 
 def _group_keys(rows: pa.Table) -> pa.Array:

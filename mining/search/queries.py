@@ -1,7 +1,7 @@
 """The queries the CLI and the API serve: similar clips and corner cases.
 
 Searches run on the process's live index of the model version
-(:mod:`mining.serving`), current with the ``embeddings`` table.
+(:mod:`mining.search.serving`), current with the ``embeddings`` table.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from mining import serving
 from mining.encoders import behaviour_span, frame_span
-from mining.index import ClipIndex, IndexConfig
-from mining.index_build import stream_build
+from mining.encoders.registry import resolve
+from mining.encoders.vectors import SubSpace
 from mining.interfaces import ModelSpec
-from mining.ready import read_corner_cases
-from mining.registry import resolve
-from mining.serving import embedded_since, read_vectors, source_of
-from mining.vectors import SubSpace
+from mining.search import serving
+from mining.search.index import ClipIndex, IndexConfig
+from mining.search.index_build import stream_build
+from mining.search.ready import read_corner_cases
+from mining.search.serving import embedded_since, read_vectors, source_of
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
@@ -54,7 +54,7 @@ def build_index(
     """Build (or extend with the clips embedded since) the persisted FAISS index of a
     model version; rebuilt when the kind ``cfg`` picks for its size has changed. A
     version whose vectors hold an appearance block gets that block's index too
-    (``appearance``: what query by example searches, :mod:`mining.by_example`), and
+    (``appearance``: what query by example searches, :mod:`mining.search.by_example`), and
     one with motion or signal blocks their index (``behaviour``: "more like this")."""
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
@@ -192,5 +192,5 @@ def corner_cases(
     lake: Lake, *, k: int = 50, event: str | None = None, model: str | None = None
 ) -> list[dict[str, Any]]:
     """Clips ranked by novelty (latest run for the model), duplicates left out: the
-    lists ``mine`` keeps ready (:mod:`mining.ready`), so k rows are read."""
+    lists ``mine`` keeps ready (:mod:`mining.search.ready`), so k rows are read."""
     return read_corner_cases(lake, resolve(lake, model).ref, k=k, event=event)

@@ -1,0 +1,154 @@
+"""A drive's clips: each camera cut on the drive's time grid, its media written to the lake.
+
+Per camera and window of the grid (:mod:`ingest.timegrid`): the clip remuxed (an mp4
+and a thumbnail written under the lake's ``media/``), its keyframes decoded, its
+features from the signals of its span (:mod:`ingest.features`) and, where a signal
+trigger fired, dense frames around its moment (:mod:`ingest.look_closer`). A clip that
+cannot be cut is a warning; the others still land.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ingest._reasons import reason
+from ingest.discover import DriveSource
+from ingest.drive_cameras import Camera
+from ingest.drive_json import calibration
+from ingest.features import clip_features
+from ingest.ids import clip_id, group_id
+from ingest.look_closer import dense_frames, wants_closer_look
+from ingest.notes import Notes
+from ingest.timegrid import CameraTrack, TimeGrid
+from ingest.video import VideoError, clip_media
+from storage.config import Settings
+from storage.faults import fault_point
+from storage.objectstore import Location
+from storage.tables import clip_frames, clips
+
+__all__ = ["ClipCutter"]
+
+
+@dataclass(frozen=True)
+class ClipCutter:
+    """Cuts a drive's clips into ``media`` (the lake's media folder) for run ``run_id``."""
+
+    media: Location
+    settings: Settings
+    run_id: str
+
+    def cut(
+        self,
+        src: DriveSource,
+        did: str,
+        day: dt.date,
+        tracks: list[CameraTrack],
+        cameras: dict[str, Camera],
+        sig: pa.Table,
+        notes: Notes,
+    ) -> tuple[pa.Table, pa.Table]:
+        """The drive's ``clips`` and ``clip_frames`` rows; the media already written."""
+        rows: list[dict[str, Any]] = []
+        frames: list[dict[str, Any]] = []
+        if not tracks:
+            return clips.SPEC.conform(clips.SPEC.schema.empty_table()), clip_frames.SPEC.conform(
+                clip_frames.SPEC.schema.empty_table()
+            )
+        settings = self.settings
+        sig_t = sig.column("t").cast(pa.int64()).to_numpy() if sig.num_rows else np.zeros(0, np.int64)
+        grid = TimeGrid.for_cameras(tracks, settings.clip_seconds)
+        for track in tracks:
+            p = track.probe
+            opener, suffix = cameras[track.name].source, cameras[track.name].suffix
+            for cut in grid.cuts(track):
+                c_start = track.start + dt.timedelta(seconds=cut.start_s)
+                c_end = track.start + dt.timedelta(seconds=cut.end_s)
+                cid = clip_id(day, src.vehicle_id, src.drive, track.name, c_start)
+                fault_point(f"video.decode:{src.key}")
+                try:
+                    cm = clip_media(opener, suffix, p, cut, settings.keyframes_per_clip)
+                except VideoError as exc:
+                    notes.warn(f"{track.name} clip at {cut.start_s:.2f}s dropped: {exc}")
+                    continue
+                except OSError as exc:
+                    notes.warn(
+                        f"{track.name} clip at {cut.start_s:.2f}s dropped ({reason(exc)})", transient=True
+                    )
+                    continue
+                video = self.media.join("clips", f"{day:%Y-%m-%d}", f"{cid}.mp4")
+                thumb = self.media.join("thumbnails", f"{day:%Y-%m-%d}", f"{cid}.jpg")
+                for loc, blob in ((video, cm.mp4), (thumb, cm.images[0].jpeg)):
+                    loc.fs.makedirs(posixpath.dirname(loc.path), exist_ok=True)
+                    loc.fs.pipe_file(loc.path, blob)
+                lo = round(c_start.timestamp() * 1e6)
+                hi = round(c_end.timestamp() * 1e6)
+                i0, i1 = np.searchsorted(sig_t, [lo, hi])
+                feats = clip_features(sig.slice(i0, i1 - i0), settings.signal_rate_hz, settings.triggers)
+                rows.append(
+                    {
+                        "clip_id": cid,
+                        "date": day,
+                        "drive_id": did,
+                        "vehicle_id": src.vehicle_id,
+                        "camera": track.name,
+                        "group_id": group_id(day, src.vehicle_id, src.drive, grid.window_start(cut.index)),
+                        "start_time": c_start,
+                        "end_time": c_end,
+                        "duration_s": cut.end_s - cut.start_s,
+                        "video_uri": video.uri,
+                        "width": p.width,
+                        "height": p.height,
+                        "fps": p.fps,
+                        "codec": p.codec,
+                        "rotation_deg": cm.rotation_deg,
+                        "thumbnail_uri": thumb.uri,
+                        "ingest_run_id": self.run_id,
+                        "calibration": calibration(cameras[track.name].doc),
+                        **feats,
+                    }
+                )
+                for k, im in enumerate(cm.images):
+                    frames.append(
+                        {
+                            "clip_id": cid,
+                            "date": day,
+                            "frame_index": k,
+                            "drive_id": did,
+                            "t": track.start + dt.timedelta(seconds=im.t_s),
+                            "width": im.width,
+                            "height": im.height,
+                            "jpeg": im.jpeg,
+                            "dense": False,
+                        }
+                    )
+                look = settings.look_closer
+                at_s = feats.get("trigger_at_s")
+                if isinstance(at_s, float) and wants_closer_look(feats["events"], at_s, look):  # type: ignore[arg-type]
+                    try:
+                        dense = dense_frames(cm.mp4, at_s, look)
+                    except VideoError as exc:
+                        notes.warn(f"{track.name} clip at {cut.start_s:.2f}s: no closer look: {exc}")
+                        dense = []
+                    for k, im in enumerate(dense, start=len(cm.images)):
+                        frames.append(
+                            {
+                                "clip_id": cid,
+                                "date": day,
+                                "frame_index": k,
+                                "drive_id": did,
+                                "t": c_start + dt.timedelta(seconds=im.t_s),
+                                "width": im.width,
+                                "height": im.height,
+                                "jpeg": im.jpeg,
+                                "dense": True,
+                            }
+                        )
+        clip_t = clips.SPEC.conform(pa.Table.from_pylist(rows, schema=clips.SPEC.schema))
+        frame_t = clip_frames.SPEC.conform(pa.Table.from_pylist(frames, schema=clip_frames.SPEC.schema))
+        return clip_t, frame_t

@@ -1,0 +1,385 @@
+"""``mine``: one run scores a model version's clips (:mod:`mining.scores.novelty`), groups
+its near duplicates (:mod:`mining.scores.dedup`) and writes ``mining_scores`` and the
+ready corner-case lists (:mod:`mining.search.ready`).
+
+Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
+plus a few numbers per clip. A *full* run scores every clip and ranks it in the whole
+corpus (new quantile sketches of the scores), against the cluster model of the
+:class:`~mining.scores.mining_model.MiningModel` it keeps; it fits that model (k-means on a
+hashed sample of ``cluster_sample`` vectors, started from the last fit's centroids,
+signal medians) when there is none, when asked (``refit``), or once the corpus has
+grown past ``refit_growth`` times the one fitted. By default a run is *incremental*:
+it scores the clips the latest full run's lineage lacks, against that fit,
+re-scores the old clips whose ``k`` nearest they enter (:mod:`mining.scores.rescore`; the
+rest keep their scores), and merges both into the ready corner-case lists. A clip's
+current score is its newest row in the lineage (:mod:`mining.scores.lineage`). A run is
+full when asked (``full``, ``refit``), when there is no fit yet, or when the corpus has
+outgrown the fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mining.encoders.vectors import EmbeddingSource, read_by_ids, sample_ids
+from mining.interfaces import ModelSpec
+from mining.scores.dedup import Pairs, duplicate_column, duplicates, start_times
+from mining.scores.lineage import latest_run, lineage_of
+from mining.scores.mining_model import MiningModel, percentile, sketch
+from mining.scores.novelty import (
+    evidence,
+    knn_mean,
+    neighbours,
+    read_features,
+    score_table,
+    signal_rarity,
+    signal_stats,
+    signal_values,
+)
+from mining.scores.rescore import Reached, kth_distance, newest_per_clip, rescore
+from mining.search.index_build import gather
+from mining.search.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
+from mining.search.serving import current, read_vectors
+from storage.faults import fault_point
+from storage.lake import Lake
+from storage.tables import mining_scores
+
+__all__ = ["MineConfig", "MineReport", "MineResult", "MineStage", "MineWork"]
+
+_WRITE_ROWS = 262_144  # mining_scores rows per write of a full run
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    k: int = 5
+    clusters: int | None = None  # default: sqrt(n) to a power of two, at most 256
+    dup_eps: float = 0.08
+    dup_signal_z: float = 0.1  # and every signal feature within this share of its robust scale
+    w_knn: float = 0.3
+    w_rarity: float = 0.1
+    w_signal: float = 0.6
+    seed: int = 1234
+    ready_k: int = READY_K  # clips per corner-case list kept ready (mining.search.ready)
+    batch_rows: int = 16_384  # clips per batch: the bound on memory beyond the index
+    cluster_sample: int = 65_536  # vectors k-means is fitted on
+    full: bool = False  # re-score and re-rank every clip (default: score the new clips only)
+    refit: bool = False  # fit the cluster model again (a full run), grown past refit_growth or not
+    refit_growth: float = 1.5  # a run re-fits once the corpus outgrows the fitted one by this
+    reach: int = 16  # a new clip may enter the knn of the old clips within its reach * k nearest
+
+
+@dataclass
+class MineReport:
+    model: str
+    run_id: str
+    scored: int
+    duplicates: int
+    reference: str
+    mode: str = "full"  # or "incremental"
+    base_run: str | None = None
+    rescored: int = 0
+
+
+@dataclass(frozen=True)
+class MineWork:
+    """One mining run of one model version (the whole corpus is one item)."""
+
+    spec: ModelSpec
+    run_id: str
+    cfg: MineConfig
+
+
+@dataclass
+class MineResult:
+    actions: list[Any]
+    scored: int
+    duplicates: int
+    reference: str
+    ready_actions: list[Any] = field(default_factory=list)  # corner_cases files
+    mode: str = "full"
+    base_run: str | None = None
+    rescored: int = 0  # old clips re-scored (incremental): new clips entered their knn
+
+
+def reference_clips(lake: Lake) -> pa.Array | None:
+    lake.create_tables(["dataset_clips"])
+    ids = lake.read("dataset_clips", columns=["clip_id"]).column("clip_id")
+    return pc.unique(ids.combine_chunks()) if len(ids) else None
+
+
+class MineStage:
+    """Stage: scores a model version's clips (all, or the new ones); writes ``mining_scores``
+    and ``corner_cases`` files and, on a full run, the fit it scored against."""
+
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def setup(self) -> None:
+        self.lake.create_tables(["mining_scores", "dataset_clips", "corner_cases"])
+
+    def process_batch(self, items: list[MineWork]) -> list[MineResult]:
+        return [self.process(w) for w in items]
+
+    def process(self, w: MineWork) -> MineResult:
+        fault_point("mine.started")
+        lake, spec, cfg = self.lake, w.spec, w.cfg
+        reference = reference_clips(lake)
+        kind = "datasets" if reference is not None else "corpus"
+        source = EmbeddingSource(lake, spec, cfg.batch_rows, version=lake.version("embeddings"))
+        ids = source.ids()
+        if len(ids) < 2:
+            return MineResult([], 0, 0, kind)
+        prev = latest_run(lake, spec)
+        model = None
+        if prev is not None and prev[1] is not None:
+            model = MiningModel.load(lake, spec, prev[1])
+        if (
+            model is None
+            or cfg.full
+            or cfg.refit
+            or len(ids) > cfg.refit_growth * model.trained
+            or len(model.q_novelty) == 0  # a fit from before novelty was ranked as evidence
+        ):
+            return self._full(w, source, ids, reference, kind, model)
+        assert prev is not None
+        return self._incremental(w, ids, reference, kind, model, prev[0])
+
+    def _full(
+        self,
+        w: MineWork,
+        source: EmbeddingSource,
+        ids: pa.Array,
+        reference: pa.Array | None,
+        kind: str,
+        prior: MiningModel | None = None,
+    ) -> MineResult:
+        lake, spec, cfg = self.lake, w.spec, w.cfg
+        n = len(ids)
+        live = current(lake, spec)
+        # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
+        nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
+        keep = (
+            prior is not None
+            and not cfg.refit
+            and prior.centroids.shape == (nclusters, spec.dim)
+            and n <= cfg.refit_growth * prior.trained
+        )
+        if keep:
+            assert prior is not None
+            centroids, trained = prior.centroids, prior.trained
+        else:
+            sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
+            km = faiss.Kmeans(
+                spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
+            )
+            # From the last fit's centroids where it has as many: k-means from a fresh random
+            # start lands in another local optimum, which re-draws every clip's rarity and
+            # cluster; from the last fit, clusters move only as far as the corpus has.
+            warm = None
+            if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
+                warm = np.ascontiguousarray(prior.centroids, np.float32)
+            km.train(sample, init_centroids=warm)
+            del sample
+            centroids, trained = np.array(km.centroids, np.float32), n
+        model = MiningModel(
+            w.run_id,
+            n,
+            centroids,
+            np.zeros(nclusters, np.int64),
+            *(np.zeros(0),) * 5,
+            n_trained=trained,
+        )
+        # What is held per clip until the rows are written: its id (Arrow), knn distances,
+        # cluster and three scores, about 100 bytes; its feature row is read once all are.
+        id_parts: list[pa.Array] = []
+        knn_parts: list[np.ndarray] = []
+        cluster_parts: list[np.ndarray] = []
+        pairs = Pairs()
+        for batch_ids, vectors in source.batches():
+            nb = neighbours(live, lake, spec, batch_ids.to_pylist(), vectors, reference, cfg)
+            pairs.add(nb)
+            id_parts.append(batch_ids)
+            knn_parts.append(nb.knn)
+            cluster_parts.append(model.assign(vectors).astype(np.int32))
+        order = pa.concat_arrays(id_parts)
+        del id_parts
+        knn = np.vstack(knn_parts)
+        cluster = np.concatenate(cluster_parts)
+        del knn_parts, cluster_parts
+        if keep:  # the cluster model as fitted: a clip's rarity is what it was
+            assert prior is not None
+            model.sizes = prior.sizes
+        else:
+            model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
+        rarity = model.rarity_of(cluster)
+        features = read_features(lake, order, everything=True)
+        values = signal_values(features)
+        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
+        if keep:
+            assert prior is not None
+            model.sig_median, model.sig_scale = prior.sig_median, prior.sig_scale
+        else:
+            model.sig_median, model.sig_scale = signal_stats(values)
+        knn_means = knn_mean(knn)
+        signal = signal_rarity(values, events, model.sig_median, model.sig_scale)
+        del values, events
+        model.q_knn, model.q_rarity, model.q_signal = sketch(knn_means), sketch(rarity), sketch(signal)
+        ev = evidence(
+            cfg, (knn_means, rarity, signal), (np.sort(knn_means), np.sort(rarity), np.sort(signal))
+        )
+        model.q_novelty = sketch(ev)
+        novelty = percentile(ev, np.sort(ev))  # its rank in the corpus
+        del ev
+        del knn_means
+        groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
+        dup = duplicates(groups, start_times(groups, order, features), {})
+        duplicate_of = duplicate_column(order, dup)
+        date = features.column("date").combine_chunks()
+
+        def rows(at: np.ndarray | None) -> pa.Table:
+            def pick(a: Any) -> Any:
+                return a if at is None else (a.take(pa.array(at)) if isinstance(a, pa.Array) else a[at])
+
+            return score_table(
+                w,
+                w.run_id,
+                pick(order),
+                pick(date),
+                pick(novelty),
+                pick(knn),
+                pick(cluster),
+                pick(rarity),
+                pick(signal),
+                pick(duplicate_of),
+            )
+
+        # Written in slices of one date range each: the run's rows are never one table.
+        writer = lake.writer("mining_scores")
+        by_date = np.asarray(pc.sort_indices(date).to_numpy(), np.int64)
+        actions = []
+        for i, start in enumerate(range(0, n, _WRITE_ROWS)):
+            actions += writer.write(rows(by_date[start : start + _WRITE_ROWS]), prefix=f"{w.run_id}-{i:04d}")
+        # Only rows at or above a list's k-th score can be in it: the lists are ranked from those.
+        events_of = features.column("events")
+        near_top = _near_top(novelty, pc.is_null(duplicate_of), events_of, cfg.ready_k)
+        lists = corner_case_lists(rows(near_top), events_of.take(pa.array(near_top)), cfg.ready_k)
+        ready = write_corner_cases(lake, lists, w.run_id)
+        model.save(lake, spec)  # named by the run: unused until the run's rows are committed
+        return MineResult(actions, n, len(dup), kind, ready, "full", w.run_id)
+
+    def _incremental(
+        self,
+        w: MineWork,
+        ids: pa.Array,
+        reference: pa.Array | None,
+        kind: str,
+        model: MiningModel,
+        prev_run: str,
+    ) -> MineResult:
+        lake, spec, cfg = self.lake, w.spec, w.cfg
+        base = model.base_run
+        lineage = lineage_of(spec, prev_run, base)
+        cols = ["clip_id", "run_id", "knn_distances"]
+        parts = list(lake.scan("mining_scores", cols, lineage, 1 << 20))
+        scored = newest_per_clip(
+            pa.concat_tables(parts) if parts else mining_scores.SPEC.schema.empty_table()
+        )
+        del parts
+        held = scored.column("clip_id").combine_chunks()
+        new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
+        if not new:
+            return MineResult([], 0, 0, kind, [], "incremental", base)
+        live = current(lake, spec)
+        k = max(1, min(cfg.k, len(live) - 1))
+        knn_parts: list[np.ndarray] = []
+        cluster_parts: list[np.ndarray] = []
+        rarity_parts: list[np.ndarray] = []
+        pairs = Pairs()
+        reached = Reached(held, kth_distance(scored.column("knn_distances"), k))
+        del scored
+        # Each clip's reach * k neighbours come back as Python strings: a smaller batch
+        # keeps that within what a scoring batch holds.
+        step = max(256, cfg.batch_rows // cfg.reach)
+        for start in range(0, len(new), step):
+            names = new[start : start + step]
+            vectors = read_vectors(lake, spec, names)
+            nb = neighbours(live, lake, spec, names, vectors, reference, cfg, reached)
+            pairs.add(nb)
+            knn_parts.append(nb.knn)
+            cluster_parts.append(model.assign(vectors))
+            rarity_parts.append(model.rarity(vectors))
+        knn = np.vstack(knn_parts)
+        cluster = np.concatenate(cluster_parts)
+        rarity = np.concatenate(rarity_parts)
+        features = read_features(lake, pa.array(new, pa.string()), everything=False)
+        values = signal_values(features)
+        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
+        signal = signal_rarity(values, events, model.sig_median, model.sig_scale)
+
+        def novelty_of(knn_mean: np.ndarray, rarity: np.ndarray, signal: np.ndarray) -> np.ndarray:
+            ev = evidence(cfg, (knn_mean, rarity, signal), (model.q_knn, model.q_rarity, model.q_signal))
+            return percentile(ev, model.q_novelty)
+
+        novelty = novelty_of(knn_mean(knn), rarity, signal)
+        groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
+        # Old clips keep their clusters and duplicate status: a group a new clip joins
+        # keeps its old representative; their knn moves where the new clips came near.
+        is_new = set(new)
+        old = sorted({c for c in groups.parent if c not in is_new})
+        old_rep: dict[str, str] = {}
+        for t in read_by_ids(lake, "mining_scores", ["clip_id", "duplicate_of"], old, lineage):
+            for c, d in zip(
+                t.column("clip_id").to_pylist(), t.column("duplicate_of").to_pylist(), strict=True
+            ):
+                old_rep[c] = d or c
+        new_ids = features.column("clip_id").combine_chunks()
+        dup = duplicates(groups, start_times(groups, new_ids, features), old_rep)
+        table = score_table(
+            w,
+            base,
+            new_ids,
+            features.column("date"),
+            novelty,
+            knn,
+            cluster,
+            rarity,
+            signal,
+            duplicate_column(new_ids, dup),
+        )
+        moved = rescore(lake, lineage, reached.table(), k, novelty_of, w.run_id, cfg.batch_rows)
+        actions = lake.writer("mining_scores").write(pa.concat_tables([table, moved]), prefix=w.run_id)
+        fresh = corner_case_lists(table, features.column("events"), cfg.ready_k)
+        lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k, moved)
+        ready = write_corner_cases(lake, lists, w.run_id)
+        return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base, moved.num_rows)
+
+
+def _near_top(novelty: np.ndarray, kept: pa.Array, events: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
+    """Rows that may rank in a corner-case list (all clips, one per event): per list, its
+    rows that are not duplicates and score at least its ``k``-th (ties kept)."""
+    keep = np.asarray(kept.to_numpy(zero_copy_only=False), bool)
+
+    def top(rows: np.ndarray) -> np.ndarray:
+        rows = rows[keep[rows]]
+        if len(rows) <= k:
+            return rows
+        v = novelty[rows]
+        return rows[v >= np.partition(v, len(v) - k)[len(v) - k]]
+
+    ev = events.combine_chunks() if isinstance(events, pa.ChunkedArray) else events
+    flat = pc.list_flatten(ev)
+    parent = pc.list_parent_indices(ev).to_numpy()
+    picked = [top(np.arange(len(novelty)))]
+    for name in pc.unique(flat).drop_null().to_pylist():
+        has = np.asarray(pc.equal(flat, name).to_numpy(zero_copy_only=False), bool)
+        picked.append(top(np.unique(parent[has])))
+    return np.unique(np.concatenate(picked))
