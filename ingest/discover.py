@@ -26,13 +26,14 @@ from ingest.drive_files import RawRoot, linked_out
 from storage.errors import ConfigError
 from storage.objectstore import Location
 
-__all__ = ["VIDEO_SUFFIXES", "DriveSource", "discover"]
+__all__ = ["MAX_UNREAD_LISTED", "VIDEO_SUFFIXES", "DriveSource", "discover", "named", "not_read"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".h264", ".264", ".h265", ".265", ".hevc", ".mcap")
 log = logging.getLogger(__name__)
 _LINKED_FOLDER = "the drive folder is a symbolic link: skipped (links to folders are not followed)"
 _DRIVE_PARTS = ("cameras", "can")  # folders of a drive; seen one level up, the root is too deep
 _NOT_UTF8 = "a file name that is not valid UTF-8: skipped (names must be UTF-8)"
+MAX_UNREAD_LISTED = 20  # files not read that a drive's warnings name one by one; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -198,3 +199,36 @@ def _drive(
         tuple(other),
         tuple(skipped),
     )
+
+
+def _shown(rel: str) -> str:
+    """A file name as a warning shows it: control characters escaped, at most 160 characters."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in rel)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _why_not(rel: str) -> str:
+    lower = rel.lower()
+    if rel.startswith("cameras/"):
+        return f"not a video file fleetmine reads ({', '.join(VIDEO_SUFFIXES)})"
+    if rel.startswith("can/"):
+        if "rlog" in lower or "qlog" in lower:
+            return f"an openpilot log, not read as CAN yet; CAN logs are {', '.join(CAN_SUFFIXES)}"
+        return f"not a CAN log format fleetmine reads ({', '.join(CAN_SUFFIXES)})"
+    return "not in cameras/ or can/ (video goes in cameras/, CAN logs in can/)"
+
+
+def not_read(unread: list[str]) -> list[str]:
+    """One warning per file of a drive that no reader took (paths relative to the drive
+    folder), each with why, at most :data:`MAX_UNREAD_LISTED` by name and the rest
+    counted: no file is left out of a drive without a word."""
+    out = [f"{_shown(rel)}: {_why_not(rel)}; not read" for rel in unread[:MAX_UNREAD_LISTED]]
+    if len(unread) > MAX_UNREAD_LISTED:
+        out.append(f"{len(unread) - MAX_UNREAD_LISTED} more files not read (not camera video or CAN logs)")
+    return out
+
+
+def named(unread: list[str], most: int = 3) -> str:
+    """The first ``most`` of ``unread`` by name, and how many more."""
+    text = ", ".join(_shown(r) for r in unread[:most])
+    return text + (f" and {len(unread) - most} more" if len(unread) > most else "")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ from deltalake.transaction import AddAction
 
 from ingest._reasons import reason
 from ingest.budget import Budget, ItemFailed, Sandbox
-from ingest.discover import DriveSource
+from ingest.discover import DriveSource, named, not_read
 from ingest.drive_cameras import camera_tracks, probe_cameras
 from ingest.drive_can import Decoders, read_can
 from ingest.drive_clips import ClipCutter
@@ -128,6 +129,9 @@ class DriveIngest:
         doc, bad_json = read_drive_json(files)
         if bad_json:
             notes.warn(bad_json)
+        dbc = doc.get("dbc")  # read by the platform step, when drive.json names it
+        unread = [r for r in src.other if not (isinstance(dbc, str) and r == posixpath.normpath(dbc or "."))]
+        notes.warnings.extend(not_read(unread))
         platform = self._platform(files, doc, notes)
         frames = read_can(files, doc, notes)
         decoded: dict[str, Any] = {}
@@ -176,7 +180,8 @@ class DriveIngest:
         for t in tracks:
             duration = max(duration, (t.start - start.time).total_seconds() + t.probe.duration_s)
         if not src.cameras and not src.can_logs:
-            notes.fail("no camera video and no CAN log in the drive folder")
+            held = f"; not read: {named(unread)} (see warnings)" if unread else ""
+            notes.fail(f"no camera video and no CAN log in the drive folder{held}")
         usable = clip_rows.num_rows > 0 or frames.num_rows > 0
         if not usable and not notes.reasons:
             notes.fail("; ".join(notes.warnings) or "nothing usable: no clip and no CAN frame decoded")
