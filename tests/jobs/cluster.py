@@ -65,24 +65,43 @@ def two_node_cluster(
             )
         procs.append(proc)
 
+    def started(name: str, args: list[str], node_env: dict[str, str], nodes: int) -> None:
+        """Start a node and wait until ``nodes`` are alive. Ray gives a node 30 s to register
+        (hard-coded in ray._private.node); on a machine busy with other tests one may not
+        make it and exit: that node is stopped (its process group) and started once more."""
+        start(name, args, node_env)
+        try:
+            wait_nodes(base, env, nodes, procs)
+        except NodeExited:
+            stop([procs.pop()])
+            start(f"{name}-again", args, node_env)
+            wait_nodes(base, env, nodes, procs)
+
     try:
         head = ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
-        start("head", head, env)
         base = f"http://127.0.0.1:{dash}"
-        wait_nodes(base, env, 1, procs)
-        start("worker", [f"--address=127.0.0.1:{gcs}"], {**env, **(worker_env or {})})
-        wait_nodes(base, env, 2, procs)
+        started("head", head, env, 1)
+        started("worker", [f"--address=127.0.0.1:{gcs}"], {**env, **(worker_env or {})}, 2)
         yield Cluster(base, f"127.0.0.1:{gcs}", procs[0], procs[1])
     finally:
-        for p in procs:  # the nodes we started, by PID (each its own process group)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop(procs)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """The nodes we started, by PID (each its own process group)."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+class NodeExited(AssertionError):
+    """A Ray node's ``ray start`` exited before the cluster had its nodes."""
 
 
 def state(base: str, env: dict[str, str], what: str) -> list[dict[str, Any]]:
@@ -100,7 +119,8 @@ def state(base: str, env: dict[str, str], what: str) -> list[dict[str, Any]]:
 def wait_nodes(base: str, env: dict[str, str], n: int, procs: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
-        assert all(p.poll() is None for p in procs), "a Ray node exited while starting (see its log)"
+        if any(p.poll() is not None for p in procs):
+            raise NodeExited("a Ray node exited while starting (see its log)")
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
             if sum(nd["state"] == "ALIVE" for nd in state(base, env, "nodes")) >= n:
                 return
