@@ -61,6 +61,7 @@ __all__ = [
     "cancel",
     "get_run",
     "list_runs",
+    "live_local_jobs",
     "max_local_jobs",
     "run_submitted",
     "submit",
@@ -204,7 +205,7 @@ def _local_slot(lake: Lake) -> Iterator[None]:
     lock = os.open(_log_dir() / "submit.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        running = _live_local_jobs(lake)
+        running = live_local_jobs(lake)
         if running >= limit:
             raise TooManyJobs(
                 f"{running} local jobs are running, the most allowed ({MAX_LOCAL_JOBS_ENV}={limit}); "
@@ -215,7 +216,7 @@ def _local_slot(lake: Lake) -> Iterator[None]:
         os.close(lock)  # releases the flock
 
 
-def _live_local_jobs(lake: Lake) -> int:
+def live_local_jobs(lake: Lake) -> int:
     """Runs of this lake still ``submitted``/``running`` whose process on this host is alive."""
     rows = lake.read(
         "runs",

@@ -100,8 +100,11 @@ class Renderer:
         marks |= (np.abs(u + 0.5 * _LANE_W) < half) & dashed
         label = road.astype(np.uint8) + marks.astype(np.uint8)
         # np.take into the frame: the palette's rows without the temporary a fancy index
-        # makes (a third of a frame's time, the same bytes)
-        np.take(self.palette, np.minimum(label * 2 - road, 2), axis=0, out=img[self.horizon + 1 :])
+        # makes (a third of a frame's time, the same bytes); mode="clip" because "raise"
+        # buffers ``out`` (the indices are 0..2 either way)
+        np.take(
+            self.palette, np.minimum(label * 2 - road, 2), axis=0, out=img[self.horizon + 1 :], mode="clip"
+        )
         # Poles every 25 m on the right.
         pole_phase = (self.z + st.distance[i]) % 25.0
         for zp in np.unique(np.round(self.z[pole_phase < 0.6], 0))[:8]:

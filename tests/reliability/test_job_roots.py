@@ -69,6 +69,18 @@ def _runs(lake: Lake) -> int:
     return lake.read("runs", columns=["run_id"]).num_rows
 
 
+def _quiet(lake: Lake, timeout_s: float = 180.0) -> None:
+    """Wait until no local job of ``lake`` is alive: jobs earlier tests of this module
+    started (the site is shared) still count against the cap while they run, and on a
+    busy machine one can outlast its test."""
+    from jobs.submit import live_local_jobs
+
+    deadline = time.monotonic() + timeout_s
+    while (alive := live_local_jobs(lake)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"{alive} local jobs of earlier tests still running after {timeout_s:.0f} s"
+
+
 def hostile_locations(site: Site) -> list[str]:
     lake, out = site.lake.uri, str(site.root / "outside")
     return [
@@ -507,6 +519,7 @@ def test_concurrent_local_jobs_are_capped(
         return httpx.post(f"{site.base}/v1/jobs", json=body, headers=site.op, timeout=60)
 
     started: list[str] = []
+    _quiet(site.lake)
     before = _runs(site.lake)
     try:
         for _ in range(cap - 1):  # running jobs, held running (stopped) while the rest arrive
