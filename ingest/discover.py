@@ -213,7 +213,7 @@ def _why_not(rel: str) -> str:
         return f"not a video file fleetmine reads ({', '.join(VIDEO_SUFFIXES)})"
     if rel.startswith("can/"):
         if "rlog" in lower or "qlog" in lower:
-            return f"an openpilot log, not read as CAN yet; CAN logs are {', '.join(CAN_SUFFIXES)}"
+            return f"an openpilot log in a form not read; CAN logs are {', '.join(CAN_SUFFIXES)}"
         return f"not a CAN log format fleetmine reads ({', '.join(CAN_SUFFIXES)})"
     return "not in cameras/ or can/ (video goes in cameras/, CAN logs in can/)"
 

@@ -63,6 +63,8 @@ def read_can(files: DriveFiles, doc: dict[str, Any], notes: Notes) -> pa.Table:
                 f"{name}: {res.skipped} unreadable lines skipped, {res.frames.num_rows} frames kept "
                 f"({'; '.join(res.problems[:3])})"
             )
+        for w in res.warnings:
+            notes.warn(w)
         if res.frames.num_rows == 0 and not res.skipped:
             notes.warn(f"{name}: no CAN frames")
         f = _in_range(res.frames, offset_us, name, notes)

@@ -30,6 +30,9 @@ class CanReadResult:
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
     """Readable reasons, at most a few per file (``line 17: not a candump frame``)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the drive's warnings should say about frames that were read (times that are
+    not on the wall clock, say): nothing was skipped for these."""
 
     MAX_PROBLEMS: ClassVar[int] = 20
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ingest.can.asam_mdf4 import Mf4Reader
 from ingest.can.candump import CandumpReader
 from ingest.can.mcap_can import McapCanReader
+from ingest.can.openpilot_rlog import OpenpilotLogReader
 from ingest.can.peak_trc import TrcReader
 from ingest.can.vector_asc import AscReader
 from ingest.can.vector_blf import BlfReader
@@ -28,6 +29,7 @@ READERS: tuple[CanReader, ...] = (
     TrcReader(),
     Mf4Reader(),
     McapCanReader(),
+    OpenpilotLogReader(),
 )
 
 CAN_SUFFIXES: tuple[str, ...] = tuple(sorted({s for r in READERS for s in r.suffixes}))

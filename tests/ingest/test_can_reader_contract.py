@@ -37,6 +37,13 @@ def _mcap(log: Path) -> bytes:
     )
 
 
+def _rlog(log: Path) -> bytes:
+    from tests.ingest.openpilot_logs import can_events, candump_frames, event, log_file
+
+    frames, wall0 = candump_frames(b"".join(log.read_bytes().splitlines(keepends=True)[:500]), 10**9)
+    return log_file([event(10**9, initData={"wallTimeNanos": wall0}), *can_events(frames)])
+
+
 def valid_log(suffix: str, data_dir: Path, tmp: Path) -> bytes:
     can_dir = data_dir / "can"
     match suffix:
@@ -52,6 +59,8 @@ def valid_log(suffix: str, data_dir: Path, tmp: Path) -> bytes:
             return _mf4(can_dir / "rav4_drive_seg40_part1.log", tmp)
         case ".mcap":
             return _mcap(can_dir / "rav4_drive_seg40_part1.log")
+        case "rlog":
+            return _rlog(can_dir / "rav4_drive_seg40_part1.log")
     raise AssertionError(f"no valid sample for {suffix}: add one here for the new reader")
 
 
@@ -61,7 +70,7 @@ def reader(request: pytest.FixtureRequest) -> CanReader:
 
 
 def test_every_registered_format_has_a_sample() -> None:
-    assert SUFFIXES == [".asc", ".blf", ".log", ".mcap", ".mf4", ".trc"]
+    assert SUFFIXES == [".asc", ".blf", ".log", ".mcap", ".mf4", ".trc", "rlog"]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

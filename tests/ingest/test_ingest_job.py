@@ -252,20 +252,21 @@ def test_ingest_from_s3_raw_into_s3_lake(
 def test_files_no_reader_takes_are_named_in_warnings_never_dropped_unsaid(
     tmp_path: Path, shared_data: Path
 ) -> None:
-    """An openpilot rlog under can/, a video format fleetmine does not read, a stray note:
-    each is named in its drive's warnings with why; the DBC drive.json names is read, not
-    listed; a drive holding only such files fails naming them (it once said only "no camera
-    video and no CAN log"). Past 20 files the rest are counted, not listed."""
+    """An openpilot rlog under can/ in a compression no reader takes, a video format
+    fleetmine does not read, a stray note: each is named in its drive's warnings with why;
+    the DBC drive.json names is read, not listed; a drive holding only such files fails
+    naming them (it once said only "no camera video and no CAN log"). Past 20 files the
+    rest are counted, not listed."""
     raw = tmp_path / "raw"
     log = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes()[:20_000]
     dbc = (shared_data / "dbc" / "toyota_rav4_2017_pt.dbc").read_bytes()
     wheels = [f"WHEEL_SPEEDS.WHEEL_SPEED_{w}" for w in ("FL", "FR", "RL", "RR")]
     signals = {"speed_mps": {"op": "mean", "sources": wheels, "divide": 3.6}}
-    odd = {"can/rlog.zst": b"\x28\xb5\x2f\xfd", "cameras/front.avi": b"RIFF", "notes.txt": b"x"}
+    odd = {"can/rlog.gz": b"\x1f\x8b", "cameras/front.avi": b"RIFF", "notes.txt": b"x"}
     make_drive(
         raw, "mixed", "d1", {"can/pt.log": log, "car.dbc": dbc, **odd}, {"dbc": "car.dbc", "signals": signals}
     )
-    make_drive(raw, "comma", "route--0", {"can/rlog.bz2": b"BZh9", "fcamera.hevc": b"\0\0\0\1"})
+    make_drive(raw, "comma", "route--0", {"can/qlog.lz4": b"\x04\x22", "fcamera.hevc": b"\0\0\0\1"})
     make_drive(raw, "many", "d1", {"can/pt.log": log, **{f"extra/{i:02d}.bin": b"x" for i in range(25)}})
     settings = Settings(lake=str(tmp_path / "lake"))
     report = run_ingest(str(raw), settings, runner=LOCAL)
@@ -274,13 +275,13 @@ def test_files_no_reader_takes_are_named_in_warnings_never_dropped_unsaid(
     mixed = rows["mixed"]
     assert mixed["status"] == "ok", mixed["error"]
     unread = sorted(w for w in mixed["warnings"] if w.endswith("; not read"))
-    assert [w.split(":")[0] for w in unread] == ["cameras/front.avi", "can/rlog.zst", "notes.txt"], unread
+    assert [w.split(":")[0] for w in unread] == ["cameras/front.avi", "can/rlog.gz", "notes.txt"], unread
     assert "openpilot log" in unread[1] and ".log" in unread[1] and ".mp4" in unread[0]
     assert not any("car.dbc" in w for w in mixed["warnings"])  # read: it decodes the CAN
 
     comma = rows["comma"]
     assert comma["status"] == "failed" and report.exit_code == 3
-    assert "can/rlog.bz2" in comma["error"] and "fcamera.hevc" in comma["error"], comma["error"]
+    assert "can/qlog.lz4" in comma["error"] and "fcamera.hevc" in comma["error"], comma["error"]
     assert any(w.startswith("fcamera.hevc: not in cameras/ or can/") for w in comma["warnings"])
 
     many = rows["many"]
