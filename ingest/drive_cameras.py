@@ -56,6 +56,7 @@ def probe_cameras(files: DriveFiles, cams: dict[str, Any], notes: Notes) -> list
                 opener,
                 suffix,
                 doc_number(cam_doc, "fps", notes, MAX_FPS, f"cameras.{cam}.fps") or None,
+                cam,
             )
         except LinkedOut:
             notes.warn(linked_out(cam))

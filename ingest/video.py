@@ -16,7 +16,10 @@ bit errors surface as errors instead of FFmpeg log lines. Images are scaled in
 the decoder's colour conversion (swscale), never through a full-size RGB image.
 
 Raw elementary streams (.h264/.h265/.hevc) carry no timestamps: packets are timed
-from the fps in decode order. Their keyframe times are exact (a closed GOP starts
+from the fps in decode order: drive.json's, else the rate the bitstream's timing info
+(VUI) declares; a stream with neither fails with a reason naming the key to set (FFmpeg's
+raw demuxer would guess 25 fps). Each packet lasts one frame, so a clip is exactly its
+window. Their keyframe times are exact (a closed GOP starts
 with its keyframe); a raw stream with B-frames gets frames in decode order within
 each GOP in its remuxed clips (it has no presentation times to restore).
 """
@@ -165,7 +168,9 @@ def probe(src: Source, suffix: str, fps_hint: float | None = None) -> VideoProbe
     return probe_all(src, suffix, fps_hint)[0]
 
 
-def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[VideoProbe]:
+def probe_all(
+    src: Source, suffix: str, fps_hint: float | None = None, camera: str = "<camera>"
+) -> list[VideoProbe]:
     """Packets only, every video stream in one pass. Raises VideoError if none is usable.
 
     A file that demuxes fewer packets than its header declares (an mp4 cut short)
@@ -183,11 +188,19 @@ def probe_all(src: Source, suffix: str, fps_hint: float | None = None) -> list[V
         keys: list[list[bool]] = [[] for _ in streams]
         rates: list[float] = []
         for s in streams:
-            rate = s.average_rate or s.guessed_rate or (Fraction(fps_hint) if fps_hint else None)
-            if raw and fps_hint:
-                rate = Fraction(fps_hint).limit_denominator(1001)
-            if not rate:
-                raise VideoError("unknown frame rate (raw stream without fps in drive.json)")
+            if raw:
+                # drive.json's fps, else the bitstream's own timing info (H.264/HEVC VUI),
+                # never the raw demuxer's made-up 25 fps (its `average_rate`)
+                rate = Fraction(fps_hint).limit_denominator(1001) if fps_hint else s.codec_context.framerate
+                if not rate:
+                    raise VideoError(
+                        f"raw {s.codec_context.name} stream with no frame rate: its bitstream carries no "
+                        f"timing info; set cameras.{camera}.fps in drive.json"
+                    )
+            else:
+                rate = s.average_rate or s.guessed_rate or (Fraction(fps_hint) if fps_hint else None)
+                if not rate:
+                    raise VideoError("unknown frame rate (no timestamps and no fps in drive.json)")
             rates.append(float(rate))
         failure: str | None = None
         try:
@@ -403,6 +416,9 @@ def clip_media(
                             images.append(KeyframeImage(t, *_image(frame, short_side)))
                     if p.raw_stream or pkt.pts is None:
                         pkt.pts = pkt.dts = round((p.times[idx] + p.start_s) / otb)
+                        # the demuxer's duration is in its own units (and at its made-up
+                        # 25 fps): a frame lasts 1/fps, so the clip is exactly its window
+                        pkt.duration = round(1 / p.fps / otb)
                         pkt.time_base = otb
                     pkt.pts -= origin
                     if pkt.dts is not None:

@@ -346,3 +346,55 @@ def test_a_matroska_file_cut_short_lands_its_clips_and_says_it_was_cut(
     assert any("truncated video" in w and "of the 24.00 s its header declares" in w for w in cut["warnings"])
     assert not any("truncated" in w for w in full["warnings"])
     assert 10.0 < cut["duration_s"] < 20.0 and abs(full["duration_s"] - 24.0) < 0.1
+
+
+def test_raw_hevc_is_timed_by_its_bitstream_or_fails_naming_the_key(tmp_path: Path) -> None:
+    """comma's fcamera.hevc is a raw HEVC stream at 20 fps. Its rate comes from drive.json,
+    else from the bitstream's timing info (never FFmpeg's 25 fps guess); a stream with
+    neither fails that camera with the key to set. Clips are exactly their window: 200
+    frames at 20 fps play 10.000 s (each packet lasts 1/20 s; the last one once lasted 2/3 s)."""
+    fps = 20
+    timed = encode(
+        Spec(codec="libx265", container="hevc", fps=fps, gop=fps, bframes=0, seconds=21, width=160, height=96)
+    )
+    untimed = encode(
+        Spec(
+            codec="libx265",
+            container="hevc",
+            fps=fps,
+            gop=fps,
+            bframes=0,
+            seconds=3,
+            timing_info=False,
+            width=160,
+            height=96,
+        )
+    )
+    raw = tmp_path / "raw"
+    make_drive(raw, "car", "timed", {"cameras/road.hevc": timed}, {"start_time": START})
+    make_drive(raw, "car", "untimed", {"cameras/road.hevc": untimed}, {"start_time": START})
+    make_drive(
+        raw,
+        "car",
+        "given",
+        {"cameras/road.hevc": untimed},
+        {"start_time": START, "cameras": {"road": {"fps": fps}}},
+    )
+    settings = Settings(lake=str(tmp_path / "lake"))
+    run_ingest(str(raw), settings, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    rows = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    assert rows["untimed"]["status"] == "failed"
+    assert "no timing info" in rows["untimed"]["error"] and "cameras.road.fps" in rows["untimed"]["error"]
+    assert rows["given"]["status"] == "ok", rows["given"]
+    timed_id = rows["timed"]["drive_id"]
+    clips = lake.read("clips", where=f"drive_id = '{timed_id}'").sort_by("start_time").to_pylist()
+    assert [c["fps"] for c in clips] == [fps] * 3 and rows["timed"]["status"] == "ok"
+    for c in clips[:2]:  # the third is the last second
+        assert c["duration_s"] == pytest.approx(10.0, abs=1e-9)
+        with av.open(io.BytesIO(lake.root.fs.cat_file(c["video_uri"]))) as mp4:
+            s = mp4.streams.video[0]
+            assert s.frames == 200 and float(s.duration * s.time_base) == pytest.approx(10.0, abs=1e-6)
+            assert mp4.duration / 1e6 == pytest.approx(10.0, abs=1e-3)
+        lo = round((c["start_time"] - T0).total_seconds() * fps)
+        assert shown(lake.root.fs.cat_file(c["video_uri"])) == list(range(lo, lo + 200))

@@ -61,6 +61,7 @@ class Spec:
     rotation: int = 0
     streams: int = 1
     metadata: dict[str, str] = field(default_factory=dict)
+    timing_info: bool = True  # x265: the frame rate in the bitstream (VUI); a raw stream has no other
 
 
 def encode(spec: Spec) -> bytes:
@@ -86,7 +87,7 @@ def encode(spec: Spec) -> bytes:
             s.codec_context.options = {
                 "preset": "ultrafast",
                 "x265-params": f"scenecut=0:bframes={spec.bframes}:keyint={spec.gop}:min-keyint={spec.gop}"
-                ":log-level=error",
+                ":log-level=error" + ("" if spec.timing_info else ":vui-timing-info=0:vui-hrd-info=0"),
             }
         if spec.rotation:
             s.set_display_rotation(spec.rotation)
