@@ -171,3 +171,38 @@ def ingest(
         for key, reason in report.still_failing:
             console.print(literal(f"{key}: {reason}", "  still failing ", "red"), soft_wrap=True)
     raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def previews(lake: LakeOpt = None, address: AddressOpt = None) -> None:
+    """Back-fill H.264 browser previews for clips whose codec browsers do not play (HEVC).
+
+    Ingest makes them as it cuts such clips; this is for a lake ingested before, or with
+    FLEETMINE_PREVIEWS=0. The originals stay what exports and shards serve."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jobs.previews_job import run_previews
+
+    progress = Progress(
+        TextColumn("[bold]previews"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("clips"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task("clips", total=None)
+        report = run_previews(
+            settings(lake, address),
+            on_plan=lambda n: progress.update(task, total=n),
+            on_batch=lambda k: progress.advance(task, k),
+        )
+    console.print(
+        f"{report.made} previews made, {report.already} clips already had one, "
+        f"{len(report.failed)} failed (run {report.run_id})"
+    )
+    for cid, why in report.failed[:20]:
+        err.print(literal(f"{cid}: {why}"))
+    if report.failed:
+        raise typer.Exit(3)

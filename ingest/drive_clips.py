@@ -1,7 +1,8 @@
 """A drive's clips: each camera cut on the drive's time grid, its media written to the lake.
 
-Per camera and window of the grid (:mod:`ingest.timegrid`): the clip remuxed (an mp4
-and a thumbnail written under the lake's ``media/``), its keyframes decoded, its
+Per camera and window of the grid (:mod:`ingest.timegrid`): the clip remuxed (an mp4,
+a thumbnail and, for a codec browsers do not play, an H.264 preview
+(:mod:`ingest.preview`) written under the lake's ``media/``), its keyframes decoded, its
 features from the signals of its span (:mod:`ingest.features`) and, where a signal
 trigger fired, dense frames around its moment (:mod:`ingest.look_closer`). A clip that
 cannot be cut is a warning; the others still land.
@@ -25,6 +26,7 @@ from ingest.features import clip_features
 from ingest.ids import clip_id, group_id
 from ingest.look_closer import dense_frames, wants_closer_look
 from ingest.notes import Notes
+from ingest.preview import needs_preview, preview_mp4
 from ingest.timegrid import CameraTrack, TimeGrid
 from ingest.video import VideoError, clip_media
 from storage.config import Settings
@@ -83,7 +85,16 @@ class ClipCutter:
                     continue
                 video = self.media.join("clips", f"{day:%Y-%m-%d}", f"{cid}.mp4")
                 thumb = self.media.join("thumbnails", f"{day:%Y-%m-%d}", f"{cid}.jpg")
-                for loc, blob in ((video, cm.mp4), (thumb, cm.images[0].jpeg)):
+                media = [(video, cm.mp4), (thumb, cm.images[0].jpeg)]
+                preview = None
+                if settings.previews and needs_preview(p.codec):
+                    try:
+                        preview = self.media.join("previews", f"{day:%Y-%m-%d}", f"{cid}.mp4")
+                        media.append((preview, preview_mp4(cm.mp4, cm.rotation_deg)))
+                    except VideoError as exc:
+                        notes.warn(f"{track.name} clip at {cut.start_s:.2f}s: no browser preview: {exc}")
+                        preview = None
+                for loc, blob in media:
                     loc.fs.makedirs(posixpath.dirname(loc.path), exist_ok=True)
                     loc.fs.pipe_file(loc.path, blob)
                 lo = round(c_start.timestamp() * 1e6)
@@ -102,6 +113,7 @@ class ClipCutter:
                         "end_time": c_end,
                         "duration_s": cut.end_s - cut.start_s,
                         "video_uri": video.uri,
+                        "preview_uri": preview.uri if preview is not None else None,
                         "width": p.width,
                         "height": p.height,
                         "fps": p.fps,

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         "the drive's own folder)",
     )
     keyframes_per_clip: int = 4
+    previews: bool = Field(
+        default=True,
+        description="Ingest: write a small H.264 preview beside each clip whose codec browsers do not "
+        "play (HEVC), for the clip page; `fleetmine previews` back-fills a lake ingested without",
+    )
     look_closer: LookCloser = Field(default_factory=LookCloser)
     shard_url_ttl_s: int = Field(
         default=900,

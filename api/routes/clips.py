@@ -42,6 +42,7 @@ class ClipPublic(BaseModel):
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    codec: str | None = None
     speed_mean: float | None = None
     speed_max: float | None = None
     max_decel_mps2: float | None = None
@@ -223,6 +224,18 @@ def thumbnail(clip_id: ClipIdPath, request: Request, lake: LakeDep, _: Reader) -
 def video(clip_id: ClipIdPath, request: Request, lake: LakeDep, _: Reader) -> Response:
     fs, path = _media(lake, clip_row(lake, clip_id)["video_uri"])
     return file_response(request, fs, path, "video/mp4", f"{clip_id}-video", immutable=True)
+
+
+@router.get(
+    "/clips/{clip_id}/preview.mp4",
+    response_class=Response,
+    responses={404: {"description": "the clip has no preview: its codec plays in browsers (see video.mp4)"}},
+)
+def preview(clip_id: ClipIdPath, request: Request, lake: LakeDep, _: Reader) -> Response:
+    """The clip's H.264 preview, for a clip whose codec browsers do not play (HEVC).
+    ``video.mp4`` stays the original, which exports and shards serve."""
+    fs, path = _media(lake, clip_row(lake, clip_id).get("preview_uri"))
+    return file_response(request, fs, path, "video/mp4", f"{clip_id}-preview", immutable=True)
 
 
 @router.get("/clips/{clip_id}/signals", response_model=SignalsPublic)

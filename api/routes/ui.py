@@ -35,6 +35,7 @@ from api.ui.render import (
     select,
     verdict_badge,
 )
+from ingest.preview import needs_preview
 from mining.encoders.registry import list_models, resolve
 from mining.scores.browse import CARD_COLUMNS, GridQuery, grid_page
 from mining.scores.reviews import clip_reviews, latest_verdicts
@@ -288,18 +289,37 @@ def _group(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
         return [clip]
     where = f"group_id = {literal(clip['group_id'])} AND date = {literal(clip['date'])}"
     rows = lake.query(
-        "clips", columns=["clip_id", "camera"], where=where, order_by=["camera"], limit=16
+        "clips",
+        columns=["clip_id", "camera", "codec", "preview_uri"],
+        where=where,
+        order_by=["camera"],
+        limit=16,
     ).to_pylist()
     return rows or [clip]
 
 
 def _video(c: dict[str, Any], main: str) -> str:
+    """The clip's player: its original, or the H.264 preview of an original browsers do
+    not play (HEVC), said under it; such a clip without a preview says how to make one."""
     cid = esc(c["clip_id"])
     ident = "id=video" if c["clip_id"] == main else "class=cam"
     link = "" if c["clip_id"] == main else f" <a href=/ui/clips/{cid}>open</a>"
+    src, note = f"/v1/clips/{cid}/video.mp4", ""
+    codec = esc(str(c.get("codec") or "").upper())
+    if c.get("preview_uri"):
+        src = f"/v1/clips/{cid}/preview.mp4"
+        note = (
+            f" <span class=preview-note>H.264 preview: the original is {codec}, which browsers do not play;"
+            f' exports and shards serve the original (<a href="/v1/clips/{cid}/video.mp4">download</a>)</span>'
+        )
+    elif needs_preview(c.get("codec")):
+        note = (
+            f" <span class=preview-note>{codec}: browsers do not play it and this clip has no preview"
+            " yet (fleetmine previews makes them)</span>"
+        )
     return (
-        f'<figure><video {ident} controls preload="auto" muted playsinline src="/v1/clips/{cid}/video.mp4">'
-        f"</video><figcaption>{esc(c.get('camera'))}{link}</figcaption></figure>"
+        f'<figure><video {ident} controls preload="auto" muted playsinline src="{src}">'
+        f"</video><figcaption>{esc(c.get('camera'))}{link}{note}</figcaption></figure>"
     )
 
 

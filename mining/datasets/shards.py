@@ -55,7 +55,7 @@ def _meta(clip: dict[str, Any]) -> dict[str, Any]:
     out = {
         k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v)
         for k, v in clip.items()
-        if k not in ("video_uri", "thumbnail_uri", "calibration")
+        if k not in ("video_uri", "preview_uri", "thumbnail_uri", "calibration")
     }
     if clip.get("calibration"):  # the camera's intrinsics / extrinsics from drive.json
         out["calibration"] = json.loads(clip["calibration"])

@@ -51,6 +51,9 @@ SPEC = TableSpec(
             pa.field("end_time", UTC_TS),
             pa.field("duration_s", pa.float64()),
             pa.field("video_uri", pa.string()),
+            # an H.264 copy for browsers of a clip whose codec they do not play (HEVC); null
+            # when the original plays (ingest/preview.py)
+            pa.field("preview_uri", pa.string()),
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),
             pa.field("fps", pa.float64()),
