@@ -73,6 +73,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         delta_write,
         encoders,
         faiss_search,
+        previews,
         synth_speed,
         video_ingest,
     )
