@@ -1,9 +1,11 @@
 """Drive discovery under a raw fleet upload tree (local path or s3://, via fsspec).
 
-The raw root holds ``<vehicle_id>/<drive>/`` folders. On a local tree a file whose real
-path (symlinks resolved) lies outside the raw root is not read: it is listed in its
-drive's ``skipped`` and the drive's warnings say so, so a link in an upload cannot make
-the ingest read (and quote) a file of the worker. A root that does not exist, or one
+The raw root holds ``<vehicle_id>/<drive>/`` folders, and openpilot routes as comma
+devices keep them: ``<dongle_id>/<route>--<n>/`` or ``<dongle_id>|<route>--<n>/`` segment
+folders, the segments of one route one drive (:mod:`ingest.openpilot.route`). On a local
+tree a file whose real path (symlinks resolved) lies outside the raw root is not read: it
+is listed in its drive's ``skipped`` and the drive's warnings say so, so a link in an
+upload cannot make the ingest read (and quote) a file of the worker. A root that does not exist, or one
 that is a vehicle or drive folder instead of the folder above them, is refused with a
 message saying which folder to give.
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ingest.can import CAN_SUFFIXES
 from ingest.drive_files import RawRoot, linked_out
+from ingest.openpilot.route import CAMERA_FILES, is_openpilot_file, log_rank, segment_of
 from storage.errors import ConfigError
 from storage.objectstore import Location
 
@@ -50,6 +53,9 @@ class DriveSource:
     total_bytes: int
     other: tuple[str, ...] = field(default=())  # paths relative to the drive folder
     skipped: tuple[str, ...] = field(default=())  # files not read, each with why
+    # An openpilot route (ingest.openpilot.route): each camera's segment files, in order,
+    # read as one stream, as (segment number, path); ``cameras`` names their first file.
+    stitched: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = field(default=())
 
     @property
     def key(self) -> str:
@@ -112,6 +118,7 @@ def discover(raw: Location) -> list[DriveSource]:
     _check_root(raw, root)
     inside = RawRoot(raw)
     found: dict[tuple[str, str], list[tuple[str, dict[str, object]]]] = {}
+    folders: dict[tuple[str, str], str] = {}  # a folder's path under the root, where not <vehicle>/<drive>
     rels: list[list[str]] = []
     undecodable: set[tuple[str, ...]] = set()
     for path, info in sorted(fs.find(root, detail=True).items()):
@@ -122,6 +129,11 @@ def discover(raw: Location) -> list[DriveSource]:
             undecodable.add((parts[0],) if not _utf8(parts[0]) else (parts[0], parts[1]))
             continue
         rels.append(parts)
+        dongle, bar, segment = parts[0].partition("|")
+        if bar and dongle and segment_of(segment) and len(parts) >= 2:  # RAW/<dongle_id>|<route>--<n>/
+            folders[(dongle, segment)] = parts[0]
+            found.setdefault((dongle, segment), []).append(("/".join(parts[1:]), info))
+            continue
         if info.get("islink") and len(parts) < 3 and fs.isdir(path):
             # fsspec lists a linked folder without entering it: say so rather than drop it unseen.
             if len(parts) == 2:
@@ -134,7 +146,84 @@ def discover(raw: Location) -> list[DriveSource]:
             found.setdefault((parts[0], parts[1]), []).append(("/".join(parts[2:]), info))
     _skip_folders(undecodable)
     _check_layout(raw, rels)
-    return [_drive(raw, root, inside, v, d, files) for (v, d), files in sorted(found.items())]
+    drives: list[DriveSource] = []
+    routes: dict[tuple[str, str], list[tuple[int, str, list[tuple[str, dict[str, object]]]]]] = {}
+    for (v, d), files in sorted(found.items()):
+        seg = segment_of(d)
+        if seg is not None and ((v, d) in folders or any(is_openpilot_file(rel) for rel, _ in files)):
+            routes.setdefault((v, seg[0]), []).append((seg[1], folders.get((v, d), f"{v}/{d}"), files))
+        else:
+            drives.append(_drive(raw, root, inside, v, d, files))
+    drives += [_route(raw, root, inside, v, r, sorted(segs)) for (v, r), segs in routes.items()]
+    return sorted(drives, key=lambda s: (s.vehicle_id, s.drive))
+
+
+def _route(
+    raw: Location,
+    root: str,
+    inside: RawRoot,
+    vehicle: str,
+    route: str,
+    segments: list[tuple[int, str, list[tuple[str, dict[str, object]]]]],
+) -> DriveSource:
+    """The segments of one openpilot route as one drive (:mod:`ingest.openpilot.route`):
+    each camera's segment files in order, one log per segment (its rlog, else its qlog);
+    what is not read, and each segment missing between the first and the last, said."""
+    h = hashlib.sha1()
+    cams: dict[str, list[tuple[int, str]]] = {}
+    logs: list[str] = []
+    skipped: list[str] = []
+    total = 0
+    for n, folder, files in segments:
+        seg = posixpath.basename(folder)
+        best: tuple[int, str, str] | None = None
+        for rel, info in files:
+            full = posixpath.join(root, folder, rel)
+            shown = f"{seg}/{rel}"
+            if not rel or not _utf8(rel) or not inside.holds(full):
+                why = _LINKED_FOLDER if not rel else _NOT_UTF8 if not _utf8(rel) else linked_out(shown)
+                skipped.append(why)
+                continue
+            size = int(str(info.get("size") or 0))
+            total += size
+            h.update(f"{n}\0{rel}\0{size}\0{_stamp(info)}\n".encode())
+            rank = log_rank(rel)
+            if rel in CAMERA_FILES:
+                cams.setdefault(CAMERA_FILES[rel], []).append((n, full))
+            elif rank is not None and is_openpilot_file(rel):
+                if best is None or rank < best[0]:
+                    if best is not None:
+                        skipped.append(f"{seg}/{best[2]}: not read (the segment's {rel} holds every frame)")
+                    best = (rank, full, rel)
+                else:
+                    skipped.append(f"{shown}: not read (the segment's {best[2]} holds every frame)")
+            elif rel == "qcamera.ts":
+                skipped.append(f"{shown}: the low-resolution preview camera; not read")
+            else:
+                skipped.append(f"{_shown(shown)}: not a file of an openpilot segment; not read")
+        if best is not None:
+            logs.append(best[1])
+    present = [n for n, _, _ in segments]
+    gaps = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+    if gaps:
+        skipped.append(
+            f"route {route}: segments {', '.join(map(str, gaps[:20]))} missing (a gap in the drive); "
+            f"present: {len(present)} segments"
+        )
+    parts = {name: tuple(p) for name, p in sorted(cams.items())}
+    return DriveSource(
+        raw,
+        vehicle,
+        route,
+        tuple((name, p[0][1]) for name, p in parts.items()),
+        tuple(logs),
+        None,
+        h.hexdigest(),
+        total,
+        (),
+        tuple(skipped),
+        tuple(parts.items()),
+    )
 
 
 def _skip_folders(folders: set[tuple[str, ...]]) -> None:

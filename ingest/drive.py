@@ -45,6 +45,7 @@ from ingest.drive_json import read_drive_json
 from ingest.drive_platform import drive_platform
 from ingest.ids import drive_id
 from ingest.notes import Notes
+from ingest.openpilot.route import EncodeIndex, encode_index
 from ingest.platform import Platform
 from ingest.signals import resample
 from ingest.start_time import EARLIEST, TimeSource, resolve_start
@@ -120,6 +121,20 @@ class DriveIngest:
 
     # -- one drive -----------------------------------------------------------------
 
+    @staticmethod
+    def _encode_index(files: DriveFiles, notes: Notes) -> EncodeIndex:
+        """An openpilot route's encode index: when each camera frame began, from its logs."""
+        logs = []
+        for path in files.src.can_logs:
+            try:
+                logs.append(files.read(path))
+            except OSError:
+                continue  # read_can has said why
+        index = encode_index(logs)
+        if index.times and not index.clock_source:
+            notes.warn("the logs record no set wall clock: camera frames timed on the device's boot clock")
+        return index
+
     def process(self, src: DriveSource) -> DriveResult:
         fault_point("ingest.drive")
         files = DriveFiles(src)
@@ -142,7 +157,8 @@ class DriveIngest:
                 notes.warn(f"DBC decode failed: {reason(exc)}")
 
         cams = doc.get("cameras") if isinstance(doc.get("cameras"), dict) else {}
-        probes = probe_cameras(files, cams if isinstance(cams, dict) else {}, notes)
+        index = self._encode_index(files, notes) if src.stitched else None
+        probes = probe_cameras(files, cams if isinstance(cams, dict) else {}, notes, index)
         start = resolve_start(
             drive_json=doc.get("start_time"),
             can_first_us=int(pc.min(frames.column("t_us")).as_py()) if frames.num_rows else None,

@@ -12,10 +12,13 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ingest._reasons import reason
 from ingest.drive_files import DriveFiles, LinkedOut, linked_out
 from ingest.drive_json import doc_number
 from ingest.notes import Notes
+from ingest.openpilot.route import ConcatFile, EncodeIndex, frame_times
 from ingest.start_time import MAX_OFFSET_S, check_time
 from ingest.timegrid import CameraTrack
 from ingest.video import Source, VideoError, VideoProbe, from_bytes, probe_all
@@ -36,11 +39,15 @@ class Camera:
     clock: dt.datetime | None  # an absolute time of its first frame the file carries
 
 
-def probe_cameras(files: DriveFiles, cams: dict[str, Any], notes: Notes) -> list[Camera]:
+def probe_cameras(
+    files: DriveFiles, cams: dict[str, Any], notes: Notes, index: EncodeIndex | None = None
+) -> list[Camera]:
     """Every usable video stream of the drive, as a camera (``cams``: drive.json's
     ``cameras``). An MCAP camera is converted to mp4 once (packets copied, times from
-    its messages) and read from memory."""
+    its messages) and read from memory. An openpilot route's camera is its segment files
+    read as one stream, its frames at the times ``index`` (the logs' encode index) gives."""
     out: list[Camera] = []
+    stitched = dict(files.src.stitched)
     for cam, path in files.src.cameras:
         cam_doc = cams.get(cam, {})
         cam_doc = cam_doc if isinstance(cam_doc, dict) else {}
@@ -50,6 +57,9 @@ def probe_cameras(files: DriveFiles, cams: dict[str, Any], notes: Notes) -> list
                 raise VideoError("empty file")
             if suffix == ".mcap":
                 out.extend(_mcap_cameras(files, cam, path, cam_doc, notes))
+                continue
+            if cam in stitched:
+                out.append(_route_camera(files, cam, stitched[cam], suffix, cam_doc, index, notes))
                 continue
             opener = files.opener(path)
             found = probe_all(
@@ -72,6 +82,48 @@ def probe_cameras(files: DriveFiles, cams: dict[str, Any], notes: Notes) -> list
             notes.warnings.extend(f"{name}: {w}" for w in p.warnings)
             out.append(Camera(name, path, opener, suffix, p, cam_doc, p.creation_time))
     return out
+
+
+def _route_camera(
+    files: DriveFiles,
+    cam: str,
+    parts: tuple[tuple[int, str], ...],
+    suffix: str,
+    cam_doc: dict[str, Any],
+    index: EncodeIndex | None,
+    notes: Notes,
+) -> Camera:
+    """One camera of an openpilot route: its segment files as one stream, each frame at
+    its encode-index time on the wall clock (the camera's ``start_time`` its first frame's,
+    unless drive.json gives one)."""
+    fps = doc_number(cam_doc, "fps", notes, MAX_FPS, f"cameras.{cam}.fps") or None
+    openers = [files.opener(p) for _, p in parts]
+    sizes = [files.size(p) for _, p in parts]
+
+    def opener() -> Any:
+        return ConcatFile(openers, sizes)
+
+    named = f"{posixpath.basename(parts[0][1])} of segments {', '.join(str(n) for n, _ in parts)}"
+    try:
+        (p, *_) = probe_all(opener, suffix, fps, cam)
+        counts = [(n, probe_all(files.opener(path), suffix, fps, cam)[0].packets) for n, path in parts]
+    except VideoError as exc:
+        raise VideoError(f"{named}: {exc}") from exc
+    apart = sum(c for _, c in counts)
+    if apart != p.packets:
+        raise VideoError(f"its segment files give {apart} frames apart, {p.packets} together")
+    times, why = frame_times(cam, counts, index or EncodeIndex({}, ""), p.fps)
+    if why:
+        notes.warn(why)
+    first = float(np.min(times))
+    p.times = times - first
+    p.start_s = 0.0
+    step = float(np.median(np.diff(np.sort(p.times)))) if len(p.times) > 1 else 1.0 / p.fps
+    p.duration_s = float(p.times.max()) + step
+    clock = dt.datetime.fromtimestamp(first, dt.UTC)
+    doc = {"start_time": clock.isoformat(), **cam_doc}
+    notes.warnings.extend(f"{cam}: {w}" for w in p.warnings)
+    return Camera(cam, parts[0][1], opener, suffix, p, doc, clock)
 
 
 def _mcap_cameras(

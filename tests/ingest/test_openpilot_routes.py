@@ -1,0 +1,125 @@
+"""openpilot routes as comma devices record them, built at test time: two segments of a
+route (raw HEVC road and wide cameras written with PyAV/x265, an rlog with CAN events
+through opendbc's rlog.capnp and the encode-index events with real jitter), and a
+qlog-only route in the ``<dongle_id>|<route>--<n>`` layout."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.ingest_job import run_ingest
+from storage import Lake, Settings
+from tests.conftest import LOCAL
+from tests.ingest.openpilot_logs import can_events, candump_frames, event, log_file
+from tests.ingest.videos import Spec, encode, read_index
+
+DONGLE = "a2a0ccea32023010"
+ROUTE = "2023-07-27--13-01-19"  # local time on the device: never read as the drive's time
+FPS, SEG_S = 20, 12  # segments of 12 s here (60 s on a device): the times come from the logs
+BOOT = 5_000_000_000_000  # ns on the device's boot clock when the route began
+WALL = int(dt.datetime(2023, 7, 27, 20, 41, 19, 250_000, tzinfo=dt.UTC).timestamp() * 1e9)
+CAMS = {"road": ("fcamera.hevc", "roadEncodeIdx", 0), "wide": ("ecamera.hevc", "wideRoadEncodeIdx", 1000)}
+
+
+def _sof(cam: str, k: int) -> int:
+    """Start of frame k of a camera, boot clock (ns): 50 ms apart with -1.2..+0.8 ms of jitter."""
+    jitter = np.random.default_rng([k, len(cam)]).uniform(-1.2e6, 0.8e6)
+    return BOOT + k * 50_000_000 + int(jitter) + (3_000_000 if cam == "wide" else 0)
+
+
+def _wall_s(cam: str, k: int) -> float:
+    return (_sof(cam, k) - BOOT + WALL) / 1e9
+
+
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Lake, int]:
+    raw = tmp_path_factory.mktemp("op") / "raw"
+    log = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes()
+    frames, _ = candump_frames(log, BOOT)
+    written = 0
+    for seg in (0, 1):
+        folder = raw / DONGLE / f"{ROUTE}--{seg}"
+        folder.mkdir(parents=True)
+        per = SEG_S * FPS
+        evs = [event(BOOT + seg * SEG_S * 10**9, clocks={"wallTimeNanos": WALL + seg * SEG_S * 10**9})]
+        for cam, (name, member, base) in CAMS.items():
+            spec = Spec(codec="libx265", container="hevc", fps=FPS, gop=FPS, bframes=0, seconds=SEG_S)
+            spec = Spec(**{**spec.__dict__, "width": 160, "height": 96, "first_index": base + seg * per})
+            (folder / name).write_bytes(encode(spec))
+            for i in range(per):
+                idx = {
+                    "frameId": seg * per + i,
+                    "segmentNum": seg,
+                    "segmentId": i,
+                    "timestampSof": _sof(cam, seg * per + i),
+                }
+                evs.append(event(_sof(cam, seg * per + i) + 20_000_000, **{member: idx}))
+        mine = [f for f in frames if seg * SEG_S * 10**9 <= f[0] - BOOT < (seg + 1) * SEG_S * 10**9]
+        written += len(mine)
+        evs += can_events(mine)
+        (folder / "rlog.zst").write_bytes(log_file(evs, "zst"))
+        (folder / "qcamera.ts").write_bytes(b"\x47" * 188)
+    q = raw / f"{DONGLE}|2023-07-28--09-00-00--0"
+    q.mkdir(parents=True)
+    q_frames = frames[:5000]
+    (q / "qlog.zst").write_bytes(
+        log_file([event(BOOT, clocks={"wallTimeNanos": WALL + 86_400 * 10**9}), *can_events(q_frames)], "zst")
+    )
+    settings = Settings(lake=str(raw.parent / "lake"), clip_seconds=10.0, keyframes_per_clip=64)
+    assert run_ingest(str(raw), settings, runner=LOCAL).exit_code == 0
+    return Lake.from_settings(settings), written
+
+
+def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tuple[Lake, int]) -> None:
+    lake, written = routes
+    drives = {r["drive"]: r for r in lake.read("drives").to_pylist()}
+    assert set(drives) == {ROUTE, "2023-07-28--09-00-00"}
+    d = drives[ROUTE]
+    assert d["status"] == "ok" and d["vehicle_id"] == DONGLE, d
+    assert d["time_source"] == "can"  # from the log's clocks, not the folder name's local time
+    assert abs(d["start_time"].timestamp() - WALL / 1e9) < 0.05
+    frames = lake.read("can_frames", where=f"drive_id = '{d['drive_id']}'")
+    assert frames.num_rows == written > 1000
+    assert any("qcamera.ts" in w for w in d["warnings"])  # what was not read is said
+    q = drives["2023-07-28--09-00-00"]
+    assert q["status"] == "ok" and q["vehicle_id"] == DONGLE
+    assert lake.read("can_frames", where=f"drive_id = '{q['drive_id']}'").num_rows == 5000
+    assert lake.read("clips", where=f"drive_id = '{q['drive_id']}'").num_rows == 0
+
+
+def test_every_frame_is_at_its_encode_index_time(routes: tuple[Lake, int]) -> None:
+    lake, _ = routes
+    clips = {c["clip_id"]: c for c in lake.read("clips").to_pylist()}
+    rows = lake.read("clip_frames", where="dense = false").to_pylist()
+    assert len(rows) > 40
+    for f in rows:
+        cam = clips[f["clip_id"]]["camera"]
+        k = read_index(Image.open(io.BytesIO(f["jpeg"]))) - CAMS[cam][2]
+        assert abs(f["t"].timestamp() - _wall_s(cam, k)) < 2e-5, (cam, k)  # the index's time, not 50 ms steps
+
+
+def test_clips_span_the_segment_boundary_whole_and_cameras_share_their_windows(
+    routes: tuple[Lake, int],
+) -> None:
+    lake, _ = routes
+    clips = lake.read("clips").sort_by("start_time").to_pylist()
+    road = [c for c in clips if c["camera"] == "road"]
+    wide = [c for c in clips if c["camera"] == "wide"]
+    assert len(road) == len(wide) >= 2
+    assert [c["group_id"] for c in road] == [c["group_id"] for c in wide]
+    across = road[1]  # 10..20 s: the boundary at 12 s inside
+    with av.open(io.BytesIO(lake.root.fs.cat_file(across["video_uri"]))) as c:
+        shown = [
+            read_index(f.to_ndarray(format="rgb24")) for f in sorted(c.decode(video=0), key=lambda f: f.pts)
+        ]
+    per = SEG_S * FPS
+    assert shown == list(range(shown[0], shown[0] + len(shown))) and 199 <= len(shown) <= 201
+    assert shown[0] < per <= shown[-1]  # frames of both segments' files, in order, none lost
+    assert abs(across["start_time"].timestamp() - _wall_s("road", shown[0])) < 0.05
