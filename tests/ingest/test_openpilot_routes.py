@@ -39,7 +39,7 @@ def _wall_s(cam: str, k: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Lake, int]:
+def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Lake, int, Path]:
     raw = tmp_path_factory.mktemp("op") / "raw"
     log = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes()
     frames, _ = candump_frames(log, BOOT)
@@ -74,11 +74,11 @@ def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple
     )
     settings = Settings(lake=str(raw.parent / "lake"), clip_seconds=10.0, keyframes_per_clip=64)
     assert run_ingest(str(raw), settings, runner=LOCAL).exit_code == 0
-    return Lake.from_settings(settings), written
+    return Lake.from_settings(settings), written, raw
 
 
-def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tuple[Lake, int]) -> None:
-    lake, written = routes
+def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tuple[Lake, int, Path]) -> None:
+    lake, written, _ = routes
     drives = {r["drive"]: r for r in lake.read("drives").to_pylist()}
     assert set(drives) == {ROUTE, "2023-07-28--09-00-00"}
     d = drives[ROUTE]
@@ -94,8 +94,8 @@ def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tupl
     assert lake.read("clips", where=f"drive_id = '{q['drive_id']}'").num_rows == 0
 
 
-def test_every_frame_is_at_its_encode_index_time(routes: tuple[Lake, int]) -> None:
-    lake, _ = routes
+def test_every_frame_is_at_its_encode_index_time(routes: tuple[Lake, int, Path]) -> None:
+    lake, _, _ = routes
     clips = {c["clip_id"]: c for c in lake.read("clips").to_pylist()}
     rows = lake.read("clip_frames", where="dense = false").to_pylist()
     assert len(rows) > 40
@@ -106,9 +106,9 @@ def test_every_frame_is_at_its_encode_index_time(routes: tuple[Lake, int]) -> No
 
 
 def test_clips_span_the_segment_boundary_whole_and_cameras_share_their_windows(
-    routes: tuple[Lake, int],
+    routes: tuple[Lake, int, Path],
 ) -> None:
-    lake, _ = routes
+    lake, _, _ = routes
     clips = lake.read("clips").sort_by("start_time").to_pylist()
     road = [c for c in clips if c["camera"] == "road"]
     wide = [c for c in clips if c["camera"] == "wide"]
@@ -123,3 +123,38 @@ def test_clips_span_the_segment_boundary_whole_and_cameras_share_their_windows(
     assert shown == list(range(shown[0], shown[0] + len(shown))) and 199 <= len(shown) <= 201
     assert shown[0] < per <= shown[-1]  # frames of both segments' files, in order, none lost
     assert abs(across["start_time"].timestamp() - _wall_s("road", shown[0])) < 0.05
+
+
+def test_the_same_routes_from_s3_give_the_same_drives(
+    routes: tuple[Lake, int, Path],
+    s3_bucket: str,
+    s3_options: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from storage.objectstore import Location
+
+    local, _, raw = routes
+    remote = Location(f"s3://{s3_bucket}/op-raw", s3_options)
+    remote.fs.put(str(raw) + "/", remote.path, recursive=True)
+    for k, v in s3_options.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings(lake=str(tmp_path / "lake"), clip_seconds=10.0, keyframes_per_clip=64)
+    assert run_ingest(remote.uri, settings, runner=LOCAL).exit_code == 0
+    lake = Lake.from_settings(settings)
+    cols = ["drive_id", "vehicle_id", "drive", "start_time", "status", "duration_s"]
+    assert (
+        lake.read("drives", columns=cols)
+        .sort_by("drive_id")
+        .equals(local.read("drives", columns=cols).sort_by("drive_id"))
+    )
+    frames = ["clip_id", "frame_index", "t"]
+    assert (
+        lake.read("clip_frames", columns=frames)
+        .sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
+        .equals(
+            local.read("clip_frames", columns=frames).sort_by(
+                [("clip_id", "ascending"), ("frame_index", "ascending")]
+            )
+        )
+    )
