@@ -173,6 +173,7 @@ def _route(
     cams: dict[str, list[tuple[int, str]]] = {}
     logs: list[str] = []
     skipped: list[str] = []
+    drive_json: str | None = None
     total = 0
     for n, folder, files in segments:
         seg = posixpath.basename(folder)
@@ -188,7 +189,9 @@ def _route(
             total += size
             h.update(f"{n}\0{rel}\0{size}\0{_stamp(info)}\n".encode())
             rank = log_rank(rel)
-            if rel in CAMERA_FILES:
+            if rel == "drive.json":  # the route's drive.json may sit in any of its segments
+                drive_json = drive_json or full
+            elif rel in CAMERA_FILES:
                 cams.setdefault(CAMERA_FILES[rel], []).append((n, full))
             elif rank is not None and is_openpilot_file(rel):
                 if best is None or rank < best[0]:
@@ -217,7 +220,7 @@ def _route(
         route,
         tuple((name, p[0][1]) for name, p in parts.items()),
         tuple(logs),
-        None,
+        drive_json,
         h.hexdigest(),
         total,
         (),

@@ -45,8 +45,9 @@ from ingest.drive_json import read_drive_json
 from ingest.drive_platform import drive_platform
 from ingest.ids import drive_id
 from ingest.notes import Notes
+from ingest.openpilot.logs import LOG_NAMES
 from ingest.openpilot.route import EncodeIndex, encode_index
-from ingest.platform import Platform
+from ingest.platform import Platform, platform_for_fingerprint, shipped_platforms
 from ingest.signals import resample
 from ingest.start_time import EARLIEST, TimeSource, resolve_start
 from storage.config import Settings
@@ -147,6 +148,16 @@ class DriveIngest:
         dbc = doc.get("dbc")  # read by the platform step, when drive.json names it
         unread = [r for r in src.other if not (isinstance(dbc, str) and r == posixpath.normpath(dbc or "."))]
         notes.warnings.extend(not_read(unread))
+        index = self._encode_index(files, notes) if src.stitched or _route_logs(src) else None
+        if index is not None and index.fingerprint and "platform" not in doc and "dbc" not in doc:
+            name = platform_for_fingerprint(index.fingerprint)
+            if name is not None:
+                doc = {**doc, "platform": name}  # the car the logs name; drive.json overrides
+            else:
+                notes.warn(
+                    f"the logs' car fingerprint {index.fingerprint!r} maps to no shipped platform "
+                    f"({', '.join(shipped_platforms())}): set platform or dbc in drive.json"
+                )
         platform = self._platform(files, doc, notes)
         frames = read_can(files, doc, notes)
         decoded: dict[str, Any] = {}
@@ -157,7 +168,6 @@ class DriveIngest:
                 notes.warn(f"DBC decode failed: {reason(exc)}")
 
         cams = doc.get("cameras") if isinstance(doc.get("cameras"), dict) else {}
-        index = self._encode_index(files, notes) if src.stitched else None
         probes = probe_cameras(files, cams if isinstance(cams, dict) else {}, notes, index)
         start = resolve_start(
             drive_json=doc.get("start_time"),
@@ -303,6 +313,11 @@ class DriveIngest:
         cols = {"drive_id": pa.array([did] * n, pa.string()), "date": pa.array([day] * n, pa.date32())}
         cols.update({c: sig.column(c) for c in sig.column_names})
         return signals.SPEC.conform(pa.table(cols))
+
+
+def _route_logs(src: DriveSource) -> bool:
+    """Whether the drive has openpilot logs (their carParams name the car)."""
+    return any(posixpath.basename(p).startswith(LOG_NAMES) for p in src.can_logs)
 
 
 def drive_rows(results: list[DriveResult]) -> pa.Table:

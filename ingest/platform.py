@@ -69,6 +69,7 @@ class Platform:
     signals: dict[str, SignalMap]
     buses: tuple[str, ...] = ()
     dbc_text: str = field(default="", repr=False)
+    fingerprints: tuple[str, ...] = ()  # openpilot car fingerprints (carParams.carFingerprint) it decodes
 
     @functools.cached_property
     def dbc_sha256(self) -> str:
@@ -130,6 +131,7 @@ def parse_platform(doc: dict[str, Any], dbc_text: str) -> Platform:
             buses=tuple(str(b) for b in doc.get("buses", [])),
             signals={k: _signal_map(k, v) for k, v in signals.items()},
             dbc_text=dbc_text,
+            fingerprints=tuple(str(f) for f in doc.get("fingerprints", [])),
         )
     except KeyError as exc:
         raise ConfigError(f"platform map is missing {exc}") from None
@@ -137,6 +139,19 @@ def parse_platform(doc: dict[str, Any], dbc_text: str) -> Platform:
 
 def shipped_platforms() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml") if NAME.fullmatch(p.stem))
+
+
+def platform_for_fingerprint(fingerprint: str) -> str | None:
+    """The shipped platform whose ``fingerprints`` list an openpilot car fingerprint
+    (``TOYOTA_RAV4``, as opendbc names it; ``TOYOTA RAV4 2017`` in older logs), or None."""
+    for name in shipped_platforms():
+        try:
+            doc = tomllib.loads((BUILTIN_DIR / f"{name}.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if fingerprint in [str(f) for f in doc.get("fingerprints", [])]:
+            return name
+    return None
 
 
 @functools.cache

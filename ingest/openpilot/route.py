@@ -71,6 +71,7 @@ class EncodeIndex:
 
     times: dict[str, dict[tuple[int, int], float]]
     clock_source: str
+    fingerprint: str | None = None  # carParams.carFingerprint: the car, as openpilot named it
 
 
 def encode_index(logs: list[bytes]) -> EncodeIndex:
@@ -79,11 +80,14 @@ def encode_index(logs: list[bytes]) -> EncodeIndex:
     wanted = {v: k for k, v in ENCODE_EVENTS.items()}
     raw: dict[str, dict[tuple[int, int], int]] = {k: {} for k in ENCODE_EVENTS}
     clock = WallClock()
+    fingerprint = None
     for data in logs:
         body, _ = decompress(data)
         for ev in events(body, []):
             what = kind(ev)
             clock.see(ev, what)
+            if what == "carParams" and fingerprint is None:
+                fingerprint = str(ev.carParams.carFingerprint)[:200] or None
             cam = wanted.get(what or "")
             if cam is None:
                 continue
@@ -93,6 +97,7 @@ def encode_index(logs: list[bytes]) -> EncodeIndex:
     return EncodeIndex(
         {cam: {k: (v + offset) / 1e9 for k, v in got.items()} for cam, got in raw.items() if got},
         clock.source,
+        fingerprint,
     )
 
 

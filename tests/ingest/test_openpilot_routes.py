@@ -49,6 +49,7 @@ def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple
         folder.mkdir(parents=True)
         per = SEG_S * FPS
         evs = [event(BOOT + seg * SEG_S * 10**9, clocks={"wallTimeNanos": WALL + seg * SEG_S * 10**9})]
+        evs.append(event(BOOT, carParams={"brand": "toyota", "carFingerprint": "TOYOTA_RAV4"}))
         for cam, (name, member, base) in CAMS.items():
             spec = Spec(codec="libx265", container="hevc", fps=FPS, gop=FPS, bframes=0, seconds=SEG_S)
             spec = Spec(**{**spec.__dict__, "width": 160, "height": 96, "first_index": base + seg * per})
@@ -88,6 +89,9 @@ def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tupl
     frames = lake.read("can_frames", where=f"drive_id = '{d['drive_id']}'")
     assert frames.num_rows == written > 1000
     assert any("qcamera.ts" in w for w in d["warnings"])  # what was not read is said
+    assert d["platform"] == "toyota_rav4_2017"  # the car the logs' carParams name
+    sig = lake.read("signals", where=f"drive_id = '{d['drive_id']}'")
+    assert sig.num_rows > 300 and sig.column("speed_mps").drop_null().to_pylist()
     q = drives["2023-07-28--09-00-00"]
     assert q["status"] == "ok" and q["vehicle_id"] == DONGLE
     assert lake.read("can_frames", where=f"drive_id = '{q['drive_id']}'").num_rows == 5000
