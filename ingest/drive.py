@@ -170,6 +170,7 @@ class DriveIngest:
         cams = doc.get("cameras") if isinstance(doc.get("cameras"), dict) else {}
         probes = probe_cameras(files, cams if isinstance(cams, dict) else {}, notes, index)
         start = resolve_start(
+            has_drive_json=src.drive_json is not None,
             drive_json=doc.get("start_time"),
             can_first_us=int(pc.min(frames.column("t_us")).as_py()) if frames.num_rows else None,
             container_times=[c.clock for c in probes if c.clock],

@@ -103,6 +103,11 @@ _FOLDER_PATTERNS = (
 
 def folder_time(name: str) -> dt.datetime | None:
     """The first date-time in a folder name, read as UTC unless it carries an offset."""
+    return _folder_time(name)[0]
+
+
+def _folder_time(name: str) -> tuple[dt.datetime | None, bool]:
+    """:func:`folder_time`, and whether the name said its zone (``Z`` or an offset)."""
     for pattern in _FOLDER_PATTERNS:
         for m in pattern.finditer(name):
             y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
@@ -115,8 +120,8 @@ def folder_time(name: str) -> dt.datetime | None:
                 sign = 1 if tz[0] == "+" else -1
                 hh, mm = int(tz[1:3]), int(tz[-2:])
                 t -= sign * dt.timedelta(hours=hh, minutes=mm)
-            return t if in_range(t) else None
-    return None
+            return (t if in_range(t) else None), bool(tz)
+    return None, False
 
 
 def resolve_start(
@@ -126,8 +131,11 @@ def resolve_start(
     container_times: list[dt.datetime],
     folder: str,
     mtimes: list[dt.datetime],
+    has_drive_json: bool = False,
 ) -> StartTime:
-    """The best start time the drive has, with the source and any warning."""
+    """The best start time the drive has, with the source and any warning. A guess (the
+    folder name, file times) says which better sources were really missing, and a folder
+    name without a zone says it was read as UTC (a device's local time is off by its zone)."""
     t, why = check_time(drive_json)
     warnings: list[str] = []
     if drive_json is not None and t is None:
@@ -145,15 +153,26 @@ def resolve_start(
     mtimes = [m for m in mtimes if in_range(m)]
     if container_times:
         return StartTime(min(container_times), TimeSource.CONTAINER, warnings)
-    t = folder_time(folder)
-    if t is not None:
-        warnings.append(
-            f"start time guessed from the folder name {folder!r} (no drive.json, CAN or creation_time)"
+    missing = ", ".join(
+        (
+            "drive.json has no start_time" if has_drive_json else "no drive.json",
+            "no CAN frame" if can_first_us is None else "CAN times out of range",
+            "no video creation_time",
         )
+    )
+    t, zoned = _folder_time(folder)
+    if t is not None:
+        zone = (
+            "its zone as written"
+            if zoned
+            else "read as UTC: the name carries no zone, and a device's local time would be off by "
+            "its zone; set start_time in drive.json"
+        )
+        warnings.append(f"start time guessed from the folder name {folder!r} ({zone}); {missing}")
         return StartTime(t, TimeSource.FOLDER_NAME, warnings)
     if mtimes:
         t = min(mtimes)
-        warnings.append(f"start time guessed from file modification time {t.isoformat()} (nothing better)")
+        warnings.append(f"start time guessed from file modification time {t.isoformat()}; {missing}")
         return StartTime(t, TimeSource.MTIME, warnings)
     warnings.append("no start time found; 1970-01-01 used")
     return StartTime(dt.datetime.fromtimestamp(0, dt.UTC), TimeSource.NONE, warnings)

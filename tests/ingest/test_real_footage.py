@@ -163,8 +163,18 @@ def test_start_time_order_prefers_what_the_drive_knows() -> None:
         resolve_start(drive_json=None, can_first_us=None, container_times=[later], **common).source
         == "container"
     )
-    bad = resolve_start(drive_json="yesterday", can_first_us=None, container_times=[], **common)
+    bad = resolve_start(
+        drive_json="yesterday", can_first_us=None, container_times=[], has_drive_json=True, **common
+    )
     assert bad.source == "folder_name" and len(bad.warnings) == 2
+    # the guess says it read the name as UTC and names the sources really missing
+    assert (
+        "read as UTC" in bad.warnings[1] and "drive.json has no start_time, no CAN frame" in bad.warnings[1]
+    )
+    zoned = resolve_start(
+        drive_json=None, can_first_us=None, container_times=[], folder="t_20240614T170000Z", mtimes=[]
+    )
+    assert "its zone as written" in zoned.warnings[0] and "no drive.json" in zoned.warnings[0]
     nothing = resolve_start(drive_json=None, can_first_us=None, container_times=[], folder="x", mtimes=[])
     assert nothing.source == "none" and nothing.warnings
 
