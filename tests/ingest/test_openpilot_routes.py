@@ -120,9 +120,12 @@ def test_clips_span_the_segment_boundary_whole_and_cameras_share_their_windows(
     assert [c["group_id"] for c in road] == [c["group_id"] for c in wide]
     across = road[1]  # 10..20 s: the boundary at 12 s inside
     with av.open(io.BytesIO(lake.root.fs.cat_file(across["video_uri"]))) as c:
-        shown = [
-            read_index(f.to_ndarray(format="rgb24")) for f in sorted(c.decode(video=0), key=lambda f: f.pts)
-        ]
+        decoded = sorted(c.decode(video=0), key=lambda f: f.pts)
+        shown = [read_index(f.to_ndarray(format="rgb24")) for f in decoded]
+        at = [float(f.pts * f.time_base) for f in decoded]
+    # every frame of the clip plays at its own encode-index time (to the mp4's 1/90000 s)
+    t0 = across["start_time"].timestamp()
+    assert max(abs(t0 + a - _wall_s("road", k)) for a, k in zip(at, shown, strict=True)) < 1e-3
     per = SEG_S * FPS
     assert shown == list(range(shown[0], shown[0] + len(shown))) and 199 <= len(shown) <= 201
     assert shown[0] < per <= shown[-1]  # frames of both segments' files, in order, none lost
