@@ -18,10 +18,7 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 
-import av
-
 from ingest._reasons import reason
-from ingest.video import VideoError
 
 __all__ = ["BROWSER_CODECS", "KBIT_S", "SHORT_SIDE", "needs_preview", "preview_mp4"]
 
@@ -44,7 +41,13 @@ def preview_mp4(
     mp4: bytes, rotation_deg: int = 0, short_side: int = SHORT_SIDE, kbit_s: int = KBIT_S
 ) -> bytes:
     """The clip's H.264 preview: its shown frames (time >= 0; the pre-roll an edit list
-    hides is left out) at their own times, scaled down (never up). Raises VideoError."""
+    hides is left out) at their own times, scaled down (never up). Raises VideoError.
+
+    PyAV is imported here, not above: the API server imports :func:`needs_preview` for
+    the clip page and loads no decoder (tests/api/test_imports.py)."""
+    import av
+
+    from ingest.video import VideoError
     out_buf = io.BytesIO()
     try:
         with av.open(io.BytesIO(mp4), "r") as src:
