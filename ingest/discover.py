@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ingest.can import CAN_SUFFIXES
 from ingest.drive_files import RawRoot, linked_out
-from ingest.openpilot.route import CAMERA_FILES, is_openpilot_file, log_rank, segment_of
+from ingest.openpilot.route import CAMERA_FILES, QCAMERA, is_openpilot_file, log_rank, segment_of
 from storage.errors import ConfigError
 from storage.objectstore import Location
 
@@ -168,12 +168,15 @@ def _route(
 ) -> DriveSource:
     """The segments of one openpilot route as one drive (:mod:`ingest.openpilot.route`):
     each camera's segment files in order, one log per segment (its rlog, else its qlog);
-    what is not read, and each segment missing between the first and the last, said."""
+    what is not read, and each segment missing between the first and the last, said. A
+    route uploaded as devices do by default (qlogs and ``qcamera.ts``) gives its road
+    camera from ``qcamera.ts``, camera ``qcamera``."""
     h = hashlib.sha1()
     cams: dict[str, list[tuple[int, str]]] = {}
     logs: list[str] = []
     skipped: list[str] = []
     drive_json: str | None = None
+    qcams: list[tuple[int, str, str]] = []
     total = 0
     for n, folder, files in segments:
         seg = posixpath.basename(folder)
@@ -191,7 +194,7 @@ def _route(
             rank = log_rank(rel)
             if rel == "drive.json":  # the route's drive.json may sit in any of its segments
                 drive_json = drive_json or full
-            elif rel in CAMERA_FILES:
+            elif rel in CAMERA_FILES and rel != QCAMERA:
                 cams.setdefault(CAMERA_FILES[rel], []).append((n, full))
             elif rank is not None and is_openpilot_file(rel):
                 if best is None or rank < best[0]:
@@ -200,12 +203,16 @@ def _route(
                     best = (rank, full, rel)
                 else:
                     skipped.append(f"{shown}: not read (the segment's {best[2]} holds every frame)")
-            elif rel == "qcamera.ts":
-                skipped.append(f"{shown}: the low-resolution preview camera; not read")
+            elif rel == QCAMERA:
+                qcams.append((n, full, shown))
             else:
                 skipped.append(f"{_shown(shown)}: not a file of an openpilot segment; not read")
         if best is not None:
             logs.append(best[1])
+    if cams:  # the full cameras are read; the low-resolution copy of the road camera is not
+        skipped += [f"{shown}: the low-resolution copy of the road camera; not read" for _, _, shown in qcams]
+    elif qcams:  # what devices upload by default (qlog + qcamera.ts): the road camera at 526x330
+        cams[CAMERA_FILES[QCAMERA]] = [(n, full) for n, full, _ in qcams]
     present = [n for n, _, _ in segments]
     gaps = sorted(set(range(present[0], present[-1] + 1)) - set(present))
     if gaps:

@@ -116,6 +116,9 @@ def _route_camera(
     if why:
         notes.warn(why)
     first = float(np.min(times))
+    # Timed from the logs, never from the container: each segment's file restarts its own
+    # clock (qcamera.ts), so its packets are re-timed as a raw stream's are
+    p.raw_stream = True
     p.times = times - first
     p.start_s = 0.0
     step = float(np.median(np.diff(np.sort(p.times)))) if len(p.times) > 1 else 1.0 / p.fps

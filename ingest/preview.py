@@ -48,6 +48,7 @@ def preview_mp4(
     import av
 
     from ingest.video import VideoError
+
     out_buf = io.BytesIO()
     try:
         with av.open(io.BytesIO(mp4), "r") as src:

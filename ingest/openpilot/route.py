@@ -9,7 +9,10 @@ comma's tools keep them as ``RAW/<dongle_id>/<route>--<n>/`` or
 
 The segments of one route are one drive (``drives.drive`` is the route): each camera's
 segment files are read as one stream (a raw HEVC segment starts with its parameter sets
-and a keyframe, so the files concatenate), every CAN log of the route is read. A camera's
+and a keyframe, an MPEG-TS file with its tables and a keyframe, so the files
+concatenate), every CAN log of the route is read. ``qcamera.ts`` (the road camera at
+526x330) is a camera only where the route has no full one: what devices upload by
+default is qlogs and qcamera.ts. A camera's
 frames are placed at the start-of-frame times its encode-index events in the logs give
 (``roadEncodeIdx``, ``wideRoadEncodeIdx``, ``driverEncodeIdx``: segment, index in the
 segment, ``timestampSof`` on the boot clock), moved onto the wall clock the logs record;
@@ -32,6 +35,7 @@ from ingest.openpilot.logs import WallClock, decompress, events, kind
 __all__ = [
     "CAMERA_FILES",
     "ENCODE_EVENTS",
+    "QCAMERA",
     "SEGMENT_SECONDS",
     "ConcatFile",
     "EncodeIndex",
@@ -43,9 +47,16 @@ __all__ = [
 ]
 
 _SEGMENT = re.compile(r"^(?P<route>.+)--(?P<n>\d{1,5})$")
-CAMERA_FILES = {"fcamera.hevc": "road", "ecamera.hevc": "wide", "dcamera.hevc": "driver"}
-"""Segment files that are cameras, by the camera name they get."""
-ENCODE_EVENTS = {"road": "roadEncodeIdx", "wide": "wideRoadEncodeIdx", "driver": "driverEncodeIdx"}
+QCAMERA = "qcamera.ts"
+CAMERA_FILES = {"fcamera.hevc": "road", "ecamera.hevc": "wide", "dcamera.hevc": "driver", QCAMERA: "qcamera"}
+"""Segment files that are cameras, by the camera name they get (``qcamera.ts``, the road
+camera at low resolution in MPEG-TS, only where a route has no full camera)."""
+ENCODE_EVENTS = {
+    "road": "roadEncodeIdx",
+    "wide": "wideRoadEncodeIdx",
+    "driver": "driverEncodeIdx",
+    "qcamera": "qRoadEncodeIdx",
+}
 SEGMENT_SECONDS = 60.0
 _LOGS = ("rlog", "rlog.zst", "rlog.bz2", "qlog", "qlog.zst", "qlog.bz2")
 
@@ -57,7 +68,7 @@ def segment_of(name: str) -> tuple[str, int] | None:
 
 
 def is_openpilot_file(name: str) -> bool:
-    return name in CAMERA_FILES or name in _LOGS or name == "qcamera.ts"
+    return name in CAMERA_FILES or name in _LOGS
 
 
 def log_rank(name: str) -> int | None:

@@ -26,6 +26,7 @@ FPS, SEG_S = 20, 12  # segments of 12 s here (60 s on a device): the times come 
 BOOT = 5_000_000_000_000  # ns on the device's boot clock when the route began
 WALL = int(dt.datetime(2023, 7, 27, 20, 41, 19, 250_000, tzinfo=dt.UTC).timestamp() * 1e9)
 CAMS = {"road": ("fcamera.hevc", "roadEncodeIdx", 0), "wide": ("ecamera.hevc", "wideRoadEncodeIdx", 1000)}
+DAY = 86_400 * 10**9  # the qlog-only route is a day later
 
 
 def _sof(cam: str, k: int) -> int:
@@ -67,12 +68,20 @@ def routes(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple
         evs += can_events(mine)
         (folder / "rlog.zst").write_bytes(log_file(evs, "zst"))
         (folder / "qcamera.ts").write_bytes(b"\x47" * 188)
-    q = raw / f"{DONGLE}|2023-07-28--09-00-00--0"
-    q.mkdir(parents=True)
+    # What devices upload by default: qlogs and qcamera.ts (H.264 in MPEG-TS), in the | layout.
     q_frames = frames[:5000]
-    (q / "qlog.zst").write_bytes(
-        log_file([event(BOOT, clocks={"wallTimeNanos": WALL + 86_400 * 10**9}), *can_events(q_frames)], "zst")
-    )
+    for seg in (0, 1):
+        q = raw / f"{DONGLE}|2023-07-28--09-00-00--{seg}"
+        q.mkdir(parents=True)
+        per = SEG_S * FPS
+        spec = Spec(container="mpegts", fps=FPS, gop=FPS, bframes=0, seconds=SEG_S, width=160, height=96)
+        (q / "qcamera.ts").write_bytes(encode(Spec(**{**spec.__dict__, "first_index": seg * per})))
+        evs = [event(BOOT + seg * SEG_S * 10**9, clocks={"wallTimeNanos": WALL + DAY + seg * SEG_S * 10**9})]
+        for i in range(per):
+            k = seg * per + i
+            idx = {"frameId": k, "segmentNum": seg, "segmentId": i, "timestampSof": _sof("qcamera", k)}
+            evs.append(event(_sof("qcamera", k) + 20_000_000, qRoadEncodeIdx=idx))
+        (q / "qlog.zst").write_bytes(log_file([*evs, *can_events(q_frames if seg == 0 else [])], "zst"))
     settings = Settings(lake=str(raw.parent / "lake"), clip_seconds=10.0, keyframes_per_clip=64)
     assert run_ingest(str(raw), settings, runner=LOCAL).exit_code == 0
     return Lake.from_settings(settings), written, raw
@@ -95,13 +104,34 @@ def test_the_segments_of_a_route_are_one_drive_with_every_can_frame(routes: tupl
     q = drives["2023-07-28--09-00-00"]
     assert q["status"] == "ok" and q["vehicle_id"] == DONGLE
     assert lake.read("can_frames", where=f"drive_id = '{q['drive_id']}'").num_rows == 5000
-    assert lake.read("clips", where=f"drive_id = '{q['drive_id']}'").num_rows == 0
+
+
+def test_a_qlog_only_route_gives_its_qcamera_at_the_encode_index_times(
+    routes: tuple[Lake, int, Path],
+) -> None:
+    """qlog + qcamera.ts, what comma devices upload by default: the road camera at low
+    resolution (MPEG-TS, each segment's file on its own clock) stitched and timed from
+    the qRoadEncodeIdx events, a clip across the segment boundary whole."""
+    lake, _, _ = routes
+    (q,) = lake.read("drives", where="drive = '2023-07-28--09-00-00'").to_pylist()
+    clips = lake.read("clips", where=f"drive_id = '{q['drive_id']}'").sort_by("start_time").to_pylist()
+    assert [c["camera"] for c in clips] == ["qcamera"] * 3 and {c["codec"] for c in clips} == {"h264"}
+    assert all(c["preview_uri"] is None for c in clips)  # H.264 plays as it is
+    across = clips[1]
+    with av.open(io.BytesIO(lake.root.fs.cat_file(across["video_uri"]))) as c:
+        decoded = sorted(c.decode(video=0), key=lambda f: f.pts)
+        shown = [read_index(f.to_ndarray(format="rgb24")) for f in decoded]
+        at = [float(f.pts * f.time_base) for f in decoded]
+    assert shown == list(range(shown[0], shown[0] + len(shown))) and shown[0] < SEG_S * FPS <= shown[-1]
+    t0 = across["start_time"].timestamp()
+    assert max(abs(t0 + a - _wall_s("qcamera", k) - DAY / 1e9) for a, k in zip(at, shown, strict=True)) < 1e-3
 
 
 def test_every_frame_is_at_its_encode_index_time(routes: tuple[Lake, int, Path]) -> None:
     lake, _, _ = routes
-    clips = {c["clip_id"]: c for c in lake.read("clips").to_pylist()}
-    rows = lake.read("clip_frames", where="dense = false").to_pylist()
+    (d,) = lake.read("drives", where=f"drive = '{ROUTE}'").to_pylist()
+    clips = {c["clip_id"]: c for c in lake.read("clips", where=f"drive_id = '{d['drive_id']}'").to_pylist()}
+    rows = lake.read("clip_frames", where=f"dense = false AND drive_id = '{d['drive_id']}'").to_pylist()
     assert len(rows) > 40
     for f in rows:
         cam = clips[f["clip_id"]]["camera"]
@@ -113,7 +143,8 @@ def test_clips_span_the_segment_boundary_whole_and_cameras_share_their_windows(
     routes: tuple[Lake, int, Path],
 ) -> None:
     lake, _, _ = routes
-    clips = lake.read("clips").sort_by("start_time").to_pylist()
+    (d,) = lake.read("drives", where=f"drive = '{ROUTE}'").to_pylist()
+    clips = lake.read("clips", where=f"drive_id = '{d['drive_id']}'").sort_by("start_time").to_pylist()
     road = [c for c in clips if c["camera"] == "road"]
     wide = [c for c in clips if c["camera"] == "wide"]
     assert len(road) == len(wide) >= 2
