@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 
 from ingest.can import CAN_SUFFIXES
 from ingest.drive_files import RawRoot, linked_out
-from ingest.openpilot.route import CAMERA_FILES, QCAMERA, is_openpilot_file, log_rank, segment_of
+from ingest.openpilot.route import (
+    CAMERA_FILES,
+    FRAME_TIMES,
+    QCAMERA,
+    ROUTE,
+    is_openpilot_file,
+    log_rank,
+    segment_of,
+)
 from storage.errors import ConfigError
 from storage.objectstore import Location
 
@@ -36,6 +44,11 @@ log = logging.getLogger(__name__)
 _LINKED_FOLDER = "the drive folder is a symbolic link: skipped (links to folders are not followed)"
 _DRIVE_PARTS = ("cameras", "can")  # folders of a drive; seen one level up, the root is too deep
 _NOT_UTF8 = "a file name that is not valid UTF-8: skipped (names must be UTF-8)"
+_COMMA_UNREAD = {
+    "processed_log/": "comma2k19's signals processed from the log (its CAN is read from the log itself)",
+    "global_pose/": "comma2k19's poses (its frame_times are read)",
+    "preview.png": "comma2k19's preview image",
+}
 MAX_UNREAD_LISTED = 20  # files not read that a drive's warnings name one by one; the rest are counted
 
 
@@ -56,6 +69,8 @@ class DriveSource:
     # An openpilot route (ingest.openpilot.route): each camera's segment files, in order,
     # read as one stream, as (segment number, path); ``cameras`` names their first file.
     stitched: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = field(default=())
+    # comma2k19: the road camera's frame times per segment, (segment number, path)
+    frame_times: tuple[tuple[int, str], ...] = field(default=())
 
     @property
     def key(self) -> str:
@@ -129,10 +144,11 @@ def discover(raw: Location) -> list[DriveSource]:
             undecodable.add((parts[0],) if not _utf8(parts[0]) else (parts[0], parts[1]))
             continue
         rels.append(parts)
-        dongle, bar, segment = parts[0].partition("|")
-        if bar and dongle and segment_of(segment) and len(parts) >= 2:  # RAW/<dongle_id>|<route>--<n>/
-            folders[(dongle, segment)] = parts[0]
-            found.setdefault((dongle, segment), []).append(("/".join(parts[1:]), info))
+        comma = _comma_folder(parts)
+        if comma is not None:  # RAW/<dongle_id>|<route>--<n>/, or comma2k19's <dongle_id>|<route>/<n>/
+            key, depth = comma
+            folders[key] = "/".join(parts[:depth])
+            found.setdefault(key, []).append(("/".join(parts[depth:]), info))
             continue
         if info.get("islink") and len(parts) < 3 and fs.isdir(path):
             # fsspec lists a linked folder without entering it: say so rather than drop it unseen.
@@ -158,6 +174,23 @@ def discover(raw: Location) -> list[DriveSource]:
     return sorted(drives, key=lambda s: (s.vehicle_id, s.drive))
 
 
+def _comma_folder(parts: list[str]) -> tuple[tuple[str, str], int] | None:
+    """``((dongle_id, "<route>--<n>"), folder depth)`` for a path inside a segment folder
+    named with a ``|``: ``<dongle_id>|<route>--<n>/...``, or comma2k19's
+    ``[Chunk_k/]<dongle_id>|<route>/<n>/...``; None for any other path."""
+    for i in (0, 1):
+        if len(parts) <= i + 1 or "|" not in parts[i]:
+            continue
+        dongle, _, rest = parts[i].partition("|")
+        if not dongle:
+            return None
+        if i == 0 and segment_of(rest):
+            return (dongle, rest), 1
+        if ROUTE.fullmatch(rest) and len(parts) > i + 2 and parts[i + 1].isdigit():
+            return (dongle, f"{rest}--{int(parts[i + 1])}"), i + 2
+    return None
+
+
 def _route(
     raw: Location,
     root: str,
@@ -177,6 +210,8 @@ def _route(
     skipped: list[str] = []
     drive_json: str | None = None
     qcams: list[tuple[int, str, str]] = []
+    frame_times: list[tuple[int, str]] = []
+    unread: dict[str, list[str]] = {}  # not read, by top-level name in a segment
     total = 0
     for n, folder, files in segments:
         seg = posixpath.basename(folder)
@@ -205,10 +240,19 @@ def _route(
                     skipped.append(f"{shown}: not read (the segment's {best[2]} holds every frame)")
             elif rel == QCAMERA:
                 qcams.append((n, full, shown))
+            elif rel == FRAME_TIMES:
+                frame_times.append((n, full))
             else:
-                skipped.append(f"{_shown(shown)}: not a file of an openpilot segment; not read")
+                top = rel.split("/")[0] + ("/" if "/" in rel else "")
+                unread.setdefault(top, []).append(shown)
         if best is not None:
             logs.append(best[1])
+    for top, paths in sorted(unread.items())[:MAX_UNREAD_LISTED]:  # a few by name, a folder's many as one
+        what = _COMMA_UNREAD.get(top, "not a file of an openpilot segment")
+        if len(paths) <= 3:
+            skipped += [f"{_shown(shown)}: {what}; not read" for shown in paths]
+        else:
+            skipped.append(f"{_shown(top)} ({len(paths)} files in the route's segments): {what}; not read")
     if cams:  # the full cameras are read; the low-resolution copy of the road camera is not
         skipped += [f"{shown}: the low-resolution copy of the road camera; not read" for _, _, shown in qcams]
     elif qcams:  # what devices upload by default (qlog + qcamera.ts): the road camera at 526x330
@@ -233,6 +277,7 @@ def _route(
         (),
         tuple(skipped),
         tuple(parts.items()),
+        tuple(frame_times),
     )
 
 

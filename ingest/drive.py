@@ -25,11 +25,13 @@ and recorded failed with the budget it exceeded.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.transaction import AddAction
@@ -46,7 +48,7 @@ from ingest.drive_platform import drive_platform
 from ingest.ids import drive_id
 from ingest.notes import Notes
 from ingest.openpilot.logs import LOG_NAMES
-from ingest.openpilot.route import EncodeIndex, encode_index
+from ingest.openpilot.route import FRAME_TIMES, MAX_FRAME_TIMES_BYTES, EncodeIndex, encode_index
 from ingest.platform import Platform, platform_for_fingerprint, shipped_platforms
 from ingest.signals import resample
 from ingest.start_time import EARLIEST, TimeSource, resolve_start
@@ -132,6 +134,17 @@ class DriveIngest:
             except OSError:
                 continue  # read_can has said why
         index = encode_index(logs)
+        for n, path in files.src.frame_times:  # comma2k19 ships the road camera's frame times
+            try:
+                if files.size(path) > MAX_FRAME_TIMES_BYTES:
+                    raise ValueError(f"larger than {MAX_FRAME_TIMES_BYTES >> 20} MiB")
+                times = np.load(io.BytesIO(files.read(path)), allow_pickle=False)
+                if times.ndim != 1 or times.dtype.kind != "f":
+                    raise ValueError(f"not a 1-d float array ({times.dtype}, {times.ndim}-d)")
+            except (OSError, ValueError, EOFError) as exc:
+                notes.warn(f"segment {n}: {FRAME_TIMES} unreadable ({reason(exc)}); frames timed at the rate")
+                continue
+            index.add_frame_times("road", n, times)
         if index.times and not index.clock_source:
             notes.warn("the logs record no set wall clock: camera frames timed on the device's boot clock")
         return index

@@ -35,7 +35,10 @@ from ingest.openpilot.logs import WallClock, decompress, events, kind
 __all__ = [
     "CAMERA_FILES",
     "ENCODE_EVENTS",
+    "FRAME_TIMES",
+    "MAX_FRAME_TIMES_BYTES",
     "QCAMERA",
+    "ROUTE",
     "SEGMENT_SECONDS",
     "ConcatFile",
     "EncodeIndex",
@@ -46,9 +49,18 @@ __all__ = [
     "segment_of",
 ]
 
-_SEGMENT = re.compile(r"^(?P<route>.+)--(?P<n>\d{1,5})$")
+ROUTE = re.compile(r"\d{4}-\d{2}-\d{2}--\d{2}-\d{2}-\d{2}|[0-9a-f]{8}--[0-9a-f]{10}")
+"""An openpilot route name: the device's local start time (``2023-07-27--13-01-19``), or
+on newer devices a counter and a random part (``0000002a--9c8f1d2e1b``)."""
+_SEGMENT = re.compile(rf"^(?P<route>{ROUTE.pattern})--(?P<n>\d{{1,5}})$")
 QCAMERA = "qcamera.ts"
-CAMERA_FILES = {"fcamera.hevc": "road", "ecamera.hevc": "wide", "dcamera.hevc": "driver", QCAMERA: "qcamera"}
+CAMERA_FILES = {
+    "fcamera.hevc": "road",
+    "ecamera.hevc": "wide",
+    "dcamera.hevc": "driver",
+    "video.hevc": "road",  # comma2k19's name for it
+    QCAMERA: "qcamera",
+}
 """Segment files that are cameras, by the camera name they get (``qcamera.ts``, the road
 camera at low resolution in MPEG-TS, only where a route has no full camera)."""
 ENCODE_EVENTS = {
@@ -58,7 +70,10 @@ ENCODE_EVENTS = {
     "qcamera": "qRoadEncodeIdx",
 }
 SEGMENT_SECONDS = 60.0
-_LOGS = ("rlog", "rlog.zst", "rlog.bz2", "qlog", "qlog.zst", "qlog.bz2")
+_LOGS = ("rlog", "rlog.zst", "rlog.bz2", "qlog", "qlog.zst", "qlog.bz2", "raw_log.bz2")
+FRAME_TIMES = "global_pose/frame_times"
+"""comma2k19: the road camera's frame times (seconds on the boot clock), a NumPy array."""
+MAX_FRAME_TIMES_BYTES = 16 << 20
 
 
 def segment_of(name: str) -> tuple[str, int] | None:
@@ -73,7 +88,7 @@ def is_openpilot_file(name: str) -> bool:
 
 def log_rank(name: str) -> int | None:
     """Which log of a segment to read: an rlog (every CAN frame) over a qlog (decimated)."""
-    return 0 if name.startswith("rlog") else 1 if name.startswith("qlog") else None
+    return 0 if name.startswith(("rlog", "raw_log")) else 1 if name.startswith("qlog") else None
 
 
 @dataclass
@@ -83,6 +98,16 @@ class EncodeIndex:
     times: dict[str, dict[tuple[int, int], float]]
     clock_source: str
     fingerprint: str | None = None  # carParams.carFingerprint: the car, as openpilot named it
+    offset_s: float = 0.0  # wall - boot clock, seconds (0 when the logs set no wall clock)
+
+    def add_frame_times(self, camera: str, segment: int, boot_s: np.ndarray) -> None:
+        """Frame times a dataset ships beside the logs (comma2k19's ``frame_times``), for a
+        camera segment the logs' encode index does not time."""
+        got = self.times.setdefault(camera, {})
+        if any(k[0] == segment for k in got):
+            return
+        for i, t in enumerate(np.asarray(boot_s, np.float64).tolist()):
+            got[(segment, i)] = t + self.offset_s
 
 
 def encode_index(logs: list[bytes]) -> EncodeIndex:
@@ -103,12 +128,14 @@ def encode_index(logs: list[bytes]) -> EncodeIndex:
             if cam is None:
                 continue
             idx = getattr(ev, what or "")
-            raw[cam][(int(idx.segmentNum), int(idx.segmentId))] = int(idx.timestampSof)
+            if int(idx.timestampSof):  # logs before 2019 have no start-of-frame time (0)
+                raw[cam][(int(idx.segmentNum), int(idx.segmentId))] = int(idx.timestampSof)
     offset = clock.offset_ns or 0
     return EncodeIndex(
         {cam: {k: (v + offset) / 1e9 for k, v in got.items()} for cam, got in raw.items() if got},
         clock.source,
         fingerprint,
+        offset / 1e9,
     )
 
 

@@ -266,7 +266,9 @@ def test_files_no_reader_takes_are_named_in_warnings_never_dropped_unsaid(
     make_drive(
         raw, "mixed", "d1", {"can/pt.log": log, "car.dbc": dbc, **odd}, {"dbc": "car.dbc", "signals": signals}
     )
-    make_drive(raw, "comma", "route--0", {"can/qlog.lz4": b"\x04\x22", "fcamera.hevc": b"\0\0\0\1"})
+    make_drive(
+        raw, "comma", "2023-07-27--13-01-19--0", {"can/qlog.lz4": b"\x04\x22", "fcamera.hevc": b"\0\0\0\1"}
+    )
     make_drive(raw, "many", "d1", {"can/pt.log": log, **{f"extra/{i:02d}.bin": b"x" for i in range(25)}})
     settings = Settings(lake=str(tmp_path / "lake"))
     report = run_ingest(str(raw), settings, runner=LOCAL)
@@ -283,7 +285,8 @@ def test_files_no_reader_takes_are_named_in_warnings_never_dropped_unsaid(
     assert comma["status"] == "failed" and report.exit_code == 3
     assert "can/qlog.lz4" in comma["error"] and "fcamera.hevc" in comma["error"], comma["error"]
     assert any(
-        w.startswith("route--0/can/qlog.lz4: not a file of an openpilot segment") for w in comma["warnings"]
+        w.startswith("2023-07-27--13-01-19--0/can/qlog.lz4: not a file of an openpilot segment")
+        for w in comma["warnings"]
     )
 
     many = rows["many"]

@@ -196,3 +196,59 @@ def test_the_same_routes_from_s3_give_the_same_drives(
             )
         )
     )
+
+
+def test_comma2k19_segments_ingest_with_the_frame_times_they_ship(tmp_path: Path, shared_data: Path) -> None:
+    """comma2k19's layout (``Chunk_k/<dongle_id>|<route>/<n>/``: video.hevc, raw_log.bz2,
+    global_pose/frame_times, processed_log/...): one drive per route; the road camera's
+    frames at the frame_times it ships (boot seconds) on the log's wall clock, the 2018
+    encode index (no start-of-frame times) not taken for them; the platform from its
+    carParams' 2018 fingerprint; processed_log/ named once as not read."""
+    dongle, route = "b0c9d2329ad1606b", "2018-08-02--08-34-47"
+    log = (shared_data / "can" / "rav4_drive_seg40_part1.log").read_bytes()
+    frames, _ = candump_frames(log, BOOT)
+    per, seg_s = 6 * FPS, 6
+    rng = np.random.default_rng(7)
+    expected: dict[int, float] = {}
+    written = 0
+    for j, seg in enumerate((40, 41)):
+        folder = tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / str(seg)
+        (folder / "global_pose").mkdir(parents=True)
+        (folder / "processed_log" / "CAN" / "speed").mkdir(parents=True)
+        spec = Spec(codec="libx265", container="hevc", fps=FPS, gop=FPS, bframes=0, seconds=seg_s)
+        (folder / "video.hevc").write_bytes(
+            encode(Spec(**{**spec.__dict__, "width": 160, "height": 96, "first_index": j * per}))
+        )
+        boot_s = (BOOT / 1e9) + (j * per + np.arange(per)) / FPS + rng.uniform(-0.0012, 0.0008, per)
+        buf = io.BytesIO()
+        np.save(buf, boot_s)
+        (folder / "global_pose" / "frame_times").write_bytes(buf.getvalue())
+        expected.update({j * per + i: t - BOOT / 1e9 + WALL / 1e9 for i, t in enumerate(boot_s)})
+        for name in ("t", "value"):
+            (folder / "processed_log" / "CAN" / "speed" / name).write_bytes(b"\x93NUMPY")
+        (folder / "preview.png").write_bytes(b"\x89PNG")
+        evs = [
+            event(BOOT, initData={"wallTimeNanos": WALL}),
+            event(BOOT, carParams={"carFingerprint": "TOYOTA RAV4 2017"}),
+            *(event(BOOT + i, roadEncodeIdx={"segmentNum": seg, "segmentId": i}) for i in range(per)),
+        ]
+        mine = [f for f in frames if j * seg_s * 10**9 <= f[0] - BOOT < (j + 1) * seg_s * 10**9]
+        written += len(mine)
+        (folder / "raw_log.bz2").write_bytes(log_file([*evs, *can_events(mine)], "bz2"))
+    settings = Settings(lake=str(tmp_path / "lake"), clip_seconds=5.0, keyframes_per_clip=64)
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    lake = Lake.from_settings(settings)
+    (d,) = lake.read("drives").to_pylist()
+    assert (d["vehicle_id"], d["drive"], d["status"], d["platform"]) == (
+        dongle,
+        route,
+        "ok",
+        "toyota_rav4_2017",
+    )
+    assert lake.read("can_frames").num_rows == written
+    assert len([w for w in d["warnings"] if w.startswith("processed_log/ (4 files")]) == 1, d["warnings"]
+    rows = lake.read("clip_frames", where="dense = false").to_pylist()
+    assert len(rows) >= 12
+    for f in rows:
+        k = read_index(Image.open(io.BytesIO(f["jpeg"])))
+        assert abs(f["t"].timestamp() - expected[k]) < 2e-5, k
