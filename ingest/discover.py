@@ -71,6 +71,9 @@ class DriveSource:
     stitched: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = field(default=())
     # comma2k19: the road camera's frame times per segment, (segment number, path)
     frame_times: tuple[tuple[int, str], ...] = field(default=())
+    # (camera, of): a camera cut only as the browser preview of another camera's clips
+    # (an openpilot route's qcamera.ts for its HEVC road camera), never a clip of its own
+    preview_of: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def key(self) -> str:
@@ -253,7 +256,11 @@ def _route(
             skipped += [f"{_shown(shown)}: {what}; not read" for shown in paths]
         else:
             skipped.append(f"{_shown(top)} ({len(paths)} files in the route's segments): {what}; not read")
-    if cams:  # the full cameras are read; the low-resolution copy of the road camera is not
+    preview_of: tuple[tuple[str, str], ...] = ()
+    if qcams and "road" in cams:  # H.264 already: the road camera's browser preview, no transcoding
+        cams[CAMERA_FILES[QCAMERA]] = [(n, full) for n, full, _ in qcams]
+        preview_of = ((CAMERA_FILES[QCAMERA], "road"),)
+    elif cams:  # full cameras but no road camera to be the preview of
         skipped += [f"{shown}: the low-resolution copy of the road camera; not read" for _, _, shown in qcams]
     elif qcams:  # what devices upload by default (qlog + qcamera.ts): the road camera at 526x330
         cams[CAMERA_FILES[QCAMERA]] = [(n, full) for n, full, _ in qcams]
@@ -278,6 +285,7 @@ def _route(
         tuple(skipped),
         tuple(parts.items()),
         tuple(frame_times),
+        preview_of,
     )
 
 

@@ -28,7 +28,7 @@ from ingest.look_closer import dense_frames, wants_closer_look
 from ingest.notes import Notes
 from ingest.preview import needs_preview, preview_mp4
 from ingest.timegrid import CameraTrack, TimeGrid
-from ingest.video import VideoError, clip_media
+from ingest.video import ClipCut, VideoError, clip_media
 from storage.config import Settings
 from storage.faults import fault_point
 from storage.objectstore import Location
@@ -44,6 +44,19 @@ class ClipCutter:
     media: Location
     settings: Settings
     run_id: str
+
+    @staticmethod
+    def _shown_by(track: CameraTrack | None, cut: ClipCut | None, cameras: dict[str, Camera]) -> bytes | None:
+        """The same window cut from a camera browsers play (an openpilot route's qcamera.ts
+        for its HEVC road camera): the preview as a packet copy, no transcoding. None when
+        there is no such camera or it has no frames in the window."""
+        if track is None or cut is None or needs_preview(track.probe.codec):
+            return None
+        cam = cameras[track.name]
+        try:
+            return clip_media(cam.source, cam.suffix, track.probe, cut, max_frames=1).mp4
+        except (VideoError, OSError):
+            return None
 
     def cut(
         self,
@@ -64,8 +77,13 @@ class ClipCutter:
             )
         settings = self.settings
         sig_t = sig.column("t").cast(pa.int64()).to_numpy() if sig.num_rows else np.zeros(0, np.int64)
-        grid = TimeGrid.for_cameras(tracks, settings.clip_seconds)
-        for track in tracks:
+        sources = {of: cam for cam, of in src.preview_of}
+        by_name = {t.name: t for t in tracks}
+        main = [t for t in tracks if t.name not in dict(src.preview_of)] or tracks
+        grid = TimeGrid.for_cameras(main, settings.clip_seconds)
+        for track in main:
+            shown = by_name.get(sources.get(track.name, ""))  # its preview from another camera
+            shown_cuts = {c.index: c for c in grid.cuts(shown)} if shown is not None else {}
             p = track.probe
             opener, suffix = cameras[track.name].source, cameras[track.name].suffix
             for cut in grid.cuts(track):
@@ -90,7 +108,8 @@ class ClipCutter:
                 if settings.previews and needs_preview(p.codec):
                     try:
                         preview = self.media.join("previews", f"{day:%Y-%m-%d}", f"{cid}.mp4")
-                        media.append((preview, preview_mp4(cm.mp4, cm.rotation_deg)))
+                        blob = self._shown_by(shown, shown_cuts.get(cut.index), cameras)
+                        media.append((preview, blob or preview_mp4(cm.mp4, cm.rotation_deg)))
                     except VideoError as exc:
                         notes.warn(f"{track.name} clip at {cut.start_s:.2f}s: no browser preview: {exc}")
                         preview = None

@@ -7,7 +7,9 @@ every frame of the clip decoded (from its remuxed mp4, so the preview shows exac
 frames the clip plays, at their own times), scaled to at most :data:`SHORT_SIDE` pixels
 on its short side and encoded with x264 at about :data:`KBIT_S` kbit/s. The clip page
 plays the preview and says so; exports, shards and ``/video.mp4`` keep serving the
-original, bit for bit.
+original, bit for bit. An openpilot route's road camera needs no transcode: its
+``qcamera.ts`` (the same camera in H.264) cut on the clip's window is the preview
+(:class:`ingest.drive_clips.ClipCutter`).
 
 The cost is a decode and an encode of every frame, where the clip itself is a packet
 copy: ``fleetmine bench`` measures the two side by side (``previews``).
