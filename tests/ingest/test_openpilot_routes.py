@@ -293,3 +293,33 @@ def test_the_road_cameras_preview_is_its_qcamera_cut_on_the_same_window(
             assert shown == [k + 2000 for k in original], (shown[:3], original[:3])
         else:
             assert shown == original
+
+
+def test_a_missing_segment_is_a_gap_with_a_warning(tmp_path: Path) -> None:
+    """Segments 0 and 2 of a route, 1 never uploaded: one drive, a warning naming segment
+    1, and the frames of segment 2 at their own times (12 s after segment 0 ended), so no
+    clip holds frames from both sides of the gap."""
+    per = SEG_S * FPS
+    for seg in (0, 2):
+        folder = tmp_path / "raw" / DONGLE / f"{ROUTE}--{seg}"
+        folder.mkdir(parents=True)
+        spec = Spec(codec="libx265", container="hevc", fps=FPS, gop=FPS, bframes=0, seconds=SEG_S)
+        (folder / "fcamera.hevc").write_bytes(
+            encode(Spec(**{**spec.__dict__, "width": 160, "height": 96, "first_index": seg * per}))
+        )
+        evs = [event(BOOT + seg * SEG_S * 10**9, clocks={"wallTimeNanos": WALL + seg * SEG_S * 10**9})]
+        for i in range(per):
+            k = seg * per + i
+            idx = {"segmentNum": seg, "segmentId": i, "timestampSof": _sof("road", k)}
+            evs.append(event(_sof("road", k), roadEncodeIdx=idx))
+        (folder / "rlog.zst").write_bytes(log_file(evs, "zst"))
+    settings = Settings(lake=str(tmp_path / "lake"), clip_seconds=10.0, previews=False)
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    lake = Lake.from_settings(settings)
+    (d,) = lake.read("drives").to_pylist()
+    assert d["status"] == "ok" and any("segments 1 missing" in w for w in d["warnings"]), d["warnings"]
+    for c in lake.read("clips").to_pylist():
+        with av.open(io.BytesIO(lake.root.fs.cat_file(c["video_uri"]))) as mp4:
+            shown = [read_index(f.to_ndarray(format="rgb24")) for f in mp4.decode(video=0)]
+        assert all(k < per for k in shown) or all(k >= 2 * per for k in shown), shown  # never across the gap
+    assert d["duration_s"] == pytest.approx(3 * SEG_S, abs=0.1)  # the gap is in the drive's time
