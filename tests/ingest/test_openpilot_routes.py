@@ -263,6 +263,12 @@ def test_comma2k19_segments_ingest_with_the_frame_times_they_ship(tmp_path: Path
     for f in rows:
         k = read_index(Image.open(io.BytesIO(f["jpeg"])))
         assert abs(f["t"].timestamp() - expected[k]) < 2e-5, k
+    # A drive.json in one of the route's segment folders is the route's: its platform wins.
+    seg41 = tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / "41"
+    (seg41 / "drive.json").write_text('{"platform": "fleetmine_synth"}')
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    (again,) = lake.read("drives").to_pylist()
+    assert again["platform"] == "fleetmine_synth" and again["drive_id"] == d["drive_id"]
 
 
 def test_the_road_cameras_preview_is_its_qcamera_cut_on_the_same_window(

@@ -47,6 +47,52 @@ class Cluster:
     worker: subprocess.Popen[bytes]  # `ray start --block --address`: its raylet is a child
 
 
+NODE_TRIES = 4
+"""Starts of one node before a test fails. Ray gives a node 30 s to register and its raylet
+15 s to see the dashboard agent's port file (both hard-coded); on two cores busy with
+other tests the agent has taken 17 s to start, and the node exits."""
+
+
+def start_node(
+    name: str,
+    args: list[str],
+    node_env: dict[str, str],
+    log_dir: Path,
+    procs: list[subprocess.Popen[bytes]],
+    base: str,
+    env: dict[str, str],
+    nodes: int,
+) -> None:
+    """``ray start --block ARGS`` in its own process group (appended to ``procs``) and wait
+    until ``nodes`` are alive; a node that exits while starting is stopped and started
+    again, up to :data:`NODE_TRIES` times."""
+    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    for attempt in range(NODE_TRIES):
+        log = log_dir / (f"{name}.log" if attempt == 0 else f"{name}-again-{attempt}.log")
+        with open(log, "wb") as out:  # the child keeps its own copy of the fd
+            procs.append(
+                subprocess.Popen(
+                    [RAY, "start", *args, *common, *_node_ports()],
+                    env=node_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        try:
+            wait_nodes(base, env, nodes, procs)
+            return
+        except NodeExited:
+            stop([procs.pop()])
+            if attempt == NODE_TRIES - 1:
+                raise
+            time.sleep(5)  # let the load that starved it pass
+
+
+def head_args(gcs: int, dash: int) -> list[str]:
+    return ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
+
+
 @contextlib.contextmanager
 def two_node_cluster(
     env: dict[str, str], log_dir: Path, worker_env: dict[str, str] | None = None
@@ -54,34 +100,12 @@ def two_node_cluster(
     """Yields the running cluster; stops both nodes by their PIDs. ``worker_env``: more
     variables for the worker node only (a fault point only its tasks reach)."""
     gcs, dash = free_port(), free_port()
-    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    base = f"http://127.0.0.1:{dash}"
     procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, args: list[str], node_env: dict[str, str]) -> None:
-        with open(log_dir / f"{name}.log", "wb") as out:  # the child keeps its own copy of the fd
-            cmd = [RAY, "start", *args, *common, *_node_ports()]
-            proc = subprocess.Popen(
-                cmd, env=node_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        procs.append(proc)
-
-    def started(name: str, args: list[str], node_env: dict[str, str], nodes: int) -> None:
-        """Start a node and wait until ``nodes`` are alive. Ray gives a node 30 s to register
-        (hard-coded in ray._private.node); on a machine busy with other tests one may not
-        make it and exit: that node is stopped (its process group) and started once more."""
-        start(name, args, node_env)
-        try:
-            wait_nodes(base, env, nodes, procs)
-        except NodeExited:
-            stop([procs.pop()])
-            start(f"{name}-again", args, node_env)
-            wait_nodes(base, env, nodes, procs)
-
     try:
-        head = ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
-        base = f"http://127.0.0.1:{dash}"
-        started("head", head, env, 1)
-        started("worker", [f"--address=127.0.0.1:{gcs}"], {**env, **(worker_env or {})}, 2)
+        start_node("head", head_args(gcs, dash), env, log_dir, procs, base, env, 1)
+        worker = [f"--address=127.0.0.1:{gcs}"]
+        start_node("worker", worker, {**env, **(worker_env or {})}, log_dir, procs, base, env, 2)
         yield Cluster(base, f"127.0.0.1:{gcs}", procs[0], procs[1])
     finally:
         stop(procs)

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from jobs.submit import get_run, submit
 from storage import Lake, Settings
 from storage.bounds import MAX_NAME
 from tests.conftest import free_port
-from tests.jobs.cluster import RAY, _node_ports, wait_nodes
+from tests.jobs.cluster import head_args, start_node, stop
 from tests.reliability.conftest import Figures
 
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
@@ -121,33 +120,13 @@ def ray_head(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """A one-node Ray head with the dashboard (Job Submission API) on loopback; its address.
     Stopped by its PID (its own process group)."""
     gcs, dash = free_port(), free_port()
-    cmd = [
-        RAY,
-        "start",
-        "--head",
-        "--block",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        "--num-cpus=1",
-        "--node-ip-address=127.0.0.1",
-        "--disable-usage-stats",
-        *_node_ports(),
-    ]
-    with open(log_dir / "head.log", "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{dash}"
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        base = f"http://127.0.0.1:{dash}"
-        wait_nodes(base, env, 1, [proc])
+        start_node("head", head_args(gcs, dash), env, log_dir, procs, base, env, 1)
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop(procs)
 
 
 def _settle(lake: Lake, run_ids: dict[str, str], address: str | None) -> dict[str, dict[str, Any]]:
