@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from tests.conftest import SHARED_DATA
@@ -57,3 +60,21 @@ def real_raw(tmp_path: Path, shared_data: Path) -> Path:
         {"platform": "toyota_rav4_2017"},
     )
     return raw
+
+
+def assert_matches_rav4_truth(sig: pa.Table, shared_data: Path) -> None:
+    """The RAV4 drive's signals against comma.ai's processed log (interpolated at our grid
+    times): speed within 1e-3 m/s, steering angle within 0.05 deg, over > 550 grid steps."""
+    t = sig.column("t").cast(pa.int64()).to_numpy() / 1e6
+    with open(shared_data / "can" / "rav4_drive_seg40_part1_truth.csv") as f:
+        truth = [
+            (float(r["timestamp"]), float(r["speed_mps"]), float(r["steering_angle_deg"]))
+            for r in csv.DictReader(f)
+        ]
+    tt, speed, steer = (np.array(c) for c in zip(*truth, strict=True))
+    inside = (t >= tt[0]) & (t <= tt[-1])
+    assert inside.sum() > 550
+    got_speed = sig.column("speed_mps").to_numpy(zero_copy_only=False)[inside]
+    got_steer = sig.column("steering_angle_deg").to_numpy(zero_copy_only=False)[inside]
+    assert np.max(np.abs(got_speed - np.interp(t[inside], tt, speed))) < 1e-3
+    assert np.max(np.abs(got_steer - np.interp(t[inside], tt, steer))) < 0.05

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import subprocess
@@ -20,7 +19,7 @@ from jobs.ingest_job import run_ingest
 from jobs.runner import Runner
 from storage import Lake, Settings, Txn
 from tests.conftest import LOCAL
-from tests.ingest.conftest import DASHCAM, RAV4, make_drive
+from tests.ingest.conftest import DASHCAM, RAV4, assert_matches_rav4_truth, make_drive
 
 FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
 TABLES = ("drives", *DATA_TABLES)
@@ -55,18 +54,7 @@ def test_recorded_drives_ingest_exactly(
     sig = lake.read("signals", where=f"drive_id = '{rav4['drive_id']}'").sort_by("t")
     t = sig.column("t").cast(pa.int64()).to_numpy() / 1e6
     assert np.allclose(np.diff(t), 0.05)
-    with open(shared_data / "can" / "rav4_drive_seg40_part1_truth.csv") as f:
-        truth = [
-            (float(r["timestamp"]), float(r["speed_mps"]), float(r["steering_angle_deg"]))
-            for r in csv.DictReader(f)
-        ]
-    tt, speed, steer = (np.array(c) for c in zip(*truth, strict=True))
-    inside = (t >= tt[0]) & (t <= tt[-1])
-    assert inside.sum() > 550
-    got_speed = sig.column("speed_mps").to_numpy(zero_copy_only=False)[inside]
-    got_steer = sig.column("steering_angle_deg").to_numpy(zero_copy_only=False)[inside]
-    assert np.max(np.abs(got_speed - np.interp(t[inside], tt, speed))) < 1e-3
-    assert np.max(np.abs(got_steer - np.interp(t[inside], tt, steer))) < 0.05
+    assert_matches_rav4_truth(sig, shared_data)
     assert set(sig.column("gear").drop_null().to_pylist()) == {"D"}
 
     dash = drive_row(lake, "dashcam")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -13,7 +11,7 @@ from ingest.can import read_can_log
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
 from tests.conftest import LOCAL
-from tests.ingest.conftest import make_drive
+from tests.ingest.conftest import assert_matches_rav4_truth, make_drive
 from tests.ingest.openpilot_logs import can_events, candump_frames, event, log_file
 
 BOOT_NS = 7_345_000_000_000  # the device had been up two hours when the segment began
@@ -79,34 +77,7 @@ def test_the_rav4_as_an_rlog_decodes_to_the_signals_of_its_candump(
     }
     assert {v.num_rows for v in per_drive.values()} == {67_741}
 
-    got = _signals(lake, "comma-zst")
-    t = got.column("t").cast(pa.int64()).to_numpy() / 1e6
-    with open(shared_data / "can" / "rav4_drive_seg40_part1_truth.csv") as f:
-        truth = [
-            (float(r["timestamp"]), float(r["speed_mps"]), float(r["steering_angle_deg"]))
-            for r in csv.DictReader(f)
-        ]
-    tt, speed, steer = (np.array(c) for c in zip(*truth, strict=True))
-    inside = (t >= tt[0]) & (t <= tt[-1])
-    assert inside.sum() > 550
-    assert (
-        np.max(
-            np.abs(
-                got.column("speed_mps").to_numpy(zero_copy_only=False)[inside]
-                - np.interp(t[inside], tt, speed)
-            )
-        )
-        < 1e-3
-    )
-    assert (
-        np.max(
-            np.abs(
-                got.column("steering_angle_deg").to_numpy(zero_copy_only=False)[inside]
-                - np.interp(t[inside], tt, steer)
-            )
-        )
-        < 0.05
-    )
+    assert_matches_rav4_truth(_signals(lake, "comma-zst"), shared_data)
 
 
 def test_an_rlog_without_a_wall_clock_says_so_and_the_offset_places_it(
