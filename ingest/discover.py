@@ -189,8 +189,9 @@ def _comma_folder(parts: list[str]) -> tuple[tuple[str, str], int] | None:
             return None
         if i == 0 and segment_of(rest):
             return (dongle, rest), 1
-        if ROUTE.fullmatch(rest) and len(parts) > i + 2 and parts[i + 1].isdigit():
-            return (dongle, f"{rest}--{int(parts[i + 1])}"), i + 2
+        seg = parts[i + 1] if len(parts) > i + 2 else ""
+        if ROUTE.fullmatch(rest) and seg.isascii() and seg.isdigit() and len(seg) <= 5:  # not "²"
+            return (dongle, f"{rest}--{int(seg)}"), i + 2
     return None
 
 

@@ -137,12 +137,15 @@ class DriveIngest:
         for n, path in files.src.frame_times:  # comma2k19 ships the road camera's frame times
             try:
                 if files.size(path) > MAX_FRAME_TIMES_BYTES:
-                    raise ValueError(f"larger than {MAX_FRAME_TIMES_BYTES >> 20} MiB")
+                    raise _BadTimes(f"larger than {MAX_FRAME_TIMES_BYTES >> 20} MiB")
                 times = np.load(io.BytesIO(files.read(path)), allow_pickle=False)
                 if times.ndim != 1 or times.dtype.kind != "f":
-                    raise ValueError(f"not a 1-d float array ({times.dtype}, {times.ndim}-d)")
+                    raise _BadTimes(f"not a 1-d float array ({times.dtype}, {times.ndim}-d)")
+                if not np.isfinite(times).all():  # a NaN would place every frame nowhere
+                    raise _BadTimes(f"{int((~np.isfinite(times)).sum())} times are not finite")
             except (OSError, ValueError, EOFError) as exc:
-                notes.warn(f"segment {n}: {FRAME_TIMES} unreadable ({reason(exc)}); frames timed at the rate")
+                why = str(exc) if isinstance(exc, _BadTimes) else reason(exc)  # ours quote nothing read
+                notes.warn(f"segment {n}: {FRAME_TIMES} unusable ({why}); frames timed at the rate")
                 continue
             index.add_frame_times("road", n, times)
         if index.times and not index.clock_source:
@@ -327,6 +330,10 @@ class DriveIngest:
         cols = {"drive_id": pa.array([did] * n, pa.string()), "date": pa.array([day] * n, pa.date32())}
         cols.update({c: sig.column(c) for c in sig.column_names})
         return signals.SPEC.conform(pa.table(cols))
+
+
+class _BadTimes(ValueError):
+    """A frame-times file that loads but cannot time frames; its message quotes nothing read."""
 
 
 def _route_logs(src: DriveSource) -> bool:

@@ -46,8 +46,9 @@ class TimeGrid:
     def cuts(self, track: CameraTrack) -> list[ClipCut]:
         """The camera's clips, one per window it has frames in; ``index`` is the window number.
 
-        A window shorter than ``min_clip_s`` on this camera (its first or last
-        seconds) gives no clip; ``end_s`` of the camera's last clip is its last frame's end.
+        A first or last window shorter than ``min_clip_s`` on this camera gives no clip
+        (a window inside the stream is kept however short: after a gap in the stream);
+        ``end_s`` of the camera's last clip is its last frame's end.
         """
         p = track.probe
         lead = (track.start - self.origin).total_seconds()  # < 0: started before the origin
@@ -62,6 +63,10 @@ class TimeGrid:
                 continue
             end = p.first_frame_at_or_after(hi) if hi < p.duration_s else None
             end = p.duration_s if end is None else end
-            if end - start >= self.min_clip_s - 1e-9:
+            # Only the camera's first and last windows may be too short to keep; one inside
+            # the stream is short only after a gap in it (a route's missing segment, a
+            # segment timed at its minute), and its frames must land somewhere
+            edge = k in (first, last - 1)
+            if end - start >= self.min_clip_s - 1e-9 or not edge:
                 out.append(ClipCut(k, start, end))
         return out

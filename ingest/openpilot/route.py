@@ -49,10 +49,10 @@ __all__ = [
     "segment_of",
 ]
 
-ROUTE = re.compile(r"\d{4}-\d{2}-\d{2}--\d{2}-\d{2}-\d{2}|[0-9a-f]{8}--[0-9a-f]{10}")
+ROUTE = re.compile(r"\d{4}-\d{2}-\d{2}--\d{2}-\d{2}-\d{2}|[0-9a-f]{8}--[0-9a-f]{10}", re.ASCII)
 """An openpilot route name: the device's local start time (``2023-07-27--13-01-19``), or
 on newer devices a counter and a random part (``0000002a--9c8f1d2e1b``)."""
-_SEGMENT = re.compile(rf"^(?P<route>{ROUTE.pattern})--(?P<n>\d{{1,5}})$")
+_SEGMENT = re.compile(rf"^(?P<route>{ROUTE.pattern})--(?P<n>\d{{1,5}})$", re.ASCII)
 QCAMERA = "qcamera.ts"
 CAMERA_FILES = {
     "fcamera.hevc": "road",

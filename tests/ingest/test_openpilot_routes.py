@@ -263,6 +263,35 @@ def test_comma2k19_segments_ingest_with_the_frame_times_they_ship(tmp_path: Path
     for f in rows:
         k = read_index(Image.open(io.BytesIO(f["jpeg"])))
         assert abs(f["t"].timestamp() - expected[k]) < 2e-5, k
+    # Hostile shipped times: a NaN in segment 41's frame_times is refused with a warning and
+    # that segment is timed at the rate; nothing is lost.
+    bad = np.load(
+        io.BytesIO(
+            (
+                tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / "41" / "global_pose" / "frame_times"
+            ).read_bytes()
+        )
+    )
+    bad[3] = np.nan
+    buf = io.BytesIO()
+    np.save(buf, bad)
+    (tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / "41" / "global_pose" / "frame_times").write_bytes(
+        buf.getvalue()
+    )
+    assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
+    (nan,) = lake.read("drives").to_pylist()
+    assert nan["status"] == "ok" and any("times are not finite" in w for w in nan["warnings"]), nan[
+        "warnings"
+    ]
+    played = []  # every frame still in exactly one clip (segment 41 now at its minute: a gap)
+    for c in lake.read("clips").to_pylist():
+        with av.open(io.BytesIO(lake.root.fs.cat_file(c["video_uri"]))) as mp4:
+            played += [read_index(f.to_ndarray(format="rgb24")) for f in mp4.decode(video=0)]
+    lost = sorted(set(range(2 * per)) - set(played))
+    # none inside the route (the window after the gap is kept however short); only a last
+    # window under min_clip_s (1 s) at the camera's very end may go, as for any camera
+    assert sorted(played) == sorted(set(played)) and lost == list(range(2 * per - len(lost), 2 * per))
+    assert len(lost) < FPS, lost
     # A drive.json in one of the route's segment folders is the route's: its platform wins.
     seg41 = tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / "41"
     (seg41 / "drive.json").write_text('{"platform": "fleetmine_synth"}')
