@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest.synth.fleet import SynthConfig, synthesize
 from jobs.runner import SequentialRunner
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -62,6 +65,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``long`` tests first: each starts on a worker of its own while the short ones fill
     the others, where one long test started last would hold the run open alone."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+_RUN_TMP: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where this run keeps what every worker may share (:func:`synthesized`): the run's
+    temporary folder (under xdist, the one above each worker's), rotated by pytest."""
+    base = tmp_path_factory.getbasetemp()
+    _RUN_TMP[:] = [base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base]
+
+
+def synthesized(dest: Path, cfg: SynthConfig) -> Path:
+    """``synthesize(dest, cfg)``, copied from the run's one build of ``cfg``.
+
+    Synthetic fleets are the suite's largest cost; the same fleet (a config differing
+    only in ``workers``, which never changes a byte) is wanted by fixtures on several
+    xdist workers. The first to ask builds it under a file lock; the others copy it (a
+    copy, not links: tests edit their trees)."""
+    shared = _RUN_TMP[0] if _RUN_TMP else dest.parent
+    key = "-".join(f"{v}" for k, v in vars(cfg).items() if k != "workers")
+    built = shared / "fleets" / key
+    built.parent.mkdir(parents=True, exist_ok=True)
+    with open(built.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (built / ".done").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            synthesize(built, cfg)
+            (built / ".done").touch()
+    shutil.copytree(built, dest, ignore=shutil.ignore_patterns(".done"), dirs_exist_ok=True)
+    return dest
 
 
 def free_port() -> int:
@@ -182,8 +217,11 @@ def lake(lake_uri: tuple[str, dict[str, str]]):  # type: ignore[no-untyped-def]
     return lk
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local() -> Iterator[object]:
+    """A local Ray for the module's tests, shut down after them: an idle Ray (raylet, GCS,
+    agents) burns ~4 % of a core, which over a whole session on every worker cost the
+    suite minutes."""
     from jobs.runtime import init_ray
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -201,3 +239,35 @@ def runner(request: pytest.FixtureRequest) -> object:
         return SequentialRunner()
     request.getfixturevalue("ray_local")
     return RayRunner()
+
+
+def _tree_ticks() -> int:
+    """CPU ticks of this process and every live process under it, with what each has
+    reaped (a child that ended and was waited for moves into its parent's count)."""
+    procs: dict[int, tuple[int, int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(name)] = (int(st[1]), sum(int(x) for x in st[11:15]))
+    me, total = os.getpid(), 0
+    for pid, (_, ticks) in procs.items():
+        up = pid
+        while up in procs and up != me and up > 1:
+            up = procs[up][0]
+        total += ticks if up == me else 0
+    return total
+
+
+if os.environ.get("FLEETMINE_TEST_CPU"):  # where to append each test's CPU seconds (tests/cpu_report.py)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+        before = _tree_ticks()
+        yield
+        spent = (_tree_ticks() - before) / os.sysconf("SC_CLK_TCK")
+        with open(os.environ["FLEETMINE_TEST_CPU"], "a") as out:
+            out.write(f"{spent:.2f}\t{item.nodeid}\n")

@@ -184,9 +184,11 @@ def render_drive(out: str, job: DriveJob, cfg: SynthConfig) -> dict[str, object]
         to_yuv = VideoReformatter()  # one swscale context for the drive, not one per frame
         for k in range(n_frames):
             i = min(round(k / cfg.fps * HZ), len(st.t) - 1)
-            frame = to_yuv.reformat(
-                av.VideoFrame.from_ndarray(renderer.frame(st, i), format="rgb24"), format="yuv420p"
-            )
+            if renderer.planar:  # drawn as planes: no RGB frame to convert (ingest/synth/render.py)
+                frame = av.VideoFrame.from_ndarray(renderer.yuv420(st, i), format="yuv420p")
+            else:
+                rgb = av.VideoFrame.from_ndarray(renderer.frame(st, i), format="rgb24")
+                frame = to_yuv.reformat(rgb, format="yuv420p")
             frame.pts = k
             for pkt in s.encode(frame):
                 c.mux(pkt)

@@ -1,6 +1,12 @@
 """Procedural dashcam frames with numpy: a road in perspective, lanes that curve with
 the road, poles, a sky that changes with the drive's light, cars, pedestrians,
 traffic lights and obstacles placed from the :class:`DriveState`.
+
+A frame is drawn as colour indices (one byte a pixel), not RGB: every colour it holds
+is one of a few dozen (a sky row, the ground, the road, a marking, a box's paint), so
+the encoder's planes come from palettes by index (:meth:`Renderer.yuv420`), with no
+RGB frame and no colour conversion of whole frames. Synthetic fleets are most of the
+test suite's CPU; drawn in RGB and converted by swscale a frame cost 2.5x as much.
 """
 
 from __future__ import annotations
@@ -42,19 +48,51 @@ class Renderer:
         self.f = width * 0.8
         self.horizon = int(height * 0.45)
         self.seed = seed
+        self._dtype = np.uint8 if self.horizon + 64 <= 256 else np.uint16  # room for the boxes' paints
         top, bottom = (np.array(c, np.float32) for c in _SKY[look.light])
         ramp = np.linspace(0, 1, self.horizon, dtype=np.float32)[:, None]
-        sky = top * (1 - ramp) + bottom * ramp
-        self.background = np.empty((height, width, 3), np.uint8)
-        self.background[: self.horizon] = sky[:, None, :].astype(np.uint8)
-        self.background[self.horizon :] = np.array(_GROUND[look.light], np.uint8)
-        self.palette = np.array(
-            [_GROUND[look.light], (_ROAD[look.light],) * 3, (_MARK[look.light],) * 3], dtype=np.uint8
+        sky = (top * (1 - ramp) + bottom * ramp).astype(np.uint8)
+        # Colour indices: the sky's rows, then ground, road and marking, then each other
+        # colour on its first use (:meth:`_paint`).
+        self._colours: list[tuple[int, int, int]] = [(int(r), int(g), int(b)) for r, g, b in sky]
+        self._ids: dict[tuple[int, ...], int] = {}
+        ground, road, mark = (
+            self._paint(c) for c in (_GROUND[look.light], (_ROAD[look.light],) * 3, (_MARK[look.light],) * 3)
         )
+        self._kind = np.array([ground, road] + [ground] * 2 + [mark] * 12, self._dtype)  # by road + 4 * marks
+        self.background = np.empty((height, width), self._dtype)
+        self.background[: self.horizon] = np.arange(self.horizon, dtype=self._dtype)[:, None]
+        self.background[self.horizon :] = ground
         rows = np.arange(self.horizon + 1, height, dtype=np.float32)
         self.rows = rows
         self.z = self.f * _CAM_H / (rows - self.horizon)  # depth of each ground row
-        self.cols = np.arange(width, dtype=np.float32)[None, :]
+        self.px_per_m = self.f / self.z
+        self._row_no = np.arange(len(rows))[:, None]
+        self._palettes: tuple[np.ndarray, ...] | None = None
+
+    def _paint(self, colour: tuple[int, ...]) -> int:
+        """The index of ``colour``, added to the palette on its first use."""
+        got = self._ids.get(colour)
+        if got is None:
+            got = self._ids[colour] = len(self._colours)
+            if got > np.iinfo(self._dtype).max:
+                raise ValueError(f"more colours than a {self._dtype.__name__} frame holds")
+            self._colours.append((colour[0], colour[1], colour[2]))
+            self._palettes = None
+        return got
+
+    def palettes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """RGB, and BT.601 limited-range Y, U and V (what swscale makes of RGB for
+        ``yuv420p``), by colour index."""
+        if self._palettes is None:
+            rgb = np.array(self._colours, np.float64)
+            r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+            y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+            u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+            v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+            planes = (np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, u, v))
+            self._palettes = (rgb.astype(np.uint8), *planes)
+        return self._palettes  # type: ignore[return-value]
 
     def _x(self, x_world: np.ndarray | float, z: np.ndarray | float) -> np.ndarray:
         return self.w / 2 + self.f * np.asarray(x_world) / np.asarray(z)
@@ -83,28 +121,39 @@ class Renderer:
         a, b = int(max(0, y0)), int(min(self.h, y1))
         c, d = int(max(0, x0)), int(min(self.w, x1))
         if a < b and c < d:
-            img[a:b, c:d] = color
+            img[a:b, c:d] = self._paint(color)
 
-    def frame(self, st: DriveState, i: int) -> np.ndarray:
-        # Per-frame randomness keyed by (drive seed, sample): a re-recorded stretch
-        # renders the same rain as the original.
-        rng = np.random.default_rng([self.seed, st.origin + i])
-        img = self.background.copy()
-        centre = self._x(self._lateral(st, i, self.z), self.z)[:, None]
-        px_per_m = (self.f / self.z)[:, None]
-        u = (self.cols - centre) / px_per_m  # metres from the ego lane centre, per pixel
-        road = (u > -1.5 * _LANE_W) & (u < 0.5 * _LANE_W + 0.5)
-        dashed = ((self.z[:, None] + st.distance[i]) % 12.0) < 4.0
+    def _ground(self, st: DriveState, i: int, out: np.ndarray) -> None:
+        """The road and its markings on the ground rows, as colour indices into ``out``.
+
+        Per row, the road and each marking are one span of columns (``lo < column < hi``
+        in pixels, from metres off the lane centre at that row's depth): +1 at a span's
+        first column and -1 past its last, summed along the row, paints them all in one
+        pass (road 1, each marking 4) where testing every pixel against every edge took
+        twenty passes over the frame."""
+        centre = self._x(self._lateral(st, i, self.z), self.z)
         half = 0.08
-        marks = (np.abs(u - 0.5 * _LANE_W) < half) | (np.abs(u + 1.5 * _LANE_W) < half)
-        marks |= (np.abs(u + 0.5 * _LANE_W) < half) & dashed
-        label = road.astype(np.uint8) + marks.astype(np.uint8)
-        # np.take into the frame: the palette's rows without the temporary a fancy index
-        # makes (a third of a frame's time, the same bytes); mode="clip" because "raise"
-        # buffers ``out`` (the indices are 0..2 either way)
-        np.take(
-            self.palette, np.minimum(label * 2 - road, 2), axis=0, out=img[self.horizon + 1 :], mode="clip"
-        )
+        dashed = ((self.z + st.distance[i]) % 12.0) < 4.0
+        spans = [  # (metres from, metres to, weight per row)
+            (-1.5 * _LANE_W, 0.5 * _LANE_W + 0.5, np.ones_like(centre)),
+            (0.5 * _LANE_W - half, 0.5 * _LANE_W + half, np.full_like(centre, 4)),
+            (-1.5 * _LANE_W - half, -1.5 * _LANE_W + half, np.full_like(centre, 4)),
+            (-0.5 * _LANE_W - half, -0.5 * _LANE_W + half, 4.0 * dashed),
+        ]
+        lo = np.stack([centre + a * self.px_per_m for a, _, _ in spans], 1)
+        hi = np.stack([centre + b * self.px_per_m for _, b, _ in spans], 1)
+        first = np.clip(np.floor(lo) + 1, 0, self.w).astype(np.intp)
+        end = np.clip(np.ceil(hi), 0, self.w).astype(np.intp)
+        weight = np.stack([wt for _, _, wt in spans], 1).astype(np.int16) * (first < end)
+        edges = np.zeros((len(centre), self.w + 1), np.int16)
+        np.add.at(edges, (self._row_no, first), weight)
+        np.add.at(edges, (self._row_no, end), -weight)
+        np.take(self._kind, np.cumsum(edges[:, : self.w], axis=1), out=out, mode="clip")
+
+    def indices(self, st: DriveState, i: int) -> np.ndarray:
+        """The frame at sample ``i`` as colour indices ``(h, w)`` (see :meth:`palettes`)."""
+        img = self.background.copy()
+        self._ground(st, i, img[self.horizon + 1 :])
         # Poles every 25 m on the right.
         pole_phase = (self.z + st.distance[i]) % 25.0
         for zp in np.unique(np.round(self.z[pole_phase < 0.6], 0))[:8]:
@@ -138,14 +187,59 @@ class Renderer:
                 up = np.sin(st.t[i] * 8) > 0
                 self._box(img, xp - 0.4, zp, 0.12, 0.5, (220, 200, 40), lift=1.45 if up else 1.15)
         if self.look.light == "rain":
-            n = 400
-            ys = rng.integers(0, self.h - 8, n)
-            xs = rng.integers(0, self.w, n)
+            # Per-frame randomness keyed by (drive seed, sample): a re-recorded stretch
+            # renders the same rain as the original.
+            rng = self._rng(st, i)
+            ys = rng.integers(0, self.h - 8, 400)
+            xs = rng.integers(0, self.w, 400)
+            drop = self._paint((200, 200, 200))
             for k in range(6):
-                img[ys + k, xs] = 200
+                img[ys + k, xs] = drop
+        return img
+
+    def _rng(self, st: DriveState, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, st.origin + i])
+
+    @property
+    def planar(self) -> bool:
+        """Whether :meth:`yuv420` can draw this look: even sizes, and no exposure change
+        or sensor noise (those are per pixel, not per colour)."""
+        return self.w % 2 == 0 and self.h % 2 == 0 and not (self.look.brightness or self.look.noise)
+
+    def yuv420(self, st: DriveState, i: int) -> np.ndarray:
+        """The frame as ``yuv420p`` planes in one ``(h * 3 / 2, w)`` array (PyAV's
+        ``VideoFrame.from_ndarray`` layout); chroma is each 2x2 block's mean."""
+        if not self.planar:
+            raise ValueError("this look is drawn in RGB only (see Renderer.planar)")
+        img = self.indices(st, i)
+        _, y, u, v = self.palettes()
+        h, w = self.h, self.w
+        out = np.empty((h * 3 // 2, w), np.uint8)
+        np.take(y, img, out=out[:h], mode="clip")
+        q = h // 4
+        corners = (img[0::2, 0::2], img[0::2, 1::2], img[1::2, 0::2], img[1::2, 1::2])
+        total = np.empty((h // 2, w // 2), np.uint16)
+        part = np.empty_like(total)
+        for plane, rows in ((u, out[h : h + q]), (v, out[h + q :])):
+            wide = plane.astype(np.uint16)
+            np.take(wide, corners[0], out=total, mode="clip")
+            for c in corners[1:]:
+                total += np.take(wide, c, out=part, mode="clip")
+            total += 2
+            np.right_shift(total, 2, out=total)
+            rows.reshape(h // 2, w // 2)[:] = total  # each 2x2 block's mean
+        return out
+
+    def frame(self, st: DriveState, i: int) -> np.ndarray:
+        """The frame at sample ``i`` as RGB ``(h, w, 3)``, with the look's exposure and noise."""
+        img = self.indices(st, i)
+        rgb = self.palettes()[0][img]
         if not (self.look.brightness or self.look.noise):
-            return img
-        out = img.astype(np.float32) + self.look.brightness
+            return rgb
+        out = rgb.astype(np.float32) + self.look.brightness
         if self.look.noise:
-            out += rng.normal(0, self.look.noise, img.shape).astype(np.float32)
+            rng = self._rng(st, i)
+            if self.look.light == "rain":  # the draws the rain took come first
+                rng.integers(0, self.h - 8, 400), rng.integers(0, self.w, 400)
+            out += rng.normal(0, self.look.noise, rgb.shape).astype(np.float32)
         return np.clip(out, 0, 255).astype(np.uint8)

@@ -14,12 +14,12 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import create_token
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
 from storage import Lake, Settings
-from tests.conftest import LOCAL, free_port
+from tests.conftest import LOCAL, free_port, synthesized
 
 CALIBRATION = {
     "intrinsics": {"fx": 400.0, "fy": 400.0, "cx": 320.0, "cy": 180.0, "distortion": [0.01, -0.002, 0, 0]},
@@ -31,7 +31,7 @@ CALIBRATION = {
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake, dict[str, str]]]:
     root = tmp_path_factory.mktemp("api")
-    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    synthesized(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     calibrated = sorted((root / "raw").glob("*/*/drive.json"))[0]  # one drive says how its camera sits
     doc = json.loads(calibrated.read_text())
     doc["cameras"]["front"].update(CALIBRATION)

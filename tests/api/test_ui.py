@@ -17,7 +17,7 @@ from PIL import Image
 
 from api.auth import create_token
 from api.sessions import COOKIE
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
@@ -25,7 +25,7 @@ from mining.search.by_example import similar_to_image
 from storage import Lake, Settings
 from tests.api.cdp import CHROMIUM, Browser
 from tests.api.conftest import auth, serve
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium not installed (.ci/run installs Debian's chromium)"
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 def review_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Lake, dict[str, str]]]:
     """A fleet big enough that one event's clips fill more than one small page."""
     root = tmp_path_factory.mktemp("review")
-    synthesize(root / "raw", SynthConfig(vehicles=2, drives=2, minutes=1, seed=11, rare_rate=0.6, workers=2))
+    synthesized(root / "raw", SynthConfig(vehicles=2, drives=2, minutes=1, seed=11, rare_rate=0.6, workers=2))
     settings = Settings(lake=str(root / "lake"))
     assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
     run_embed(settings, runner=LOCAL)

@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from api.auth import create_token
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.export_job import export_version
 from jobs.ingest_job import run_ingest
 from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from tests.api.conftest import auth, serve
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Exported:
 @pytest.fixture(scope="package")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     root = tmp_path_factory.mktemp("reader")
-    synthesize(
+    synthesized(
         root / "raw",
         SynthConfig(vehicles=1, drives=2, minutes=1, seed=5, width=320, height=180, duplicates=0, workers=2),
     )

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
 from storage.objectstore import Location
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 from tests.jobs.cluster import cli, rows, state, two_node_cluster
 
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
@@ -35,7 +35,7 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     tmp_path: Path, s3_options: dict[str, str], s3_bucket: str
 ) -> None:
     raw_local = tmp_path / "raw"
-    synthesize(raw_local, SynthConfig(vehicles=2, drives=2, minutes=0.4, seed=11, rare_rate=0.2, workers=1))
+    synthesized(raw_local, SynthConfig(vehicles=2, drives=2, minutes=0.4, seed=11, rare_rate=0.2, workers=1))
     raw = Location(f"s3://{s3_bucket}/raw", s3_options)
     raw.fs.put(str(raw_local) + "/", raw.path, recursive=True)
     lake_uri = f"s3://{s3_bucket}/lake/fleet"

@@ -16,7 +16,7 @@ import pytest
 import webdataset as wds
 
 from api.auth import create_token
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.export_job import export_version
 from jobs.index_job import run_index
@@ -27,7 +27,7 @@ from mining.search.queries import corner_cases
 from storage import Lake, Settings
 from storage.objectstore import Location
 from tests.api.conftest import serve
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 
 
 @pytest.mark.s3
@@ -37,7 +37,7 @@ def test_main_job_on_s3_end_to_end(
     for k, v in s3_options.items():  # the standard AWS variables, as a user sets them
         monkeypatch.setenv(k, v)
     local = tmp_path / "raw"
-    synthesize(local, SynthConfig(vehicles=1, drives=2, minutes=0.5, seed=5, rare_rate=0.2, workers=1))
+    synthesized(local, SynthConfig(vehicles=1, drives=2, minutes=0.5, seed=5, rare_rate=0.2, workers=1))
     raw = Location(f"s3://{s3_bucket}/raw", s3_options)
     raw.fs.put(str(local) + "/", raw.path, recursive=True)
     settings = Settings(lake=f"s3://{s3_bucket}/lake")

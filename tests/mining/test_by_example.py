@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from mining.encoders import make_encoder
@@ -28,7 +28,7 @@ from mining.search.index import ClipIndex
 from mining.search.queries import appearance_of, build_index, similar
 from storage import Lake, Settings
 from storage.errors import ConfigError
-from tests.conftest import LOCAL, SHARED_DATA
+from tests.conftest import LOCAL, SHARED_DATA, synthesized
 from tests.ingest.conftest import make_drive
 
 VIDEO = SHARED_DATA / "video" / "solidWhiteRight.mp4"
@@ -57,7 +57,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )
     root = tmp_path_factory.mktemp("by-example")
     settings = Settings(lake=str(root / "lake"), clip_seconds=2.0)
-    synthesize(
+    synthesized(
         root / "synth", SynthConfig(vehicles=2, drives=2, minutes=1, seed=5, rare_rate=0.05, workers=2)
     )
     assert run_ingest(str(root / "synth"), settings, runner=LOCAL).exit_code == 0

@@ -14,7 +14,7 @@ from jobs.mine_job import run_mine
 from mining.encoders.registry import register
 from mining.scores.evaluation import drive_consistency
 from storage import Lake, Settings
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 from tests.mining.test_mining import _ingested_fleet, fleet_lake  # noqa: F401  (the session's fleet)
 
 
@@ -60,10 +60,10 @@ def test_versions_side_by_side_on_the_same_labels_and_drive_consistency(
 def test_consistency_on_one_drive_says_why_it_has_no_figures(tmp_path: Path) -> None:
     """One drive has no other drive to be told from: no NaN printed as a figure, a reason instead
     (and null in the JSON, which NaN is not)."""
-    from ingest.synth.fleet import SynthConfig, synthesize
+    from ingest.synth.fleet import SynthConfig
     from jobs.ingest_job import run_ingest
 
-    synthesize(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=0.5, seed=5, workers=1))
+    synthesized(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=0.5, seed=5, workers=1))
     settings = Settings(lake=str(tmp_path / "lake"))
     assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0
     run_embed(settings, runner=LOCAL)

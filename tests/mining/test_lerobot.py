@@ -15,20 +15,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.ingest_job import run_ingest
 from jobs.requests import execute, parse_job
 from mining.datasets.curation import DatasetQuery, create_version
 from mining.datasets.lerobot import ACTION, STATE, lerobot_location
 from mining.datasets.media import join_videos
 from storage import ConfigError, Lake, Settings
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, Settings, Path, dict]:  # type: ignore[type-arg]
     root = tmp_path_factory.mktemp("lerobot")
-    synthesize(
+    synthesized(
         root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=11, width=320, height=180, workers=2)
     )
     settings = Settings(lake=str(root / "lake"))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
@@ -24,14 +24,14 @@ from mining.interfaces import ClipInput
 from mining.search.index import ClipIndex, IndexConfig, choose_factory
 from mining.search.queries import build_index, corner_cases, similar
 from storage import ConfigError, Lake, Settings
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 
 
 @pytest.fixture(scope="session")
 def _ingested_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic fleet, ingested once per session; tests get copies of its lake."""
     root = tmp_path_factory.mktemp("mining")
-    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    synthesized(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     settings = Settings(lake=str(root / "lake"))
     assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
     resolve(Lake.from_settings(settings))  # registers the default model, as a first `embed` does

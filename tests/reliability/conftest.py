@@ -22,13 +22,13 @@ import pytest
 
 from api.auth import create_token
 from ingest.drive import DATA_TABLES
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
 from storage import Lake, Settings
 from tests.api.conftest import serve
-from tests.conftest import LOCAL, SHARED_DATA
+from tests.conftest import LOCAL, SHARED_DATA, synthesized
 from tests.ingest.conftest import DASHCAM, RAV4, make_drive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def raw(tmp_path: Path) -> Path:
 def mined_lake(root: Path, **overrides: Any) -> tuple[Settings, Lake, dict[str, str]]:
     """A synthetic fleet (one vehicle, two one-minute drives) ingested, embedded and mined
     into ``root/lake``, and a token of each role."""
-    synthesize(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
+    synthesized(root / "raw", SynthConfig(vehicles=1, drives=2, minutes=1, seed=3, rare_rate=0.2, workers=2))
     settings = Settings(lake=str(root / "lake"), **overrides)
     assert run_ingest(str(root / "raw"), settings, runner=LOCAL).exit_code == 0
     run_embed(settings, runner=LOCAL)

@@ -18,7 +18,7 @@ import pytest
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
 from storage.errors import LeaseHeldError
-from tests.conftest import LOCAL, SHARED_DATA
+from tests.conftest import LOCAL, SHARED_DATA, synthesized
 from tests.ingest.conftest import RAV4, make_drive
 from tests.reliability.conftest import REPO, TABLES, Figures, finish, report_of, row_counts, start_driver
 
@@ -181,12 +181,12 @@ def test_a_second_embed_or_mine_of_one_model_while_one_runs_is_refused(
     """Both would plan the same clips: one commit and a second run recording counts it never
     landed, or two commits and clips with two vectors. The second is refused, naming the
     first; the first lands every clip once; once it ends, the next run goes ahead."""
-    from ingest.synth.fleet import SynthConfig, synthesize
+    from ingest.synth.fleet import SynthConfig
     from jobs.embed_job import run_embed
     from jobs.mine_job import run_mine
     from mining.encoders.registry import resolve
 
-    synthesize(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=1, seed=3, workers=1))
+    synthesized(tmp_path / "raw", SynthConfig(vehicles=1, drives=1, minutes=1, seed=3, workers=1))
     settings = Settings(lake=str(tmp_path / "lake"))
     lake = Lake.from_settings(settings)
     assert run_ingest(str(tmp_path / "raw"), settings, runner=LOCAL).exit_code == 0

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from api.auth import create_token
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.ingest_job import run_ingest
 from jobs.requests import parse_job
 from jobs.runs import RunRecord, run_row
@@ -38,7 +38,7 @@ from mining.datasets.curation import DatasetQuery, create_version
 from storage import Lake, Settings
 from storage.errors import ConfigError
 from tests.api.conftest import serve
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 from tests.reliability.conftest import Figures
 
 
@@ -196,7 +196,7 @@ def test_configured_roots_compare_whole_components(tmp_path: Path, figures: Figu
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A one-drive synthetic lake with dataset ``policy`` version 1."""
     root = tmp_path_factory.mktemp("lerobot")
-    synthesize(
+    synthesized(
         root / "raw", SynthConfig(vehicles=1, drives=1, minutes=0.3, seed=5, width=320, height=180, workers=1)
     )
     settings = Settings(lake=str(root / "lake"))

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from ingest.synth.fleet import SynthConfig, synthesize
+from ingest.synth.fleet import SynthConfig
 from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
 from storage.objectstore import Location
-from tests.conftest import LOCAL
+from tests.conftest import LOCAL, synthesized
 from tests.jobs.cluster import Cluster, children, cli, rows, state, two_node_cluster
 from tests.reliability.conftest import Figures
 
@@ -73,7 +73,7 @@ def test_worker_node_and_worker_process_killed_mid_job(
     tmp_path: Path, s3_options: dict[str, str], s3_bucket: str, figures: Figures
 ) -> None:
     raw_local = tmp_path / "raw"
-    synthesize(raw_local, SynthConfig(vehicles=2, drives=2, minutes=0.4, seed=11, rare_rate=0.2, workers=1))
+    synthesized(raw_local, SynthConfig(vehicles=2, drives=2, minutes=0.4, seed=11, rare_rate=0.2, workers=1))
     raw = Location(f"s3://{s3_bucket}/raw", s3_options)
     raw.fs.put(str(raw_local) + "/", raw.path, recursive=True)
     lake_uri = f"s3://{s3_bucket}/lake/fleet"
