@@ -67,7 +67,6 @@ class Renderer:
         self.rows = rows
         self.z = self.f * _CAM_H / (rows - self.horizon)  # depth of each ground row
         self.px_per_m = self.f / self.z
-        self._row_no = np.arange(len(rows))[:, None]
         self._palettes: tuple[np.ndarray, ...] | None = None
 
     def _paint(self, colour: tuple[int, ...]) -> int:
@@ -127,10 +126,11 @@ class Renderer:
         """The road and its markings on the ground rows, as colour indices into ``out``.
 
         Per row, the road and each marking are one span of columns (``lo < column < hi``
-        in pixels, from metres off the lane centre at that row's depth): +1 at a span's
-        first column and -1 past its last, summed along the row, paints them all in one
-        pass (road 1, each marking 4) where testing every pixel against every edge took
-        twenty passes over the frame."""
+        in pixels, from metres off the lane centre at that row's depth), so a row is a few
+        runs of one colour: the spans' edges sorted along the row, their weights summed
+        (road 1, each marking 4) give each run's colour, and one ``np.repeat`` writes every
+        row's runs, where testing each pixel against each edge took twenty passes over
+        the frame."""
         centre = self._x(self._lateral(st, i, self.z), self.z)
         half = 0.08
         dashed = ((self.z + st.distance[i]) % 12.0) < 4.0
@@ -140,15 +140,20 @@ class Renderer:
             (-1.5 * _LANE_W - half, -1.5 * _LANE_W + half, np.full_like(centre, 4)),
             (-0.5 * _LANE_W - half, -0.5 * _LANE_W + half, 4.0 * dashed),
         ]
+        rows = len(centre)
         lo = np.stack([centre + a * self.px_per_m for a, _, _ in spans], 1)
         hi = np.stack([centre + b * self.px_per_m for _, b, _ in spans], 1)
         first = np.clip(np.floor(lo) + 1, 0, self.w).astype(np.intp)
         end = np.clip(np.ceil(hi), 0, self.w).astype(np.intp)
-        weight = np.stack([wt for _, _, wt in spans], 1).astype(np.int16) * (first < end)
-        edges = np.zeros((len(centre), self.w + 1), np.int16)
-        np.add.at(edges, (self._row_no, first), weight)
-        np.add.at(edges, (self._row_no, end), -weight)
-        np.take(self._kind, np.cumsum(edges[:, : self.w], axis=1), out=out, mode="clip")
+        weight = np.stack([wt for _, _, wt in spans], 1).astype(np.intp) * (first < end)
+        edge = np.zeros((rows, 1), np.intp)
+        at = np.concatenate([edge, first, end, edge + self.w], 1)
+        step = np.concatenate([edge, weight, -weight, edge], 1)
+        order = np.argsort(at, axis=1, kind="stable")
+        at = np.take_along_axis(at, order, 1)
+        level = np.cumsum(np.take_along_axis(step, order, 1), axis=1)[:, :-1]  # colour of [at[k], at[k+1])
+        runs = np.take(self._kind, level, mode="clip")
+        out.reshape(-1)[:] = np.repeat(runs.ravel(), np.diff(at, axis=1).ravel())
 
     def indices(self, st: DriveState, i: int) -> np.ndarray:
         """The frame at sample ``i`` as colour indices ``(h, w)`` (see :meth:`palettes`)."""
