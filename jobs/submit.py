@@ -79,6 +79,9 @@ _RUN_ID = re.compile(r"^[a-z]{1,20}-[0-9]{14}-[0-9a-f]{6}$")
 _MAX_PACKED = 96 * 1024  # one environment string may hold 128 KiB (Linux MAX_ARG_STRLEN)
 # Where this caller reaches the cluster; inside the job Ray sets RAY_ADDRESS to the cluster's own GCS.
 _LOCAL_ONLY = ("RAY_ADDRESS", "FLEETMINE_RAY_ADDRESS")
+_PLACE_ENV = "FLEETMINE_JOB_PLACE"
+"""Where :func:`submit` started the job (``ray``: a Ray job named by its run id; ``local``: a
+process on this host), for a job that records itself before its submitter has."""
 MAX_LOCAL_JOBS_ENV = "FLEETMINE_MAX_LOCAL_JOBS"
 DEFAULT_MAX_LOCAL_JOBS = 4
 """Detached local jobs alive at once per host and lake: each is a process of 170-250 MB (an
@@ -160,8 +163,9 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
         raise ConfigError("not a job kind that can be submitted")
     rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
     address = settings.ray_address or ""
-    env = _env(settings, run_id, packed)
-    if address.startswith(("http://", "https://")):
+    cluster = address.startswith(("http://", "https://"))
+    env = {**_env(settings, run_id, packed), _PLACE_ENV: "ray" if cluster else "local"}
+    if cluster:
         from ray.job_submission import JobSubmissionClient
 
         from jobs.runtime import project_modules
@@ -176,7 +180,7 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
             },
         )
         row = run_row(rec, "submitted").to_pylist()[0]
-        lake.upsert("runs", _with(row, cluster_job_id=run_id, log_uri=None))
+        lake.upsert("runs", _with(row, cluster_job_id=run_id, log_uri=None), only_if=_STILL_SUBMITTED)
         return run_id
     with _local_slot(lake):  # counted, started and recorded under one lock: a burst cannot overrun it
         log, fd = _open_log(run_id)
@@ -190,9 +194,20 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
                 start_new_session=True,  # not this process's child for signals: it outlives us
             )
         row = run_row(rec, "submitted").to_pylist()[0]
-        where = f"pid:{proc.pid}@{socket.gethostname()}"
-        lake.upsert("runs", _with(row, cluster_job_id=where, log_uri=str(log)))
+        lake.upsert(
+            "runs", _with(row, cluster_job_id=_pid_id(proc.pid), log_uri=str(log)), only_if=_STILL_SUBMITTED
+        )
     return run_id
+
+
+_STILL_SUBMITTED = "t.status = 'submitted'"
+"""The submitter records ``submitted`` after it has started the job, which may by then have
+recorded ``running`` or even its end (a job that fails at once): that row is not undone."""
+
+
+def _pid_id(pid: int) -> str:
+    """A local job's ``cluster_job_id``: its process, on this host."""
+    return f"pid:{pid}@{socket.gethostname()}"
 
 
 @contextlib.contextmanager
@@ -266,6 +281,12 @@ def run_submitted(request_json: str | None, settings: Settings) -> int:
     prior = get_run(lake, run_id) if _exists(lake, run_id) else {}
     rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
     keep = {k: prior.get(k) for k in ("cluster_job_id", "log_uri")}
+    if not keep["cluster_job_id"] and os.environ.get(_PLACE_ENV) == "ray":
+        keep["cluster_job_id"] = run_id  # running before its submitter recorded it (_STILL_SUBMITTED)
+    elif not keep["cluster_job_id"] and os.environ.get(_PLACE_ENV) == "local":
+        # ... and here this process is the job, its log the one submit opened for the run.
+        log = _log_dir() / f"{run_id}.log"
+        keep = {"cluster_job_id": _pid_id(os.getpid()), "log_uri": str(log) if log.exists() else None}
     lake.upsert("runs", _with(run_row(rec, "running").to_pylist()[0], **keep))
     try:
         report = execute(req, settings)

@@ -191,8 +191,12 @@ class Lake:
         actions = self.writer(table).write(spec.conform(data))
         return claim(self.location(table), spec, actions, txn, token, retries=self.commit_retries)
 
-    def upsert(self, table: str, data: pa.Table, txn: Txn | None = None) -> dict[str, Any]:
-        """MERGE ``data`` on the table's key: matched rows updated, new rows inserted."""
+    def upsert(
+        self, table: str, data: pa.Table, txn: Txn | None = None, only_if: str | None = None
+    ) -> dict[str, Any]:
+        """MERGE ``data`` on the table's key: matched rows updated, new rows inserted.
+        ``only_if``: a predicate on the row as it is (alias ``t``): a matched row it does not
+        hold for is left as it is (a later state another writer recorded is not undone)."""
         spec = get_spec(table)
         if txn is not None and self.committed(table, txn):
             return {"already_committed": True}
@@ -216,7 +220,7 @@ class Lake:
                             target_alias="t",
                             commit_properties=props,
                         )
-                        .when_matched_update_all()
+                        .when_matched_update_all(predicate=only_if)
                         .when_not_matched_insert_all()
                         .execute()
                     )

@@ -119,7 +119,7 @@ def messages(st: DriveState, start: dt.datetime, rng: np.random.Generator) -> Fr
         times = np.clip(times, 0, duration - 1e-3)
         idx = np.minimum((times * HZ).astype(int), len(st.t) - 1)
         data += encode_columns(msg, _values(name, st, idx, rng, k))
-        times_s += [round(t0 + tm, 6) for tm in times.tolist()]
+        times_s += np.round(t0 + times, 6).tolist()  # to the microsecond, as candump writes them
         ids += [msg.frame_id] * len(times)
     # By (time, id), ties kept in the order made: lexsort is stable, as list.sort was.
     order = np.lexsort((np.asarray(ids), np.asarray(times_s))).tolist()

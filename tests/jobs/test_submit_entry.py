@@ -64,3 +64,36 @@ def test_a_run_is_followed_as_it_changes_inside_a_read_view(tmp_path: Path) -> N
         job.start()
         job.join()
         assert get_run(lake, rec.run_id)["status"] == "succeeded"
+
+
+def test_a_job_that_ends_before_its_submitter_records_it_keeps_its_own_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submitter records ``submitted`` after starting the job; a job that fails at once
+    (an export of a lake with no datasets) has by then recorded ``running`` and ``failed``.
+    Seen in the suite under load: ``submitted`` overwrote ``failed``, and the run then
+    read "ended before recording a result". Here the job is let finish before the
+    submitter goes on, every time."""
+    import subprocess
+
+    from jobs import submit as submit_mod
+    from jobs.requests import parse_job
+
+    real = subprocess.Popen
+
+    def finished_first(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = real(*args, **kwargs)  # type: ignore[call-overload]
+        proc.wait(120)
+        return proc  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(submit_mod.subprocess, "Popen", finished_first)
+    settings = Settings(lake=str(tmp_path / "lake"))
+    run_id = submit_mod.submit(parse_job("export", {"name": "none", "version": 1}), settings)
+    run = get_run(Lake.from_settings(settings), run_id)
+    assert run["status"] == "failed", run
+    assert "TableNotFoundError" in str(run["errors"]) and "ended before" not in str(run["errors"])
+    assert (
+        str(run["cluster_job_id"]).startswith("pid:")
+        and run["log_uri"]
+        and Path(str(run["log_uri"])).exists()
+    )
