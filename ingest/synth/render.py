@@ -40,6 +40,14 @@ _SKY = {
 _GROUND = {"day": (85, 110, 70), "dusk": (70, 70, 60), "night": (15, 18, 15), "rain": (70, 80, 70)}
 _ROAD = {"day": 95, "dusk": 80, "night": 28, "rain": 70}
 _MARK = {"day": 235, "dusk": 210, "night": 150, "rain": 200}
+_HALF_MARK = 0.08  # m
+_SPANS_M = (  # metres off the ego lane's centre: the road, then the right, left and middle lines
+    (-1.5 * _LANE_W, 0.5 * _LANE_W + 0.5),
+    (0.5 * _LANE_W - _HALF_MARK, 0.5 * _LANE_W + _HALF_MARK),
+    (-1.5 * _LANE_W - _HALF_MARK, -1.5 * _LANE_W + _HALF_MARK),
+    (-0.5 * _LANE_W - _HALF_MARK, -0.5 * _LANE_W + _HALF_MARK),
+)
+_SPAN_WEIGHT = np.array([1, 4, 4, 4], np.intp)  # a pixel's sum: road 1, each line 4
 
 
 class Renderer:
@@ -67,6 +75,9 @@ class Renderer:
         self.rows = rows
         self.z = self.f * _CAM_H / (rows - self.horizon)  # depth of each ground row
         self.px_per_m = self.f / self.z
+        # Each span's edges in pixels off the lane centre, per ground row (see _ground)
+        self._span_lo = np.stack([a * self.px_per_m for a, _ in _SPANS_M], 1)
+        self._span_hi = np.stack([b * self.px_per_m for _, b in _SPANS_M], 1)
         self._palettes: tuple[np.ndarray, ...] | None = None
 
     def _paint(self, colour: tuple[int, ...]) -> int:
@@ -131,21 +142,13 @@ class Renderer:
         (road 1, each marking 4) give each run's colour, and one ``np.repeat`` writes every
         row's runs, where testing each pixel against each edge took twenty passes over
         the frame."""
-        centre = self._x(self._lateral(st, i, self.z), self.z)
-        half = 0.08
+        centre = self._x(self._lateral(st, i, self.z), self.z)[:, None]
         dashed = ((self.z + st.distance[i]) % 12.0) < 4.0
-        spans = [  # (metres from, metres to, weight per row)
-            (-1.5 * _LANE_W, 0.5 * _LANE_W + 0.5, np.ones_like(centre)),
-            (0.5 * _LANE_W - half, 0.5 * _LANE_W + half, np.full_like(centre, 4)),
-            (-1.5 * _LANE_W - half, -1.5 * _LANE_W + half, np.full_like(centre, 4)),
-            (-0.5 * _LANE_W - half, -0.5 * _LANE_W + half, 4.0 * dashed),
-        ]
-        rows = len(centre)
-        lo = np.stack([centre + a * self.px_per_m for a, _, _ in spans], 1)
-        hi = np.stack([centre + b * self.px_per_m for _, b, _ in spans], 1)
-        first = np.clip(np.floor(lo) + 1, 0, self.w).astype(np.intp)
-        end = np.clip(np.ceil(hi), 0, self.w).astype(np.intp)
-        weight = np.stack([wt for _, _, wt in spans], 1).astype(np.intp) * (first < end)
+        rows = len(dashed)
+        first = np.clip(np.floor(centre + self._span_lo) + 1, 0, self.w).astype(np.intp)
+        end = np.clip(np.ceil(centre + self._span_hi), 0, self.w).astype(np.intp)
+        weight = np.where(first < end, _SPAN_WEIGHT, 0)
+        weight[:, 3] *= dashed  # the middle line is dashed
         edge = np.zeros((rows, 1), np.intp)
         at = np.concatenate([edge, first, end, edge + self.w], 1)
         step = np.concatenate([edge, weight, -weight, edge], 1)
