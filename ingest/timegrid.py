@@ -47,14 +47,23 @@ class TimeGrid:
         """The camera's clips, one per window it has frames in; ``index`` is the window number.
 
         A first or last window shorter than ``min_clip_s`` on this camera gives no clip
-        (a window inside the stream is kept however short: after a gap in the stream);
-        ``end_s`` of the camera's last clip is its last frame's end.
+        (:meth:`short_edges` says which, for the drive's warnings; a window inside the
+        stream is kept however short: after a gap in the stream); ``end_s`` of the
+        camera's last clip is its last frame's end.
         """
+        return [cut for cut, kept in self._windows(track) if kept]
+
+    def short_edges(self, track: CameraTrack) -> list[ClipCut]:
+        """The camera's first or last window, when it has frames but is shorter than
+        ``min_clip_s``: its frames are in no clip."""
+        return [cut for cut, kept in self._windows(track) if not kept]
+
+    def _windows(self, track: CameraTrack) -> list[tuple[ClipCut, bool]]:
         p = track.probe
         lead = (track.start - self.origin).total_seconds()  # < 0: started before the origin
         first = math.floor(lead / self.clip_seconds + 1e-9)
         last = math.ceil((lead + p.duration_s) / self.clip_seconds - 1e-9)
-        out: list[ClipCut] = []
+        out: list[tuple[ClipCut, bool]] = []
         for k in range(first, last):
             lo = max(k * self.clip_seconds - lead, 0.0)
             hi = min((k + 1) * self.clip_seconds - lead, p.duration_s)
@@ -67,6 +76,5 @@ class TimeGrid:
             # the stream is short only after a gap in it (a route's missing segment, a
             # segment timed at its minute), and its frames must land somewhere
             edge = k in (first, last - 1)
-            if end - start >= self.min_clip_s - 1e-9 or not edge:
-                out.append(ClipCut(k, start, end))
+            out.append((ClipCut(k, start, end), end - start >= self.min_clip_s - 1e-9 or not edge))
         return out

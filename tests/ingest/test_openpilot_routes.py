@@ -292,6 +292,9 @@ def test_comma2k19_segments_ingest_with_the_frame_times_they_ship(tmp_path: Path
     # window under min_clip_s (1 s) at the camera's very end may go, as for any camera
     assert sorted(played) == sorted(set(played)) and lost == list(range(2 * per - len(lost), 2 * per))
     assert len(lost) < FPS, lost
+    # ... and never silently: the drive's warnings say how much of its edge is in no clip
+    edges = [w for w in nan["warnings"] if "in no clip (an edge of the drive shorter than 1 s)" in w]
+    assert len(edges) == (1 if lost else 0), nan["warnings"]
     # A drive.json in one of the route's segment folders is the route's: its platform wins.
     seg41 = tmp_path / "raw" / "Chunk_1" / f"{dongle}|{route}" / "41"
     (seg41 / "drive.json").write_text('{"platform": "fleetmine_synth"}')
