@@ -86,12 +86,14 @@ class ClipCutter:
             shown_cuts = {c.index: c for c in grid.cuts(shown)} if shown is not None else {}
             p = track.probe
             opener, suffix = cameras[track.name].source, cameras[track.name].suffix
-            for short in grid.short_edges(track):
-                notes.warn(
-                    f"{track.name}: {short.end_s - short.start_s:.2f} s from {short.start_s:.2f}s "
-                    f"in no clip (an edge of the drive shorter than {grid.min_clip_s:g} s)"
-                )
-            for cut in grid.cuts(track):
+            windows = grid.windows(track)
+            for short, kept in windows:
+                if not kept:
+                    notes.warn(
+                        f"{track.name}: {short.end_s - short.start_s:.2f} s from {short.start_s:.2f}s "
+                        f"in no clip (an edge of the drive shorter than {grid.min_clip_s:g} s)"
+                    )
+            for cut in (cut for cut, kept in windows if kept):
                 c_start = track.start + dt.timedelta(seconds=cut.start_s)
                 c_end = track.start + dt.timedelta(seconds=cut.end_s)
                 cid = clip_id(day, src.vehicle_id, src.drive, track.name, c_start)

@@ -44,21 +44,18 @@ class TimeGrid:
         return self.origin + dt.timedelta(seconds=k * self.clip_seconds)
 
     def cuts(self, track: CameraTrack) -> list[ClipCut]:
-        """The camera's clips, one per window it has frames in; ``index`` is the window number.
+        """The camera's clips (see :meth:`windows`)."""
+        return [cut for cut, kept in self.windows(track) if kept]
 
-        A first or last window shorter than ``min_clip_s`` on this camera gives no clip
-        (:meth:`short_edges` says which, for the drive's warnings; a window inside the
-        stream is kept however short: after a gap in the stream); ``end_s`` of the
-        camera's last clip is its last frame's end.
+    def windows(self, track: CameraTrack) -> list[tuple[ClipCut, bool]]:
+        """The camera's windows that hold frames, each with whether it is a clip;
+        ``index`` is the window number.
+
+        A first or last window shorter than ``min_clip_s`` on this camera is not (its
+        frames are in no clip, which the drive's warnings say); a window inside the stream
+        is kept however short: after a gap in the stream. ``end_s`` of the camera's last
+        window is its last frame's end.
         """
-        return [cut for cut, kept in self._windows(track) if kept]
-
-    def short_edges(self, track: CameraTrack) -> list[ClipCut]:
-        """The camera's first or last window, when it has frames but is shorter than
-        ``min_clip_s``: its frames are in no clip."""
-        return [cut for cut, kept in self._windows(track) if not kept]
-
-    def _windows(self, track: CameraTrack) -> list[tuple[ClipCut, bool]]:
         p = track.probe
         lead = (track.start - self.origin).total_seconds()  # < 0: started before the origin
         first = math.floor(lead / self.clip_seconds + 1e-9)

@@ -281,12 +281,15 @@ def run_submitted(request_json: str | None, settings: Settings) -> int:
     prior = get_run(lake, run_id) if _exists(lake, run_id) else {}
     rec = RunRecord(run_id, req.kind, req.model_dump(), app_id=f"submit:{req.kind}")
     keep = {k: prior.get(k) for k in ("cluster_job_id", "log_uri")}
-    if not keep["cluster_job_id"] and os.environ.get(_PLACE_ENV) == "ray":
-        keep["cluster_job_id"] = run_id  # running before its submitter recorded it (_STILL_SUBMITTED)
-    elif not keep["cluster_job_id"] and os.environ.get(_PLACE_ENV) == "local":
-        # ... and here this process is the job, its log the one submit opened for the run.
-        log = _log_dir() / f"{run_id}.log"
-        keep = {"cluster_job_id": _pid_id(os.getpid()), "log_uri": str(log) if log.exists() else None}
+    place = os.environ.get(_PLACE_ENV)
+    if not keep["cluster_job_id"] and place in ("ray", "local"):
+        # Running before its submitter recorded it (_STILL_SUBMITTED): on Ray the job is named
+        # by its run id; here this process is the job, its log the one submit opened for it.
+        log = _log_dir() / f"{run_id}.log" if place == "local" else None
+        keep = {
+            "cluster_job_id": run_id if place == "ray" else _pid_id(os.getpid()),
+            "log_uri": str(log) if log is not None and log.exists() else None,
+        }
     lake.upsert("runs", _with(run_row(rec, "running").to_pylist()[0], **keep))
     try:
         report = execute(req, settings)
