@@ -262,7 +262,7 @@ def _tree_ticks() -> int:
     return total
 
 
-if os.environ.get("FLEETMINE_TEST_CPU"):  # where to append each test's CPU seconds (tests/cpu_report.py)
+if os.environ.get("FLEETMINE_TEST_CPU"):  # a file: each test's CPU seconds and node id, a line each
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
