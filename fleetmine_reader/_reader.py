@@ -1,48 +1,49 @@
-"""The reader: manifest, epoch plan, shard fetch + sha256, tar samples, resume state."""
+"""The reader: manifest, epoch deal, shards fetched ahead, tar samples, resume state."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import random
-import shutil
 import tarfile
-import tempfile
-import time
-import urllib.error
+import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_CHUNK = 1 << 20
+from fleetmine_reader._errors import ReaderError, ShardFetchError, ShardIntegrityError, StateMismatchError
+from fleetmine_reader._fetch import Fetcher, Shard, safe
+from fleetmine_reader._state import ReaderState, Work, work
 
+log = logging.getLogger("fleetmine_reader")
 
-class ReaderError(Exception):
-    """The reader cannot go on (a shard that cannot be fetched, a malformed manifest)."""
-
-
-class ShardIntegrityError(ReaderError):
-    """A shard's bytes do not have the size or sha256 the manifest lists."""
-
-
-class StateMismatchError(ReaderError):
-    """A saved state that belongs to another manifest, seed or split."""
+_DEAL = "deal-2"  # how shards and samples are ordered; a state of another way is refused
+ON_BAD_SHARD = ("fail", "skip")
 
 
 @dataclass(frozen=True)
 class ReaderConfig:
     """How one reader walks a manifest. ``rank``/``world_size`` are the trainer's processes,
     ``worker``/``num_workers`` the data-loader workers inside one (from PyTorch:
-    ``torch.utils.data.get_worker_info()``)."""
+    ``torch.utils.data.get_worker_info()``).
+
+    ``prefetch``: shards fetched ahead of the one being read (each spooled to
+    ``cache_dir``, so at most ``prefetch + 1`` shards on disk per worker);
+    ``timeout_s``: the deadline of one fetch attempt, request to last byte;
+    ``retries``: failed attempts of one shard before it is bad, waiting ``backoff_s``
+    doubling between them; ``on_bad_shard``: ``"fail"`` raises, ``"skip"`` records it in
+    the state (``ReaderState.skipped``) and goes on."""
 
     seed: int = 0
     rank: int = 0
@@ -55,6 +56,9 @@ class ReaderConfig:
     cache_dir: str | None = None
     timeout_s: float = 60.0
     retries: int = 3
+    backoff_s: float = 0.5
+    prefetch: int = 2
+    on_bad_shard: str = "fail"
 
     def __post_init__(self) -> None:
         if not (0 <= self.rank < self.world_size and 0 <= self.worker < self.num_workers):
@@ -62,6 +66,10 @@ class ReaderConfig:
                 f"rank {self.rank} of {self.world_size}, worker {self.worker} of {self.num_workers}: "
                 "need 0 <= rank < world_size and 0 <= worker < num_workers"
             )
+        if self.on_bad_shard not in ON_BAD_SHARD:
+            raise ValueError(f"on_bad_shard {self.on_bad_shard!r}: one of {', '.join(ON_BAD_SHARD)}")
+        if self.prefetch < 0 or self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0:
+            raise ValueError("need prefetch >= 0, retries >= 0, timeout_s > 0 and backoff_s >= 0")
 
     @property
     def split(self) -> int:
@@ -72,37 +80,22 @@ class ReaderConfig:
         return self.world_size * self.num_workers
 
 
-@dataclass(frozen=True)
-class ReaderState:
-    """Where a reader is: in ``epoch``, the ``shard``-th shard of its split's order, after
-    ``offset`` of that shard's samples. ``fingerprint`` ties it to a manifest, seed and split."""
-
-    epoch: int
-    shard: int = 0
-    offset: int = 0
-    fingerprint: str | None = None
-
-    @classmethod
-    def start(cls, epoch: int) -> ReaderState:
-        return cls(epoch=int(epoch))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ReaderState:
-        return cls(**json.loads(text))
+_KNOWN = ("url", "nsamples", "filesize", "sha256", "md5sum")
 
 
-@dataclass
-class _Shard:
-    url: str
-    nsamples: int
-    filesize: int | None = None
-    sha256: str | None = None
-    md5sum: str | None = None
-    position: int = 0  # in the manifest's shardlist
-    extra: dict[str, Any] = field(default_factory=dict)
+class _Shards:
+    """The manifest's shardlist seen as :class:`Shard` records, built on access: a
+    manifest of 10^6 shards is held once, as parsed."""
+
+    def __init__(self, entries: list[dict[str, Any]]):
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> Shard:
+        s = self.entries[i]
+        return Shard(s["url"], int(s["nsamples"]), i, s.get("filesize"), s.get("sha256"), s.get("md5sum"))
 
 
 def load_manifest(
@@ -134,54 +127,100 @@ def _join(base: str, rel: str) -> str:
     return posixpath.join(posixpath.dirname(base), rel)
 
 
-class ShardReader:
-    """Iterates a manifest's samples, one epoch at a time, resumably (see the package doc)."""
+def _dataset(manifest: dict[str, Any], entries: list[dict[str, Any]], config: ReaderConfig) -> str:
+    """The same samples in the same shards, read in the same order, whatever URLs
+    (grants) a manifest carries; hashed entry by entry (no copy of the list)."""
+    h = hashlib.sha256(json.dumps([_DEAL, manifest.get("dataset"), manifest.get("version")]).encode())
+    for s in entries:
+        ident = s.get("sha256") or s.get("md5sum") or str(s["url"]).split("?")[0]
+        h.update(f"{int(s['nsamples'])}:{ident};".encode())
+    h.update(json.dumps([config.seed, config.shuffle]).encode())
+    return h.hexdigest()[:16]
 
-    def __init__(self, manifest: dict[str, Any], config: ReaderConfig | None = None):
-        self.config = config or ReaderConfig()
+
+class ShardReader:
+    """Iterates a manifest's samples, one epoch at a time, resumably (see the package doc).
+
+    ``refresh``: a function returning a fresh manifest of the same version (e.g.
+    ``lambda: load_manifest(URL, token=TOKEN)``), called when a shard's grant is
+    refused (expired); without it a refused grant stops the reader."""
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        config: ReaderConfig | None = None,
+        refresh: Callable[[], dict[str, Any]] | None = None,
+    ):
+        self.config = c = config or ReaderConfig()
         entries = manifest.get("shardlist") or []
-        if not entries or any("url" not in s or "nsamples" not in s for s in entries):
+        if not isinstance(entries, list) or not entries:
             raise ReaderError("a manifest needs a shardlist of {url, nsamples, ...} entries")
-        known = {"url", "nsamples", "filesize", "sha256", "md5sum"}
-        self.shards = [
-            _Shard(
-                url=s["url"],
-                nsamples=int(s["nsamples"]),
-                filesize=s.get("filesize"),
-                sha256=s.get("sha256"),
-                md5sum=s.get("md5sum"),
-                position=i,
-                extra={k: v for k, v in s.items() if k not in known},
-            )
-            for i, s in enumerate(entries)
-        ]
-        # The same samples in the same shards, whatever URLs (grants) a manifest carries.
-        ident = [
-            manifest.get("dataset"),
-            manifest.get("version"),
-            [[s.nsamples, s.sha256 or s.md5sum or s.url.split("?")[0]] for s in self.shards],
-        ]
-        c = self.config
-        ident += [c.seed, c.shuffle, c.split, c.splits]
-        self.fingerprint = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+        try:
+            self.dataset = _dataset(manifest, entries, c)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ReaderError("a manifest needs a shardlist of {url, nsamples, ...} entries") from None
+        self._manifest = manifest
+        self.shards = _Shards(entries)
+        self._refresh_source = refresh
+        self._refresh_lock = threading.Lock()
+        self._fetcher = Fetcher(
+            c.timeout_s, c.retries, c.backoff_s, c.verify, c.cache_dir, self._refreshed if refresh else None
+        )
+        self._orders: dict[int, np.ndarray] = {}
+        self.state: ReaderState | None = None  # after the last sample handed out or shard skipped
+
+    # The deal.
+    def order(self, epoch: int) -> np.ndarray:
+        """Every shard's position, in ``epoch``'s visiting order (one array per epoch)."""
+        got = self._orders.get(epoch)
+        if got is None:
+            n = len(self.shards)
+            if self.config.shuffle:
+                key = hashlib.sha256(f"{_DEAL}:{self.config.seed}:{epoch}".encode()).digest()
+                got = np.random.default_rng(int.from_bytes(key[:8], "little")).permutation(n)
+            else:
+                got = np.arange(n)
+            self._orders = {epoch: got}  # one epoch at a time
+        return got
+
+    def work(self, state: ReaderState | int = 0) -> Work:
+        """This split's items ``(shard, first sample)`` in the epoch ``state`` is in, in
+        visiting order (lazily: nothing per item is built)."""
+        st = self.bind(ReaderState.start(state) if isinstance(state, int) else state)
+        return work(self.order(st.epoch), st.deal, self.config.split, self.config.splits)
 
     def plan(self, epoch: int) -> list[int]:
-        """This split's shards for ``epoch`` (positions in the shardlist), in visiting order."""
-        order = list(range(len(self.shards)))
-        if self.config.shuffle:
-            random.Random(f"{self.config.seed}:{epoch}").shuffle(order)
-        return order[self.config.split :: self.config.splits]
+        """This split's shards for a fresh ``epoch`` (positions in the shardlist), in order."""
+        w = self.work(epoch)
+        return [w[i][0] for i in range(len(w))]
 
-    def num_samples(self, epoch: int) -> int:
-        """Samples this split yields in ``epoch`` (splits differ by up to a shard's worth)."""
-        return sum(self.shards[i].nsamples for i in self.plan(epoch))
+    def num_samples(self, state: ReaderState | int = 0) -> int:
+        """Samples this split yields from ``state`` (an int: a whole fresh epoch)."""
+        st = self.bind(ReaderState.start(state) if isinstance(state, int) else state)
+        w = self.work(st)
+        total = 0
+        for i in range(st.shard, len(w)):
+            shard, start = w[i]
+            total += self.shards[shard].nsamples - max(start, st.offset if i == st.shard else 0)
+        return total
 
-    def _sample_order(self, epoch: int, shard: int, n: int) -> list[int]:
-        order = list(range(n))
-        if self.config.shuffle:
-            random.Random(f"{self.config.seed}:{epoch}:{shard}").shuffle(order)
-        return order
+    def bind(self, state: ReaderState) -> ReaderState:
+        """``state`` tied to this reader's split, after checking it belongs here."""
+        c = self.config
+        if state.dataset is not None and state.dataset != self.dataset:
+            raise StateMismatchError("this state was saved by a reader of another manifest, seed or shuffle")
+        if state.split is None:
+            if state.shard or state.offset:
+                raise StateMismatchError("a state not bound to a split must be at its start")
+            return state.bound(c.split, c.splits, self.dataset)
+        if (state.split, state.splits) != (c.split, c.splits):
+            raise StateMismatchError(
+                f"this state is split {state.split} of {state.splits}; this reader is split {c.split} of "
+                f"{c.splits}: to change the world size, resume from ReaderState.resize(every split's state)"
+            )
+        return state
 
+    # Reading.
     def iterate(self, state: ReaderState | int = 0) -> Iterator[dict[str, Any]]:
         """The samples of one epoch from ``state`` on (an int: that epoch from its start).
 
@@ -189,55 +228,72 @@ class ShardReader:
         ``json`` parsed, ``signals.npy`` loaded, ...); with ``decode``, per video also
         ``frames`` (RGB ``uint8 (N, H, W, 3)``) and ``pts_s`` (``<camera>.frames`` ... for
         a group's videos); and ``__state__``: the state just after this sample.
+        ``self.state`` is always the state after the last sample or skipped shard (at
+        the end: the epoch's last, with every skip).
         """
-        st = ReaderState.start(state) if isinstance(state, int) else state
-        if st.fingerprint is not None and st.fingerprint != self.fingerprint:
-            raise StateMismatchError(
-                "this state was saved by a reader of another manifest, seed, shuffle or split"
-            )
-        plan = self.plan(st.epoch)
-        if st.shard > len(plan) or st.shard < 0:
-            raise StateMismatchError(f"state shard {st.shard}: this split has {len(plan)} shards")
-        pool = ThreadPoolExecutor(1, thread_name_prefix="fleetmine-prefetch")
-        pending: Future[Path] | None = None
+        st = self.bind(ReaderState.start(state) if isinstance(state, int) else state)
+        items = self.work(st)
+        if not 0 <= st.shard <= len(items):
+            raise StateMismatchError(f"state item {st.shard}: this split has {len(items)}")
+        self.state = st
+        cancelled = threading.Event()
+        pool = ThreadPoolExecutor(self.config.prefetch + 1, thread_name_prefix="fleetmine-prefetch")
+        ahead: deque[tuple[int, Future[Path]]] = deque()
+        nxt = st.shard
         try:
-            for pos in range(st.shard, len(plan)):
-                shard = self.shards[plan[pos]]
-                local = (pending or pool.submit(self._fetch, shard)).result()
-                pending = (
-                    pool.submit(self._fetch, self.shards[plan[pos + 1]]) if pos + 1 < len(plan) else None
-                )
+            for pos in range(st.shard, len(items)):
+                while nxt < len(items) and (nxt == pos or nxt - pos <= self.config.prefetch):
+                    shard = self.shards[items[nxt][0]]
+                    ahead.append((nxt, pool.submit(self._fetch, shard, cancelled)))
+                    nxt += 1
+                _, fut = ahead.popleft()
+                shard_pos, start = items[pos]
+                shard = self.shards[shard_pos]
+                skip = max(start, st.offset if pos == st.shard else 0)
                 try:
-                    skip = st.offset if pos == st.shard else 0
-                    yield from self._samples(local, shard, st.epoch, pos, skip)
+                    local = fut.result()
+                except ShardFetchError as exc:
+                    if self.config.on_bad_shard != "skip":
+                        raise
+                    log.warning("skipping shard %d from sample %d: %s", shard_pos, skip, exc)
+                    st = replace(st, shard=pos + 1, offset=0, skipped=(*st.skipped, (shard_pos, skip)))
+                    self.state = st
+                    continue
+                try:
+                    for sample in self._samples(local, shard, st.epoch, skip):
+                        j = sample.pop("__index__") + 1
+                        done = j == shard.nsamples
+                        st = replace(st, shard=pos + 1 if done else pos, offset=0 if done else j)
+                        sample["__state__"] = self.state = st
+                        yield sample
+                    st = self.state = replace(st, shard=pos + 1, offset=0)  # also when it had none left
                 finally:
                     self._release(local, shard)
         finally:
-            if pending is not None:
-                pending.cancel()
-                if pending.done() and not pending.cancelled() and pending.exception() is None:
-                    self._release(pending.result(), self.shards[plan[-1]])
+            cancelled.set()
+            for _, fut in ahead:
+                fut.cancel()
             pool.shutdown(wait=True)
+            for pos, fut in ahead:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._release(fut.result(), self.shards[items[pos][0]])
 
-    def _samples(
-        self, local: Path, shard: _Shard, epoch: int, pos: int, skip: int
-    ) -> Iterator[dict[str, Any]]:
+    def _samples(self, local: Path, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
         with tarfile.open(local, "r:") as tar:
             groups: dict[str, list[tarfile.TarInfo]] = {}
-            for m in tar.getmembers():
+            for m in tar:
                 if m.isfile():
                     base = posixpath.basename(m.name)
                     key = posixpath.join(posixpath.dirname(m.name), base.split(".", 1)[0])
                     groups.setdefault(key, []).append(m)
             keys = list(groups)
             if len(keys) != shard.nsamples:
-                raise ShardIntegrityError(
-                    f"{_safe(shard.url)}: {len(keys)} samples, manifest says {shard.nsamples}"
-                )
+                why = f"{safe(shard.url)}: {len(keys)} samples, manifest says {shard.nsamples}"
+                raise ShardIntegrityError(why)
             order = self._sample_order(epoch, shard.position, len(keys))
             for j in range(skip, len(order)):
                 key = keys[order[j]]
-                sample: dict[str, Any] = {"__key__": key, "__url__": _safe(shard.url)}
+                sample: dict[str, Any] = {"__key__": key, "__url__": safe(shard.url), "__index__": j}
                 for m in groups[key]:
                     ext = posixpath.basename(m.name).split(".", 1)[1] if "." in m.name else ""
                     f = tar.extractfile(m)
@@ -246,72 +302,47 @@ class ShardReader:
                     if self.config.decode and ext.endswith("mp4"):
                         stem = ext[: -len("mp4")]  # "" or "<camera>."
                         sample[stem + "frames"], sample[stem + "pts_s"] = decode_frames(sample[ext])
-                sample["__state__"] = ReaderState(epoch, pos, j + 1, self.fingerprint)
-                if j + 1 == len(order):  # the next shard's start: the same point, said plainly
-                    sample["__state__"] = ReaderState(epoch, pos + 1, 0, self.fingerprint)
                 yield sample
 
+    def _sample_order(self, epoch: int, shard: int, n: int) -> list[int]:
+        order = list(range(n))
+        if self.config.shuffle:
+            random.Random(f"{self.config.seed}:{epoch}:{shard}").shuffle(order)
+        return order
+
     # Fetching: a file is read in place; a URL is downloaded to the cache dir.
-    def _fetch(self, shard: _Shard) -> Path:
-        url = shard.url
-        if not _is_http(url):
-            path = Path(url.removeprefix("file://"))
-            if self.config.verify:
-                with open(path, "rb") as f:
-                    self._check(shard, f)
-            return path
-        cache = Path(self.config.cache_dir or Path(tempfile.gettempdir()) / "fleetmine-reader")
-        cache.mkdir(parents=True, exist_ok=True)
-        last: Exception | None = None
-        for attempt in range(max(1, self.config.retries)):
-            fd, tmp = tempfile.mkstemp(prefix="shard-", suffix=".tar", dir=cache)
+    def _fetch(self, shard: Shard, cancelled: threading.Event) -> Path:
+        if _is_http(shard.url):
+            return self._fetcher.download(shard, cancelled)
+        return self._fetcher.local(shard)
+
+    def _refreshed(self, position: int, refused: str) -> str:
+        """The shard's URL from a fresh manifest (once for all the threads that were
+        refused the same grant)."""
+        assert self._refresh_source is not None
+        with self._refresh_lock:
+            current = self.shards.entries[position]["url"]
+            if current != refused:  # another thread refreshed already
+                return str(current)
             try:
-                with os.fdopen(fd, "w+b") as out:
-                    with urllib.request.urlopen(url, timeout=self.config.timeout_s) as r:
-                        shutil.copyfileobj(r, out, _CHUNK)
-                    out.seek(0)
-                    if self.config.verify:
-                        self._check(shard, out)
-                return Path(tmp)
-            except urllib.error.HTTPError as exc:
-                os.unlink(tmp)
-                if exc.code in (401, 403, 404):
-                    why = exc.read()[:300].decode(errors="replace")
-                    raise ReaderError(
-                        f"{_safe(url)}: HTTP {exc.code} {why} (a 403 on a grant: fetch the manifest again)"
-                    ) from None
-                last = exc
-            except (urllib.error.URLError, OSError) as exc:
-                os.unlink(tmp)
-                last = exc
-            except BaseException:
-                os.unlink(tmp)
-                raise
-            time.sleep(min(10.0, 0.5 * 2**attempt))
-        raise ReaderError(f"{_safe(url)}: {last}")
+                doc = self._refresh_source()
+            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors, JSON's ValueErrors
+                raise ReaderError(f"fetching a fresh manifest: {type(exc).__name__}: {exc}") from None
+            entries = doc.get("shardlist") or []
+            for s in entries:
+                if "url" not in s and "path" in s:
+                    raise ReaderError("a refreshed manifest needs absolute shard URLs (load_manifest)")
+            if _dataset(doc, entries, self.config) != self.dataset:
+                raise StateMismatchError("the refreshed manifest lists other shards than the one being read")
+            self._manifest, self.shards = doc, _Shards(entries)
+            fresh = str(entries[position]["url"])
+            if fresh == refused:
+                raise ReaderError(f"{safe(refused)}: refused, and a fresh manifest grants the same URL")
+            return fresh
 
-    def _check(self, shard: _Shard, f: Any) -> None:
-        h = hashlib.sha256() if shard.sha256 else hashlib.md5() if shard.md5sum else None
-        if h is None:
-            return
-        size = 0
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-        want = shard.sha256 or shard.md5sum
-        if shard.filesize is not None and size != int(shard.filesize):
-            raise ShardIntegrityError(f"{_safe(shard.url)}: {size} bytes, manifest says {shard.filesize}")
-        if h.hexdigest() != want:
-            raise ShardIntegrityError(f"{_safe(shard.url)}: {h.name} {h.hexdigest()}, manifest says {want}")
-
-    def _release(self, local: Path, shard: _Shard) -> None:
+    def _release(self, local: Path, shard: Shard) -> None:
         if _is_http(shard.url):
             local.unlink(missing_ok=True)
-
-
-def _safe(url: str) -> str:
-    """A URL fit for a message: without its query (a grant is a credential)."""
-    return url.split("?", 1)[0]
 
 
 def _decode(ext: str, data: bytes) -> Any:
