@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import docs
 from api.auth import AuthFailures, TokenCache
 from api.docs import DOCS_CSP
+from api.manifests import RenderedManifests
 from api.proxies import ForwardedHeaders, TrustedProxies
 from mining.search import decode_slots
 from storage.config import Settings
@@ -197,6 +198,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.sessions = None  # api.deps.sessions: the same, for web sign-in sessions
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
     app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
+    app.state.rendered = RenderedManifests()  # its bodies per base URL and grant (api.manifests)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(ui.router)

@@ -10,14 +10,14 @@ log): for a version created in the request the handler waits for it (``INLINE_WA
 and answers 201 with the exported version, or 202 with the job if it is still running.
 ``GET /v1/datasets`` is a keyset page. A manifest is the file export wrote once (its
 size grows with the shards, not the clips), kept per version in a cache bounded by
-shard entries; each request only adds the caller's grant to the URLs.
+shard entries; its body with the caller's grant is rendered once for all the ranks of a
+job that ask at once (:mod:`api.manifests`).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import re
 import time
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Curator, LakeDep, Reader, ShardReader, grants
 from api.grants import expiry
+from api.manifests import RenderedManifests
 from api.proxies import public_base
 from api.ranges import file_response
 from mining.datasets.curation import DatasetQuery, create_version, get_version
@@ -265,9 +266,14 @@ def dataset_manifest(
         grant = grants(request).mint(name, version, caller.token_id, expires)
         # A credential: no shared cache keeps it, and no client past the grant's life.
         headers["Cache-Control"] = f"private, max-age={max(0, int(expires - now) - 60)}"
-    body = render_manifest(doc, public_base(request), grant)
-    headers["ETag"] = '"' + hashlib.sha256(body).hexdigest() + '"'
-    if request.headers.get("if-none-match") == headers["ETag"]:
+    base = public_base(request)
+    rendered: RenderedManifests = request.app.state.rendered
+    key = (name, version, base, grant)
+    asked = request.headers.get("if-none-match")
+    if asked is not None and asked == rendered.etag(key):  # the client has it: nothing to render
+        return Response(status_code=304, headers={**headers, "ETag": asked})
+    body, headers["ETag"] = rendered.get(key, lambda: render_manifest(doc, base, grant))
+    if asked == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 

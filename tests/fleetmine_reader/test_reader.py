@@ -9,10 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from api.auth import create_token
 from fleetmine_reader import (
     ReaderConfig,
     ReaderError,
@@ -22,6 +26,7 @@ from fleetmine_reader import (
     StateMismatchError,
     load_manifest,
 )
+from tests.api.conftest import auth
 from tests.fleetmine_reader.conftest import Exported
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,3 +166,42 @@ def test_samples_decode_to_frames_on_request(exported: Exported) -> None:
     assert pts[0] == 0 and (pts[1:] > pts[:-1]).all()
     assert sample["mp4"][4:8] == b"ftyp" and sample["json"]["clip_id"] == sample["__key__"]
     assert sample["signals.npy"].shape[0] > 0
+
+
+def _builds(base: str, token: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers=auth(token)).text
+    rows = [line for line in text.splitlines() if line.startswith("fleetmine_manifest_builds_total")]
+    return sum(float(line.split()[-1]) for line in rows)
+
+
+def test_a_thousand_ranks_starting_at_once_cost_the_catalog_one_manifest_build(
+    exported: Exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 requests with one job token, 64 at a time: one render, one body, one ETag; a
+    rank that sends the ETag back gets 304 and nothing is rendered for it. The render is
+    slowed to 0.5 s, what a manifest of ~10^5 shards takes, so the requests overlap it
+    (this version's few shards render in microseconds: any cache would pass)."""
+    import api.routes.datasets as routes
+
+    real = routes.render_manifest
+
+    def slow(*args: Any, **kwargs: Any) -> bytes:
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "render_manifest", slow)
+    token = create_token(exported.lake, "job-1000", "reader")
+    url = f"{exported.base}/v1/datasets/stream/versions/1/manifest"
+    before = _builds(exported.base, token)
+    with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(lambda _: client.get(url, headers=auth(token)), range(1000)))
+    assert {r.status_code for r in answers} == {200}
+    assert len({r.content for r in answers}) == 1 and len({r.headers["etag"] for r in answers}) == 1
+    assert _builds(exported.base, token) - before == 1
+    etag = answers[0].headers["etag"]
+    again = httpx.get(url, headers={**auth(token), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    assert _builds(exported.base, token) - before == 1
+    other = httpx.get(url, headers=auth(create_token(exported.lake, "job-2", "reader")))
+    assert other.status_code == 200 and other.headers["etag"] != etag  # its own grant: its own body
+    assert "grant=" in other.text and _builds(exported.base, token) - before == 2
