@@ -1,8 +1,9 @@
-"""Fetching one shard over HTTP(S): spooled to a file while its digest is computed on the
-way, retried with backoff, resumed by ``Range`` after a break, within a deadline.
+"""Fetching one shard over HTTP(S): held in memory (up to ``ReaderConfig.memory_mb``) or
+spooled to a file while its digest is computed on the way, retried with backoff, resumed
+by ``Range`` after a break, within a deadline.
 
-A shard's samples are handed out only after its bytes passed the check (the whole file
-is on disk by then: a sample of a shard that later fails its digest is never released);
+A shard's samples are handed out only after its bytes passed the check (the whole shard
+is held by then: a sample of a shard that later fails its digest is never released);
 fetching ahead (``ReaderConfig.prefetch``) overlaps this with the consumer. What fails:
 
 - connection refused or reset, a 5xx or 429, a body cut short, a stall past the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import os
 import random
 import re
@@ -87,6 +89,7 @@ class Fetcher:
     backoff_s: float
     verify: bool
     cache_dir: str | None
+    memory_bytes: int = 0
     refresh: Callable[[int, str], str] | None = None
 
     def local(self, shard: Shard) -> Path:
@@ -103,7 +106,14 @@ class Fetcher:
             _check(shard, size, h)
         return path
 
-    def download(self, shard: Shard, cancelled: threading.Event | None = None) -> Path:
+    def download(self, shard: Shard, cancelled: threading.Event | None = None) -> Path | io.BytesIO:
+        """The shard's verified bytes: in memory when the manifest says it is at most
+        ``memory_bytes`` (no disk round trip), else spooled to a file in ``cache_dir``."""
+        if shard.filesize is not None and int(shard.filesize) <= self.memory_bytes:
+            buf = io.BytesIO()
+            self._into(shard, buf, cancelled)
+            buf.seek(0)
+            return buf
         cache = Path(self.cache_dir or Path(tempfile.gettempdir()) / "fleetmine-reader")
         cache.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="shard-", suffix=".tar", dir=cache)

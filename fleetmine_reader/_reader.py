@@ -28,6 +28,7 @@ from fleetmine_reader._state import ReaderState, Work, work
 
 log = logging.getLogger("fleetmine_reader")
 
+Held = Path | io.BytesIO  # a fetched, verified shard: a file, or its bytes in memory
 _DEAL = "deal-2"  # how shards and samples are ordered; a state of another way is refused
 ON_BAD_SHARD = ("fail", "skip")
 
@@ -38,8 +39,9 @@ class ReaderConfig:
     ``worker``/``num_workers`` the data-loader workers inside one (from PyTorch:
     ``torch.utils.data.get_worker_info()``).
 
-    ``prefetch``: shards fetched ahead of the one being read (each spooled to
-    ``cache_dir``, so at most ``prefetch + 1`` shards on disk per worker);
+    ``prefetch``: shards fetched ahead of the one being read (at most ``prefetch + 1``
+    shards held per worker: in memory when the manifest lists one at ``memory_mb`` or
+    less, else spooled to ``cache_dir``);
     ``timeout_s``: the deadline of one fetch attempt, request to last byte;
     ``retries``: failed attempts of one shard before it is bad, waiting ``backoff_s``
     doubling between them; ``on_bad_shard``: ``"fail"`` raises, ``"skip"`` records it in
@@ -59,6 +61,7 @@ class ReaderConfig:
     backoff_s: float = 0.5
     prefetch: int = 2
     on_bad_shard: str = "fail"
+    memory_mb: float = 64.0
 
     def __post_init__(self) -> None:
         if not (0 <= self.rank < self.world_size and 0 <= self.worker < self.num_workers):
@@ -164,7 +167,13 @@ class ShardReader:
         self._refresh_source = refresh
         self._refresh_lock = threading.Lock()
         self._fetcher = Fetcher(
-            c.timeout_s, c.retries, c.backoff_s, c.verify, c.cache_dir, self._refreshed if refresh else None
+            c.timeout_s,
+            c.retries,
+            c.backoff_s,
+            c.verify,
+            c.cache_dir,
+            int(c.memory_mb * 2**20),
+            self._refreshed if refresh else None,
         )
         self._orders: dict[int, np.ndarray] = {}
         self.state: ReaderState | None = None  # after the last sample handed out or shard skipped
@@ -238,7 +247,7 @@ class ShardReader:
         self.state = st
         cancelled = threading.Event()
         pool = ThreadPoolExecutor(self.config.prefetch + 1, thread_name_prefix="fleetmine-prefetch")
-        ahead: deque[tuple[int, Future[Path]]] = deque()
+        ahead: deque[tuple[int, Future[Held]]] = deque()
         nxt = st.shard
         try:
             for pos in range(st.shard, len(items)):
@@ -278,8 +287,9 @@ class ShardReader:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     self._release(fut.result(), self.shards[items[pos][0]])
 
-    def _samples(self, local: Path, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
-        with tarfile.open(local, "r:") as tar:
+    def _samples(self, local: Held, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+        where: dict[str, Any] = {"name": local} if isinstance(local, Path) else {"fileobj": local}
+        with tarfile.open(mode="r:", **where) as tar:
             groups: dict[str, list[tarfile.TarInfo]] = {}
             for m in tar:
                 if m.isfile():
@@ -311,7 +321,7 @@ class ShardReader:
         return order
 
     # Fetching: a file is read in place; a URL is downloaded to the cache dir.
-    def _fetch(self, shard: Shard, cancelled: threading.Event) -> Path:
+    def _fetch(self, shard: Shard, cancelled: threading.Event) -> Held:
         if _is_http(shard.url):
             return self._fetcher.download(shard, cancelled)
         return self._fetcher.local(shard)
@@ -340,8 +350,10 @@ class ShardReader:
                 raise ReaderError(f"{safe(refused)}: refused, and a fresh manifest grants the same URL")
             return fresh
 
-    def _release(self, local: Path, shard: Shard) -> None:
-        if _is_http(shard.url):
+    def _release(self, local: Held, shard: Shard) -> None:
+        if isinstance(local, io.BytesIO):
+            local.close()
+        elif _is_http(shard.url):
             local.unlink(missing_ok=True)
 
 
@@ -355,17 +367,25 @@ def _decode(ext: str, data: bytes) -> Any:
 
 def decode_frames(data: bytes, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Every frame of an mp4 as RGB ``uint8 (N, H, W, 3)``, and each frame's pts in
-    seconds from the stream's first frame (presentation order)."""
+    seconds from the stream's first frame (presentation order). Frames are written into
+    one array sized by the container's frame count (grown if it undercounts), not
+    stacked from a list: stacking copied every frame a second time into fresh pages."""
     import av  # only here: a trainer that keeps the mp4 bytes never loads a decoder
 
     with av.open(io.BytesIO(data), mode="r") as c:
         vs = c.streams.video[stream]
         tb = float(vs.time_base or 0)
-        frames, pts = [], []
+        out: np.ndarray | None = None
+        pts: list[float] = []
         for fr in c.decode(vs):
-            frames.append(fr.to_ndarray(format="rgb24"))
+            rgb = fr.to_ndarray(format="rgb24")
+            if out is None:
+                out = np.empty((max(1, int(vs.frames or 0)), *rgb.shape), np.uint8)
+            elif len(pts) == len(out):
+                out = np.concatenate([out, np.empty_like(out)])
+            out[len(pts)] = rgb
             pts.append(fr.pts * tb if fr.pts is not None else np.nan)
-    if not frames:
+    if out is None:
         return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0)
     t = np.asarray(pts)
-    return np.stack(frames), t - np.nanmin(t)
+    return out[: len(pts)], t - np.nanmin(t)

@@ -74,6 +74,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         encoders,
         faiss_search,
         previews,
+        reader_feed,
         synth_speed,
         video_ingest,
     )

@@ -40,6 +40,7 @@ def _config(rank: int, world: int, worker: int, workers: int, cache: Path) -> Re
         backoff_s=0.01,
         on_bad_shard="skip",
         cache_dir=str(cache),
+        memory_mb=64 if rank % 2 else 0,  # odd ranks hold shards in memory, even ones spool to disk
     )
 
 
