@@ -9,7 +9,6 @@ import logging
 import os
 import posixpath
 import random
-import tarfile
 import threading
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ import numpy as np
 from fleetmine_reader._errors import ReaderError, ShardFetchError, ShardIntegrityError, StateMismatchError
 from fleetmine_reader._fetch import Fetcher, Shard, safe
 from fleetmine_reader._state import ReaderState, Work, work
+from fleetmine_reader._tar import Member, members
 
 log = logging.getLogger("fleetmine_reader")
 
@@ -288,14 +288,12 @@ class ShardReader:
                     self._release(fut.result(), self.shards[items[pos][0]])
 
     def _samples(self, local: Held, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
-        where: dict[str, Any] = {"name": local} if isinstance(local, Path) else {"fileobj": local}
-        with tarfile.open(mode="r:", **where) as tar:
-            groups: dict[str, list[tarfile.TarInfo]] = {}
-            for m in tar:
-                if m.isfile():
-                    base = posixpath.basename(m.name)
-                    key = posixpath.join(posixpath.dirname(m.name), base.split(".", 1)[0])
-                    groups.setdefault(key, []).append(m)
+        with members(local) as found:
+            groups: dict[str, list[Member]] = {}
+            for m in found:
+                base = posixpath.basename(m[0])
+                key = posixpath.join(posixpath.dirname(m[0]), base.split(".", 1)[0])
+                groups.setdefault(key, []).append(m)
             keys = list(groups)
             if len(keys) != shard.nsamples:
                 why = f"{safe(shard.url)}: {len(keys)} samples, manifest says {shard.nsamples}"
@@ -304,11 +302,9 @@ class ShardReader:
             for j in range(skip, len(order)):
                 key = keys[order[j]]
                 sample: dict[str, Any] = {"__key__": key, "__url__": safe(shard.url), "__index__": j}
-                for m in groups[key]:
-                    ext = posixpath.basename(m.name).split(".", 1)[1] if "." in m.name else ""
-                    f = tar.extractfile(m)
-                    assert f is not None
-                    sample[ext] = _decode(ext, f.read())
+                for name, read in groups[key]:
+                    ext = posixpath.basename(name).split(".", 1)[1] if "." in name else ""
+                    sample[ext] = _decode(ext, read())
                     if self.config.decode and ext.endswith("mp4"):
                         stem = ext[: -len("mp4")]  # "" or "<camera>."
                         sample[stem + "frames"], sample[stem + "pts_s"] = decode_frames(sample[ext])

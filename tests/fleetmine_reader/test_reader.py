@@ -3,11 +3,13 @@ after a SIGKILL with no sample lost or seen twice."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +28,7 @@ from fleetmine_reader import (
     StateMismatchError,
     load_manifest,
 )
+from fleetmine_reader._tar import members, ustar_members
 from tests.api.conftest import auth
 from tests.fleetmine_reader.conftest import Exported
 
@@ -205,3 +208,27 @@ def test_a_thousand_ranks_starting_at_once_cost_the_catalog_one_manifest_build(
     other = httpx.get(url, headers=auth(create_token(exported.lake, "job-2", "reader")))
     assert other.status_code == 200 and other.headers["etag"] != etag  # its own grant: its own body
     assert "grant=" in other.text and _builds(exported.base, token) - before == 2
+
+
+def test_the_in_memory_tar_parser_reads_what_tarfile_reads(exported: Exported, tmp_path: Path) -> None:
+    """Export's shards take the fast path (plain ustar); anything else falls back to tarfile."""
+    doc = load_manifest(exported.in_lake)
+    for s in doc["shardlist"]:
+        data = Path(s["url"]).read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            want = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]  # type: ignore[union-attr]
+        found = ustar_members(memoryview(data))
+        assert found is not None and [(n, data[o : o + z]) for n, o, z in found] == want
+    # A long name takes a GNU or pax header: left to tarfile, read the same.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("x" * 150 + ".json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    assert ustar_members(buf.getbuffer()) is None
+    with members(io.BytesIO(buf.getvalue())) as got:
+        assert [(n, read()) for n, read in got] == [("x" * 150 + ".json", b"{}")]
+    assert ustar_members(memoryview(data[:1000])) is None  # cut inside its first member
+    flipped = bytearray(data)
+    flipped[10] ^= 0xFF  # a name byte: the header's checksum no longer holds
+    assert ustar_members(memoryview(bytes(flipped))) is None
