@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import os
 import random
 import re
@@ -106,14 +105,14 @@ class Fetcher:
             _check(shard, size, h)
         return path
 
-    def download(self, shard: Shard, cancelled: threading.Event | None = None) -> Path | io.BytesIO:
+    def download(self, shard: Shard, cancelled: threading.Event | None = None) -> Path | bytearray:
         """The shard's verified bytes: in memory when the manifest says it is at most
-        ``memory_bytes`` (no disk round trip), else spooled to a file in ``cache_dir``."""
+        ``memory_bytes`` (one buffer of its size: a growing ``BytesIO`` copied a 64 MB
+        shard ~8 times over), else spooled to a file in ``cache_dir``."""
         if shard.filesize is not None and int(shard.filesize) <= self.memory_bytes:
-            buf = io.BytesIO()
+            buf = _Buffer(int(shard.filesize))
             self._into(shard, buf, cancelled)
-            buf.seek(0)
-            return buf
+            return buf.data
         cache = Path(self.cache_dir or Path(tempfile.gettempdir()) / "fleetmine-reader")
         cache.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="shard-", suffix=".tar", dir=cache)
@@ -126,7 +125,7 @@ class Fetcher:
             raise
 
     def _into(self, shard: Shard, out: Any, cancelled: threading.Event | None) -> None:
-        url, spool = shard.url, _Spool(shard, out)
+        url, spool = shard.url, _Spool(shard, out, self.verify)
         failures = refreshes = 0
         rng = random.Random()
         while True:
@@ -134,7 +133,7 @@ class Fetcher:
                 raise ShardFetchError(f"{safe(url)}: cancelled")
             try:
                 self._get(url, spool)
-                _check(shard, spool.got, spool.h if self.verify else None)
+                _check(shard, spool.got, spool.h)
                 return
             except _Refused as exc:
                 # A fresh manifest that hands out the refused grant again (refresh raises) or
@@ -201,17 +200,40 @@ class Fetcher:
             raise _Retry(f"{type(exc).__name__}: {why}") from None
 
 
+class _Buffer:
+    """A file-like target of exactly the manifest's size (a longer body is refused by
+    :class:`_Spool` before it gets here)."""
+
+    def __init__(self, size: int):
+        self.data = bytearray(size)
+        self.pos = 0
+
+    def seek(self, pos: int) -> None:
+        self.pos = pos
+
+    def truncate(self) -> None:
+        pass  # what is past pos is overwritten or never read
+
+    def write(self, chunk: bytes) -> None:
+        end = self.pos + len(chunk)
+        if end > len(self.data):
+            raise ShardIntegrityError(f"over {len(self.data)} bytes")
+        self.data[self.pos : end] = chunk
+        self.pos = end
+
+
 class _Spool:
     """A shard's bytes so far: on disk, and hashed on the way in."""
 
-    def __init__(self, shard: Shard, out: Any):
-        self.shard, self.out = shard, out
-        self.got, self.h = 0, shard.hasher()
+    def __init__(self, shard: Shard, out: Any, verify: bool):
+        self.shard, self.out, self.verify = shard, out, verify
+        self.restart()
 
     def restart(self) -> None:
         self.out.seek(0)
         self.out.truncate()
-        self.got, self.h = 0, self.shard.hasher()
+        self.got = 0
+        self.h = self.shard.hasher() if self.verify else None  # no digest asked: none computed
 
     def write(self, chunk: bytes) -> None:
         self.out.write(chunk)

@@ -28,7 +28,7 @@ from fleetmine_reader._tar import Member, members
 
 log = logging.getLogger("fleetmine_reader")
 
-Held = Path | io.BytesIO  # a fetched, verified shard: a file, or its bytes in memory
+Held = Path | bytearray  # a fetched, verified shard: a file, or its bytes in memory
 _DEAL = "deal-2"  # how shards and samples are ordered; a state of another way is refused
 ON_BAD_SHARD = ("fail", "skip")
 
@@ -347,9 +347,7 @@ class ShardReader:
             return fresh
 
     def _release(self, local: Held, shard: Shard) -> None:
-        if isinstance(local, io.BytesIO):
-            local.close()
-        elif _is_http(shard.url):
+        if isinstance(local, Path) and _is_http(shard.url):
             local.unlink(missing_ok=True)
 
 

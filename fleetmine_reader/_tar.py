@@ -66,14 +66,14 @@ def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
 
 
 @contextmanager
-def members(held: Path | io.BytesIO) -> Iterator[list[Member]]:
+def members(held: Path | bytearray) -> Iterator[list[Member]]:
     """The regular files of a fetched shard, in archive order."""
-    if isinstance(held, io.BytesIO):
-        with held.getbuffer() as mv:
+    if isinstance(held, bytearray):
+        with memoryview(held) as mv:
             found = ustar_members(mv)
             if found is not None:
                 yield [(name, partial(_slice, mv, off, size)) for name, off, size in found]
                 return
-    where: dict[str, Any] = {"name": held} if isinstance(held, Path) else {"fileobj": held}
+    where: dict[str, Any] = {"name": held} if isinstance(held, Path) else {"fileobj": io.BytesIO(held)}
     with tarfile.open(mode="r:", **where) as tar:
         yield [(m.name, partial(_extract, tar, m)) for m in tar if m.isfile()]

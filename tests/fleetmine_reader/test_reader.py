@@ -226,7 +226,7 @@ def test_the_in_memory_tar_parser_reads_what_tarfile_reads(exported: Exported, t
         info.size = 2
         tar.addfile(info, io.BytesIO(b"{}"))
     assert ustar_members(buf.getbuffer()) is None
-    with members(io.BytesIO(buf.getvalue())) as got:
+    with members(bytearray(buf.getvalue())) as got:
         assert [(n, read()) for n, read in got] == [("x" * 150 + ".json", b"{}")]
     assert ustar_members(memoryview(data[:1000])) is None  # cut inside its first member
     flipped = bytearray(data)
