@@ -31,6 +31,7 @@ log = logging.getLogger("fleetmine_reader")
 Held = Path | bytearray  # a fetched, verified shard: a file, or its bytes in memory
 _DEAL = "deal-2"  # how shards and samples are ordered; a state of another way is refused
 ON_BAD_SHARD = ("fail", "skip")
+_PREALLOC_FRAMES = 2400  # 2 min at 20 fps: a longer clip grows its array by doubling
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def decode_frames(data: bytes, stream: int = 0) -> tuple[np.ndarray, np.ndarray]
         for fr in c.decode(vs):
             rgb = fr.to_ndarray(format="rgb24")
             if out is None:
-                out = np.empty((max(1, int(vs.frames or 0)), *rgb.shape), np.uint8)
+                # the header's count sizes the array, within reason: it is the file's word
+                out = np.empty((min(max(1, int(vs.frames or 0)), _PREALLOC_FRAMES), *rgb.shape), np.uint8)
             elif len(pts) == len(out):
                 out = np.concatenate([out, np.empty_like(out)])
             out[len(pts)] = rgb
