@@ -1,7 +1,8 @@
 """The trainer's reader against the store's own speed (issue 31).
 
 Throughput: shards of ~256 KB samples (random bytes: nothing compresses; 16 MB shards
-quick, 64 MB full, held in memory by the reader; export's 512 MB ones spool to disk)
+quick, which the reader holds in memory; 64 MB of samples full, just over its 64 MB
+``memory_mb``, so spooled to disk and mapped, as export's 512 MB shards are)
 read by 4 loader-worker processes, each a :class:`fleetmine_reader.ShardReader` split
 (prefetch 2, sha256 checked, samples parsed out of the tar), from ``fleetmine serve``
 over loopback HTTP and from the S3 protocol (a moto server, presigned URLs). Baseline:
