@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -197,8 +196,7 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
     app.state.sessions = None  # api.deps.sessions: the same, for web sign-in sessions
     app.state.auth_failures = AuthFailures(settings.auth_max_failures, settings.auth_failure_window_s)
-    app.state.manifests = OrderedDict()  # (name, version) -> stored manifest: versions never change
-    app.state.rendered = RenderedManifests()  # its bodies per base URL and grant (api.manifests)
+    app.state.manifests = RenderedManifests()  # stored (versions never change) and rendered (per grant)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(ui.router)

@@ -109,6 +109,10 @@ class Fetcher:
         """The shard's verified bytes: in memory when the manifest says it is at most
         ``memory_bytes`` (one buffer of its size: a growing ``BytesIO`` copied a 64 MB
         shard ~8 times over), else spooled to a file in ``cache_dir``."""
+        if shard.filesize is not None and not 0 <= int(shard.filesize) < 2**50:
+            raise ShardIntegrityError(
+                f"{safe(shard.url)}: the manifest's filesize {shard.filesize} is not a size"
+            )
         if shard.filesize is not None and int(shard.filesize) <= self.memory_bytes:
             buf = _Buffer(int(shard.filesize))
             self._into(shard, buf, cancelled)
@@ -132,7 +136,10 @@ class Fetcher:
             if cancelled is not None and cancelled.is_set():
                 raise ShardFetchError(f"{safe(url)}: cancelled")
             try:
-                self._get(url, spool)
+                if shard.filesize is None or spool.got < int(
+                    shard.filesize
+                ):  # else: all here, a range would 416
+                    self._get(url, spool, cancelled)
                 _check(shard, spool.got, spool.h)
                 return
             except _Refused as exc:
@@ -156,9 +163,13 @@ class Fetcher:
             failures += 1
             if failures > self.retries:
                 raise last
-            time.sleep(min(10.0, self.backoff_s * 2 ** (failures - 1)) * rng.uniform(0.5, 1.0))
+            wait = min(10.0, self.backoff_s * 2 ** (failures - 1)) * rng.uniform(0.5, 1.0)
+            if cancelled is not None and cancelled.wait(wait):  # the consumer left: stop at once
+                raise ShardFetchError(f"{safe(url)}: cancelled")
+            if cancelled is None:
+                time.sleep(wait)
 
-    def _get(self, url: str, spool: _Spool) -> None:
+    def _get(self, url: str, spool: _Spool, cancelled: threading.Event | None = None) -> None:
         """One request: the shard's bytes from ``spool.got`` on, appended to the spool."""
         deadline = time.monotonic() + self.timeout_s
         req = urllib.request.Request(url, headers={"Range": f"bytes={spool.got}-"} if spool.got else {})
@@ -175,6 +186,8 @@ class Fetcher:
                 sock = _socket(r)
                 while True:
                     left = deadline - time.monotonic()
+                    if cancelled is not None and cancelled.is_set():
+                        raise _Bad("cancelled")
                     if left <= 0:
                         raise _Retry(f"no whole body within {self.timeout_s:g} s ({spool.got} bytes)")
                     if sock is not None:

@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import random
+import tarfile
 import threading
 import urllib.parse
 import urllib.request
@@ -118,6 +119,8 @@ def load_manifest(
     for s in doc.get("shardlist", []):
         if "url" not in s and "path" in s:
             s["url"] = _join(base, s["path"])
+        if _is_http(src) and not _is_http(str(s.get("url", ""))):  # a server never names our files
+            raise ReaderError("a manifest fetched over HTTP may list only http(s) shard URLs")
     return doc
 
 
@@ -137,7 +140,10 @@ def _dataset(manifest: dict[str, Any], entries: list[dict[str, Any]], config: Re
     h = hashlib.sha256(json.dumps([_DEAL, manifest.get("dataset"), manifest.get("version")]).encode())
     for s in entries:
         ident = s.get("sha256") or s.get("md5sum") or str(s["url"]).split("?")[0]
-        h.update(f"{int(s['nsamples'])}:{ident};".encode())
+        n, size = s["nsamples"], s.get("filesize")
+        if type(n) is not int or n < 0 or not (size is None or (type(size) is int and 0 <= size < 2**50)):
+            raise ValueError("nsamples and filesize: non-negative integers")
+        h.update(f"{n}:{ident};".encode())
     h.update(json.dumps([config.seed, config.shuffle]).encode())
     return h.hexdigest()[:16]
 
@@ -276,9 +282,16 @@ class ShardReader:
                         st = replace(st, shard=pos + 1 if done else pos, offset=0 if done else j)
                         sample["__state__"] = self.state = st
                         yield sample
-                    st = self.state = replace(st, shard=pos + 1, offset=0)  # also when it had none left
+                except ShardFetchError as exc:  # its bytes passed (or skipped) the digest, not the parse
+                    if self.config.on_bad_shard != "skip":
+                        raise
+                    if st.shard == pos:  # not every sample of it went out
+                        at = max(skip, st.offset)
+                        log.warning("skipping shard %d from sample %d: %s", shard_pos, at, exc)
+                        st = replace(st, skipped=(*st.skipped, (shard_pos, at)))
                 finally:
                     self._release(local, shard)
+                st = self.state = replace(st, shard=pos + 1, offset=0)  # also when it had none left
         finally:
             cancelled.set()
             for _, fut in ahead:
@@ -289,6 +302,14 @@ class ShardReader:
                     self._release(fut.result(), self.shards[items[pos][0]])
 
     def _samples(self, local: Held, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._parsed(local, shard, epoch, skip)
+        except (tarfile.TarError, EOFError, ValueError, UnicodeDecodeError) as exc:  # unverified bytes
+            raise ShardIntegrityError(
+                f"{safe(shard.url)}: not a readable tar ({type(exc).__name__})"
+            ) from None
+
+    def _parsed(self, local: Held, shard: Shard, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
         with members(local) as found:
             groups: dict[str, list[Member]] = {}
             for m in found:
@@ -299,12 +320,15 @@ class ShardReader:
             if len(keys) != shard.nsamples:
                 why = f"{safe(shard.url)}: {len(keys)} samples, manifest says {shard.nsamples}"
                 raise ShardIntegrityError(why)
+            if skip > len(keys):
+                raise StateMismatchError(f"a state after sample {skip} of a shard of {len(keys)}")
             order = self._sample_order(epoch, shard.position, len(keys))
             for j in range(skip, len(order)):
                 key = keys[order[j]]
                 sample: dict[str, Any] = {"__key__": key, "__url__": safe(shard.url), "__index__": j}
                 for name, read in groups[key]:
-                    ext = posixpath.basename(name).split(".", 1)[1] if "." in name else ""
+                    base = posixpath.basename(name)
+                    ext = base.split(".", 1)[1] if "." in base else ""
                     sample[ext] = _decode(ext, read())
                     if self.config.decode and ext.endswith("mp4"):
                         stem = ext[: -len("mp4")]  # "" or "<camera>."

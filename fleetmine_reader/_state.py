@@ -75,7 +75,7 @@ class ReaderState:
         if "fingerprint" in doc and "dataset" not in doc:
             raise StateMismatchError("a state saved by an older fleetmine_reader: start the epoch again")
         try:
-            return cls(
+            st = cls(
                 epoch=int(doc["epoch"]),
                 shard=int(doc.get("shard", 0)),
                 offset=int(doc.get("offset", 0)),
@@ -90,6 +90,22 @@ class ReaderState:
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise StateMismatchError(f"a malformed reader state: {type(exc).__name__}") from None
+        st._check()
+        return st
+
+    def _check(self) -> None:
+        """What a state's own numbers must satisfy (the rest is checked against the
+        manifest when a reader binds it): a saved state is outside input too."""
+        numbers = [self.epoch, self.shard, self.offset, *(x for item in self.skipped for x in item)]
+        bound = self.split is not None or self.splits is not None
+        if bound and (self.split is None or self.splits is None or not 0 <= self.split < self.splits):
+            raise StateMismatchError("a state's split must be one of its splits")
+        for layer in self.deal:
+            if not layer.splits == len(layer.at) > 0:
+                raise StateMismatchError("a resize layer lists one (shard, offset) per split")
+            numbers += [x for item in (*layer.at, *layer.skipped) for x in item]
+        if any(n < 0 for n in numbers):
+            raise StateMismatchError("a state's numbers are never negative")
 
     @property
     def all_skipped(self) -> tuple[Item, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import mmap
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +23,7 @@ from typing import Any
 Member = tuple[str, Callable[[], bytes]]  # name, and its bytes on demand
 _BLOCK = 512
 _ZERO = bytes(_BLOCK)
+_OCTAL = re.compile(rb"[0-7]*")
 
 
 def ustar_members(mv: memoryview) -> list[tuple[str, int, int]] | None:
@@ -35,9 +37,11 @@ def ustar_members(mv: memoryview) -> list[tuple[str, int, int]] | None:
             return out
         if h[124] & 0x80:  # base-256 size: a member over 8 GB
             return None
+        size_f, sum_f = h[124:136].strip(b" \0"), h[148:156].strip(b" \0")
+        if not _OCTAL.fullmatch(size_f) or not _OCTAL.fullmatch(sum_f):
+            return None  # int(.., 8) takes a sign: a size of -512 would never move on
         try:
-            size = int(h[124:136].rstrip(b" \0") or b"0", 8)
-            checksum = int(h[148:156].rstrip(b" \0") or b"0", 8)
+            size, checksum = int(size_f or b"0", 8), int(sum_f or b"0", 8)
             name_b = h[:100].split(b"\0", 1)[0]
             if h[257:262] == b"ustar" and h[345] != 0:
                 name_b = h[345:500].split(b"\0", 1)[0] + b"/" + name_b

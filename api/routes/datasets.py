@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import re
 import time
-from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -230,26 +229,18 @@ def dataset_version(
     return _public(_version(lake, name, version), request)
 
 
-_CACHE_SHARDS = 1_000_000  # shard entries the manifest cache holds, all versions together
+def _stored(request: Request, lake: Any, name: str, version: int) -> dict[str, Any]:
+    """The version's stored manifest, read once per process for all who ask at once and
+    kept (:mod:`api.manifests`)."""
 
+    def read() -> dict[str, Any]:
+        row = _version(lake, name, version)
+        if row["state"] != "exported":
+            raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
+        return stored_manifest(lake, name, version)
 
-def _cached_manifest(request: Request, lake: Any, name: str, version: int) -> dict[str, Any]:
-    """The version's stored manifest, read once per process and kept (least recently
-    used out first, within ``_CACHE_SHARDS`` shard entries)."""
-    cache: OrderedDict[tuple[str, int], dict[str, Any]] = request.app.state.manifests
-    doc = cache.get((name, version))
-    if doc is not None:
-        cache.move_to_end((name, version))
-        return doc
-    row = _version(lake, name, version)
-    if row["state"] != "exported":
-        raise HTTPException(409, f"dataset {name} version {version} is not exported yet")
-    doc = cache[(name, version)] = stored_manifest(lake, name, version)
-    held = sum(len(d["shardlist"]) for d in cache.values())
-    while len(cache) > 1 and held > _CACHE_SHARDS:
-        _, old = cache.popitem(last=False)
-        held -= len(old["shardlist"])
-    return doc
+    manifests: RenderedManifests = request.app.state.manifests
+    return manifests.stored.get((name, version), read)
 
 
 @router.get("/datasets/{name}/versions/{version}/manifest", response_class=Response)
@@ -258,7 +249,7 @@ def dataset_manifest(
 ) -> Response:
     """The manifest; its shard URLs carry a grant minted for the caller's token, so the
     shards need no header (the manifest itself does)."""
-    doc = _cached_manifest(request, lake, name, version)
+    doc = _stored(request, lake, name, version)
     grant, headers = None, {"Cache-Control": "public, max-age=31536000, immutable"}
     if caller.token_id is not None:
         now = time.time()
@@ -267,12 +258,12 @@ def dataset_manifest(
         # A credential: no shared cache keeps it, and no client past the grant's life.
         headers["Cache-Control"] = f"private, max-age={max(0, int(expires - now) - 60)}"
     base = public_base(request)
-    rendered: RenderedManifests = request.app.state.rendered
+    manifests: RenderedManifests = request.app.state.manifests
     key = (name, version, base, grant)
     asked = request.headers.get("if-none-match")
-    if asked is not None and asked == rendered.etag(key):  # the client has it: nothing to render
+    if asked is not None and asked == manifests.etag(key):  # the client has it: nothing to render
         return Response(status_code=304, headers={**headers, "ETag": asked})
-    body, headers["ETag"] = rendered.get(key, lambda: render_manifest(doc, base, grant))
+    body, headers["ETag"] = manifests.body(key, lambda: render_manifest(doc, base, grant))
     if asked == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)

@@ -3,6 +3,7 @@ after a SIGKILL with no sample lost or seen twice."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -10,8 +11,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +202,11 @@ def test_a_thousand_ranks_starting_at_once_cost_the_catalog_one_manifest_build(
     with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(lambda _: client.get(url, headers=auth(token)), range(1000)))
     assert {r.status_code for r in answers} == {200}
-    assert len({r.content for r in answers}) == 1 and len({r.headers["etag"] for r in answers}) == 1
-    assert _builds(exported.base, token) - before == 1
+    # one body, or two if the grant's expiry step (an hour) turned during the test
+    bodies = {r.headers["etag"] for r in answers}
+    assert len(bodies) <= 2 and len({r.content for r in answers}) == len(bodies)
+    assert _builds(exported.base, token) - before == len(bodies)
+    before -= len(bodies) - 1
     etag = answers[0].headers["etag"]
     again = httpx.get(url, headers={**auth(token), "If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
@@ -232,3 +238,53 @@ def test_the_in_memory_tar_parser_reads_what_tarfile_reads(exported: Exported, t
     flipped = bytearray(data)
     flipped[10] ^= 0xFF  # a name byte: the header's checksum no longer holds
     assert ustar_members(memoryview(bytes(flipped))) is None
+
+
+def test_hostile_manifests_states_and_tars_are_refused_not_followed(
+    exported: Exported, tmp_path: Path
+) -> None:
+    # A tar header whose size is negative (int(.., 8) takes a sign) would never move on.
+    one = bytearray(Path(load_manifest(exported.in_lake)["shardlist"][0]["url"]).read_bytes()[:512])
+    one[124:136] = b"-0001000\0\0\0\0"
+    one[148:156] = b"        "
+    one[148:155] = f"{sum(one):06o}\0".encode()
+    assert ustar_members(memoryview(bytes(one) + bytes(1024))) is None
+    # A saved state is outside input too.
+    for bad in (
+        '{"epoch": 0, "shard": -1}',
+        '{"epoch": 0, "split": 3, "splits": 2}',
+        '{"epoch": 0, "deal": [{"splits": 0, "at": []}]}',
+        '{"epoch": 0, "deal": [{"splits": 1000000000, "at": [[0, 0]]}]}',
+        "[1, 2]",
+    ):
+        with pytest.raises(StateMismatchError):
+            ReaderState.from_json(bad)
+    # A manifest served over HTTP never names the trainer's own files.
+    doc = json.loads(exported.manifest.read_text())
+    doc["shardlist"][0]["url"] = "file:///etc/passwd"
+    served = tmp_path / "served.json"
+    served.write_text(json.dumps(doc))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ReaderError, match="only http"):
+            load_manifest(f"http://127.0.0.1:{httpd.server_address[1]}/served.json")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    local = load_manifest(exported.in_lake)
+    local["shardlist"][0]["nsamples"] = -1
+    with pytest.raises(ReaderError):
+        ShardReader(local)
+    # A shard whose sample count is not the manifest's: under skip it is skipped, recorded.
+    local = load_manifest(exported.in_lake)
+    reader = ShardReader(local, ReaderConfig(seed=2))
+    wrong = reader.plan(0)[0]
+    local["shardlist"][wrong]["nsamples"] += 1
+    skipping = ShardReader(local, ReaderConfig(seed=2, on_bad_shard="skip"))
+    got = [s["__key__"] for s in skipping.iterate(0)]
+    assert skipping.state is not None and skipping.state.all_skipped == ((wrong, 0),)
+    assert len(got) == len(exported.keys) - local["shardlist"][wrong]["nsamples"] + 1
+    with pytest.raises(ShardIntegrityError, match="samples"):
+        list(ShardReader(local, ReaderConfig(seed=2)).iterate(0))
