@@ -2,7 +2,8 @@
 each other (a circle makes every change on one side a change on the other).
 
 storage  <  ingest, mining  <  jobs  <  api  <  fleetmine (the CLI, the benchmarks: the top)
-fleetmine_reader stands alone: trainers install it without the rest.
+fleetmine_reader stands alone: trainers install it without the rest; fleetmine_scenarios
+too: a recorder in a car runs the lake's scenario definitions with it.
 
 Every import counts, a function's own included (the lazy ones keep start-up fast, but
 they are dependencies all the same).
@@ -14,7 +15,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FLOOR = {"storage": 0, "ingest": 1, "mining": 1, "jobs": 2, "api": 3, "fleetmine": 4, "fleetmine_reader": 0}
+FLOOR = {
+    "storage": 0,
+    "ingest": 1,
+    "mining": 1,
+    "jobs": 2,
+    "api": 3,
+    "fleetmine": 4,
+    "fleetmine_reader": 0,
+    "fleetmine_scenarios": 0,
+}
 
 
 def _imports() -> dict[str, dict[str, str]]:

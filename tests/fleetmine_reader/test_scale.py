@@ -35,9 +35,11 @@ def _config(rank: int, world: int, worker: int, workers: int, cache: Path) -> Re
         world_size=world,
         worker=worker,
         num_workers=workers,
-        timeout_s=0.5,  # the server stalls 1.5 s: a stalled fetch is cut at 0.5 s
+        # the server stalls 5 s: a stalled fetch is cut at 2 s (0.5 s cut good fetches short
+        # when the CI ran three test processes on two cores: 9 tries of a good shard timed out)
+        timeout_s=2.0,
         retries=8,
-        backoff_s=0.01,
+        backoff_s=0.05,
         on_bad_shard="skip",
         cache_dir=str(cache),
         memory_mb=64 if rank % 2 else 0,  # odd ranks hold shards in memory, even ones spool to disk
@@ -90,7 +92,7 @@ def test_64_ranks_x_4_workers_through_every_fault_read_each_sample_once(
     root, keys = shards
     names = sorted(keys)
     bad, gone = frozenset(names[7:9]), frozenset(names[100:101])
-    server = FaultyServer(root, rate=0.2, seed=31, bad=bad, gone=gone, stall_s=1.5)
+    server = FaultyServer(root, rate=0.2, seed=31, bad=bad, gone=gone, stall_s=5.0)
     try:
         got, states = _phase(server, 64, 4, ReaderState.start(EPOCH), tmp_path)
     finally:
@@ -120,7 +122,7 @@ def test_resized_mid_epoch_64_to_48_to_80_ranks_reads_each_sample_once(
     shards: tuple[Path, dict[str, list[str]]], tmp_path: Path
 ) -> None:
     root, keys = shards
-    server = FaultyServer(root, rate=0.05, seed=7, stall_s=1.5)
+    server = FaultyServer(root, rate=0.05, seed=7, stall_s=5.0)
     rng = random.Random(31)
     try:
         first, states = _phase(server, 64, 4, ReaderState.start(EPOCH), tmp_path, lambda n: rng.randint(0, n))
