@@ -23,6 +23,7 @@ from fleetmine import (  # noqa: F401  (they register their commands)
     models,
     queries,
     runs,
+    scenarios,
     schedules,
     serve,
     tokens,

@@ -1,0 +1,7 @@
+"""Scenario definitions in the lake: versioned like models (``scenarios`` table), run
+over drives by ``fleetmine scenario run`` (:mod:`jobs.scenario_job`). The language and
+its evaluators are :mod:`fleetmine_scenarios` (NumPy only, so a recorder runs them too)."""
+
+from mining.scenarios.registry import add_scenario, list_scenarios, resolve_scenario, shipped
+
+__all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "shipped"]
