@@ -50,6 +50,7 @@ _PER_S = {"speed_mps": _ACCEL, "accel_mps2": {"m/s^3": 1.0}, "steering_angle_deg
 _DURATION = {"s": 1.0, "ms": 0.001}
 MAX_TEXT = 4000
 MAX_PHASES = 16
+MAX_DEPTH = 32
 
 
 class ScenarioError(ValueError):
@@ -171,6 +172,7 @@ class _Parser:
             raise ScenarioError(f"a scenario is at most {MAX_TEXT} characters")
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self, k: int = 0) -> str | None:
         return self.toks[self.i + k] if self.i + k < len(self.toks) else None
@@ -250,10 +252,16 @@ class _Parser:
         return left
 
     def neg(self) -> Expr:
-        if self.peek() == "not":
-            self.take()
-            return Expr("not", (self.neg(),))
-        return self.atom()
+        self.depth += 1  # every nesting (parentheses, not, rise, abs) passes here or term()
+        if self.depth > MAX_DEPTH:
+            raise ScenarioError(f"a predicate nests at most {MAX_DEPTH} deep")
+        try:
+            if self.peek() == "not":
+                self.take()
+                return Expr("not", (self.neg(),))
+            return self.atom()
+        finally:
+            self.depth -= 1
 
     def atom(self) -> Expr:
         tok = self.peek()
@@ -306,6 +314,15 @@ class _Parser:
         return float(tok), unit
 
     def term(self) -> tuple[Expr, str]:
+        self.depth += 1
+        try:
+            return self._term()
+        finally:
+            self.depth -= 1
+
+    def _term(self) -> tuple[Expr, str]:
+        if self.depth > MAX_DEPTH:
+            raise ScenarioError(f"a term nests at most {MAX_DEPTH} deep")
         tok = self.take()
         if tok in ("abs", "d") and self.peek() == "(":
             self.take("(")

@@ -136,3 +136,26 @@ def test_the_cli_adds_lists_shows_and_runs(ingested: Settings, tmp_path: Path) -
     assert out.returncode == 0 and "spans" in out.stdout
     out = cli("scenario", "list", env=env)
     assert out.returncode == 0 and "creep_slow@1" in out.stdout
+
+
+def test_a_scenario_added_later_back_fills_the_same_spans_on_ray_as_locally(
+    ingested: Settings, ray_local: object
+) -> None:
+    """The stage as Ray tasks (a local Ray; the loopback cluster is left to the cluster
+    tests): the same spans as the sequential runner, and a re-run adds nothing."""
+    from jobs.runner import RayRunner
+
+    lake = Lake.from_settings(ingested)
+    text = "speed_mps < 14 for >= 1s then speed_mps >= 14 within 2s"
+    add_scenario(lake, "back_local", text)
+    add_scenario(lake, "back_ray", text)
+    assert run_scenarios(ingested, ["back_local"], runner=LOCAL).hits > 0
+    on_ray = run_scenarios(ingested, ["back_ray"], runner=RayRunner())
+    assert on_ray.drives == 3 and not on_ray.failed
+
+    def spans(name: str) -> list[tuple[object, ...]]:
+        rows = lake.read("scenario_hits", where=f"name = {literal(name)}").to_pylist()
+        return sorted((r["drive_id"], r["start"], r["end"], tuple(r["clip_ids"])) for r in rows)
+
+    assert spans("back_ray") == spans("back_local") and spans("back_ray")
+    assert run_scenarios(ingested, ["back_ray"], runner=RayRunner()).drives == 0

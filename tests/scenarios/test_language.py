@@ -120,6 +120,8 @@ def test_the_text_is_canonical_and_the_json_form_is_the_same_scenario() -> None:
         ("speed_mps < 0.3 for 3s..1s", "ends before it starts"),
         ("speed_mps < $", "cannot read"),
         ("x" * 5000, "at most 4000 characters"),
+        ("(" * 1500 + "brake_pressed" + ")" * 1500, "nests at most 32 deep"),
+        ("abs(" * 40 + "speed_mps" + ")" * 40 + " > 1", "nests at most 32 deep"),
     ],
 )
 def test_a_wrong_column_unit_or_shape_is_refused_naming_the_valid_ones(text: str, says: str) -> None:
