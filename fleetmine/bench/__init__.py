@@ -75,6 +75,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         faiss_search,
         previews,
         reader_feed,
+        scenarios,
         synth_speed,
         video_ingest,
     )
