@@ -18,7 +18,10 @@ import pyarrow as pa
 
 from fleetmine.bench import BenchContext, BenchResult, benchmark
 
-CREEP = "speed_mps < 0.3 for >= 2s then 0.3 <= speed_mps < 2.5 for >= 1s within 8s then speed_mps >= 2.5 within 8s"
+CREEP = (
+    "speed_mps < 0.3 for >= 2s then 0.3 <= speed_mps < 2.5 for >= 1s within 8s"
+    " then speed_mps >= 2.5 within 8s"
+)
 
 
 def _signals(seconds: int) -> pa.Table:
@@ -34,9 +37,7 @@ def _signals(seconds: int) -> pa.Table:
         {
             "drive_id": pa.array(["bench-drive"] * n),
             "date": pa.array([t0.date()] * n, pa.date32()),
-            "t": pa.array(t0.timestamp() * 1e6 + np.arange(n) * 50_000, pa.int64()).cast(
-                signals.SPEC.schema.field("t").type
-            ),
+            "t": pa.array(t0.timestamp() * 1e6 + np.arange(n) * 50_000, pa.int64()).cast(ts),
             "speed_mps": speed,
             "accel_mps2": accel,
             "steering_angle_deg": rng.normal(0, 10, n),
