@@ -133,3 +133,25 @@ def scenario_run(
         err.print(literal(f"{drive}: {why}"))
     if report.failed:
         raise typer.Exit(3)
+
+
+@scenario_app.command("export")
+def scenario_export(
+    ref: Annotated[str, typer.Argument(help="NAME (its latest version) or NAME@V")],
+    campaign_path: Annotated[Path, typer.Option("--campaign", help="Where to write the campaign JSON")],
+    platform: Annotated[list[str] | None, typer.Option(help="Shipped platforms (default: all)")] = None,
+    lake: LakeOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Write a scenario as a fleet collection campaign: the definition, and per platform
+    the CAN messages (ids, DBC) each column it reads comes from."""
+    import json
+
+    from ingest.campaign import campaign
+    from mining.scenarios import resolve_scenario
+
+    doc = campaign(resolve_scenario(open_lake(lake, address), ref), platform or None)
+    campaign_path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    console.print(f"{doc['scenario']['name']}@{doc['scenario']['version']} -> {campaign_path}")
+    for name, cols in doc["missing"].items():
+        err.print(literal(f"{name} lacks {', '.join(cols)}: a recorder on it cannot run this scenario"))

@@ -3,6 +3,7 @@ spans equal the evaluators' on the same samples, incremental re-runs, the CLI.""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -159,3 +160,43 @@ def test_a_scenario_added_later_back_fills_the_same_spans_on_ray_as_locally(
 
     assert spans("back_ray") == spans("back_local") and spans("back_ray")
     assert run_scenarios(ingested, ["back_ray"], runner=RayRunner()).drives == 0
+
+
+def test_a_campaign_names_each_columns_can_sources_and_streams_the_lakes_spans(
+    ingested: Settings, tmp_path: Path
+) -> None:
+    from fleetmine_scenarios import parse_json
+    from ingest.campaign import campaign
+
+    lake = Lake.from_settings(ingested)
+    for name, text in shipped().items():
+        add_scenario(lake, name, text)
+    run_scenarios(ingested, list(shipped()), runner=LOCAL)
+    doc = campaign(resolve_scenario(lake, "creep"))
+    rav4 = doc["platforms"]["toyota_rav4_2017"]["columns"]["speed_mps"]
+    assert rav4["op"] == "mean" and rav4["divide"] == 3.6 and rav4["frame_ids"] == {"WHEEL_SPEEDS": 0xAA}
+    assert doc["columns"] == ["speed_mps"] and doc["missing"] == {}
+    assert campaign(resolve_scenario(lake, "hard_brake"))["missing"] == {"toyota_rav4_2017": ["accel_mps2"]}
+    # What a recorder runs: the campaign's definition, sample by sample, gives the lake's spans.
+    s = parse_json(json.loads(json.dumps(doc["scenario"])))
+    assert s == parse(resolve_scenario(lake, "creep")["text"])
+    hits = lake.read("scenario_hits", where="name = 'creep'").to_pylist()
+    for drive_id in {h["drive_id"] for h in hits}:
+        t, cols = _signals(lake, drive_id)
+        live = Stream(s, doc["rate_hz"])
+        spans = [x for i in range(len(t)) for x in live.push({c: cols[c][i] for c in doc["columns"]})]
+        spans += live.close()
+        lake_spans = sorted(
+            int(h["start"].timestamp() * 1e6 + 0.5) for h in hits if h["drive_id"] == drive_id
+        )
+        assert [t[a] for a, _ in spans] == lake_spans
+    out = cli(
+        "scenario",
+        "export",
+        "hard_brake",
+        "--campaign",
+        str(tmp_path / "c.json"),
+        env={"FLEETMINE_LAKE": ingested.lake},
+    )
+    assert out.returncode == 0 and "toyota_rav4_2017 lacks accel_mps2" in out.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["format"] == "fleetmine-scenario-campaign-v1"
