@@ -67,6 +67,15 @@ class _Matcher:
                 keep.append((start, end))
         self.partial[k - 1] = keep
 
+    def expire(self, k: int, now: int) -> None:
+        """Phase ``k`` does not hold at sample ``now``: matches waiting for it that ended
+        more than its ``within`` before ``now + 1`` can never go on (a run of it starts
+        after ``now``), so they are dropped (a stream's memory stays bounded)."""
+        gap = self.phases[k].within_s * self.rate + _EPS
+        waiting = self.partial[k - 1]
+        if waiting and now + 1 - waiting[0][1] > gap:
+            self.partial[k - 1] = [(s, e) for s, e in waiting if now + 1 - e <= gap]
+
     def _advance(self, k: int, start: int, end: int, last: bool) -> None:
         if last:
             self.spans.append((start, end))
@@ -135,7 +144,10 @@ def _runs(mask: np.ndarray) -> list[Span]:
 def evaluate(scenario: Scenario, cols: Mapping[str, np.ndarray], rate_hz: float) -> list[Span]:
     """The spans ``[start, end)`` (sample indices) where ``scenario`` happened in one
     drive's signals (``cols``: column -> float64 array, NaN where null, one per sample)."""
-    n = max((len(v) for v in cols.values()), default=0)
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths {sorted(lengths)}: one value per sample each")
+    n = lengths.pop() if lengths else 0
     events = []
     for k, p in enumerate(scenario.phases):
         events += [(b, k, a) for a, b in _runs(_truth(p.pred, cols, rate_hz, n))]
@@ -228,6 +240,8 @@ class Stream:
             elif not held and self.open[k] is not None:
                 self.matcher.run(k, self.open[k], self.i)  # type: ignore[arg-type]
                 self.open[k] = None
+            if not held and k:
+                self.matcher.expire(k, self.i)
         self.i += 1
         return self.matcher.spans[done:]
 

@@ -147,7 +147,7 @@ def _phase_json(p: Phase) -> dict[str, Any]:
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:e-?\d+)?)|(?P<op><=|>=|==|!=|<|>|\.\.|\(|\))|(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:/s\^?[23]?|/h|/s)?|%))"
+    r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<op><=|>=|==|!=|<|>|\.\.|\(|\))|(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:/s\^?[23]?|/h|/s)?|%))"
 )
 
 
@@ -186,6 +186,10 @@ class _Parser:
 
     def scenario(self) -> Scenario:
         phases = [self.phase()]
+        if phases[0].within_s:
+            raise ScenarioError(
+                "within belongs to a later phase: 'A then B within 8s' (B at most 8 s after A)"
+            )
         while self.peek() == "then":
             self.take()
             phases.append(self.phase())
@@ -235,7 +239,7 @@ class _Parser:
             raise ScenarioError(f"a duration needs its unit: one of {', '.join(_DURATION)}")
         if not 0 <= value < 1e6:
             raise ScenarioError(f"a duration of {tok}{unit}: between 0 and 10^6 s")
-        return value * _DURATION[unit]
+        return value / 1000 if unit == "ms" else value  # 700ms is 0.7 s, not 0.7000000000000001
 
     def pred(self) -> Expr:
         left = self.conj()
@@ -296,6 +300,8 @@ class _Parser:
     def more(self, term: Expr, col: str, first: Expr | None) -> Expr:
         out = first
         while self.peek() in _CMP:
+            if out is not None and out.op == "and":
+                raise ScenarioError("a comparison chain has at most two comparisons: 0.3 <= speed_mps < 2.5")
             op = self.take()
             value, unit = self.number()
             cmp = Expr(op, (term, _num(value, unit, col, term)))
@@ -376,13 +382,16 @@ def parse_json(doc: Any) -> Scenario:
     """A scenario from ``{"phases": [{"when": "<predicate>", "min_s": .., "max_s": ..,
     "more_than_s": .., "less_than_s": .., "within_s": ..}, ...]}`` (a JSON body, or its text)."""
     if isinstance(doc, str | bytes):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except (ValueError, UnicodeDecodeError):
+            raise ScenarioError("a scenario body is JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("phases"), list) or not doc["phases"]:
         raise ScenarioError('a scenario body is {"phases": [{"when": "...", ...}, ...]}')
     if len(doc["phases"]) > MAX_PHASES:
         raise ScenarioError(f"at most {MAX_PHASES} phases")
     known = {"when", "min_s", "max_s", "more_than_s", "less_than_s", "within_s"}
-    phases = []
+    phases: list[Phase] = []
     for p in doc["phases"]:
         if not isinstance(p, dict) or not isinstance(p.get("when"), str) or set(p) - known:
             raise ScenarioError(
@@ -407,5 +416,15 @@ def parse_json(doc: Any) -> Scenario:
                 kw[field] = float(v)
                 if flag:
                     kw[flag] = True
+        if ("more_than_s" in p and ("min_s" in p or "max_s" in p or "less_than_s" in p)) or (
+            "less_than_s" in p and ("max_s" in p or "min_s" in p)
+        ):
+            raise ScenarioError(
+                "a phase's duration is one bound (min_s, max_s, more_than_s, less_than_s) or min_s+max_s"
+            )
+        if kw.get("min_s", 0) > kw.get("max_s", math.inf):
+            raise ScenarioError("min_s is above max_s")
+        if not phases and kw.get("within_s"):
+            raise ScenarioError("within_s belongs to a later phase (the time since the one before)")
         phases.append(Phase(pred, **kw))
     return Scenario(tuple(phases))

@@ -33,7 +33,7 @@ from storage.tables import scenario_hits, scenario_scans
 __all__ = ["ScenarioReport", "ScenarioStage", "run_scenarios"]
 
 APP_ID = "scenarios"
-RATE_HZ = 20.0
+RATE_HZ = 20.0  # the signals grid's default (Settings.signal_rate_hz says the lake's)
 
 
 @dataclass
@@ -51,8 +51,8 @@ class ScenarioStage:
 
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
 
-    def __init__(self, lake: Lake, versions: list[tuple[str, int, str]]):
-        self.lake, self.versions = lake, versions
+    def __init__(self, lake: Lake, versions: list[tuple[str, int, str]], rate_hz: float = RATE_HZ):
+        self.lake, self.versions, self.rate = lake, versions, rate_hz
 
     def setup(self) -> None:
         self.parsed = [(n, v, parse(t)) for n, v, t in self.versions]
@@ -69,9 +69,9 @@ class ScenarioStage:
             "clips", columns=["clip_id", "start_time", "end_time"], where=where
         ).to_pylist()
         out: list[tuple[Any, ...]] = []
-        step = round(1e6 / RATE_HZ)
+        step = round(1e6 / self.rate)
         for name, version, scenario in self.parsed:
-            for a, b in evaluate(scenario, cols, RATE_HZ):
+            for a, b in evaluate(scenario, cols, self.rate):
                 start = dt.datetime.fromtimestamp(t[a] / 1e6, dt.UTC)
                 end = dt.datetime.fromtimestamp((t[b - 1] + step) / 1e6, dt.UTC)
                 over = sorted(c["clip_id"] for c in clips if c["start_time"] < end and c["end_time"] > start)
@@ -99,7 +99,8 @@ def run_scenarios(
     lake = Lake.from_settings(settings)
     lake.create_tables(["scenarios", "scenario_hits", "scenario_scans"])
     with one_at_a_time(lake, APP_ID):
-        number = lake.last_run_number(APP_ID, ["scenario_scans"]) + 1
+        # both tables: a run that died between its two commits must not lend its number
+        number = lake.last_run_number(APP_ID, ["scenario_hits", "scenario_scans"]) + 1
         report = ScenarioReport(f"scenarios-{number:06d}")
         if refs:
             rows = [resolve_scenario(lake, r) for r in refs]
@@ -108,7 +109,7 @@ def run_scenarios(
             for r in list_scenarios(lake):
                 latest[r["name"]] = r
             rows = list(latest.values())
-        versions = [(r["name"], int(r["version"]), r["text"]) for r in rows]
+        versions = sorted({(r["name"], int(r["version"]), r["text"]) for r in rows})  # "x" and "x@1": once
         drives = lake.read("drives", columns=["drive_id", "status"]).to_pylist()
         ok = sorted(d["drive_id"] for d in drives if d["status"] != "failed")
         seen = {
@@ -124,7 +125,7 @@ def run_scenarios(
         runner = runner or default_runner(settings.ray_address)
         params = {"scenarios": [f"{n}@{v}" for n, v, _ in versions]}
         with record_run(lake, report.run_id, "scenarios", params) as run:
-            stage = StageSpec(ScenarioStage, (lake, versions))
+            stage = StageSpec(ScenarioStage, (lake, versions, settings.signal_rate_hz))
             hits: list[dict[str, Any]] = []
             scans: list[dict[str, Any]] = []
             now = dt.datetime.now(dt.UTC)

@@ -161,7 +161,36 @@ def test_streaming_equals_the_array_run_on_random_traces_and_scenarios() -> None
                 c=round(rng.uniform(5, 40), 1),
             )
             dur = rng.choice(["", " for >= 0.2s", " for < 1s", " for 0.1s..2s"])
-            within = rng.choice(["", " within 1s", " within 3s"])
+            within = rng.choice(["", " within 1s", " within 3s"]) if phases else ""
             phases.append(p + dur + within)
         found += len(_both(parse(" then ".join(phases)), cols))
     assert found > 100  # the scenarios matched something to compare
+
+
+def test_review_findings_stay_fixed() -> None:
+    """A fresh-eyes review's inputs: each now reads back, is refused with a message, or
+    keeps a stream's memory bounded."""
+    big = parse("speed_mps < 1e16")
+    assert parse(big.text()) == big  # repr writes 1e+16
+    assert parse("speed_mps < 0.3 for >= 700ms").text() == parse("speed_mps < 0.3 for >= 0.7s").text()
+    for text, says in (
+        ("speed_mps" + " < 1" * 3, "at most two comparisons"),
+        ("speed_mps < 1 within 2s then speed_mps > 1", "within belongs to a later phase"),
+    ):
+        with pytest.raises(ScenarioError, match=says):
+            parse(text)
+    for body in (
+        '{"phases": [{"when": "speed_mps < 1", "min_s": 3, "max_s": 1}]}',
+        '{"phases": [{"when": "speed_mps < 1", "more_than_s": 1, "max_s": 3}]}',
+        '{"phases": [{"when": "speed_mps < 1", "within_s": 2}]}',
+        b"\xff{",
+    ):
+        with pytest.raises(ScenarioError):
+            parse_json(body)
+    with pytest.raises(ValueError, match="different lengths"):
+        evaluate(parse("speed_mps < 1"), {"speed_mps": np.zeros(3), "brake_pressed": np.zeros(4)}, HZ)
+    # Matches waiting for a phase that never comes are dropped once they cannot go on.
+    live = Stream(parse("rise(brake_pressed) then speed_mps > 100 within 1s"), HZ)
+    for i in range(20 * 600):
+        live.push({"brake_pressed": float(i % 40 == 0), "speed_mps": 10.0})
+    assert sum(len(w) for w in live.matcher.partial) <= 21
