@@ -11,6 +11,8 @@ from rich.text import Text
 from storage.config import Settings
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from storage.lake import Lake
 
 
@@ -86,3 +88,15 @@ ModelOpt = Annotated[
 ]
 
 WaitOpt = Annotated[bool, typer.Option("--wait", help="On a cluster (http:// address): follow the run")]
+
+
+def progress_bar(label: str, unit: str, detail: bool = False) -> Progress:
+    """The CLI's progress bar of a job: ``label  ━━━━  12/40 unit  0:00:07`` on stderr
+    (the time before the detail: a narrow terminal cuts the detail, not the time)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn(unit)]
+    columns.append(TimeElapsedColumn())
+    if detail:
+        columns.append(TextColumn("{task.fields[detail]}"))
+    return Progress(*columns, console=err)

@@ -19,6 +19,7 @@ from fleetmine._common import (
     console,
     err,
     literal,
+    progress_bar,
     settings,
 )
 
@@ -43,7 +44,6 @@ def synth(
     address: AddressOpt = None,
 ) -> None:
     """Write a synthetic fleet in the raw layout, with ground-truth rare events in OUT/labels.json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.synth.fleet import SynthConfig, plan_drives, synthesize
 
@@ -64,14 +64,7 @@ def synth(
         duplicates=duplicates,
     )
     total = len(plan_drives(cfg))
-    progress = Progress(
-        TextColumn("[bold]synth"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("drives"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+    progress = progress_bar("synth", "drives")
     with progress:
         task = progress.add_task("drives", total=total)
         labels = synthesize(out, cfg, on_drive=lambda _key: progress.advance(task))
@@ -98,7 +91,6 @@ def ingest(
 
     if submit_if_cluster(IngestJob(raw=raw, force=force), lake, address, wait):
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.drive import DriveResult
     from jobs.ingest_job import IngestJob
@@ -106,15 +98,7 @@ def ingest(
 
     s = settings(lake, address)
     totals = {"clips": 0, "clip_frames": 0, "can_frames": 0, "bytes": 0}
-    progress = Progress(
-        TextColumn("[bold]ingest"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("drives"),
-        TimeElapsedColumn(),  # before the detail: a narrow terminal cuts the detail, not the time
-        TextColumn("{task.fields[detail]}"),
-        console=err,
-    )
+    progress = progress_bar("ingest", "drives", detail=True)
     task_id = progress.add_task("drives", total=None, detail="")
 
     def on_progress(event: str, result: DriveResult | None, counts: dict[str, int]) -> None:
@@ -179,18 +163,10 @@ def previews(lake: LakeOpt = None, address: AddressOpt = None) -> None:
 
     Ingest makes them as it cuts such clips; this is for a lake ingested before, or with
     FLEETMINE_PREVIEWS=0. The originals stay what exports and shards serve."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jobs.previews_job import run_previews
 
-    progress = Progress(
-        TextColumn("[bold]previews"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("clips"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+    progress = progress_bar("previews", "clips")
     with progress:
         task = progress.add_task("clips", total=None)
         report = run_previews(

@@ -14,7 +14,9 @@ end of its last run)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +85,21 @@ class _Matcher:
             self.partial[k].append((start, end))
 
 
+def _unequal(x: Any, y: Any) -> Any:
+    return (x != y) & (x == x)  # a missing value is no value: not "unequal"
+
+
+# One table for both evaluators: the same float64 comparison on an array or on one sample.
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": _unequal,
+}
+
+
 # At once.
 def _value(e: Expr, cols: Mapping[str, np.ndarray], rate: float, n: int) -> np.ndarray:
     match e.op:
@@ -119,20 +136,7 @@ def _truth(e: Expr, cols: Mapping[str, np.ndarray], rate: float, n: int) -> np.n
             return out
     x, y = _value(e.args[0], cols, rate, n), _value(e.args[1], cols, rate, n)
     with np.errstate(invalid="ignore"):
-        match e.op:
-            case "<":
-                return x < y
-            case "<=":
-                return x <= y
-            case ">":
-                return x > y
-            case ">=":
-                return x >= y
-            case "==":
-                return x == y
-            case "!=":
-                return (x != y) & (x == x)  # a missing value is no value: not "unequal"
-    raise ValueError(e.op)
+        return np.asarray(_COMPARE[e.op](x, y), bool)
 
 
 def _runs(mask: np.ndarray) -> list[Span]:
@@ -203,21 +207,7 @@ class _Node:
                 if prev is None:
                     return False
                 return bool((p and not prev) if e.op == "rise" else (prev and not p))
-        x, y = self.kids[0].value(row), self.kids[1].value(row)
-        match e.op:
-            case "<":
-                return x < y
-            case "<=":
-                return x <= y
-            case ">":
-                return x > y
-            case ">=":
-                return x >= y
-            case "==":
-                return x == y
-            case "!=":
-                return x != y and x == x
-        raise ValueError(e.op)
+        return bool(_COMPARE[e.op](self.kids[0].value(row), self.kids[1].value(row)))
 
 
 class Stream:
