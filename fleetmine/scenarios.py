@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fleetmine._common import AddressOpt, LakeOpt, app, console, err, literal, open_lake, settings
+from fleetmine._common import (
+    AddressOpt,
+    LakeOpt,
+    app,
+    console,
+    err,
+    literal,
+    open_lake,
+    progress_bar,
+    settings,
+)
 from storage.errors import ConfigError
 
 scenario_app = typer.Typer(
@@ -105,18 +115,10 @@ def scenario_run(
     address: AddressOpt = None,
 ) -> None:
     """Run scenario versions over the drives they have not seen (Ray on a cluster)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jobs.scenario_job import run_scenarios
 
-    progress = Progress(
-        TextColumn("[bold]scenarios"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("drives"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+    progress = progress_bar("scenarios", "drives")
     with progress:
         task = progress.add_task("drives", total=None)
         report = run_scenarios(
@@ -151,7 +153,10 @@ def scenario_export(
     from mining.scenarios import resolve_scenario
 
     doc = campaign(resolve_scenario(open_lake(lake, address), ref), platform or None)
-    campaign_path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    try:
+        campaign_path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {campaign_path}: {exc.strerror}") from None
     console.print(f"{doc['scenario']['name']}@{doc['scenario']['version']} -> {campaign_path}")
     for name, cols in doc["missing"].items():
         err.print(literal(f"{name} lacks {', '.join(cols)}: a recorder on it cannot run this scenario"))

@@ -157,7 +157,8 @@ def _tokens(text: str) -> list[str]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise ScenarioError(f"at character {pos}: cannot read {text[pos : pos + 12]!r}")
+            # the character, not the text around it: the text may come from a file (--file)
+            raise ScenarioError(f"at character {pos}: cannot read U+{ord(text[pos]):04X}")
         tok = m.group(m.lastgroup or "word")
         out.append(tok)
         pos = m.end()

@@ -23,7 +23,7 @@ import pyarrow as pa
 from fleetmine_scenarios import COLUMNS, evaluate, parse
 from jobs.runner import Runner, StageSpec, default_runner
 from jobs.runs import one_at_a_time, record_run
-from mining.scenarios import list_scenarios, resolve_scenario
+from mining.scenarios import list_scenarios, resolve_scenarios
 from storage.config import Settings
 from storage.delta import Txn
 from storage.lake import Lake
@@ -103,7 +103,7 @@ def run_scenarios(
         number = lake.last_run_number(APP_ID, ["scenario_hits", "scenario_scans"]) + 1
         report = ScenarioReport(f"scenarios-{number:06d}")
         if refs:
-            rows = [resolve_scenario(lake, r) for r in refs]
+            rows = resolve_scenarios(lake, refs)
         else:
             latest: dict[str, dict[str, Any]] = {}
             for r in list_scenarios(lake):

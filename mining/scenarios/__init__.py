@@ -2,6 +2,12 @@
 over drives by ``fleetmine scenario run`` (:mod:`jobs.scenario_job`). The language and
 its evaluators are :mod:`fleetmine_scenarios` (NumPy only, so a recorder runs them too)."""
 
-from mining.scenarios.registry import add_scenario, list_scenarios, resolve_scenario, shipped
+from mining.scenarios.registry import (
+    add_scenario,
+    list_scenarios,
+    resolve_scenario,
+    resolve_scenarios,
+    shipped,
+)
 
-__all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "shipped"]
+__all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "resolve_scenarios", "shipped"]

@@ -15,7 +15,7 @@ from storage.lake import Lake
 from storage.sql import literal
 from storage.tables import scenarios
 
-__all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "shipped"]
+__all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "resolve_scenarios", "shipped"]
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -24,7 +24,13 @@ SHIPPED = {
     # (storage.config.Triggers), as scenarios: what they find is in the lake as spans.
     "hard_brake": "accel_mps2 <= -3",
     "sudden_stop": ("brake_pressed and speed_mps >= 0.3 for < 4s then speed_mps < 0.3 for >= 0.5s"),
-    "creep": "speed_mps < 0.3 for >= 0.5s then 0.3 <= speed_mps < 2.5 for >= 1s within 3s",
+    # the trigger also wants the creep steady (median |accel| under 0.5 over it); per sample
+    # here: without it, every ordinary pull-away from a stop was a creep (17 clips of the demo
+    # lake against the trigger's 0)
+    "creep": (
+        "speed_mps < 0.3 for >= 0.5s"
+        " then 0.3 <= speed_mps < 2.5 and abs(accel_mps2) < 0.5 for >= 1s within 3s"
+    ),
 }
 """Definitions shipped with fleetmine (``fleetmine scenario add --shipped``)."""
 
@@ -66,14 +72,30 @@ def list_scenarios(lake: Lake) -> list[dict[str, Any]]:
 
 def resolve_scenario(lake: Lake, ref: str) -> dict[str, Any]:
     """``NAME`` (its latest version) or ``NAME@V``."""
-    name, _, version = ref.partition("@")
-    rows = [r for r in list_scenarios(lake) if r["name"] == name]
-    if not rows:
-        known = sorted({r["name"] for r in list_scenarios(lake)})
-        raise ConfigError(f"no scenario {name!r}; scenarios: {known or 'none (fleetmine scenario add)'}")
-    if not version:
-        return rows[-1]
-    found = [r for r in rows if str(r["version"]) == version]
-    if not found:
-        raise ConfigError(f"scenario {name} has versions {[r['version'] for r in rows]}, not {version!r}")
-    return found[0]
+    return resolve_scenarios(lake, [ref])[0]
+
+
+MAX_REFS = 1000
+
+
+def resolve_scenarios(lake: Lake, refs: list[str]) -> list[dict[str, Any]]:
+    """Each of ``refs`` (``NAME`` or ``NAME@V``), from one read of the table."""
+    if len(refs) > MAX_REFS:
+        raise ConfigError(f"at most {MAX_REFS} scenarios at once, not {len(refs)}")
+    every = list_scenarios(lake)
+    out = []
+    for ref in refs:
+        name, _, version = ref.partition("@")
+        rows = [r for r in every if r["name"] == name]
+        if not rows:
+            known = sorted({r["name"] for r in every})
+            raise ConfigError(
+                f"no scenario {name[:64]!r}; scenarios: {known or 'none (fleetmine scenario add)'}"
+            )
+        found = [r for r in rows if str(r["version"]) == version] if version else rows[-1:]
+        if not found:
+            raise ConfigError(
+                f"scenario {name} has versions {[r['version'] for r in rows]}, not {version[:16]!r}"
+            )
+        out.append(found[0])
+    return out

@@ -175,7 +175,8 @@ def test_a_campaign_names_each_columns_can_sources_and_streams_the_lakes_spans(
     doc = campaign(resolve_scenario(lake, "creep"))
     rav4 = doc["platforms"]["toyota_rav4_2017"]["columns"]["speed_mps"]
     assert rav4["op"] == "mean" and rav4["divide"] == 3.6 and rav4["frame_ids"] == {"WHEEL_SPEEDS": 0xAA}
-    assert doc["columns"] == ["speed_mps"] and doc["missing"] == {}
+    assert doc["columns"] == ["accel_mps2", "speed_mps"]  # the steady creep reads acceleration too
+    assert doc["missing"] == {"toyota_rav4_2017": ["accel_mps2"]}  # which the RAV4 map lacks
     assert campaign(resolve_scenario(lake, "hard_brake"))["missing"] == {"toyota_rav4_2017": ["accel_mps2"]}
     # What a recorder runs: the campaign's definition, sample by sample, gives the lake's spans.
     s = parse_json(json.loads(json.dumps(doc["scenario"])))
