@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
+from storage.errors import ConfigError
 from storage.sql import in_list, in_set, literal
 
 __all__ = ["ClipFilter"]
@@ -86,6 +87,20 @@ class ClipFilter(BaseModel):
     clip_ids: list[ClipId] = Field(
         default_factory=list, max_length=MAX_BASKET, description="only these clips (a reviewer's basket)"
     )
+    scenarios: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="clips a span of any of these scenarios overlaps (`NAME`: its latest, or `NAME@V`)",
+    )
+    # The clips ``scenarios`` stands for, read from ``scenario_hits``
+    # (mining.scenarios.resolve_filter): a filter is pure, the lake lends it this set.
+    _scenario_clips: frozenset[str] | None = PrivateAttr(default=None)
+
+    def with_scenario_clips(self, clip_ids: frozenset[str]) -> ClipFilter:
+        """This filter with its ``scenarios`` resolved to the clips their spans overlap."""
+        out = self.model_copy()
+        out._scenario_clips = frozenset(clip_ids)
+        return out
 
     @field_validator("since", "until")
     @classmethod
@@ -103,8 +118,9 @@ class ClipFilter(BaseModel):
             with contextlib.suppress(ValueError):
                 day = dt.datetime.strptime(self.group_id[:8], "%Y%m%d").date()
                 lo, hi = max(lo or day, day), min(hi or day, day)
-        if self.clip_ids and (named := _id_days(self.clip_ids)):
-            lo, hi = max(lo or min(named), min(named)), min(hi or max(named), max(named))
+        for ids in (self.clip_ids, sorted(self._scenario_clips or ())):
+            if ids and (named := _id_days(list(ids))):
+                lo, hi = max(lo or min(named), min(named)), min(hi or max(named), max(named))
         return lo, hi
 
     def predicate(self) -> str | None:
@@ -132,6 +148,12 @@ class ClipFilter(BaseModel):
         if self.clip_ids:
             parts.append(in_set("clip_id", sorted(set(self.clip_ids))))
             if named := _id_days(self.clip_ids):
+                parts.append(_days_predicate(named))
+        if self.scenarios:
+            if self._scenario_clips is None:
+                raise ConfigError("a scenarios filter is resolved against the lake first (resolve_filter)")
+            parts.append(in_set("clip_id", sorted(self._scenario_clips)))
+            if self._scenario_clips and (named := _id_days(list(self._scenario_clips))):
                 parts.append(_days_predicate(named))
         if self.since is not None:
             parts.append(f"start_time >= {literal(self.since)}")

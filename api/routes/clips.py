@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
-from storage.bounds import MAX_CURSOR, MAX_ID, MAX_NAME, MAX_SPEED
+from mining.scenarios import resolve_filter
+from storage.bounds import MAX_CURSOR, MAX_ID, MAX_NAME, MAX_NAMES, MAX_SPEED, Name
 from storage.errors import ConfigError
 from storage.filters import ClipFilter
 from storage.pages import Position, cursor_key, keyset_page
@@ -139,6 +140,11 @@ def list_clips(
         None, max_length=MAX_ID, description="every camera's clip of one time window"
     ),
     camera: NameQuery = None,
+    scenario: list[Name] = Query(
+        [],
+        max_length=MAX_NAMES,
+        description="clips a span of any of these scenarios overlaps (`NAME` or `NAME@V`; repeat it)",
+    ),
     limit: int = Query(100, ge=1, le=_MAX_LIMIT),
     cursor: CursorQuery = None,
 ) -> ClipsPublic:
@@ -153,7 +159,9 @@ def list_clips(
         until=until,
         group_id=group_id,
         camera=camera,
+        scenarios=scenario,
     )
+    selection = resolve_filter(lake, selection)
     page = keyset_page(
         lake,
         "clips",

@@ -121,14 +121,14 @@ async def search_similar(request: Request, lake: LakeDep, _: Reader) -> Neighbou
         body = _validated(SimilarRequest, await request.body())
         if (body.clip_id is None) == (body.vector is None):
             raise HTTPException(422, "give exactly one of clip_id or vector (or upload an image)")
-        where = clip_predicate(body.filters) if body.filters else None
+        filters = body.filters
         hits = await run_in_threadpool(
             lambda: similar(
                 lake,
                 clip_id=body.clip_id,
                 vector=body.vector,
                 k=body.k,
-                where=where,
+                where=clip_predicate(lake, filters) if filters else None,  # scenarios read the lake
                 model=body.model,
                 space=body.space,
             )
@@ -172,11 +172,16 @@ async def _by_image(request: Request, lake: LakeDep) -> list[Neighbour]:
         q = ImageSearchForm.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-    where = clip_predicate(q.filters) if q.filters else None
+    filters = q.filters
     try:
         return await run_in_threadpool(
             lambda: similar_to_image(
-                lake, data, k=q.k, where=where, model=q.model, max_pixels=settings.max_image_pixels
+                lake,
+                data,
+                k=q.k,
+                where=clip_predicate(lake, filters) if filters else None,
+                model=q.model,
+                max_pixels=settings.max_image_pixels,
             )
         )
     except ImageError as exc:

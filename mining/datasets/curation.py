@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mining.datasets.members import BATCH_ROWS, selected_batches, split_of
+from mining.datasets.spans import select_spans
 from mining.encoders.registry import resolve
+from mining.scenarios.hits import resolve_filter
 from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.lease import this_process
 from storage.sql import literal
-from storage.tables import dataset_clips, datasets
+from storage.tables import dataset_clips, dataset_spans, datasets
 
 __all__ = ["DatasetQuery", "SimilarTo", "clip_predicate", "create_version", "get_version", "select_clips"]
 
@@ -39,6 +42,14 @@ class SimilarTo(BaseModel):
         default="clip",
         description="what is compared (mining.search.queries.SPACES): the whole vector or behaviour",
     )
+
+
+class Margin(BaseModel):
+    """How much of the drive a span sample holds before and after its scenario's span."""
+
+    model_config = ConfigDict(extra="forbid")
+    before_s: float = Field(default=2.0, ge=0, le=60, allow_inf_nan=False)
+    after_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
 
 
 class DatasetQuery(BaseModel):
@@ -72,11 +83,27 @@ class DatasetQuery(BaseModel):
         max_length=MAX_NAMES,
         description="clips whose latest review has any of these tags",
     )
-    samples: Literal["clip", "group"] = Field(
+    scenarios: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="clips a span of any of these scenarios overlaps (`NAME`: its latest, or `NAME@V`)",
+    )
+    samples: Literal["clip", "group", "span"] = Field(
         default="clip",
         description="clip: one sample per clip; group: one sample per time window of a drive, with "
-        "every camera's clip (`<group_id>.<camera>.mp4`) and one `.signals.npy`",
+        "every camera's clip (`<group_id>.<camera>.mp4`) and one `.signals.npy`; span: one sample per "
+        "span of `scenarios` with its `margin`, cut from the drive's clips (`<span_id>.<camera>.mp4`)",
     )
+    margin: Margin = Field(
+        default_factory=Margin,
+        description="span samples: seconds of the drive kept before and after the span",
+    )
+
+    @model_validator(mode="after")
+    def _spans_need_scenarios(self) -> DatasetQuery:
+        if self.samples == "span" and not self.scenarios:
+            raise ValueError("samples=span: name the scenarios whose spans are the samples (scenarios)")
+        return self
 
     def clip_filter(self) -> ClipFilter:
         """The clips the query starts from (before similarity, novelty, dedup and limit)."""
@@ -88,11 +115,13 @@ class DatasetQuery(BaseModel):
             min_speed=self.min_speed,
             max_speed=self.max_speed,
             clip_ids=self.clip_ids,
+            scenarios=self.scenarios,
         )
 
 
-def clip_predicate(q: DatasetQuery) -> str | None:
-    return q.clip_filter().predicate()
+def clip_predicate(lake: Lake, q: DatasetQuery, version: int | None = None) -> str | None:
+    """The query's clip predicate, its ``scenarios`` read from ``scenario_hits`` (at ``version``)."""
+    return resolve_filter(lake, q.clip_filter(), version).predicate()
 
 
 def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:
@@ -108,8 +137,21 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
     span, whatever the version's size."""
     if not name or any(c in name for c in "/\\.@ ") or len(name) > 100:
         raise ConfigError(f"dataset name {name!r}: letters, digits, '-' and '_' only")
-    lake.create_tables(["datasets", "dataset_clips", "mining_scores", "embeddings", "reviews"])
-    pinned = {t: lake.version(t) for t in ("clips", "signals", "embeddings", "mining_scores", "reviews")}
+    lake.create_tables(
+        [
+            "datasets",
+            "dataset_clips",
+            "dataset_spans",
+            "mining_scores",
+            "embeddings",
+            "reviews",
+            "scenario_hits",
+        ]
+    )
+    pinned = {
+        t: lake.version(t)
+        for t in ("clips", "signals", "embeddings", "mining_scores", "reviews", "scenario_hits")
+    }
     model = resolve(lake, q.model).ref
     # Versions are numbered per name: two creates at once must not both take
     # max + 1, so the number is claimed and both rows written under a lease.
@@ -119,7 +161,7 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         version = 1 + max(
             (
                 int(v)
-                for table in ("datasets", "dataset_clips")
+                for table in ("datasets", "dataset_clips", "dataset_spans")
                 for v in lake.query(
                     table,
                     columns=["version"],
@@ -135,17 +177,25 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         writer = lake.writer("dataset_clips")
         actions = []
         count = 0
-        for rows in selected_batches(lake, q, pinned, batch_rows):
+        if q.samples == "span":
+            batches: Iterable[tuple[pa.Array, pa.Array]] = [_span_members(lake, name, version, q, pinned)]
+        else:
+            batches = (
+                (rows.column("clip_id"), split_of(rows.column("drive_id").combine_chunks(), q.val_fraction))
+                for rows in selected_batches(lake, q, pinned, batch_rows)
+            )
+        for ids, splits in batches:
             members = pa.table(
                 {
-                    "name": pa.array([name] * rows.num_rows, pa.string()),
-                    "version": pa.array([version] * rows.num_rows, pa.int32()),
-                    "clip_id": rows.column("clip_id"),
-                    "split": split_of(rows.column("drive_id").combine_chunks(), q.val_fraction),
+                    "name": pa.array([name] * len(ids), pa.string()),
+                    "version": pa.array([version] * len(ids), pa.int32()),
+                    "clip_id": ids,
+                    "split": splits,
                 }
             )
-            actions += writer.write(dataset_clips.SPEC.conform(members))
-            count += rows.num_rows
+            if members.num_rows:
+                actions += writer.write(dataset_clips.SPEC.conform(members))
+            count += members.num_rows
         if actions:
             lake.commit("dataset_clips", actions)
         row = {
@@ -161,6 +211,21 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         }
         lake.append("datasets", pa.Table.from_pylist([row], schema=datasets.SPEC.schema))
     return row
+
+
+def _span_members(
+    lake: Lake, name: str, version: int, q: DatasetQuery, pinned: dict[str, int]
+) -> tuple[pa.Array, pa.Array]:
+    """A span version's samples into ``dataset_spans`` (one commit, before its members: a
+    create that dies after it has used its number, see above); its members are the clips
+    the windows overlap, each with its drive's split."""
+    spans = select_spans(lake, q, pinned)
+    if spans:
+        rows = [{"name": name, "version": version, **s} for s in spans]
+        lake.append("dataset_spans", pa.Table.from_pylist(rows, schema=dataset_spans.SPEC.schema))
+    split = {c: s["split"] for s in spans for c in s["clip_ids"]}
+    ids = sorted(split)
+    return pa.array(ids, pa.string()), pa.array([split[c] for c in ids], pa.string())
 
 
 def get_version(lake: Lake, name: str, version: int) -> dict[str, Any]:

@@ -320,6 +320,11 @@ def export_lerobot(
     """Write the version as a LeRobotDataset v3.0 tree; returns what was written."""
     cfg = cfg or LeRobotConfig()
     plan = plan_export(lake, name, version)
+    if plan.by_span:
+        raise ConfigError(
+            f"{name}@{version} is a span dataset: export it as WebDataset shards (its samples are cut "
+            "windows; a LeRobot episode here is a whole clip or group)"
+        )
     split = plan.split()
     units = _units(lake, plan, split)
     if not units:

@@ -6,6 +6,7 @@ PyAV is imported inside the functions: importing ``mining`` loads no decoder.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Joined", "VideoInfo", "frame_times", "join_videos", "video_info"]
+__all__ = ["Cut", "Joined", "VideoInfo", "cut_video", "frame_times", "join_videos", "video_info"]
 
 
 @dataclass(frozen=True)
@@ -159,3 +160,62 @@ def _span(info: VideoInfo, fps: float) -> float:
     t = info.frame_times_s
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / fps
     return float(t[-1]) + step if len(t) else 0.0
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A window cut from one camera's clips: the video and each frame's time in it."""
+
+    data: bytes
+    frame_times_s: list[float]  # seconds from the window's start, presentation order
+
+
+_EPS = 1e-6
+
+
+def cut_video(parts: list[tuple[bytes, float]], length_s: float, fps: float) -> Cut | None:
+    """The frames of ``parts`` (each a clip's mp4 and where its first shown frame falls on
+    the window's clock, in seconds) whose time is in ``[0, length_s)``, one after another
+    in one H.264 mp4, each at its own time; None when no frame falls in the window.
+
+    Re-encoded, not remuxed: a window starts wherever a span does, rarely on a keyframe,
+    and a remux would hand a trainer frames from before the window (or none until the
+    next keyframe). Parts are decoded one at a time and frames stream to the encoder."""
+    import av
+
+    tb = Fraction(1, 90000)
+    times: list[float] = []
+    out_buf = io.BytesIO()
+    last = -1
+    with contextlib.ExitStack() as stack:
+        out: Any = None
+        o: Any = None
+        for blob, offset in parts:
+            with av.open(io.BytesIO(blob), mode="r") as c:
+                first: float | None = None
+                for f in c.decode(video=0):
+                    t = f.time
+                    if t is None or t < -_EPS:
+                        continue  # a preroll frame: decoded only to build the ones after it
+                    first = t if first is None else first
+                    at = offset + (t - first)
+                    if at < -_EPS or at >= length_s - _EPS:
+                        continue
+                    if o is None:
+                        out = stack.enter_context(av.open(out_buf, mode="w", format="mp4"))
+                        o = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                        o.width, o.height, o.pix_fmt = f.width // 2 * 2, f.height // 2 * 2, "yuv420p"
+                        o.codec_context.time_base = tb
+                        o.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
+                    g = f.reformat(width=o.width, height=o.height, format="yuv420p")
+                    g.pts = max(last + 1, round(Fraction(max(at, 0.0)) / tb))
+                    g.time_base = tb
+                    last = g.pts
+                    times.append(round(float(g.pts * tb), 6))
+                    for pkt in o.encode(g):
+                        out.mux(pkt)
+        if o is None:
+            return None
+        for pkt in o.encode():
+            out.mux(pkt)
+    return Cut(out_buf.getvalue(), times)

@@ -31,6 +31,7 @@ __all__ = [
     "day_spans",
     "ids_predicates",
     "member_batches",
+    "query_predicate",
     "scan_estimate",
     "selected_batches",
     "split_of",
@@ -88,12 +89,21 @@ def _query_days(q: Any) -> tuple[set[dt.date] | None, dt.date | None]:
     return days, (_utc_day(q.until) if q.until is not None else None)
 
 
-def _arrow_filters(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> list[Callable[..., pa.Table]]:
+def query_predicate(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> str | None:
+    """The query's predicate on ``clips``, its ``scenarios`` read from ``scenario_hits`` at
+    the pinned version (the spans a version saw, whatever runs came after)."""
+    from mining.scenarios.hits import resolve_filter
+
+    return resolve_filter(lake, q.clip_filter(), pinned.get("scenario_hits")).predicate()
+
+
+def _arrow_filters(
+    lake: Lake, q: Any, pinned: Mapping[str, int | None], where: str | None
+) -> list[Callable[..., pa.Table]]:
     """The query's filters the engine does not run, each ``(rows, first, last) -> rows``."""
     from mining.encoders.registry import resolve
 
     out: list[Callable[..., pa.Table]] = []
-    where = q.clip_filter().predicate()
     if q.similar_to is not None:
         from mining.search.queries import similar
 
@@ -171,8 +181,8 @@ def selected_batches(
     """The clips ``q`` selects at the pinned versions (``clip_id``, ``drive_id``,
     ``group_id``), in clip-id order, one span of days per table; ``limit`` counts clips
     (or groups, for ``samples="group"``) from the first id on, as before."""
-    where = q.clip_filter().predicate()
-    filters = _arrow_filters(lake, q, pinned)
+    where = query_predicate(lake, q, pinned)
+    filters = _arrow_filters(lake, q, pinned, where)
     days, until = _query_days(q)
     left = q.limit
     by_group = q.samples == "group"
@@ -262,7 +272,7 @@ def scan_estimate(lake: Lake, q: Any) -> int:
         for d, n in zip(parts.column("value").to_pylist(), parts.column("rows").to_pylist(), strict=True)
         if (days is None or d in days) and (until is None or d is None or d <= until)
     )
-    plain = q.clip_filter().predicate() is None and q.samples == "clip"
+    plain = not q.clip_filter().model_dump(exclude_defaults=True) and q.samples == "clip"
     if q.limit is not None and plain and q.similar_to is None and q.min_novelty is None and not q.dedup:
         rows = min(rows, q.limit)
     if q.min_novelty is not None or q.dedup:

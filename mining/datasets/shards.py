@@ -22,10 +22,11 @@ import pyarrow.compute as pc
 from mining.datasets.curation import get_version
 from mining.datasets.media import frame_times
 from mining.datasets.members import BATCH_ROWS, ids_predicates, member_batches
+from mining.datasets.spans import span_sample
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.reads import read_clip_signals
-from storage.sql import literal
+from storage.sql import in_set, literal
 from storage.tables import datasets
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
@@ -90,11 +91,36 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
     }
     signals_version = plan.pinned["signals"]
     samples, scores = _shard_rows(lake, plan, work)
-    for members in samples:
+    spans = _spans(lake, plan, work) if plan.by_span else {}
+    for key, members in zip((w[0] for w in work.samples), samples, strict=True):
         first = members[0]
         npy = io.BytesIO()
         selected = _selected_by(plan, scores, members)
-        if not plan.by_group:
+        if plan.by_span:
+            span = spans[key]
+            files, cut, window_signals = span_sample(
+                lake, span, members, lambda uri: fs.cat_file(_media_path(lake, uri)), signals_version
+            )
+            np.save(npy, window_signals)
+            sample = {"__key__": key, **files}
+            meta = {
+                "span_id": key,
+                "scenario": span["scenario"],
+                "drive_id": span["drive_id"],
+                "vehicle_id": first["vehicle_id"],
+                "span_start": span["start"].isoformat(),
+                "span_end": span["end"].isoformat(),
+                "start_time": span["window_start"].isoformat(),
+                "end_time": span["window_end"].isoformat(),
+                "split": work.split[key],
+                "cameras": [
+                    {**c, "calibration": json.loads(c["calibration"]) if c["calibration"] else None}
+                    for c in cut["cameras"]
+                ],
+                **common,
+                **selected,
+            }
+        elif not plan.by_group:
             mp4 = fs.cat_file(_media_path(lake, first["video_uri"]))
             np.save(npy, read_clip_signals(lake, first, signals_version))
             meta = {**_clip_meta(first, mp4), "split": work.split[first["clip_id"]], **common, **selected}
@@ -171,12 +197,21 @@ def _media_path(lake: Lake, uri: str) -> str:
     return loc.path if loc is not None else uri
 
 
+def _spans(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, dict[str, Any]]:
+    """A span version's ``dataset_spans`` rows of one shard, by span id."""
+    keys = [w[0] for w in work.samples]
+    this = f"name = {literal(plan.name)} AND version = {int(plan.version)}"
+    rows = lake.read("dataset_spans", where=f"{this} AND {in_set('span_id', keys)}").to_pylist()
+    return {r["span_id"]: r for r in rows}
+
+
 def _shard_rows(
     lake: Lake, plan: ExportPlan, work: ShardWork
 ) -> tuple[list[list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """A shard's samples as clip rows (at the pinned version) and their mining scores:
-    read by the stage that writes it, so the plan holds ids alone."""
-    ids = [c for sample in work.samples for c in sample]
+    read by the stage that writes it, so the plan holds ids alone. A span sample's clips
+    are the ones after its span id (``[span_id, clip_id, ...]``)."""
+    ids = [c for sample in work.samples for c in (sample[1:] if plan.by_span else sample)]
     if not ids:
         return [], {}
     clips = {
@@ -188,7 +223,8 @@ def _shard_rows(
     if missing:
         raise NotFoundError(f"{plan.name}@{plan.version}: clip {missing[0]} is not in clips")
     scores = _scores(lake, plan.dataset.get("model"), ids, plan.pinned.get("mining_scores"))
-    return [[clips[c] for c in sample] for sample in work.samples], scores
+    skip = 1 if plan.by_span else 0
+    return [[clips[c] for c in sample[skip:]] for sample in work.samples], scores
 
 
 def shard_samples(lake: Lake, plan: ExportPlan, work: ShardWork) -> list[list[dict[str, Any]]]:
@@ -199,7 +235,8 @@ def shard_samples(lake: Lake, plan: ExportPlan, work: ShardWork) -> list[list[di
 @dataclass(frozen=True)
 class ShardWork:
     """One tar of a version: its number, its samples (each the ids of its clips: one, or a
-    group's cameras) and their splits. Clip rows are read when the tar is written."""
+    group's cameras; a span: its span id, then the clips its window overlaps) and their
+    splits. Clip rows are read when the tar is written."""
 
     index: int
     samples: list[list[str]]
@@ -215,6 +252,7 @@ class ExportPlan:
     by_group: bool
     num_samples: int
     shards: list[ShardWork]
+    by_span: bool = False
 
     def split(self) -> dict[str, str]:
         """Every clip's split (the whole version in memory: for in-process exporters)."""
@@ -242,6 +280,8 @@ def plan_export(
     """
     ds = get_version(lake, name, version)
     pinned = json.loads(ds["lake_version"])
+    if json.loads(ds["query"]).get("samples") == "span":
+        return _plan_spans(lake, ds, pinned, shard_bytes)
     by_group = json.loads(ds["query"]).get("samples") == "group"
     shards: list[ShardWork] = []
     current: list[list[str]] = []
@@ -275,6 +315,43 @@ def plan_export(
     if seen != int(ds["clip_count"] or 0):
         raise NotFoundError(f"{name}@{version} lists {ds['clip_count']} clips; {seen} of them found in clips")
     return ExportPlan(name, int(version), ds, pinned, by_group, samples, shards)
+
+
+def _plan_spans(lake: Lake, ds: dict[str, Any], pinned: dict[str, int], shard_bytes: int) -> ExportPlan:
+    """A span version's samples cut into shards in span-id order, sized by the clips each
+    window is cut from (an upper bound on its video)."""
+    name, version = ds["name"], int(ds["version"])
+    this = f"name = {literal(name)} AND version = {version}"
+    spans = sorted(
+        lake.read("dataset_spans", columns=["span_id", "clip_ids", "split"], where=this).to_pylist(),
+        key=lambda r: r["span_id"],
+    )
+    ids = sorted({c for r in spans for c in r["clip_ids"]})
+    uris = {
+        r["clip_id"]: r["video_uri"]
+        for where in ids_predicates(ids)
+        for r in lake.read(
+            "clips", columns=["clip_id", "video_uri"], where=where, version=pinned["clips"]
+        ).to_pylist()
+    }
+    if len(uris) != int(ds["clip_count"] or 0):
+        raise NotFoundError(
+            f"{name}@{version} lists {ds['clip_count']} clips; {len(uris)} of them found in clips"
+        )
+    shards: list[ShardWork] = []
+    current: list[list[str]] = []
+    split: dict[str, str] = {}
+    size = 0
+    for r in spans:
+        if current and size >= shard_bytes:
+            shards.append(ShardWork(len(shards), current, split))
+            current, split, size = [], {}, 0
+        current.append([r["span_id"], *r["clip_ids"]])
+        split[r["span_id"]] = r["split"]
+        size += sum(_clip_bytes(lake, uris[c]) for c in r["clip_ids"]) + _ALLOWANCE
+    if current:
+        shards.append(ShardWork(len(shards), current, split))
+    return ExportPlan(name, version, ds, pinned, False, len(spans), shards, by_span=True)
 
 
 class ShardStage:
