@@ -22,9 +22,15 @@ def dataset_create(
     """A new immutable version of NAME from QUERY."""
     from mining.datasets.curation import DatasetQuery, create_version
 
-    row = create_version(open_lake(lake, address), name, DatasetQuery.model_validate_json(query))
+    lk = open_lake(lake, address)
+    q = DatasetQuery.model_validate_json(query)
+    row = create_version(lk, name, q)
+    spans = ""
+    if q.samples == "span":
+        where = f"name = {literal(name)} AND version = {int(row['version'])}"
+        spans = f"{lk.read('dataset_spans', columns=['span_id'], where=where).num_rows} spans of "
     console.print(
-        f"{name}@{row['version']}: {row['clip_count']} clips (pinned to {row['lake_version']})",
+        f"{name}@{row['version']}: {spans}{row['clip_count']} clips (pinned to {row['lake_version']})",
         soft_wrap=True,
         markup=False,  # the name and paths are data
     )

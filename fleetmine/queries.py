@@ -31,6 +31,12 @@ def search(
     where: Annotated[
         str | None, typer.Option(help="SQL predicate on clips, e.g. \"array_has(events, 'hard_brake')\"")
     ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only clips a span of this scenario (NAME or NAME@V) overlaps; repeat for any of several"
+        ),
+    ] = None,
     model: ModelOpt = None,
     space: Annotated[
         str,
@@ -42,10 +48,15 @@ def search(
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Clips most like CLIP (optionally among clips matching --where)."""
+    """Clips most like CLIP (optionally among clips matching --where and --scenario)."""
+    from mining.scenarios import resolve_filter
     from mining.search.queries import similar
+    from storage.filters import ClipFilter
 
     lk = open_lake(lake, address)
+    if scenario:
+        among = resolve_filter(lk, ClipFilter(scenarios=scenario)).predicate()
+        where = f"({where}) AND {among}" if where else among
     table = Table()
     table.add_column("clip")
     table.add_column("distance", justify="right")

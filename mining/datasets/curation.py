@@ -98,6 +98,14 @@ class DatasetQuery(BaseModel):
         default_factory=Margin,
         description="span samples: seconds of the drive kept before and after the span",
     )
+    max_window_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="span samples: the longest window (span and margin) a sample holds; a longer span "
+        "fails the create, naming it, rather than becoming a sample of many minutes",
+    )
 
     @model_validator(mode="after")
     def _spans_need_scenarios(self) -> DatasetQuery:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from mining.datasets.media import cut_video
 from mining.datasets.members import selected_batches, split_of
 from mining.scenarios.registry import resolve_scenarios
+from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.reads import read_clip_signals
 from storage.sql import in_set, literal
@@ -95,6 +96,15 @@ def select_spans(lake: Lake, q: Any, pinned: Mapping[str, int]) -> list[dict[str
                 "window_end": hi,
                 "clip_ids": sorted(c["clip_id"] for c in mine if c["start_time"] < hi and c["end_time"] > lo),
             }
+        )
+    long = [s for s in out if (s["window_end"] - s["window_start"]).total_seconds() > q.max_window_s]
+    if long:
+        worst = max(long, key=lambda s: s["window_end"] - s["window_start"])
+        seconds = (worst["window_end"] - worst["window_start"]).total_seconds()
+        raise ConfigError(
+            f"{len(long)} of {len(out)} spans make windows longer than max_window_s={q.max_window_s:g} s "
+            f"(the longest: {worst['scenario']} in drive {worst['drive_id']} at "
+            f"{worst['start'].isoformat()}, {seconds:g} s): raise max_window_s, or narrow the scenario"
         )
     out.sort(key=lambda s: s["span_id"])
     if q.limit is not None:

@@ -26,6 +26,7 @@ from mining.scenarios import add_scenario, hit_clip_ids, shipped
 from storage import Lake, Settings
 from tests.api.conftest import serve
 from tests.conftest import LOCAL, synthesized
+from tests.jobs.test_cli import run as cli
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,25 @@ def test_a_span_dataset_holds_the_spans_with_their_margin(
         headers=headers["curator"],
     )
     assert r.status_code == 422 and "scenarios" in r.text
+    # a span longer than a sample should be is refused, named, not cut into an hour-long sample
+    r = httpx.post(
+        f"{base}/v1/datasets",
+        json={"name": "short", "query": {"scenarios": ["slow"], "samples": "span", "max_window_s": 5}},
+        headers=headers["curator"],
+    )
+    assert r.status_code == 400 and "2 of 2 spans make windows longer than max_window_s=5 s" in r.text, r.text
+
+
+def test_the_cli_asks_with_scenarios(lake_api: tuple[Settings, str, dict[str, str]]) -> None:
+    settings, _, _ = lake_api
+    lake = Lake.from_settings(settings)
+    slow = hit_clip_ids(lake, ["slow"])
+    out = cli("search", "--clip", sorted(slow)[0], "-k", "50", "--scenario", "slow", "--lake", settings.lake)
+    assert out.returncode == 0, out.stderr
+    listed = {w for line in out.stdout.splitlines() for w in line.split() if w[:8].isdigit() and "-" in w}
+    assert listed and listed <= slow
+    out = cli("search", "--clip", sorted(slow)[0], "--scenario", "Nope!", "--lake", settings.lake)
+    assert out.returncode != 0 and "NAME or NAME@VERSION" in out.stderr and "Traceback" not in out.stderr
+    query = json.dumps({"scenarios": ["slow"], "samples": "span"})
+    out = cli("dataset", "create", "slow_spans", "--query", query, "--lake", settings.lake)
+    assert out.returncode == 0 and "2 spans of 4 clips" in out.stdout, out.stdout + out.stderr
