@@ -23,7 +23,7 @@ from api.deps import LakeDep, Reader, refuse_wrong_token, sessions
 from api.proxies import public_base
 from api.routes.clips import clip_row
 from api.sessions import COOKIE
-from api.ui.plot import plot_data
+from api.ui.plot import plot_data, scenario_palette, scenario_times
 from api.ui.render import (
     card,
     esc,
@@ -32,12 +32,14 @@ from api.ui.render import (
     login_form,
     page,
     query_string,
+    scenario_legend,
     select,
     verdict_badge,
 )
 from ingest.preview import needs_preview
 from mining.encoders.registry import list_models, resolve
-from mining.scores.browse import CARD_COLUMNS, GridQuery, grid_page
+from mining.scenarios import clip_spans
+from mining.scores.browse import CARD_COLUMNS, GridPage, GridQuery, UnknownScenario, grid_page
 from mining.scores.reviews import clip_reviews, latest_verdicts
 from mining.search.queries import behaviour_of, similar
 from storage.errors import ConfigError, FleetError
@@ -159,6 +161,24 @@ def _grid_query(request: Request) -> GridQuery:
         raise ConfigError(f"filter {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
+def _scenario_options(lake: Any, current: str | None) -> list[tuple[str, str]]:
+    """The scenarios of the lake for the grid's filter: each name (its latest version),
+    then each version of a name that has several; the asked one even if the lake lacks it."""
+    rows = lake.read("scenarios", columns=["name", "version"]).to_pylist() if lake.exists("scenarios") else []
+    versions: dict[str, list[int]] = {}
+    for r in rows:
+        versions.setdefault(r["name"], []).append(int(r["version"]))
+    opts = [("", "any scenario")]
+    for name, vs in sorted(versions.items()):
+        vs.sort()
+        opts.append((name, f"{name} (v{vs[-1]})"))
+        if len(vs) > 1:
+            opts.extend((f"{name}@{v}", f"{name}@{v}") for v in vs)
+    if current and current not in {v for v, _ in opts}:
+        opts.append((current, f"{current} (not in the lake)"))
+    return opts
+
+
 def _filters(lake: Any, q: GridQuery) -> str:
     vehicles = sorted({r["vehicle_id"] for r in lake.read("drives", columns=["vehicle_id"]).to_pylist()})
     models = [m.ref for m in list_models(lake)]
@@ -190,6 +210,7 @@ def _filters(lake: Any, q: GridQuery) -> str:
             q.verdict,
             "verdict",
         ),
+        select("scenario", _scenario_options(lake, q.scenario), q.scenario, "scenario"),
     ]
     return (
         f'<form id="filters" class="filters" method="get" action="/ui/">{"".join(fields)}'
@@ -218,7 +239,13 @@ def grid(
     start = Position.decode(cursor) if cursor else None
     if start is not None and not start.timed:  # a link from before the grid was in time order
         start = Position(start.date, timed=True)  # its day from the start
-    res = grid_page(lake, q, start, limit=per_page, budget_rows=request.app.state.settings.scan_budget_rows)
+    refused = ""
+    try:
+        res = grid_page(
+            lake, q, start, limit=per_page, budget_rows=request.app.state.settings.scan_budget_rows
+        )
+    except UnknownScenario as exc:  # said on the grid, its filters there to pick another
+        res, refused = GridPage([], None, 0, resolve(lake, q.model).ref, None), str(exc)
     params = {**q.model_dump(exclude_none=True), **({} if per_page == 24 else {"per_page": per_page})}
     cards = "".join(card(r, scores=r["scores"] or {}, review=r["review"]) for r in res.rows)
     if res.count is None:
@@ -231,7 +258,13 @@ def grid(
     if res.next is not None:
         nxt = query_string({**params, "cursor": res.next.encode(), "page_no": page_no + 1})
         pager.append(f'<a id="next" href="/ui/?{nxt}" rel="next">next page &rarr; (n)</a>')
-    if not res.rows:
+    if refused:
+        count = "no clips: the scenario filter is not one of the lake's scenarios"
+        cards = (
+            '<p class="empty" id="empty">Pick a scenario in the list above, or '
+            '<a href="/ui/">clear the filters</a>.</p>'
+        )
+    elif not res.rows:
         if lake.partition_rows("clips", "date").num_rows == 0:
             empty = "No clips in the lake yet: run <code>fleetmine ingest RAW</code>, then <code>embed</code>, <code>index</code>, <code>mine</code>."
         elif res.next is not None:
@@ -240,6 +273,8 @@ def grid(
             empty = 'No clip matches these filters. <a href="/ui/">Clear them</a> or widen one.'
         cards = f'<p class="empty" id="empty">{empty}</p>'
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in res.notes)
+    if refused:
+        notes += f'<p class="error" id="filter-error">{esc(refused)}</p>'
     to_dataset = query_string({"q": json.dumps(q.dataset_query())})
     body = (
         _filters(lake, q)
@@ -257,7 +292,10 @@ def grid(
         + notes
         + f'<div class="grid" id="grid">{cards}</div><nav class="pager" id="pager">{"".join(pager)}</nav>'
     )
-    return _html(page("Clips", body, kind="grid", role=caller.role, scripts=["frame_search.js"]))
+    status = 400 if refused else 200
+    return _html(
+        page("Clips", body, kind="grid", role=caller.role, status=status, scripts=["frame_search.js"])
+    )
 
 
 def _frame_results(title: str) -> str:
@@ -346,10 +384,21 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         log.exception("similar clips of %s", clip_id)
         near, note = [], "similar clips are unavailable (see the server log)"
     try:
-        plot = plot_data(read_clip_signals(lake, clip), request.app.state.settings.triggers)
+        spans, spans_note = clip_spans(lake, clip), ""
+    except FleetError as exc:
+        spans, spans_note = [], f"Scenario spans are unavailable: {exc}"
+    except Exception:  # a failing section must not take the page down
+        log.exception("scenario spans of %s", clip_id)
+        spans, spans_note = [], "Scenario spans are unavailable (see the server log)."
+    try:
+        plot = plot_data(
+            read_clip_signals(lake, clip), request.app.state.settings.triggers, clip=clip, scenarios=spans
+        )
         plot_note = "" if plot["t"] else "No signals for this clip's time window."
     except FleetError as exc:
-        plot, plot_note = {"t": [], "lanes": [], "spans": []}, f"No signals: {exc}"
+        shaded, colors = scenario_times(spans, clip), scenario_palette(spans)
+        plot = {"t": [], "lanes": [], "spans": [], "scenarios": shaded, "colors": colors}
+        plot_note = f"No signals: {exc}"
     neighbours = _neighbours(lake, clip)
     near_rows = {
         r["clip_id"]: r
@@ -408,6 +457,7 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         f'<div class="plotbox"><svg id="signals" width="100%" height="280" role="img" '
         f'aria-label="signals over the clip; click to seek"></svg><p id="plot-note" class="muted">{esc(plot_note)}</p>'
         f'<p id="plot-legend" class="muted" hidden></p>'
+        f"{scenario_legend(plot['scenarios'], plot['colors'], spans_note)}"
         f'<p class="muted">t = <span id="t-now">0.00</span> s &middot; click the plot to seek &middot; keys: space plays, '
         f"1/2/3 verdicts, b basket, j/k neighbouring clips</p></div></div>"
         f'<aside><button id="add-clip" class="add" data-clip="{esc(clip_id)}">+ basket (b)</button>{verdict}'

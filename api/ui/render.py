@@ -9,7 +9,17 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["card", "esc", "facts_table", "login_form", "page", "select", "verdict_badge"]
+__all__ = [
+    "card",
+    "esc",
+    "facts_table",
+    "json_script",
+    "login_form",
+    "page",
+    "scenario_legend",
+    "select",
+    "verdict_badge",
+]
 
 VERDICT_LABELS = {
     "confirmed": "confirmed",
@@ -165,10 +175,44 @@ def facts_table(clip: dict[str, Any], scores: dict[str, Any] | None, model: str)
     return f'<table class="facts" id="facts">{body}</table>'
 
 
+_JSON_IN_HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def json_script(element_id: str, data: Any) -> str:
-    """Data for the page's script, safe inside ``<script>`` (no ``</`` can end it)."""
-    text = json.dumps(data, default=str).replace("</", "<\\/")
+    """Data for the page's script, safe inside ``<script>``: no ``<`` at all, so neither a
+    ``</script>`` nor a ``<!--<script>`` (which would make the parser run past the real end
+    tag) can come from the data; JSON reads the escapes back as the same text."""
+    text = json.dumps(data, default=str).translate(_JSON_IN_HTML)
     return f'<script type="application/json" id="{esc(element_id)}">{text}</script>'
+
+
+def _span_times(s: dict[str, Any]) -> str:
+    text = f"{s['t0']:.2f}-{s['t1']:.2f} s"
+    return ("... " if s.get("before") else "") + text + (" ..." if s.get("after") else "")
+
+
+def scenario_legend(spans: list[dict[str, Any]], colors: dict[str, str], note: str = "") -> str:
+    """Under the signal plot: each scenario shaded on it (swatch, name, version) and its
+    spans in seconds on the plot's axis (``...``: the span goes on outside the clip)."""
+    if note:
+        return f'<p id="scenario-legend" class="error" data-spans="0">{esc(note)}</p>'
+    if not spans:
+        return '<p id="scenario-legend" class="muted" data-spans="0">no scenario spans in this clip</p>'
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for s in spans:
+        groups.setdefault((s["name"], s["version"]), []).append(s)
+    items = "".join(
+        f'<span class="scenario-item" data-name="{esc(name)}" data-version="{int(version)}">'
+        '<svg width="12" height="12" class="swatch" aria-hidden="true">'
+        f'<rect width="12" height="12" fill="{esc(colors.get(name, "#888"))}"></rect></svg> '
+        f'<b class="scenario-name">{esc(name)}</b> v{int(version)}: '
+        f"{esc(', '.join(_span_times(s) for s in group))}</span>"
+        for (name, version), group in sorted(groups.items())
+    )
+    return (
+        f'<p id="scenario-legend" class="scenario-legend" data-spans="{len(spans)}">'
+        f'<span class="muted">scenarios shaded:</span> {items}</p>'
+    )
 
 
 def query_string(params: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The review grid: clips by filters on their row, their mining scores and their verdicts,
 a keyset page at a time (:mod:`storage.pages`), with a bounded count of the matches.
 
-Clip fields (event, vehicle, days) and verdicts go into the page's Delta predicate: a
-verdict filter becomes a set of clip ids (:func:`storage.sql.in_set`: an ``IN`` list
-while short, a semi-join once reviews are many, never an ``IN`` chain the engine cannot
-plan). A novelty range is
+Clip fields (event, vehicle, days), verdicts and a scenario go into the page's Delta
+predicate: a verdict filter becomes a set of clip ids (:func:`storage.sql.in_set`: an
+``IN`` list while short, a semi-join once reviews are many, never an ``IN`` chain the
+engine cannot plan), and so does a scenario (the clips its spans overlap, from
+``scenario_hits``: :func:`mining.scenarios.hit_clip_ids`). A novelty range is
 on ``mining_scores``, so it filters each page after the read, and a page that ran out
 of chunks before it filled answers short with a cursor that goes on (like a page whose
 scan budget ran out).
@@ -16,14 +17,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
+from mining.scenarios import hit_clip_ids
 from mining.scores.lineage import current_scores, lineage_predicate
 from mining.scores.reviews import latest_verdicts
 from mining.search.ready import latest_ready_run
-from storage.bounds import Name
+from storage.bounds import MAX_VERSION, Name
+from storage.errors import ConfigError
 from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.objectstore import reachable
@@ -31,7 +34,7 @@ from storage.pages import Position, keyset_page
 from storage.query import run_sql
 from storage.sql import in_set, literal
 
-__all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "grid_page"]
+__all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "UnknownScenario", "grid_page"]
 
 CARD_COLUMNS = [
     "clip_id",
@@ -44,6 +47,25 @@ CARD_COLUMNS = [
     "events",
 ]
 _CHUNKS = 8  # keyset reads one page may make while a novelty range drops rows
+
+
+class UnknownScenario(ConfigError):
+    """The grid's scenario is no ``NAME``/``NAME@V`` or names no scenario (or version) of
+    the lake; the message says which, and lists the lake's."""
+
+
+def _scenario_ref(ref: str) -> str:
+    """``NAME`` or ``NAME@V`` (``V`` a version number, written without leading zeros); the
+    name itself is the lake's to know (:func:`mining.scenarios.resolve_scenarios`)."""
+    name, at, version = ref.strip().partition("@")
+    if not name:
+        raise ValueError("a scenario is NAME or NAME@VERSION: the name is missing")
+    if at and not (version.isascii() and version.isdigit() and 0 < int(version) <= MAX_VERSION):
+        raise ValueError(
+            f"a scenario is NAME or NAME@VERSION: after @ comes a version number ({name[:64]}@1), "
+            f"not {version[:16]!r}"
+        )
+    return f"{name}@{int(version)}" if at else name
 
 
 class GridQuery(BaseModel):
@@ -59,10 +81,22 @@ class GridQuery(BaseModel):
     max_novelty: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     review: Literal["reviewed", "unreviewed"] | None = None
     verdict: Literal["confirmed", "not_interesting", "mislabelled"] | None = None
+    scenario: Name | None = Field(
+        default=None,
+        description="clips a span of this scenario overlaps: `NAME` (its latest version) or `NAME@V`",
+    )
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, ref: str | None) -> str | None:
+        return None if ref is None else _scenario_ref(ref)
 
     def clip_filter(self) -> ClipFilter:
+        """The clip fields as a filter; one with a scenario is resolved against the lake
+        (:func:`mining.scenarios.resolve_filter`) before its predicate."""
         return ClipFilter(
             events=[self.event] if self.event else [],
+            scenarios=[self.scenario] if self.scenario else [],
             vehicles=[self.vehicle] if self.vehicle else [],
             since=dt.datetime.combine(self.since, dt.time(), dt.UTC) if self.since else None,
             until=dt.datetime.combine(self.until + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -78,6 +112,8 @@ class GridQuery(BaseModel):
             q["events"] = [self.event]
         if self.vehicle:
             q["vehicles"] = [self.vehicle]
+        if self.scenario:
+            q["scenarios"] = [self.scenario]
         f = self.clip_filter()
         if f.since:
             q["since"] = f.since.isoformat()
@@ -117,9 +153,24 @@ class GridPage:
     notes: list[str] = field(default_factory=list)
 
 
-def _predicate(q: GridQuery, verdicts: dict[str, dict[str, Any]]) -> str | None:
-    """The Delta predicate on clips, or ``"false"`` when a verdict filter matches no clip."""
-    parts = [p] if (p := q.clip_filter().predicate()) else []
+def _clips(lake: Lake, q: GridQuery) -> tuple[ClipFilter, frozenset[str] | None]:
+    """``q``'s clip filter, its scenario resolved to the clips its spans overlap (also
+    returned; None without a scenario); an unknown scenario is :class:`UnknownScenario`,
+    naming the lake's."""
+    f = q.clip_filter()
+    if not q.scenario:
+        return f, None
+    try:
+        ids = hit_clip_ids(lake, [q.scenario])
+    except ConfigError as exc:
+        raise UnknownScenario(str(exc)) from None
+    return f.with_scenario_clips(ids), ids
+
+
+def _predicate(q: GridQuery, f: ClipFilter, verdicts: dict[str, dict[str, Any]]) -> str | None:
+    """The Delta predicate on clips, or ``"false"`` when a verdict or scenario filter
+    matches no clip."""
+    parts = [p] if (p := f.predicate()) else []
     if q.verdict:
         parts.append(in_set("clip_id", sorted(c for c, r in verdicts.items() if r["verdict"] == q.verdict)))
     elif q.review == "reviewed":
@@ -142,10 +193,16 @@ def _scores(
 
 
 def _count(
-    lake: Lake, q: GridQuery, where: str | None, spec: ModelSpec, run: str | None, cap: int
+    lake: Lake,
+    q: GridQuery,
+    days: tuple[dt.date | None, dt.date | None],
+    where: str | None,
+    spec: ModelSpec,
+    run: str | None,
+    cap: int,
 ) -> int | None:
     """The exact number of matches when the candidate days hold at most ``cap`` rows."""
-    lo, hi = q.clip_filter().days()
+    lo, hi = days
     parts = lake.partition_rows("clips", "date").to_pylist()
     rows = sum(
         p["rows"] for p in parts if (lo is None or p["value"] >= lo) and (hi is None or p["value"] <= hi)
@@ -188,12 +245,19 @@ def grid_page(
     lake: Lake, q: GridQuery, start: Position | None, limit: int, budget_rows: int = 100_000
 ) -> GridPage:
     """The next ``limit`` matching clips after ``start`` in real time order: by UTC day,
-    start time, then clip id (:func:`storage.pages.keyset_page` with ``time``)."""
+    start time, then clip id (:func:`storage.pages.keyset_page` with ``time``).
+    An unknown scenario raises :class:`UnknownScenario`."""
     spec = resolve(lake, q.model)
+    f, hits = _clips(lake, q)
+    days = f.days()
     lake.create_tables(["mining_scores", "corner_cases", "reviews"])
     run = latest_ready_run(lake, spec.ref)
+    if hits is not None and not hits:  # no clip to look for: no scan of the lake for none
+        run_it = f"fleetmine scenario run {q.scenario}"
+        note = f"scenario {q.scenario} has no span in the lake (not run yet? {run_it})"
+        return GridPage([], None, 0, spec.ref, run, [note])
     verdicts = latest_verdicts(lake)
-    where = _predicate(q, verdicts)
+    where = _predicate(q, f, verdicts)
     notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
     out: list[dict[str, Any]] = []
     pos, nxt = start, None
@@ -206,7 +270,7 @@ def grid_page(
             where=where,
             limit=limit if not q.by_novelty else max(limit, 64),
             start=pos,
-            days=q.clip_filter().days(),
+            days=days,
             budget_rows=budget_rows,
             time="start_time",
         )
@@ -225,5 +289,5 @@ def grid_page(
         if len(out) == limit or nxt is None:
             break
         pos = nxt
-    count = _count(lake, q, where, spec, run, cap=10 * budget_rows)
+    count = _count(lake, q, days, where, spec, run, cap=10 * budget_rows)
     return GridPage(out, nxt, count, spec.ref, run, notes)

@@ -10,7 +10,8 @@
   const NS = "http://www.w3.org/2000/svg";
   const COLORS = {speed_mps: "#6cf", accel_mps2: "#f96", steering_angle_deg: "#fc6", brake_pressed: "#f66"};
   const SPAN = {hard_brake: "#f44", sharp_turn: "#fa4", evasive_steer: "#c6f", brake: "#f88", driver_override: "#6f6"};
-  const W = 1000, LEFT = 110, RIGHT = 12, TOP = 8, AXIS = 26;
+  const W = 1000, LEFT = 110, RIGHT = 12, AXIS = 26, ROW = 16, MAX_ROWS = 4;
+  const scenarios = data.scenarios || [], colors = data.colors || {};
   const duration = Math.max(data.t.length ? data.t[data.t.length - 1] + 0.05 : 0,
     parseFloat(document.querySelector(".clip").dataset.duration) || 0, 0.1);
   const x = t => LEFT + (W - LEFT - RIGHT) * t / duration;
@@ -41,11 +42,44 @@
     }
   }
 
+  // Scenario labels in rows above the lanes: each in the first row where it clears the one before.
+  function labelRows() {
+    const ends = [], rows = [];
+    for (const s of scenarios) {
+      const x0 = Math.max(x(s.t0), LEFT), text = `${s.name} v${s.version}`;
+      const x1 = Math.max(x(s.t1), x0 + 7 * text.length + 10);
+      let row = ends.findIndex(e => e <= x0);
+      if (row < 0) row = ends.length < MAX_ROWS ? ends.length : ends.indexOf(Math.min(...ends));
+      ends[row] = x1; rows.push({s, x0, text, row});
+    }
+    return {rows, n: ends.length};
+  }
+
+  function drawScenarios(labels, bottom) {
+    // Each span shaded over every lane, its name (and version) written above them.
+    for (const {s, x0, text, row} of labels.rows) {
+      const color = colors[s.name] || "#888", y = 4 + row * ROW;
+      const r = el("rect", {x: x(s.t0), y: y, width: Math.max(x(s.t1) - x(s.t0), 1.5), height: bottom - y,
+        fill: color, "fill-opacity": 0.16, stroke: color, "stroke-opacity": 0.8, "stroke-dasharray": "4 3",
+        "vector-effect": "non-scaling-stroke", class: "scenario-span"});
+      r.dataset.name = s.name; r.dataset.version = String(s.version);
+      r.dataset.t0 = String(s.t0); r.dataset.t1 = String(s.t1);
+      r.appendChild(el("title", {}, `${text}: ${s.t0.toFixed(2)}-${s.t1.toFixed(2)} s`));
+      svg.appendChild(r);
+      const label = el("text", {x: x0 + 3, y: y + 12, fill: color, "font-size": 12, class: "scenario-label"},
+        (s.before ? "\u2190 " : "") + text + (s.after ? " \u2192" : ""));
+      label.dataset.name = s.name;
+      svg.appendChild(label);
+    }
+  }
+
   function draw() {
+    const labels = labelRows(), TOP = 8 + labels.n * ROW;
     const lanes = data.lanes, H = 280, laneH = (H - TOP - AXIS) / Math.max(lanes.length, 1);
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("preserveAspectRatio", "none");
     svg.replaceChildren();
     legend();
+    drawScenarios(labels, H - AXIS);
     for (const s of data.spans) {
       const r = el("rect", {x: x(s.t0), y: TOP, width: Math.max(x(s.t1) - x(s.t0), 1.5), height: H - TOP - AXIS,
         fill: SPAN[s.kind] || "#888", opacity: s.kind === "brake" ? 0.12 : 0.25, class: `span span-${s.kind}`});
@@ -76,7 +110,7 @@
       svg.appendChild(el("text", {x: x(t), y: axisY + 18, fill: "#aaa", "font-size": 12, "text-anchor": "middle",
         class: "tick"}, `${+t.toFixed(1)} s`));
     }
-    svg.appendChild(el("line", {id: "cursor", x1: x(0), x2: x(0), y1: TOP, y2: axisY, stroke: "#fff",
+    svg.appendChild(el("line", {id: "cursor", x1: x(0), x2: x(0), y1: 8, y2: axisY, stroke: "#fff",
       "stroke-width": 2, "vector-effect": "non-scaling-stroke"}));
   }
 
