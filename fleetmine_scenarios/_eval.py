@@ -9,6 +9,10 @@ Matching: phase 1's runs that last long enough each start a match; a match after
 cut to begin no earlier than ``e``, begins within that phase's ``within_s`` of ``e`` and
 lasts its duration range. A match through the last phase is a span ``[start of its phase 1 run,
 end of its last run)``.
+
+A :data:`~fleetmine_scenarios._lang.DERIVED` column (``accel_mps2``) reads, at a sample
+where it has no value, its source's backward difference (``d(speed_mps)``) there: both
+evaluators alike, so a car without the signal streams the spans the lake finds.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fleetmine_scenarios._lang import Expr, Phase, Scenario
+from fleetmine_scenarios._lang import DERIVED, Expr, Phase, Scenario
 
 __all__ = ["Stream", "evaluate"]
 
@@ -100,12 +104,20 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+def _rate_of(column: str) -> Expr:
+    return Expr("d", (Expr("col", name=column),))
+
+
 # At once.
 def _value(e: Expr, cols: Mapping[str, np.ndarray], rate: float, n: int) -> np.ndarray:
     match e.op:
         case "col":
             got = cols.get(e.name)
-            return np.full(n, np.nan) if got is None else np.asarray(got, np.float64)
+            x = np.full(n, np.nan) if got is None else np.asarray(got, np.float64)
+            src = DERIVED.get(e.name)
+            if src is not None and np.isnan(x).any():
+                x = np.where(np.isnan(x), _value(_rate_of(src), cols, rate, n), x)
+            return x
         case "num":
             return np.full(n, e.value)
         case "abs":
@@ -169,6 +181,8 @@ class _Node:
     def __init__(self, e: Expr, rate: float):
         self.e, self.rate = e, rate
         self.kids = [_Node(a, rate) for a in e.args]
+        if e.op == "col" and e.name in DERIVED:  # its fallback: the source's d(), kept up every sample
+            self.kids = [_Node(_rate_of(DERIVED[e.name]), rate)]
         self.prev: float | bool | None = None
 
     def value(self, row: Mapping[str, float]) -> float:
@@ -176,7 +190,11 @@ class _Node:
         match e.op:
             case "col":
                 v = row.get(e.name)
-                return math.nan if v is None else float(v)
+                x = math.nan if v is None else float(v)
+                if self.kids:
+                    fallback = self.kids[0].value(row)  # every sample: d() needs the one before
+                    return fallback if x != x else x
+                return x
             case "num":
                 return e.value
             case "abs":

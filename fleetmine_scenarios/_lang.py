@@ -10,6 +10,8 @@ columns held for a duration range, with an optional ``within`` gap to the next p
 Predicates: comparisons (``<  <=  >  >=  ==  !=``, chained ``a <= x < b``) of a column,
 ``abs(x)`` or ``d(x)`` (its change per second, backward difference) with a number in the
 column's units (say them: ``30 km/h``, ``0.4 g``; without a unit, the column's own);
+``accel_mps2`` where a sample has none (a platform without an acceleration signal) is
+``d(speed_mps)`` there (:data:`DERIVED`);
 a 0/1 column alone (``brake_pressed``: true where not 0); ``and``, ``or``, ``not``,
 parentheses; ``rise(p)`` / ``fall(p)``: the sample where ``p`` turns true / false.
 Durations: ``for >= 1s``, ``for < 500ms``, ``for 1s..3s`` (default: at least one sample);
@@ -26,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "Expr", "Phase", "Scenario", "ScenarioError", "parse", "parse_json"]
+__all__ = ["COLUMNS", "DERIVED", "Expr", "Phase", "Scenario", "ScenarioError", "parse", "parse_json"]
 
 # Column -> its unit and the units a number may carry for it (factor to the column's unit).
 _SPEED = {"m/s": 1.0, "km/h": 1 / 3.6, "mph": 0.44704}
@@ -46,6 +48,11 @@ COLUMNS: dict[str, dict[str, float]] = {
 }
 """The columns a scenario may name (the ``signals`` table's numeric ones) and, per
 column, the units its numbers may carry (a bare number is in the column's own unit)."""
+DERIVED: dict[str, str] = {"accel_mps2": "speed_mps"}
+"""A column a platform may lack -> the column it is the rate of: at a sample with no value
+of its own, both evaluators use that column's change per second from the sample before
+(``d(speed_mps)``), as ingest's triggers do, so ``accel_mps2 <= -3`` finds hard brakes on
+a car that reports only wheel speeds, in the lake and live in the car alike."""
 _PER_S = {"speed_mps": _ACCEL, "accel_mps2": {"m/s^3": 1.0}, "steering_angle_deg": _RATE}
 _DURATION = {"s": 1.0, "ms": 0.001}
 MAX_TEXT = 4000
@@ -129,7 +136,9 @@ class Scenario:
         return " then ".join(parts)
 
     def columns(self) -> set[str]:
-        return set().union(*(p.pred.columns() for p in self.phases))
+        """The columns it reads, with those a :data:`DERIVED` one is computed from where missing."""
+        named: set[str] = set().union(*(p.pred.columns() for p in self.phases))
+        return named | {DERIVED[c] for c in named if c in DERIVED}
 
     def to_json(self) -> dict[str, Any]:
         return {"phases": [_phase_json(p) for p in self.phases]}

@@ -22,7 +22,7 @@ from ingest._reasons import reason
 from ingest.discover import DriveSource
 from ingest.drive_cameras import Camera
 from ingest.drive_json import calibration
-from ingest.features import clip_features
+from ingest.features import clip_features, drive_trigger_spans
 from ingest.ids import clip_id, group_id
 from ingest.look_closer import dense_frames, wants_closer_look
 from ingest.notes import Notes
@@ -77,6 +77,9 @@ class ClipCutter:
             )
         settings = self.settings
         sig_t = sig.column("t").cast(pa.int64()).to_numpy() if sig.num_rows else np.zeros(0, np.int64)
+        # the triggers over the whole drive: a stop or a creep that crosses a clip's edge is
+        # named in every clip it overlaps, as the shipped scenarios find it in the lake
+        spans = drive_trigger_spans(sig, settings.signal_rate_hz, settings.triggers)
         sources = {of: cam for cam, of in src.preview_of}
         by_name = {t.name: t for t in tracks}
         main = [t for t in tracks if t.name not in dict(src.preview_of)] or tracks
@@ -126,7 +129,9 @@ class ClipCutter:
                 lo = round(c_start.timestamp() * 1e6)
                 hi = round(c_end.timestamp() * 1e6)
                 i0, i1 = np.searchsorted(sig_t, [lo, hi])
-                feats = clip_features(sig.slice(i0, i1 - i0), settings.signal_rate_hz, settings.triggers)
+                feats = clip_features(
+                    sig.slice(i0, i1 - i0), settings.signal_rate_hz, settings.triggers, spans, offset=int(i0)
+                )
                 rows.append(
                     {
                         "clip_id": cid,

@@ -10,6 +10,13 @@ next ``fleetmine ingest``: same number, same drives, tables already committed
 are skipped, so nothing is duplicated or dropped. Ingests may run at once: each
 claims its number with a txn on ``runs``, and their commit phases take turns under
 the ``ingest-commit`` lease, so a drive two of them saw lands once.
+
+Once its drives have landed, a run runs the latest version of every scenario in the
+lake's ``scenarios`` table over them (:func:`jobs.scenario_job.run_scenarios`,
+incremental: only the new drives are read), under the same runner; the run's
+``counts`` say ``scenario_hits``. A failure there is a warning, not the ingest's: the
+drives are in, and the next ``fleetmine scenario run`` (or ingest) finds the drives no
+version has seen.
 """
 
 from __future__ import annotations
@@ -78,6 +85,10 @@ class IngestReport:
     counts: dict[str, int] = field(default_factory=dict)
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     """This attempt at the run: names its data files, tells its claim of the number from another's."""
+    scenarios_run_id: str | None = None
+    """The scenario run over this run's drives (``counts["scenario_hits"]``: the spans it found)."""
+    scenario_warning: str | None = None
+    """Why the scenario pass over this run's drives did not (wholly) run; left for ``scenario run``."""
 
     @property
     def exit_code(self) -> int:
@@ -126,12 +137,44 @@ def _run_row(
                     "started_at": started,
                     "finished_at": None if status == "running" else dt.datetime.now(dt.UTC),
                     "counts": json.dumps(report.counts),
-                    "errors": json.dumps([{"drive": k, "reason": r} for k, r in report.failed]),
+                    "errors": json.dumps(
+                        [{"drive": k, "reason": r} for k, r in report.failed]
+                        + ([{"scenarios": report.scenario_warning}] if report.scenario_warning else [])
+                    ),
                 }
             ],
             schema=runs.SPEC.schema,
         )
     )
+
+
+def _run_scenarios(lake: Lake, settings: Settings, runner: Runner | None, report: IngestReport) -> None:
+    """The latest version of every scenario over the drives this run landed (none
+    defined: nothing). Never raises: a failure is ``report.scenario_warning``."""
+    from jobs.scenario_job import run_scenarios
+    from mining.scenarios import list_scenarios
+
+    try:
+        if not list_scenarios(lake):
+            return
+        landed = lake.read("drives", columns=["drive_id"], where=f"ingest_run_id = {literal(report.run_id)}")
+        ids = sorted(set(landed.column("drive_id").to_pylist()))
+        if not ids:
+            return
+        got = run_scenarios(settings, runner=runner, drive_ids=ids)
+    except Exception as exc:  # the drives are in; their scenarios can wait for the next run
+        log.warning("ingest %s: scenarios not run over its drives: %s", report.run_id, exc, exc_info=True)
+        report.scenario_warning = (
+            f"scenarios not run: {type(exc).__name__}: {exc}; the next `fleetmine scenario run` runs them"
+        )
+        return
+    report.scenarios_run_id = got.run_id
+    report.counts["scenario_hits"] = got.hits
+    if got.failed:
+        report.scenario_warning = (
+            f"scenarios failed on {len(got.failed)} drives ({got.failed[0][0]}: {got.failed[0][1]}); "
+            "the next `fleetmine scenario run` tries them again"
+        )
 
 
 def _settle_from_lake(lake: Lake, report: IngestReport) -> None:
@@ -229,6 +272,7 @@ def run_ingest(
         # The run committed everything and died before recording itself: nothing to redo.
         with _commit_lease(lake, settings, report.run_id):  # frees the grant it died holding
             _settle_from_lake(lake, report)
+        _run_scenarios(lake, settings, runner, report)
         status = "partial" if report.failed else "succeeded"
         lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
         return report
@@ -268,6 +312,7 @@ def run_ingest(
     # A drive whose failure could not even be recorded (its stage's record raised): no row, so
     # the next ingest tries it again; the run says so rather than reading as a success.
     report.failed += [(o.item.key, str(o.error)) for o in outcomes if o.result is None]
+    _run_scenarios(lake, settings, runner, report)
     status = "partial" if report.failed else "succeeded"
     lake.upsert("runs", _run_row(report, raw_loc, status, started, keys))
     return report

@@ -19,7 +19,7 @@ def project_modules() -> list[str]:
     from importlib.util import find_spec
 
     # Found, not imported: jobs sits below api and the CLI, and must not import them.
-    packages = ("ingest", "mining", "storage", "api", "jobs", "fleetmine")
+    packages = ("ingest", "mining", "storage", "api", "jobs", "fleetmine", "fleetmine_scenarios")
     return [str(Path(str(_spec_origin(find_spec(name), name))).parent) for name in packages]
 
 

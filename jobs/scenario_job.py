@@ -93,9 +93,11 @@ def run_scenarios(
     batch_size: int = 4,
     on_plan: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    drive_ids: list[str] | None = None,
 ) -> ScenarioReport:
     """Run ``refs`` (``NAME`` or ``NAME@V``; default: every name's latest version) over
-    the drives each has not seen."""
+    the drives each has not seen; with ``drive_ids``, only over those of them (what an
+    ingest just landed: :func:`jobs.ingest_job.run_ingest` runs the current definitions so)."""
     lake = Lake.from_settings(settings)
     lake.create_tables(["scenarios", "scenario_hits", "scenario_scans"])
     with one_at_a_time(lake, APP_ID):
@@ -112,6 +114,9 @@ def run_scenarios(
         versions = sorted({(r["name"], int(r["version"]), r["text"]) for r in rows})  # "x" and "x@1": once
         drives = lake.read("drives", columns=["drive_id", "status"]).to_pylist()
         ok = sorted(d["drive_id"] for d in drives if d["status"] != "failed")
+        if drive_ids is not None:
+            wanted = set(drive_ids)
+            ok = [d for d in ok if d in wanted]
         seen = {
             (r["name"], r["version"], r["drive_id"])
             for r in lake.read("scenario_scans", columns=["name", "version", "drive_id"]).to_pylist()

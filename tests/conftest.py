@@ -34,6 +34,7 @@ RAY_HEAD_MODULES = frozenset(
         "tests/jobs/test_runtime.py",
         "tests/reliability/test_injection.py",
         "tests/reliability/test_worker_death.py",
+        "tests/scenarios/test_backfill.py",
     }
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from fleetmine_scenarios import ScenarioError, parse
+from storage.config import Triggers
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.sql import literal
@@ -19,24 +20,42 @@ __all__ = ["add_scenario", "list_scenarios", "resolve_scenario", "resolve_scenar
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-SHIPPED = {
-    # The signal triggers ingest names (ingest.features), at its default thresholds
-    # (storage.config.Triggers), as scenarios: what they find is in the lake as spans.
-    "hard_brake": "accel_mps2 <= -3",
-    "sudden_stop": ("brake_pressed and speed_mps >= 0.3 for < 4s then speed_mps < 0.3 for >= 0.5s"),
-    # the trigger also wants the creep steady (median |accel| under 0.5 over it); per sample
-    # here: without it, every ordinary pull-away from a stop was a creep (17 clips of the demo
-    # lake against the trigger's 0)
-    "creep": (
-        "speed_mps < 0.3 for >= 0.5s"
-        " then 0.3 <= speed_mps < 2.5 and abs(accel_mps2) < 0.5 for >= 1s within 3s"
-    ),
-}
-"""Definitions shipped with fleetmine (``fleetmine scenario add --shipped``)."""
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def shipped() -> dict[str, str]:
-    return dict(SHIPPED)
+def _shipped(t: Triggers) -> dict[str, str]:
+    """The signal triggers ingest names (:func:`ingest.features.trigger_spans`), at the
+    thresholds ``t``, as scenarios: what they find is in the lake as spans, and the clips
+    those overlap are the clips the triggers name."""
+    stop, settle = _n(t.stop_speed_mps), f"{_n(t.stop_min_s)}s"
+    return {
+        "hard_brake": f"accel_mps2 <= -{_n(t.hard_brake_mps2)}",
+        "sudden_stop": (
+            f"brake_pressed and speed_mps >= {stop} for < {_n(t.sudden_stop_notice_s)}s"
+            f" then speed_mps < {stop} for >= {settle}"
+        ),
+        # steady per sample (|accel| under the limit at every sample of the creep): without it,
+        # every ordinary pull-away from a stop was a creep (17 clips of the demo lake, the trigger's 0)
+        "creep": (
+            f"speed_mps < {stop} for >= {settle}"
+            f" then {stop} <= speed_mps < {_n(t.creep_max_speed_mps)}"
+            f" and abs(accel_mps2) < {_n(t.creep_max_accel_mps2)} for >= {_n(t.creep_min_s)}s"
+            f" within {_n(t.creep_within_s)}s"
+        ),
+    }
+
+
+SHIPPED = _shipped(Triggers())
+"""Definitions shipped with fleetmine (``fleetmine scenario add --shipped``): the
+triggers at their default thresholds (:class:`storage.config.Triggers`)."""
+
+
+def shipped(triggers: Triggers | None = None) -> dict[str, str]:
+    """The shipped definitions; at ``triggers``' thresholds (a lake's ``Settings.triggers``)
+    they find what ingest's triggers at those thresholds name."""
+    return dict(SHIPPED) if triggers is None else _shipped(triggers)
 
 
 def add_scenario(lake: Lake, name: str, text: str) -> dict[str, Any]:

@@ -122,4 +122,4 @@ def test_project_modules_are_found_not_imported() -> None:
         "print(len(dirs), [m for m in ('api', 'fleetmine', 'ingest', 'mining') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "6 []", out.stdout
+    assert out.stdout.strip() == "7 []", out.stdout
