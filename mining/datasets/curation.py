@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mining.datasets.members import BATCH_ROWS, selected_batches, split_of
 from mining.datasets.spans import select_spans
 from mining.encoders.registry import resolve
-from mining.scenarios.hits import resolve_filter
+from mining.scenarios.hits import resolve_filter, resolve_refs
 from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter
@@ -145,6 +145,10 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
     span, whatever the version's size."""
     if not name or any(c in name for c in "/\\.@ ") or len(name) > 100:
         raise ConfigError(f"dataset name {name!r}: letters, digits, '-' and '_' only")
+    if q.scenarios:
+        # each NAME as the NAME@V it means now, once: the version's query says which
+        # definitions it holds, and a version added while this create runs changes nothing
+        q = q.model_copy(update={"scenarios": resolve_refs(lake, list(q.scenarios))})
     lake.create_tables(
         [
             "datasets",

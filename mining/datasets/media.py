@@ -15,7 +15,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Cut", "Joined", "VideoInfo", "cut_video", "frame_times", "join_videos", "video_info"]
+__all__ = [
+    "X264_OPTIONS",
+    "Cut",
+    "Joined",
+    "VideoInfo",
+    "cut_video",
+    "frame_times",
+    "join_videos",
+    "video_info",
+]
+
+X264_OPTIONS = {"crf": "18", "preset": "veryfast", "bf": "0", "threads": "1"}
+"""How exports re-encode. ``threads`` is fixed: libx264's output depends on its thread
+count, which it otherwise takes from the CPUs the process may use, so the same window
+re-exported on a machine (or a Ray worker) of another size was other bytes. One thread:
+a shard stage asks the runner for one CPU."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ def _reencode(blobs: list[bytes], infos: list[VideoInfo], fps: float) -> Joined:
         o = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         o.width, o.height, o.pix_fmt = width, height, "yuv420p"
         o.codec_context.time_base = tb
-        o.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
+        o.options = dict(X264_OPTIONS)
         last = -1
         for info, blob in zip(infos, blobs, strict=True):
             starts.append(offset)
@@ -173,14 +188,16 @@ class Cut:
 _EPS = 1e-6
 
 
-def cut_video(parts: list[tuple[bytes, float]], length_s: float, fps: float) -> Cut | None:
+def cut_video(parts: Iterable[tuple[bytes, float]], length_s: float, fps: float) -> Cut | None:
     """The frames of ``parts`` (each a clip's mp4 and where its first shown frame falls on
     the window's clock, in seconds) whose time is in ``[0, length_s)``, one after another
     in one H.264 mp4, each at its own time; None when no frame falls in the window.
 
     Re-encoded, not remuxed: a window starts wherever a span does, rarely on a keyframe,
     and a remux would hand a trainer frames from before the window (or none until the
-    next keyframe). Parts are decoded one at a time and frames stream to the encoder."""
+    next keyframe). Parts are taken (an iterator: read) and decoded one at a time, each
+    only up to the window's end, and frames stream to the encoder; the same parts give
+    the same bytes on any machine (:data:`X264_OPTIONS`)."""
     import av
 
     tb = Fraction(1, 90000)
@@ -199,14 +216,16 @@ def cut_video(parts: list[tuple[bytes, float]], length_s: float, fps: float) -> 
                         continue  # a preroll frame: decoded only to build the ones after it
                     first = t if first is None else first
                     at = offset + (t - first)
-                    if at < -_EPS or at >= length_s - _EPS:
+                    if at >= length_s - _EPS:
+                        break  # frames leave the decoder in presentation order: the rest are later
+                    if at < -_EPS:
                         continue
                     if o is None:
                         out = stack.enter_context(av.open(out_buf, mode="w", format="mp4"))
                         o = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                         o.width, o.height, o.pix_fmt = f.width // 2 * 2, f.height // 2 * 2, "yuv420p"
                         o.codec_context.time_base = tb
-                        o.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
+                        o.options = dict(X264_OPTIONS)
                     g = f.reformat(width=o.width, height=o.height, format="yuv420p")
                     g.pts = max(last + 1, round(Fraction(max(at, 0.0)) / tb))
                     g.time_base = tb

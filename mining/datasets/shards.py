@@ -92,6 +92,7 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
     signals_version = plan.pinned["signals"]
     samples, scores = _shard_rows(lake, plan, work)
     spans = _spans(lake, plan, work) if plan.by_span else {}
+    drive_cameras = _drive_cameras(lake, plan, spans) if plan.by_span else {}
     for key, members in zip((w[0] for w in work.samples), samples, strict=True):
         first = members[0]
         npy = io.BytesIO()
@@ -99,7 +100,12 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
         if plan.by_span:
             span = spans[key]
             files, cut, window_signals = span_sample(
-                lake, span, members, lambda uri: fs.cat_file(_media_path(lake, uri)), signals_version
+                lake,
+                span,
+                members,
+                lambda uri: fs.cat_file(_media_path(lake, uri)),
+                signals_version,
+                drive_cameras.get(span["drive_id"], []),
             )
             np.save(npy, window_signals)
             sample = {"__key__": key, **files}
@@ -117,6 +123,7 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
                     {**c, "calibration": json.loads(c["calibration"]) if c["calibration"] else None}
                     for c in cut["cameras"]
                 ],
+                "cameras_left_out": cut["cameras_left_out"],
                 **common,
                 **selected,
             }
@@ -203,6 +210,25 @@ def _spans(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, dict[str,
     this = f"name = {literal(plan.name)} AND version = {int(plan.version)}"
     rows = lake.read("dataset_spans", where=f"{this} AND {in_set('span_id', keys)}").to_pylist()
     return {r["span_id"]: r for r in rows}
+
+
+def _drive_cameras(lake: Lake, plan: ExportPlan, spans: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The cameras of each drive of a shard's spans (the clips at the pinned version), in
+    one read: a sample names the ones it leaves out."""
+    drives = sorted({s["drive_id"] for s in spans.values()})
+    if not drives:
+        return {}
+    days = sorted({s["date"] for s in spans.values()})
+    rows = lake.read(
+        "clips",
+        columns=["drive_id", "camera"],
+        where=f"{in_set('drive_id', drives)} AND date IN ({', '.join(literal(d) for d in days)})",
+        version=plan.pinned["clips"],
+    ).to_pylist()
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r["drive_id"], set()).add(str(r["camera"]))
+    return {d: sorted(c) for d, c in out.items()}
 
 
 def _shard_rows(
@@ -338,6 +364,7 @@ def _plan_spans(lake: Lake, ds: dict[str, Any], pinned: dict[str, int], shard_by
         raise NotFoundError(
             f"{name}@{version} lists {ds['clip_count']} clips; {len(uris)} of them found in clips"
         )
+    sizes = {c: _clip_bytes(lake, uri) for c, uri in uris.items()}  # one stat per clip, not per span
     shards: list[ShardWork] = []
     current: list[list[str]] = []
     split: dict[str, str] = {}
@@ -348,7 +375,7 @@ def _plan_spans(lake: Lake, ds: dict[str, Any], pinned: dict[str, int], shard_by
             current, split, size = [], {}, 0
         current.append([r["span_id"], *r["clip_ids"]])
         split[r["span_id"]] = r["split"]
-        size += sum(_clip_bytes(lake, uris[c]) for c in r["clip_ids"]) + _ALLOWANCE
+        size += sum(sizes[c] for c in r["clip_ids"]) + _ALLOWANCE
     if current:
         shards.append(ShardWork(len(shards), current, split))
     return ExportPlan(name, version, ds, pinned, False, len(spans), shards, by_span=True)

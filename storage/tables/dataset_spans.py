@@ -3,8 +3,10 @@ scenario span with its margin.
 
 ``start``/``end`` are the scenario's span (``scenario_hits``); ``window_start`` /
 ``window_end`` the sample: the span widened by the query's margin and kept within the
-drive's clips, so every instant of it has video. ``clip_ids`` are the clips the window
-overlaps (they are the version's ``dataset_clips`` members too)."""
+unbroken video of every camera that records the whole span (when none does: within the
+drive's clips), so each such camera has every instant of it. ``clip_ids`` are the clips
+(every camera) the window overlaps (they are the version's ``dataset_clips`` members
+too); export leaves out of the sample a camera whose clips hold the window in part."""
 
 import pyarrow as pa
 
