@@ -298,6 +298,13 @@ def run_ingest(
                 lake.delete(table, f"drive_id IN ({in_list(sorted(set(replaced)))})")
             actions = [a for r in results for a in r.actions.get(table, [])]
             lake.commit(table, actions, txn)
+        if replaced and lake.exists("scenario_scans"):
+            # their spans describe the signals just replaced: unseen again, so the scenario
+            # pass below (or the next `scenario run`) evaluates them anew and drops the old
+            # spans (jobs.scenario_job); idempotent, so a resumed run does it again
+            gone = sorted(set(replaced))
+            for at in range(0, len(gone), 1000):
+                lake.delete("scenario_scans", f"drive_id IN ({in_list(gone[at : at + 1000])})")
         lake.upsert("drives", drive_rows(results), txn)
         fault_point("ingest.before_record")
     for r in results:

@@ -27,7 +27,7 @@ from mining.scenarios import list_scenarios, resolve_scenarios
 from storage.config import Settings
 from storage.delta import Txn
 from storage.lake import Lake
-from storage.sql import literal
+from storage.sql import in_list, literal
 from storage.tables import scenario_hits, scenario_scans
 
 __all__ = ["ScenarioReport", "ScenarioStage", "run_scenarios"]
@@ -77,6 +77,24 @@ class ScenarioStage:
                 over = sorted(c["clip_id"] for c in clips if c["start_time"] < end and c["end_time"] > start)
                 out.append((name, version, start, end, over))
         return drive["drive_id"], len(t), out
+
+
+def _drop_unscanned(lake: Lake, scans: list[dict[str, Any]]) -> None:
+    """Delete the spans of each (version, drive) about to be scanned: with no scan row they
+    are left from signals a re-ingest replaced (it deletes the scans) or from a run that
+    died between its two commits, and spans are keyed by their start, so new spans would
+    not replace them. Before the new spans: a run that dies here has written no scan, so
+    the next run evaluates those drives again."""
+    drives: dict[tuple[str, int], list[str]] = {}
+    for r in scans:
+        drives.setdefault((r["name"], r["version"]), []).append(r["drive_id"])
+    for (name, version), ids in sorted(drives.items()):
+        for at in range(0, len(ids), 1000):
+            chunk = in_list(sorted(ids)[at : at + 1000])
+            lake.delete(
+                "scenario_hits",
+                f"name = {literal(name)} AND version = {int(version)} AND drive_id IN ({chunk})",
+            )
 
 
 def _floats(col: pa.ChunkedArray) -> np.ndarray:
@@ -169,6 +187,7 @@ def run_scenarios(
                     ]
                 report.drives += 1
             txn = Txn(APP_ID, number)
+            _drop_unscanned(lake, scans)
             if hits:  # the spans first: a scan row says its drive's spans are in
                 lake.upsert(
                     "scenario_hits", pa.Table.from_pylist(hits, schema=scenario_hits.SPEC.schema), txn

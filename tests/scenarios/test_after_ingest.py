@@ -109,3 +109,36 @@ def test_a_failed_scenario_pass_is_a_warning_and_the_next_scenario_run_does_it(
     caught_up = run_scenarios(settings, runner=LOCAL)
     assert caught_up.drives == 1 and caught_up.hits > 0
     assert _scanned(lake) == {("moving", 1, _drive_of(lake, report.run_id))}
+
+
+def test_a_reingested_drive_gets_its_spans_anew(fleet: Path, tmp_path: Path) -> None:
+    """Re-ingest replaces a drive's clips (here cut to 7 s instead of 10 s: new clip ids);
+    its spans are evaluated again and the old ones, which named clips that are gone, go."""
+    settings = Settings(lake=str(tmp_path / "lake"))
+    lake = Lake.from_settings(settings)
+    for name, text in {**shipped(), "moving": MOVING}.items():
+        add_scenario(lake, name, text)
+    raw = str(fleet)
+    assert run_ingest(raw, settings, runner=LOCAL).exit_code == 0
+    before = lake.read("scenario_hits").to_pylist()
+    assert before and {c for h in before for c in h["clip_ids"]} <= _clip_ids(lake)
+
+    shorter = settings.model_copy(update={"clip_seconds": 7.0})
+    again = run_ingest(raw, shorter, force=True, runner=LOCAL)
+    assert again.exit_code == 0 and len(again.ok) == 3
+    after = lake.read("scenario_hits").to_pylist()
+    key = lambda h: (h["name"], h["version"], h["drive_id"], h["start"], h["end"])  # noqa: E731
+    assert sorted(map(key, after)) == sorted(map(key, before))  # the same signals: the same spans, once
+    rows = lake.read("clips", columns=["clip_id", "drive_id", "start_time", "end_time"]).to_pylist()
+    for h in after:  # each span names exactly the clips it overlaps now
+        want = sorted(
+            c["clip_id"]
+            for c in rows
+            if c["drive_id"] == h["drive_id"] and c["start_time"] < h["end"] and c["end_time"] > h["start"]
+        )
+        assert h["clip_ids"] == want, h
+    assert run_scenarios(settings, runner=LOCAL).drives == 0  # and every drive is seen
+
+
+def _clip_ids(lake: Lake) -> set[str]:
+    return set(lake.read("clips", columns=["clip_id"]).column("clip_id").to_pylist())
