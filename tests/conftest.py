@@ -39,10 +39,18 @@ RAY_HEAD_MODULES = frozenset(
 )
 
 
+# Modules whose tests are each a unit of their own: each builds what it needs once per run
+# (under a file lock, in the run's folder: run_shared), so they run on several workers at once.
+TEST_UNIT_MODULES = frozenset({"tests/mining/test_mining_acceptance.py"})
+
+
 def unit_of_work(nodeid: str) -> str:
     """What a worker runs whole: the test's module (its fixtures build once), or for the
-    modules that start a Ray head, all of them between them."""
+    modules that start a Ray head, all of them between them, or for
+    :data:`TEST_UNIT_MODULES` the test alone."""
     module = nodeid.split("::", 1)[0]
+    if module in TEST_UNIT_MODULES:
+        return nodeid
     return "ray-head" if module in RAY_HEAD_MODULES else module
 
 
@@ -79,6 +87,25 @@ def _run_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     _RUN_TMP[:] = [base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base]
 
 
+def run_shared(name: str) -> Path:
+    """A folder every worker of this run shares (made if missing): for what one test builds
+    once and others read (take a file lock around building it)."""
+    if not _RUN_TMP:
+        raise RuntimeError("run_shared is for tests (the session fixture sets the run's folder)")
+    path = _RUN_TMP[0] / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[Path]:
+    """``path``, held under an exclusive file lock (``<path>.lock``) against the run's other
+    workers: build it if missing, then read it."""
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
+
+
 def synthesized(dest: Path, cfg: SynthConfig) -> Path:
     """``synthesize(dest, cfg)``, copied from the run's one build of ``cfg``.
 
@@ -90,8 +117,7 @@ def synthesized(dest: Path, cfg: SynthConfig) -> Path:
     key = "-".join(f"{v}" for k, v in vars(cfg).items() if k != "workers")
     built = shared / "fleets" / key
     built.parent.mkdir(parents=True, exist_ok=True)
-    with open(built.parent / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(built):
         if not (built / ".done").exists():
             shutil.rmtree(built, ignore_errors=True)
             synthesize(built, cfg)
