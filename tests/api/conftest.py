@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from jobs.embed_job import run_embed
 from jobs.ingest_job import run_ingest
 from jobs.mine_job import run_mine
 from storage import Lake, Settings
+from tests.api.cdp import Browser
 from tests.conftest import LOCAL, free_port, synthesized
 
 CALIBRATION = {
@@ -84,3 +86,13 @@ def session_cookie(base: str, token: str) -> dict[str, str]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Headless Chromium with a profile of the test's own, closed after it."""
+    b = Browser(tmp_path / "profile")
+    try:
+        yield b
+    finally:
+        b.close()

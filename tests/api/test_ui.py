@@ -47,15 +47,6 @@ def review_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         yield base, lake, tokens
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "profile")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 _BLOB_B64 = (
     "new Promise(ok => { const r = new FileReader(); r.onload = () => ok(r.result.split(',')[1]);"
     " r.readAsDataURL(window.fmFrameQuery); })"

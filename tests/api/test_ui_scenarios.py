@@ -58,15 +58,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield base, lake, token, settings
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "profile")
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 def _sign_in(b: Browser, base: str, token: str) -> None:
     b.goto(f"{base}/ui/login", "login")
     b.eval(f"document.getElementById('token').value = {json.dumps(token)}")
