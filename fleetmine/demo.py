@@ -57,7 +57,12 @@ def demo(
             lake=s.lake,
             address=address,
         )
-    console.rule("[bold]2. ingest[/]: video + CAN into Delta tables on Ray")
+    console.rule("[bold]2. ingest[/]: video + CAN into Delta tables on Ray, the scenarios over new drives")
+    from mining.scenarios import add_scenario, shipped
+    from storage.lake import Lake
+
+    for name, text in shipped().items():  # the triggers as scenarios: ingest runs them (spans in the lake)
+        add_scenario(Lake.from_settings(s), name, text)
     try:
         ingest(raw=str(raw_dir), lake=s.lake, address=address, force=False)
     except typer.Exit as done:
@@ -77,7 +82,6 @@ def demo(
     from api.auth import create_token
     from jobs.export_job import export_version
     from mining.datasets.curation import DatasetQuery, create_version
-    from storage.lake import Lake
 
     lk = Lake.from_settings(s)
     row = create_version(lk, "demo-corner-cases", DatasetQuery(min_novelty=0.7, dedup=True))
@@ -96,6 +100,10 @@ def demo(
     )
     console.print(
         f"try:       curl -H 'Authorization: Bearer {token}' {base}/v1/mining/corner-cases?k=5",
+        soft_wrap=True,
+    )
+    console.print(
+        f"           curl -H 'Authorization: Bearer {token}' '{base}/v1/clips?scenario=sudden_stop'",
         soft_wrap=True,
     )
     if no_serve:

@@ -140,6 +140,13 @@ def ingest(
                 f"looked closer at {dense} of {clips} clips ({dense / clips:.1%}): "
                 "dense frames where a signal trigger fired"
             )
+        if "scenario_hits" in report.counts:
+            console.print(
+                f"scenarios: {report.counts['scenario_hits']} spans in the new drives "
+                f"(run {report.scenarios_run_id}; `fleetmine scenario show NAME`)"
+            )
+    if report.scenario_warning:
+        console.print(literal(report.scenario_warning, "  scenarios: ", "yellow"), soft_wrap=True)
     for key, warnings in report.warned:
         console.print(
             literal(f"{key}: {'; '.join(warnings)}", "  ok with warnings ", "yellow"), soft_wrap=True

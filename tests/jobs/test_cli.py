@@ -105,6 +105,7 @@ def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
     assert "web UI:    http://127.0.0.1:8000/ui/login (sign in" in out.stdout
     assert "token:     fm_" in out.stdout
     assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
+    assert "spans in the new drives" in out.stdout and "/v1/clips?scenario=sudden_stop" in out.stdout
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3
     again = run(*args)
