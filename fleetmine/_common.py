@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -100,3 +101,25 @@ def progress_bar(label: str, unit: str, detail: bool = False) -> Progress:
     if detail:
         columns.append(TextColumn("{task.fields[detail]}"))
     return Progress(*columns, console=err)
+
+
+R = TypeVar("R")
+
+
+def run_with_progress(label: str, unit: str, job: Callable[..., R]) -> R:
+    """``job(on_plan=..., on_batch=...)`` under :func:`progress_bar`: the plan sets the
+    total, each batch advances it (the contract of the runner's jobs: previews, scenarios)."""
+    progress = progress_bar(label, unit)
+    with progress:
+        task = progress.add_task(unit, total=None)
+        return job(
+            on_plan=lambda n: progress.update(task, total=n), on_batch=lambda k: progress.advance(task, k)
+        )
+
+
+def exit_if_failed(failed: list[tuple[str, str]], shown: int = 20) -> None:
+    """The first ``shown`` failures (``(item, reason)``) on stderr, and exit 3 when any."""
+    for item, why in failed[:shown]:
+        err.print(literal(f"{item}: {why}"))
+    if failed:
+        raise typer.Exit(3)

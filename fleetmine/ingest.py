@@ -17,9 +17,10 @@ from fleetmine._common import (
     _human,
     app,
     console,
-    err,
+    exit_if_failed,
     literal,
     progress_bar,
+    run_with_progress,
     settings,
 )
 
@@ -173,19 +174,10 @@ def previews(lake: LakeOpt = None, address: AddressOpt = None) -> None:
 
     from jobs.previews_job import run_previews
 
-    progress = progress_bar("previews", "clips")
-    with progress:
-        task = progress.add_task("clips", total=None)
-        report = run_previews(
-            settings(lake, address),
-            on_plan=lambda n: progress.update(task, total=n),
-            on_batch=lambda k: progress.advance(task, k),
-        )
+    s = settings(lake, address)
+    report = run_with_progress("previews", "clips", lambda **hooks: run_previews(s, **hooks))
     console.print(
         f"{report.made} previews made, {report.already} clips already had one, "
         f"{len(report.failed)} failed (run {report.run_id})"
     )
-    for cid, why in report.failed[:20]:
-        err.print(literal(f"{cid}: {why}"))
-    if report.failed:
-        raise typer.Exit(3)
+    exit_if_failed(report.failed)

@@ -14,9 +14,10 @@ from fleetmine._common import (
     app,
     console,
     err,
+    exit_if_failed,
     literal,
     open_lake,
-    progress_bar,
+    run_with_progress,
     settings,
 )
 from storage.errors import ConfigError
@@ -118,23 +119,13 @@ def scenario_run(
 
     from jobs.scenario_job import run_scenarios
 
-    progress = progress_bar("scenarios", "drives")
-    with progress:
-        task = progress.add_task("drives", total=None)
-        report = run_scenarios(
-            settings(lake, address),
-            refs or None,
-            on_plan=lambda n: progress.update(task, total=n),
-            on_batch=lambda k: progress.advance(task, k),
-        )
+    s = settings(lake, address)
+    report = run_with_progress("scenarios", "drives", lambda **hooks: run_scenarios(s, refs or None, **hooks))
     console.print(
         f"{report.drives} drives run, {report.hits} spans found, {report.already} drives already run, "
         f"{len(report.failed)} failed (run {report.run_id})"
     )
-    for drive, why in report.failed[:20]:
-        err.print(literal(f"{drive}: {why}"))
-    if report.failed:
-        raise typer.Exit(3)
+    exit_if_failed(report.failed)
 
 
 @scenario_app.command("export")

@@ -61,7 +61,11 @@ class ScenarioStage:
         return [self._one(d) for d in items]
 
     def _one(self, drive: dict[str, Any]) -> tuple[str, int, list[tuple[Any, ...]]]:
+        # the drive's day is its partition in signals and clips: one partition read, not every
+        # day's file statistics per drive
         where = f"drive_id = {literal(drive['drive_id'])}"
+        if drive.get("date") is not None:
+            where += f" AND date = {literal(drive['date'])}"
         sig = self.lake.read("signals", columns=["t", *COLUMNS], where=where).sort_by("t")
         t = sig.column("t").cast(pa.int64()).to_numpy()  # us since the epoch
         cols = {c: _floats(sig.column(c)) for c in COLUMNS}
@@ -130,7 +134,8 @@ def run_scenarios(
                 latest[r["name"]] = r
             rows = list(latest.values())
         versions = sorted({(r["name"], int(r["version"]), r["text"]) for r in rows})  # "x" and "x@1": once
-        drives = lake.read("drives", columns=["drive_id", "status"]).to_pylist()
+        drives = lake.read("drives", columns=["drive_id", "date", "status"]).to_pylist()
+        day = {d["drive_id"]: d["date"] for d in drives}
         ok = sorted(d["drive_id"] for d in drives if d["status"] != "failed")
         if drive_ids is not None:
             wanted = set(drive_ids)
@@ -139,7 +144,9 @@ def run_scenarios(
             (r["name"], r["version"], r["drive_id"])
             for r in lake.read("scenario_scans", columns=["name", "version", "drive_id"]).to_pylist()
         }
-        todo = [{"drive_id": d} for d in ok if any((n, v, d) not in seen for n, v, _ in versions)]
+        todo = [
+            {"drive_id": d, "date": day[d]} for d in ok if any((n, v, d) not in seen for n, v, _ in versions)
+        ]
         report.already = len(ok) - len(todo)
         if on_plan is not None:
             on_plan(len(todo))

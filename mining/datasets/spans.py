@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from mining.datasets.media import cut_video
 from mining.datasets.members import selected_batches, split_of
+from mining.scenarios.hits import versions_predicate
 from mining.scenarios.registry import resolve_scenarios
 from storage.errors import ConfigError
 from storage.lake import Lake
@@ -154,11 +155,10 @@ def select_spans(lake: Lake, q: Any, pinned: Mapping[str, int]) -> list[dict[str
     versions = {(r["name"], int(r["version"])) for r in resolve_scenarios(lake, list(q.scenarios))}
     if not len(chosen) or not lake.exists("scenario_hits"):
         return []
-    which = " OR ".join(f"(name = {literal(n)} AND version = {v})" for n, v in sorted(versions))
     table = lake.read(
         "scenario_hits",
         columns=["name", "version", "drive_id", "start", "end", "clip_ids"],
-        where=which,
+        where=versions_predicate(versions),
         version=pinned.get("scenario_hits"),
     )
     # a span is kept when a clip it overlaps is chosen (one pass over every span's clips)

@@ -21,13 +21,14 @@ from storage.filters import ClipFilter
 from storage.lake import Lake
 from storage.sql import literal
 
-__all__ = ["clip_spans", "hit_clip_ids", "resolve_filter", "resolve_refs"]
+__all__ = ["clip_spans", "hit_clip_ids", "resolve_filter", "resolve_refs", "versions_predicate"]
 
 
 _REF = re.compile(r"^[a-z][a-z0-9_]{0,63}(@[1-9][0-9]{0,8})?$")
 
 
-def _versions_predicate(versions: set[tuple[str, int]]) -> str:
+def versions_predicate(versions: set[tuple[str, int]]) -> str:
+    """The rows of these ``(name, version)`` pairs, for ``scenario_hits`` / ``scenario_scans``."""
     return " OR ".join(f"(name = {literal(n)} AND version = {int(v)})" for n, v in sorted(versions))
 
 
@@ -45,7 +46,7 @@ def hit_clip_ids(lake: Lake, refs: list[str], version: int | None = None) -> fro
     rows = resolve_scenarios(lake, refs)
     if not lake.exists("scenario_hits"):
         return frozenset()
-    where = _versions_predicate({(r["name"], int(r["version"])) for r in rows})
+    where = versions_predicate({(r["name"], int(r["version"])) for r in rows})
     hits = lake.read("scenario_hits", columns=["clip_ids"], where=where, version=version)
     ids = pc.list_flatten(hits.column("clip_ids"))
     return frozenset(pc.unique(ids).to_pylist()) - {None}
@@ -97,7 +98,7 @@ def resolve_refs(lake: Lake, refs: list[str]) -> list[str]:
         scans = lake.read(
             "scenario_scans",
             columns=["name", "version"],
-            where=_versions_predicate({(r["name"], int(r["version"])) for r in rows}),
+            where=versions_predicate({(r["name"], int(r["version"])) for r in rows}),
         )
         ran = {
             f"{n}@{v}"
