@@ -21,6 +21,8 @@ from fleetmine import (  # noqa: F401  (they register their commands)
     ingest,
     lake,
     models,
+    policies,
+    policy_eval,
     queries,
     runs,
     scenarios,

@@ -20,6 +20,7 @@ from fleetmine._common import (
 from fleetmine.ingest import ingest, synth
 from fleetmine.lake import lake_info
 from fleetmine.models import embed, index, mine
+from fleetmine.policies import policy_train, shadow
 from fleetmine.queries import corner_cases_cmd, eval_mining
 from fleetmine.serve import serve
 
@@ -78,7 +79,16 @@ def demo(
     corner_cases_cmd(k=10, event=None, model=None, lake=s.lake, address=address)
     labels = raw_dir / "labels.json"
     eval_mining(labels=labels, model=None, json_path=None, lake=s.lake, address=address)
-    console.rule("[bold]6. dataset + export[/]: the novel, de-duplicated clips as WebDataset shards")
+    console.rule("[bold]6. shadow[/]: a baseline policy beside the driver; where they disagree most")
+    from mining.policies.registry import list_policies
+
+    if not any(p.name == "baseline" for p in list_policies(Lake.from_settings(s))):
+        policy_train(name="baseline", baseline=True, max_drives=500, lake=s.lake, address=address)
+    shadow(policy="baseline", lake=s.lake, address=address, wait=False)
+    corner_cases_cmd(
+        k=5, event=None, model=None, by="disagreement", policy="baseline", lake=s.lake, address=address
+    )
+    console.rule("[bold]7. dataset + export[/]: the novel, de-duplicated clips as WebDataset shards")
     from api.auth import create_token
     from jobs.export_job import export_version
     from mining.datasets.curation import DatasetQuery, create_version
@@ -89,7 +99,7 @@ def demo(
     console.print(
         f"demo-corner-cases@{row['version']}: {doc['num_samples']} clips in {len(doc['shardlist'])} shards"
     )
-    console.rule("[bold]7. serve[/]: the catalog API")
+    console.rule("[bold]8. serve[/]: the catalog API")
     token = create_token(lk, "demo", "operator")
     base = f"http://{host}:{port}"
     console.print(f"web UI:    {base}/ui/login (sign in with the token below)", soft_wrap=True)
@@ -104,6 +114,11 @@ def demo(
     )
     console.print(
         f"           curl -H 'Authorization: Bearer {token}' '{base}/v1/clips?scenario=sudden_stop'",
+        soft_wrap=True,
+    )
+    console.print(
+        f"           curl -H 'Authorization: Bearer {token}' "
+        f"'{base}/v1/mining/corner-cases?by=disagreement&policy=baseline&k=5'",
         soft_wrap=True,
     )
     if no_serve:

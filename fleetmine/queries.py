@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -69,11 +69,37 @@ def search(
 def corner_cases_cmd(
     k: Annotated[int, typer.Option("-k", min=1, max=10000)] = 50,
     event: Annotated[str | None, typer.Option(help="Only clips with this trigger event")] = None,
+    by: Annotated[
+        Literal["novelty", "disagreement"],
+        typer.Option(
+            help="novelty: the latest mining run; disagreement: where --policy's actions were "
+            "furthest from the driver's (`fleetmine shadow`)",
+        ),
+    ] = "novelty",
+    policy: Annotated[
+        str | None, typer.Option(help="--by disagreement: NAME@VERSION, or NAME for its latest version")
+    ] = None,
     model: ModelOpt = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Clips ranked by novelty (duplicates left out)."""
+    """Clips ranked by novelty (duplicates left out) or by a policy's disagreement with the driver."""
+    from storage.errors import ConfigError
+
+    if by == "disagreement":
+        from mining.policies.ranking import registered
+
+        lk = open_lake(lake, address)
+        if policy is None:
+            raise ConfigError(
+                f"--by disagreement needs --policy NAME@VERSION; registered: {registered(lk) or 'none'}"
+            )
+        if model is not None:
+            raise ConfigError("--model goes with --by novelty; --by disagreement ranks by --policy")
+        _by_disagreement(lk, policy, k, event)
+        return
+    if policy is not None:
+        raise ConfigError("--policy goes with --by disagreement")
     from mining.search.queries import corner_cases
 
     table = Table()
@@ -88,6 +114,43 @@ def corner_cases_cmd(
             str(r["cluster_id"]),
         )
     console.print(table)
+
+
+def _by_disagreement(lk: Lake, ref: str, k: int, event: str | None) -> None:
+    from mining.policies.ranking import policy_spec, top_disagreement
+
+    spec = policy_spec(lk, ref)
+    rows = top_disagreement(lk, spec, k, event)
+    if not rows:
+        scored = "" if event is None else f" with event {event}"
+        err.print(
+            literal(f"no clip{scored} scored by {spec.ref}: run `fleetmine shadow --policy {spec.ref}`"),
+            soft_wrap=True,
+        )
+        return
+    table = Table(
+        title=f"{spec.ref} against the driver: disagreement, the worst step (s in the clip), "
+        "mean |error| of accel (m/s^2) and steering (deg), brake-onset gap (s, late > 0)"
+    )
+    table.add_column("clip", no_wrap=True, min_width=max(len(r["clip_id"]) for r in rows))  # whole ids
+    for col in ("disagreement", "worst s", "accel", "steer", "brake gap"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    table.add_column("events")
+    for r in rows:
+        table.add_row(
+            r["clip_id"],
+            _num(r["disagreement"], 3),
+            _num(r["worst_step_s"], 2),
+            _num(r["accel_mean_abs"], 3),
+            _num(r["steer_mean_abs"], 2),
+            _num(r["brake_onset_gap_s"], 2),
+            literal(", ".join(r["events"])),
+        )
+    console.print(table)
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 @app.command("eval-mining")

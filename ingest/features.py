@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.config import Triggers
+from storage.reads import derived_accel
 
 __all__ = ["TRIGGERS", "clip_features", "derived_accel", "drive_trigger_spans", "trigger_spans"]
 
@@ -71,16 +72,6 @@ def _nanmax(x: np.ndarray | None) -> float | None:
 def _samples(seconds: float, rate_hz: float) -> int:
     """The fewest samples that last ``seconds`` (at least one)."""
     return max(1, math.ceil(seconds * rate_hz - _EPS))
-
-
-def derived_accel(accel: np.ndarray | None, speed: np.ndarray | None, rate_hz: float) -> np.ndarray | None:
-    """Acceleration per sample: the measured one, else (where it is missing) the speed's
-    change since the sample before, per second. None when there is neither."""
-    if speed is None:
-        return accel
-    d = np.full(len(speed), np.nan)
-    d[1:] = (speed[1:] - speed[:-1]) * rate_hz
-    return d if accel is None else np.where(np.isnan(accel), d, accel)
 
 
 def trigger_spans(

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from jobs.params import JobParams, LocationStr
 from jobs.runner import Outcome, Runner, StageSpec, default_runner
+from jobs.shadow_job import delete_for_drives
 from storage.config import Settings, aws_storage_options, normalize_uri
 from storage.delta import Txn
 from storage.faults import fault_point
@@ -305,6 +306,8 @@ def run_ingest(
             gone = sorted(set(replaced))
             for at in range(0, len(gone), 1000):
                 lake.delete("scenario_scans", f"drive_id IN ({in_list(gone[at : at + 1000])})")
+        if replaced:  # their policy errors too: the next shadow run scores their clips anew
+            delete_for_drives(lake, sorted(set(replaced)))
         lake.upsert("drives", drive_rows(results), txn)
         fault_point("ingest.before_record")
     for r in results:

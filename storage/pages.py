@@ -82,7 +82,7 @@ def cursor_json(cursor: str, *types: type) -> tuple[Any, ...]:
         ok = (
             (t is str and isinstance(v, str) and len(v) <= MAX_ID)
             or (t is int and type(v) is int and -(2**63) <= v < 2**63)
-            or (t is float and type(v) in (int, float) and math.isfinite(v))
+            or (t is float and type(v) in (int, float) and abs(v) < 1e308 and math.isfinite(v))
         )
         if not ok:
             raise ConfigError(_INVALID)

@@ -13,7 +13,7 @@ from storage.tables.signals import SIGNAL_COLUMNS
 if TYPE_CHECKING:
     from storage.lake import Lake
 
-__all__ = ["read_clip_signals"]
+__all__ = ["derived_accel", "read_clip_signals", "read_drive_signals"]
 
 
 def read_clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = None) -> np.ndarray:
@@ -34,3 +34,27 @@ def read_clip_signals(lake: Lake, clip: dict[str, Any], version: int | None = No
         for j, c in enumerate(SIGNAL_COLUMNS[1:], start=1):
             out[:, j] = t.column(c).cast(pa.float64()).to_numpy()
     return out
+
+
+def read_drive_signals(lake: Lake, drive_id: str, date: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A whole drive's signals from its one date partition: ``t`` (us since the epoch,
+    ascending) and every numeric column as float64 (NaN where null, 0/1 columns as 0.0/1.0)."""
+    where = f"drive_id = {literal(drive_id)} AND date = {literal(date)}"
+    names = SIGNAL_COLUMNS[1:]
+    t = lake.read("signals", columns=["t", *names], where=where).sort_by("t")
+    cols = {
+        c: t.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64) for c in names
+    }
+    return t.column("t").cast(pa.int64()).to_numpy(), cols
+
+
+def derived_accel(accel: np.ndarray | None, speed: np.ndarray | None, rate_hz: float) -> np.ndarray | None:
+    """Acceleration per sample: the measured one, else (where it is missing) the speed's
+    change since the sample before, per second. None when there is neither. What triggers,
+    scenarios and policy shadow runs all mean by the driver's acceleration (a car whose map
+    lacks ``accel_mps2`` still has one)."""
+    if speed is None:
+        return accel
+    d = np.full(len(speed), np.nan)
+    d[1:] = (speed[1:] - speed[:-1]) * rate_hz
+    return d if accel is None else np.where(np.isnan(accel), d, accel)

@@ -41,7 +41,9 @@ RAY_HEAD_MODULES = frozenset(
 
 # Modules whose tests are each a unit of their own: each builds what it needs once per run
 # (under a file lock, in the run's folder: run_shared), so they run on several workers at once.
-TEST_UNIT_MODULES = frozenset({"tests/mining/test_mining_acceptance.py"})
+TEST_UNIT_MODULES = frozenset(
+    {"tests/mining/test_mining_acceptance.py", "tests/policies/test_mining_value.py"}
+)
 
 
 def unit_of_work(nodeid: str) -> str:

@@ -13,9 +13,11 @@ from starlette.datastructures import UploadFile
 
 from api.deps import LakeDep, Reader
 from mining.datasets.curation import DatasetQuery, clip_predicate
+from mining.policies import ranking
 from mining.search.by_example import ImageError, similar_to_image
 from mining.search.queries import Neighbour, corner_cases, similar
 from storage.bounds import MAX_ID, MAX_NAME, ClipId, Name
+from storage.errors import ConfigError
 
 _VECTOR_DIMS = 8192
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -73,17 +75,45 @@ class NeighboursPublic(BaseModel):
 
 
 class CornerCasePublic(BaseModel):
+    """A ranked clip: ``by=novelty`` fills the mining scores, ``by=disagreement`` the policy
+    version's figures (``policy_errors``; errors in the signals' own units, null where the
+    policy does not output that action or, for the brake onsets, nobody braked)."""
+
     clip_id: str
-    novelty: float
+    novelty: float | None = Field(default=None, description="by=novelty: the ranking score")
     rarity: float | None = None
     signal_rarity: float | None = None
     cluster_id: int | None = None
     knn_distances: list[float] = []
+    disagreement: float | None = Field(
+        default=None, description="by=disagreement: the ranking score, in units of the policy's error_scale"
+    )
+    steps: int | None = Field(default=None, description="steps of the clip the policy was run at")
+    worst_step_s: float | None = Field(default=None, description="the worst step's time in the clip (s)")
+    worst_accel_err: float | None = Field(default=None, description="m/s^2, at the worst step")
+    worst_steer_err: float | None = Field(default=None, description="degrees, at the worst step")
+    accel_mean_abs: float | None = Field(default=None, description="m/s^2, over every step and horizon point")
+    accel_max_abs: float | None = None
+    accel_fde: float | None = Field(default=None, description="m/s^2 at the horizon's end, mean over steps")
+    steer_mean_abs: float | None = Field(
+        default=None, description="degrees, over every step and horizon point"
+    )
+    steer_max_abs: float | None = None
+    steer_fde: float | None = None
+    accel_steps_over: int | None = Field(
+        default=None, description="steps whose accel error exceeds 0.5 m/s^2"
+    )
+    brake_onset_driver_s: float | None = None
+    brake_onset_policy_s: float | None = None
+    brake_onset_gap_s: float | None = Field(default=None, description="policy minus driver (late > 0), s")
+    events: list[str] | None = Field(default=None, description="by=disagreement: the clip's trigger events")
 
 
 class CornerCasesPublic(BaseModel):
     data: list[CornerCasePublic]
     count: int
+    by: Literal["novelty", "disagreement"] = "novelty"
+    policy: str | None = Field(default=None, description="by=disagreement: the NAME@VERSION ranked by")
 
 
 def _request_body() -> dict[str, Any]:
@@ -192,9 +222,33 @@ async def _by_image(request: Request, lake: LakeDep) -> list[Neighbour]:
 def mining_corner_cases(
     lake: LakeDep,
     _: Reader,
-    model: str | None = Query(None, max_length=MAX_NAME),
+    model: str | None = Query(None, max_length=MAX_NAME, description="by=novelty: the model version"),
     k: int = Query(50, ge=1, le=10_000),
     event: str | None = Query(None, max_length=MAX_NAME),
+    by: Literal["novelty", "disagreement"] = Query(
+        "novelty",
+        description="novelty: the latest mining run's ranking; disagreement: where the `policy` "
+        "version's actions were furthest from the driver's (`fleetmine shadow`)",
+    ),
+    policy: str | None = Query(
+        None, max_length=MAX_NAME, description="by=disagreement: NAME@VERSION, or NAME for its latest"
+    ),
 ) -> CornerCasesPublic:
-    rows: list[dict[str, Any]] = corner_cases(lake, k=k, event=event, model=model)
-    return CornerCasesPublic(data=[CornerCasePublic(**r) for r in rows], count=len(rows))
+    """Clips ranked by novelty (near duplicates left out) or by a policy version's
+    disagreement with the driver, highest first; ``event`` keeps the clips with that trigger."""
+    if by == "novelty":
+        if policy is not None:
+            raise ConfigError("policy ranks by=disagreement; by=novelty ranks by a model's scores")
+        rows: list[dict[str, Any]] = corner_cases(lake, k=k, event=event, model=model)
+        return CornerCasesPublic(data=[CornerCasePublic(**r) for r in rows], count=len(rows))
+    if model is not None:
+        raise ConfigError("model ranks by=novelty; by=disagreement ranks by a policy version (policy)")
+    if policy is None:
+        raise ConfigError(
+            f"by=disagreement needs policy=NAME@VERSION; registered: {ranking.registered(lake) or 'none'}"
+        )
+    spec = ranking.policy_spec(lake, policy)
+    rows = ranking.top_disagreement(lake, spec, k, event)
+    return CornerCasesPublic(
+        data=[CornerCasePublic(**r) for r in rows], count=len(rows), by="disagreement", policy=spec.ref
+    )

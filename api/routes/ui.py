@@ -23,7 +23,7 @@ from api.deps import LakeDep, Reader, refuse_wrong_token, sessions
 from api.proxies import public_base
 from api.routes.clips import clip_row
 from api.sessions import COOKIE
-from api.ui.plot import plot_data, scenario_palette, scenario_times
+from api.ui.plot import plot_data, policy_lanes, policy_overlays, scenario_palette, scenario_times
 from api.ui.render import (
     card,
     esc,
@@ -31,6 +31,7 @@ from api.ui.render import (
     json_script,
     login_form,
     page,
+    policy_legend,
     query_string,
     scenario_legend,
     select,
@@ -38,8 +39,18 @@ from api.ui.render import (
 )
 from ingest.preview import needs_preview
 from mining.encoders.registry import list_models, resolve
+from mining.policies.views import ClipPolicies, clip_policies, policy_versions
 from mining.scenarios import clip_spans
-from mining.scores.browse import CARD_COLUMNS, GridPage, GridQuery, UnknownScenario, grid_page
+from mining.scores.browse import (
+    CARD_COLUMNS,
+    MAX_DISAGREEMENT,
+    Cursor,
+    GridPage,
+    GridQuery,
+    RefusedFilter,
+    ScorePosition,
+    grid_page,
+)
 from mining.scores.reviews import clip_reviews, latest_verdicts
 from mining.search.queries import behaviour_of, similar
 from storage.errors import ConfigError, FleetError
@@ -179,15 +190,23 @@ def _scenario_options(lake: Any, current: str | None) -> list[tuple[str, str]]:
     return opts
 
 
+def _policy_options(lake: Any, current: str | None) -> list[tuple[str, str]]:
+    """The lake's policy versions for the grid's select; the asked one even if the lake lacks it."""
+    opts = [("", "no policy"), *((p.ref, p.ref) for p in policy_versions(lake))]
+    if current and current not in {v for v, _ in opts}:
+        opts.append((current, f"{current} (not in the lake)"))
+    return opts
+
+
 def _filters(lake: Any, q: GridQuery) -> str:
     vehicles = sorted({r["vehicle_id"] for r in lake.read("drives", columns=["vehicle_id"]).to_pylist()})
     models = [m.ref for m in list_models(lake)]
 
-    def num(name: str, label: str) -> str:
+    def num(name: str, label: str, top: float = 1, step: str = "0.05") -> str:
         v = getattr(q, name)
         return (
-            f'<label>{label} <input type="number" name="{name}" id="f-{name}" min="0" max="1" step="0.05" '
-            f'value="{"" if v is None else v}"></label>'
+            f'<label>{label} <input type="number" name="{name}" id="f-{name}" min="0" max="{top:g}" '
+            f'step="{step}" value="{"" if v is None else v}"></label>'
         )
 
     fields = [
@@ -211,6 +230,14 @@ def _filters(lake: Any, q: GridQuery) -> str:
             "verdict",
         ),
         select("scenario", _scenario_options(lake, q.scenario), q.scenario, "scenario"),
+        select("policy", _policy_options(lake, q.policy), q.policy, "policy"),
+        num("min_disagreement", "disagreement from", MAX_DISAGREEMENT, "any"),
+        select(
+            "sort",
+            [("", "in time order"), ("disagreement", "by disagreement, highest first")],
+            q.sort,
+            "sort",
+        ),
     ]
     return (
         f'<form id="filters" class="filters" method="get" action="/ui/">{"".join(fields)}'
@@ -236,18 +263,31 @@ def grid(
     per_page: int = Query(24, ge=1, le=200),
 ) -> HTMLResponse:
     q = _grid_query(request)
-    start = Position.decode(cursor) if cursor else None
-    if start is not None and not start.timed:  # a link from before the grid was in time order
-        start = Position(start.date, timed=True)  # its day from the start
-    refused = ""
+    start: Cursor | None = None
+    if cursor and q.by_disagreement:
+        start = ScorePosition.decode(cursor)
+    elif cursor:
+        start = Position.decode(cursor)
+        if not start.timed:  # a link from before the grid was in time order
+            start = Position(start.date, timed=True)  # its day from the start
+    refused, summary = "", ""
     try:
         res = grid_page(
             lake, q, start, limit=per_page, budget_rows=request.app.state.settings.scan_budget_rows
         )
-    except UnknownScenario as exc:  # said on the grid, its filters there to pick another
-        res, refused = GridPage([], None, 0, resolve(lake, q.model).ref, None), str(exc)
+    except RefusedFilter as exc:  # said on the grid, its filters there to pick another
+        res, refused, summary = GridPage([], None, 0, resolve(lake, q.model).ref, None), str(exc), exc.summary
     params = {**q.model_dump(exclude_none=True), **({} if per_page == 24 else {"per_page": per_page})}
-    cards = "".join(card(r, scores=r["scores"] or {}, review=r["review"]) for r in res.rows)
+    cards = "".join(
+        card(
+            r,
+            scores=r["scores"] or {},
+            review=r["review"],
+            policy=res.policy,
+            disagreement=r.get("disagreement"),
+        )
+        for r in res.rows
+    )
     if res.count is None:
         count = "more clips match than a quick count reads: narrow the filters for a number"
     else:
@@ -259,9 +299,9 @@ def grid(
         nxt = query_string({**params, "cursor": res.next.encode(), "page_no": page_no + 1})
         pager.append(f'<a id="next" href="/ui/?{nxt}" rel="next">next page &rarr; (n)</a>')
     if refused:
-        count = "no clips: the scenario filter is not one of the lake's scenarios"
+        count = summary
         cards = (
-            '<p class="empty" id="empty">Pick a scenario in the list above, or '
+            '<p class="empty" id="empty">Pick another in the lists above, or '
             '<a href="/ui/">clear the filters</a>.</p>'
         )
     elif not res.rows:
@@ -276,6 +316,11 @@ def grid(
     if refused:
         notes += f'<p class="error" id="filter-error">{esc(refused)}</p>'
     to_dataset = query_string({"q": json.dumps(q.dataset_query())})
+    order = (
+        f"by disagreement with {res.policy or q.policy}, highest first"
+        if q.by_disagreement
+        else "in time order (UTC)"
+    )
     body = (
         _filters(lake, q)
         + (
@@ -283,7 +328,7 @@ def grid(
             if per_page != 24
             else ""
         )
-        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted">in time order (UTC) &middot; '
+        + f'<div class="bar"><p id="count">{esc(count)}</p><span class="muted" id="order">{esc(order)} &middot; '
         f"model {esc(res.model)} &middot; keys: j/k move, enter opens, b adds to the basket, n next page</span>"
         f'<button id="add-page">add this page to the basket</button>'
         f'<a id="to-dataset" href="/ui/datasets?{to_dataset}">dataset from these filters</a>'
@@ -369,8 +414,16 @@ def _scores_of(lake: Any, model: str, ids: list[str]) -> dict[str, dict[str, Any
     return current_scores(lake, resolve(lake, model), ids)
 
 
+MAX_POLICIES = 4
+"""Policy versions a clip page draws at once (the others are listed, each a link that draws it)."""
+
+
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
-def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> HTMLResponse:
+def clip_page(
+    clip_id: str, request: Request, lake: LakeDep, caller: Reader, policy: str | None = None
+) -> HTMLResponse:
+    """A clip: its cameras, the signal plot (with the actions each policy version that
+    scored it predicted, or ``policy``'s alone), verdicts, neighbours and similar clips."""
     clip = clip_row(lake, clip_id)
     spec = resolve(lake)
     model = spec.ref
@@ -390,15 +443,27 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
     except Exception:  # a failing section must not take the page down
         log.exception("scenario spans of %s", clip_id)
         spans, spans_note = [], "Scenario spans are unavailable (see the server log)."
+    settings = request.app.state.settings
     try:
-        plot = plot_data(
-            read_clip_signals(lake, clip), request.app.state.settings.triggers, clip=clip, scenarios=spans
-        )
+        sig = read_clip_signals(lake, clip)
+        plot = plot_data(sig, settings.triggers, clip=clip, scenarios=spans)
         plot_note = "" if plot["t"] else "No signals for this clip's time window."
     except FleetError as exc:
+        sig = None
         shaded, colors = scenario_times(spans, clip), scenario_palette(spans)
         plot = {"t": [], "lanes": [], "spans": [], "scenarios": shaded, "colors": colors}
         plot_note = f"No signals: {exc}"
+    try:
+        pol = clip_policies(lake, clip_id, clip.get("date"), policy, MAX_POLICIES)
+    except FleetError as exc:
+        pol = ClipPolicies([], note=f"Policy predictions are unavailable: {exc}")
+    except Exception:  # a failing section must not take the page down
+        log.exception("policy predictions of %s", clip_id)
+        pol = ClipPolicies([], note="Policy predictions are unavailable (see the server log).")
+    origin = int(sig[0, 0]) if sig is not None and len(sig) else None
+    plot["policies"] = policy_overlays(pol.rows, clip, origin)
+    if sig is not None:
+        policy_lanes(plot, sig, plot["policies"], settings.signal_rate_hz)
     neighbours = _neighbours(lake, clip)
     near_rows = {
         r["clip_id"]: r
@@ -458,6 +523,7 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         f'aria-label="signals over the clip; click to seek"></svg><p id="plot-note" class="muted">{esc(plot_note)}</p>'
         f'<p id="plot-legend" class="muted" hidden></p>'
         f"{scenario_legend(plot['scenarios'], plot['colors'], spans_note)}"
+        f"{policy_legend(plot['policies'], clip_id, pol.others, pol.note, pol.wrong)}"
         f'<p class="muted">t = <span id="t-now">0.00</span> s &middot; click the plot to seek &middot; keys: space plays, '
         f"1/2/3 verdicts, b basket, j/k neighbouring clips</p></div></div>"
         f'<aside><button id="add-clip" class="add" data-clip="{esc(clip_id)}">+ basket (b)</button>{verdict}'
@@ -477,8 +543,16 @@ def clip_page(clip_id: str, request: Request, lake: LakeDep, caller: Reader) -> 
         + _frame_results("Like this frame")
         + json_script("signal-data", plot)
     )
+    status = 400 if pol.wrong else 200  # the page still shows, the wrong policy said under the plot
     return _html(
-        page(f"Clip {clip_id}", body, kind="clip", role=caller.role, scripts=["clip.js", "frame_search.js"])
+        page(
+            f"Clip {clip_id}",
+            body,
+            kind="clip",
+            role=caller.role,
+            status=status,
+            scripts=["clip.js", "frame_search.js"],
+        )
     )
 
 

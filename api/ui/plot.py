@@ -1,21 +1,37 @@
-"""What the clip page's signal plot draws: lanes of signals, the spans where triggers fire
-and the spans of scenarios (``scenario_hits``) over the clip's window."""
+"""What the clip page's signal plot draws: lanes of signals, the spans where triggers fire,
+the spans of scenarios (``scenario_hits``) and the actions policy versions predicted
+(``policy_errors``) over the clip's window, all on one time axis: seconds from the clip's
+first signal sample."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ingest.features import derived_accel
 from storage.config import Triggers
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
-__all__ = ["SCENARIO_COLORS", "plot_data", "scenario_palette", "scenario_times"]
+__all__ = [
+    "POLICY_COLORS",
+    "SCENARIO_COLORS",
+    "plot_data",
+    "policy_lanes",
+    "policy_overlays",
+    "scenario_palette",
+    "scenario_times",
+]
 
 SCENARIO_COLORS = ("#4af", "#5dc", "#ee5", "#b9f", "#fb6", "#9e6", "#f8c", "#7bd")
 """One per scenario name of a clip, in name order (none of the triggers' reds and oranges first)."""
+POLICY_COLORS = ("#e7f", "#5f9", "#fff", "#59f", "#0dd", "#cc8")
+"""One per policy version drawn, in name and version order (none of the lanes' own colors)."""
+_ACTIONS = {"accel": "accel_mps2", "steer": "steering_angle_deg"}
+_MAX_POINTS = 20_000  # of one predicted curve: far past a clip's steps, bounded whatever a row holds
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US = dt.timedelta(microseconds=1)
 
@@ -125,3 +141,86 @@ def plot_data(
         for a, b in _runs(mask, t, step)
     ]
     return {"t": _round(t), "lanes": lanes, "spans": spans, "scenarios": shaded, "colors": colors}
+
+
+def _value(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def _curve(row: dict[str, Any], times: str, prefix: str, shift: float, length: float) -> dict[str, Any]:
+    """One predicted curve of a ``policy_errors`` row: times (``times``, s from the clip's
+    start) moved by ``shift`` onto the plot's axis, each action's values (``prefix`` +
+    short name; empty when the policy does not output it, or its length is not the
+    times'), the points outside the clip's window left out."""
+    t = row.get(times) or []
+    keep = [i for i, x in enumerate(t) if x is not None and math.isfinite(x) and -1e-6 <= x <= length + 1e-6]
+    del keep[_MAX_POINTS:]
+    out: dict[str, Any] = {"t": [round(t[i] + shift, 4) for i in keep]}
+    for short in _ACTIONS:
+        v = row.get(prefix + short)
+        out[short] = [_value(v[i]) for i in keep] if v is not None and len(v) == len(t) else []
+    return out
+
+
+def policy_overlays(
+    rows: Sequence[dict[str, Any]], clip: dict[str, Any], origin_us: int | None = None
+) -> list[dict[str, Any]]:
+    """The clip's ``policy_errors`` rows (:func:`mining.policies.views.clip_rows`) as the plot
+    draws them over the logged accel and steering: the predicted actions and the whole
+    horizon predicted at the worst step, and that step, on the plot's axis (s from
+    ``origin_us``, its first sample; the table's times are s from the clip's start), each
+    version in a color of :data:`POLICY_COLORS`."""
+    start, end = _us(clip["start_time"]), _us(clip["end_time"])
+    shift = (start - (start if origin_us is None else origin_us)) / 1e6
+    length = (end - start) / 1e6
+    out = []
+    for i, r in enumerate(rows):
+        name, version = str(r["policy"]), int(r["policy_version"])
+        at = _value(r.get("worst_step_s"))
+        worst = None
+        if r.get("steps") and at is not None:
+            worst = {
+                "t": round(at + shift, 4),
+                "at": at,
+                "accel_err": _value(r.get("worst_accel_err")),
+                "steer_err": _value(r.get("worst_steer_err")),
+            }
+        out.append(
+            {
+                "name": name,
+                "version": version,
+                "ref": f"{name}@{version}",
+                "color": POLICY_COLORS[i % len(POLICY_COLORS)],
+                "disagreement": _value(r.get("disagreement")),
+                "note": str(r.get("note") or ""),
+                **_curve(r, "pred_t_s", "pred_", shift, length),
+                "horizon": _curve(r, "worst_pred_t_s", "worst_pred_", shift, length),
+                "worst": worst,
+            }
+        )
+    return out
+
+
+def policy_lanes(
+    plot: dict[str, Any], sig: np.ndarray, overlays: Sequence[dict[str, Any]], rate_hz: float
+) -> None:
+    """A lane in ``plot`` for each action a drawn policy predicts that the car did not log,
+    so its prediction has an axis: acceleration from the speed's change (what a shadow
+    run compares with, :func:`ingest.features.derived_accel`), else an empty lane."""
+    if not plot["t"]:
+        return
+    have = {lane["key"] for lane in plot["lanes"]}
+    for short, col in _ACTIONS.items():
+        if col in have or not any(any(v is not None for v in p[short]) for p in overlays):
+            continue
+        values: list[float | None] = [None] * len(plot["t"])
+        label = dict(LANES)[col] + " (not logged)"
+        speed = _col(sig, "speed_mps")
+        if col == "accel_mps2" and not np.isnan(speed).all():
+            d = derived_accel(None, speed, rate_hz)
+            if d is not None:
+                values, label = _round(d), "acceleration (from speed)"
+        lane = {"key": col, "label": label, "unit": UNITS[col].split(" ")[0], "values": values}
+        order = [c for c, _ in LANES]
+        at = next((i for i, x in enumerate(plot["lanes"]) if order.index(x["key"]) > order.index(col)), None)
+        plot["lanes"].insert(len(plot["lanes"]) if at is None else at, lane)

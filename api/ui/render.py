@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +16,7 @@ __all__ = [
     "json_script",
     "login_form",
     "page",
+    "policy_legend",
     "scenario_legend",
     "select",
     "verdict_badge",
@@ -102,8 +103,27 @@ def _score_parts(scores: dict[str, Any] | None) -> str:
     return "<div class=parts>" + "".join(f"<span>{k}</span><b>{v}</b>" for k, v in rows) + "</div>"
 
 
-def card(clip: dict[str, Any], caption: str = "", *, scores: Any = None, review: Any = None) -> str:
+def _disagreement(policy: str | None, value: float | None) -> str:
+    if policy is None:
+        return ""
+    if value is None:
+        return f'<span class="dis muted" data-value="">not scored by {esc(policy)}</span>'
+    return f'<span class="dis" data-value="{value!r}">disagreement {value:.2f}</span>'
+
+
+def card(
+    clip: dict[str, Any],
+    caption: str = "",
+    *,
+    scores: Any = None,
+    review: Any = None,
+    policy: str | None = None,
+    disagreement: float | None = None,
+) -> str:
+    """A clip's card; with ``policy`` (a version's ref), its ``disagreement`` with the clip,
+    and the link opens the clip page with that version's prediction drawn."""
     cid = esc(clip["clip_id"])
+    href = f"/ui/clips/{cid}" + (f"?{esc(query_string({'policy': policy}))}" if policy else "")
     events = " ".join(clip.get("events") or [])
     nov = f"novelty {scores['novelty']:.2f}" if scores else ""
     start = clip.get("start_time")
@@ -113,11 +133,11 @@ def card(clip: dict[str, Any], caption: str = "", *, scores: Any = None, review:
         else ""
     )
     who = esc(" ".join(str(clip[k]) for k in ("vehicle_id", "camera") if clip.get(k)))
-    text = " &middot; ".join(
-        x for x in (when, who, caption, nov, f"<span class=ev>{esc(events)}</span>" if events else "") if x
-    )
+    dis = _disagreement(policy, disagreement)
+    ev = f"<span class=ev>{esc(events)}</span>" if events else ""
+    text = " &middot; ".join(x for x in (when, who, caption, dis, nov, ev) if x)
     return (
-        f'<div class="card" data-clip="{cid}" tabindex="-1"><a href="/ui/clips/{cid}">'
+        f'<div class="card" data-clip="{cid}" tabindex="-1"><a href="{href}">'
         f'<img loading="lazy" alt="clip {cid}" width="320" height="180" '
         f'src="/v1/clips/{cid}/thumbnail.jpg"></a><div class=cap>{text} {verdict_badge(review)}</div>'
         f"{_score_parts(scores) if scores is not None else ''}"
@@ -213,6 +233,55 @@ def scenario_legend(spans: list[dict[str, Any]], colors: dict[str, str], note: s
         f'<p id="scenario-legend" class="scenario-legend" data-spans="{len(spans)}">'
         f'<span class="muted">scenarios shaded:</span> {items}</p>'
     )
+
+
+def _policy_item(p: dict[str, Any], clip_id: str, alone: bool) -> str:
+    ref = str(p["ref"])
+    head = (
+        f'<span class="policy-item" data-ref="{esc(ref)}">'
+        '<svg width="26" height="12" class="swatch" aria-hidden="true"><line x1="0" x2="26" y1="6" y2="6" '
+        f'stroke="{esc(p["color"])}" stroke-width="2" stroke-dasharray="6 4"></line></svg> '
+        f'<b class="policy-name">{esc(ref)}</b>'
+    )
+    if not p["worst"]:
+        why = f" ({esc(p['note'])})" if p["note"] else ""
+        return f"{head}: nothing to compare{why}</span>"
+    w = p["worst"]
+    errs = [f"accel err {w['accel_err']:.2f} m/s²" if w["accel_err"] is not None else "",
+            f"steer err {w['steer_err']:.2f}°" if w["steer_err"] is not None else ""]  # fmt: skip
+    moved = f" ({w['at']:.2f} s from the clip's start)" if abs(w["t"] - w["at"]) >= 0.005 else ""
+    only = (
+        ""
+        if alone
+        else f' <a href="/ui/clips/{esc(clip_id)}?{esc(query_string({"policy": ref}))}">only this one</a>'
+    )
+    score = _num(p["disagreement"], "", 2).strip()
+    return (
+        f"{head} predicted (dashed; dotted: all it predicted at its worst step) &middot; "
+        f"disagreement {score} &middot; <span class=worst>worst step {w['t']:.2f} s{moved}: "
+        f"{esc(', '.join(e for e in errs if e))}</span>{only}</span>"
+    )
+
+
+def policy_legend(
+    drawn: list[dict[str, Any]], clip_id: str, others: Sequence[str] = (), note: str = "", error: bool = False
+) -> str:
+    """Under the signal plot: each policy version drawn over the logged accel and steering
+    (:func:`api.ui.plot.policy_overlays`: a swatch of its dashes, its disagreement, the worst
+    step on the plot's axis), the versions that scored the clip but are not drawn (each a
+    link that draws it alone), and a note (``error``: the asked policy is not the lake's)."""
+    parts = [_policy_item(p, clip_id, len(drawn) == 1 and not others) for p in drawn]
+    if others:
+        links = ", ".join(
+            f'<a href="/ui/clips/{esc(clip_id)}?{esc(query_string({"policy": r}))}">{esc(r)}</a>'
+            for r in others
+        )
+        parts.append(f'<span class="muted">also scored this clip: {links}</span>')
+    if note:
+        parts.append(f'<span class="{"error" if error else "muted"}" id="policy-note">{esc(note)}</span>')
+    if not parts:
+        parts.append('<span class="muted">no policy scored this clip (fleetmine shadow --policy NAME)</span>')
+    return f'<p id="policy-legend" class="policy-legend" data-policies="{len(drawn)}">{"".join(parts)}</p>'
 
 
 def query_string(params: dict[str, Any]) -> str:

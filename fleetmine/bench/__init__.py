@@ -76,6 +76,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         previews,
         reader_feed,
         scenarios,
+        shadow,
         synth_speed,
         video_ingest,
     )

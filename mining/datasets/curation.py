@@ -12,25 +12,36 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from mining.datasets.members import BATCH_ROWS, selected_batches, split_of
 from mining.datasets.spans import select_spans
 from mining.encoders.registry import resolve
+from mining.policies.ranking import clips_over, has_scores, policy_spec
 from mining.scenarios.hits import resolve_filter, resolve_refs
 from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
 from storage.errors import ConfigError, NotFoundError
-from storage.filters import ClipFilter
+from storage.filters import ClipFilter, _days_predicate, _id_days
 from storage.lake import Lake
 from storage.lease import this_process
-from storage.sql import literal
+from storage.sql import in_set, literal
 from storage.tables import dataset_clips, dataset_spans, datasets
 
-__all__ = ["DatasetQuery", "SimilarTo", "clip_predicate", "create_version", "get_version", "select_clips"]
+__all__ = [
+    "DatasetQuery",
+    "PolicyTerm",
+    "QueryFilter",
+    "SimilarTo",
+    "clip_predicate",
+    "create_version",
+    "get_version",
+    "resolve_query",
+    "select_clips",
+]
 
 
 class SimilarTo(BaseModel):
@@ -50,6 +61,51 @@ class Margin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     before_s: float = Field(default=2.0, ge=0, le=60, allow_inf_nan=False)
     after_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
+
+
+class PolicyTerm(BaseModel):
+    """Clips where a driving policy version disagreed with the driver (``fleetmine shadow``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ref: Name = Field(
+        description="`NAME@VERSION`, or `NAME`: its latest version, which the created version's "
+        "query names as `NAME@VERSION`"
+    )
+    min_error: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="clips whose `disagreement` is at least this: the worst step's error summed over "
+        "the actions, each in units of the policy's `error_scale` (1.0 = one m/s^2 of accel by default)",
+    )
+
+
+class QueryFilter(ClipFilter):
+    """A dataset query's :class:`ClipFilter` with its ``policy`` term. Like ``scenarios``, the
+    term is a question for the lake: :func:`resolve_query` lends it the clips over
+    ``min_error`` once, and the predicate holds them as a semi-join; an unresolved term
+    refuses to make one."""
+
+    policy: PolicyTerm | None = None
+    _policy_clips: frozenset[str] | None = PrivateAttr(default=None)
+
+    def with_policy_clips(self, clip_ids: frozenset[str]) -> QueryFilter:
+        out = self.model_copy()
+        out._policy_clips = frozenset(clip_ids)
+        return out
+
+    def predicate(self) -> str | None:
+        where = super().predicate()
+        if self.policy is None:
+            return where
+        if self._policy_clips is None:
+            raise ConfigError("a policy term is resolved against the lake first (resolve_query)")
+        parts = [where] if where else []
+        parts.append(in_set("clip_id", sorted(self._policy_clips)))
+        if self._policy_clips and (days := _id_days(list(self._policy_clips))):
+            parts.append(_days_predicate(days))
+        return " AND ".join(parts)
 
 
 class DatasetQuery(BaseModel):
@@ -88,6 +144,11 @@ class DatasetQuery(BaseModel):
         max_length=MAX_NAMES,
         description="clips a span of any of these scenarios overlaps (`NAME`: its latest, or `NAME@V`)",
     )
+    policy: PolicyTerm | None = Field(
+        default=None,
+        description="clips a driving policy version disagreed with the driver on, at least `min_error` "
+        "(its shadow run's `policy_errors`)",
+    )
     samples: Literal["clip", "group", "span"] = Field(
         default="clip",
         description="clip: one sample per clip; group: one sample per time window of a drive, with "
@@ -113,9 +174,9 @@ class DatasetQuery(BaseModel):
             raise ValueError("samples=span: name the scenarios whose spans are the samples (scenarios)")
         return self
 
-    def clip_filter(self) -> ClipFilter:
+    def clip_filter(self) -> QueryFilter:
         """The clips the query starts from (before similarity, novelty, dedup and limit)."""
-        return ClipFilter(
+        return QueryFilter(
             events=self.events,
             vehicles=self.vehicles,
             since=self.since,
@@ -124,12 +185,39 @@ class DatasetQuery(BaseModel):
             max_speed=self.max_speed,
             clip_ids=self.clip_ids,
             scenarios=self.scenarios,
+            policy=self.policy,
         )
 
 
+def resolve_query(lake: Lake, q: DatasetQuery, pinned: Mapping[str, int | None] | None = None) -> ClipFilter:
+    """``q``'s clip filter with what the lake knows lent to it, once: its ``scenarios``' clips
+    (``scenario_hits``) and its ``policy`` term's (``policy_errors``), at the ``pinned``
+    table versions (latest where not given). An unknown policy is a ConfigError naming the
+    registered ones."""
+    pinned = pinned or {}
+    f = q.clip_filter()
+    if q.policy is not None:
+        spec = policy_spec(lake, q.policy.ref)
+        f = f.with_policy_clips(clips_over(lake, spec, q.policy.min_error, pinned.get("policy_errors")))
+    return resolve_filter(lake, f, pinned.get("scenario_hits"))
+
+
 def clip_predicate(lake: Lake, q: DatasetQuery, version: int | None = None) -> str | None:
-    """The query's clip predicate, its ``scenarios`` read from ``scenario_hits`` (at ``version``)."""
-    return resolve_filter(lake, q.clip_filter(), version).predicate()
+    """The query's clip predicate, its ``scenarios`` read from ``scenario_hits`` (at ``version``)
+    and its ``policy`` term from ``policy_errors`` (latest)."""
+    return resolve_query(lake, q, {"scenario_hits": version}).predicate()
+
+
+def pin_policy(lake: Lake, term: PolicyTerm) -> PolicyTerm:
+    """``term`` naming the version it means now (``NAME`` -> ``NAME@V``); a ConfigError for an
+    unknown policy or a version never shadow-run (a dataset of it would be empty as if the
+    policy agreed with every driver)."""
+    spec = policy_spec(lake, term.ref)
+    if not has_scores(lake, spec):
+        raise ConfigError(
+            f"policy {spec.ref} has scored no clip: `fleetmine shadow --policy {spec.ref}` first"
+        )
+    return term.model_copy(update={"ref": spec.ref})
 
 
 def select_clips(lake: Lake, q: DatasetQuery, versions: dict[str, int]) -> list[dict[str, Any]]:
@@ -149,6 +237,8 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         # each NAME as the NAME@V it means now, once: the version's query says which
         # definitions it holds, and a version added while this create runs changes nothing
         q = q.model_copy(update={"scenarios": resolve_refs(lake, list(q.scenarios))})
+    if q.policy is not None:
+        q = q.model_copy(update={"policy": pin_policy(lake, q.policy)})
     lake.create_tables(
         [
             "datasets",
@@ -164,6 +254,8 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         t: lake.version(t)
         for t in ("clips", "signals", "embeddings", "mining_scores", "reviews", "scenario_hits")
     }
+    if q.policy is not None:  # the table exists: pin_policy found the version's rows
+        pinned["policy_errors"] = lake.version("policy_errors")
     model = resolve(lake, q.model).ref
     # Versions are numbered per name: two creates at once must not both take
     # max + 1, so the number is claimed and both rows written under a lease.

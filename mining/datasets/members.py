@@ -90,11 +90,12 @@ def _query_days(q: Any) -> tuple[set[dt.date] | None, dt.date | None]:
 
 
 def query_predicate(lake: Lake, q: Any, pinned: Mapping[str, int | None]) -> str | None:
-    """The query's predicate on ``clips``, its ``scenarios`` read from ``scenario_hits`` at
-    the pinned version (the spans a version saw, whatever runs came after)."""
-    from mining.scenarios.hits import resolve_filter
+    """The query's predicate on ``clips``, its ``scenarios`` read from ``scenario_hits`` and
+    its ``policy`` term from ``policy_errors`` at the pinned versions (what a version saw,
+    whatever runs came after)."""
+    from mining.datasets.curation import resolve_query
 
-    return resolve_filter(lake, q.clip_filter(), pinned.get("scenario_hits")).predicate()
+    return resolve_query(lake, q, pinned).predicate()
 
 
 def _arrow_filters(
@@ -279,6 +280,8 @@ def scan_estimate(lake: Lake, q: Any) -> int:
         rows += _log_rows(lake, "mining_scores")
     if q.reviewed is not None or q.tags:
         rows += _log_rows(lake, "reviews")
+    if q.policy is not None:
+        rows += _log_rows(lake, "policy_errors")
     if q.similar_to is not None:
         rows += len(q.similar_to.clip_ids) * q.similar_to.k
     return rows

@@ -9,10 +9,18 @@ engine cannot plan), and so does a scenario (the clips its spans overlap, from
 on ``mining_scores``, so it filters each page after the read, and a page that ran out
 of chunks before it filled answers short with a cursor that goes on (like a page whose
 scan budget ran out).
+
+With a policy version (``policy``), each card shows the clip's disagreement with it
+(:mod:`mining.policies.views`), ``min_disagreement`` keeps the clips it scored at least
+that high (filtered after the read, like novelty), and ``sort=disagreement`` walks its
+ranking instead of time: each page a top-k query of ``policy_errors`` after a
+:class:`ScorePosition` (disagreement descending, then clip id), the clips of that chunk
+then read with the page's predicate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,6 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
+from mining.policies.views import (
+    SCORED,
+    PolicyVersion,
+    ScorePosition,
+    clips_of,
+    disagreements,
+    policy_ref,
+    policy_versions,
+    ranked,
+    resolve_version,
+    scored_any,
+)
 from mining.scenarios import hit_clip_ids
 from mining.scores.lineage import current_scores, lineage_predicate
 from mining.scores.reviews import latest_verdicts
@@ -34,7 +54,18 @@ from storage.pages import Position, keyset_page
 from storage.query import run_sql
 from storage.sql import in_set, literal
 
-__all__ = ["CARD_COLUMNS", "GridPage", "GridQuery", "UnknownScenario", "grid_page"]
+__all__ = [
+    "CARD_COLUMNS",
+    "MAX_DISAGREEMENT",
+    "Cursor",
+    "GridPage",
+    "GridQuery",
+    "RefusedFilter",
+    "ScorePosition",
+    "UnknownPolicy",
+    "UnknownScenario",
+    "grid_page",
+]
 
 CARD_COLUMNS = [
     "clip_id",
@@ -46,12 +77,34 @@ CARD_COLUMNS = [
     "speed_max",
     "events",
 ]
-_CHUNKS = 8  # keyset reads one page may make while a novelty range drops rows
+_CHUNKS = 8  # keyset reads one page may make while a novelty or disagreement bound drops rows
+MAX_DISAGREEMENT = 1e6
+"""The largest ``min_disagreement`` a request may ask: what a dataset query's policy term
+takes as its ``min_error`` (the same bound, so "dataset from these filters" carries it)."""
 
 
-class UnknownScenario(ConfigError):
+class RefusedFilter(ConfigError):
+    """A filter the grid cannot apply (a name the lake lacks): said on the grid, above its
+    filters, rather than on an error page; ``summary`` is what the count line says."""
+
+    summary = "no clips: a filter is not one the lake has"
+
+
+class UnknownScenario(RefusedFilter):
     """The grid's scenario is no ``NAME``/``NAME@V`` or names no scenario (or version) of
     the lake; the message says which, and lists the lake's."""
+
+    summary = "no clips: the scenario filter is not one of the lake's scenarios"
+
+
+class UnknownPolicy(RefusedFilter):
+    """The grid's policy is no registered version, or a disagreement sort or bound came
+    without one; the message says which, and lists the lake's."""
+
+    summary = "no clips: the policy filter is not one of the lake's policy versions"
+
+
+Cursor = Position | ScorePosition
 
 
 def _scenario_ref(ref: str) -> str:
@@ -85,11 +138,33 @@ class GridQuery(BaseModel):
         default=None,
         description="clips a span of this scenario overlaps: `NAME` (its latest version) or `NAME@V`",
     )
+    policy: Name | None = Field(
+        default=None, description="a policy version whose disagreement the cards show: `NAME` or `NAME@V`"
+    )
+    min_disagreement: float | None = Field(default=None, ge=0, le=MAX_DISAGREEMENT, allow_inf_nan=False)
+    sort: Literal["time", "disagreement"] | None = Field(
+        default=None, description="time (the default), or the policy's disagreement, highest first"
+    )
 
     @field_validator("scenario")
     @classmethod
     def _scenario(cls, ref: str | None) -> str | None:
         return None if ref is None else _scenario_ref(ref)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, ref: str | None) -> str | None:
+        """Canonical (``NAME@01`` is ``NAME@1``); one that is no ``NAME``/``NAME@V`` is kept,
+        for the grid to refuse above its filters (:class:`UnknownPolicy`)."""
+        if ref is None:
+            return None
+        with contextlib.suppress(ValueError):
+            return policy_ref(ref)
+        return ref
+
+    @property
+    def by_disagreement(self) -> bool:
+        return self.sort == "disagreement"
 
     def clip_filter(self) -> ClipFilter:
         """The clip fields as a filter; one with a scenario is resolved against the lake
@@ -121,6 +196,9 @@ class GridQuery(BaseModel):
             q["until"] = f.until.isoformat()
         if self.min_novelty is not None:
             q["min_novelty"] = self.min_novelty
+        if self.policy and (self.min_disagreement is not None or self.sort == "disagreement"):
+            # sorted by a policy, the grid shows only the clips it scored: so does the dataset
+            q["policy"] = {"ref": self.policy, "min_error": self.min_disagreement or 0.0}
         if self.model:
             q["model"] = self.model
         if self.verdict:
@@ -133,7 +211,16 @@ class GridQuery(BaseModel):
     def by_novelty(self) -> bool:
         return self.min_novelty is not None or self.max_novelty is not None
 
-    def keeps(self, novelty: float | None) -> bool:
+    @property
+    def filters_after_read(self) -> bool:
+        """Whether rows are dropped after the read (a bound on another table's score)."""
+        return self.by_novelty or self.min_disagreement is not None
+
+    def keeps(self, novelty: float | None, disagreement: float | None = None) -> bool:
+        if self.min_disagreement is not None and (
+            disagreement is None or disagreement < self.min_disagreement
+        ):
+            return False
         if not self.by_novelty:
             return True
         if novelty is None:
@@ -145,12 +232,15 @@ class GridQuery(BaseModel):
 
 @dataclass
 class GridPage:
-    rows: list[dict[str, Any]]  # clip columns + "scores" (latest run, or None) + "review" (or None)
-    next: Position | None
+    # clip columns + "scores" (latest run, or None) + "review" (or None) + "disagreement"
+    # (with a policy: the clip's, or None)
+    rows: list[dict[str, Any]]
+    next: Cursor | None
     count: int | None  # matches of the whole query; None: more than a bounded count reads
     model: str
     run_id: str | None
     notes: list[str] = field(default_factory=list)
+    policy: str | None = None  # the policy version the rows' disagreement is of
 
 
 def _clips(lake: Lake, q: GridQuery) -> tuple[ClipFilter, frozenset[str] | None]:
@@ -200,6 +290,7 @@ def _count(
     spec: ModelSpec,
     run: str | None,
     cap: int,
+    policy: PolicyVersion | None = None,
 ) -> int | None:
     """The exact number of matches when the candidate days hold at most ``cap`` rows."""
     lo, hi = days
@@ -207,12 +298,14 @@ def _count(
     rows = sum(
         p["rows"] for p in parts if (lo is None or p["value"] >= lo) and (hi is None or p["value"] <= hi)
     )
-    if where is None and not q.by_novelty:
+    ranked_only = policy is not None and (q.by_disagreement or q.min_disagreement is not None)
+    if where is None and not q.by_novelty and not ranked_only:
         return rows
     if rows > cap:
         return None
     clips = f"SELECT clip_id, date FROM clips{f' WHERE {where}' if where else ''}"
     tables = {"clips": lake.snapshot("clips")}
+    joins = []
     if q.by_novelty:
         if run is None:
             return 0
@@ -230,58 +323,90 @@ def _count(
             f"AS rn FROM mining_scores WHERE {lineage}"
         )
         scores = f"SELECT clip_id, date FROM ({newest}) WHERE {' AND '.join(['rn = 1', *s])}"
-        sql = (
-            f"SELECT count(*) AS n FROM ({clips}) c JOIN ({scores}) s "
-            "ON c.clip_id = s.clip_id AND c.date = s.date"
-        )
+        joins.append(f"JOIN ({scores}) s ON c.clip_id = s.clip_id AND c.date = s.date")
         tables["mining_scores"] = lake.snapshot("mining_scores")
-    else:
-        sql = f"SELECT count(*) AS n FROM ({clips}) c"
+    if ranked_only:
+        assert policy is not None
+        if not lake.exists("policy_errors"):
+            return 0
+        p = [policy.predicate(), SCORED]
+        if q.min_disagreement is not None:
+            p.append(f"disagreement >= {literal(float(q.min_disagreement))}")
+        scored = f"SELECT DISTINCT clip_id FROM policy_errors WHERE {' AND '.join(p)}"
+        joins.append(f"JOIN ({scored}) p ON c.clip_id = p.clip_id")
+        tables["policy_errors"] = lake.snapshot("policy_errors")
+    sql = f"SELECT count(*) AS n FROM ({clips}) c {' '.join(joins)}".rstrip()
     with reachable(lake.location("clips").uri):
         return int(run_sql(tables, sql).column("n")[0].as_py())
 
 
-def grid_page(
-    lake: Lake, q: GridQuery, start: Position | None, limit: int, budget_rows: int = 100_000
-) -> GridPage:
-    """The next ``limit`` matching clips after ``start`` in real time order: by UTC day,
-    start time, then clip id (:func:`storage.pages.keyset_page` with ``time``).
-    An unknown scenario raises :class:`UnknownScenario`."""
-    spec = resolve(lake, q.model)
-    f, hits = _clips(lake, q)
-    days = f.days()
-    lake.create_tables(["mining_scores", "corner_cases", "reviews"])
-    run = latest_ready_run(lake, spec.ref)
-    if hits is not None and not hits:  # no clip to look for: no scan of the lake for none
-        run_it = f"fleetmine scenario run {q.scenario}"
-        note = f"scenario {q.scenario} has no span in the lake (not run yet? {run_it})"
-        return GridPage([], None, 0, spec.ref, run, [note])
-    verdicts = latest_verdicts(lake)
-    where = _predicate(q, f, verdicts)
-    notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
+def _policy(lake: Lake, q: GridQuery) -> PolicyVersion | None:
+    """``q``'s policy version; :class:`UnknownPolicy` when it names none of the lake's, or
+    when a disagreement sort or bound comes without one."""
+    if q.policy is not None:
+        try:
+            return resolve_version(lake, q.policy)
+        except ConfigError as exc:
+            raise UnknownPolicy(str(exc)) from None
+    if q.by_disagreement or q.min_disagreement is not None:
+        known = [p.ref for p in policy_versions(lake)]
+        pick = (
+            f"pick one of {known[:20]}"
+            if known
+            else "none is registered (fleetmine policy train NAME --baseline)"
+        )
+        raise UnknownPolicy(f"sorting or filtering by disagreement needs a policy: {pick}")
+    return None
+
+
+@dataclass
+class _Context:
+    """What one page's reads share."""
+
+    spec: ModelSpec
+    run: str | None
+    where: str | None
+    days: tuple[dt.date | None, dt.date | None]
+    verdicts: dict[str, dict[str, Any]]
+    policy: PolicyVersion | None
+
+
+def _in_time(
+    lake: Lake,
+    q: GridQuery,
+    ctx: _Context,
+    start: Position | None,
+    limit: int,
+    budget_rows: int,
+) -> tuple[list[dict[str, Any]], Position | None]:
+    """The next ``limit`` matches in time order (:func:`storage.pages.keyset_page`); with a
+    bound on a score, up to :data:`_CHUNKS` keyset reads, and a short page whose cursor
+    goes on when they run out."""
     out: list[dict[str, Any]] = []
     pos, nxt = start, None
-    for _ in range(_CHUNKS if q.by_novelty else 1):
+    filtered = q.filters_after_read
+    for _ in range(_CHUNKS if filtered else 1):
         page = keyset_page(
             lake,
             "clips",
             key="clip_id",
             columns=CARD_COLUMNS,
-            where=where,
-            limit=limit if not q.by_novelty else max(limit, 64),
+            where=ctx.where,
+            limit=limit if not filtered else max(limit, 64),
             start=pos,
-            days=days,
+            days=ctx.days,
             budget_rows=budget_rows,
             time="start_time",
         )
         rows = page.rows.to_pylist()
-        scores = _scores(lake, spec, run, rows)
+        scores = _scores(lake, ctx.spec, ctx.run, rows)
+        dis = disagreements(lake, ctx.policy, [r["clip_id"] for r in rows]) if ctx.policy else {}
         nxt = page.next
         for i, r in enumerate(rows):
-            s = scores.get(r["clip_id"])
-            if not q.keeps(s["novelty"] if s else None):
+            s, d = scores.get(r["clip_id"]), dis.get(r["clip_id"])
+            if not q.keeps(s["novelty"] if s else None, d):
                 continue
-            out.append({**r, "scores": s, "review": verdicts.get(r["clip_id"])})
+            out.append({**r, "scores": s, "review": ctx.verdicts.get(r["clip_id"]), "disagreement": d})
             if len(out) == limit:
                 more = i + 1 < len(rows) or page.next
                 nxt = Position(r["date"], r["clip_id"], r["start_time"], timed=True) if more else None
@@ -289,5 +414,77 @@ def grid_page(
         if len(out) == limit or nxt is None:
             break
         pos = nxt
-    count = _count(lake, q, days, where, spec, run, cap=10 * budget_rows)
-    return GridPage(out, nxt, count, spec.ref, run, notes)
+    return out, nxt
+
+
+def _by_score(
+    lake: Lake, q: GridQuery, ctx: _Context, start: ScorePosition | None, limit: int
+) -> tuple[list[dict[str, Any]], ScorePosition | None]:
+    """The next ``limit`` matches in the policy's ranking: chunks of it (:func:`ranked`),
+    each chunk's clips read with the page's predicate; up to :data:`_CHUNKS` chunks, then
+    a short page whose cursor goes on."""
+    assert ctx.policy is not None
+    size = max(limit, 64)
+    after = start
+    out: list[dict[str, Any]] = []
+    for _ in range(_CHUNKS):
+        chunk = ranked(lake, ctx.policy, after, size, q.min_disagreement)
+        clips = clips_of(lake, chunk, CARD_COLUMNS, ctx.where)
+        scores = _scores(lake, ctx.spec, ctx.run, list(clips.values()))
+        for i, c in enumerate(chunk):
+            r, s = clips.get(c["clip_id"]), scores.get(c["clip_id"])
+            if r is None or not q.keeps(s["novelty"] if s else None, c["disagreement"]):
+                continue
+            out.append(
+                {
+                    **r,
+                    "scores": s,
+                    "review": ctx.verdicts.get(c["clip_id"]),
+                    "disagreement": c["disagreement"],
+                }
+            )
+            if len(out) == limit:
+                more = i + 1 < len(chunk) or len(chunk) == size
+                return out, ScorePosition(c["disagreement"], c["clip_id"]) if more else None
+        if len(chunk) < size:
+            return out, None
+        after = ScorePosition(chunk[-1]["disagreement"], chunk[-1]["clip_id"])
+    return out, after
+
+
+def grid_page(
+    lake: Lake, q: GridQuery, start: Cursor | None, limit: int, budget_rows: int = 100_000
+) -> GridPage:
+    """The next ``limit`` matching clips after ``start``: in real time order (by UTC day,
+    start time, then clip id: :func:`storage.pages.keyset_page` with ``time``; ``start`` a
+    :class:`~storage.pages.Position`), or with ``sort=disagreement`` in the policy's ranking
+    (``start`` a :class:`ScorePosition`). A scenario or policy the lake lacks raises
+    :class:`UnknownScenario` or :class:`UnknownPolicy`."""
+    spec = resolve(lake, q.model)
+    policy = _policy(lake, q)
+    ref = policy.ref if policy else None
+    if start is not None and not isinstance(start, ScorePosition if q.by_disagreement else Position):
+        raise ConfigError("invalid cursor")  # one of the other order's pages
+    f, hits = _clips(lake, q)
+    days = f.days()
+    lake.create_tables(["mining_scores", "corner_cases", "reviews"])
+    run = latest_ready_run(lake, spec.ref)
+    if hits is not None and not hits:  # no clip to look for: no scan of the lake for none
+        run_it = f"fleetmine scenario run {q.scenario}"
+        note = f"scenario {q.scenario} has no span in the lake (not run yet? {run_it})"
+        return GridPage([], None, 0, spec.ref, run, [note], ref)
+    verdicts = latest_verdicts(lake)
+    where = _predicate(q, f, verdicts)
+    notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
+    if policy is not None and start is None and not scored_any(lake, policy):
+        notes.append(
+            f"policy {policy.ref} has scored no clip yet: run fleetmine shadow --policy {policy.ref}"
+        )
+    ctx = _Context(spec, run, where, days, verdicts, policy)
+    nxt: Cursor | None
+    if q.by_disagreement:
+        out, nxt = _by_score(lake, q, ctx, start if isinstance(start, ScorePosition) else None, limit)
+    else:
+        out, nxt = _in_time(lake, q, ctx, start if isinstance(start, Position) else None, limit, budget_rows)
+    count = _count(lake, q, days, where, spec, run, cap=10 * budget_rows, policy=policy)
+    return GridPage(out, nxt, count, spec.ref, run, notes, ref)

@@ -17,7 +17,7 @@ from storage import Settings
 from storage.errors import ConfigError
 
 # A value for each required request field a schedule step takes as a positional argument.
-SAMPLES = {"raw": "s3://raw/fleet", "name": "d", "version": "1"}
+SAMPLES = {"raw": "s3://raw/fleet", "name": "d", "version": "1", "policy": "base@1"}
 
 
 def _required(kind: str) -> list[str]:

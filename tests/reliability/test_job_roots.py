@@ -364,6 +364,10 @@ def unbounded_params(lake: str) -> list[tuple[str, dict[str, object]]]:
         ("index", {"evil": 1}),
         ("mine", {"model": big}),
         ("mine", {"evil": 1}),
+        ("shadow", {"policy": big}),
+        ("shadow", {"policy": 7}),
+        ("shadow", {}),
+        ("shadow", {"policy": "base@1", "evil": 1}),
         ("export", {**export, "name": big}),
         ("export", {**export, "name": "[/]x"}),
         ("export", {**export, "version": 2**70}),
@@ -419,7 +423,9 @@ def test_each_job_kind_is_published_and_the_list_is_bounded(site: Site, figures:
     from jobs.requests import JOB_KINDS
 
     published = [
-        k for k in ("IngestJob", "EmbedJob", "IndexJob", "MineJob", "ExportJob", "DatasetJob") if k in params
+        k
+        for k in ("IngestJob", "EmbedJob", "IndexJob", "MineJob", "ExportJob", "DatasetJob", "ShadowJob")
+        if k in params
     ]
     assert len(published) == len(JOB_KINDS), params
     assert schemas["ExportJob"]["properties"]["version"]["maximum"] == 2**31 - 1

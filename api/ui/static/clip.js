@@ -73,8 +73,70 @@
     }
   }
 
+  // Policy versions' predicted actions, drawn dashed over the lane of the logged action.
+  const policies = data.policies || [];
+  const ACTION = {accel_mps2: "accel", steering_angle_deg: "steer"};
+  const marked = policies.filter(p => p.worst);
+
+  function yTicks(lo, span) {
+    // Grid values of a lane: multiples of the largest 1-2-5 step that leaves two or more in it.
+    const half = span / 2, base = Math.pow(10, Math.floor(Math.log10(half)));
+    const step = [5, 2, 1].map(m => m * base).find(s => s <= half) || base;
+    const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    const out = [], first = Math.ceil(lo / step - 1e-9);
+    if (!Number.isSafeInteger(first) || !(span > 0)) return out;  // a value past 2^53 steps: no grid, no endless loop
+    for (let k = first; k * step <= lo + span + 1e-9 * step && out.length < 50; k++) out.push([k * step, digits]);
+    return out;
+  }
+
+  function curve(ts, vs, x, y) {
+    // A path through (t, v), lifted over missing values.
+    let d = "", pen = false;
+    vs.forEach((v, j) => {
+      if (v === null || v === undefined) { pen = false; return; }
+      d += `${pen ? "L" : "M"}${x(ts[j]).toFixed(2)},${y(v).toFixed(2)}`; pen = true;
+    });
+    return d;
+  }
+
+  function drawPolicies(lane, y) {
+    const action = ACTION[lane.key];
+    if (!action) return;
+    for (const p of policies) {
+      for (const [c, cls, dash, width] of [[p, "policy-pred", "6 4", 1.8], [p.horizon, "policy-horizon", "2 3", 1.4]]) {
+        if (!c || !c[action] || !c[action].some(v => v !== null)) continue;
+        const path = el("path", {d: curve(c.t, c[action], x, y), fill: "none", stroke: p.color, "stroke-width": width,
+          "stroke-dasharray": dash, "vector-effect": "non-scaling-stroke", class: `${cls} ${cls}-${action}`});
+        path.dataset.ref = p.ref; path.dataset.policy = p.name; path.dataset.version = String(p.version);
+        path.appendChild(el("title", {}, `${p.ref}: ${cls === "policy-pred" ? "predicted" : "predicted at its worst step"} ${lane.label}`));
+        svg.appendChild(path);
+      }
+    }
+  }
+
+  function drawWorst(row0, bottom) {
+    // Each version's worst step: a line down the lanes, its errors written in a row above them.
+    const fmt = (v, d) => (v === null ? null : v.toFixed(d));
+    marked.forEach((p, i) => {
+      const w = p.worst, xw = x(w.t), yRow = 4 + (row0 + i) * ROW;
+      const line = el("line", {x1: xw, x2: xw, y1: yRow + 2, y2: bottom, stroke: p.color, "stroke-width": 1.5,
+        "stroke-dasharray": "3 2", "vector-effect": "non-scaling-stroke", class: "worst-step"});
+      line.dataset.ref = p.ref; line.dataset.t = String(w.t);
+      const errs = [fmt(w.accel_err, 2) && `accel err ${fmt(w.accel_err, 2)} m/s\u00b2`,
+        fmt(w.steer_err, 2) && `steer err ${fmt(w.steer_err, 2)}\u00b0`].filter(Boolean).join(", ");
+      const text = `${p.ref} worst step ${w.t.toFixed(2)} s: ${errs}`;
+      line.appendChild(el("title", {}, text));
+      svg.appendChild(line);
+      const right = xw > LEFT + (W - LEFT - RIGHT) * 0.6;
+      const label = el("text", {x: right ? xw - 4 : xw + 4, y: yRow + 12, fill: p.color, "font-size": 12,
+        "text-anchor": right ? "end" : "start", class: "worst-label"}, text);
+      label.dataset.ref = p.ref;
+      svg.appendChild(label);
+    });
+  }
+
   function draw() {
-    const labels = labelRows(), TOP = 8 + labels.n * ROW;
+    const labels = labelRows(), TOP = 8 + (labels.n + marked.length) * ROW;
     const lanes = data.lanes, H = 280, laneH = (H - TOP - AXIS) / Math.max(lanes.length, 1);
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("preserveAspectRatio", "none");
     svg.replaceChildren();
@@ -87,21 +149,33 @@
       svg.appendChild(r);
     }
     lanes.forEach((lane, i) => {
-      const y0 = TOP + i * laneH, vals = lane.values.filter(v => v !== null);
-      const lo = Math.min(...vals), hi = Math.max(...vals), span = (hi - lo) || 1;
+      // A lane's scale holds the logged values and the policies' predictions of them alike.
+      const action = ACTION[lane.key], vals = [lane.values];
+      if (action) for (const p of policies) for (const c of [p, p.horizon]) vals.push(c[action] || []);
+      let lo = Infinity, hi = -Infinity;
+      for (const vs of vals) for (const v of vs) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      if (lo > hi) { lo = 0; hi = 1; }
+      const y0 = TOP + i * laneH;
+      const span = (hi - lo) || 1;
       const y = v => y0 + laneH - 6 - (laneH - 12) * (v - lo) / span;
       svg.appendChild(el("line", {x1: LEFT, x2: W - RIGHT, y1: y0 + laneH, y2: y0 + laneH, stroke: "#333"}));
-      let d = "", pen = false;
-      lane.values.forEach((v, j) => {
-        if (v === null) { pen = false; return; }
-        d += `${pen ? "L" : "M"}${x(data.t[j]).toFixed(1)},${y(v).toFixed(1)}`; pen = true;
-      });
-      svg.appendChild(el("path", {d, fill: "none", stroke: COLORS[lane.key] || "#ccc", "stroke-width": 1.6,
-        "vector-effect": "non-scaling-stroke", class: `lane lane-${lane.key}`}));
+      if (policies.length) {
+        for (const [v, digits] of yTicks(lo, span)) {
+          const g = el("line", {x1: LEFT, x2: W - RIGHT, y1: y(v), y2: y(v), stroke: "#2b2b2b", class: "ytick"});
+          g.dataset.lane = lane.key;
+          svg.appendChild(g);
+          svg.appendChild(el("text", {x: W - RIGHT - 2, y: y(v) - 2, fill: "#777", "font-size": 10,
+            "text-anchor": "end", class: "ytick-label"}, (Math.abs(v) < 1e-12 ? 0 : v).toFixed(digits)));
+        }
+      }
+      svg.appendChild(el("path", {d: curve(data.t, lane.values, x, y), fill: "none", stroke: COLORS[lane.key] || "#ccc",
+        "stroke-width": 1.6, "vector-effect": "non-scaling-stroke", class: `lane lane-${lane.key}`}));
+      drawPolicies(lane, y);
       svg.appendChild(el("text", {x: 6, y: y0 + 16, fill: COLORS[lane.key] || "#ccc", "font-size": 13}, lane.label));
       svg.appendChild(el("text", {x: 6, y: y0 + 31, fill: "#999", "font-size": 11},
         `${lo.toFixed(1)} to ${hi.toFixed(1)} ${lane.unit}`));
     });
+    drawWorst(labels.n, H - AXIS);
     const step = [0.5, 1, 2, 5, 10, 20, 30, 60].find(s => duration / s <= 12) || 120;
     const axisY = H - AXIS;
     svg.appendChild(el("line", {x1: LEFT, x2: W - RIGHT, y1: axisY, y2: axisY, stroke: "#777", class: "axis"}));
