@@ -156,6 +156,7 @@ def _us(t: dt.datetime) -> int:
 class _Plan:
     items: list[dict[str, Any]]  # per drive: drive_id, date, clip_ids (those not scored yet)
     already: int
+    ingested: dict[str, str | None]  # drive_id -> the ingest run whose rows were planned on
 
 
 def _pending(lake: Lake, spec: PolicySpec) -> _Plan:
@@ -178,7 +179,20 @@ def _pending(lake: Lake, spec: PolicySpec) -> _Plan:
     for r in todo.sort_by([("drive_id", "ascending"), ("clip_id", "ascending")]).to_pylist():
         d = by_drive.setdefault(r["drive_id"], {"drive_id": r["drive_id"], "date": r["date"], "clip_ids": []})
         d["clip_ids"].append(r["clip_id"])
-    return _Plan(list(by_drive.values()), clips.num_rows - todo.num_rows)
+    return _Plan(list(by_drive.values()), clips.num_rows - todo.num_rows, _ingested(lake, list(by_drive)))
+
+
+def _ingested(lake: Lake, drive_ids: list[str]) -> dict[str, str | None]:
+    """The ingest run that wrote each drive's current rows."""
+    out: dict[str, str | None] = {}
+    for at in range(0, len(drive_ids), 1000):
+        rows = lake.read(
+            "drives",
+            columns=["drive_id", "ingest_run_id"],
+            where=f"drive_id IN ({in_list(drive_ids[at : at + 1000])})",
+        ).to_pylist()
+        out.update({r["drive_id"]: r["ingest_run_id"] for r in rows})
+    return out
 
 
 def run_job(req: ShadowJob, settings: Settings, runner: Runner | None = None, **hooks: Any) -> ShadowReport:
@@ -213,19 +227,15 @@ def run_shadow(
         with record_run(lake, report.run_id, "shadow", {"policy": spec.ref}) as run:
             stage = StageSpec(ShadowStage, (lake, spec, report.run_id, settings.signal_rate_hz))
             tick = (lambda o: on_batch(1)) if on_batch is not None else None
-            actions: list[Any] = []
+            scored: dict[str, ShadowBatch] = {}
             for o in runner.map(stage, items, batch_size=drives_per_task, on_outcome=tick):
                 if isinstance(o.result, ShadowBatch) and o.result.error is not None:
                     report.failed.append((o.item["drive_id"], o.result.error))
                 elif isinstance(o.result, ShadowBatch):
-                    actions += o.result.actions
-                    report.scored += o.result.scored
-                    report.nothing_to_compare += o.result.empty
+                    scored[o.item["drive_id"]] = o.result
                 else:
                     report.failed.append((o.item["drive_id"], str(o.error)))
-            txn = Txn(app_id, number)
-            if actions and not lake.committed("policy_errors", txn):
-                lake.commit("policy_errors", actions, txn)
+            _commit(lake, settings, report, scored, todo.ingested, Txn(app_id, number))
             run.counts.update(
                 scored=report.scored,
                 already=report.already,
@@ -234,6 +244,35 @@ def run_shadow(
             )
             run.errors += [{"drive_id": d, "reason": r} for d, r in report.failed]
     return report
+
+
+def _commit(
+    lake: Lake,
+    settings: Settings,
+    report: ShadowReport,
+    scored: dict[str, ShadowBatch],
+    planned: dict[str, str | None],
+    txn: Txn,
+) -> None:
+    """One commit of every drive's rows, under ingest's commit lease: an ingest that replaced
+    a drive while it was scored either committed before (the drive's ``ingest_run_id``
+    changed: its rows, computed from the replaced signals, are dropped and the drive is
+    scored next run) or commits after (and deletes the rows, :func:`delete_for_drives`)."""
+    from jobs.ingest_job import COMMIT_LEASE  # here: ingest_job imports this module
+
+    ttl = settings.lease_ttl_s
+    with lake.lease(COMMIT_LEASE, report.run_id, ttl_s=ttl, wait_s=ttl):
+        now = _ingested(lake, sorted(scored))
+        actions = []
+        for drive, batch in sorted(scored.items()):
+            if now.get(drive) != planned.get(drive):
+                report.failed.append((drive, "re-ingested while it was scored: scored anew next run"))
+                continue
+            actions += batch.actions
+            report.scored += batch.scored
+            report.nothing_to_compare += batch.empty
+        if actions and not lake.committed("policy_errors", txn):
+            lake.commit("policy_errors", actions, txn)
 
 
 def delete_for_drives(lake: Lake, drive_ids: list[str]) -> None:

@@ -26,7 +26,7 @@ from mining.policies.registry import list_policies, register_policy, registered_
 from storage import Lake, Settings
 from storage.errors import ConfigError
 from storage.lease import release
-from storage.sql import literal
+from storage.sql import in_list, literal
 from storage.tables import policies
 from tests.conftest import LOCAL
 from tests.policies import policy_graphs as pg
@@ -253,8 +253,10 @@ def test_a_run_killed_part_way_loses_and_doubles_nothing(
     name = "killed-" + fault.split(".")[1].split(":")[0]
     register_policy(lake, name, pg.graph("keep"), pg.params(), "test")
     assert _shadow_in_child(lake_settings, name, fault) == -9
-    # the dead run's job lease would block the next for JOB_LEASE_TTL_S: expire it now
-    for g in lake.read("_leases", where=f"lease = {literal(f'job:shadow:{name}@1')}").to_pylist():
+    # the dead run's leases (its job's; ingest's commit lease, held around the commit) would
+    # block the next run for their TTL: expire them now
+    held = in_list([f"job:shadow:{name}@1", "ingest-commit"])
+    for g in lake.read("_leases", where=f"lease IN ({held}) AND action = 'grant'").to_pylist():
         release(lake, g["lease"], g["token"], g["holder"])
     landed = lake.read("policy_errors", where=f"policy = {literal(name)}").num_rows
     clips = lake.read("clips").num_rows
@@ -280,6 +282,29 @@ def test_a_reingested_drive_is_scored_anew(tmp_path: Path) -> None:
     assert left.num_rows == 0, "every drive was re-ingested: no scores of the replaced signals are left"
     again = run_shadow(settings, "base", runner=LOCAL)
     assert again.scored == total and ours > 0
+
+
+def test_a_drive_reingested_while_it_is_scored_is_not_committed_from_old_signals(tmp_path: Path) -> None:
+    """The re-ingest lands between the drive's scoring and the run's commit: the rows computed
+    from the replaced signals are dropped (the drive named as failed), the next run scores it."""
+    settings = shadowed(tmp_path)
+    lake = Lake.from_settings(settings)
+    register_policy(lake, "raced", pg.graph("keep"), pg.params(), "test")
+    raw = str(Path(settings.lake).parent / "raw")
+    done: list[int] = []
+
+    def reingest_once(_: int) -> None:  # after the first drive's outcome, before the commit
+        if not done:
+            done.append(1)
+            assert run_ingest(raw, settings, runner=LOCAL, force=True).exit_code == 0
+
+    report = run_shadow(settings, "raced", runner=LOCAL, drives_per_task=1, on_batch=reingest_once)
+    drives = lake.read("drives").num_rows
+    assert report.scored == 0 and len(report.failed) == drives
+    assert all("re-ingested while it was scored" in why for _, why in report.failed)
+    assert lake.read("policy_errors", where="policy = 'raced'").num_rows == 0
+    again = run_shadow(settings, "raced", runner=LOCAL)
+    assert again.scored == lake.read("clips").num_rows and not again.failed
 
 
 def _jpeg(value: int) -> bytes:
