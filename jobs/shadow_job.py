@@ -37,6 +37,7 @@ from storage.delta import Txn
 from storage.errors import TableNotFoundError
 from storage.faults import fault_point
 from storage.lake import Lake
+from storage.schema import us_since_epoch
 from storage.sql import in_list, literal
 from storage.tables import policy_errors
 
@@ -115,7 +116,7 @@ class ShadowStage:
         rows = []
         p = self.spec.params
         for c in sorted(clips, key=lambda c: c["clip_id"]):
-            start, end = _us(c["start_time"]), _us(c["end_time"])
+            start, end = us_since_epoch(c["start_time"]), us_since_epoch(c["end_time"])
             own = frames.get(c["clip_id"], [])
             see = functools.partial(keyframe_tensor, own, p=p) if p.inputs.frames is not None else None
             first = own[0][0] if own else None
@@ -144,12 +145,8 @@ class ShadowStage:
         out: dict[str, list[tuple[int, bytes]]] = {}
         for r in t.to_pylist():
             if r["clip_id"] in wanted and not r["dense"] and r["jpeg"]:
-                out.setdefault(r["clip_id"], []).append((_us(r["t"]), r["jpeg"]))
+                out.setdefault(r["clip_id"], []).append((us_since_epoch(r["t"]), r["jpeg"]))
         return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}
-
-
-def _us(t: dt.datetime) -> int:
-    return round(t.timestamp() * 1e6) if t.tzinfo else round(t.replace(tzinfo=dt.UTC).timestamp() * 1e6)
 
 
 @dataclass
@@ -170,7 +167,7 @@ def _pending(lake: Lake, spec: PolicySpec) -> _Plan:
         done = lake.read(
             "policy_errors",
             columns=["clip_id"],
-            where=f"policy = {literal(spec.name)} AND policy_version = {int(spec.version)}",
+            where=spec.rows(),
         ).column("clip_id")
     except TableNotFoundError:
         done = pa.chunked_array([], pa.string())

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from storage.errors import SchemaError
 
-__all__ = ["UTC_TS", "TableSpec"]
+__all__ = ["UTC_TS", "TableSpec", "us_since_epoch"]
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 """Delta's ``timestamp`` type: microseconds, UTC-adjusted."""
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def us_since_epoch(t: dt.datetime) -> int:
+    """A :data:`UTC_TS` value as the int64 it is stored as, exactly (no float on the way;
+    a naive datetime is taken as UTC)."""
+    return ((t if t.tzinfo else t.replace(tzinfo=dt.UTC)) - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)

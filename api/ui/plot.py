@@ -5,7 +5,6 @@ first signal sample."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 
 from ingest.features import derived_accel
 from storage.config import Triggers
+from storage.schema import us_since_epoch
 from storage.tables.signals import SIGNAL_COLUMNS, UNITS
 
 __all__ = [
@@ -32,8 +32,6 @@ POLICY_COLORS = ("#e7f", "#5f9", "#fff", "#59f", "#0dd", "#cc8")
 """One per policy version drawn, in name and version order (none of the lanes' own colors)."""
 _ACTIONS = {"accel": "accel_mps2", "steer": "steering_angle_deg"}
 _MAX_POINTS = 20_000  # of one predicted curve: far past a clip's steps, bounded whatever a row holds
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_US = dt.timedelta(microseconds=1)
 
 LANES = (
     ("speed_mps", "speed"),
@@ -60,11 +58,6 @@ def _round(v: np.ndarray) -> list[float | None]:
     return [None if x != x else round(float(x), 3) for x in v]
 
 
-def _us(t: dt.datetime) -> int:
-    """Microseconds since 1970, exactly (the signals' ``t``, cast to int64)."""
-    return ((t if t.tzinfo else t.replace(tzinfo=dt.UTC)) - _EPOCH) // _US
-
-
 def scenario_palette(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
     """A color per scenario name of ``spans`` (the plot's shading and the legend's swatches)."""
     names = sorted({str(s["name"]) for s in spans})
@@ -77,12 +70,12 @@ def scenario_times(
     """Scenario spans (``name``, ``version``, ``start``, ``end``: :func:`mining.scenarios.clip_spans`)
     cut to the clip's window, in seconds from ``origin_us`` (the plot's first sample; by
     default the clip's start); ``before``/``after``: the span goes on outside the clip."""
-    lo, hi = _us(clip["start_time"]), _us(clip["end_time"])
+    lo, hi = us_since_epoch(clip["start_time"]), us_since_epoch(clip["end_time"])
     origin = lo if origin_us is None else origin_us
     out = []
     for s in spans:
-        a = _us(s["start"])
-        b = hi if s.get("end") is None else _us(s["end"])
+        a = us_since_epoch(s["start"])
+        b = hi if s.get("end") is None else us_since_epoch(s["end"])
         a0, b0 = max(a, lo), min(b, hi)
         if b0 <= a0:
             continue
@@ -170,7 +163,7 @@ def policy_overlays(
     horizon predicted at the worst step, and that step, on the plot's axis (s from
     ``origin_us``, its first sample; the table's times are s from the clip's start), each
     version in a color of :data:`POLICY_COLORS`."""
-    start, end = _us(clip["start_time"]), _us(clip["end_time"])
+    start, end = us_since_epoch(clip["start_time"]), us_since_epoch(clip["end_time"])
     shift = (start - (start if origin_us is None else origin_us)) / 1e6
     length = (end - start) / 1e6
     out = []

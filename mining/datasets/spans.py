@@ -29,6 +29,7 @@ from mining.scenarios.registry import resolve_scenarios
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.reads import read_clip_signals
+from storage.schema import us_since_epoch
 from storage.sql import in_set, literal
 
 __all__ = ["select_spans", "span_id", "span_sample"]
@@ -43,10 +44,6 @@ def span_id(drive_id: str, name: str, version: int, start: dt.datetime) -> str:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _us(t: dt.datetime) -> int:
-    return (t - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def _at(us: int) -> dt.datetime:
@@ -184,7 +181,7 @@ def select_spans(lake: Lake, q: Any, pinned: Mapping[str, int]) -> list[dict[str
         cameras = by_drive.get(h["drive_id"])
         if not cameras:
             continue  # no clip of the drive at the pinned version: no clip of it was chosen either
-        lo, hi = _window(cameras, _us(h["start"]), _us(h["end"]), before, after)
+        lo, hi = _window(cameras, us_since_epoch(h["start"]), us_since_epoch(h["end"]), before, after)
         out.append(
             {
                 "span_id": span_id(h["drive_id"], h["name"], h["version"], h["start"]),

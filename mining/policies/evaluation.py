@@ -134,7 +134,7 @@ class _Scored:
 
 
 def _scored(lake: Lake, spec: PolicySpec) -> pa.Table:
-    where = f"policy = {literal(spec.name)} AND policy_version = {int(spec.version)}"
+    where = spec.rows()
     try:
         rows = lake.read("policy_errors", columns=_COLUMNS, where=where)
     except TableNotFoundError:

@@ -84,10 +84,6 @@ def policy_spec(lake: Lake, ref: str) -> PolicySpec:
     return resolve_policy(lake, ref)  # an unknown one: its message names the registered ones
 
 
-def _this(spec: PolicySpec) -> str:
-    return f"policy = {literal(spec.name)} AND policy_version = {int(spec.version)}"
-
-
 def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -96,7 +92,7 @@ def top_disagreement(lake: Lake, spec: PolicySpec, k: int, event: str | None = N
     """The ``k`` clips ``spec`` disagreed with most (of ``event``'s clips, if given), highest
     first: ``clip_id``, ``drive_id``, ``date``, :data:`FIGURES` and the clip's ``events``.
     [] when the version has scored no clip (it was never shadow-run)."""
-    where = f"{_this(spec)} AND {_RANKED}"
+    where = f"{spec.rows()} AND {_RANKED}"
     try:
         if event is None:
             top = lake.query(ERRORS.name, columns=_COLUMNS, where=where, order_by=_ORDER, limit=int(k))
@@ -135,8 +131,13 @@ def _events(lake: Lake, rows: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 def has_scores(lake: Lake, spec: PolicySpec, version: int | None = None) -> bool:
     """Whether a shadow run of ``spec`` wrote any row (at the table's ``version``)."""
+    return any_rows(lake, spec.rows(), version)
+
+
+def any_rows(lake: Lake, where: str, version: int | None = None) -> bool:
+    """Whether ``policy_errors`` has a row matching ``where`` (at the table's ``version``)."""
     try:
-        one = lake.query(ERRORS.name, columns=["clip_id"], where=_this(spec), limit=1, version=version)
+        one = lake.query(ERRORS.name, columns=["clip_id"], where=where, limit=1, version=version)
     except TableNotFoundError:
         return False
     return one.num_rows > 0
@@ -145,7 +146,7 @@ def has_scores(lake: Lake, spec: PolicySpec, version: int | None = None) -> bool
 def clips_over(lake: Lake, spec: PolicySpec, min_error: float, version: int | None = None) -> frozenset[str]:
     """The clips whose ``disagreement`` with ``spec`` is at least ``min_error`` (in units of
     its ``error_scale``), at the ``policy_errors`` ``version`` (None: latest)."""
-    where = f"{_this(spec)} AND {_RANKED} AND disagreement >= {literal(float(min_error))}"
+    where = f"{spec.rows()} AND {_RANKED} AND disagreement >= {literal(float(min_error))}"
     try:
         ids = lake.query(ERRORS.name, columns=["clip_id"], where=where, version=version)
     except TableNotFoundError:

@@ -57,6 +57,10 @@ class PolicySpec:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def rows(self) -> str:
+        """Its rows of ``policy_errors``."""
+        return errors_of(self.name, self.version)
+
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> PolicySpec:
         return cls(
@@ -73,6 +77,11 @@ class PolicySpec:
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only: "²".isdigit() is True
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 log = logging.getLogger(__name__)
+
+
+def errors_of(name: str, version: int) -> str:
+    """The predicate of one version's rows of ``policy_errors``."""
+    return f"policy = {literal(name)} AND policy_version = {int(version)}"
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

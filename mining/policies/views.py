@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mining.policies.registry import parse_ref
+from mining.policies.ranking import any_rows
+from mining.policies.registry import errors_of, parse_ref
 from storage.errors import ConfigError
 from storage.lake import Lake
 from storage.pages import cursor_json
@@ -85,7 +86,7 @@ class PolicyVersion:
 
     def predicate(self) -> str:
         """Its rows of ``policy_errors``."""
-        return f"policy = {literal(self.name)} AND policy_version = {int(self.version)}"
+        return errors_of(self.name, self.version)
 
 
 def policy_versions(lake: Lake) -> list[PolicyVersion]:
@@ -113,9 +114,7 @@ def resolve_version(lake: Lake, ref: str) -> PolicyVersion:
 
 def scored_any(lake: Lake, policy: PolicyVersion) -> bool:
     """Whether a shadow run of ``policy`` wrote any row."""
-    if not lake.exists("policy_errors"):
-        return False
-    return lake.query("policy_errors", columns=["clip_id"], where=policy.predicate(), limit=1).num_rows > 0
+    return any_rows(lake, policy.predicate())
 
 
 def disagreements(lake: Lake, policy: PolicyVersion, clip_ids: list[str]) -> dict[str, float]:
