@@ -203,9 +203,10 @@ def test_a_thousand_ranks_starting_at_once_cost_the_catalog_one_manifest_build(
     def get(client: httpx.Client) -> httpx.Response:
         try:
             return client.get(url, headers=auth(token))
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.ReadError):
             # a kept-alive connection the server closed as it was reused (uvicorn drops one
-            # idle for 5 s; on a loaded machine some are): retried, as a reader's GET is
+            # idle for 5 s; on a loaded machine some are: seen as a protocol error, or as a
+            # reset when the close lands mid-request): retried, as a reader's GET is
             return client.get(url, headers=auth(token))
 
     with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
