@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mining.encoders import builtin, onnx, torchscript
+from mining.encoders import builtin, onnx, text_image, torchscript
 from mining.encoders.kinds import EncoderKind, Layout
 from mining.encoders.params import Params
 from mining.interfaces import Encoder, ModelSpec
@@ -32,7 +32,9 @@ __all__ = [
     "params_for",
 ]
 
-KINDS: dict[str, EncoderKind] = {k.name: k for k in (builtin.KIND, onnx.KIND, torchscript.KIND)}
+KINDS: dict[str, EncoderKind] = {
+    k.name: k for k in (builtin.KIND, onnx.KIND, text_image.KIND, torchscript.KIND)
+}
 """Every encoder kind, by name: a new kind is a module beside this one and its ``KIND`` here."""
 
 

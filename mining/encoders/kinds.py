@@ -48,3 +48,11 @@ class EncoderKind:
     """What one worker needs (:func:`mining.encoders.encoder_resources`)."""
     layout: Callable[[ModelSpec], Layout] = no_layout
     """Where a version's vectors keep their blocks (:func:`mining.encoders.frame_span`)."""
+    prepare: (
+        Callable[[Any, str, dict[str, Any] | None, dict[str, str] | None], tuple[str, int, dict[str, Any]]]
+        | None
+    ) = None
+    """For a kind whose ``--uri`` is a folder to read and check (``text-image``): given the
+    lake's root Location, the uri, the params given and the storage options, it stores
+    what the version needs in the lake and returns (its uri there, the dim, the params
+    to record). None: the uri is recorded as given."""

@@ -69,6 +69,13 @@ def register(
     of_kind = encoder_kind(kind)
     if "@" in name or "." in name or not name:
         raise ConfigError(f"model name {name!r} must be non-empty, without '@' or '.'")
+    if of_kind.prepare is not None:  # a folder to check, and store in the lake, before the row
+        if not uri:
+            raise ConfigError(f"a {kind} model needs --uri (the folder its export wrote)")
+        given = dim
+        uri, dim, params = of_kind.prepare(lake.root, uri, params, lake.root.storage_options)
+        if given is not None and given != dim:
+            raise ConfigError(f"--dim {given}: the model's embeddings are {dim}-d")
     if of_kind.dim is not None:
         dim = of_kind.dim(params_for(kind, params))
     if of_kind.weights and not uri:

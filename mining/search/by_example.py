@@ -49,7 +49,7 @@ from mining.search.queries import Neighbour, appearance_of, nearest
 from storage.errors import ConfigError, InputError
 from storage.lake import Lake
 
-__all__ = ["KEYFRAME_SHORT_SIDE", "ImageError", "image_query", "keyframe", "similar_to_image"]
+__all__ = ["KEYFRAME_SHORT_SIDE", "ImageError", "encoder_of", "image_query", "keyframe", "similar_to_image"]
 
 KEYFRAME_SHORT_SIDE = 224  # as ingest stores keyframes (ingest.video.keyframe_images)
 _KEYFRAME_QUALITY = 85
@@ -176,7 +176,7 @@ _ENCODERS: dict[tuple[str, str], Encoder] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def _encoder(lake: Lake, spec: ModelSpec) -> Encoder:
+def encoder_of(lake: Lake, spec: ModelSpec) -> Encoder:
     """The version's encoder, set up once per process (an ONNX session is loaded from
     the lake on the first query, not with the API)."""
     key = (lake.uri, spec.ref)
@@ -202,7 +202,7 @@ def _appearance(spec: ModelSpec) -> SubSpace:
 def image_query(lake: Lake, spec: ModelSpec, frame: bytes) -> np.ndarray:
     """``(1, block dim)``: a keyframe's appearance direction in ``spec``'s vectors."""
     sub = _appearance(spec)
-    still = _encoder(lake, spec).process_batch([ClipInput("query", [frame], {})])
+    still = encoder_of(lake, spec).process_batch([ClipInput("query", [frame], {})])
     q = sub.project(still)
     if not np.isfinite(q).all() or not q.any():
         raise ImageError("the image is blank: it gives no appearance to compare")

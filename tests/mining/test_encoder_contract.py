@@ -42,10 +42,11 @@ def _clip(i: int, frames: int = 3) -> ClipInput:
 
 
 # Every way to build an encoder: the builtin, an ONNX frame model averaged (versions from
-# before clip fusion), the same fused with signals, and the pretrained EfficientNet-Lite0.
-VARIANTS = ["builtin", "onnx-mean", "onnx-clip", "efficientnet-lite0"]
-FUSING = [v for v in VARIANTS if v != "onnx-mean"]
-assert set(BUILDABLE) <= {v.split("-")[0] for v in VARIANTS} | {"onnx"}
+# before clip fusion), the same fused with signals, the pretrained EfficientNet-Lite0, and a
+# text-image export folder (its image side: the frames' mean, no signals).
+VARIANTS = ["builtin", "onnx-mean", "onnx-clip", "efficientnet-lite0", "text-image"]
+FUSING = [v for v in VARIANTS if v not in ("onnx-mean", "text-image")]
+assert set(BUILDABLE) <= set(VARIANTS) | {"onnx"}
 
 
 def _spec(lake: Lake, variant: str, tmp_path: Path, weights: dict[str, float] | None = None) -> ModelSpec:
@@ -60,6 +61,10 @@ def _spec(lake: Lake, variant: str, tmp_path: Path, weights: dict[str, float] | 
             clip = {"clip": w} if variant == "onnx-clip" else {}
             dim = 2 * 8 + SIGNAL_DIM if clip else 8
             return register(lake, f"contract-{variant}", "onnx", model, dim, {"input_size": [32, 32], **clip})
+        case "text-image":
+            from tests.text_image.tiny_model import build_folder
+
+            return register(lake, "contract-text-image", "text-image", str(build_folder(tmp_path / "export")))
         case _:
             spec, _new = import_pretrained(lake, "efficientnet-lite0")
             if not weights:
