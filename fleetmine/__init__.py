@@ -28,6 +28,7 @@ from fleetmine import (  # noqa: F401  (they register their commands)
     scenarios,
     schedules,
     serve,
+    tags,
     tokens,
 )
 from fleetmine._common import app, err, literal

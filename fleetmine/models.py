@@ -30,9 +30,21 @@ from mining.encoders import KINDS
 def model_register(
     name: Annotated[str, typer.Argument()],
     kind: Annotated[str, typer.Option(help=" | ".join(KINDS))] = "onnx",
-    uri: Annotated[str | None, typer.Option(help="The model file (local path or s3://)")] = None,
-    dim: Annotated[int | None, typer.Option(help="Output dimension")] = None,
-    params: Annotated[str, typer.Option(help="JSON: input_size, mean, std, layout")] = "{}",
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            help="The model file (local path or s3://); text-image: the folder optimum-cli export onnx wrote"
+        ),
+    ] = None,
+    dim: Annotated[
+        int | None, typer.Option(help="Output dimension (text-image: read from the model)")
+    ] = None,
+    params: Annotated[
+        str,
+        typer.Option(
+            help="JSON: onnx: input_size, mean, std, layout; text-image: overrides, e.g. max_length"
+        ),
+    ] = "{}",
     current: Annotated[bool, typer.Option("--current", help="Make it the current version")] = False,
     lake: LakeOpt = None,
     address: AddressOpt = None,
@@ -41,7 +53,10 @@ def model_register(
     from mining.encoders.registry import register
 
     lk = open_lake(lake, address)
-    spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
+    with console.status(
+        f"checking {uri} and storing it in the lake..." if kind == "text-image" else "registering..."
+    ):
+        spec = register(lk, name, kind, uri, dim, json.loads(params), current=current)
     console.print(f"registered {spec.ref} ({spec.kind}, {spec.dim}-d){' [current]' if current else ''}")
 
 

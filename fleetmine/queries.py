@@ -26,7 +26,15 @@ from fleetmine._common import (
 
 @app.command()
 def search(
-    clip: Annotated[str, typer.Option("--clip", help="The example clip id")],
+    clip: Annotated[str | None, typer.Option("--clip", help="The example clip id")] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text",
+            help='Words describing the scene, e.g. "a red car at night" (a text-image model: '
+            "`fleetmine model register NAME --kind text-image`)",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
     where: Annotated[
         str | None, typer.Option(help="SQL predicate on clips, e.g. \"array_has(events, 'hard_brake')\"")
@@ -39,29 +47,59 @@ def search(
     ] = None,
     model: ModelOpt = None,
     space: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="clip: the whole vector (near duplicates first); behaviour: what the car did "
-            "and what moved, whatever the street looked like"
+            help="--clip only. clip (the default): the whole vector (near duplicates first); "
+            "behaviour: what the car did and what moved, whatever the street looked like"
         ),
-    ] = "clip",
+    ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Clips most like CLIP (optionally among clips matching --where and --scenario)."""
+    """Clips most like CLIP, or those TEXT describes best (optionally among clips matching
+    --where and --scenario). --text ranks by a text-image version's cosine similarity
+    (--model, or the text-image version in use), highest first."""
     from mining.scenarios import resolve_filter
-    from mining.search.queries import similar
     from storage.filters import ClipFilter
 
+    if (clip is None) == (text is None):
+        err.print("give exactly one of --clip CLIP_ID or --text WORDS")
+        raise typer.Exit(2)
+    if text is not None and space is not None:
+        err.print("--space goes with --clip: a text query ranks by what the clips' frames show")
+        raise typer.Exit(2)
     lk = open_lake(lake, address)
     if scenario:
         among = resolve_filter(lk, ClipFilter(scenarios=scenario)).predicate()
         where = f"({where}) AND {among}" if where else among
+    if text is not None:
+        _by_text(lk, text, k, where, model)
+        return
+    from mining.search.queries import similar
+
+    assert clip is not None
+    hits = similar(lk, clip_id=clip, k=k, where=where, model=model, space=space or "clip")
     table = Table()
-    table.add_column("clip")
+    table.add_column("clip", no_wrap=True, min_width=max((len(n.clip_id) for n in hits), default=4))
     table.add_column("distance", justify="right")
-    for n in similar(lk, clip_id=clip, k=k, where=where, model=model, space=space):
+    for n in hits:
         table.add_row(n.clip_id, f"{n.distance:.4f}")
+    console.print(table)
+
+
+def _by_text(lk: Lake, text: str, k: int, where: str | None, model: str | None) -> None:
+    from mining.search.by_text import similar_to_text
+
+    spec, hits = similar_to_text(lk, text, k=k, where=where, model=model)
+    if not hits:
+        err.print(literal(f"no clip of {spec.ref}'s index matches the filters"), soft_wrap=True)
+        return
+    table = Table(title=literal(f"{spec.ref}: cosine similarity to the text, highest first"))
+    table.add_column("clip", no_wrap=True, min_width=max(len(h.clip_id) for h in hits))  # whole ids
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("distance", justify="right", no_wrap=True)
+    for h in hits:
+        table.add_row(h.clip_id, f"{h.score:.6f}", f"{h.distance:.6f}")
     console.print(table)
 
 

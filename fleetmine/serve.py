@@ -89,6 +89,13 @@ def bench(
             " incremental mining; dataset create and export plan), at N and N/10 synthetic clips",
         ),
     ] = None,
+    text_image: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text-image",
+            help="A text-image export folder (optimum-cli export onnx) to measure; repeat for several",
+        ),
+    ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
 ) -> None:
@@ -98,15 +105,18 @@ def bench(
     if catalog is not None and not only:
         only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
-        results = run_all(BenchContext(quick=quick, workdir=Path(tmp), catalog=catalog), only)
+        ctx = BenchContext(
+            quick=quick, workdir=Path(tmp), catalog=catalog, text_image=tuple(text_image or ())
+        )
+        results = run_all(ctx, only)
     table = Table(title="fleetmine bench" + (" (quick)" if quick else ""))
     for col in ("name", "measured", "baseline", "ratio", "goal", "met"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for r in results:
         table.add_row(
             r.name,
-            f"{r.measured:,.1f} {r.unit}",
-            f"{r.baseline:,.1f} {r.unit} ({r.baseline_name})",
+            f"{r.measured:,.1f} {r.unit}" if r.measured == r.measured else "not measured",
+            f"{r.baseline:,.1f} {r.unit} ({r.baseline_name})" if r.baseline == r.baseline else "-",
             f"{r.ratio:.2f}x",
             r.goal + (" (figure)" if r.goal_on_measured else ""),
             "-" if r.met is None else "yes" if r.met else "NO",

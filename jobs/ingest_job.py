@@ -292,6 +292,10 @@ def run_ingest(
     replaced = [known[s.uri]["drive_id"] for s in todo if s.uri in known]
     replaced += [r.drive_id for r in results]
     with _commit_lease(lake, settings, report.run_id):
+        if replaced:  # the zero-shot tag scores of their clips, read before the clips go
+            from mining.tags.scores import forget_drives
+
+            forget_drives(lake, sorted(set(replaced)))
         for table in DATA_TABLES:
             if lake.committed(table, txn):
                 continue

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from jobs import dataset_job, embed_job, export_job, index_job, ingest_job, mine_job, shadow_job
+from jobs import dataset_job, embed_job, export_job, index_job, ingest_job, mine_job, shadow_job, tags_job
 from jobs.params import JobParams
 from jobs.runner import Runner
 from storage.config import Settings
@@ -65,6 +65,7 @@ KINDS: dict[str, JobKind] = _by_name(
     JobKind(export_job.ExportJob, export_job.run_job),
     JobKind(dataset_job.DatasetJob, dataset_job.run_job),
     JobKind(shadow_job.ShadowJob, shadow_job.run_job),
+    JobKind(tags_job.TagsJob, tags_job.run_job),
 )
 JOB_KINDS: tuple[str, ...] = tuple(KINDS)
 

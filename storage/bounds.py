@@ -25,11 +25,13 @@ __all__ = [
     "MAX_ID",
     "MAX_NAME",
     "MAX_NAMES",
+    "MAX_QUERY_TEXT",
     "MAX_SPEED",
     "MAX_TEXT",
     "MAX_VERSION",
     "ClipId",
     "Name",
+    "QueryText",
     "Speed",
     "Text",
     "utf8_text",
@@ -45,6 +47,10 @@ MAX_ID = 200
 """Characters of an id (clip, drive, group)."""
 MAX_TEXT = 4000
 """Characters of free text (a review's note)."""
+MAX_QUERY_TEXT = 1000
+"""Characters of words a text-image model reads (a text query, a tag's prompt): far past
+what its tokenizer keeps (CLIP's 77 tokens), short enough that tokenizing one costs
+nothing. :data:`mining.encoders.text_image.MAX_TEXT_CHARS` is this number."""
 MAX_CURSOR = 2048
 """Characters of an opaque page cursor (a key of :data:`MAX_ID` characters, encoded, fits)."""
 MAX_SPEED = 1000.0
@@ -68,4 +74,15 @@ def utf8_text(value: str) -> str:
 Name = Annotated[str, Field(max_length=MAX_NAME), AfterValidator(utf8_text)]
 ClipId = Annotated[str, Field(max_length=MAX_ID), AfterValidator(utf8_text)]
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(utf8_text)]
+QueryText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_QUERY_TEXT,
+        pattern=r"\S",  # not blank: a tokenizer makes nothing of whitespace alone
+        description="what the clips show, in words (the text side's own tokenizer cuts it)",
+    ),
+    AfterValidator(utf8_text),
+]
+"""Words to search by: 1..:data:`MAX_QUERY_TEXT` characters, at least one not a space, UTF-8."""
 Speed = Annotated[float, Field(ge=-MAX_SPEED, le=MAX_SPEED, allow_inf_nan=False)]

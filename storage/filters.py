@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Collection
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -16,7 +17,7 @@ from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
 from storage.errors import ConfigError
 from storage.sql import in_list, in_set, literal
 
-__all__ = ["ClipFilter"]
+__all__ = ["ClipFilter", "among", "within_days"]
 
 
 # What the engine's timestamps (nanoseconds since 1970, 64 bits) can hold, with a day to spare.
@@ -65,6 +66,27 @@ def _days_predicate(days: set[dt.date]) -> str:
     if len(days) <= _MAX_DAYS_LISTED:
         return f"date IN ({', '.join(literal(d) for d in sorted(days))})"
     return f"date >= {literal(min(days))} AND date <= {literal(max(days))}"
+
+
+def among(ids: Collection[str]) -> str:
+    """The predicate "the clip is one of ``ids``" (:func:`storage.sql.in_set`: a semi-join
+    once they are many), with the ``date`` partitions their days name, so a scan reads
+    those days only; ``"false"`` for none."""
+    parts = [in_set("clip_id", sorted(set(ids)))]
+    if ids and (named := _id_days(list(ids))):
+        parts.append(_days_predicate(named))
+    return " AND ".join(parts)
+
+
+def within_days(
+    days: tuple[dt.date | None, dt.date | None], ids: Collection[str]
+) -> tuple[dt.date | None, dt.date | None]:
+    """``days`` (a :meth:`ClipFilter.days` span) narrowed to the days the clip ids name (the
+    span unchanged when there are none, or one names no day)."""
+    lo, hi = days
+    if ids and (named := _id_days(list(ids))):
+        lo, hi = max(lo or min(named), min(named)), min(hi or max(named), max(named))
+    return lo, hi
 
 
 class ClipFilter(BaseModel):
@@ -118,10 +140,7 @@ class ClipFilter(BaseModel):
             with contextlib.suppress(ValueError):
                 day = dt.datetime.strptime(self.group_id[:8], "%Y%m%d").date()
                 lo, hi = max(lo or day, day), min(hi or day, day)
-        for ids in (self.clip_ids, sorted(self._scenario_clips or ())):
-            if ids and (named := _id_days(list(ids))):
-                lo, hi = max(lo or min(named), min(named)), min(hi or max(named), max(named))
-        return lo, hi
+        return within_days(within_days((lo, hi), self.clip_ids), self._scenario_clips or ())
 
     def predicate(self) -> str | None:
         """The Delta predicate, or None for all clips.
@@ -146,15 +165,11 @@ class ClipFilter(BaseModel):
         if self.camera:
             parts.append(f"camera = {literal(self.camera)}")
         if self.clip_ids:
-            parts.append(in_set("clip_id", sorted(set(self.clip_ids))))
-            if named := _id_days(self.clip_ids):
-                parts.append(_days_predicate(named))
+            parts.append(among(self.clip_ids))
         if self.scenarios:
             if self._scenario_clips is None:
                 raise ConfigError("a scenarios filter is resolved against the lake first (resolve_filter)")
-            parts.append(in_set("clip_id", sorted(self._scenario_clips)))
-            if self._scenario_clips and (named := _id_days(list(self._scenario_clips))):
-                parts.append(_days_predicate(named))
+            parts.append(among(self._scenario_clips))
         if self.since is not None:
             parts.append(f"start_time >= {literal(self.since)}")
         if self.until is not None:

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from api.deps import LakeDep, Reader
 from api.ranges import file_response
 from mining.scenarios import resolve_filter
+from mining.tags import tagged_clips
 from storage.bounds import MAX_CURSOR, MAX_ID, MAX_NAME, MAX_NAMES, MAX_SPEED, Name
 from storage.errors import ConfigError
-from storage.filters import ClipFilter
+from storage.filters import ClipFilter, among, within_days
 from storage.pages import Position, cursor_key, keyset_page
 from storage.reads import read_clip_signals
 from storage.sql import literal
@@ -145,6 +146,12 @@ def list_clips(
         max_length=MAX_NAMES,
         description="clips a span of any of these scenarios overlaps (`NAME` or `NAME@V`; repeat it)",
     ),
+    text_tag: list[Name] = Query(
+        [],
+        max_length=MAX_NAMES,
+        description="clips passing any of these zero-shot tags (`NAME`: its latest version, or `NAME@V`; "
+        "repeat it); one that is unknown or never run (`fleetmine tags run`) is a 400 naming the scored ones",
+    ),
     limit: int = Query(100, ge=1, le=_MAX_LIMIT),
     cursor: CursorQuery = None,
 ) -> ClipsPublic:
@@ -162,15 +169,22 @@ def list_clips(
         scenarios=scenario,
     )
     selection = resolve_filter(lake, selection)
+    start, where, days = _position(cursor), selection.predicate(), selection.days()
+    if text_tag:  # the grid's tag filter (mining.tags.tagged_clips): the clips passing any of them
+        tagged = tagged_clips(lake, list(text_tag))[1]
+        if not tagged:
+            return ClipsPublic(data=[], count=0)
+        where = " AND ".join(p for p in (where, among(tagged)) if p)
+        days = within_days(days, tagged)
     page = keyset_page(
         lake,
         "clips",
         key="clip_id",
         columns=list(ClipPublic.model_fields),
-        where=selection.predicate(),
+        where=where,
         limit=limit,
-        start=_position(cursor),
-        days=selection.days(),
+        start=start,
+        days=days,
         budget_rows=request.app.state.settings.scan_budget_rows,
     )
     rows = page.rows.to_pylist()

@@ -1,4 +1,4 @@
-"""Similar clips (by clip, vector or an uploaded image) and corner cases: the same
+"""Similar clips (by clip, vector, an uploaded image or words) and corner cases: the same
 functions the CLI calls."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from api.deps import LakeDep, Reader
 from mining.datasets.curation import DatasetQuery, clip_predicate
 from mining.policies import ranking
 from mining.search.by_example import ImageError, similar_to_image
+from mining.search.by_text import similar_to_text
 from mining.search.queries import Neighbour, corner_cases, similar
-from storage.bounds import MAX_ID, MAX_NAME, ClipId, Name
+from storage.bounds import MAX_ID, MAX_NAME, ClipId, Name, QueryText
 from storage.errors import ConfigError
 
 _VECTOR_DIMS = 8192
@@ -64,6 +65,18 @@ class ImageSearchForm(BaseModel):
     model: Name | None = None
 
 
+class TextSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: QueryText
+    k: int = Field(default=10, ge=1, le=1000, strict=True)  # a JSON integer: not "5", not true
+    filters: DatasetQuery | None = None
+    model: Name | None = Field(
+        default=None,
+        description="a text-image version, NAME@VERSION or NAME (default: the current model if it "
+        "has a text side, else the text-image version made current last)",
+    )
+
+
 class NeighbourPublic(BaseModel):
     clip_id: str
     distance: float
@@ -72,6 +85,18 @@ class NeighbourPublic(BaseModel):
 class NeighboursPublic(BaseModel):
     data: list[NeighbourPublic]
     count: int
+
+
+class TextHitPublic(BaseModel):
+    clip_id: str
+    score: float = Field(description="cosine similarity of the text and the clip (1 - distance**2 / 2)")
+    distance: float = Field(description="L2 distance of the two unit vectors in the clip index")
+
+
+class TextHitsPublic(BaseModel):
+    data: list[TextHitPublic]
+    count: int
+    model: str = Field(description="the NAME@VERSION whose two sides ranked them")
 
 
 class CornerCasePublic(BaseModel):
@@ -216,6 +241,28 @@ async def _by_image(request: Request, lake: LakeDep) -> list[Neighbour]:
         )
     except ImageError as exc:
         raise HTTPException(422, f"image: {exc}") from None
+
+
+@router.post("/search/text", response_model=TextHitsPublic)
+def search_text(body: TextSearchRequest, lake: LakeDep, _: Reader) -> TextHitsPublic:
+    """The ``k`` clips a text describes best (:mod:`mining.search.by_text`): the words
+    embedded by a ``text-image`` version's text side, searched in its clip index, highest
+    cosine similarity first. A version without a text side is a 400 naming those with one.
+    A plain ``def``: FastAPI runs it in the threadpool (the text side's first load, the
+    index search and the filters' reads block)."""
+    filters = body.filters
+    spec, hits = similar_to_text(
+        lake,
+        body.text,
+        k=body.k,
+        where=clip_predicate(lake, filters) if filters else None,
+        model=body.model,
+    )
+    return TextHitsPublic(
+        data=[TextHitPublic(clip_id=h.clip_id, score=h.score, distance=h.distance) for h in hits],
+        count=len(hits),
+        model=spec.ref,
+    )
 
 
 @router.get("/mining/corner-cases", response_model=CornerCasesPublic)

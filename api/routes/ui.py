@@ -47,12 +47,16 @@ from mining.scores.browse import (
     Cursor,
     GridPage,
     GridQuery,
+    RankPosition,
     RefusedFilter,
     ScorePosition,
     grid_page,
 )
 from mining.scores.reviews import clip_reviews, latest_verdicts
+from mining.search.by_text import text_versions
 from mining.search.queries import behaviour_of, similar
+from mining.tags import scored_tags
+from storage.bounds import MAX_QUERY_TEXT
 from storage.errors import ConfigError, FleetError
 from storage.pages import Position
 from storage.reads import read_clip_signals
@@ -198,7 +202,21 @@ def _policy_options(lake: Any, current: str | None) -> list[tuple[str, str]]:
     return opts
 
 
-def _filters(lake: Any, q: GridQuery) -> str:
+def _tag_options(lake: Any, current: str | None, resolved: str | None) -> list[tuple[str, str]]:
+    """The zero-shot tag versions a run has scored, each with the clips it passes, for the
+    grid's select (none: no select); the asked one even if it is not among them."""
+    opts = [
+        (c.tag.ref, f"{c.tag.ref} ({c.passing} clip{'s' if c.passing != 1 else ''})")
+        for c in scored_tags(lake)
+    ]
+    if current and current not in {v for v, _ in opts}:
+        opts.append(
+            (current, f"{current} (latest: {resolved})" if resolved else f"{current} (not a scored tag)")
+        )
+    return [("", "any tag"), *opts] if opts else []
+
+
+def _filters(lake: Any, q: GridQuery, tag: str | None = None) -> str:
     vehicles = sorted({r["vehicle_id"] for r in lake.read("drives", columns=["vehicle_id"]).to_pylist()})
     models = [m.ref for m in list_models(lake)]
 
@@ -230,6 +248,9 @@ def _filters(lake: Any, q: GridQuery) -> str:
             "verdict",
         ),
         select("scenario", _scenario_options(lake, q.scenario), q.scenario, "scenario"),
+        select("text_tag", tags, q.text_tag, "zero-shot tag")
+        if (tags := _tag_options(lake, q.text_tag, tag))
+        else "",
         select("policy", _policy_options(lake, q.policy), q.policy, "policy"),
         num("min_disagreement", "disagreement from", MAX_DISAGREEMENT, "any"),
         select(
@@ -242,6 +263,28 @@ def _filters(lake: Any, q: GridQuery) -> str:
     return (
         f'<form id="filters" class="filters" method="get" action="/ui/">{"".join(fields)}'
         '<button id="apply">apply</button><a href="/ui/" id="clear">clear</a></form>'
+    )
+
+
+def _describe(lake: Any, q: GridQuery, params: dict[str, Any]) -> str:
+    """The grid's text box: words that rank the clips the filters admit (a field of the
+    filters' form, so they apply and paging keeps it); disabled, saying how to get one,
+    while no version of the lake has a text side."""
+    if not text_versions(lake):
+        return (
+            '<p class="describe muted" id="describe"><label>Describe the scene '
+            '<input type="search" id="f-text" disabled placeholder="needs a text-image model"></label> '
+            "register one to search in words: <code>fleetmine model register NAME --kind text-image "
+            "--uri FOLDER</code>, then <code>embed</code> and <code>index</code></p>"
+        )
+    clear = ""
+    if q.text:
+        rest = query_string({k: v for k, v in params.items() if k != "text"})
+        clear = f' <a id="clear-text" href="/ui/{"?" + esc(rest) if rest else ""}">clear the words</a>'
+    return (
+        '<p class="describe" id="describe"><label>Describe the scene <input type="search" name="text" '
+        f'form="filters" id="f-text" maxlength="{MAX_QUERY_TEXT}" placeholder="e.g. a red car on a bright road" '
+        f'value="{esc(q.text or "")}"></label> <button form="filters" id="describe-go">search</button>{clear}</p>'
     )
 
 
@@ -264,7 +307,9 @@ def grid(
 ) -> HTMLResponse:
     q = _grid_query(request)
     start: Cursor | None = None
-    if cursor and q.by_disagreement:
+    if cursor and q.text:
+        start = RankPosition.decode(cursor)
+    elif cursor and q.by_disagreement:
         start = ScorePosition.decode(cursor)
     elif cursor:
         start = Position.decode(cursor)
@@ -285,6 +330,7 @@ def grid(
             review=r["review"],
             policy=res.policy,
             disagreement=r.get("disagreement"),
+            match=r.get("match"),
         )
         for r in res.rows
     )
@@ -315,14 +361,17 @@ def grid(
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in res.notes)
     if refused:
         notes += f'<p class="error" id="filter-error">{esc(refused)}</p>'
-    to_dataset = query_string({"q": json.dumps(q.dataset_query())})
-    order = (
-        f"by disagreement with {res.policy or q.policy}, highest first"
-        if q.by_disagreement
-        else "in time order (UTC)"
-    )
+    to_dataset = query_string({"q": json.dumps(q.dataset_query(text_model=res.ranked_by))})
+    if q.text:
+        by = f" (cosine similarity, {res.ranked_by})" if res.ranked_by else ""
+        order = f"by how well they match the words{by}, best first"
+    elif q.by_disagreement:
+        order = f"by disagreement with {res.policy or q.policy}, highest first"
+    else:
+        order = "in time order (UTC)"
     body = (
-        _filters(lake, q)
+        _filters(lake, q, res.text_tag)
+        + _describe(lake, q, params)
         + (
             f'<input type="hidden" form="filters" name="per_page" value="{per_page}">'
             if per_page != 24

@@ -119,9 +119,11 @@ def card(
     review: Any = None,
     policy: str | None = None,
     disagreement: float | None = None,
+    match: float | None = None,
 ) -> str:
     """A clip's card; with ``policy`` (a version's ref), its ``disagreement`` with the clip,
-    and the link opens the clip page with that version's prediction drawn."""
+    and the link opens the clip page with that version's prediction drawn; with ``match``,
+    how well a text query's words describe it (cosine similarity)."""
     cid = esc(clip["clip_id"])
     href = f"/ui/clips/{cid}" + (f"?{esc(query_string({'policy': policy}))}" if policy else "")
     events = " ".join(clip.get("events") or [])
@@ -135,7 +137,8 @@ def card(
     who = esc(" ".join(str(clip[k]) for k in ("vehicle_id", "camera") if clip.get(k)))
     dis = _disagreement(policy, disagreement)
     ev = f"<span class=ev>{esc(events)}</span>" if events else ""
-    text = " &middot; ".join(x for x in (when, who, caption, dis, nov, ev) if x)
+    score = "" if match is None else f'<span class="match" data-score="{match!r}">match {match:.3f}</span>'
+    text = " &middot; ".join(x for x in (when, who, score, caption, dis, nov, ev) if x)
     return (
         f'<div class="card" data-clip="{cid}" tabindex="-1"><a href="{href}">'
         f'<img loading="lazy" alt="clip {cid}" width="320" height="180" '

@@ -20,6 +20,7 @@ class BenchContext:
     quick: bool
     workdir: Path
     catalog: int | None = None  # clips in the catalog benchmark's lake (default by quick/full)
+    text_image: tuple[str, ...] = ()  # export folders the text-image benchmark measures (none: not measured)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         scenarios,
         shadow,
         synth_speed,
+        text_image,
         video_ingest,
     )
 

@@ -23,7 +23,10 @@ from mining.datasets.spans import select_spans
 from mining.encoders.registry import resolve
 from mining.policies.ranking import clips_over, has_scores, policy_spec
 from mining.scenarios.hits import resolve_filter, resolve_refs
-from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, Speed
+from mining.tags.registry import TagSpec, resolve_tags
+from mining.tags.scores import has_scores as tag_has_scores
+from mining.tags.scores import passing_clips
+from storage.bounds import MAX_BASKET, MAX_NAMES, ClipId, Name, QueryText, Speed
 from storage.errors import ConfigError, NotFoundError
 from storage.filters import ClipFilter, _days_predicate, _id_days
 from storage.lake import Lake
@@ -36,6 +39,7 @@ __all__ = [
     "PolicyTerm",
     "QueryFilter",
     "SimilarTo",
+    "SimilarToText",
     "clip_predicate",
     "create_version",
     "get_version",
@@ -52,6 +56,29 @@ class SimilarTo(BaseModel):
     space: Literal["clip", "behaviour"] = Field(
         default="clip",
         description="what is compared (mining.search.queries.SPACES): the whole vector or behaviour",
+    )
+
+
+class SimilarToText(BaseModel):
+    """The ``k`` clips a text describes best, by a ``text-image`` version's two sides
+    (:func:`mining.search.by_text.similar_to_text`), among the clips the query's other
+    clip terms keep."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: QueryText
+    k: int = Field(default=50, ge=1, le=10_000)
+    model: Name | None = Field(
+        default=None,
+        description="a version with a text side (`NAME@VERSION`, or `NAME`: its current version, which the "
+        "created version's query names); default: the current model if it has one, else the text-image "
+        "version made current last. A version without one is refused (400), naming those with one",
+    )
+    min_score: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        allow_inf_nan=False,
+        description="of the k, only clips whose cosine similarity with the text is at least this",
     )
 
 
@@ -82,30 +109,56 @@ class PolicyTerm(BaseModel):
 
 
 class QueryFilter(ClipFilter):
-    """A dataset query's :class:`ClipFilter` with its ``policy`` term. Like ``scenarios``, the
-    term is a question for the lake: :func:`resolve_query` lends it the clips over
-    ``min_error`` once, and the predicate holds them as a semi-join; an unresolved term
-    refuses to make one."""
+    """A dataset query's :class:`ClipFilter` with its ``policy``, ``text_tags`` and
+    ``similar_to_text`` terms. Like ``scenarios``, each is a question for the lake:
+    :func:`resolve_query` lends it the clips it stands for once (over ``min_error``; passing
+    a tag's threshold; the k a text describes best), and the predicate holds them as a
+    semi-join; an unresolved term refuses to make one."""
 
     policy: PolicyTerm | None = None
+    text_tags: list[Name] = Field(default_factory=list, max_length=MAX_NAMES)
+    similar_to_text: SimilarToText | None = None
     _policy_clips: frozenset[str] | None = PrivateAttr(default=None)
+    _text_tag_clips: frozenset[str] | None = PrivateAttr(default=None)
+    _text_clips: frozenset[str] | None = PrivateAttr(default=None)
 
     def with_policy_clips(self, clip_ids: frozenset[str]) -> QueryFilter:
         out = self.model_copy()
         out._policy_clips = frozenset(clip_ids)
         return out
 
+    def with_text_tag_clips(self, clip_ids: frozenset[str]) -> QueryFilter:
+        out = self.model_copy()
+        out._text_tag_clips = frozenset(clip_ids)
+        return out
+
+    def with_text_clips(self, clip_ids: frozenset[str]) -> QueryFilter:
+        out = self.model_copy()
+        out._text_clips = frozenset(clip_ids)
+        return out
+
     def predicate(self) -> str | None:
+        return self._predicate(with_text=True)
+
+    def _predicate(self, *, with_text: bool) -> str | None:
+        """The predicate; without ``similar_to_text`` (``with_text`` False), the clips that
+        term ranks among."""
         where = super().predicate()
-        if self.policy is None:
-            return where
-        if self._policy_clips is None:
-            raise ConfigError("a policy term is resolved against the lake first (resolve_query)")
         parts = [where] if where else []
-        parts.append(in_set("clip_id", sorted(self._policy_clips)))
-        if self._policy_clips and (days := _id_days(list(self._policy_clips))):
-            parts.append(_days_predicate(days))
-        return " AND ".join(parts)
+        terms = [
+            (self.policy is not None, self._policy_clips, "a policy term"),
+            (bool(self.text_tags), self._text_tag_clips, "a text_tags term"),
+            (with_text and self.similar_to_text is not None, self._text_clips, "a similar_to_text term"),
+        ]
+        for given, clips, what in terms:
+            if not given:
+                continue
+            if clips is None:
+                raise ConfigError(f"{what} is resolved against the lake first (resolve_query)")
+            parts.append(in_set("clip_id", sorted(clips)))
+            if clips and (days := _id_days(list(clips))):
+                parts.append(_days_predicate(days))
+        return " AND ".join(parts) or None
 
 
 class DatasetQuery(BaseModel):
@@ -137,7 +190,19 @@ class DatasetQuery(BaseModel):
     tags: list[Name] = Field(
         default_factory=list,
         max_length=MAX_NAMES,
-        description="clips whose latest review has any of these tags",
+        description="clips whose latest review has any of these tags (a reviewer's labels; the tags a "
+        "text-image model gives are `text_tags`)",
+    )
+    text_tags: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="clips whose score for any of these zero-shot tags passes the tag's threshold "
+        "(`fleetmine tags run`; `NAME`: its latest version, which the created version's query names as "
+        "`NAME@VERSION`)",
+    )
+    similar_to_text: SimilarToText | None = Field(
+        default=None,
+        description="the k clips a text describes best (a text-image version's text side and clip index)",
     )
     scenarios: list[Name] = Field(
         default_factory=list,
@@ -186,26 +251,63 @@ class DatasetQuery(BaseModel):
             clip_ids=self.clip_ids,
             scenarios=self.scenarios,
             policy=self.policy,
+            text_tags=self.text_tags,
+            similar_to_text=self.similar_to_text,
         )
 
 
 def resolve_query(lake: Lake, q: DatasetQuery, pinned: Mapping[str, int | None] | None = None) -> ClipFilter:
     """``q``'s clip filter with what the lake knows lent to it, once: its ``scenarios``' clips
-    (``scenario_hits``) and its ``policy`` term's (``policy_errors``), at the ``pinned``
-    table versions (latest where not given). An unknown policy is a ConfigError naming the
-    registered ones."""
+    (``scenario_hits``), its ``policy`` term's (``policy_errors``) and its ``text_tags``'
+    (``text_tag_scores``), at the ``pinned`` table versions (latest where not given), then
+    the clips its ``similar_to_text`` finds among those the rest keeps. An unknown policy or
+    tag, or a model without a text side, is a ConfigError naming the valid ones."""
     pinned = pinned or {}
-    f = q.clip_filter()
+    f = resolve_filter(lake, q.clip_filter(), pinned.get("scenario_hits"))
+    assert isinstance(f, QueryFilter)
     if q.policy is not None:
         spec = policy_spec(lake, q.policy.ref)
         f = f.with_policy_clips(clips_over(lake, spec, q.policy.min_error, pinned.get("policy_errors")))
-    return resolve_filter(lake, f, pinned.get("scenario_hits"))
+    if q.text_tags:
+        tags = resolve_tags(lake, list(q.text_tags))
+        f = f.with_text_tag_clips(passing_clips(lake, tags, pinned.get("text_tag_scores")))
+    if q.similar_to_text is not None:
+        f = f.with_text_clips(_described(lake, q.similar_to_text, f._predicate(with_text=False)))
+    return f
+
+
+def _described(lake: Lake, term: SimilarToText, where: str | None) -> frozenset[str]:
+    from mining.search.by_text import similar_to_text
+
+    _, hits = similar_to_text(lake, term.text, k=term.k, where=where, model=term.model)
+    return frozenset(h.clip_id for h in hits if term.min_score is None or h.score >= term.min_score)
 
 
 def clip_predicate(lake: Lake, q: DatasetQuery, version: int | None = None) -> str | None:
     """The query's clip predicate, its ``scenarios`` read from ``scenario_hits`` (at ``version``)
-    and its ``policy`` term from ``policy_errors`` (latest)."""
+    and its ``policy`` and ``text_tags`` terms from their tables (latest)."""
     return resolve_query(lake, q, {"scenario_hits": version}).predicate()
+
+
+def pin_text_tags(lake: Lake, refs: list[str]) -> list[str]:
+    """``refs`` as the ``NAME@V`` each means now, each once; a ConfigError for an unknown tag
+    or a version never run (a dataset of it would be empty as if no clip looked so)."""
+    tags: list[TagSpec] = resolve_tags(lake, refs)
+    unrun = [t.ref for t in tags if not tag_has_scores(lake, t)]
+    if unrun:
+        raise ConfigError(
+            f"tag {unrun[0]} has scored no clip: `fleetmine tags run {unrun[0]}` first"
+            + (f" ({len(unrun)} of the tags: {', '.join(unrun[:8])})" if len(unrun) > 1 else "")
+        )
+    return [t.ref for t in tags]
+
+
+def pin_text_model(lake: Lake, term: SimilarToText) -> SimilarToText:
+    """``term`` naming the version its text runs on (``NAME@V``); a ConfigError naming the
+    versions with a text side when that one has none."""
+    from mining.search.by_text import text_model
+
+    return term.model_copy(update={"model": text_model(lake, term.model).ref})
 
 
 def pin_policy(lake: Lake, term: PolicyTerm) -> PolicyTerm:
@@ -239,6 +341,10 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
         q = q.model_copy(update={"scenarios": resolve_refs(lake, list(q.scenarios))})
     if q.policy is not None:
         q = q.model_copy(update={"policy": pin_policy(lake, q.policy)})
+    if q.text_tags:
+        q = q.model_copy(update={"text_tags": pin_text_tags(lake, list(q.text_tags))})
+    if q.similar_to_text is not None:
+        q = q.model_copy(update={"similar_to_text": pin_text_model(lake, q.similar_to_text)})
     lake.create_tables(
         [
             "datasets",
@@ -256,6 +362,8 @@ def create_version(lake: Lake, name: str, q: DatasetQuery, batch_rows: int = BAT
     }
     if q.policy is not None:  # the table exists: pin_policy found the version's rows
         pinned["policy_errors"] = lake.version("policy_errors")
+    if q.text_tags:  # the table exists: pin_text_tags found each version's rows
+        pinned["text_tag_scores"] = lake.version("text_tag_scores")
     model = resolve(lake, q.model).ref
     # Versions are numbered per name: two creates at once must not both take
     # max + 1, so the number is claimed and both rows written under a lease.

@@ -27,7 +27,7 @@ from mining.encoders.params import OnnxParams
 from mining.interfaces import ClipInput, ModelSpec
 from storage.errors import ConfigError
 
-__all__ = ["KIND", "OnnxEncoder"]
+__all__ = ["KIND", "OnnxEncoder", "device_resources"]
 
 _FRAMES_PER_RUN = 16  # bounds the activations held at once (a 224 px CNN: several MB a frame)
 
@@ -56,7 +56,7 @@ class OnnxEncoder:
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
         ]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(_resources(self.spec)["num_cpus"]))
+        options.intra_op_num_threads = max(1, int(device_resources(self.spec)["num_cpus"]))
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model, options, providers=providers)
         outputs = [o.name for o in self.session.get_outputs()]
@@ -121,7 +121,7 @@ class OnnxEncoder:
         return np.where(norms > 0, out / np.maximum(norms, 1e-12), out)
 
 
-def _resources(spec: ModelSpec) -> dict[str, float]:
+def device_resources(spec: ModelSpec) -> dict[str, float]:
     """A GPU only when the version asks for one (``params.device = "cuda"``), so a CPU
     cluster never waits for a GPU it lacks."""
     resources = {"num_cpus": 1.0}
@@ -138,4 +138,4 @@ def _layout(spec: ModelSpec) -> Layout:
     return (spec.dim - SIGNAL_DIM - dense) // 2, p.clip.weights
 
 
-KIND = EncoderKind("onnx", OnnxEncoder, params=OnnxParams, resources=_resources, layout=_layout)
+KIND = EncoderKind("onnx", OnnxEncoder, params=OnnxParams, resources=device_resources, layout=_layout)

@@ -16,6 +16,24 @@ that high (filtered after the read, like novelty), and ``sort=disagreement`` wal
 ranking instead of time: each page a top-k query of ``policy_errors`` after a
 :class:`ScorePosition` (disagreement descending, then clip id), the clips of that chunk
 then read with the page's predicate.
+
+A zero-shot tag (``text_tag``) is a set of clip ids too, the clips passing its threshold
+(``text_tag_scores``: :func:`mining.tags.passing_clips`), in the predicate with the days
+they name; a tag the lake has not scored is refused (:class:`UnknownTextTag`).
+
+With words (``text``), the page is a stretch of their ranking instead, among the clips the
+page's predicate admits (:mod:`mining.scores.browse_text`, a walk of its own); each row
+carries its ``match`` score, the bounds on other tables' scores drop rows after the
+search, and the cursor is a :class:`RankPosition` (the number of ranked clips before the page).
+
+A filter the grid cannot apply is a :class:`RefusedFilter`, said above the grid's filters::
+
+    ConfigError
+    └── RefusedFilter
+        ├── UnknownScenario
+        ├── UnknownPolicy
+        ├── UnknownTextTag
+        └── NoTextModel
 """
 
 from __future__ import annotations
@@ -42,12 +60,14 @@ from mining.policies.views import (
     scored_any,
 )
 from mining.scenarios import hit_clip_ids
+from mining.scores.browse_text import MAX_TEXT_HITS, RankPosition, ranked_page, text_spec
 from mining.scores.lineage import current_scores, lineage_predicate
 from mining.scores.reviews import latest_verdicts
 from mining.search.ready import latest_ready_run
-from storage.bounds import MAX_VERSION, Name
+from mining.tags import TagSpec, UnscoredTag, tagged_clips
+from storage.bounds import MAX_VERSION, Name, QueryText
 from storage.errors import ConfigError
-from storage.filters import ClipFilter
+from storage.filters import ClipFilter, among, within_days
 from storage.lake import Lake
 from storage.objectstore import reachable
 from storage.pages import Position, keyset_page
@@ -57,13 +77,17 @@ from storage.sql import in_set, literal
 __all__ = [
     "CARD_COLUMNS",
     "MAX_DISAGREEMENT",
+    "MAX_TEXT_HITS",
     "Cursor",
     "GridPage",
     "GridQuery",
+    "NoTextModel",
+    "RankPosition",
     "RefusedFilter",
     "ScorePosition",
     "UnknownPolicy",
     "UnknownScenario",
+    "UnknownTextTag",
     "grid_page",
 ]
 
@@ -104,7 +128,20 @@ class UnknownPolicy(RefusedFilter):
     summary = "no clips: the policy filter is not one of the lake's policy versions"
 
 
-Cursor = Position | ScorePosition
+class UnknownTextTag(RefusedFilter):
+    """The grid's zero-shot tag is no ``NAME``/``NAME@V``, names no tag (or version) of the
+    lake, or one no ``tags run`` has scored yet; the message lists those it has scored."""
+
+    summary = "no clips: the tag filter is not one of the lake's scored zero-shot tags"
+
+
+class NoTextModel(RefusedFilter):
+    """Words on a lake with no ``text-image`` version to read them with."""
+
+    summary = "no clips: no model of the lake reads words"
+
+
+Cursor = Position | ScorePosition | RankPosition
 
 
 def _scenario_ref(ref: str) -> str:
@@ -145,6 +182,21 @@ class GridQuery(BaseModel):
     sort: Literal["time", "disagreement"] | None = Field(
         default=None, description="time (the default), or the policy's disagreement, highest first"
     )
+    text: QueryText | None = Field(
+        default=None,
+        description="words describing the scene: the clips ranked by how well they match, best first",
+    )
+    text_tag: Name | None = Field(
+        default=None,
+        description="clips passing this zero-shot tag (`fleetmine tags run`): `NAME` (its latest "
+        "version) or `NAME@V`",
+    )
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text(cls, text: Any) -> Any:
+        """Blank words (an empty box, spaces) are no words; others are stripped, then bounded."""
+        return (text.strip() or None) if isinstance(text, str) else text
 
     @field_validator("scenario")
     @classmethod
@@ -179,9 +231,21 @@ class GridQuery(BaseModel):
             else None,
         )
 
-    def dataset_query(self) -> dict[str, Any]:
+    def dataset_query(self, text_model: str | None = None) -> dict[str, Any]:
         """The same selection as a :class:`~mining.datasets.curation.DatasetQuery` body (no upper
-        novelty bound there: a dataset keeps everything at least this novel)."""
+        novelty bound there: a dataset keeps everything at least this novel).
+
+        The tag is a ``text_tags`` term (the create pins its version). The words are a
+        ``similar_to_text`` term read by ``text_model`` (:attr:`GridPage.ranked_by`) with
+        ``k`` = :data:`MAX_TEXT_HITS`: words order the grid, they do not narrow it, and its
+        pages go down the ranking that deep and no deeper. With the grid's clip filters
+        alone (event, vehicle, days, scenario, tag) the dataset holds every clip a reviewer
+        can page to; a review or disagreement bound is applied on each side of the ranking
+        differently (the grid ranks among reviewed clips, the dataset keeps the reviewed
+        among the top k; the grid drops clips under a disagreement bound after ranking, the
+        dataset before), so there the two can differ. The page's size would keep what was
+        looked at ("add this page to the basket" does that); the count of matches would
+        promise clips the grid never shows."""
         q: dict[str, Any] = {}
         if self.event:
             q["events"] = [self.event]
@@ -189,6 +253,11 @@ class GridQuery(BaseModel):
             q["vehicles"] = [self.vehicle]
         if self.scenario:
             q["scenarios"] = [self.scenario]
+        if self.text_tag:
+            q["text_tags"] = [self.text_tag]
+        if self.text:
+            words: dict[str, Any] = {"text": self.text, "k": MAX_TEXT_HITS}
+            q["similar_to_text"] = {**words, "model": text_model} if text_model else words
         f = self.clip_filter()
         if f.since:
             q["since"] = f.since.isoformat()
@@ -241,6 +310,8 @@ class GridPage:
     run_id: str | None
     notes: list[str] = field(default_factory=list)
     policy: str | None = None  # the policy version the rows' disagreement is of
+    ranked_by: str | None = None  # with words: the text-image version that ranked the rows
+    text_tag: str | None = None  # with a tag: the NAME@V whose passing clips the rows are
 
 
 def _clips(lake: Lake, q: GridQuery) -> tuple[ClipFilter, frozenset[str] | None]:
@@ -257,10 +328,25 @@ def _clips(lake: Lake, q: GridQuery) -> tuple[ClipFilter, frozenset[str] | None]
     return f.with_scenario_clips(ids), ids
 
 
-def _predicate(q: GridQuery, f: ClipFilter, verdicts: dict[str, dict[str, Any]]) -> str | None:
+def _text_tag(lake: Lake, q: GridQuery) -> tuple[TagSpec | None, frozenset[str] | None]:
+    """``q``'s tag version and the clips it passes (None, None without one)."""
+    if q.text_tag is None:
+        return None, None
+    try:
+        (tag,), clips = tagged_clips(lake, [q.text_tag])
+    except UnscoredTag as exc:
+        raise UnknownTextTag(str(exc)) from None
+    return tag, clips
+
+
+def _predicate(
+    q: GridQuery, f: ClipFilter, verdicts: dict[str, dict[str, Any]], tagged: frozenset[str] | None = None
+) -> str | None:
     """The Delta predicate on clips, or ``"false"`` when a verdict or scenario filter
-    matches no clip."""
+    matches no clip; ``tagged``: the clips the tag passes."""
     parts = [p] if (p := f.predicate()) else []
+    if tagged is not None:
+        parts.append(among(tagged))
     if q.verdict:
         parts.append(in_set("clip_id", sorted(c for c, r in verdicts.items() if r["verdict"] == q.verdict)))
     elif q.review == "reviewed":
@@ -452,29 +538,83 @@ def _by_score(
     return out, after
 
 
+def _text_spec(lake: Lake, q: GridQuery) -> ModelSpec:
+    spec = text_spec(lake, q.model)
+    if spec is None:
+        raise NoTextModel(
+            "no model of the lake reads words: register a text-image one "
+            "(fleetmine model register NAME --kind text-image --uri FOLDER), embed and index"
+        )
+    return spec
+
+
+def _by_text(
+    lake: Lake, q: GridQuery, ctx: _Context, text: ModelSpec, start: RankPosition | None, limit: int
+) -> tuple[list[dict[str, Any]], RankPosition | None]:
+    """A page of the words' ranking (:func:`mining.scores.browse_text.ranked_page`), each
+    row with the clip's scores, verdict and disagreement, kept by the bounds on them."""
+    assert q.text is not None
+
+    def keep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        scores = _scores(lake, ctx.spec, ctx.run, rows)
+        ids = [r["clip_id"] for r in rows]
+        dis = disagreements(lake, ctx.policy, ids) if ctx.policy else {}
+        return [
+            {
+                **r,
+                "scores": scores.get(r["clip_id"]),
+                "review": ctx.verdicts.get(r["clip_id"]),
+                "disagreement": dis.get(r["clip_id"]),
+            }
+            for r in rows
+            if q.keeps(s["novelty"] if (s := scores.get(r["clip_id"])) else None, dis.get(r["clip_id"]))
+        ]
+
+    return ranked_page(
+        lake,
+        q.text,
+        text,
+        where=ctx.where,
+        start=start,
+        limit=limit,
+        columns=CARD_COLUMNS,
+        keep=keep,
+        sparse=q.filters_after_read,
+    )
+
+
 def grid_page(
     lake: Lake, q: GridQuery, start: Cursor | None, limit: int, budget_rows: int = 100_000
 ) -> GridPage:
     """The next ``limit`` matching clips after ``start``: in real time order (by UTC day,
     start time, then clip id: :func:`storage.pages.keyset_page` with ``time``; ``start`` a
     :class:`~storage.pages.Position`), or with ``sort=disagreement`` in the policy's ranking
-    (``start`` a :class:`ScorePosition`). A scenario or policy the lake lacks raises
-    :class:`UnknownScenario` or :class:`UnknownPolicy`."""
+    (``start`` a :class:`ScorePosition`), or with words in their ranking (``start`` a
+    :class:`RankPosition`). A filter the grid cannot apply raises a :class:`RefusedFilter`."""
     spec = resolve(lake, q.model)
     policy = _policy(lake, q)
     ref = policy.ref if policy else None
-    if start is not None and not isinstance(start, ScorePosition if q.by_disagreement else Position):
+    words = _text_spec(lake, q) if q.text else None
+    order = RankPosition if words else ScorePosition if q.by_disagreement else Position
+    if start is not None and not isinstance(start, order):
         raise ConfigError("invalid cursor")  # one of the other order's pages
     f, hits = _clips(lake, q)
-    days = f.days()
+    tag, tagged = _text_tag(lake, q)
+    days = f.days() if tagged is None else within_days(f.days(), tagged)
     lake.create_tables(["mining_scores", "corner_cases", "reviews"])
     run = latest_ready_run(lake, spec.ref)
-    if hits is not None and not hits:  # no clip to look for: no scan of the lake for none
+    tag_ref = tag.ref if tag else None
+    # no clip to look for: no scan of the lake for none
+    empty = []
+    if hits is not None and not hits:
         run_it = f"fleetmine scenario run {q.scenario}"
-        note = f"scenario {q.scenario} has no span in the lake (not run yet? {run_it})"
-        return GridPage([], None, 0, spec.ref, run, [note], ref)
+        empty.append(f"scenario {q.scenario} has no span in the lake (not run yet? {run_it})")
+    if tag is not None and not tagged:
+        empty.append(f"tag {tag.ref} passes no clip (a score of at least {tag.threshold:g})")
+    if empty:
+        return GridPage([], None, 0, spec.ref, run, empty, ref, words.ref if words else None, tag_ref)
     verdicts = latest_verdicts(lake)
-    where = _predicate(q, f, verdicts)
+    where = _predicate(q, f, verdicts, tagged)
     notes = [] if run or not q.by_novelty else [f"no mining run of {spec.ref} yet: no clip has a novelty"]
     if policy is not None and start is None and not scored_any(lake, policy):
         notes.append(
@@ -482,9 +622,11 @@ def grid_page(
         )
     ctx = _Context(spec, run, where, days, verdicts, policy)
     nxt: Cursor | None
-    if q.by_disagreement:
+    if words is not None:
+        out, nxt = _by_text(lake, q, ctx, words, start if isinstance(start, RankPosition) else None, limit)
+    elif q.by_disagreement:
         out, nxt = _by_score(lake, q, ctx, start if isinstance(start, ScorePosition) else None, limit)
     else:
         out, nxt = _in_time(lake, q, ctx, start if isinstance(start, Position) else None, limit, budget_rows)
     count = _count(lake, q, days, where, spec, run, cap=10 * budget_rows, policy=policy)
-    return GridPage(out, nxt, count, spec.ref, run, notes, ref)
+    return GridPage(out, nxt, count, spec.ref, run, notes, ref, words.ref if words else None, tag_ref)

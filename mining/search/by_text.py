@@ -5,10 +5,12 @@ its own tokenizer, cut and padded as registered) and searched in its clip index,
 vectors are the unit mean of each clip's keyframes' image embeddings
 (:mod:`mining.encoders.text_image`). Both are unit vectors, so the index's L2 distance
 ``d`` and the cosine similarity CLIP and SigLIP score with are one number:
-``score = 1 - d**2 / 2``; results come highest score first, exactly ``min(k, allowed)``
-of them, with every filter a similarity search takes. The encoder is the one query by
-example keeps per process (:func:`mining.search.by_example.encoder_of`): the text side
-loads with the first text query, not with the API.
+``score = 1 - d**2 / 2``; results come highest score first (ties by clip id), exactly
+``min(k, allowed)`` of them, with every filter a similarity search takes; a clip with no
+keyframe (a zero vector: nothing was seen) is not allowed, as ``tags run`` scores it not.
+The encoder is the one query by example keeps per process
+(:func:`mining.search.by_example.encoder_of`): the text side loads with the first text
+query, not with the API.
 """
 
 from __future__ import annotations
@@ -84,5 +86,28 @@ def similar_to_text(
     spec = text_model(lake, model)
     q = text_vectors(lake, spec, [text])
     sub = appearance_of(spec)  # the whole vector: the keyframes' mean, as registered
-    hits: list[Neighbour] = nearest(lake, spec, sub.project(q) if sub else q, k, where, sub=sub)
-    return spec, [TextHit(h.clip_id, h.distance, score_of(h.distance)) for h in hits]
+    q = sub.project(q) if sub else q
+    want = k
+    while True:
+        hits: list[Neighbour] = nearest(lake, spec, q, want, where, sub=sub)
+        blank = _blank(lake, spec, hits)
+        kept = [h for h in hits if h.clip_id not in blank]
+        if len(kept) >= k or len(hits) < want:  # enough, or every allowed clip seen
+            out = [TextHit(h.clip_id, h.distance, score_of(h.distance)) for h in kept[:k]]
+            return spec, sorted(out, key=lambda h: (-h.score, h.clip_id))  # ties in one order everywhere
+        want = min(2 * want + len(blank), 1_000_000)
+
+
+def _blank(lake: Lake, spec: ModelSpec, hits: list[Neighbour]) -> set[str]:
+    """The hits whose stored vector is zero (a clip with no keyframe: nothing was seen).
+    Its distance to any unit query is exactly 1, a cosine of 0.5 that would rank it over
+    every real match (CLIP's sit near 0.3); ``tags run`` gives it no score either. Only
+    hits at distance ~1 are read back, a handful at most."""
+    from mining.search.serving import read_vectors
+
+    suspects = [h.clip_id for h in hits if abs(h.distance - 1.0) < 1e-4]
+    if not suspects:
+        return set()
+    vectors = read_vectors(lake, spec, suspects)
+    norms = np.linalg.norm(np.nan_to_num(vectors), axis=1)
+    return {c for c, n in zip(suspects, norms, strict=True) if n < 1e-6}

@@ -32,6 +32,7 @@ __all__ = [
     "build_index",
     "corner_cases",
     "nearest",
+    "own_index",
     "similar",
     "space_of",
 ]
@@ -59,7 +60,7 @@ def build_index(
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
     out = _build(lake, spec, cfg)
-    for sub in (appearance_of(spec), behaviour_of(spec)):
+    for sub in (own_index(spec, appearance_of(spec)), behaviour_of(spec)):
         if sub is not None:
             out[sub.name] = _build(lake, spec, cfg, sub)
     serving.forget(lake, spec)  # this process serves the new build from its next search
@@ -70,6 +71,16 @@ def appearance_of(spec: ModelSpec) -> SubSpace | None:
     """The appearance block of the version's vectors as a sub-space (None: none)."""
     span = frame_span(spec)
     return None if span is None else SubSpace("appearance", span.start, span.stop)
+
+
+def own_index(spec: ModelSpec, sub: SubSpace | None) -> SubSpace | None:
+    """``sub`` where it has an index of its own; None where it is the whole vector (a
+    version whose vectors are the frames' mean alone: ``text-image``, ``onnx`` without
+    ``clip``), whose clip index answers for it: a unit vector projected on all of itself
+    is itself, so a second index would be the same vectors twice."""
+    if sub is None or (sub.start == 0 and sub.stop == spec.dim):
+        return None
+    return sub
 
 
 def behaviour_of(spec: ModelSpec) -> SubSpace | None:
@@ -174,6 +185,7 @@ def nearest(
 ) -> list[Neighbour]:
     """The ``k`` clips nearest the query row ``q`` (``(1, dim)``), among clips matching
     ``where``, in the version's vectors or in their ``sub`` block (``q`` then in it)."""
+    sub = own_index(spec, sub)
     live = serving.live(lake, spec, sub)
     allowed = None
     if where:

@@ -24,6 +24,8 @@ from storage.tables import (
     scenarios,
     schedules,
     signals,
+    text_tag_scores,
+    text_tags,
     tokens,
 )
 
@@ -50,6 +52,8 @@ TABLES: dict[str, TableSpec] = {
         scenarios,
         scenario_hits,
         scenario_scans,
+        text_tags,
+        text_tag_scores,
         runs,
         schedules,
         tokens,

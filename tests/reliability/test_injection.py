@@ -86,6 +86,7 @@ def hostile_requests(lake: str, marker_dir: Path) -> tuple[dict[str, dict[str, A
         "index": {"model": models[1]},
         "mine": {"model": models[2]},
         "shadow": {"policy": models[1]},
+        "tags": {"tags": [models[0]]},
         "export": {"name": "hostile", "version": 1, "format": "lerobot", "out": f"{lake}/exports/{one}"},
         "dataset": {  # its name is a pattern ([A-Za-z0-9_-]); its query holds strings
             "name": "hostile",

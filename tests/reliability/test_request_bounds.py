@@ -164,6 +164,9 @@ def test_lone_surrogates_are_refused_before_anything_is_written(served: Served, 
         ("/v1/datasets", {"name": "bounds-surrogate", "query": {"similar_to": {"clip_ids": [bad]}}}),
         ("/v1/search/similar", {"clip_id": bad}),
         ("/v1/search/similar", {"clip_id": clip, "filters": {"vehicles": [bad]}}),
+        ("/v1/search/text", {"text": f"red{bad}"}),
+        ("/v1/search/text", {"text": "red", "filters": {"text_tags": [bad]}}),
+        ("/v1/datasets", {"name": "bounds-surrogate", "query": {"similar_to_text": {"text": bad}}}),
     ]
     tables = ("reviews", "datasets", "dataset_clips", "runs")
     before = {t: _count(served, t) for t in tables}
@@ -177,7 +180,7 @@ def test_lone_surrogates_are_refused_before_anything_is_written(served: Served, 
     figures(
         group=GROUP,
         fault="a lone surrogate (\\ud800) in review tags and note, dataset vehicles, events, tags, model, "
-        "clip ids and similar_to, a search's clip id and filters",
+        "clip ids, similar_to and similar_to_text, a search's clip id, text and filters",
         cases=len(cases),
         rows_lost=0,
         rows_duplicated=written,
@@ -391,6 +394,7 @@ def _baseline(method: str, path: str, clip: str) -> tuple[str, dict[str, Any]] |
     """A valid request of the operation (URL with path parameters filled, JSON body)."""
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/v1/search/similar"): {"clip_id": clip},
+        ("POST", "/v1/search/text"): {"text": "red"},
         ("POST", "/v1/datasets"): {"name": "bounds-schema", "export": False, "query": {"limit": 1}},
         ("POST", "/v1/clips/{clip_id}/reviews"): {"verdict": "confirmed"},
         ("POST", "/v1/jobs"): {"kind": "mine", "params": {}},
@@ -440,6 +444,8 @@ def test_over_long_values_in_every_field_answer_422(served: Served, figures: Fig
             for f in _op_fields(op, defs):
                 if f.where == "json" and len(f.path) > 1 and f.path[-2] in ("similar_to",):
                     body_f = _set(body, f.path[:-1], {"clip_ids": [clip]})
+                elif f.where == "json" and len(f.path) > 1 and f.path[-2] == "similar_to_text":
+                    body_f = _set(body, f.path[:-1], {"text": "red"})
                 else:
                     body_f = body
                 for value in _too_long(f):

@@ -22,6 +22,7 @@ from mining.encoders.registry import register
 from mining.interfaces import ModelSpec
 from mining.search.queries import build_index
 from storage import Lake, Settings
+from tests.api.conftest import browser  # noqa: F401  (headless Chromium, for the pages here too)
 from tests.conftest import LOCAL, SHARED_DATA, locked, run_shared
 from tests.ingest.conftest import make_drive
 from tests.text_image.tiny_model import build_folder
@@ -123,3 +124,23 @@ def text_lake_at(dest: Path) -> TextLake:
 @pytest.fixture(scope="module")
 def text_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextLake]:
     yield text_lake_at(tmp_path_factory.mktemp("text-lake"))
+
+
+def keyframes(lake: Lake) -> dict[str, list[bytes]]:
+    """Each clip's keyframes as embed reads them: the non-dense ``clip_frames`` rows in order."""
+    rows = lake.read("clip_frames", columns=["clip_id", "frame_index", "jpeg", "dense"]).to_pylist()
+    out: dict[str, list[bytes]] = {}
+    for r in sorted(rows, key=lambda r: (r["clip_id"], r["frame_index"])):
+        if not r["dense"]:
+            out.setdefault(r["clip_id"], []).append(r["jpeg"])
+    return out
+
+
+def expected_scores(lake: Lake, text: str) -> list[tuple[str, float]]:
+    """Every clip with its score for ``text``, computed with numpy alone (the tiny model's
+    word vectors and colour projection over the clip's decoded keyframes), best first."""
+    from tests.text_image.tiny_model import clip_vector, text_embeds
+
+    q = text_embeds([text])[0]
+    scores = {cid: float(clip_vector(jpegs) @ q) for cid, jpegs in keyframes(lake).items()}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))

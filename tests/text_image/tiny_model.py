@@ -170,19 +170,26 @@ def build_folder(
         (dest / "vision_model.onnx").write_bytes(_graph("vision", **dims))
     if tokenizer:
         (dest / "tokenizer.json").write_text(tokenizer_json())
-    (dest / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 16, "pad_token": "[PAD]"}))
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": MAX_LENGTH, "pad_token": "[PAD]"})
+    )
     if preprocessor:
         (dest / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
     (dest / "config.json").write_text(json.dumps({"model_type": "clip", "projection_dim": text_dim}))
     return dest
 
 
+MAX_LENGTH = 16  # tokenizer_config.json's model_max_length: a text is cut there
+
+
 def token_ids(text: str) -> list[int]:
-    """What the word-level tokenizer gives (lower case, split on whitespace and punctuation)."""
+    """What the word-level tokenizer gives (lower case; runs of word characters and runs of
+    other non-space characters, as the ``Whitespace`` pre-tokenizer splits), cut to MAX_LENGTH."""
     import re
 
     index = {w: i for i, w in enumerate(VOCAB)}
-    return [index.get(w, index["[UNK]"]) for w in re.findall(r"\w+|[^\w\s]", text.lower())]
+    words = re.findall(r"\w+|[^\w\s]+", text.lower())
+    return [index.get(w, index["[UNK]"]) for w in words][:MAX_LENGTH]
 
 
 def text_embeds(texts: list[str]) -> np.ndarray:
