@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    pass
 
 from fleetmine._common import (
     AddressOpt,
@@ -119,6 +116,11 @@ def demo(
     console.print(
         f"           curl -H 'Authorization: Bearer {token}' "
         f"'{base}/v1/mining/corner-cases?by=disagreement&policy=baseline&k=5'",
+        soft_wrap=True,
+    )
+    console.print(
+        'words:     search in words ("night, heavy rain") with a CLIP or SigLIP export of your own: '
+        'README, "Asking in words"',
         soft_wrap=True,
     )
     if no_serve:

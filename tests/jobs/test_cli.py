@@ -107,6 +107,7 @@ def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
     assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
     assert "spans in the new drives" in out.stdout and "/v1/clips?scenario=sudden_stop" in out.stdout
     assert "registered baseline@1" in out.stdout and "baseline@1 against the driver" in out.stdout
+    assert "words:     search in words" in out.stdout and "Asking in words" in out.stdout
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3
     again = run(*args)

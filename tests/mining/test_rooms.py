@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.test_layers import parse
+
 MINING = Path(__file__).resolve().parents[2] / "mining"
 ROOM = {"interfaces": 0, "encoders": 1, "search": 2, "scores": 3, "datasets": 4}
 
@@ -19,7 +21,7 @@ def _room(module: str) -> str | None:
 
 def _imports(source: str) -> set[str]:
     out: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
