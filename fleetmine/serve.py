@@ -86,7 +86,8 @@ def bench(
             "--catalog",
             min=1000,
             help="Only the catalog benchmarks (routes; index, search, memory; index and mine memory,"
-            " incremental mining; dataset create and export plan), at N and N/10 synthetic clips",
+            " incremental mining; dataset create and export plan), at N and N/10 synthetic clips;"
+            " filtered search against LanceDB at N",
         ),
     ] = None,
     text_image: Annotated[
@@ -103,7 +104,7 @@ def bench(
     from fleetmine.bench import BenchContext, run_all
 
     if catalog is not None and not only:
-        only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets"]
+        only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets", "filtered-search"]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
         ctx = BenchContext(
             quick=quick, workdir=Path(tmp), catalog=catalog, text_image=tuple(text_image or ())

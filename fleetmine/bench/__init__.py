@@ -74,6 +74,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         delta_write,
         encoders,
         faiss_search,
+        filtered_search,
         previews,
         reader_feed,
         scenarios,

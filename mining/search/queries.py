@@ -23,6 +23,7 @@ from mining.search.serving import embedded_since, read_vectors, source_of
 from storage.config import Settings
 from storage.errors import ConfigError, NotFoundError
 from storage.lake import Lake
+from storage.resident import clip_rows
 
 __all__ = [
     "SPACES",
@@ -188,8 +189,10 @@ def nearest(
     sub = own_index(spec, sub)
     live = serving.live(lake, spec, sub)
     allowed = None
-    if where:
-        allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id")
+    if where:  # the process's resident filter columns answer it; else a scan (storage.resident)
+        allowed = clip_rows().select(lake, where)
+        if allowed is None:
+            allowed = lake.read("clips", columns=["clip_id"], where=where).column("clip_id")
 
     def raw(ids: list[str]) -> np.ndarray:
         vectors = read_vectors(lake, spec, ids)

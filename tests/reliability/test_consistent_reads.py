@@ -134,6 +134,26 @@ def test_every_answer_is_one_version_of_each_table_while_ingest_and_embed_commit
             None if got == want else f"embeddings@{v['embeddings']}: {len(got)} neighbours != {len(want)}",
         )
 
+    def filtered_search(http: httpx.Client) -> tuple[dict[str, int], str | None]:
+        """A filter every clip passes: run on the server's resident filter columns, which
+        must be those of the request's own clips version (storage.resident), or clips
+        embedded meanwhile would be missing."""
+        body = {"clip_id": probe, "k": 1000, "filters": {"since": "2000-01-01T00:00:00Z"}}
+        r = http.post("/v1/search/similar", json=body, headers=reader)
+        v = versions_of(r)
+        got = {n["clip_id"] for n in r.json()["data"]}
+        emb = at.table("embeddings", v["embeddings"], ["clip_id", "model_name", "model_version"]).to_pylist()
+        embedded = {
+            e["clip_id"] for e in emb if (e["model_name"], e["model_version"]) == (spec.name, spec.version)
+        }
+        want = (embedded & set(at.clip_ids(v["clips"]))) - {probe}
+        return (
+            v,
+            None
+            if got == want
+            else f"filtered at clips@{v['clips']} embeddings@{v['embeddings']}: {len(got)} != {len(want)}",
+        )
+
     def grid(http: httpx.Client) -> tuple[dict[str, int], str | None]:
         r = http.get("/ui/", params={"per_page": 200}, headers=reader)
         v = versions_of(r)
@@ -153,6 +173,7 @@ def test_every_answer_is_one_version_of_each_table_while_ingest_and_embed_commit
         "clip list, pages of 3": (small_pages, {"clips"}),
         "drive list": (drives_page, {"drives"}),
         "similar search": (search, {"embeddings", "models"}),
+        "filtered similar search": (filtered_search, {"embeddings", "models", "clips"}),
         "grid page": (grid, {"clips", "mining_scores", "reviews"}),
     }
     answered: Counter[str] = Counter()
