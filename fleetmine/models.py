@@ -138,6 +138,15 @@ def index(
     kind: Annotated[
         str, typer.Option(help="flat | ivf-flat | ivf-pq, or auto: by size (kept from the saved index)")
     ] = "auto",
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1_000_000_000,
+            help="Vectors per shard: the index as shards by date range, each built as a task of its own "
+            "(on the cluster's nodes with --address); default: one index",
+        ),
+    ] = None,
     lake: LakeOpt = None,
     address: AddressOpt = None,
     wait: WaitOpt = False,
@@ -147,9 +156,10 @@ def index(
     from jobs.index_job import IndexJob
     from jobs.requests import execute
 
-    if submit_if_cluster(IndexJob(model=model, index_kind=kind), lake, address, wait):
+    job = IndexJob(model=model, index_kind=kind, shard_size=shard_size)
+    if submit_if_cluster(job, lake, address, wait):
         return
-    r = execute(IndexJob(model=model, index_kind=kind), settings(lake, address))
+    r = execute(job, settings(lake, address))
     for part in (r, r.get("appearance")):
         if part is None:
             continue
@@ -159,6 +169,12 @@ def index(
             f"at {part['uri']}",
             soft_wrap=True,
         )
+        for s in part.get("shards") or ():
+            console.print(
+                f"  shard {s['number']}: {s['first_day']}..{s['last_day']}, {s['n']} vectors, "
+                f"built on {s['node']}",
+                soft_wrap=True,
+            )
 
 
 @app.command()

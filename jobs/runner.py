@@ -197,8 +197,17 @@ class RayRunner:
         from jobs.runtime import init_ray
 
         ray = init_ray(self.address)
+        # A stage may ask to be spread over the nodes (index shards: each node builds its
+        # share, none holds them all); by default Ray packs tasks onto the fewest nodes.
+        placement = (
+            {"scheduling_strategy": s} if (s := getattr(spec.cls, "scheduling_strategy", None)) else {}
+        )
         task = ray.remote(
-            max_retries=self.max_retries, retry_exceptions=False, max_calls=self.max_calls, **spec.resources
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+            max_calls=self.max_calls,
+            **spec.resources,
+            **placement,
         )(_remote_batch)
         spec_ref = ray.put(spec)
         batches = list(_batches(items, batch_size))

@@ -35,6 +35,7 @@ from storage.errors import StorageError
 from storage.lake import Lake
 from storage.query import arrow_table
 from storage.sql import in_list
+from storage.tables import clips
 
 __all__ = ["CLIP_FILTER_COLUMNS", "Resident", "clip_rows"]
 
@@ -50,14 +51,7 @@ CLIP_FILTER_COLUMNS = (
     "start_time",
     "end_time",
     "duration_s",
-    "speed_mean",
-    "speed_min",
-    "speed_max",
-    "max_decel_mps2",
-    "max_lat_accel_mps2",
-    "max_steering_rate_dps",
-    "brake_presses",
-    "stop_count",
+    *clips.FEATURES,
     "events",
     "trigger_at_s",
 )
@@ -94,17 +88,16 @@ class Resident:
         self.partition = partition
         self.max_rows = max_rows
         self._held: dict[str, _Held] = {}
+        self._too_big: dict[str, int] = {}  # lake -> the version found past max_rows
         self._lock = threading.Lock()
 
     def select(self, lake: Lake, where: str, column: str = "clip_id") -> pa.Array | None:
         """``column`` of the rows matching ``where`` at the version ``lake`` reads (its read
         view's, if one pinned it), or None where the engine must answer (see the module)."""
-        held = self.held(lake)
-        if held is None:
-            return None
         try:
-            return _run(held, where, column)
-        except Exception as exc:  # a column not held, a function this engine lacks
+            held = self.held(lake)
+            return None if held is None else _run(held, where, column)
+        except Exception as exc:  # a column not held, a function this engine lacks, a failed read
             log.debug("resident %s cannot run %r (%s): reading through the engine", self.table, where, exc)
             return None
 
@@ -113,6 +106,8 @@ class Resident:
         None for an older version than the one held, or a table past ``max_rows``."""
         snapshot = lake.snapshot(self.table)
         version = snapshot.version()
+        if self._too_big.get(lake.uri) == version:  # said once per version, not under the lock per request
+            return None
         with self._lock:
             held = self._held.get(lake.uri)
             if held is not None and held.version == version:
@@ -122,6 +117,7 @@ class Resident:
             files, count = _files(snapshot, self.partition)
             if count > self.max_rows:
                 self._held.pop(lake.uri, None)
+                self._too_big[lake.uri] = version
                 return None
             fresh = self._refresh(lake, held, version, files)
             self._held.pop(lake.uri, None)

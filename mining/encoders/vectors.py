@@ -108,25 +108,31 @@ class EmbeddingSource:
     spec: ModelSpec
     batch_rows: int = 16_384
     version: int | None = None  # the embeddings table version read (None: the latest)
+    days: tuple[str, str] | None = None  # only the clips of these days, first and last (an index shard's)
 
     @property
     def dim(self) -> int:
         return self.spec.dim
 
+    @property
+    def where(self) -> str:
+        if self.days is None:
+            return of_model(self.spec)
+        first, last = self.days
+        return f"{of_model(self.spec)} AND date >= {literal(first)} AND date <= {literal(last)}"
+
     def ids(self) -> pa.Array:
         parts = [
             t.column("clip_id").combine_chunks()
             for t in self.lake.scan(
-                "embeddings", ["clip_id"], of_model(self.spec), batch_rows=1 << 20, version=self.version
+                "embeddings", ["clip_id"], self.where, batch_rows=1 << 20, version=self.version
             )
         ]
         ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
         return pc.unique(ids)
 
     def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
-        scans = self.lake.scan(
-            "embeddings", ["clip_id", "vector"], of_model(self.spec), self.batch_rows, self.version
-        )
+        scans = self.lake.scan("embeddings", ["clip_id", "vector"], self.where, self.batch_rows, self.version)
         for t in scans:
             if only is not None:
                 t = t.filter(pc.is_in(t.column("clip_id"), value_set=only))

@@ -42,7 +42,21 @@ from storage.errors import ConfigError, StorageError
 from storage.lake import Lake
 from storage.objectstore import Location
 
-__all__ = ["KINDS", "ClipIndex", "Ids", "IndexConfig", "RawVectors", "as_ids", "choose_factory", "names_at"]
+__all__ = [
+    "KINDS",
+    "ClipIndex",
+    "Ids",
+    "IndexConfig",
+    "RawVectors",
+    "as_ids",
+    "choose_factory",
+    "drop_unnamed",
+    "kind_of",
+    "meta_files",
+    "names_at",
+    "new_build",
+    "write_meta",
+]
 
 KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
 
@@ -66,6 +80,7 @@ class IndexConfig:
     train_per_list: int = 40  # ... and no more than this many per inverted list (FAISS's advice)
     batch_rows: int = 16_384  # a streamed build holds the index plus one batch of vectors
     seed: int = 1234
+    shard_size: int | None = None  # vectors per shard, by date range (mining.search.shards); None: one
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -108,7 +123,7 @@ def choose_factory(n: int, dim: int, cfg: IndexConfig) -> str:
             return f"IVF{cfg.nlist_for(n)},PQ{m}x{nbits}"
 
 
-def _kind(factory: str) -> str:
+def kind_of(factory: str) -> str:
     return "flat" if factory == "Flat" else "ivf-pq" if ",PQ" in factory else "ivf-flat"
 
 
@@ -226,6 +241,41 @@ def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]
     ]
 
 
+def new_build() -> str:
+    """A saved build's name: when, and a random part (two builds in a second differ)."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def write_meta(loc: Location, meta: dict[str, Any]) -> None:
+    """``meta.json``, replaced at once: a reader sees the old build or the new one."""
+    body = json.dumps(meta, indent=2).encode()
+    if loc.is_local:  # a rename is atomic; S3 puts are
+        tmp = loc.join(f".meta-{meta['build']}.json").path
+        loc.fs.pipe_file(tmp, body)
+        loc.fs.mv(tmp, loc.join("meta.json").path)
+    else:
+        loc.fs.pipe_file(loc.join("meta.json").path, body)
+
+
+def meta_files(meta: dict[str, Any] | None) -> set[str]:
+    """The files a saved build's meta names: its index and ids, or every shard's."""
+    if not meta:
+        return set()
+    named = set((meta.get("files") or {}).values())
+    for shard in meta.get("shards") or ():
+        named |= set(shard["files"].values())
+    return named
+
+
+def drop_unnamed(loc: Location, keep: set[str]) -> None:
+    """Remove the index files of builds older than the two ``keep`` names: the generation
+    before the new one stays, for readers that opened its meta a moment ago."""
+    for path in loc.fs.ls(loc.path, detail=False):
+        name = str(path).rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(("index", "ids", "shard")) and name not in keep:
+            loc.fs.rm(path)
+
+
 class ClipIndex:
     """One FAISS index and its id array (position -> clip id)."""
 
@@ -289,7 +339,7 @@ class ClipIndex:
 
     @property
     def kind(self) -> str:
-        return _kind(self.factory)
+        return kind_of(self.factory)
 
     @property
     def exact(self) -> bool:
@@ -361,7 +411,7 @@ class ClipIndex:
         ids = as_ids(clip_ids)
         if len(ids) < len(self.ids):
             held = self.ids.filter(pc.is_in(self.ids, value_set=ids))
-            hit = pc.is_in(ids, value_set=held)
+            hit = pc.is_in(ids, value_set=as_ids(held))
         else:
             hit = pc.is_in(ids, value_set=self.ids)
         return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
@@ -388,18 +438,27 @@ class ClipIndex:
         self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances and positions, ``(nq, min(k, allowed))``, nearest first."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        pool = len(self) if mask is None else int(mask.sum())
-        want = min(k, pool)
+        q, pool, want, fetch = self._asked(queries, k, mask, raw)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         refine = raw is not None and not self.exact
-        fetch = min(pool, want * self.cfg.refine_factor) if refine else want
         d2, pos = self._candidates(q, fetch, mask, pool)
         if refine:
             assert raw is not None
             d2, pos = self._refine(q, pos, want, raw)
         return d2, pos
+
+    def _asked(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None, raw: RawVectors | None
+    ) -> tuple[np.ndarray, int, int, int]:
+        """The query rows (float32), the allowed pool, how many to answer (``min(k, pool)``)
+        and how many candidates to fetch for them (``refine_factor`` times more when IVF-PQ
+        codes are re-ranked on exact vectors from ``raw``)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        pool = len(self) if mask is None else int(mask.sum())
+        want = min(k, pool)
+        refine = raw is not None and not self.exact
+        return q, pool, want, min(pool, want * self.cfg.refine_factor) if refine else want
 
     def _candidates(
         self, q: np.ndarray, k: int, mask: np.ndarray | None, pool: int
@@ -462,16 +521,10 @@ class ClipIndex:
     def save(self, loc: Location, embeddings_version: int) -> dict[str, Any]:
         """Write a new generation of files, then ``meta.json`` naming them, so a
         reader never pairs one build's index with another's ids."""
-        fs = loc.fs
-        fs.makedirs(loc.path, exist_ok=True)
+        loc.fs.makedirs(loc.path, exist_ok=True)
         previous = self.read_meta(loc)
-        build = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        files = {"index": f"index-{build}.faiss", "ids": f"ids-{build}.arrow"}
-        if loc.is_local:
-            faiss.write_index(self.index, loc.join(files["index"]).path)
-        else:
-            fs.pipe_file(loc.join(files["index"]).path, faiss.serialize_index(self.index).tobytes())
-        fs.pipe_file(loc.join(files["ids"]).path, _ids_file(self.ids))
+        build = new_build()
+        files = self.write_files(loc, f"index-{build}.faiss", f"ids-{build}.arrow")
         meta = {
             "build": build,
             "files": files,
@@ -483,20 +536,18 @@ class ClipIndex:
             "built_at": dt.datetime.now(dt.UTC).isoformat(),
             "config": asdict(self.cfg),
         }
-        body = json.dumps(meta, indent=2).encode()
-        if loc.is_local:  # a rename is atomic; S3 puts are
-            tmp = loc.join(f".meta-{build}.json").path
-            fs.pipe_file(tmp, body)
-            fs.mv(tmp, loc.join("meta.json").path)
-        else:
-            fs.pipe_file(loc.join("meta.json").path, body)
-        # The generation before stays, for readers that opened its meta a moment ago.
-        keep = {*files.values(), *((previous or {}).get("files") or {}).values()}
-        for path in fs.ls(loc.path, detail=False):
-            name = str(path).rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith(("index", "ids")) and name not in keep:
-                fs.rm(path)
+        write_meta(loc, meta)
+        drop_unnamed(loc, {*files.values(), *meta_files(previous)})
         return meta
+
+    def write_files(self, loc: Location, index_name: str, ids_name: str) -> dict[str, str]:
+        """The index and its id array as files ``index_name`` and ``ids_name`` in ``loc``."""
+        if loc.is_local:
+            faiss.write_index(self.index, loc.join(index_name).path)
+        else:
+            loc.fs.pipe_file(loc.join(index_name).path, faiss.serialize_index(self.index).tobytes())
+        loc.fs.pipe_file(loc.join(ids_name).path, _ids_file(self.ids))
+        return {"index": index_name, "ids": ids_name}
 
     @classmethod
     def load(cls, loc: Location, *, mmap: bool = False) -> tuple[ClipIndex, dict[str, Any]] | None:
@@ -506,11 +557,22 @@ class ClipIndex:
         meta = cls.read_meta(loc)
         if meta is None:
             return None
+        if meta.get("shards"):  # a set of shards by date range (fleetmine index --shard-size)
+            from mining.search.shards import load_shards
+
+            return load_shards(loc, meta, mmap=mmap), meta
         files = meta.get("files") or {"index": "index.faiss", "ids": "ids.parquet"}
+        return cls.open_files(loc, files, meta, mmap=mmap), meta
+
+    @classmethod
+    def open_files(
+        cls, loc: Location, files: dict[str, str], meta: dict[str, Any], *, mmap: bool
+    ) -> ClipIndex:
+        """The index and ids ``files`` of a saved build (or of one of its shards)."""
         fs, path = loc.fs, loc.join(files["index"]).path
         mapped = mmap and loc.is_local
         if mapped:
-            flag = faiss.IO_FLAG_MMAP_IFC if _kind(meta["factory"]) == "flat" else faiss.IO_FLAG_MMAP
+            flag = faiss.IO_FLAG_MMAP_IFC if kind_of(meta["factory"]) == "flat" else faiss.IO_FLAG_MMAP
             index = faiss.read_index(path, flag)
         elif loc.is_local:
             index = faiss.read_index(path)
@@ -518,5 +580,4 @@ class ClipIndex:
             index = faiss.deserialize_index(np.frombuffer(fs.cat_file(path), dtype=np.uint8))
         ids = _read_ids(loc.join(files["ids"]), mmap=mapped)
         cfg = IndexConfig.from_dict(meta.get("config", {}))
-        held = cls(index, ids, meta["factory"], cfg, read_only=mapped, mapped_from=path if mapped else None)
-        return held, meta
+        return cls(index, ids, meta["factory"], cfg, read_only=mapped, mapped_from=path if mapped else None)

@@ -31,6 +31,7 @@ __all__ = [
     "appearance_of",
     "behaviour_of",
     "build_index",
+    "build_part",
     "corner_cases",
     "nearest",
     "own_index",
@@ -60,10 +61,10 @@ def build_index(
     one with motion or signal blocks their index (``behaviour``: "more like this")."""
     lake = Lake.from_settings(settings)
     spec = resolve(lake, model)
-    out = _build(lake, spec, cfg)
+    out = build_part(lake, spec, cfg)
     for sub in (own_index(spec, appearance_of(spec)), behaviour_of(spec)):
         if sub is not None:
-            out[sub.name] = _build(lake, spec, cfg, sub)
+            out[sub.name] = build_part(lake, spec, cfg, sub)
     serving.forget(lake, spec)  # this process serves the new build from its next search
     return out
 
@@ -106,9 +107,11 @@ def space_of(spec: ModelSpec, space: str) -> SubSpace | None:
     return sub
 
 
-def _build(
+def build_part(
     lake: Lake, spec: ModelSpec, cfg: IndexConfig | None, sub: SubSpace | None = None
 ) -> dict[str, Any]:
+    """Build, or top up with the clips embedded since, the saved index of the version (or of
+    its ``sub`` block); rebuilt when it no longer fits ``cfg``."""
     loc = ClipIndex.location(lake, spec, sub.name if sub else None)
     version = lake.version("embeddings")
     index: ClipIndex | None = None

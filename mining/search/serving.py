@@ -115,7 +115,10 @@ class LiveIndex:
         if d2.shape[1] < k:  # fewer allowed than k in both parts together
             d2 = np.hstack([d2, np.full((len(d2), k - d2.shape[1]), np.inf)])
             pos = np.hstack([pos, np.full((len(pos), k - pos.shape[1]), -1)])
-        names = names_at(pa.chunked_array([p.ids for p in self.parts], pa.string()), pos)
+        chunks = [
+            c for p in self.parts for c in (p.ids.chunks if isinstance(p.ids, pa.ChunkedArray) else [p.ids])
+        ]
+        names = names_at(pa.chunked_array(chunks, pa.string()), pos)
         return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
 
 

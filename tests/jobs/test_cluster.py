@@ -65,6 +65,10 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
         ray_job = httpx.get(
             f"{address}/api/jobs/{run_id}", headers={"Authorization": f"Bearer {token}"}, timeout=30
         ).json()
+        # The index as shards by day, each a task spread over the nodes (fleetmine index --shard-size).
+        cli("embed", *where, "--wait", env=env, timeout=600)
+        cli("index", "--shard-size", "1", *where, "--wait", env=env, timeout=600)
+        cluster_nodes = {n["node_id"] for n in state(address, env, "nodes")}
 
     assert status["status"] == "succeeded", status
     assert status["counts"]["ok"] == 4 and status["counts"]["clips"] > 0, status["counts"]
@@ -74,6 +78,15 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     assert returned_in < 60, f"submission took {returned_in:.0f} s: it must return the run id at once"
 
     cluster = Lake(lake_uri, s3_options)
+    (indexed,) = [
+        r
+        for r in cluster.read("runs").to_pylist()
+        if r["kind"] == "index" and r["run_id"].startswith("index-builtin")
+    ]
+    shards = json.loads(indexed["counts"])["shards"]
+    assert indexed["status"] == "succeeded" and len(shards) >= 2, indexed
+    assert {s["node"] for s in shards} == cluster_nodes and len(cluster_nodes) == 2, (shards, cluster_nodes)
+    assert sum(s["n"] for s in shards) == status["counts"]["clips"]
     local = Lake(str(tmp_path / "local-lake"))
     report = run_ingest(str(raw_local), Settings(lake=local.uri), runner=LOCAL)
     assert report.exit_code == 0 and len(report.ok) == 4
