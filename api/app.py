@@ -31,6 +31,7 @@ from storage.errors import (
     ConfigError,
     ConflictError,
     FleetError,
+    IndexUnavailableError,
     NotFoundError,
     StorageUnavailableError,
 )
@@ -126,12 +127,18 @@ class _IndexMetrics:
             "Vectors embedded since the saved build, held exactly",
             labels=labels,
         )
+        holders = GaugeMetricFamily(
+            "fleetmine_index_holders",
+            "Ray actors holding a sharded index's shards for this server (0: held here)",
+            labels=labels,
+        )
         for s in served_indexes():
             values = [lake_label(s["lake"]), s["model"], s["kind"], s["part"]]
             size.add_metric(values, s["bytes"])
             vectors.add_metric(values, s["vectors"])
             fresh.add_metric(values, s["fresh_vectors"])
-        yield from (size, vectors, fresh)
+            holders.add_metric(values, len(s.get("holders", ())))
+        yield from (size, vectors, fresh, holders)
 
 
 def lake_label(uri: str) -> str:
@@ -173,7 +180,10 @@ def lean_server_process() -> None:
         sys.meta_path.insert(0, _NoPandas())
 
 
-def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, auth: bool = True, hold_shards: bool = False) -> FastAPI:
+    """The catalog app over ``settings.lake``. ``hold_shards`` (``fleetmine serve --address
+    HOST:PORT``): join the Ray cluster at ``settings.ray_address`` and serve sharded indexes
+    from actors there (:func:`mining.search.serving.hold_shards`), not from this process."""
     from api.routes import clips, datasets, health, jobs, mining, reviews, ui
 
     lake = Lake.from_settings(settings)
@@ -191,6 +201,17 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
     )
     app.state.lake = lake
     app.state.settings = settings
+    if hold_shards:  # asked for on the command line, never taken from RAY_ADDRESS alone
+        address = settings.ray_address or ""
+        if not address or address.startswith(("http://", "https://")):
+            raise ConfigError(
+                "holding shards on a cluster needs its GCS address (HOST:PORT), not a dashboard URL"
+            )
+        from jobs.runtime import init_ray
+        from mining.search import serving
+
+        init_ray(address)
+        serving.hold_shards()
     app.state.auth = auth
     app.state.tokens = TokenCache(lake)
     app.state.grants = None  # api.deps.grants: the lake's key, read on first use
@@ -224,7 +245,9 @@ def create_app(settings: Settings, *, auth: bool = True) -> FastAPI:
             log.error("%s: %s", type(exc).__name__, exc)
             # Engine and store errors carry SQL, table paths and URIs: the log keeps them.
             message = (
-                "the lake's store is unavailable; retry later"
+                "a holder of the index's shards is restarting; retry later"
+                if isinstance(exc, IndexUnavailableError)
+                else "the lake's store is unavailable; retry later"
                 if status == 503
                 else f"{type(exc).__name__}: internal error (see the server log)"
             )

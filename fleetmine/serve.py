@@ -46,7 +46,10 @@ def serve(
     if no_auth:
         err.print("[bold red]AUTH IS OFF[/]: anyone who reaches this port can read and change the lake")
     conf = settings(lake, address)
-    app_ = create_app(conf, auth=not no_auth)
+    # A cluster's GCS address (HOST:PORT, or "local" for a private Ray): this server joins it
+    # and actors there hold the sharded indexes; a dashboard http:// address submits jobs only.
+    hold = bool(address) and not str(address).startswith(("http://", "https://"))
+    app_ = create_app(conf, auth=not no_auth, hold_shards=hold)
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     err.print(
@@ -87,7 +90,7 @@ def bench(
             min=1000,
             help="Only the catalog benchmarks (routes; index, search, memory; index and mine memory,"
             " incremental mining; dataset create and export plan), at N and N/10 synthetic clips;"
-            " filtered search against LanceDB at N",
+            " filtered search against LanceDB at N; index and mine on 1 vs 2 shards and Ray nodes at N",
         ),
     ] = None,
     text_image: Annotated[
@@ -104,7 +107,14 @@ def bench(
     from fleetmine.bench import BenchContext, run_all
 
     if catalog is not None and not only:
-        only = ["catalog-routes", "catalog", "catalog-mining", "catalog-datasets", "filtered-search"]
+        only = [
+            "catalog-routes",
+            "catalog",
+            "catalog-mining",
+            "catalog-datasets",
+            "filtered-search",
+            "cluster-scale",
+        ]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:
         ctx = BenchContext(
             quick=quick, workdir=Path(tmp), catalog=catalog, text_image=tuple(text_image or ())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from jobs.params import JobParams, ModelRef
-from jobs.runner import Runner, StageSpec, single_item_runner
+from jobs.runner import Runner, SequentialRunner, StageSpec, single_item_runner
 from jobs.runs import one_at_a_time, record_run
 from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
@@ -68,9 +68,16 @@ def _mine(
 
     number = lake.last_run_number(app_id, ["mining_scores"]) + 1
     run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
+    stage = StageSpec(MineStage, (lake,))
+    if runner is None and settings.ray_address and _held_on_cluster(settings, lake, spec):
+        # The run is driven from here; its k-NN fans out over the actors holding the shards.
+        from jobs.runtime import init_ray
+
+        init_ray(settings.ray_address)
+        runner, stage = SequentialRunner(), StageSpec(MineStage, (lake, True))
     runner = runner or single_item_runner(settings.ray_address)
     with record_run(lake, run_id, "mine", {"model": spec.ref}) as run:
-        (outcome,) = runner.map(StageSpec(MineStage, (lake,)), [MineWork(spec, run_id, cfg or MineConfig())])
+        (outcome,) = runner.map(stage, [MineWork(spec, run_id, cfg or MineConfig())])
         if not isinstance(outcome.result, MineResult):
             raise JobError(f"mining {spec.ref} failed: {outcome.error}")
         r = outcome.result
@@ -82,4 +89,22 @@ def _mine(
         if r.ready_actions and not lake.committed("corner_cases", txn):
             lake.commit("corner_cases", r.ready_actions, txn)
         run.counts.update(scored=r.scored, duplicates=r.duplicates, rescored=r.rescored)
+        if r.holders:
+            run.counts["holders"] = r.holders
     return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run, r.rescored)
+
+
+def _held_on_cluster(settings: Settings, lake: Lake, spec: ModelSpec) -> bool:
+    """Whether the version's saved index is a set of shards (``fleetmine index --shard-size``),
+    which a cluster's actors hold for the run; topped up first, so it covers every embedded
+    clip (the new days grow the newest shard)."""
+    from jobs.index_job import run_index
+    from mining.search.holders import sharded_meta
+    from mining.search.index import IndexConfig
+
+    meta = sharded_meta(lake, spec)
+    if meta is None:
+        return False
+    if int(meta["embeddings_version"]) < lake.version("embeddings"):
+        run_index(settings, spec.ref, IndexConfig.from_dict(meta.get("config", {})))
+    return True

@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "FleetError",
+    "IndexUnavailableError",
     "InputError",
     "JobError",
     "LeaseHeldError",
@@ -79,6 +80,11 @@ class LeaseHeldError(StorageError, ConflictError):
 
 class StorageUnavailableError(StorageError):
     """The object store did not answer (network, endpoint, credentials refused)."""
+
+
+class IndexUnavailableError(StorageUnavailableError):
+    """A Ray actor holding some of an index's shards is dead or restarting: no whole answer
+    now (``mining.search.holders``); the API answers 503 with a retry hint."""
 
 
 class JobError(FleetError):

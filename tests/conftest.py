@@ -30,6 +30,7 @@ LOCAL = SequentialRunner()
 # cluster (/tmp/ray/ray_current_cluster), which test_runtime reads, so they take turns.
 RAY_HEAD_MODULES = frozenset(
     {
+        "tests/jobs/test_bench_cluster_scale.py",
         "tests/jobs/test_cluster.py",
         "tests/jobs/test_runtime.py",
         "tests/reliability/test_injection.py",
@@ -139,7 +140,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @contextmanager
 def serve_process(
-    lake: str, log: Path, env: dict[str, str] | None = None
+    lake: str, log: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``fleetmine serve`` over ``lake`` in a process of its own (a crash kills it, not
     pytest) on a free loopback port, its environment plus ``env``; yields its base URL.
@@ -148,7 +149,7 @@ def serve_process(
     port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fleetmine", "serve", "--lake", lake, "--port", str(port)],
+            [sys.executable, "-m", "fleetmine", "serve", "--lake", lake, "--port", str(port), *args],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=out,

@@ -71,6 +71,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         catalog_datasets,
         catalog_mining,
         catalog_routes,
+        cluster_scale,
         delta_write,
         encoders,
         faiss_search,

@@ -34,6 +34,7 @@ from mining.scores.dedup import Pairs, duplicate_column, duplicates, start_times
 from mining.scores.lineage import latest_run, lineage_of
 from mining.scores.mining_model import MiningModel, percentile, sketch
 from mining.scores.novelty import (
+    Nearest,
     evidence,
     knn_mean,
     neighbours,
@@ -44,6 +45,7 @@ from mining.scores.novelty import (
     signal_values,
 )
 from mining.scores.rescore import Reached, kth_distance, newest_per_clip, rescore
+from mining.search.holders import RESTART_WAIT_S, HeldIndex
 from mining.search.index_build import gather
 from mining.search.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
 from mining.search.serving import current, read_vectors
@@ -106,6 +108,7 @@ class MineResult:
     mode: str = "full"
     base_run: str | None = None
     rescored: int = 0  # old clips re-scored (incremental): new clips entered their knn
+    holders: list[dict[str, Any]] = field(default_factory=list)  # on a cluster: who held which shards
 
 
 def reference_clips(lake: Lake) -> pa.Array | None:
@@ -120,8 +123,14 @@ class MineStage:
 
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
 
-    def __init__(self, lake: Lake):
+    def __init__(self, lake: Lake, held: bool = False):
+        """``held``: Ray actors of the cluster this process is connected to hold the
+        version's saved shards (:class:`~mining.search.holders.HeldIndex`), so the k-NN of
+        every batch fans out over them and no process here holds the index; otherwise, or
+        for an index that is not a set of shards, the index is searched in this process."""
         self.lake = lake
+        self.held = held
+        self._held: HeldIndex | None = None
 
     def setup(self) -> None:
         self.lake.create_tables(["mining_scores", "dataset_clips", "corner_cases"])
@@ -130,11 +139,33 @@ class MineStage:
         return [self.process(w) for w in items]
 
     def process(self, w: MineWork) -> MineResult:
+        if not self.held:
+            return self._process(w, None)
+        held = HeldIndex.start(self.lake, w.spec, wait_s=RESTART_WAIT_S)
+        try:
+            out = self._process(w, held)
+            if held is not None:
+                keep = ("node", "shards", "vectors", "bytes")
+                out.holders = [{k: i[k] for k in keep} for i in held.infos]
+            return out
+        finally:
+            if held is not None:
+                held.stop()
+
+    def _nearest(self, spec: ModelSpec) -> Nearest:
+        """What the run searches: the held shards, else the index in this process (as of now)."""
+        return self._held if self._held is not None else current(self.lake, spec)
+
+    def _process(self, w: MineWork, held: HeldIndex | None) -> MineResult:
         fault_point("mine.started")
+        self._held = held
         lake, spec, cfg = self.lake, w.spec, w.cfg
         reference = reference_clips(lake)
         kind = "datasets" if reference is not None else "corpus"
-        source = EmbeddingSource(lake, spec, cfg.batch_rows, version=lake.version("embeddings"))
+        # Held shards cover the embeddings of their build: the run scores those (clips
+        # embedded since wait for the index's top-up, which `mine --address` runs first).
+        version = held.embeddings_version if held is not None else lake.version("embeddings")
+        source = EmbeddingSource(lake, spec, cfg.batch_rows, version=version)
         ids = source.ids()
         if len(ids) < 2:
             return MineResult([], 0, 0, kind)
@@ -164,7 +195,7 @@ class MineStage:
     ) -> MineResult:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         n = len(ids)
-        live = current(lake, spec)
+        live = self._nearest(spec)
         # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
         nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
         keep = (
@@ -298,7 +329,7 @@ class MineStage:
         new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
         if not new:
             return MineResult([], 0, 0, kind, [], "incremental", base)
-        live = current(lake, spec)
+        live = self._nearest(spec)
         k = max(1, min(cfg.k, len(live) - 1))
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,8 @@ from mining.encoders.vectors import read_by_ids
 from mining.interfaces import ModelSpec
 from mining.scores.mining_model import SKETCH, percentile
 from mining.scores.rescore import Reached
-from mining.search.serving import LiveIndex, read_vectors
+from mining.search.index import Ids, RawVectors
+from mining.search.serving import read_vectors
 from storage.errors import TableNotFoundError
 from storage.lake import Lake
 from storage.schema import UTC_TS
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SIGNALS",
+    "Nearest",
     "Neighbours",
     "evidence",
     "knn_lists",
@@ -89,6 +91,17 @@ def signal_rarity(values: np.ndarray, events: np.ndarray, med: np.ndarray, scale
     return np.asarray(np.tanh(z.max(axis=1) / 6.0) + events, np.float64)
 
 
+class Nearest(Protocol):
+    """What mining searches: a :class:`~mining.search.serving.LiveIndex` in this process,
+    or a :class:`~mining.search.holders.HeldIndex` whose shards Ray actors hold."""
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: Ids | None = None, raw: RawVectors | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]: ...
+
+
 @dataclass
 class Neighbours:
     knn: np.ndarray  # (rows, k) float32, NaN past the neighbours found
@@ -97,7 +110,7 @@ class Neighbours:
 
 
 def neighbours(
-    live: LiveIndex,
+    live: Nearest,
     lake: Lake,
     spec: ModelSpec,
     ids: list[str],

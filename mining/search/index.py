@@ -241,6 +241,34 @@ def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]
     ]
 
 
+def refine(
+    q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors, names: Callable[[np.ndarray], list[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of the candidate positions ``cand`` (-1: none) by exact distance,
+    the vectors read by clip id (``names``: the ids at sorted unique positions) from ``raw``:
+    IVF-PQ codes ranked the candidates, the stored vectors rank the answer."""
+    uniq = np.unique(cand[cand >= 0])
+    if uniq.size == 0:
+        return np.full((len(q), 0), np.inf, np.float32), np.zeros((len(q), 0), np.int64)
+    vecs = raw(names(uniq)).astype(np.float32)
+    row = np.searchsorted(uniq, np.maximum(cand, 0))
+    diff = vecs[row] - q[:, None, :]  # (nq, candidates, dim)
+    d2 = np.einsum("qcd,qcd->qc", diff, diff)
+    d2[(cand < 0) | np.isnan(d2)] = np.inf
+    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
+
+
+def merge_nearest(d2s: list[np.ndarray], poss: list[np.ndarray], fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Several parts' nearest (squared distances, positions; -1 past what a part found), as
+    the ``fetch`` nearest of them all, ties in part order: what one index over every part
+    answers. (Shards of a set, a served index and its fresh part, shard holders' answers.)"""
+    d2 = np.hstack([np.where(p >= 0, d, np.inf) for d, p in zip(d2s, poss, strict=True)])
+    pos = np.hstack(poss)
+    order = np.argsort(d2, axis=1, kind="stable")[:, :fetch]
+    return np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(pos, order, 1)
+
+
 def new_build() -> str:
     """A saved build's name: when, and a random part (two builds in a second differ)."""
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -490,16 +518,7 @@ class ClipIndex:
     def _refine(
         self, q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors
     ) -> tuple[np.ndarray, np.ndarray]:
-        uniq = np.unique(cand[cand >= 0])
-        if uniq.size == 0:
-            return np.full((len(q), 0), np.inf, np.float32), np.zeros((len(q), 0), np.int64)
-        vecs = raw(self.ids.take(pa.array(uniq)).to_pylist()).astype(np.float32)
-        row = np.searchsorted(uniq, np.maximum(cand, 0))
-        diff = vecs[row] - q[:, None, :]  # (nq, candidates, dim)
-        d2 = np.einsum("qcd,qcd->qc", diff, diff)
-        d2[(cand < 0) | np.isnan(d2)] = np.inf
-        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
+        return refine(q, cand, k, raw, lambda uniq: self.ids.take(pa.array(uniq)).to_pylist())
 
     # -- persistence --------------------------------------------------------------------
 

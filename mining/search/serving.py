@@ -32,13 +32,23 @@ from deltalake.exceptions import DeltaError
 
 from mining.encoders.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
 from mining.interfaces import ModelSpec
-from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, names_at
+from mining.search.holders import HeldIndex
+from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, merge_nearest, names_at
 from mining.search.index_build import stream_build
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.sql import in_list, literal
 
-__all__ = ["LiveIndex", "current", "embedded_since", "forget", "live", "read_vectors", "served_indexes"]
+__all__ = [
+    "LiveIndex",
+    "current",
+    "embedded_since",
+    "forget",
+    "hold_shards",
+    "live",
+    "read_vectors",
+    "served_indexes",
+]
 
 log = logging.getLogger(__name__)
 _READ_CHUNK = 5000
@@ -50,7 +60,7 @@ class LiveIndex:
     """A loaded index that is never mutated, plus an exact index of the clips
     embedded after it; both searched as one. Topping up makes a new object."""
 
-    main: ClipIndex
+    main: ClipIndex | HeldIndex  # held: shards in Ray actors' memory (hold_shards), not here
     fresh: ClipIndex | None = None
     embeddings_version: int = -1  # the embeddings table version this covers
     build: str | None = None  # the saved build ``main`` was loaded from (None: built here)
@@ -60,7 +70,7 @@ class LiveIndex:
         return len(self.main) + (len(self.fresh) if self.fresh else 0)
 
     @property
-    def parts(self) -> list[ClipIndex]:
+    def parts(self) -> list[ClipIndex | HeldIndex]:
         return [self.main] + ([self.fresh] if self.fresh is not None else [])
 
     @property
@@ -101,25 +111,45 @@ class LiveIndex:
         allowed_ids = None if allowed is None else as_ids(allowed)
         if self.fresh is None:
             return self.main.search(queries, k, allowed_ids, raw)
+        if isinstance(self.main, HeldIndex):  # by id: the holders keep their positions
+            return _merge_named([p.search(queries, k, allowed_ids, raw) for p in self.parts], k)
         found = []
         offset = 0
         for part in self.parts:
+            assert isinstance(part, ClipIndex)
             mask = None if allowed_ids is None else part.mask(allowed_ids)
             d2, pos = part.search_positions(queries, k, mask, raw)
-            found.append((np.where(pos >= 0, d2, np.inf), np.where(pos >= 0, pos + offset, -1)))
+            found.append((d2, np.where(pos >= 0, pos + offset, -1)))
             offset += len(part)
-        d2 = np.hstack([d for d, _ in found])
-        pos = np.hstack([q for _, q in found])
-        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-        d2, pos = np.take_along_axis(d2, order, 1), np.take_along_axis(pos, order, 1)
+        d2, pos = merge_nearest([d for d, _ in found], [p for _, p in found], k)
         if d2.shape[1] < k:  # fewer allowed than k in both parts together
             d2 = np.hstack([d2, np.full((len(d2), k - d2.shape[1]), np.inf)])
             pos = np.hstack([pos, np.full((len(pos), k - pos.shape[1]), -1)])
-        chunks = [
-            c for p in self.parts for c in (p.ids.chunks if isinstance(p.ids, pa.ChunkedArray) else [p.ids])
-        ]
+        held = [p for p in self.parts if isinstance(p, ClipIndex)]
+        chunks = [c for p in held for c in (p.ids.chunks if isinstance(p.ids, pa.ChunkedArray) else [p.ids])]
         names = names_at(pa.chunked_array(chunks, pa.string()), pos)
         return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
+
+
+def _merge_named(
+    found: list[tuple[np.ndarray, list[list[str]]]], k: int
+) -> tuple[np.ndarray, list[list[str]]]:
+    """Parts' nearest (distances, ids; a row's ids may stop short of its distances, which
+    are then infinite) as the ``k`` nearest of them all, ties in part order."""
+    dist = np.full((len(found[0][1]), k), np.inf, np.float32)
+    names: list[list[str]] = []
+    for i in range(len(dist)):
+        row = sorted(
+            (
+                (float(d), j, c)
+                for j, (ds, ns) in enumerate(found)
+                for d, c in zip(ds[i], ns[i], strict=False)
+            ),
+            key=lambda t: (t[0], t[1]),
+        )[:k]
+        dist[i, : len(row)] = [d for d, _, _ in row]
+        names.append([c for _, _, c in row])
+    return dist, names
 
 
 FRESH_IVF_FROM = 16_384
@@ -128,13 +158,14 @@ own coarse quantizer, not a flat index: a flat part costs each query a scan of a
 them, and an incremental ``mine`` queries each of them (new clips x new clips)."""
 
 
-def _fresh_part(main: ClipIndex, vectors: np.ndarray, ids: pa.Array) -> ClipIndex:
+def _fresh_part(main: ClipIndex | HeldIndex, vectors: np.ndarray, ids: pa.Array) -> ClipIndex:
     """The exact index of the clips added after ``main`` was saved: flat while few; past
     :data:`FRESH_IVF_FROM`, inverted lists on ``main``'s trained centroids, probed with its
     ``nprobe``, so the two parts answer as one IVF index holding both would."""
     ivf = main.ivf
     if ivf is None or not main.exact or len(vectors) < FRESH_IVF_FROM:
         return ClipIndex.build(vectors, ids, replace(main.cfg, kind="flat"))
+    assert isinstance(main, ClipIndex)
     import faiss
 
     quantizer = faiss.IndexFlatL2(ivf.d)
@@ -213,7 +244,8 @@ _SERVED: dict[tuple[str, str], LiveIndex] = {}
 _CHECKED: dict[tuple[str, str], float] = {}  # when the saved build was last looked at
 _AS_OF: dict[tuple[str, str, int], LiveIndex] = {}  # the served index as an older version saw it
 _AS_OF_KEPT = 4
-_SERVED_LOCK = threading.Lock()
+_SERVED_LOCK = threading.Lock()  # the dicts above, held briefly
+_OPENING: dict[tuple[str, str], threading.Lock] = {}  # per index: one opens or tops it up at a time
 
 
 def source_of(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None, **kw: Any) -> VectorSource:
@@ -222,10 +254,47 @@ def source_of(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None, **kw: An
     return source if sub is None else ProjectedSource(source, sub)
 
 
+_HOLD = [False]  # hold_shards: sharded builds in shard holders on the connected Ray
+_RETIRED: list[tuple[float, HeldIndex]] = []  # replaced holders, ended a while later
+RETIRE_AFTER_S = 60.0  # searches that began on a replaced set finish on it
+
+
+def hold_shards(on: bool = True) -> None:
+    """From now, this process serves each set of shards (``fleetmine index --shard-size``)
+    from :class:`~mining.search.holders.HeldIndex` actors on the Ray it is connected to
+    (``fleetmine serve --address``), holding none of their vectors itself; an index that is
+    one file is mapped here as ever. The clips embedded since the build stay here (small)."""
+    _HOLD[0] = on
+
+
+def _retire(old: LiveIndex | None) -> None:
+    """End the holders of sets replaced a while ago, and keep ``old``'s for a while."""
+    now = time.monotonic()
+    with _SERVED_LOCK:
+        ended = []
+        while _RETIRED and now - _RETIRED[0][0] > RETIRE_AFTER_S:
+            ended.append(_RETIRED.pop(0)[1])
+        if old is not None and isinstance(old.main, HeldIndex):
+            _RETIRED.append((now, old.main))
+    for held in ended:
+        held.stop()
+
+
 def _open(
     lake: Lake, spec: ModelSpec, version: int, *, persist: bool = False, sub: SubSpace | None = None
 ) -> LiveIndex:
     loc = ClipIndex.location(lake, spec, sub.name if sub else None)
+    if _HOLD[0] and not persist:
+        held = HeldIndex.start(lake, spec, sub.name if sub else None, cpus=0.0)
+        if held is not None:
+            try:
+                saved = held.embeddings_version
+                build = held.meta.get("build")
+                opened = LiveIndex(held, embeddings_version=saved, build=build, main_version=saved)
+                return _top_up(lake, spec, opened, version, sub)
+            except BaseException:  # never a set of holders nobody serves from
+                held.stop()
+                raise
     loaded = ClipIndex.load(loc, mmap=True)  # never added to: see LiveIndex
     if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
         built = stream_build(source_of(lake, spec, sub, version=version))
@@ -259,7 +328,10 @@ def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
     pinned here under the lock, so the index handed out covers that version exactly,
     never a later one)."""
     key = _key(lake, spec, sub)
-    with _SERVED_LOCK:
+    _retire(None)  # replaced holder sets past their grace end here, swap or no swap
+    with _SERVED_LOCK:  # one lock per index: opening one (holders starting) stalls no other
+        lock = _OPENING.setdefault(key, threading.Lock())
+    with lock:
         version = lake.version("embeddings")
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
@@ -270,10 +342,12 @@ def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
         meta = ClipIndex.read_meta(ClipIndex.location(lake, spec, sub.name if sub else None))
         _CHECKED[key] = time.monotonic()
         if served is None or (meta is not None and meta.get("build") != served.build):
-            served = _open(lake, spec, version, sub=sub)
+            old, served = served, _open(lake, spec, version, sub=sub)
+            _retire(old)  # only once its replacement is open
         elif served.embeddings_version < version:
             served = _top_up(lake, spec, served, version, sub)
-        _SERVED[key] = served
+        with _SERVED_LOCK:
+            _SERVED[key] = served
         return served
 
 
@@ -306,8 +380,10 @@ def forget(lake: Lake, spec: ModelSpec) -> None:
     """Drop what this process serves for ``spec`` (and its sub-spaces): its next search
     opens the saved build."""
     with _SERVED_LOCK:
-        for key in [k for k in _SERVED if k[0] == lake.uri and k[1].split("/", 1)[0] == spec.ref]:
-            _SERVED.pop(key, None)
+        keys = [k for k in _SERVED if k[0] == lake.uri and k[1].split("/", 1)[0] == spec.ref]
+        dropped = [_SERVED.pop(k, None) for k in keys]
+    for old in dropped:  # outside the lock: _retire takes it
+        _retire(old)
 
 
 def served_indexes() -> list[dict[str, Any]]:
@@ -324,6 +400,15 @@ def served_indexes() -> list[dict[str, Any]]:
             "fresh_vectors": len(served.fresh) if served.fresh else 0,
             "bytes": served.nbytes,
             "embeddings_version": served.embeddings_version,
+            **(
+                {
+                    "holders": [
+                        {k: i[k] for k in ("node", "pid", "shards", "bytes")} for i in served.main.infos
+                    ]
+                }
+                if isinstance(served.main, HeldIndex)
+                else {}
+            ),
         }
         for (lake, ref), served in items
     ]

@@ -44,6 +44,7 @@ from mining.search.index import (
     as_ids,
     drop_unnamed,
     kind_of,
+    merge_nearest,
     meta_files,
     new_build,
     write_meta,
@@ -64,6 +65,7 @@ __all__ = [
     "plan_shards",
     "prepare_shards",
     "sharded_as",
+    "this_node",
 ]
 
 
@@ -107,7 +109,7 @@ def day_counts(lake: Lake, spec: ModelSpec, version: int) -> list[tuple[str, int
     return sorted((str(v["values"]), int(v["counts"])) for v in counts.to_pylist())
 
 
-def _node() -> str:
+def this_node() -> str:
     """The Ray node this runs on (its id), or this host's name without Ray."""
     try:
         import ray
@@ -167,7 +169,9 @@ class ShardStage:
             for ids, vectors in source.batches():
                 shard.add(vectors, ids)
             files = shard.write_files(loc, *_shard_files(p.number, self.build))
-            out.append({**asdict(p), "n": len(shard), "files": files, "node": _node(), "bytes": shard.nbytes})
+            out.append(
+                {**asdict(p), "n": len(shard), "files": files, "node": this_node(), "bytes": shard.nbytes}
+            )
         return out
 
 
@@ -386,12 +390,9 @@ class ShardSet(ClipIndex):
             if part is not None and not part.any():
                 continue
             d2, pos = shard.search_positions(q, fetch, part, None if refine else raw)
-            d2s.append(np.where(pos >= 0, d2, np.inf))
+            d2s.append(d2)
             poss.append(np.where(pos >= 0, pos + lo, -1))
-        d2 = np.hstack(d2s)
-        pos = np.hstack(poss)
-        order = np.argsort(d2, axis=1, kind="stable")[:, :fetch]
-        d2, pos = np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(pos, order, 1)
+        d2, pos = merge_nearest(d2s, poss, fetch)
         if refine:
             assert raw is not None
             return self._refine(q, pos, want, raw)
@@ -405,7 +406,7 @@ class ShardSet(ClipIndex):
         for shard, info in zip(self.shards, self.info, strict=True):
             if not info.get("files"):
                 info.update(
-                    files=shard.write_files(loc, *_shard_files(int(info["number"]), build)), node=_node()
+                    files=shard.write_files(loc, *_shard_files(int(info["number"]), build)), node=this_node()
                 )
                 info["bytes"] = shard.nbytes
         meta = _meta(

@@ -52,6 +52,7 @@ TREE = [
     ("CommitError", 409, "conflict"),
     ("LeaseHeldError", 409, "conflict"),
     ("StorageUnavailableError", 503, "unavailable"),
+    ("IndexUnavailableError", 503, "unavailable"),
     ("StorageError", 500, "internal_error"),
     ("SchemaError", 500, "internal_error"),
     ("JobError", 500, "internal_error"),

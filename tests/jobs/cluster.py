@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from fleetmine.bench.cluster_scale import stop_nodes
 from storage import Lake
 from tests.conftest import free_port
 
@@ -111,17 +110,8 @@ def two_node_cluster(
         stop(procs)
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """The nodes we started, by PID (each its own process group)."""
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
+stop = stop_nodes
+"""The nodes we started, by PID (each its own process group)."""
 
 
 class NodeExited(AssertionError):

@@ -20,12 +20,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.auth import create_token
 from ingest.synth.fleet import SynthConfig
 from jobs.ingest_job import run_ingest
+from jobs.mine_job import run_mine
 from storage import Lake, Settings
 from storage.objectstore import Location
-from tests.conftest import LOCAL, synthesized
+from tests.api.test_held_serving import assert_same_answer, bodies_for, search_similar
+from tests.conftest import LOCAL, serve_process, synthesized
 from tests.jobs.cluster import cli, rows, state, two_node_cluster
+from tests.mining.test_held import assert_mined_alike
 
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 
@@ -47,8 +51,8 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     env["COLUMNS"] = "250"  # rich tables at full width
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
 
-    with two_node_cluster(env, tmp_path) as nodes:
-        address = nodes.address
+    with two_node_cluster(env, tmp_path) as running:
+        address, gcs = running.address, running.gcs
         # Without the cluster's token the Job Submission API refuses: the token is what we pass on.
         assert httpx.get(f"{address}/api/jobs/", timeout=30).status_code == 401
         t0 = time.monotonic()
@@ -68,7 +72,28 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
         # The index as shards by day, each a task spread over the nodes (fleetmine index --shard-size).
         cli("embed", *where, "--wait", env=env, timeout=600)
         cli("index", "--shard-size", "1", *where, "--wait", env=env, timeout=600)
+        # Mine on the cluster: actors hold the shards, the k-NN fans out over them; the same
+        # lake and shards copied here are mined in one process to compare.
+        copy = tmp_path / "mined-here"
+        Location(lake_uri, s3_options).fs.get(
+            Location(lake_uri, s3_options).path + "/", str(copy), recursive=True
+        )
+        cli("mine", *where, "--wait", env=env, timeout=600)
         cluster_nodes = {n["node_id"] for n in state(address, env, "nodes")}
+        # Serve on the cluster: the server joins it and actors there hold the shards; it answers
+        # what a server without a cluster answers over the same lake.
+        token_r = create_token(Lake(lake_uri, s3_options), "reader-1", "reader")
+        with (
+            serve_process(lake_uri, tmp_path / "plain.log", env=env) as (plain, _),
+            serve_process(lake_uri, tmp_path / "held.log", env=env, args=("--address", gcs)) as (
+                held,
+                _,
+            ),
+        ):
+            for body in bodies_for(Lake(lake_uri, s3_options)):
+                assert_same_answer(*(search_similar(base, token_r, body) for base in (plain, held)))
+            actors = [a for a in state(address, env, "actors") if a.get("class_name") == "ShardHolder"]
+            holder_nodes = {a["node_id"] for a in actors if a.get("state") == "ALIVE"}
 
     assert status["status"] == "succeeded", status
     assert status["counts"]["ok"] == 4 and status["counts"]["clips"] > 0, status["counts"]
@@ -87,6 +112,13 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     assert indexed["status"] == "succeeded" and len(shards) >= 2, indexed
     assert {s["node"] for s in shards} == cluster_nodes and len(cluster_nodes) == 2, (shards, cluster_nodes)
     assert sum(s["n"] for s in shards) == status["counts"]["clips"]
+    (mined,) = [r for r in cluster.read("runs").to_pylist() if r["run_id"].startswith("mine-builtin")]
+    holders = json.loads(mined["counts"])["holders"]
+    assert mined["status"] == "succeeded" and {h["node"] for h in holders} == cluster_nodes, mined
+    assert sorted(s for h in holders for s in h["shards"]) == list(range(len(shards)))
+    assert holder_nodes == cluster_nodes, actors  # the server holds none of the shards itself
+    run_mine(Settings(lake=str(copy)), runner=LOCAL)
+    assert_mined_alike(Lake(str(copy)), cluster)
     local = Lake(str(tmp_path / "local-lake"))
     report = run_ingest(str(raw_local), Settings(lake=local.uri), runner=LOCAL)
     assert report.exit_code == 0 and len(report.ok) == 4

@@ -1,0 +1,256 @@
+"""Index build and mine on one shard vs two, and on one Ray node vs two (issue #27, 6b/6c).
+
+The lake of :mod:`fleetmine.bench.catalog_lake` (N clips over four days, 256-d vectors of
+the builtin encoder's layout), then:
+
+- **In this process** (the embedded default): ``fleetmine index`` as one index and as two
+  shards by day (``shard_size`` N/2), each followed by a full ``mine``; ratios two shards /
+  one (build and mine time).
+- **On a loopback cluster** of one 1-CPU node, then of two (``ray start --block
+  --num-cpus=1``, a head and a worker on 127.0.0.1, token-authenticated, stopped by PID):
+  ``index --shard-size N/2`` (each shard a task, spread over the nodes) and a full ``mine``
+  whose k-NN fans out over the actors holding the shards (one holder per node: its
+  shards only); ratios two nodes / one. The job is driven from this process in both.
+- **Per-shard memory**: what each holder held (the runs row's ``counts.holders``), next to
+  the whole index: the most any one process held of the vectors.
+
+Both clusters run on this machine's cores; on two cores a 1-CPU node each is what two
+machines of one core would be, with the driver's own work (reading vectors, merging the
+holders' answers, features, writing rows) sharing them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fleetmine.bench import BenchContext, BenchResult, benchmark
+
+NODE_WAIT_S = 180.0
+NODE_TRIES = 3
+"""Starts of one node before the bench gives up (Ray gives a node 30 s to register; on two
+cores busy with other work, a node has exited while starting: tests/jobs/cluster.py)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def loopback_cluster(nodes: int, log_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """``nodes`` Ray nodes of one CPU on 127.0.0.1 (a head, then workers), each its own
+    process group, stopped by PID; yields the GCS address a driver joins and the
+    environment it joins with (the cluster's token: Ray reads it when it is imported, so a
+    driver is a process started with it, :func:`_on_cluster`)."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    }
+    gcs = f"127.0.0.1:{_free_port()}"
+    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(nodes):
+            role = (
+                ["--head", f"--port={gcs.rsplit(':', 1)[1]}", "--include-dashboard=false"] if i == 0 else []
+            )
+            ports = [
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--dashboard-agent-grpc-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}",
+                f"--runtime-env-agent-port={_free_port()}",
+            ]
+            join = [] if i == 0 else [f"--address={gcs}"]
+            for attempt in range(NODE_TRIES):  # a node starved of CPU exits while starting: again
+                with open(log_dir / f"node{i}-{nodes}-{attempt}.log", "wb") as out:
+                    procs.append(
+                        subprocess.Popen(
+                            [ray_bin, "start", *role, *join, *common, *ports],
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+                try:
+                    _wait_nodes(gcs, i + 1, env, procs)
+                    break
+                except RuntimeError:
+                    stop_nodes([procs.pop()])
+                    if attempt == NODE_TRIES - 1:
+                        raise
+                    time.sleep(5)
+        yield gcs, {**env, "FLEETMINE_SHIP_CODE": "0"}  # the nodes run this very code
+    finally:
+        stop_nodes(procs)
+
+
+def stop_nodes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ray nodes this process started, by PID (each its own process group): SIGTERM, then
+    SIGKILL to a node still draining after a minute."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def _wait_nodes(gcs: str, want: int, env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until ``want`` nodes are alive (``ray status`` against the GCS, with the token)."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    deadline = time.monotonic() + NODE_WAIT_S
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a Ray node exited while starting (see its log in the bench's folder)")
+        out = subprocess.run(
+            [ray_bin, "status", f"--address={gcs}"], env=env, capture_output=True, text=True, timeout=60
+        ).stdout
+        alive = out.split("Active:", 1)[1].split("Pending:", 1)[0] if "Active:" in out else ""
+        if alive.count("node_") >= want:
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"{want} Ray node(s) not alive within {NODE_WAIT_S:.0f} s")
+
+
+def _timed_run(settings: Any, shard_size: int | None) -> tuple[float, float, dict[str, Any]]:
+    """Index (sharded when ``shard_size``) then a full mine: their seconds, and the mine's runs row counts."""
+    from jobs.index_job import run_index
+    from jobs.mine_job import run_mine
+    from jobs.runner import SequentialRunner
+    from mining.scores.mine import MineConfig
+    from mining.search.index import IndexConfig
+    from storage.lake import Lake
+
+    cfg = IndexConfig(shard_size=shard_size) if shard_size else None
+    local = None if settings.ray_address else SequentialRunner()
+    t0 = time.perf_counter()
+    run_index(settings, cfg=cfg, runner=local)
+    t1 = time.perf_counter()
+    report = run_mine(settings, cfg=MineConfig(full=True), runner=local)
+    t2 = time.perf_counter()
+    (row,) = Lake.from_settings(settings).read("runs", where=f"run_id = '{report.run_id}'").to_pylist()
+    return t1 - t0, t2 - t1, json.loads(row["counts"] or "{}")
+
+
+def _on_cluster(
+    lake: str, gcs: str, env: dict[str, str], shard_size: int
+) -> tuple[float, float, dict[str, Any]]:
+    """:func:`_timed_run` in a driver process of its own, joined to the cluster at ``gcs``."""
+    argv = [sys.executable, "-m", "fleetmine.bench.cluster_scale", lake, gcs, str(shard_size)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        raise RuntimeError(f"the cluster run failed: {done.stderr[-2000:]}")
+    build, mine, counts = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(build), float(mine), dict(counts)
+
+
+def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
+    from fleetmine.bench.catalog_lake import CatalogConfig, add_clips
+    from mining.encoders.registry import resolve
+    from mining.search.index import ClipIndex
+    from storage.config import Settings
+    from storage.lake import Lake
+
+    root = ctx.workdir / f"cluster-scale-{n}"
+    root.mkdir(parents=True, exist_ok=True)
+    lake = Lake(str(root / "lake"))
+    lake.create_tables()
+    add_clips(lake, resolve(lake), 0, n, CatalogConfig(clips_per_day=math.ceil(n / 4)))
+    here = Settings(lake=lake.uri)
+    half = math.ceil(n / 2)
+    one_build, one_mine, _ = _timed_run(here, None)
+    two_build, two_mine, _ = _timed_run(here, half)
+    meta = ClipIndex.read_meta(ClipIndex.location(lake, resolve(lake))) or {}
+    index_bytes = sum(int(s.get("bytes", 0)) for s in meta.get("shards", []))
+
+    on: dict[int, tuple[float, float, dict[str, Any]]] = {}
+    for nodes in (1, 2):
+        loc = ClipIndex.location(lake, resolve(lake))
+        loc.fs.rm(loc.path, recursive=True)  # built anew on the cluster, not topped up
+        with loopback_cluster(nodes, root) as (gcs, env):
+            on[nodes] = _on_cluster(lake.uri, gcs, env, half)
+    held = on[2][2].get("holders", [])
+    most = max((int(h["bytes"]) for h in held), default=0)
+    tag = f"{n:,} clips"
+    return [
+        BenchResult(
+            f"index, 2 shards vs 1 index, this process ({tag})",
+            two_build,
+            one_build,
+            "s",
+            "1 index",
+            "",
+            higher_is_better=False,
+        ),
+        BenchResult(
+            f"mine, 2 shards vs 1 index, this process ({tag})",
+            two_mine,
+            one_mine,
+            "s",
+            "1 index",
+            "",
+            higher_is_better=False,
+        ),
+        BenchResult(
+            f"index --shard-size {half:,}, 2 nodes vs 1 (1 CPU each, {tag})",
+            on[2][0],
+            on[1][0],
+            "s",
+            "1 node",
+            "<= 0.6x",
+            higher_is_better=False,
+        ),
+        BenchResult(
+            f"mine on the held shards, 2 nodes vs 1 (1 CPU each, {tag}; "
+            f"holders {[(h['shards'], h['vectors']) for h in held]})",
+            on[2][1],
+            on[1][1],
+            "s",
+            "1 node",
+            "<= 0.6x",
+            higher_is_better=False,
+        ),
+        BenchResult(
+            f"most index bytes one holder held, 2 nodes ({tag})",
+            most / 1e6,
+            index_bytes / 1e6,
+            "MB",
+            "the whole index",
+            "",
+            higher_is_better=False,
+        ),
+    ]
+
+
+@benchmark("cluster-scale")
+def cluster_scale(ctx: BenchContext) -> list[BenchResult]:
+    n = ctx.catalog or (20_000 if ctx.quick else 200_000)
+    return _at(ctx, n)
+
+
+if __name__ == "__main__":  # a driver of _on_cluster: LAKE GCS SHARD_SIZE
+    from storage.config import Settings
+
+    uri, address, size = sys.argv[1:4]
+    print(json.dumps(_timed_run(Settings(lake=uri, ray_address=address), int(size))))

@@ -1,0 +1,281 @@
+"""A sharded index held over a Ray cluster: each shard in the memory of one actor only.
+
+With a cluster named, no process holds a model version's whole index (at 10^8 clips a
+256-d IVF-Flat is ~100 GB). :meth:`HeldIndex.start` places :class:`ShardHolder` actors
+over the cluster's nodes (``SPREAD``, one CPU each, no more holders than shards or the
+cluster's CPUs), deals the saved set's shards among them (round robin: consecutive date
+ranges land on different nodes) and each opens only its own (mapped from the file on a
+local lake, read once from an object store). A search sends the queries to every holder
+(the Ray object store carries them once per node); each answers its shards' nearest
+exactly as the shard answers inside :class:`~mining.search.shards.ShardSet`, and the
+caller merges them in shard order (:func:`~mining.search.index.merge_nearest`; IVF-PQ
+candidates re-ranked once on exact vectors, :func:`~mining.search.index.refine`): the
+answer of the set searched in one process (the same clips in the same order; a distance
+may differ in its last bit where FAISS's BLAS sums with another thread count).
+
+A holder that dies is restarted by Ray (``max_restarts``) and opens its shards again. A
+search that meets a dead or restarting holder raises :class:`ShardUnavailable` (the API
+answers 503 with a retry hint; ``mine`` waits for the restart and asks again), never an
+answer short of that holder's shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mining.interfaces import ModelSpec
+from mining.search.index import (
+    ClipIndex,
+    Ids,
+    IndexConfig,
+    RawVectors,
+    as_ids,
+    kind_of,
+    merge_nearest,
+    refine,
+)
+from storage.errors import IndexUnavailableError, StorageError
+from storage.lake import Lake
+
+__all__ = ["HeldIndex", "ShardHolder", "ShardUnavailable", "sharded_meta"]
+
+log = logging.getLogger(__name__)
+
+RESTART_WAIT_S = 120.0
+"""How long a caller that may wait (``mine``) waits for a restarted holder before failing."""
+PLACE_WAIT_S = 300.0
+"""How long :meth:`HeldIndex.start` waits for every holder to be placed and open its shards."""
+
+
+class ShardUnavailable(IndexUnavailableError):
+    """A holder of some of the index's shards is dead or restarting: no whole answer now."""
+
+    retry_after_s = 5
+
+
+def sharded_meta(lake: Lake, spec: ModelSpec, part: str | None = None) -> dict[str, Any] | None:
+    """The saved build's ``meta.json`` when it is a set of shards, else None."""
+    meta = ClipIndex.read_meta(ClipIndex.location(lake, spec, part))
+    return meta if meta and meta.get("shards") else None
+
+
+@dataclass(frozen=True)
+class ShardHits:
+    """One shard's answer to a batch of queries: squared distances and positions in the
+    whole set (-1 past what it found), the clip ids at them, how many vectors it allowed."""
+
+    number: int
+    d2: np.ndarray
+    pos: np.ndarray
+    names: pa.Array  # row-major, one per (query, column); at -1 positions a stand-in
+    pool: int
+
+
+class ShardHolder:
+    """A Ray actor holding some shards of one saved build (and nothing else)."""
+
+    def __init__(
+        self, lake: Lake, spec: ModelSpec, part: str | None, meta: dict[str, Any], numbers: list[int]
+    ):
+        loc = ClipIndex.location(lake, spec, part)
+        offsets = np.cumsum([0, *(int(s["n"]) for s in meta["shards"])])
+        self.build = str(meta["build"])
+        self.shards = [
+            (n, int(offsets[n]), ClipIndex.open_files(loc, meta["shards"][n]["files"], meta, mmap=True))
+            for n in numbers
+        ]
+
+    def search(self, queries: np.ndarray, k: int, allowed: pa.Array | None) -> list[ShardHits]:
+        """Each held shard's ``k`` nearest (of ``allowed`` clips only, when given): what
+        :meth:`ShardSet.search_positions` asks of it (a shard with none allowed is skipped)."""
+        q = np.ascontiguousarray(queries, np.float32)
+        out = []
+        for number, lo, shard in self.shards:
+            mask = None if allowed is None else shard.mask(allowed)
+            pool = len(shard) if mask is None else int(mask.sum())
+            if mask is not None and pool == 0:
+                continue
+            d2, pos = shard.search_positions(q, k, mask, None)
+            names = shard.ids.take(pa.array(np.maximum(pos, 0).ravel()))
+            out.append(ShardHits(number, d2, np.where(pos >= 0, pos + lo, -1), names, pool))
+        return out
+
+    def holds(self, clip_ids: pa.Array) -> np.ndarray:
+        """For each of ``clip_ids``, whether one of the held shards holds it."""
+        out = np.zeros(len(clip_ids), bool)
+        for _, _, shard in self.shards:
+            out |= shard.holds(clip_ids)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        from mining.search.shards import this_node
+
+        return {
+            "build": self.build,
+            "shards": [n for n, _, _ in self.shards],
+            "vectors": sum(len(s) for _, _, s in self.shards),
+            "bytes": sum(s.nbytes for _, _, s in self.shards),
+            "node": this_node(),
+            "pid": os.getpid(),
+        }
+
+
+class HeldIndex:
+    """The saved set of shards of a model version (or of one sub-space), held by
+    :class:`ShardHolder` actors; answers :meth:`search` as the set in one process would."""
+
+    def __init__(self, ray: Any, holders: list[Any], meta: dict[str, Any], *, wait_s: float = 0.0):
+        self.ray = ray
+        self.holders = holders
+        self.meta = meta
+        self.cfg = IndexConfig.from_dict(meta.get("config", {}))
+        self.exact = kind_of(str(meta["factory"])) != "ivf-pq"
+        self.embeddings_version = int(meta["embeddings_version"])
+        self.wait_s = wait_s  # how long a search waits for a restarted holder (0: raise at once)
+
+    @classmethod
+    def start(
+        cls,
+        lake: Lake,
+        spec: ModelSpec,
+        part: str | None = None,
+        *,
+        holders: int | None = None,
+        cpus: float = 1.0,
+        wait_s: float = 0.0,
+    ) -> HeldIndex | None:
+        """Holders of the saved set on the Ray this process is connected to (the job layer
+        connects: ``jobs.runtime.init_ray``), each with its shards open; None when the saved
+        build is not a set of shards (one index: searched in-process). ``cpus`` per holder:
+        one for a job whose k-NN is the work (``mine``); a server's holders hold memory and
+        answer single queries, and ask for none, so every index of a version (its sub-spaces
+        too) is placed on a cluster of few CPUs."""
+        meta = sharded_meta(lake, spec, part)
+        if meta is None:
+            return None
+        import ray
+
+        if not ray.is_initialized():
+            raise StorageError("shard holders need a Ray connection (jobs.runtime.init_ray) first")
+        shards = len(meta["shards"])
+        # As many holders as the CPUs they can have now (a job's), or as the cluster has
+        # (a server's, which ask for none): never more than shards.
+        pool = ray.available_resources() if cpus else ray.cluster_resources()
+        count = max(1, min(shards, holders or int(pool.get("CPU", 1) // max(cpus, 1.0))))
+        actor: Any = ray.remote(
+            num_cpus=cpus, scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=0
+        )(ShardHolder)
+        handles: list[Any] = []
+        held = cls(ray, handles, meta, wait_s=wait_s)
+        try:  # every shard open before the first query
+            for h in range(count):
+                handles.append(actor.remote(lake, spec, part, meta, list(range(h, shards, count))))
+            held.infos = ray.get([h.info.remote() for h in handles], timeout=PLACE_WAIT_S)
+        except ray.exceptions.RayError as exc:
+            held.stop()
+            raise ShardUnavailable(
+                f"{count} shard holder(s) of {spec.ref} not placed and open within {PLACE_WAIT_S:.0f} s "
+                f"({type(exc).__name__}): too few CPUs or too little memory on the cluster's nodes?"
+            ) from exc
+        except BaseException:
+            held.stop()
+            raise
+        return held
+
+    infos: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return int(self.meta["n"])
+
+    ivf = None  # what a served index's fresh part is built beside: a flat one (serving._fresh_part)
+
+    @property
+    def kind(self) -> str:
+        return kind_of(str(self.meta["factory"]))
+
+    @property
+    def nbytes(self) -> int:
+        """What the holders hold (none of it in this process)."""
+        return sum(int(i["bytes"]) for i in self.infos)
+
+    def stored_vector(self, clip_id: str) -> np.ndarray | None:
+        return None  # read from the lake by the caller: a holder's vectors stay where they are
+
+    def holds(self, clip_ids: Ids) -> np.ndarray:
+        """For each of ``clip_ids``, whether a shard holds it (asked of every holder)."""
+        ids = as_ids(clip_ids)
+        ref = self.ray.put(ids)
+        found = self._call(lambda h: h.holds.remote(ref))
+        out = np.zeros(len(ids), bool)
+        for f in found:
+            out |= np.asarray(f, bool)
+        return out
+
+    def stop(self) -> None:
+        """End the holders (their CPUs go back to the cluster)."""
+        for h in self.holders:
+            self.ray.kill(h)
+        self.holders = []
+
+    def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None) -> list[ShardHits]:
+        q_ref = self.ray.put(q)  # once, not once per holder
+        allowed_ref = None if allowed is None else self.ray.put(allowed)
+        answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref))
+        return sorted((hit for a in answers for hit in a), key=lambda h: h.number)
+
+    def _call(self, ask: Any) -> list[Any]:
+        """``ask(holder)`` of every holder, their answers; a dead or restarting holder waits
+        up to ``wait_s`` for its restart, then raises :class:`ShardUnavailable`."""
+        ray = self.ray
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                return list(ray.get([ask(h) for h in self.holders]))
+            except ray.exceptions.RayError as exc:
+                # A holder (or its node, or the answer it left there) gone; an exception its
+                # own code raised is a bug, not an absence: it goes up as it is.
+                if isinstance(exc, ray.exceptions.RayTaskError):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ShardUnavailable(
+                        f"a holder of {self.meta.get('n')} vectors' shards is restarting: "
+                        f"retry in {ShardUnavailable.retry_after_s} s"
+                    ) from exc
+                log.warning("a shard holder died (%s): waiting for its restart", type(exc).__name__)
+                time.sleep(1.0)
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: Ids | None = None, raw: RawVectors | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """As :meth:`ClipIndex.search` on the set: L2 distances and clip ids of the
+        ``min(k, allowed)`` nearest; ``raw`` re-ranks IVF-PQ candidates exactly."""
+        q = np.ascontiguousarray(queries, np.float32)
+        refine_on = raw is not None and not self.exact
+        hits = self._ask(
+            q, k * self.cfg.refine_factor if refine_on else k, None if allowed is None else as_ids(allowed)
+        )
+        pool = sum(h.pool for h in hits)
+        want = min(k, pool)
+        if want <= 0:
+            return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
+        fetch = min(pool, want * self.cfg.refine_factor) if refine_on else want
+        d2, pos = merge_nearest([h.d2 for h in hits], [h.pos for h in hits], fetch)
+        at: dict[int, str] = {}
+        for h in hits:
+            flat = h.pos.ravel()
+            found = np.flatnonzero(flat >= 0)
+            at.update(zip(flat[found].tolist(), h.names.take(pa.array(found)).to_pylist(), strict=True))
+        if refine_on:
+            assert raw is not None
+            d2, pos = refine(q, pos, want, raw, lambda uniq: [at[p] for p in uniq.tolist()])
+        else:
+            d2, pos = d2[:, :want], pos[:, :want]
+        names = [[at[p] for p in row if p >= 0] for row in pos.tolist()]
+        return np.sqrt(np.maximum(d2, 0)), names

@@ -1,0 +1,29 @@
+"""``fleetmine bench --only cluster-scale`` at a small N: index and mine in this process on one
+index and two shards, then on a loopback cluster of one 1-CPU node and of two (started and
+stopped by PID), every row measured, and with two nodes each holder held one shard only.
+(Two Ray clusters one after the other: about a minute of a core.)"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from fleetmine.bench import BenchContext, run_all
+
+pytestmark = pytest.mark.long
+
+
+def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
+    rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
+    assert len(rows) == 5, [r.name for r in rows]
+    for r in rows:
+        assert r.measured > 0 and r.baseline > 0 and not math.isnan(r.ratio), r
+    nodes = [r for r in rows if "2 nodes vs 1" in r.name]
+    assert len(nodes) == 2 and all(r.goal == "<= 0.6x" and r.met is not None for r in nodes)
+    held = re.search(r"holders (\[.*\])\)", nodes[1].name)
+    assert held and held.group(1) == "[([0], 1000), ([1], 1000)]", nodes[1].name  # a shard each
+    (memory,) = [r for r in rows if r.unit == "MB"]
+    assert memory.measured < memory.baseline  # no holder held the whole index

@@ -1,0 +1,173 @@
+"""A set of shards held by Ray actors (``mining.search.holders``), on a local Ray: a search
+across the holders answers what the set answers in one process, to the bit (flat and
+IVF-PQ with refine, filtered and not); ``mine`` driven over held shards writes the scores
+and corner-case lists a local run writes; a holder killed mid-use gives no short answer.
+(The same over a two-node cluster through the CLI: tests/jobs/test_cluster.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from fleetmine.bench.catalog_lake import CatalogConfig, add_clips
+from jobs.index_job import run_index
+from jobs.mine_job import run_mine
+from mining.encoders.registry import resolve
+from mining.search.holders import HeldIndex, ShardUnavailable
+from mining.search.index import ClipIndex, IndexConfig
+from mining.search.serving import read_vectors
+from mining.search.shards import ShardSet
+from storage import Lake, Settings
+from tests.conftest import LOCAL
+
+DAYS = CatalogConfig(clips_per_day=500)
+N = 2000  # four days of 500
+KINDS = {
+    "flat": IndexConfig(kind="flat", shard_size=700),  # a shard a day
+    "ivf-pq": IndexConfig(kind="ivf-pq", nlist=16, train_per_list=20, refine_factor=4, shard_size=1000),
+}
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory: pytest.TempPathFactory, ray_local: object) -> dict[str, Settings]:
+    """The same 2,000 clips, indexed as flat shards and as IVF-PQ shards (a lake each)."""
+    root = tmp_path_factory.mktemp("held")
+    first = Settings(lake=str(root / "flat" / "lake"))
+    lake = Lake.from_settings(first)
+    lake.create_tables()
+    add_clips(lake, resolve(lake), 0, N, DAYS)
+    shutil.copytree(root / "flat" / "lake", root / "ivf-pq" / "lake")
+    out = {}
+    for name, cfg in KINDS.items():
+        out[name] = Settings(lake=str(root / name / "lake"))
+        run_index(out[name], cfg=cfg, runner=LOCAL)
+    return out
+
+
+def assert_mined_alike(la: Lake, lb: Lake) -> None:
+    """Two lakes' ``mining_scores`` and ``corner_cases`` hold the same rows (but when computed)."""
+    cols = ["clip_id", "run_id", "novelty", "cluster_id", "rarity", "signal_rarity"]
+    sa, sb = (lk.read("mining_scores", columns=[*cols, "duplicate_of"]).sort_by("clip_id") for lk in (la, lb))
+    assert sa.num_rows == sb.num_rows and sa.equals(sb)
+    # Distances as FAISS's BLAS sums them: a holder runs one thread (Ray's num_cpus), this
+    # process two, so a sum may round differently in its last bit; the neighbours are the same.
+    knn_a, knn_b = (
+        lk.read("mining_scores", columns=["clip_id", "knn_distances"]).sort_by("clip_id") for lk in (la, lb)
+    )
+    offsets = [t.column(1).combine_chunks().offsets for t in (knn_a, knn_b)]
+    assert offsets[0].equals(offsets[1])
+    np.testing.assert_allclose(
+        pc.list_flatten(knn_a.column(1)).to_numpy(),
+        pc.list_flatten(knn_b.column(1)).to_numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    ca, cb = (
+        lk.read(
+            "corner_cases",
+            columns=["run_id", "event", "rank", "clip_id", "novelty", "rarity", "cluster_id"],
+        ).sort_by([("run_id", "ascending"), ("event", "ascending"), ("rank", "ascending")])
+        for lk in (la, lb)
+    )
+    assert ca.num_rows > 0 and ca.equals(cb)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_held_shards_answer_what_the_set_answers_in_one_process(
+    lakes: dict[str, Settings], kind: str
+) -> None:
+    lake = Lake.from_settings(lakes[kind])
+    spec = resolve(lake)
+    loaded, _ = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # type: ignore[misc]
+    assert isinstance(loaded, ShardSet) and len(loaded.shards) >= 2
+    ids = lake.read("clips", columns=["clip_id", "vehicle_id"]).sort_by("clip_id")
+    rng = np.random.default_rng(3)
+    probe = sorted(rng.choice(ids.column("clip_id").to_pylist(), 40, replace=False).tolist())
+    q = read_vectors(lake, spec, probe) + 0.01 * rng.standard_normal((40, spec.dim)).astype(np.float32)
+    one_vehicle = ids.filter(pc.equal(ids.column("vehicle_id"), ids.column("vehicle_id")[0])).column(
+        "clip_id"
+    )
+    few = ids.column("clip_id").slice(1500, 4)  # fewer allowed than k, all on one shard
+
+    def raw(c: list[str]) -> np.ndarray:
+        return read_vectors(lake, spec, c)
+
+    held = HeldIndex.start(lake, spec, holders=2)
+    assert held is not None
+    try:
+        served = sorted(s for i in held.infos for s in i["shards"])
+        assert served == list(range(len(loaded.shards))) and len(held.infos) == 2
+        assert all(i["vectors"] < N for i in held.infos)  # none holds the whole index
+        for allowed in (None, one_vehicle, few):
+            for r in (None, raw):
+                want_d, want_n = loaded.search(q, 10, allowed, r)
+                got_d, got_n = held.search(q, 10, allowed, r)
+                assert got_n == want_n, (kind, allowed is None, r is None)
+                np.testing.assert_allclose(
+                    got_d, want_d, rtol=1e-5, atol=1e-5
+                )  # BLAS threads: see the mine test
+                assert all(len(row) == min(10, N if allowed is None else len(allowed)) for row in got_n)
+    finally:
+        held.stop()
+
+
+def test_mine_over_held_shards_writes_what_a_local_run_writes(
+    lakes: dict[str, Settings], tmp_path: Path
+) -> None:
+    """Full, then incremental after a new day: scores, clusters, duplicates and the ready
+    lists equal a run in one process over a copy of the same lake and shards."""
+    held_lake = tmp_path / "held"
+    shutil.copytree(lakes["flat"].lake, held_lake)
+    shutil.copytree(lakes["flat"].lake, tmp_path / "local")
+    local = Settings(lake=str(tmp_path / "local"))
+    on_ray = Settings(lake=str(held_lake), ray_address="local")  # the module's Ray is already up
+    for day in (0, 1):
+        if day:
+            for s in (local, on_ray):
+                lk = Lake.from_settings(s)
+                add_clips(lk, resolve(lk), N, 400, DAYS)  # a fifth day
+        a = run_mine(local, runner=LOCAL)
+        b = run_mine(on_ray)
+        assert (a.mode, a.scored) == (b.mode, b.scored) and b.scored > 0, (a, b)
+        la, lb = Lake.from_settings(local), Lake.from_settings(on_ray)
+        assert_mined_alike(la, lb)
+    (row,) = lb.read("runs", where=f"run_id = '{b.run_id}'").to_pylist()
+    import json
+
+    holders = json.loads(row["counts"])["holders"]
+    assert sorted(s for h in holders for s in h["shards"]) == list(range(5)), (
+        holders
+    )  # topped up: a new shard
+
+
+def test_a_killed_holder_gives_no_short_answer(lakes: dict[str, Settings]) -> None:
+    """SIGKILL one holder: a search that may not wait raises ShardUnavailable (the API's 503),
+    never answers from the other holder's shards alone; Ray restarts it and the next is whole."""
+    lake = Lake.from_settings(lakes["flat"])
+    spec = resolve(lake)
+    q = read_vectors(lake, spec, lake.read("clips", columns=["clip_id"]).column(0).to_pylist()[:8])
+    held = HeldIndex.start(lake, spec, holders=2)
+    assert held is not None
+    try:
+        whole = held.search(q, 10)
+        os.kill(held.infos[0]["pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        try:
+            d, names = held.search(q, 10)
+        except ShardUnavailable as exc:
+            assert "retry" in str(exc)
+        else:  # already restarted: then the answer is whole
+            assert names == whole[1]
+        held.wait_s = 60.0  # as mine waits: for the restart, then the whole answer
+        d, names = held.search(q, 10)
+        assert names == whole[1]
+        np.testing.assert_array_equal(d, whole[0])
+    finally:
+        held.stop()
