@@ -165,10 +165,11 @@ class HeldIndex:
         if not ray.is_initialized():
             raise StorageError("shard holders need a Ray connection (jobs.runtime.init_ray) first")
         shards = len(meta["shards"])
-        # As many holders as the CPUs they can have now (a job's), or as the cluster has
-        # (a server's, which ask for none): never more than shards.
-        pool = ray.available_resources() if cpus else ray.cluster_resources()
-        count = max(1, min(shards, holders or int(pool.get("CPU", 1) // max(cpus, 1.0))))
+        # As many holders as the cluster has CPUs (a job's ask for one each and wait for it;
+        # a server's ask for none), never more than shards. (Not the CPUs free this moment:
+        # a job's tasks just ended may not have handed theirs back yet.)
+        cluster_cpus = ray.cluster_resources().get("CPU", 1)
+        count = max(1, min(shards, holders or int(cluster_cpus // max(cpus, 1.0))))
         actor: Any = ray.remote(
             num_cpus=cpus, scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=0
         )(ShardHolder)

@@ -1,7 +1,8 @@
 """``fleetmine bench --only cluster-scale`` at a small N: index and mine in this process on one
 index and two shards, then on a loopback cluster of one 1-CPU node and of two (started and
 stopped by PID), every row measured, and with two nodes each holder held one shard only.
-(Two Ray clusters one after the other: about a minute of a core.)"""
+(Two Ray clusters one after the other: about a minute of a core; not ``long``, so it runs
+after the load test, not beside it, in the unit of the modules that start a Ray head.)"""
 
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ import math
 import re
 from pathlib import Path
 
-import pytest
-
 from fleetmine.bench import BenchContext, run_all
-
-pytestmark = pytest.mark.long
 
 
 def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
