@@ -2,8 +2,8 @@
 
 With a cluster named, no process holds a model version's whole index (at 10^8 clips a
 256-d IVF-Flat is ~100 GB). :meth:`HeldIndex.start` places :class:`ShardHolder` actors
-over the cluster's nodes (``SPREAD``, one CPU each, no more holders than shards or the
-cluster's CPUs), deals the saved set's shards among them (round robin: consecutive date
+over the cluster's nodes (dealt round robin, one CPU each, no more holders than shards or
+the cluster's CPUs), deals the saved set's shards among them (round robin: consecutive date
 ranges land on different nodes) and each opens only its own (mapped from the file on a
 local lake, read once from an object store). A search sends the queries to every holder
 (the Ray object store carries them once per node); each answers its shards' nearest
@@ -44,7 +44,7 @@ from mining.search.index import (
 from storage.errors import IndexUnavailableError, StorageError
 from storage.lake import Lake
 
-__all__ = ["HeldIndex", "ShardHolder", "ShardUnavailable", "sharded_meta"]
+__all__ = ["HeldIndex", "ShardHolder", "ShardUnavailable", "placements", "sharded_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,39 @@ class ShardHolder:
         }
 
 
+def placements(nodes: list[dict[str, Any]], count: int, cpus: float) -> list[str | None]:
+    """The node for each of ``count`` holders: dealt round robin over the alive nodes with
+    CPUs (consecutive holders, so consecutive date ranges, on different nodes), a node given
+    no more holders than its CPUs hold at ``cpus`` each while another has room. Named, not
+    left to Ray's ``SPREAD`` (best effort: with a node's CPU still held by a task just
+    ended, it put every holder on the other node, and that node held the whole index).
+    None where no node is known (Ray places it)."""
+    alive = sorted(
+        (n for n in nodes if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0),
+        key=lambda n: str(n["NodeID"]),
+    )
+    if not alive:
+        return [None] * count
+    room = {str(n["NodeID"]): int(n["Resources"]["CPU"] // cpus) if cpus > 0 else count for n in alive}
+    out: list[str | None] = []
+    while len(out) < count:
+        free = [node for node in room if room[node] > 0] or list(room)  # past every node's room: keep dealing
+        for node in free[: count - len(out)]:
+            out.append(node)
+            room[node] -= 1
+    return out
+
+
+def _affinity(node: str | None) -> Any:
+    """Run on ``node`` while it lives (soft: a holder restarted after its node died goes
+    wherever there is room)."""
+    if node is None:
+        return "DEFAULT"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+
+
 class HeldIndex:
     """The saved set of shards of a model version (or of one sub-space), held by
     :class:`ShardHolder` actors; answers :meth:`search` as the set in one process would."""
@@ -170,14 +203,13 @@ class HeldIndex:
         # a job's tasks just ended may not have handed theirs back yet.)
         cluster_cpus = ray.cluster_resources().get("CPU", 1)
         count = max(1, min(shards, holders or int(cluster_cpus // max(cpus, 1.0))))
-        actor: Any = ray.remote(
-            num_cpus=cpus, scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=0
-        )(ShardHolder)
+        actor: Any = ray.remote(num_cpus=cpus, max_restarts=-1, max_task_retries=0)(ShardHolder)
         handles: list[Any] = []
         held = cls(ray, handles, meta, wait_s=wait_s)
         try:  # every shard open before the first query
-            for h in range(count):
-                handles.append(actor.remote(lake, spec, part, meta, list(range(h, shards, count))))
+            for h, node in enumerate(placements(ray.nodes(), count, cpus)):
+                where = actor.options(scheduling_strategy=_affinity(node))
+                handles.append(where.remote(lake, spec, part, meta, list(range(h, shards, count))))
             held.infos = ray.get([h.info.remote() for h in handles], timeout=PLACE_WAIT_S)
         except ray.exceptions.RayError as exc:
             held.stop()

@@ -171,3 +171,20 @@ def test_a_killed_holder_gives_no_short_answer(lakes: dict[str, Settings]) -> No
         np.testing.assert_array_equal(d, whole[0])
     finally:
         held.stop()
+
+
+def test_holders_are_dealt_over_the_nodes_by_their_cpus() -> None:
+    """Placement is named, not left to Ray's best-effort SPREAD: consecutive holders on
+    different nodes, no node past its CPUs while another has room, dead and CPU-less
+    nodes never chosen."""
+    from mining.search.holders import placements
+
+    def node(name: str, cpus: float, alive: bool = True) -> dict[str, object]:
+        return {"NodeID": name, "Alive": alive, "Resources": {"CPU": cpus} if cpus else {}}
+
+    nodes = [node("b", 1), node("a", 3), node("dead", 8, alive=False), node("gcs-only", 0)]
+    assert placements(nodes, 4, 1.0) == ["a", "b", "a", "a"]
+    assert placements(nodes, 2, 1.0) == ["a", "b"]
+    assert placements(nodes, 6, 1.0) == ["a", "b", "a", "a", "a", "b"]  # past the room: dealt on
+    assert placements(nodes, 3, 0.0) == ["a", "b", "a"]  # a server's holders ask for no CPU
+    assert placements([node("dead", 8, alive=False)], 2, 1.0) == [None, None]
