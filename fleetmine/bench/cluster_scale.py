@@ -12,7 +12,9 @@ the builtin encoder's layout), then:
   whose k-NN fans out over the actors holding the shards (one holder per node: its
   shards only); ratios two nodes / one. The job is driven from this process in both.
 - **Per-shard memory**: what each holder held (the runs row's ``counts.holders``), next to
-  the whole index: the most any one process held of the vectors.
+  the whole index: the most any one process held of the vectors; and the mine's driving
+  process's peak RSS above what it held before the run (per clip of the corpus: the
+  scores, ids and features it keeps until the rows are written, none of the index).
 
 Both clusters run on this machine's cores; on two cores a 1-CPU node each is what two
 machines of one core would be, with the driver's own work (reading vectors, merging the
@@ -133,8 +135,31 @@ def _wait_nodes(gcs: str, want: int, env: dict[str, str], procs: list[subprocess
     raise RuntimeError(f"{want} Ray node(s) not alive within {NODE_WAIT_S:.0f} s")
 
 
-def _timed_run(settings: Any, shard_size: int | None) -> tuple[float, float, dict[str, Any]]:
-    """Index (sharded when ``shard_size``) then a full mine: their seconds, and the mine's runs row counts."""
+def _peak_rss() -> int:
+    """This process's peak resident bytes since the last :func:`_reset_peak` (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> int:
+    """Start the peak over from now (``clear_refs`` 5); the resident bytes now."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _timed_run(
+    settings: Any, shard_size: int | None, rss: dict[str, int] | None = None
+) -> tuple[float, float, dict[str, Any]]:
+    """Index (sharded when ``shard_size``) then a full mine: their seconds, and the mine's
+    runs row counts; ``rss`` gets the mine's peak resident bytes above those before it."""
     from jobs.index_job import run_index
     from jobs.mine_job import run_mine
     from jobs.runner import SequentialRunner
@@ -146,9 +171,12 @@ def _timed_run(settings: Any, shard_size: int | None) -> tuple[float, float, dic
     local = None if settings.ray_address else SequentialRunner()
     t0 = time.perf_counter()
     run_index(settings, cfg=cfg, runner=local)
+    idle = _reset_peak() if rss is not None else 0
     t1 = time.perf_counter()
     report = run_mine(settings, cfg=MineConfig(full=True), runner=local)
     t2 = time.perf_counter()
+    if rss is not None:
+        rss["mine_above_idle"] = _peak_rss() - idle
     (row,) = Lake.from_settings(settings).read("runs", where=f"run_id = '{report.run_id}'").to_pylist()
     return t1 - t0, t2 - t1, json.loads(row["counts"] or "{}")
 
@@ -161,8 +189,8 @@ def _on_cluster(
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=7200)
     if done.returncode != 0:
         raise RuntimeError(f"the cluster run failed: {done.stderr[-2000:]}")
-    build, mine, counts = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(build), float(mine), dict(counts)
+    build, mine, counts, rss = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(build), float(mine), {**counts, "driver_rss": rss["mine_above_idle"]}
 
 
 def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
@@ -232,6 +260,15 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             higher_is_better=False,
         ),
         BenchResult(
+            f"mine's driving process peak RSS above idle, 2 nodes ({tag})",
+            int(on[2][2].get("driver_rss", 0)) / 1e6,
+            index_bytes / 1e6,
+            "MB",
+            "the whole index",
+            "",
+            higher_is_better=False,
+        ),
+        BenchResult(
             f"most index bytes one holder held, 2 nodes ({tag})",
             most / 1e6,
             index_bytes / 1e6,
@@ -253,4 +290,5 @@ if __name__ == "__main__":  # a driver of _on_cluster: LAKE GCS SHARD_SIZE
     from storage.config import Settings
 
     uri, address, size = sys.argv[1:4]
-    print(json.dumps(_timed_run(Settings(lake=uri, ray_address=address), int(size))))
+    peak: dict[str, int] = {}
+    print(json.dumps([*_timed_run(Settings(lake=uri, ray_address=address), int(size), peak), peak]))

@@ -2,7 +2,9 @@
 
 ``BENCH.json`` is what ``fleetmine bench --json`` writes; ``--catalog CATALOG.json...``
 adds what ``fleetmine bench --catalog N --json`` measured (:mod:`fleetmine.bench.sizing_catalog`:
-the catalog at N clips and the plan for the index and API at ``index_clips``). Every number in the output
+the catalog at N clips and the plan for the index and API at ``index_clips``); ``--cluster
+CLUSTER.json`` what ``--only cluster-scale`` measured (:mod:`fleetmine.bench.sizing_cluster`:
+a holder's memory, the fan-out cost, what more nodes buy). Every number in the output
 is a bench figure, an :class:`Assumptions` field (printed in the file with its
 reason), or arithmetic on the two. A missing figure fails with the names of the
 rows wanted; the learned-encoder row is optional (the plan then says it is not
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetmine.bench.sizing_catalog import CatalogFigures, render_catalog
+from fleetmine.bench.sizing_cluster import ClusterFigures, render_cluster
 from storage.errors import ConfigError
 
 __all__ = ["Assumptions", "Figures", "IndexPlan", "Plan", "Stage", "main", "plan", "render"]
@@ -328,13 +331,22 @@ def _stage_row(s: Stage) -> str:
 
 
 def render(
-    p: Plan, f: Figures, a: Assumptions, command: str, note: str = "", catalog: CatalogFigures | None = None
+    p: Plan,
+    f: Figures,
+    a: Assumptions,
+    command: str,
+    note: str = "",
+    catalog: CatalogFigures | None = None,
+    cluster: ClusterFigures | None = None,
 ) -> str:
-    """SIZING.md: workload, stages, the learned encoder, the index plan, the catalog at
-    scale (when measured), then what it rests on."""
+    """SIZING.md: workload, stages, the learned encoder, the index plan, the catalog and
+    the cluster at scale (when measured), then what it rests on."""
     sections = [_header(p, a, command, note), _stages(p, f, a), _learned(p, f, a), _index(p, f)]
     if catalog is not None:
         sections.append(render_catalog(catalog, a.index_clips, a.index_shard_clips, a.route_budget_ms))
+    if cluster is not None:
+        (mine,) = [s for s in p.stages if s.name.startswith("mine:")]
+        sections.append(render_cluster(cluster, a.index_shard_clips, a.index_clips, mine.cores))
     sections.append(_basis(f, a))
     return "\n".join(line for section in sections for line in section)
 
@@ -482,16 +494,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--catalog", type=Path, nargs="*", default=[], help="files `fleetmine bench --catalog N --json` wrote"
     )
+    ap.add_argument(
+        "--cluster",
+        type=Path,
+        default=None,
+        help="the file `fleetmine bench --only cluster-scale --json` wrote",
+    )
     args = ap.parse_args(argv)
     try:
         figures = Figures.from_rows(json.loads(args.bench.read_text()))
         rows = [r for path in args.catalog for r in json.loads(path.read_text())]
         catalog = CatalogFigures.from_rows(rows) if args.catalog else None
+        cluster = ClusterFigures.from_rows(json.loads(args.cluster.read_text())) if args.cluster else None
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     a = Assumptions()
     command = shlex.join(["python", "-m", "fleetmine.bench.sizing", *argv])
-    sys.stdout.write(render(plan(figures, a), figures, a, command, args.note, catalog))
+    sys.stdout.write(render(plan(figures, a), figures, a, command, args.note, catalog, cluster))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ candidates re-ranked once on exact vectors, :func:`~mining.search.index.refine`)
 answer of the set searched in one process (the same clips in the same order; a distance
 may differ in its last bit where FAISS's BLAS sums with another thread count).
 
-A holder that dies is restarted by Ray (``max_restarts``) and opens its shards again. A
+A holder that dies is restarted by Ray (``max_restarts``) on its node and opens its shards
+again (a holder whose node died is placed anew by the next open, see :func:`_affinity`). A
 search that meets a dead or restarting holder raises :class:`ShardUnavailable` (the API
 answers 503 with a retry hint; ``mine`` waits for the restart and asks again), never an
 answer short of that holder's shards.
@@ -21,8 +22,11 @@ answer short of that holder's shards.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +56,36 @@ RESTART_WAIT_S = 120.0
 """How long a caller that may wait (``mine``) waits for a restarted holder before failing."""
 PLACE_WAIT_S = 300.0
 """How long :meth:`HeldIndex.start` waits for every holder to be placed and open its shards."""
+
+
+NAMESPACE = "fleetmine-holders"
+"""Where shared holders are named (``HeldIndex.start(shared=True)``)."""
+
+
+def _holder_name(
+    lake: Lake, spec: ModelSpec, part: str | None, meta: dict[str, Any], h: int, count: int
+) -> str:
+    """The name every replica gives holder ``h`` of ``count`` of this build (a digest: lake
+    URIs and model names are not Ray's to parse)."""
+    key = json.dumps([lake.uri, spec.ref, part, str(meta["build"]), h, count])
+    return "holder-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+_KEPT: dict[str, Any] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def _keep(name: str, handle: Any) -> None:
+    """Hold a handle to the shared holder ``name`` for as long as this process lives (or
+    until :meth:`HeldIndex.stop`). Ray ends a named actor that is not detached once the
+    handles its creator made are gone, whoever else holds one from ``get_if_exists``: a
+    server dropping a set it served (re-opened after a failure, replaced) would otherwise
+    end holders it placed that it and the other replicas still search. The handle of a
+    holder placed anew under the same name (its predecessor gone for good) replaces the old."""
+    with _KEPT_LOCK:
+        kept = _KEPT.get(name)
+        if kept is None or kept._actor_id != handle._actor_id:
+            _KEPT[name] = handle
 
 
 class ShardUnavailable(IndexUnavailableError):
@@ -151,13 +185,17 @@ def placements(nodes: list[dict[str, Any]], count: int, cpus: float) -> list[str
 
 
 def _affinity(node: str | None) -> Any:
-    """Run on ``node`` while it lives (soft: a holder restarted after its node died goes
-    wherever there is room)."""
+    """Run on ``node`` and nowhere else. Hard, not soft: Ray 2.60 placed 0-CPU actors
+    (a server's holders) given a soft affinity on either node at random (two nodes, six
+    tries: three went elsewhere, two holders on one node; hard: all six where named). So
+    a holder whose node died is not restarted on another: a server's next search places
+    the set again over the nodes alive then (:attr:`HeldIndex.lost`), a mine waits for it
+    (``wait_s``) and fails, and its rerun does the same."""
     if node is None:
         return "DEFAULT"
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
 
 
 class HeldIndex:
@@ -172,6 +210,10 @@ class HeldIndex:
         self.exact = kind_of(str(meta["factory"])) != "ivf-pq"
         self.embeddings_version = int(meta["embeddings_version"])
         self.wait_s = wait_s  # how long a search waits for a restarted holder (0: raise at once)
+        # A holder failed a call: dead for good (its owner, another replica, ended) or
+        # restarting. A server then opens the set again (by name: the same holders where they
+        # live or restart, new ones where they are gone) rather than keep dead handles.
+        self.lost = False
 
     @classmethod
     def start(
@@ -183,13 +225,21 @@ class HeldIndex:
         holders: int | None = None,
         cpus: float = 1.0,
         wait_s: float = 0.0,
+        shared: bool = False,
     ) -> HeldIndex | None:
         """Holders of the saved set on the Ray this process is connected to (the job layer
         connects: ``jobs.runtime.init_ray``), each with its shards open; None when the saved
         build is not a set of shards (one index: searched in-process). ``cpus`` per holder:
         one for a job whose k-NN is the work (``mine``); a server's holders hold memory and
         answer single queries, and ask for none, so every index of a version (its sub-spaces
-        too) is placed on a cluster of few CPUs."""
+        too) is placed on a cluster of few CPUs.
+
+        ``shared`` (servers): the holders are named by the lake, the build and their place
+        in the set, so every API replica on the cluster that serves this build finds the same
+        ones rather than placing its own (memory for one copy of the index, not one per
+        replica). They live as long as the replica that placed them (Ray's owner): when it
+        ends, the others' next search answers 503 and the one after places them again
+        (:attr:`lost`), never an answer short of a shard."""
         meta = sharded_meta(lake, spec, part)
         if meta is None:
             return None
@@ -208,17 +258,30 @@ class HeldIndex:
         held = cls(ray, handles, meta, wait_s=wait_s)
         try:  # every shard open before the first query
             for h, node in enumerate(placements(ray.nodes(), count, cpus)):
-                where = actor.options(scheduling_strategy=_affinity(node))
+                opts: dict[str, Any] = {"scheduling_strategy": _affinity(node)}
+                if shared:
+                    name = _holder_name(lake, spec, part, meta, h, count)
+                    opts.update(name=name, namespace=NAMESPACE, get_if_exists=True)
+                where = actor.options(**opts)
                 handles.append(where.remote(lake, spec, part, meta, list(range(h, shards, count))))
+                if shared:
+                    _keep(name, handles[-1])
             held.infos = ray.get([h.info.remote() for h in handles], timeout=PLACE_WAIT_S)
-        except ray.exceptions.RayError as exc:
-            held.stop()
+        except (ray.exceptions.RayError, ValueError) as exc:
+            # A shared set stays as it is: its holders serve other replicas too (one
+            # restarting is no reason to end the rest), and the next open finds them. A
+            # ValueError: get_if_exists met a holder being ended as it asked (Ray's race).
+            if not shared:
+                held.stop()
+            if isinstance(exc, ValueError) and not shared:
+                raise
             raise ShardUnavailable(
                 f"{count} shard holder(s) of {spec.ref} not placed and open within {PLACE_WAIT_S:.0f} s "
                 f"({type(exc).__name__}): too few CPUs or too little memory on the cluster's nodes?"
             ) from exc
         except BaseException:
-            held.stop()
+            if not shared:
+                held.stop()
             raise
         return held
 
@@ -251,10 +314,16 @@ class HeldIndex:
             out |= np.asarray(f, bool)
         return out
 
-    def stop(self) -> None:
-        """End the holders (their CPUs go back to the cluster)."""
+    def stop(self, keep: frozenset[Any] = frozenset()) -> None:
+        """End the holders (their CPUs go back to the cluster), but those whose actor ids
+        are in ``keep`` (the same shared holders serving a newer open of the set)."""
         for h in self.holders:
+            if h._actor_id in keep:
+                continue
             self.ray.kill(h)
+            with _KEPT_LOCK:
+                for name in [n for n, k in _KEPT.items() if k._actor_id == h._actor_id]:
+                    del _KEPT[name]
         self.holders = []
 
     def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None) -> list[ShardHits]:
@@ -276,6 +345,7 @@ class HeldIndex:
                 # own code raised is a bug, not an absence: it goes up as it is.
                 if isinstance(exc, ray.exceptions.RayTaskError):
                     raise
+                self.lost = True
                 if time.monotonic() >= deadline:
                     raise ShardUnavailable(
                         f"a holder of {self.meta.get('n')} vectors' shards is restarting: "

@@ -32,7 +32,7 @@ from deltalake.exceptions import DeltaError
 
 from mining.encoders.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
 from mining.interfaces import ModelSpec
-from mining.search.holders import HeldIndex
+from mining.search.holders import HeldIndex, ShardUnavailable
 from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, merge_nearest, names_at
 from mining.search.index_build import stream_build
 from storage.errors import NotFoundError
@@ -263,12 +263,17 @@ def hold_shards(on: bool = True) -> None:
     """From now, this process serves each set of shards (``fleetmine index --shard-size``)
     from :class:`~mining.search.holders.HeldIndex` actors on the Ray it is connected to
     (``fleetmine serve --address``), holding none of their vectors itself; an index that is
-    one file is mapped here as ever. The clips embedded since the build stay here (small)."""
+    one file is mapped here as ever. The clips embedded since the build stay here (small).
+    The holders are shared by every replica serving the same build (named; see
+    :meth:`HeldIndex.start`): a search that met a dead one answers 503 and the next opens
+    the set again."""
     _HOLD[0] = on
 
 
 def _retire(old: LiveIndex | None) -> None:
-    """End the holders of sets replaced a while ago, and keep ``old``'s for a while."""
+    """End the holders of sets replaced a while ago, and keep ``old``'s for a while. A
+    holder that a served set still asks (the same shared actor, found again by name when a
+    lost set was opened again) is not ended."""
     now = time.monotonic()
     with _SERVED_LOCK:
         ended = []
@@ -276,8 +281,11 @@ def _retire(old: LiveIndex | None) -> None:
             ended.append(_RETIRED.pop(0)[1])
         if old is not None and isinstance(old.main, HeldIndex):
             _RETIRED.append((now, old.main))
+        serving = frozenset(
+            h._actor_id for s in _SERVED.values() if isinstance(s.main, HeldIndex) for h in s.main.holders
+        )
     for held in ended:
-        held.stop()
+        held.stop(keep=serving)
 
 
 def _open(
@@ -285,16 +293,14 @@ def _open(
 ) -> LiveIndex:
     loc = ClipIndex.location(lake, spec, sub.name if sub else None)
     if _HOLD[0] and not persist:
-        held = HeldIndex.start(lake, spec, sub.name if sub else None, cpus=0.0)
+        # Shared: every replica serving this build asks the same named holders (one copy of
+        # the index on the cluster); a top-up failing here leaves them to the others.
+        held = HeldIndex.start(lake, spec, sub.name if sub else None, cpus=0.0, shared=True)
         if held is not None:
-            try:
-                saved = held.embeddings_version
-                build = held.meta.get("build")
-                opened = LiveIndex(held, embeddings_version=saved, build=build, main_version=saved)
-                return _top_up(lake, spec, opened, version, sub)
-            except BaseException:  # never a set of holders nobody serves from
-                held.stop()
-                raise
+            saved = held.embeddings_version
+            build = held.meta.get("build")
+            opened = LiveIndex(held, embeddings_version=saved, build=build, main_version=saved)
+            return _top_up(lake, spec, opened, version, sub)
     loaded = ClipIndex.load(loc, mmap=True)  # never added to: see LiveIndex
     if loaded is None:  # no `fleetmine index` yet: built here, once, from the table
         built = stream_build(source_of(lake, spec, sub, version=version))
@@ -331,19 +337,25 @@ def live(lake: Lake, spec: ModelSpec, sub: SubSpace | None = None) -> LiveIndex:
     _retire(None)  # replaced holder sets past their grace end here, swap or no swap
     with _SERVED_LOCK:  # one lock per index: opening one (holders starting) stalls no other
         lock = _OPENING.setdefault(key, threading.Lock())
+        served = _SERVED.get(key)
+    if served is not None and isinstance(served.main, HeldIndex) and served.main.lost and lock.locked():
+        # Another request is opening the set again (a holder may take a while to restart):
+        # the others answer 503 at once rather than queue behind it.
+        raise ShardUnavailable("the index's shard holders are being placed again; retry later")
     with lock:
         version = lake.version("embeddings")
         served = _SERVED.get(key)
         recheck = time.monotonic() - _CHECKED.get(key, 0.0) > RECHECK_S
-        if served is not None and served.embeddings_version > version:
+        lost = served is not None and isinstance(served.main, HeldIndex) and served.main.lost
+        if served is not None and served.embeddings_version > version and not lost:
             return _as_of(lake, spec, served, version, sub)  # a view pinned before the last top-up
-        if served is not None and served.embeddings_version == version and not recheck:
+        if served is not None and served.embeddings_version == version and not (recheck or lost):
             return served
         meta = ClipIndex.read_meta(ClipIndex.location(lake, spec, sub.name if sub else None))
         _CHECKED[key] = time.monotonic()
-        if served is None or (meta is not None and meta.get("build") != served.build):
+        if served is None or lost or (meta is not None and meta.get("build") != served.build):
             old, served = served, _open(lake, spec, version, sub=sub)
-            _retire(old)  # only once its replacement is open
+            _retire(old)  # only once its replacement is open (holders it shares with it stay)
         elif served.embeddings_version < version:
             served = _top_up(lake, spec, served, version, sub)
         with _SERVED_LOCK:

@@ -218,3 +218,62 @@ def test_missing_catalog_rows_are_named(tmp_path: Path) -> None:
     rows = [r for r in _catalog_rows() if "server RSS" not in str(r["name"])]
     with pytest.raises(ConfigError, match="server RSS after searches"):
         CatalogFigures.from_rows(rows)
+
+
+def _cluster_rows(
+    mine_nodes: float = 80.0, holders: str = "[([0], 100000), ([1], 100000)]", mine_shards: float = 90.0
+) -> list[dict[str, object]]:
+    tag = "200,000 clips"
+    return [
+        {"name": f"index, 2 shards vs 1 index, this process ({tag})", "measured": 16.0, "baseline": 36.0,
+         "unit": "s"},
+        {"name": f"mine, 2 shards vs 1 index, this process ({tag})", "measured": mine_shards,
+         "baseline": 60.0, "unit": "s"},
+        {"name": f"index --shard-size 100,000, 2 nodes vs 1 (1 CPU each, {tag})", "measured": 15.0,
+         "baseline": 20.0, "unit": "s"},
+        {"name": f"mine on the held shards, 2 nodes vs 1 (1 CPU each, {tag}; holders {holders})",
+         "measured": mine_nodes, "baseline": 100.0, "unit": "s"},
+        {"name": f"most index bytes one holder held, 2 nodes ({tag})", "measured": 110.0, "baseline": 220.0,
+         "unit": "MB"},
+        {"name": f"mine's driving process peak RSS above idle, 2 nodes ({tag})", "measured": 40.0,
+         "baseline": 220.0, "unit": "MB"},
+    ]  # fmt: skip
+
+
+def test_the_cluster_section_prices_holders_fan_out_and_nodes_from_the_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench, cluster = tmp_path / "bench.json", tmp_path / "cluster.json"
+    bench.write_text(json.dumps(_rows()))
+    cluster.write_text(json.dumps(_cluster_rows()))
+    main([str(bench), "--cluster", str(cluster)])
+    md = capsys.readouterr().out
+    assert "## Past one machine: shards held over a cluster (measured at 200,000 clips)" in md
+    # 110 MB / 100,000 vectors = 1,100 B per vector; a 10^7-vector shard 11.00 GB
+    assert "1,100 B per vector" in md and "holds **11.00 GB**" in md
+    # 90/60 = 1.50x over sqrt(2): +6 % on the mine stage's cores
+    mine = _stage_cores(md, "mine:")
+    with_overhead = float(re.search(r"are \*\*at least ([\d.,]+)\*\*", md)[1])  # type: ignore[index]
+    assert with_overhead == pytest.approx(mine * 1.5 / 2**0.5, abs=0.1)  # the stage row is rounded
+    # two nodes 0.80x -> serial 60 %, 10 holders: 0.6 + 0.4 / 10 = 0.64x; the 0.6x goal not met
+    assert "60% of it is the driving process's own serial work" in md and "**0.64x**" in md
+    assert md.count("<= 0.60x: **not met**") == 2
+    # 40 MB over 200,000 clips: 200 B per clip, 20.0 GB for a full run over 10^8
+    assert "200 B per clip" in md and "at most **20.0 GB** for a full run over 100,000,000 clips" in md
+    cluster.write_text(json.dumps(_cluster_rows(mine_nodes=55.0, mine_shards=70.0)))
+    main([str(bench), "--cluster", str(cluster)])
+    md = capsys.readouterr().out
+    assert md.count("<= 0.60x: **not met**") == 1  # the mine's goal met at 0.55x
+    assert "stand as the model prices them" in md and "cores are **at least" not in md  # 1.17x < sqrt 2
+
+
+def test_a_cluster_file_without_its_rows_or_holders_is_refused_naming_them() -> None:
+    from fleetmine.bench.sizing_cluster import ClusterFigures
+
+    with pytest.raises(ConfigError, match="most index bytes one holder held"):
+        ClusterFigures.from_rows(_cluster_rows()[:-2])
+    assert "driver_rss" not in ClusterFigures.from_rows(_cluster_rows()[:-1]).rows  # older runs lack it
+    with pytest.raises(ConfigError, match="holder list"):
+        ClusterFigures.from_rows(_cluster_rows(holders="[__import__('os')]"))
+    with pytest.raises(ConfigError, match="no holders"):
+        ClusterFigures.from_rows(_cluster_rows(holders="[]"))

@@ -1,6 +1,7 @@
 """``fleetmine bench --only cluster-scale`` at a small N: index and mine in this process on one
 index and two shards, then on a loopback cluster of one 1-CPU node and of two (started and
-stopped by PID), every row measured, and with two nodes each holder held one shard only.
+stopped by PID), every row measured, and with two nodes each holder held one shard only;
+the mine's driving process's peak RSS measured.
 (Two Ray clusters one after the other: about a minute of a core; not ``long``, so it runs
 after the load test, not beside it, in the unit of the modules that start a Ray head.)"""
 
@@ -15,12 +16,14 @@ from fleetmine.bench import BenchContext, run_all
 
 def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
     rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
-    assert len(rows) == 5, [r.name for r in rows]
+    assert len(rows) == 6, [r.name for r in rows]
     for r in rows:
         assert r.measured > 0 and r.baseline > 0 and not math.isnan(r.ratio), r
     nodes = [r for r in rows if "2 nodes vs 1" in r.name]
     assert len(nodes) == 2 and all(r.goal == "<= 0.6x" and r.met is not None for r in nodes)
     held = re.search(r"holders (\[.*\])\)", nodes[1].name)
     assert held and held.group(1) == "[([0], 1000), ([1], 1000)]", nodes[1].name  # a shard each
-    (memory,) = [r for r in rows if r.unit == "MB"]
+    (memory,) = [r for r in rows if r.name.startswith("most index bytes one holder held")]
     assert memory.measured < memory.baseline  # no holder held the whole index
+    (driver,) = [r for r in rows if r.name.startswith("mine's driving process peak RSS")]
+    assert driver.measured > 0  # measured (the run's own scores and features: no index in it)

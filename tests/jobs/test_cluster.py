@@ -34,6 +34,12 @@ from tests.mining.test_held import assert_mined_alike
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 
 
+def alive_holders(address: str, env: dict[str, str]) -> list[dict[str, object]]:
+    """The cluster's live ``ShardHolder`` actors (Ray's state API)."""
+    actors = state(address, env, "actors")
+    return [a for a in actors if a.get("class_name") == "ShardHolder" and a.get("state") == "ALIVE"]
+
+
 @pytest.mark.s3
 def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     tmp_path: Path, s3_options: dict[str, str], s3_bucket: str
@@ -83,17 +89,45 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
         # Serve on the cluster: the server joins it and actors there hold the shards; it answers
         # what a server without a cluster answers over the same lake.
         token_r = create_token(Lake(lake_uri, s3_options), "reader-1", "reader")
+        # A second replica finds the holders the first placed (named by the build): one copy
+        # of the index on the cluster; the first ending takes them with it, and the second
+        # answers 503 (never a short top-k) until it has placed them again.
         with (
             serve_process(lake_uri, tmp_path / "plain.log", env=env) as (plain, _),
             serve_process(lake_uri, tmp_path / "held.log", env=env, args=("--address", gcs)) as (
                 held,
+                first,
+            ),
+            serve_process(lake_uri, tmp_path / "held2.log", env=env, args=("--address", gcs)) as (
+                held2,
                 _,
             ),
         ):
-            for body in bodies_for(Lake(lake_uri, s3_options)):
-                assert_same_answer(*(search_similar(base, token_r, body) for base in (plain, held)))
-            actors = [a for a in state(address, env, "actors") if a.get("class_name") == "ShardHolder"]
-            holder_nodes = {a["node_id"] for a in actors if a.get("state") == "ALIVE"}
+            bodies = bodies_for(Lake(lake_uri, s3_options))
+            for body in bodies:
+                whole = search_similar(plain, token_r, body)
+                for base in (held, held2):
+                    assert_same_answer(whole, search_similar(base, token_r, body))
+            actors = alive_holders(address, env)
+            holder_nodes = {a["node_id"] for a in actors}
+            first.terminate()
+            first.wait(30)
+            gone_by = time.monotonic() + 60  # Ray ends an owner's actors a moment after it exits
+            while {a["actor_id"] for a in alive_holders(address, env)} & {a["actor_id"] for a in actors}:
+                assert time.monotonic() < gone_by, "the first replica's holders outlived it"
+                time.sleep(1)
+            seen = [search_similar(held2, token_r, bodies[0]).status_code]
+            deadline = time.monotonic() + 180
+            while seen[-1] == 503 and time.monotonic() < deadline:
+                time.sleep(1)
+                seen.append(search_similar(held2, token_r, bodies[0]).status_code)
+            for body in bodies:
+                assert_same_answer(search_similar(plain, token_r, body), search_similar(held2, token_r, body))
+            settle_by = time.monotonic() + 30  # the state API reports an actor a moment after it lives
+            while (
+                len(replaced := alive_holders(address, env)) != len(actors) and time.monotonic() < settle_by
+            ):
+                time.sleep(1)
 
     assert status["status"] == "succeeded", status
     assert status["counts"]["ok"] == 4 and status["counts"]["clips"] > 0, status["counts"]
@@ -117,6 +151,10 @@ def test_ingest_submitted_to_a_two_node_cluster_writes_what_a_local_run_writes(
     assert mined["status"] == "succeeded" and {h["node"] for h in holders} == cluster_nodes, mined
     assert sorted(s for h in holders for s in h["shards"]) == list(range(len(shards)))
     assert holder_nodes == cluster_nodes, actors  # the server holds none of the shards itself
+    assert len(actors) == min(len(shards), 2), actors  # one set for both replicas, not one each
+    assert set(seen) <= {200, 503} and seen[-1] == 200, seen  # 503 while re-placed, never a short answer
+    assert len(replaced) == len(actors) and {a["node_id"] for a in replaced} == cluster_nodes, replaced
+    assert not {a["actor_id"] for a in replaced} & {a["actor_id"] for a in actors}  # placed anew
     run_mine(Settings(lake=str(copy)), runner=LOCAL)
     assert_mined_alike(Lake(str(copy)), cluster)
     local = Lake(str(tmp_path / "local-lake"))

@@ -188,3 +188,30 @@ def test_holders_are_dealt_over_the_nodes_by_their_cpus() -> None:
     assert placements(nodes, 6, 1.0) == ["a", "b", "a", "a", "a", "b"]  # past the room: dealt on
     assert placements(nodes, 3, 0.0) == ["a", "b", "a"]  # a server's holders ask for no CPU
     assert placements([node("dead", 8, alive=False)], 2, 1.0) == [None, None]
+
+
+def test_a_shared_set_is_found_again_by_name_and_outlives_the_open_it_replaced(
+    lakes: dict[str, Settings],
+) -> None:
+    """Servers' holders are named: a second open finds the first's actors (one copy of the
+    index, not one per replica or reopen); ending the first open, as its retirement does,
+    spares the holders the second still asks; a lost handle set marks itself ``lost``."""
+    lake = Lake.from_settings(lakes["flat"])
+    spec = resolve(lake)
+    q = read_vectors(lake, spec, lake.read("clips", columns=["clip_id"]).column(0).to_pylist()[:3])
+    first = HeldIndex.start(lake, spec, holders=2, shared=True)
+    second = HeldIndex.start(lake, spec, holders=2, shared=True)
+    assert first is not None and second is not None
+    try:
+        ids = [h._actor_id for h in second.holders]
+        assert [h._actor_id for h in first.holders] == ids  # the same actors
+        first.stop(keep=frozenset(ids))
+        loaded, _ = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # type: ignore[misc]
+        assert second.search(q, 5)[1] == loaded.search(q, 5)[1] and not second.lost
+        first.holders = list(second.holders)
+        first.stop()  # now really ended: the next call through the other handles fails
+        with pytest.raises(ShardUnavailable):
+            second.search(q, 5)
+        assert second.lost
+    finally:
+        second.stop()

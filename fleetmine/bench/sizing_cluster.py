@@ -1,0 +1,180 @@
+"""The cluster part of SIZING.md: what ``fleetmine bench --only cluster-scale`` measured
+(index and mine on 1 vs 2 shards in one process, and on a loopback cluster of one vs two
+1-CPU nodes holding the shards), and what it says of 10^8 clips.
+
+Three figures price the plan, each a bench row or arithmetic on it:
+
+- **bytes a holder holds per vector**: the largest holder's index bytes over the vectors
+  it held (read from the mine row's holder list), times ``index_shard_clips``: the memory
+  of one shard's holder.
+- **fan-out cost in one process**: mine over 2 shards / over 1 index. The IVF model the
+  per-stage plan prices the k-NN with (distances per query ``nprobe * n / nlist + nlist``,
+  ``nlist`` growing with ``sqrt(n)``) predicts ``sqrt(2)`` for it; the measured ratio over
+  that is the merge and per-shard overhead the model leaves out (a lower bound: the ratio
+  is of the whole run, the k-NN a part of it), applied to the mine stage.
+- **the serial share of a mine on the cluster**: from the two-node / one-node time ratio
+  ``r`` (Amdahl: ``r = s + (1 - s) / 2``), ``s = 2r - 1``: the share of the run the
+  driving process does alone (reading each batch, merging, features, writes). With 10
+  holders the run takes ``s + (1 - s) / 10`` of one node's time: the bound on what more
+  holders buy until batches are driven in parallel.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import ConfigError
+
+__all__ = ["ClusterFigures", "render_cluster"]
+
+_N = r"\((?P<n>[\d,]+) clips"
+PATTERNS = {
+    "index_shards": rf"^index, 2 shards vs 1 index, this process {_N}\)",
+    "mine_shards": rf"^mine, 2 shards vs 1 index, this process {_N}\)",
+    "index_nodes": r"^index --shard-size [\d,]+, 2 nodes vs 1 \(1 CPU each, (?P<n>[\d,]+) clips\)",
+    "mine_nodes": (
+        r"^mine on the held shards, 2 nodes vs 1 \(1 CPU each, (?P<n>[\d,]+) clips; "
+        r"holders (?P<holders>\[.*\])\)"
+    ),
+    "holder_bytes": rf"^most index bytes one holder held, 2 nodes {_N}\)",
+    "driver_rss": rf"^mine's driving process peak RSS above idle, 2 nodes {_N}\)",
+}
+OPTIONAL = ("driver_rss",)  # from bench runs since it was added
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    measured: float
+    baseline: float
+    unit: str
+    baseline_name: str
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline
+
+
+@dataclass(frozen=True)
+class ClusterFigures:
+    n: int
+    rows: dict[str, Ratio]
+    holder_vectors: int  # vectors of the holder that held the most bytes (the largest shard set)
+
+    @classmethod
+    def from_rows(cls, raw: list[dict[str, Any]]) -> ClusterFigures:
+        rows: dict[str, Ratio] = {}
+        groups: dict[str, dict[str, str]] = {}
+        for r in raw:
+            for key, pattern in PATTERNS.items():
+                m = re.search(pattern, str(r["name"]))
+                if m and key not in rows and float(r.get("baseline") or 0) > 0:
+                    rows[key] = Ratio(
+                        str(r["name"]),
+                        float(r["measured"]),
+                        float(r["baseline"]),
+                        str(r["unit"]),
+                        str(r.get("baseline_name", "")),
+                    )
+                    groups[key] = m.groupdict()
+        missing = [f"{k}: /{PATTERNS[k]}/" for k in PATTERNS if k not in rows and k not in OPTIONAL]
+        if missing:
+            raise ConfigError("the cluster bench JSON lacks rows the sizing needs: " + "; ".join(missing))
+        try:  # [([shard numbers], vectors), ...] as the bench printed it
+            held = [int(v) for _, v in ast.literal_eval(groups["mine_nodes"]["holders"])]
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise ConfigError("the cluster bench's holder list is not [([shards], vectors), ...]") from exc
+        if not held:
+            raise ConfigError("the cluster bench's mine row lists no holders")
+        return cls(int(groups["mine_nodes"]["n"].replace(",", "")), rows, max(held))
+
+
+def _x(r: float) -> str:
+    return f"{r:,.2f}x"
+
+
+def _goal(key: str, r: Ratio) -> str:
+    """The issue's goal for the node ratios: two 1-CPU nodes in <= 0.6x one's time."""
+    if not key.endswith("_nodes"):
+        return "-"
+    return "<= 0.60x: " + ("met" if r.ratio <= 0.6 else "**not met**")
+
+
+def render_cluster(c: ClusterFigures, shard_clips: float, index_clips: float, mine_cores: float) -> list[str]:
+    """The measured rows and the 10^8 plan they give; ``mine_cores``: the per-stage plan's
+    busy cores for the k-NN of a day's clips (priced by the IVF model alone)."""
+    r = c.rows
+    per_vector = r["holder_bytes"].measured * 1e6 / c.holder_vectors
+    shards = math.ceil(index_clips / shard_clips)
+    overhead = r["mine_shards"].ratio / math.sqrt(2)
+    serial = min(1.0, max(0.0, 2 * r["mine_nodes"].ratio - 1))
+    index_serial = min(1.0, max(0.0, 2 * r["index_nodes"].ratio - 1))
+    labels = {
+        "index_shards": "`fleetmine index`, 2 shards / 1 index, one process (time)",
+        "mine_shards": "`fleetmine mine`, 2 shards / 1 index, one process (time)",
+        "index_nodes": "`fleetmine index --address`, 2 nodes / 1 node (time)",
+        "mine_nodes": "`fleetmine mine --address`, 2 nodes / 1 node (time)",
+        "holder_bytes": "index bytes the largest holder held / the whole index (MB)",
+        "driver_rss": "a mine's driving process, peak RSS above idle / the whole index (MB)",
+    }
+    driver = r.get("driver_rss")
+    driver_line = (
+        [
+            f"- **A mine's driving process** (2 nodes): {driver.measured:,.1f} MB above idle at its peak, "
+            f"{driver.ratio:,.2f}x the whole index, {driver.measured * 1e6 / c.n:,.0f} B per clip of the "
+            "corpus (ids, k-NN distances, clusters, scores and features kept until the rows are written; "
+            f"none of the index): at most **{driver.measured * 1e6 / c.n * index_clips / 1e9:,.1f} GB** "
+            f"for a full run over {index_clips:,.0f} clips (at most: what does not grow with the corpus, "
+            "the k-means sample of `cluster_sample` vectors and a batch of vectors, is priced per clip "
+            "too). An incremental run keeps that per new clip only."
+        ]
+        if driver
+        else []
+    )
+    return [
+        f"## Past one machine: shards held over a cluster (measured at {c.n:,} clips)",
+        "",
+        f"From `fleetmine bench --catalog {c.n:,} --only cluster-scale`: the nodes are a loopback",
+        "cluster of two 1-CPU Ray nodes on the same 2-core machine as the driving process, so a node",
+        "ratio measures the work that moves to the holders, not a network.",
+        "",
+        "| figure | measured | baseline | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+        *(
+            f"| {label} | {r[k].measured:,.1f} | {r[k].baseline:,.1f} | {_x(r[k].ratio)} | {_goal(k, r[k])} |"
+            for k, label in labels.items()
+            if k in r
+        ),
+        "",
+        f"### The cluster at {index_clips:,.0f} clips, from these figures",
+        "",
+        f"- **A holder's memory:** the largest holder held {r['holder_bytes'].measured:,.1f} MB for "
+        f"{c.holder_vectors:,} vectors, {per_vector:,.0f} B per vector (its shards' files, ids included; "
+        f"nothing else of the index): a holder of one {shard_clips:,.0f}-vector shard holds "
+        f"**{per_vector * shard_clips / 1e9:,.2f} GB**, {shards} holders for {index_clips:,.0f} clips. "
+        "A server or a mine's driving process holds none of them (only clips embedded since the build).",
+        *driver_line,
+        f"- **Fan-out cost:** mining over 2 shards took {_x(r['mine_shards'].ratio)} one index's time in one "
+        f"process; the IVF model the per-stage table prices the k-NN with predicts {_x(math.sqrt(2))} "
+        + (
+            f"(sqrt 2) for its k-NN, so the merge and per-shard overhead add at least {overhead - 1:+.0%} "
+            "(at least: the ratio is of the whole run, of which the k-NN is a part): the mine stage's "
+            f"{mine_cores:,.1f} busy cores are **at least {mine_cores * overhead:,.1f}** with it."
+            if overhead > 1
+            else f"(sqrt 2) for its k-NN alone, and the whole run stayed under it: the mine stage's "
+            f"{mine_cores:,.1f} busy cores stand as the model prices them (no overhead measured past it)."
+        ),
+        f"- **What more nodes buy:** a mine on two nodes took {_x(r['mine_nodes'].ratio)} one node's "
+        "time, so "
+        f"{serial:.0%} of it is the driving process's own serial work (reading each batch, merging, "
+        f"features, writes; Amdahl); with {shards} holders a run takes at best "
+        f"**{_x(serial + (1 - serial) / shards)}** one node's time. An index build: "
+        f"{_x(r['index_nodes'].ratio)} on two nodes, {index_serial:.0%} serial (sampling and training "
+        "the shared quantizer, the commit). Past that bound, batches must be driven by several "
+        "processes at once, each fanning out to the holders.",
+        "",
+    ]
