@@ -221,35 +221,19 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     held = on[2][2].get("holders", [])
     most = max((int(h["bytes"]) for h in held), default=0)
     tag = f"{n:,} clips"
-    return [
-        BenchResult(
-            f"index, 2 shards vs 1 index, this process ({tag})",
-            two_build,
-            one_build,
-            "s",
-            "1 index",
-            "",
-            higher_is_better=False,
-        ),
-        BenchResult(
-            f"mine, 2 shards vs 1 index, this process ({tag})",
-            two_mine,
-            one_mine,
-            "s",
-            "1 index",
-            "",
-            higher_is_better=False,
-        ),
-        BenchResult(
+    whole = index_bytes / 1e6
+    rows = [  # name, measured, baseline, unit, baseline's name, goal; lower is better in all
+        (f"index, 2 shards vs 1 index, this process ({tag})", two_build, one_build, "s", "1 index", ""),
+        (f"mine, 2 shards vs 1 index, this process ({tag})", two_mine, one_mine, "s", "1 index", ""),
+        (
             f"index --shard-size {half:,}, 2 nodes vs 1 (1 CPU each, {tag})",
             on[2][0],
             on[1][0],
             "s",
             "1 node",
             "<= 0.6x",
-            higher_is_better=False,
         ),
-        BenchResult(
+        (
             f"mine on the held shards, 2 nodes vs 1 (1 CPU each, {tag}; "
             f"holders {[(h['shards'], h['vectors']) for h in held]})",
             on[2][1],
@@ -257,27 +241,25 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             "s",
             "1 node",
             "<= 0.6x",
-            higher_is_better=False,
         ),
-        BenchResult(
+        (
             f"mine's driving process peak RSS above idle, 2 nodes ({tag})",
             int(on[2][2].get("driver_rss", 0)) / 1e6,
-            index_bytes / 1e6,
+            whole,
             "MB",
             "the whole index",
             "",
-            higher_is_better=False,
         ),
-        BenchResult(
+        (
             f"most index bytes one holder held, 2 nodes ({tag})",
             most / 1e6,
-            index_bytes / 1e6,
+            whole,
             "MB",
             "the whole index",
             "",
-            higher_is_better=False,
         ),
     ]
+    return [BenchResult(*row, higher_is_better=False) for row in rows]
 
 
 @benchmark("cluster-scale")
