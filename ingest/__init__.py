@@ -19,9 +19,13 @@ things go:
   commits what it wrote. Nothing here imports ``jobs`` or ``api``.
 
 Importing ``ingest`` loads the contracts only; PyAV, cantools and the readers load
-with the modules that use them.
+with the modules that use them (python-can with the readers that need it:
+:mod:`ingest._deferred`).
 """
 
+from ingest._deferred import defer_cantools_tester
 from ingest.interfaces import FRAME_SCHEMA, CanReader, CanReadResult, Stage
+
+defer_cantools_tester()  # before any module of ingest imports cantools (the contracts do not)
 
 __all__ = ["FRAME_SCHEMA", "CanReadResult", "CanReader", "Stage"]

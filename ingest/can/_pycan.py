@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import can
 import pyarrow as pa
 
 from ingest.interfaces import FRAME_SCHEMA
+
+if TYPE_CHECKING:
+    import can
 
 __all__ = ["FrameBuilder"]
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import struct
 
-import can
-from asammdf.blocks.utils import MdfException
-
 from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
@@ -19,6 +16,9 @@ class Mf4Reader:
     suffixes: tuple[str, ...] = (".mf4",)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
+        import can  # loads asammdf, sympy and pandas (~0.9 s a process): only when read
+        from asammdf.blocks.utils import MdfException
+
         builder = FrameBuilder()
         result = CanReadResult(builder.table())
         try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 
-import can
-
 from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
@@ -17,6 +15,8 @@ class TrcReader:
     suffixes: tuple[str, ...] = (".trc",)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
+        import can  # loads asammdf, sympy and pandas (~0.9 s a process): only when read
+
         text = data.decode("utf-8", errors="replace")
         lines = text.splitlines(keepends=True)
         header = [ln for ln in lines if ln.startswith(";")]

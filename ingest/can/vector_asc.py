@@ -13,8 +13,6 @@ import io
 import re
 from collections.abc import Iterator
 
-import can
-
 from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
@@ -46,6 +44,8 @@ class AscReader:
     suffixes: tuple[str, ...] = (".asc",)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
+        import can  # loads asammdf, sympy and pandas (~0.9 s a process): only when read
+
         lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
         split = next((i + 1 for i, ln in enumerate(lines) if _BEGIN.match(ln)), 0)
         header = lines[:split] if split else [ln for ln in lines[:4] if not _FRAME_LIKE.match(ln)]

@@ -6,8 +6,6 @@ import io
 import struct
 import zlib
 
-import can
-
 from ingest._reasons import reason
 from ingest.can._pycan import FrameBuilder
 from ingest.interfaces import CanReadResult
@@ -19,6 +17,8 @@ class BlfReader:
     suffixes: tuple[str, ...] = (".blf",)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
+        import can  # loads asammdf, sympy and pandas (~0.9 s a process): only when read
+
         builder = FrameBuilder()
         result = CanReadResult(builder.table())
         try:

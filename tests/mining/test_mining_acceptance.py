@@ -2,8 +2,9 @@
 
 Seeds were drawn at random once and are replayed (``FLEETMINE_ACCEPTANCE_SEEDS=random``
 draws new ones, ``=a,b,c`` replays given ones). Each fleet: 765 clips (3 vehicles x 3
-drives x 14 min, each type planted 5 to 7 times), rare rate 0.05, at 320 x 180 and 10 fps
-so that three fleets build in about ten minutes on two cores. Every
+drives x 14 min, each type planted 5 to 7 times), rare rate 0.05, at 320 x 180 and 5 fps
+(the recorders' lowest rate: a fleet is ~65 s of one core to draw and ingest, where 10 fps
+took ~125 s and made the three fleets the suite's largest cost). Every
 fleet is mined by the builtin encoder without (``builtin-motion@1``) and with the
 dense-motion block (``builtin-look@1``, what ingest's closer look at triggered clips
 saw), each next to the uniqueness and random baselines. More like this is measured in
@@ -75,7 +76,7 @@ def _fleet(seed: int) -> tuple[float, dict[str, EvalReport]]:
             rare_rate=0.05,
             width=320,
             height=180,
-            fps=10,
+            fps=5,
             # one process: the fleets build while the load test (tests/reliability) runs its
             # 60 s on the same 2 cores, and a second synth process pushed its p99 past 2 s
             workers=1,
