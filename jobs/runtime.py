@@ -10,6 +10,11 @@ from typing import Any
 __all__ = ["init_ray", "project_modules"]
 
 
+SHIPPED_EXCLUDES = ["__pycache__"]
+"""Left out of the shipped packages (a runtime env's ``excludes``): bytecode caches, which
+the cluster's Python makes for itself."""
+
+
 def project_modules() -> list[str]:
     """The project's package directories, as a runtime env's ``py_modules``.
 
@@ -59,7 +64,7 @@ def init_ray(address: str | None, **kwargs: Any) -> Any:
     in_submitted_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     if address and not in_submitted_job and os.environ.get("FLEETMINE_SHIP_CODE", "1") == "1":
         # A cluster's workers may not have fleetmine installed: ship the packages.
-        opts["runtime_env"] = {"py_modules": project_modules()}
+        opts["runtime_env"] = {"py_modules": project_modules(), "excludes": SHIPPED_EXCLUDES}
     opts.update(kwargs)
     ray.init(**opts)
     return ray

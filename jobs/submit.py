@@ -168,7 +168,7 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
     if cluster:
         from ray.job_submission import JobSubmissionClient
 
-        from jobs.runtime import project_modules
+        from jobs.runtime import SHIPPED_EXCLUDES, project_modules
 
         client = JobSubmissionClient(address)  # RAY_AUTH_TOKEN / ~/.ray/auth_token when RAY_AUTH_MODE=token
         client.submit_job(
@@ -177,6 +177,7 @@ def submit(req: Any, settings: Settings, *, confined: bool = True) -> str:
             runtime_env={
                 "env_vars": {k: v for k, v in env.items() if k not in _LOCAL_ONLY},
                 "py_modules": project_modules(),  # uploaded to the cluster's GCS by the client
+                "excludes": SHIPPED_EXCLUDES,
             },
         )
         row = run_row(rec, "submitted").to_pylist()[0]

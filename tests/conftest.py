@@ -47,14 +47,20 @@ TEST_UNIT_MODULES = frozenset(
 )
 
 
+# Modules that time answers against a bound (the load test: no answer over 2 s) and so run
+# in the Ray-head modules' unit, after them and never beside a cluster's start (a dozen Ray
+# processes importing at once on 2 cores pushed 9 answers past 2 s in a CI run, 2026-12-06).
+BESIDE_NO_CLUSTER_MODULES = frozenset({"tests/reliability/test_load.py"})
+
+
 def unit_of_work(nodeid: str) -> str:
     """What a worker runs whole: the test's module (its fixtures build once), or for the
-    modules that start a Ray head, all of them between them, or for
-    :data:`TEST_UNIT_MODULES` the test alone."""
+    modules that start a Ray head (and :data:`BESIDE_NO_CLUSTER_MODULES`), all of them
+    between them, or for :data:`TEST_UNIT_MODULES` the test alone."""
     module = nodeid.split("::", 1)[0]
     if module in TEST_UNIT_MODULES:
         return nodeid
-    return "ray-head" if module in RAY_HEAD_MODULES else module
+    return "ray-head" if module in RAY_HEAD_MODULES | BESIDE_NO_CLUSTER_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -292,12 +298,15 @@ def _tree_ticks() -> int:
     return total
 
 
-if os.environ.get("FLEETMINE_TEST_CPU"):  # a file: each test's CPU seconds and node id, a line each
+if os.environ.get("FLEETMINE_TEST_CPU"):
+    # a file, a line per test: its CPU seconds, node id, wall start and end (epoch s) and xdist
+    # worker, to see where the suite's cores go and when they stood idle
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-        before = _tree_ticks()
+        before, start = _tree_ticks(), time.time()
         yield
         spent = (_tree_ticks() - before) / os.sysconf("SC_CLK_TCK")
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "-")
         with open(os.environ["FLEETMINE_TEST_CPU"], "a") as out:
-            out.write(f"{spent:.2f}\t{item.nodeid}\n")
+            out.write(f"{spent:.2f}\t{item.nodeid}\t{start:.1f}\t{time.time():.1f}\t{worker}\n")

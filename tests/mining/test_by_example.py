@@ -58,7 +58,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("by-example")
     settings = Settings(lake=str(root / "lake"), clip_seconds=2.0)
     synthesized(
-        root / "synth", SynthConfig(vehicles=2, drives=2, minutes=1, seed=5, rare_rate=0.05, workers=2)
+        root / "synth",
+        # small frames: the synthetic clips are the haystack the recorded frame is found in
+        SynthConfig(
+            vehicles=2, drives=2, minutes=1, seed=5, rare_rate=0.05, width=320, height=180, workers=2
+        ),
     )
     assert run_ingest(str(root / "synth"), settings, runner=LOCAL).exit_code == 0
     lake = Lake.from_settings(settings)
