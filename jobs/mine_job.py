@@ -8,12 +8,13 @@ clips added since the last run); the stage writes ``mining_scores`` and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from jobs.params import JobParams, ModelRef
-from jobs.runner import Runner, SequentialRunner, StageSpec, single_item_runner
+from jobs.runner import RayRunner, Runner, SequentialRunner, StageSpec, single_item_runner
 from jobs.runs import one_at_a_time, record_run
 from mining.encoders.registry import resolve
 from mining.interfaces import ModelSpec
@@ -23,6 +24,10 @@ from storage.errors import JobError
 from storage.lake import Lake
 
 if TYPE_CHECKING:  # FAISS loads when a run starts, not with the registry
+    import numpy as np
+
+    from mining.encoders.vectors import VectorSource
+    from mining.scores.clusters import SubFitWork
     from mining.scores.mine import MineConfig, MineReport
 
 __all__ = ["MineJob", "run_job", "run_mine"]
@@ -68,13 +73,15 @@ def _mine(
 
     number = lake.last_run_number(app_id, ["mining_scores"]) + 1
     run_id = f"mine-{spec.name}-{spec.version}-{number:06d}"
-    stage = StageSpec(MineStage, (lake,))
+    # On a cluster the fine level of the cluster model is fitted as tasks over its nodes.
+    fan_out = SubFitTasks(settings.ray_address) if settings.ray_address else None
+    stage = StageSpec(MineStage, (lake, False, fan_out))
     if runner is None and settings.ray_address and _held_on_cluster(settings, lake, spec):
         # The run is driven from here; its k-NN fans out over the actors holding the shards.
         from jobs.runtime import init_ray
 
         init_ray(settings.ray_address)
-        runner, stage = SequentialRunner(), StageSpec(MineStage, (lake, True))
+        runner, stage = SequentialRunner(), StageSpec(MineStage, (lake, True, fan_out))
     runner = runner or single_item_runner(settings.ray_address)
     with record_run(lake, run_id, "mine", {"model": spec.ref}) as run:
         (outcome,) = runner.map(stage, [MineWork(spec, run_id, cfg or MineConfig())])
@@ -92,6 +99,27 @@ def _mine(
         if r.holders:
             run.counts["holders"] = r.holders
     return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run, r.rescored)
+
+
+@dataclass(frozen=True)
+class SubFitTasks:
+    """The fine level's fits (:class:`~mining.scores.clusters.SubFitStage`) as Ray tasks on
+    the cluster at ``address`` (none: a local Ray), each reading its members' vectors itself; a task that
+    fails fails the run (a cluster model with a top cluster left unsplit would rank that
+    cluster's clips on a coarser scale than the rest)."""
+
+    address: str | None
+
+    def __call__(self, source: VectorSource, work: list[SubFitWork]) -> list[list[np.ndarray]]:
+        from mining.scores.clusters import SubFitStage
+
+        out = []
+        for o in RayRunner(self.address).map(StageSpec(SubFitStage, (source,)), work):
+            if o.error is not None or o.result is None:
+                tops = list(o.item.tops)
+                raise JobError(f"fitting the sub-clusters of top clusters {tops} failed: {o.error}")
+            out.append(o.result)
+        return out
 
 
 def _held_on_cluster(settings: Settings, lake: Lake, spec: ModelSpec) -> bool:

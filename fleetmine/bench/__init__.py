@@ -77,6 +77,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         faiss_search,
         filtered_search,
         previews,
+        rarity,
         reader_feed,
         scenarios,
         shadow,

@@ -19,7 +19,6 @@ outgrown the fit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 
 from mining.encoders.vectors import EmbeddingSource, read_by_ids, sample_ids
 from mining.interfaces import ModelSpec
+from mining.scores.clusters import FINE_SIZE, MAX_TOP, FanOut, cluster_counts, fit_sub_levels
 from mining.scores.dedup import Pairs, duplicate_column, duplicates, start_times
 from mining.scores.lineage import latest_run, lineage_of
 from mining.scores.mining_model import MiningModel, percentile, sketch
@@ -70,7 +70,9 @@ class MineConfig:
     seed: int = 1234
     ready_k: int = READY_K  # clips per corner-case list kept ready (mining.search.ready)
     batch_rows: int = 16_384  # clips per batch: the bound on memory beyond the index
-    cluster_sample: int = 65_536  # vectors k-means is fitted on
+    cluster_sample: int = 65_536  # vectors k-means is fitted on (the top level; per task, the fine level)
+    max_top: int = MAX_TOP  # top clusters at most: past it two levels (mining.scores.clusters)
+    fine_size: int = FINE_SIZE  # clips per fine cluster at two levels
     full: bool = False  # re-score and re-rank every clip (default: score the new clips only)
     refit: bool = False  # fit the cluster model again (a full run), grown past refit_growth or not
     refit_growth: float = 1.5  # a run re-fits once the corpus outgrows the fitted one by this
@@ -123,13 +125,16 @@ class MineStage:
 
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1.0}
 
-    def __init__(self, lake: Lake, held: bool = False):
+    def __init__(self, lake: Lake, held: bool = False, fan_out: FanOut | None = None):
         """``held``: Ray actors of the cluster this process is connected to hold the
         version's saved shards (:class:`~mining.search.holders.HeldIndex`), so the k-NN of
         every batch fans out over them and no process here holds the index; otherwise, or
-        for an index that is not a set of shards, the index is searched in this process."""
+        for an index that is not a set of shards, the index is searched in this process.
+        ``fan_out``: where the fine level of the cluster model is fitted, as tasks (none:
+        in this process)."""
         self.lake = lake
         self.held = held
+        self.fan_out = fan_out
         self._held: HeldIndex | None = None
 
     def setup(self) -> None:
@@ -196,12 +201,12 @@ class MineStage:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         n = len(ids)
         live = self._nearest(spec)
-        # sqrt(n) to a power of two: a corpus grown by a few % keeps its cluster count
-        nclusters = min(n, cfg.clusters or max(2, min(256, 2 ** round(math.log2(math.sqrt(n))))))
+        ntop, nfine = cluster_counts(n, cfg.clusters, cfg.max_top, cfg.fine_size)
         keep = (
             prior is not None
             and not cfg.refit
-            and prior.centroids.shape == (nclusters, spec.dim)
+            and prior.centroids.shape == (ntop, spec.dim)
+            and prior.two_level == (nfine > ntop)
             and n <= cfg.refit_growth * prior.trained
         )
         if keep:
@@ -210,13 +215,13 @@ class MineStage:
         else:
             sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
             km = faiss.Kmeans(
-                spec.dim, nclusters, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
+                spec.dim, ntop, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
             )
             # From the last fit's centroids where it has as many: k-means from a fresh random
             # start lands in another local optimum, which re-draws every clip's rarity and
             # cluster; from the last fit, clusters move only as far as the corpus has.
             warm = None
-            if prior is not None and prior.centroids.shape == (nclusters, spec.dim):
+            if prior is not None and prior.centroids.shape == (ntop, spec.dim):
                 warm = np.ascontiguousarray(prior.centroids, np.float32)
             km.train(sample, init_centroids=warm)
             del sample
@@ -225,10 +230,13 @@ class MineStage:
             w.run_id,
             n,
             centroids,
-            np.zeros(nclusters, np.int64),
+            np.zeros(ntop, np.int64),
             *(np.zeros(0),) * 5,
             n_trained=trained,
         )
+        if keep:
+            assert prior is not None
+            model.fine_offsets, model.fine_centroids = prior.fine_offsets, prior.fine_centroids
         # What is held per clip until the rows are written: its id (Arrow), knn distances,
         # cluster and three scores, about 100 bytes; its feature row is read once all are.
         id_parts: list[pa.Array] = []
@@ -240,17 +248,24 @@ class MineStage:
             pairs.add(nb)
             id_parts.append(batch_ids)
             knn_parts.append(nb.knn)
-            cluster_parts.append(model.assign(vectors).astype(np.int32))
+            cluster_parts.append(model.assign(vectors))
         order = pa.concat_arrays(id_parts)
         del id_parts
         knn = np.vstack(knn_parts)
         cluster = np.concatenate(cluster_parts)
         del knn_parts, cluster_parts
+        if not keep and nfine > ntop:  # the fine level, fitted in tasks under the top clusters
+            model.fine_offsets, model.fine_centroids = fit_sub_levels(
+                source, order, cluster, centroids, nfine, cfg.seed, cfg.cluster_sample, self.fan_out
+            )
+            for batch_ids, vectors in source.batches():  # where each clip falls among them
+                at = pc.index_in(batch_ids, value_set=order).to_numpy(zero_copy_only=False)
+                cluster[np.asarray(at, np.int64)] = model.assign(vectors)
         if keep:  # the cluster model as fitted: a clip's rarity is what it was
             assert prior is not None
             model.sizes = prior.sizes
         else:
-            model.sizes = np.bincount(cluster, minlength=nclusters).astype(np.int64)
+            model.sizes = np.bincount(cluster, minlength=model.clusters).astype(np.int64)
         rarity = model.rarity_of(cluster)
         features = read_features(lake, order, everything=True)
         values = signal_values(features)

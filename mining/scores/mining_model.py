@@ -1,8 +1,9 @@
 """What a full ``mine`` run fits and an incremental run scores new clips against.
 
 A :class:`MiningModel` is one model version's fit of a full run (``base_run``): its
-cluster model (the k-means centroids and the corpus's cluster sizes (rarity: how small
-a share of the corpus the clip's cluster holds), the median and scale of each signal
+cluster model (the k-means centroids, at two levels past ~65k clips
+(:mod:`mining.scores.clusters`), and the corpus's cluster sizes (rarity: how small a
+share of the corpus the clip's cluster holds), the median and scale of each signal
 feature (signal rarity)), and a quantile sketch of each score the
 novelty ranks (knn, rarity, signal rarity) and of the evidence they give together, so
 a new clip's percentile ranks are taken in the corpus of the fit without re-ranking it. A full run re-ranks
@@ -25,6 +26,7 @@ import faiss
 import numpy as np
 
 from mining.interfaces import ModelSpec
+from mining.scores.clusters import fine_of
 from storage.lake import Lake
 from storage.objectstore import Location
 
@@ -60,9 +62,23 @@ class MiningModel:
     q_signal: np.ndarray
     n_trained: int = 0  # the corpus the centroids were trained on (0: ``n_fit``, files before it)
     q_novelty: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the sketch of the evidence
+    # The fine level (mining.scores.clusters), empty while there is one level: top cluster
+    # t's fine clusters are rows offsets[t]:offsets[t + 1] of fine_centroids, and ``sizes``
+    # and a clip's cluster id count fine clusters.
+    fine_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fine_centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __post_init__(self) -> None:
         self._assigner: faiss.IndexFlatL2 | None = None
+
+    @property
+    def two_level(self) -> bool:
+        return len(self.fine_offsets) > 0
+
+    @property
+    def clusters(self) -> int:
+        """Clusters a clip can fall in: the fine ones (the top ones while there is one level)."""
+        return int(self.fine_offsets[-1]) if self.two_level else len(self.centroids)
 
     @property
     def trained(self) -> int:
@@ -70,12 +86,20 @@ class MiningModel:
         signal medians); a full run that keeps the fit re-ranks on more."""
         return self.n_trained or self.n_fit
 
-    def assign(self, vectors: np.ndarray) -> np.ndarray:
+    def assign_top(self, vectors: np.ndarray) -> np.ndarray:
         if self._assigner is None:
             self._assigner = faiss.IndexFlatL2(self.centroids.shape[1])
             self._assigner.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
         _, a = self._assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
         return np.asarray(a.ravel(), dtype=np.int64)
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """Each vector's cluster: its fine cluster (within its top one), or its top cluster
+        while there is one level."""
+        top = self.assign_top(vectors)
+        if not self.two_level:
+            return top
+        return fine_of(top, vectors, self.fine_offsets, self.fine_centroids)
 
     def rarity(self, vectors: np.ndarray) -> np.ndarray:
         """The rarity of each vector: that of the cluster it falls in (:meth:`rarity_of`)."""
@@ -116,6 +140,8 @@ class MiningModel:
             q_signal=self.q_signal,
             n_trained=np.int64(self.trained),
             q_novelty=self.q_novelty,
+            fine_offsets=self.fine_offsets,
+            fine_centroids=self.fine_centroids,
         )
         path = loc.join(f"model-{self.base_run}.npz").path
         loc.fs.pipe_file(path, buf.getvalue())
@@ -140,4 +166,7 @@ class MiningModel:
             z["q_signal"],
             int(z["n_trained"]) if "n_trained" in z.files else 0,
             z["q_novelty"] if "q_novelty" in z.files else np.zeros(0),
+            # files from before two levels have one
+            z["fine_offsets"] if "fine_offsets" in z.files else np.zeros(0, np.int64),
+            z["fine_centroids"] if "fine_centroids" in z.files else np.zeros((0, 0), np.float32),
         )
