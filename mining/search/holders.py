@@ -28,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,13 @@ from mining.search.index import (
 from storage.errors import IndexUnavailableError, StorageError
 from storage.lake import Lake
 
-__all__ = ["HeldIndex", "ShardHolder", "ShardUnavailable", "placements", "sharded_meta"]
+__all__ = ["Fetch", "HeldIndex", "ShardHolder", "ShardUnavailable", "Stale", "placements", "sharded_meta"]
 
 log = logging.getLogger(__name__)
+
+Fetch = Callable[[int, int], tuple[pa.Array, np.ndarray, np.ndarray]]
+"""``(since, until)`` -> the clips embedded by the commits after ``since`` up to ``until``:
+their ids, vectors and the commit of each (:func:`mining.search.serving.embedded_since`)."""
 
 RESTART_WAIT_S = 120.0
 """How long a caller that may wait (``mine``) waits for a restarted holder before failing."""
@@ -112,8 +117,26 @@ class ShardHits:
     pool: int
 
 
+@dataclass(frozen=True)
+class Stale:
+    """A holder's answer when its fresh part covers fewer commits than asked: it was
+    restarted (a new actor starts from the build), or nobody has topped it up that far."""
+
+    covers: int
+
+
 class ShardHolder:
-    """A Ray actor holding some shards of one saved build (and nothing else)."""
+    """A Ray actor holding some shards of one saved build (and nothing else); the holder of
+    the newest shard also holds the clips embedded since the build (the *fresh* part).
+
+    The fresh part is here, not in each API replica: new days grow the newest shard (the
+    next ``fleetmine index`` adds them to it), so between builds its holder keeps them, one
+    copy on the cluster, searched with its shards. Each fresh clip carries the ``embeddings``
+    commit that added it, so a caller whose read view is pinned at an older commit searches
+    the clips of that commit and none after it (``as_of``). A restarted holder opens its
+    shards again with an empty fresh part and answers :class:`Stale` until a caller tops it
+    up again (:meth:`HeldIndex.search` does): never an answer without clips it was asked for.
+    Ray runs an actor's calls one at a time, so a top-up never meets a search midway."""
 
     def __init__(
         self, lake: Lake, spec: ModelSpec, part: str | None, meta: dict[str, Any], numbers: list[int]
@@ -125,14 +148,35 @@ class ShardHolder:
             (n, int(offsets[n]), ClipIndex.open_files(loc, meta["shards"][n]["files"], meta, mmap=True))
             for n in numbers
         ]
+        self.fresh_number = len(meta["shards"])  # after every shard: ties go to the shards
+        self.newest = self.fresh_number - 1 in numbers
+        self.total = int(offsets[-1])  # the fresh part's positions come after the set's
+        self.covers = int(meta["embeddings_version"])  # the last commit the fresh part holds
+        self.cfg = IndexConfig.from_dict(meta.get("config", {}))
+        self.fresh: ClipIndex | None = None
+        self.fresh_versions = np.zeros(0, np.int64)  # the commit that added each fresh entry
+        self.fresh_until = np.zeros(0, np.int64)  # the commit that replaced it (int64 max: none)
 
-    def search(self, queries: np.ndarray, k: int, allowed: pa.Array | None) -> list[ShardHits]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None = None
+    ) -> list[ShardHits] | Stale:
         """Each held shard's ``k`` nearest (of ``allowed`` clips only, when given): what
-        :meth:`ShardSet.search_positions` asks of it (a shard with none allowed is skipped)."""
+        :meth:`ShardSet.search_positions` asks of it (a shard with none allowed is skipped);
+        with ``as_of``, the newest shard's holder adds the fresh clips of commits up to it
+        (:class:`Stale` when it holds fewer)."""
+        if as_of is not None and self.newest and as_of > self.covers:
+            return Stale(self.covers)
         q = np.ascontiguousarray(queries, np.float32)
         out = []
-        for number, lo, shard in self.shards:
+        parts: list[tuple[int, int, ClipIndex, np.ndarray | None]] = [
+            (n, lo, s, None) for n, lo, s in self.shards
+        ]
+        if as_of is not None and self.fresh is not None:
+            parts.append((self.fresh_number, self.total, self.fresh, self._visible(as_of)))
+        for number, lo, shard, visible in parts:
             mask = None if allowed is None else shard.mask(allowed)
+            if visible is not None:
+                mask = visible if mask is None else mask & visible
             pool = len(shard) if mask is None else int(mask.sum())
             if mask is not None and pool == 0:
                 continue
@@ -142,23 +186,78 @@ class ShardHolder:
         return out
 
     def holds(self, clip_ids: pa.Array) -> np.ndarray:
-        """For each of ``clip_ids``, whether one of the held shards holds it."""
+        """For each of ``clip_ids``, whether one of the held shards (or the fresh part) holds it."""
         out = np.zeros(len(clip_ids), bool)
         for _, _, shard in self.shards:
             out |= shard.holds(clip_ids)
+        if self.fresh is not None:
+            out |= self.fresh.holds(clip_ids)
         return out
+
+    def covered(self) -> int:
+        return self.covers
+
+    def top_up(
+        self, clip_ids: pa.Array, vectors: np.ndarray, versions: np.ndarray, since: int, until: int
+    ) -> int | Stale:
+        """Add the clips embedded by commits ``since + 1 .. until`` (their vectors, and the
+        commit of each; the caller leaves out those a shard holds): the fresh part then
+        covers ``until``. A top-up from past what it covers would leave a gap: :class:`Stale`
+        (ask from there). Commits it covers already (another replica's top-up) are skipped;
+        a clip embedded again replaces its older vector from that commit on. Answers the
+        fresh count."""
+        if not self.newest:
+            raise StorageError("only the newest shard's holder keeps the clips embedded since the build")
+        if since > self.covers:
+            return Stale(self.covers)
+        versions = np.asarray(versions, np.int64)
+        take = np.flatnonzero((versions > self.covers) & (versions <= until))
+        if len(take):
+            take = take[np.argsort(versions[take], kind="stable")]
+            ids = as_ids(clip_ids).take(pa.array(take))
+            new = np.asarray(vectors, np.float32)[take]
+            new_versions = versions[take]
+            if self.fresh is not None:
+                new = np.vstack([self.fresh.index.reconstruct_n(0, len(self.fresh)), new])
+                ids = pa.concat_arrays([self.fresh.ids, ids])
+                new_versions = np.concatenate([self.fresh_versions, new_versions])
+            self.fresh = ClipIndex.build(new, ids, replace(self.cfg, kind="flat"))
+            self.fresh_versions = new_versions
+            self.fresh_until = _superseded(ids, new_versions)
+        self.covers = max(self.covers, until)
+        return len(self.fresh) if self.fresh is not None else 0
+
+    def _visible(self, as_of: int) -> np.ndarray:
+        """The fresh entries a search as of commit ``as_of`` sees: added by then, not yet replaced."""
+        return (self.fresh_versions <= as_of) & (self.fresh_until > as_of)
 
     def info(self) -> dict[str, Any]:
         from mining.search.shards import this_node
 
+        fresh = [self.fresh] if self.fresh is not None else []
         return {
             "build": self.build,
             "shards": [n for n, _, _ in self.shards],
             "vectors": sum(len(s) for _, _, s in self.shards),
-            "bytes": sum(s.nbytes for _, _, s in self.shards),
+            "bytes": sum(s.nbytes for s in [*(s for _, _, s in self.shards), *fresh]),
+            "fresh": len(self.fresh) if self.fresh is not None else 0,
+            "covers": self.covers,
             "node": this_node(),
             "pid": os.getpid(),
         }
+
+
+def _superseded(ids: pa.Array, versions: np.ndarray) -> np.ndarray:
+    """For each entry (in commit order), the commit of the next entry of the same clip
+    (which replaces it from there), or never (int64 max)."""
+    out = np.full(len(versions), np.iinfo(np.int64).max, np.int64)
+    latest: dict[str, int] = {}
+    for i, c in enumerate(ids.to_pylist()):
+        j = latest.get(c)
+        if j is not None:
+            out[j] = versions[i]
+        latest[c] = i
+    return out
 
 
 def placements(nodes: list[dict[str, Any]], count: int, cpus: float) -> list[str | None]:
@@ -210,6 +309,7 @@ class HeldIndex:
         self.exact = kind_of(str(meta["factory"])) != "ivf-pq"
         self.embeddings_version = int(meta["embeddings_version"])
         self.wait_s = wait_s  # how long a search waits for a restarted holder (0: raise at once)
+        self._fetch: Fetch | None = None  # where top_up read the fresh clips (to read them again)
         # A holder failed a call: dead for good (its owner, another replica, ended) or
         # restarting. A server then opens the set again (by name: the same holders where they
         # live or restart, new ones where they are gone) rather than keep dead handles.
@@ -326,20 +426,62 @@ class HeldIndex:
                     del _KEPT[name]
         self.holders = []
 
-    def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None) -> list[ShardHits]:
+    @property
+    def newest(self) -> Any:
+        """The holder of the newest shard (dealt round robin: shard ``n`` to holder ``n % count``)."""
+        return self.holders[(len(self.meta["shards"]) - 1) % len(self.holders)]
+
+    def top_up(self, fetch: Fetch, until: int) -> int:
+        """Bring the newest shard's holder's fresh part up to commit ``until``: ``fetch(since,
+        until)`` gives the clips embedded by the commits after ``since`` (ids, vectors, the
+        commit of each), from what the holder covers; those a shard holds are left out.
+        Kept, to top a restarted holder up again. Answers how many fresh clips it holds."""
+        self._fetch = fetch
+        for _ in range(5):  # another replica may move it on meanwhile: then from there
+            (covers,) = self._call(lambda h: h.covered.remote(), [self.newest])
+            if covers >= until:
+                (info,) = self._call(lambda h: h.info.remote(), [self.newest])
+                return int(info["fresh"])
+            ids, vectors, versions = fetch(covers, until)
+            new = ~self.holds(ids) if len(ids) else np.zeros(0, bool)
+            args = (ids.filter(pa.array(new)), vectors[new], versions[new], covers, until)
+            (got,) = self._call(lambda h, a=args: h.top_up.remote(*a), [self.newest])
+            if not isinstance(got, Stale):
+                return int(got)
+        raise ShardUnavailable("the newest shard's holder could not be topped up: retry later")
+
+    def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None) -> list[ShardHits]:
         q_ref = self.ray.put(q)  # once, not once per holder
         allowed_ref = None if allowed is None else self.ray.put(allowed)
-        answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref))
-        return sorted((hit for a in answers for hit in a), key=lambda h: h.number)
+        for _ in range(3):
+            answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref, as_of))
+            stale = [a for a in answers if isinstance(a, Stale)]
+            if not stale:
+                return sorted((hit for a in answers for hit in a), key=lambda h: h.number)
+            # The newest shard's holder was restarted (its fresh part lost): topped up
+            # again from the lake, then asked again; never an answer without those clips.
+            if self._fetch is None or as_of is None:
+                break
+            log.warning(
+                "the newest shard's holder covers commit %d of %d: topping it up again",
+                stale[0].covers,
+                as_of,
+            )
+            self.top_up(self._fetch, as_of)
+        raise ShardUnavailable(
+            f"the holder of the newest shard lacks the clips embedded up to commit {as_of}: "
+            f"retry in {ShardUnavailable.retry_after_s} s"
+        )
 
-    def _call(self, ask: Any) -> list[Any]:
-        """``ask(holder)`` of every holder, their answers; a dead or restarting holder waits
-        up to ``wait_s`` for its restart, then raises :class:`ShardUnavailable`."""
+    def _call(self, ask: Any, holders: list[Any] | None = None) -> list[Any]:
+        """``ask(holder)`` of every holder (or of ``holders``), their answers; a dead or
+        restarting holder waits up to ``wait_s`` for its restart, then raises
+        :class:`ShardUnavailable`."""
         ray = self.ray
         deadline = time.monotonic() + self.wait_s
         while True:
             try:
-                return list(ray.get([ask(h) for h in self.holders]))
+                return list(ray.get([ask(h) for h in (self.holders if holders is None else holders)]))
             except ray.exceptions.RayError as exc:
                 # A holder (or its node, or the answer it left there) gone; an exception its
                 # own code raised is a bug, not an absence: it goes up as it is.
@@ -355,14 +497,24 @@ class HeldIndex:
                 time.sleep(1.0)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: Ids | None = None, raw: RawVectors | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: Ids | None = None,
+        raw: RawVectors | None = None,
+        as_of: int | None = None,
     ) -> tuple[np.ndarray, list[list[str]]]:
         """As :meth:`ClipIndex.search` on the set: L2 distances and clip ids of the
-        ``min(k, allowed)`` nearest; ``raw`` re-ranks IVF-PQ candidates exactly."""
+        ``min(k, allowed)`` nearest; ``raw`` re-ranks IVF-PQ candidates exactly. With
+        ``as_of`` (an ``embeddings`` commit), the clips embedded since the build up to it
+        too (:meth:`top_up`)."""
         q = np.ascontiguousarray(queries, np.float32)
         refine_on = raw is not None and not self.exact
         hits = self._ask(
-            q, k * self.cfg.refine_factor if refine_on else k, None if allowed is None else as_ids(allowed)
+            q,
+            k * self.cfg.refine_factor if refine_on else k,
+            None if allowed is None else as_ids(allowed),
+            as_of,
         )
         pool = sum(h.pool for h in hits)
         want = min(k, pool)

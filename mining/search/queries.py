@@ -118,7 +118,7 @@ def build_part(
     added = None
     if (loaded := ClipIndex.load(loc)) is not None:
         index, meta = loaded
-        ids, vectors = embedded_since(lake, spec, int(meta["embeddings_version"]), version, index)
+        ids, vectors, _ = embedded_since(lake, spec, int(meta["embeddings_version"]), version, index)
         added = index.add(sub.project(vectors) if sub else vectors, ids)
         if index.fits(len(index), cfg or index.cfg):
             index.configure(cfg or index.cfg)

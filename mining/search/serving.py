@@ -35,7 +35,7 @@ from mining.interfaces import ModelSpec
 from mining.search.holders import HeldIndex, ShardUnavailable
 from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, merge_nearest, names_at
 from mining.search.index_build import stream_build
-from storage.errors import NotFoundError
+from storage.errors import NotFoundError, StorageError
 from storage.lake import Lake
 from storage.sql import in_list, literal
 
@@ -61,13 +61,14 @@ class LiveIndex:
     embedded after it; both searched as one. Topping up makes a new object."""
 
     main: ClipIndex | HeldIndex  # held: shards in Ray actors' memory (hold_shards), not here
-    fresh: ClipIndex | None = None
+    fresh: ClipIndex | None = None  # never beside a held main: its newest shard's holder keeps them
     embeddings_version: int = -1  # the embeddings table version this covers
     build: str | None = None  # the saved build ``main`` was loaded from (None: built here)
     main_version: int = -1  # the embeddings table version ``main`` alone covers
+    fresh_held: int = 0  # held: the clips embedded since the build its newest shard's holder keeps
 
     def __len__(self) -> int:
-        return len(self.main) + (len(self.fresh) if self.fresh else 0)
+        return len(self.main) + (len(self.fresh) if self.fresh else 0) + self.fresh_held
 
     @property
     def parts(self) -> list[ClipIndex | HeldIndex]:
@@ -78,6 +79,8 @@ class LiveIndex:
         return sum(p.nbytes for p in self.parts)
 
     def with_added(self, vectors: np.ndarray, clip_ids: Ids, embeddings_version: int) -> LiveIndex:
+        if isinstance(self.main, HeldIndex):
+            raise StorageError("a held index is topped up in its newest shard's holder (HeldIndex.top_up)")
         ids = as_ids(clip_ids)
         new = np.flatnonzero(~self.main.holds(ids))
         if new.size == 0:
@@ -109,10 +112,10 @@ class LiveIndex:
         """As :meth:`ClipIndex.search`, over both parts, merged by distance (in arrays:
         an incremental ``mine`` asks for ``reach * k`` of each of its new clips)."""
         allowed_ids = None if allowed is None else as_ids(allowed)
+        if isinstance(self.main, HeldIndex):  # as of the commit this covers (a view may pin an older one)
+            return self.main.search(queries, k, allowed_ids, raw, as_of=self.embeddings_version)
         if self.fresh is None:
             return self.main.search(queries, k, allowed_ids, raw)
-        if isinstance(self.main, HeldIndex):  # by id: the holders keep their positions
-            return _merge_named([p.search(queries, k, allowed_ids, raw) for p in self.parts], k)
         found = []
         offset = 0
         for part in self.parts:
@@ -129,27 +132,6 @@ class LiveIndex:
         chunks = [c for p in held for c in (p.ids.chunks if isinstance(p.ids, pa.ChunkedArray) else [p.ids])]
         names = names_at(pa.chunked_array(chunks, pa.string()), pos)
         return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
-
-
-def _merge_named(
-    found: list[tuple[np.ndarray, list[list[str]]]], k: int
-) -> tuple[np.ndarray, list[list[str]]]:
-    """Parts' nearest (distances, ids; a row's ids may stop short of its distances, which
-    are then infinite) as the ``k`` nearest of them all, ties in part order."""
-    dist = np.full((len(found[0][1]), k), np.inf, np.float32)
-    names: list[list[str]] = []
-    for i in range(len(dist)):
-        row = sorted(
-            (
-                (float(d), j, c)
-                for j, (ds, ns) in enumerate(found)
-                for d, c in zip(ds[i], ns[i], strict=False)
-            ),
-            key=lambda t: (t[0], t[1]),
-        )[:k]
-        dist[i, : len(row)] = [d for d, _, _ in row]
-        names.append([c for _, _, c in row])
-    return dist, names
 
 
 FRESH_IVF_FROM = 16_384
@@ -214,30 +196,32 @@ def read_vectors(lake: Lake, spec: ModelSpec, clip_ids: list[str]) -> np.ndarray
 
 
 def embedded_since(
-    lake: Lake, spec: ModelSpec, since: int, until: int, held: ClipIndex | LiveIndex
-) -> tuple[pa.Array, np.ndarray]:
-    """Clip ids and vectors of ``spec`` added to ``embeddings`` after version ``since``
-    (up to ``until``): the rows of those commits' files, from the Delta log. If the
-    log no longer reaches back that far, the ids ``held`` lacks, by one id scan."""
+    lake: Lake, spec: ModelSpec, since: int, until: int, held: ClipIndex | LiveIndex | HeldIndex
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Clip ids, vectors and the commit of each, of ``spec``'s rows added to ``embeddings``
+    after version ``since`` (up to ``until``): the rows of those commits' files, from the
+    Delta log. If the log no longer reaches back that far, the ids ``held`` lacks, by one
+    id scan (each said to be of ``until``: no view older than that sees them)."""
     if until <= since:
-        return pa.array([], pa.string()), np.zeros((0, spec.dim), np.float32)
+        return pa.array([], pa.string()), np.zeros((0, spec.dim), np.float32), np.zeros(0, np.int64)
     try:
         changes = lake.delta("embeddings").load_cdf(
             starting_version=since + 1,
             ending_version=until,
-            columns=["clip_id", "vector", "_change_type"],
+            columns=["clip_id", "vector", "_change_type", "_commit_version"],
             predicate=_of_model(spec),
         )
         t = pa.RecordBatchReader.from_stream(changes).read_all()
         added = pc.is_in(t.column("_change_type").cast(pa.string()), pa.array(["insert", "update_postimage"]))
         ids = t.column("clip_id").cast(pa.string()).filter(added).combine_chunks()
-        return ids, _matrix(t.column("vector").filter(added), spec.dim)
+        commits = t.column("_commit_version").filter(added).to_numpy()
+        return ids, _matrix(t.column("vector").filter(added), spec.dim), np.asarray(commits, np.int64)
     except DeltaError as exc:
         log.warning("embeddings log from version %s unreadable (%s): diffing ids", since + 1, exc)
     ids = lake.read("embeddings", columns=["clip_id"], where=_of_model(spec)).column("clip_id")
     missing = ids.combine_chunks().filter(pa.array(~held.holds(ids)))
     names = missing.to_pylist()
-    return pa.array(names, pa.string()), read_vectors(lake, spec, names)
+    return pa.array(names, pa.string()), read_vectors(lake, spec, names), np.full(len(names), until, np.int64)
 
 
 _SERVED: dict[tuple[str, str], LiveIndex] = {}
@@ -263,7 +247,9 @@ def hold_shards(on: bool = True) -> None:
     """From now, this process serves each set of shards (``fleetmine index --shard-size``)
     from :class:`~mining.search.holders.HeldIndex` actors on the Ray it is connected to
     (``fleetmine serve --address``), holding none of their vectors itself; an index that is
-    one file is mapped here as ever. The clips embedded since the build stay here (small).
+    one file is mapped here as ever. The clips embedded since the build are kept by the
+    newest shard's holder (:class:`~mining.search.holders.ShardHolder`), one copy for every
+    replica, each clip with the commit that added it.
     The holders are shared by every replica serving the same build (named; see
     :meth:`HeldIndex.start`): a search that met a dead one answers 503 and the next opens
     the set again."""
@@ -318,7 +304,16 @@ def _open(
 def _top_up(
     lake: Lake, spec: ModelSpec, served: LiveIndex, version: int, sub: SubSpace | None = None
 ) -> LiveIndex:
-    ids, vectors = embedded_since(lake, spec, served.embeddings_version, version, served)
+    if isinstance(served.main, HeldIndex):  # the newest shard's holder keeps them
+        main = served.main
+
+        def fetch(since: int, until: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+            ids, vectors, commits = embedded_since(lake, spec, since, until, main)
+            return ids, (vectors if sub is None else sub.project(vectors)), commits
+
+        fresh = main.top_up(fetch, version)
+        return replace(served, embeddings_version=max(version, served.embeddings_version), fresh_held=fresh)
+    ids, vectors, _ = embedded_since(lake, spec, served.embeddings_version, version, served)
     if sub is not None:
         vectors = sub.project(vectors)
     return served.with_added(vectors, ids, max(version, served.embeddings_version))
@@ -371,6 +366,8 @@ def _as_of(lake: Lake, spec: ModelSpec, served: LiveIndex, version: int, sub: Su
     ``version`` cannot be taken back: it is served as it is."""
     if served.main_version > version:
         return served
+    if isinstance(served.main, HeldIndex):  # the holder answers as of any commit it covers
+        return replace(served, embeddings_version=version)
     key = (*_key(lake, spec, sub), version)
     if (kept := _AS_OF.get(key)) is not None and kept.main is served.main:
         return kept
@@ -409,7 +406,7 @@ def served_indexes() -> list[dict[str, Any]]:
             "part": ref.split("/", 1)[1] if "/" in ref else "clip",
             "kind": served.main.kind,
             "vectors": len(served),
-            "fresh_vectors": len(served.fresh) if served.fresh else 0,
+            "fresh_vectors": len(served.fresh) if served.fresh else served.fresh_held,
             "bytes": served.nbytes,
             "embeddings_version": served.embeddings_version,
             **(

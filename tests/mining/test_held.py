@@ -215,3 +215,53 @@ def test_a_shared_set_is_found_again_by_name_and_outlives_the_open_it_replaced(
         assert second.lost
     finally:
         second.stop()
+
+
+def test_clips_embedded_since_the_build_are_kept_by_the_newest_shards_holder(
+    lakes: dict[str, Settings], tmp_path: Path
+) -> None:
+    """Served with held shards, the clips embedded since the build are in the newest shard's
+    holder, not in the server (one copy for every replica), each with its commit: the
+    answers are those of a server holding the set itself, as of the latest commit and as of
+    an older one a read view pinned (which sees none of the later commit's clips); the
+    holder killed, it is topped up again and the next answer is whole."""
+    from mining.search import serving
+
+    shutil.copytree(lakes["flat"].lake, tmp_path / "lake")
+    lake = Lake.from_settings(Settings(lake=str(tmp_path / "lake")))
+    spec = resolve(lake)
+    first = add_clips(lake, spec, N, 300, DAYS)  # a fifth day, in two commits
+    v1 = lake.version("embeddings")
+    second = add_clips(lake, spec, N + 300, 200, DAYS)
+    v2 = lake.version("embeddings")
+    probe = [*first.clip_ids[:4], *second.clip_ids[:4], "unknown"]
+    q = np.nan_to_num(read_vectors(lake, spec, probe[:-1]))
+    plain = serving.live(lake, spec)
+    serving.hold_shards(True)
+    serving.forget(lake, spec)
+    try:
+        held = serving.live(lake, spec)
+        assert isinstance(held.main, HeldIndex) and held.fresh is None  # none of them here
+        assert plain.fresh is not None and len(plain.fresh) == held.fresh_held == 500
+        (info,) = held.main.ray.get([held.main.newest.info.remote()])
+        assert (info["fresh"], info["covers"], info["shards"][-1]) == (500, v2, 3)
+        others = [i for i in held.main.infos if i["pid"] != info["pid"]]
+        assert others and all(i["fresh"] == 0 for i in others)
+        want_d, want_n = plain.search(q, 10)
+        got_d, got_n = held.search(q, 10)
+        assert got_n == want_n and set(second.clip_ids[:4]) <= {c for row in got_n for c in row}
+        np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-5)
+        # As of the first commit: the second's clips are not there, as in the set held here.
+        old_p, old_h = (serving._as_of(lake, spec, s, v1, None) for s in (plain, held))
+        (want_n1, got_n1) = (s.search(q, 10)[1] for s in (old_p, old_h))
+        assert got_n1 == want_n1 and not set(second.clip_ids) & {c for row in got_n1 for c in row}
+        # The newest shard's holder killed: restarted empty, topped up again, the answer whole.
+        os.kill(info["pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        held.main.wait_s = 60.0
+        assert held.search(q, 10)[1] == want_n
+        (again,) = held.main.ray.get([held.main.newest.info.remote()])
+        assert again["pid"] != info["pid"] and (again["fresh"], again["covers"]) == (500, v2)
+    finally:
+        serving.hold_shards(False)
+        serving.forget(lake, spec)

@@ -97,7 +97,7 @@ def test_a_rare_scene_stands_out_at_two_levels_and_new_clips_fall_in_fine_cluste
 
 
 def test_the_fine_level_fitted_as_ray_tasks_is_the_one_fitted_here(
-    lake_with_a_rare_scene: tuple[Settings, Lake, list[str]],
+    lake_with_a_rare_scene: tuple[Settings, Lake, list[str]], ray_local: object
 ) -> None:
     """Each task reads its members' vectors from the lake itself (real Delta reads in Ray
     workers); tasks of at most 700 vectors, so the fine level is several tasks."""
