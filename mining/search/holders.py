@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 
@@ -185,12 +186,13 @@ class ShardHolder:
             out.append(ShardHits(number, d2, np.where(pos >= 0, pos + lo, -1), names, pool))
         return out
 
-    def holds(self, clip_ids: pa.Array) -> np.ndarray:
-        """For each of ``clip_ids``, whether one of the held shards (or the fresh part) holds it."""
+    def holds(self, clip_ids: pa.Array, fresh: bool = True) -> np.ndarray:
+        """For each of ``clip_ids``, whether one of the held shards (or, with ``fresh``, the
+        fresh part) holds it."""
         out = np.zeros(len(clip_ids), bool)
         for _, _, shard in self.shards:
             out |= shard.holds(clip_ids)
-        if self.fresh is not None:
+        if fresh and self.fresh is not None:
             out |= self.fresh.holds(clip_ids)
         return out
 
@@ -221,7 +223,11 @@ class ShardHolder:
                 new = np.vstack([self.fresh.index.reconstruct_n(0, len(self.fresh)), new])
                 ids = pa.concat_arrays([self.fresh.ids, ids])
                 new_versions = np.concatenate([self.fresh_versions, new_versions])
-            self.fresh = ClipIndex.build(new, ids, replace(self.cfg, kind="flat"))
+            # Flat, and built here, not by ClipIndex.build: that keeps one row per clip, and a
+            # clip embedded again keeps its old row for the views pinned before its new commit.
+            flat = faiss.IndexFlatL2(new.shape[1])
+            flat.add(np.ascontiguousarray(new, np.float32))
+            self.fresh = ClipIndex(flat, ids, "Flat", replace(self.cfg, kind="flat"))
             self.fresh_versions = new_versions
             self.fresh_until = _superseded(ids, new_versions)
         self.covers = max(self.covers, until)
@@ -404,11 +410,12 @@ class HeldIndex:
     def stored_vector(self, clip_id: str) -> np.ndarray | None:
         return None  # read from the lake by the caller: a holder's vectors stay where they are
 
-    def holds(self, clip_ids: Ids) -> np.ndarray:
-        """For each of ``clip_ids``, whether a shard holds it (asked of every holder)."""
+    def holds(self, clip_ids: Ids, fresh: bool = True) -> np.ndarray:
+        """For each of ``clip_ids``, whether a shard (or, with ``fresh``, the newest shard's
+        holder's fresh part) holds it (asked of every holder)."""
         ids = as_ids(clip_ids)
         ref = self.ray.put(ids)
-        found = self._call(lambda h: h.holds.remote(ref))
+        found = self._call(lambda h: h.holds.remote(ref, fresh))
         out = np.zeros(len(ids), bool)
         for f in found:
             out |= np.asarray(f, bool)
@@ -443,7 +450,9 @@ class HeldIndex:
                 (info,) = self._call(lambda h: h.info.remote(), [self.newest])
                 return int(info["fresh"])
             ids, vectors, versions = fetch(covers, until)
-            new = ~self.holds(ids) if len(ids) else np.zeros(0, bool)
+            # A clip a shard holds keeps that vector (as beside a set in one process); one in
+            # the fresh part embedded again is replaced there from its new commit on.
+            new = ~self.holds(ids, fresh=False) if len(ids) else np.zeros(0, bool)
             args = (ids.filter(pa.array(new)), vectors[new], versions[new], covers, until)
             (got,) = self._call(lambda h, a=args: h.top_up.remote(*a), [self.newest])
             if not isinstance(got, Stale):

@@ -265,3 +265,44 @@ def test_clips_embedded_since_the_build_are_kept_by_the_newest_shards_holder(
     finally:
         serving.hold_shards(False)
         serving.forget(lake, spec)
+
+
+def test_the_fresh_part_answers_as_of_a_commit_and_is_never_topped_up_across_a_gap(
+    lakes: dict[str, Settings],
+) -> None:
+    """The newest shard's holder's fresh part, asked directly (in this process): a top-up
+    from past what it covers answers Stale; a clip embedded again is its new vector from its
+    new commit on and its old one before; a top-up another replica already made adds
+    nothing; a search past what it covers answers Stale."""
+    import pyarrow as pa
+
+    from mining.search.holders import ShardHolder, Stale, sharded_meta
+
+    lake = Lake.from_settings(lakes["flat"])
+    spec = resolve(lake)
+    meta = sharded_meta(lake, spec)
+    assert meta is not None
+    v = int(meta["embeddings_version"])
+    holder = ShardHolder(lake, spec, None, meta, list(range(len(meta["shards"]))))
+    far = np.full((2, spec.dim), 50.0, np.float32)
+    far[1] += 1.0  # x2 a little beyond x1
+    ids = pa.array(["x1", "x2"])
+    assert holder.top_up(ids, far, np.array([v + 1, v + 1]), v + 1, v + 1) == Stale(v)
+    assert holder.top_up(ids, far, np.array([v + 1, v + 1]), v, v + 1) == 2
+    moved = np.full((1, spec.dim), 90.0, np.float32)
+    assert holder.top_up(pa.array(["x1"]), moved, np.array([v + 2]), v + 1, v + 2) == 3
+    assert holder.top_up(ids, far, np.array([v + 1, v + 1]), v, v + 1) == 3  # another replica's: nothing
+
+    def fresh(as_of: int, q: np.ndarray) -> list[str]:
+        hits = holder.search(q, 2, None, as_of)
+        assert not isinstance(hits, Stale)
+        (part,) = [h for h in hits if h.number == len(meta["shards"])]
+        return list(part.names.to_pylist()[: len(part.pos[0])])
+
+    assert fresh(v + 1, far[:1]) == ["x1", "x2"]  # x1 where it was first
+    assert fresh(v + 2, far[:1]) == ["x2", "x1"]  # x1 moved away at v + 2
+    assert fresh(v + 2, moved) == ["x1", "x2"]
+    assert all(h.number < len(meta["shards"]) for h in holder.search(far[:1], 2, None, v))  # none at v
+    assert holder.search(far[:1], 2, None, v + 3) == Stale(v + 2)
+    assert holder.holds(ids).tolist() == [True, True]
+    assert holder.holds(ids, fresh=False).tolist() == [False, False]
