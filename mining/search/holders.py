@@ -423,7 +423,12 @@ class HeldIndex:
 
     def stop(self, keep: frozenset[Any] = frozenset()) -> None:
         """End the holders (their CPUs go back to the cluster), but those whose actor ids
-        are in ``keep`` (the same shared holders serving a newer open of the set)."""
+        are in ``keep`` (the same shared holders serving a newer open of the set). With the
+        Ray connection gone (shut down), they went with it: nothing to end, and no call that
+        would let Ray connect itself again, to whatever cluster the host ran last."""
+        if not self.ray.is_initialized():
+            self.holders = []
+            return
         for h in self.holders:
             if h._actor_id in keep:
                 continue

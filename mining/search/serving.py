@@ -385,14 +385,18 @@ def current(lake: Lake, spec: ModelSpec) -> LiveIndex:
     return _open(lake, spec, lake.version("embeddings"), persist=True)
 
 
-def forget(lake: Lake, spec: ModelSpec) -> None:
+def forget(lake: Lake, spec: ModelSpec, *, now: bool = False) -> None:
     """Drop what this process serves for ``spec`` (and its sub-spaces): its next search
-    opens the saved build."""
+    opens the saved build. Held shards' holders are retired (ended a while later), or with
+    ``now`` ended at once (no search is running on them: a process about to leave Ray)."""
     with _SERVED_LOCK:
         keys = [k for k in _SERVED if k[0] == lake.uri and k[1].split("/", 1)[0] == spec.ref]
         dropped = [_SERVED.pop(k, None) for k in keys]
     for old in dropped:  # outside the lock: _retire takes it
-        _retire(old)
+        if now and old is not None and isinstance(old.main, HeldIndex):
+            old.main.stop()
+        else:
+            _retire(old)
 
 
 def served_indexes() -> list[dict[str, Any]]:
