@@ -81,6 +81,10 @@ def _mine(
         from jobs.runtime import init_ray
 
         init_ray(settings.ray_address)
+        # The holders ask a CPU each, as many as the cluster has: the fine level's fits ask
+        # none (the holders sit idle while they run, the k-NN pass done), or they would
+        # wait for a CPU forever.
+        fan_out = SubFitTasks(settings.ray_address, cpus=0.0)
         runner, stage = SequentialRunner(), StageSpec(MineStage, (lake, True, fan_out))
     runner = runner or single_item_runner(settings.ray_address)
     with record_run(lake, run_id, "mine", {"model": spec.ref}) as run:
@@ -109,12 +113,14 @@ class SubFitTasks:
     cluster's clips on a coarser scale than the rest)."""
 
     address: str | None
+    cpus: float = 1.0  # per task
 
     def __call__(self, source: VectorSource, work: list[SubFitWork]) -> list[list[np.ndarray]]:
         from mining.scores.clusters import SubFitStage
 
         out = []
-        for o in RayRunner(self.address).map(StageSpec(SubFitStage, (source,)), work):
+        spec = StageSpec(SubFitStage, (source,), needs={"num_cpus": self.cpus})
+        for o in RayRunner(self.address).map(spec, work):
             if o.error is not None or o.result is None:
                 tops = list(o.item.tops)
                 raise JobError(f"fitting the sub-clusters of top clusters {tops} failed: {o.error}")

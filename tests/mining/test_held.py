@@ -306,3 +306,30 @@ def test_the_fresh_part_answers_as_of_a_commit_and_is_never_topped_up_across_a_g
     assert holder.search(far[:1], 2, None, v + 3) == Stale(v + 2)
     assert holder.holds(ids).tolist() == [True, True]
     assert holder.holds(ids, fresh=False).tolist() == [False, False]
+
+
+def test_a_two_level_fit_beside_holders_holding_every_cpu_runs_and_fits_what_a_local_run_fits(
+    lakes: dict[str, Settings], tmp_path: Path
+) -> None:
+    """The holders of a mine ask one CPU each, every CPU of the module's Ray: the fine
+    level's fit tasks ask none, so they run (asking one each, they would wait forever), and
+    every clip falls in the cluster a run in one process gives it."""
+    from mining.scores.mine import MineConfig
+    from mining.scores.mining_model import MiningModel
+
+    two = MineConfig(max_top=4, fine_size=25)  # two levels at 2,000 clips
+    shutil.copytree(lakes["flat"].lake, tmp_path / "held")
+    shutil.copytree(lakes["flat"].lake, tmp_path / "local")
+    on_ray = Settings(lake=str(tmp_path / "held"), ray_address="local")  # the module's Ray
+    local = Settings(lake=str(tmp_path / "local"))
+    b = run_mine(on_ray, None, two)
+    a = run_mine(local, None, two, runner=LOCAL)
+    la, lb = Lake.from_settings(local), Lake.from_settings(on_ray)
+    model = MiningModel.load(lb, resolve(lb), b.run_id)
+    assert model is not None and model.two_level and model.clusters > 4
+    (row,) = lb.read("runs", where=f"run_id = '{b.run_id}'").to_pylist()
+    assert "holders" in row["counts"]  # the k-NN was the holders'
+    ca, cb = (
+        lk.read("mining_scores", columns=["clip_id", "cluster_id"]).sort_by("clip_id") for lk in (la, lb)
+    )
+    assert a.scored == b.scored == N and ca.equals(cb)
