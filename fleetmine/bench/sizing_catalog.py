@@ -5,9 +5,11 @@ The per-stage plan (:mod:`fleetmine.bench.sizing`) prices a day of ingest; this 
 lake that has grown to ``index_clips``: how many index shards, the memory of each
 (serving it, building it, mining against it) and the latency a request can be
 promised. Every figure is a catalog bench row (found by name, the largest N a file
-holds, with the N/10 run beside it) or arithmetic on it and the assumptions. The
-latency budget extrapolates each route's measured growth per tenfold of the lake to
-``index_clips``: a route whose p99 did not grow from N/10 to N keeps its figure, one
+holds, with the N/10 run beside it) or arithmetic on it and the assumptions. A route
+measured again in a later, larger run (``--catalog 10000000 --only catalog-routes``) is
+read at that N with that run's own N/10, and the smaller Ns of the earlier runs beside
+them. The latency budget extrapolates each route's measured growth per tenfold of the lake
+(from its largest N) to ``index_clips``: a route whose p99 did not grow from N/10 to N keeps its figure, one
 that did is priced as growing by that much again for every further tenfold (an
 upper bound for costs that grow slower than the lake, such as a log-depth search).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storage.errors import ConfigError
@@ -75,6 +77,7 @@ class Figure:
     baseline: float
     n: int
     factory: str = ""
+    run: int = 0  # the largest N of the bench run the figure came from (routes: pairs N with its N/10)
 
     @property
     def ratio(self) -> float:
@@ -88,9 +91,10 @@ class CatalogFigures:
     at: dict[str, Figure]
     below: dict[str, Figure]
     routes: dict[tuple[str, str], Figure]  # (route, layout) -> p99 at the largest N
-    routes_below: dict[tuple[str, str], Figure]
+    routes_below: dict[tuple[str, str], Figure]  # at N/10, of the same run where it measured that
     filtered: tuple[Filtered, ...] = ()  # bench --only filtered-search, beside LanceDB
     filtered_size: Figure | None = None  # fleetmine's index on disk (MB) / LanceDB's
+    routes_earlier: dict[tuple[str, str], tuple[Figure, ...]] = field(default_factory=dict)  # smaller Ns
 
     @property
     def n(self) -> int:
@@ -120,9 +124,10 @@ class CatalogFigures:
             m = re.search(_ROUTE, name) or re.search(_GROWTH, name)
             if m:
                 seen = routes.setdefault((m["route"], m["layout"]), [])
-                seen.append(Figure(name, measured, baseline, _count(m["n"])))
+                n = _count(m["n"])
+                seen.append(Figure(name, measured, baseline, n, run=n))
                 if m.groupdict().get("n0"):  # a growth row: its baseline is the p99 at N/10
-                    seen.append(Figure(name, baseline, 0.0, _count(m["n0"])))
+                    seen.append(Figure(name, baseline, 0.0, _count(m["n0"]), run=n))
                 continue
             for key, pattern in PATTERNS.items():
                 m = re.search(pattern, name)
@@ -143,7 +148,18 @@ class CatalogFigures:
 
         at, below = split(found)
         top_routes, low_routes = split(routes)
-        return cls(at, below, top_routes, low_routes, tuple(filtered), size)
+        earlier: dict[tuple[str, str], tuple[Figure, ...]] = {}
+        for rk, figs in routes.items():
+            # N/10 from the run that measured N (several files: another run's N/10 is another day)
+            top = top_routes[rk]
+            same = [f for f in figs if f.run == top.n and f.n < top.n]
+            if same:
+                low_routes[rk] = max(same, key=lambda f: f.n)
+            low = low_routes.get(rk)
+            # smaller Ns, each as the run whose largest N it was measured as, where there is one
+            by_n = {f.n: f for f in sorted(figs, key=lambda f: f.run == f.n) if low and f.n < low.n}
+            earlier[rk] = tuple(by_n[n] for n in sorted(by_n, reverse=True))
+        return cls(at, below, top_routes, low_routes, tuple(filtered), size, earlier)
 
 
 def _ms(x: float) -> str:
@@ -160,7 +176,6 @@ def render_catalog(c: CatalogFigures, index_clips: float, shard_clips: float, bu
     shards = math.ceil(index_clips / shard_clips)
     shard_bytes = per_vector * shard_clips
     raw_shard = shard_clips * c.at["mine_rss"].baseline * 1e6 / c.at["mine_rss"].n
-    decades = math.log10(index_clips / c.n)
     lines = [
         f"## The catalog at {c.n:,} clips (measured) and at {index_clips:,.0f} (planned)",
         "",
@@ -187,16 +202,22 @@ def render_catalog(c: CatalogFigures, index_clips: float, shard_clips: float, bu
             f"| {label} ({f.factory}) | {f.measured:,.4g} | {f.baseline:,.4g} | {f.ratio:,.2f}x | "
             f"{f'{low.ratio:,.2f}x' if low else '-'} |"
         )
-    lines += ["", "| route p99 | layout | measured | at a tenth | growth |", "|---|---|---:|---:|---:|"]
+    extra = sorted({f.n for figs in c.routes_earlier.values() for f in figs}, reverse=True)
+    route_n = max(f.n for f in c.routes.values())
+    head = "| route p99 | layout | measured | at a tenth | growth |" + "".join(f" at {n:,} |" for n in extra)
+    lines += ["", head, "|---|---|---:|---:|---:|" + "---:|" * len(extra)]
     worst: dict[str, float] = {}
     for (route, layout), f in sorted(c.routes.items()):
         low = c.routes_below.get((route, layout))
-        growth = f.measured / low.measured if low else math.nan
-        planned = f.measured * max(1.0, growth if low else 1.0) ** decades
+        # per tenfold of the lake (a pair of runs further apart than N/10 is taken to its root)
+        growth = (f.measured / low.measured) ** (1.0 / math.log10(f.n / low.n)) if low else math.nan
+        planned = f.measured * max(1.0, growth if low else 1.0) ** math.log10(index_clips / f.n)
         worst[layout] = max(worst.get(layout, 0.0), planned)
+        at = {e.n: e for e in c.routes_earlier.get((route, layout), ())}
         lines.append(
             f"| {route} | {layout} | {_ms(f.measured)} | {_ms(low.measured) if low else '-'} | "
             f"{f'{growth:,.2f}x' if low else '-'} |"
+            + "".join(f" {_ms(at[n].measured) if n in at else '-'} |" for n in extra)
         )
     mine_x, index_x, serve_x = (c.at[k].ratio for k in ("mine_rss", "index_rss", "serving"))
     inc = c.at.get("incremental")
@@ -217,7 +238,8 @@ def render_catalog(c: CatalogFigures, index_clips: float, shard_clips: float, bu
         f"- **Mining against a shard** (`mine --full`): {mine_x:,.2f}x the raw vectors -> "
         f"{_gb(raw_shard * mine_x)} peak per worker; the default incremental run scores only new clips"
         + inc_note,
-        f"- **Latency budget:** {decades:.0f} more tenfold(s) of the lake from {c.n:,}; each route's p99 "
+        f"- **Latency budget:** {math.log10(index_clips / route_n):.0f} more tenfold(s) of the lake from "
+        f"{route_n:,} (the routes' largest run); each route's p99 "
         "grown by its measured growth per tenfold (none where it did not grow), at most: "
         + "; ".join(
             f"{layout} **{_ms(ms)}**, {'within' if ms <= budget_ms else 'over'} the {budget_ms:,.0f} ms"

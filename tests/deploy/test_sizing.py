@@ -212,6 +212,25 @@ def test_a_route_that_grows_with_the_lake_is_over_budget_at_10_8(
     assert "as written **2,500 ms**, over the 150 ms budget" in md  # 100 x 5^2
 
 
+def test_a_later_routes_run_at_10x_is_read_as_a_third_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Routes measured again at 10^7 (its own run, with its own 10^6): the table reads 10^7,
+    that run's 10^6 and the first run's 10^5; growth per tenfold is the later run's pair; the
+    budget counts the tenfolds from 10^7."""
+    page = "route first page (limit 100), as written"
+    later = [
+        {"name": f"{page}: p99 at 10,000,000 clips (p50 30 ms)", "measured": 60.0, "baseline": 150.0},
+        {"name": f"{page}: growth, p99 at 10,000,000 / at 1,000,000 (p50 20 ms)", "measured": 60.0,
+         "baseline": 30.0},
+    ]  # fmt: skip
+    md = _with_catalog(tmp_path, capsys, _catalog_rows() + later)
+    assert "| route p99 | layout | measured | at a tenth | growth | at 100,000 |" in md
+    assert "| first page (limit 100) | as written | 60 ms | 30 ms | 2.00x | 20 ms |" in md
+    # one more tenfold from 10^7: 60 x 2 = 120 ms (by id, measured once at 10^6, grows by none)
+    assert "1 more tenfold(s) of the lake from 10,000,000" in md and "as written **120 ms**" in md
+
+
 def test_missing_catalog_rows_are_named(tmp_path: Path) -> None:
     from fleetmine.bench.sizing_catalog import CatalogFigures
 
