@@ -19,10 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from fleetmine.bench import BenchContext, BenchResult, benchmark
-from mining.encoders.vectors import ArraySource, sample_ids
-from mining.scores.clusters import MAX_TOP, cluster_counts, fit_sub_levels
+from mining.encoders.vectors import ArraySource
+from mining.scores.clusters import MAX_TOP, cluster_counts, fit_sub_levels, fit_top
 from mining.scores.mining_model import MiningModel
-from mining.search.index_build import gather
 
 PLANTED = 50
 _SAMPLE = 65_536  # MineConfig.cluster_sample
@@ -49,10 +48,8 @@ def fitted(
     ids = source.ids()
     n = len(ids)
     ntop, nfine = cluster_counts(n, clusters)
-    km = faiss.Kmeans(source.dim, ntop, niter=25, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(gather(source, sample_ids(ids, _SAMPLE, seed)))
     none = np.zeros(0)
-    model = MiningModel("bench", n, np.array(km.centroids, np.float32), none, *(none,) * 5)
+    model = MiningModel("bench", n, fit_top(source, ids, ntop, seed, _SAMPLE), none, *(none,) * 5)
     order = source.clip_ids
     cluster = np.concatenate([model.assign(v) for _, v in source.batches()])
     if nfine > ntop:

@@ -46,7 +46,9 @@ __all__ = [
     "cluster_counts",
     "fine_of",
     "fit_sub_levels",
+    "fit_top",
     "in_process",
+    "kmeans",
     "sub_counts",
 ]
 
@@ -138,13 +140,27 @@ class SubFitStage:
         return out
 
 
+def kmeans(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None) -> np.ndarray:
+    """``k`` centroids of ``x`` (float32): FAISS's k-means, 25 iterations, from ``init``
+    (none: FAISS's own start)."""
+    km = faiss.Kmeans(x.shape[1], k, niter=_NITER, seed=seed, verbose=False, min_points_per_centroid=1)
+    km.train(x, init_centroids=init)
+    return np.array(km.centroids, np.float32)
+
+
+def fit_top(
+    source: VectorSource, ids: pa.Array, k: int, seed: int, sample: int, warm: np.ndarray | None = None
+) -> np.ndarray:
+    """The top level: ``k`` centroids fitted on a hashed sample of ``sample`` of ``ids``,
+    started from ``warm`` (the last fit's centroids) where given."""
+    return kmeans(gather(source, sample_ids(ids, sample, seed)), k, seed, warm)
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     k = max(1, min(k, len(x)))
     if k == 1:
         return np.asarray(x.mean(axis=0, keepdims=True), np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=_NITER, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(x, init_centroids=plus_plus(x, k, seed))
-    return np.array(km.centroids, np.float32)
+    return kmeans(x, k, seed, plus_plus(x, k, seed))
 
 
 def plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:

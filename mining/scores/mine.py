@@ -22,14 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mining.encoders.vectors import EmbeddingSource, read_by_ids, sample_ids
+from mining.encoders.vectors import EmbeddingSource, read_by_ids
 from mining.interfaces import ModelSpec
-from mining.scores.clusters import FINE_SIZE, MAX_TOP, FanOut, cluster_counts, fit_sub_levels
+from mining.scores.clusters import FINE_SIZE, MAX_TOP, FanOut, cluster_counts, fit_sub_levels, fit_top
 from mining.scores.dedup import Pairs, duplicate_column, duplicates, start_times
 from mining.scores.lineage import latest_run, lineage_of
 from mining.scores.mining_model import MiningModel, percentile, sketch
@@ -46,7 +45,6 @@ from mining.scores.novelty import (
 )
 from mining.scores.rescore import Reached, kth_distance, newest_per_clip, rescore
 from mining.search.holders import RESTART_WAIT_S, HeldIndex
-from mining.search.index_build import gather
 from mining.search.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
 from mining.search.serving import current, read_vectors
 from storage.faults import fault_point
@@ -213,19 +211,14 @@ class MineStage:
             assert prior is not None
             centroids, trained = prior.centroids, prior.trained
         else:
-            sample = gather(source, sample_ids(ids, cfg.cluster_sample, cfg.seed))
-            km = faiss.Kmeans(
-                spec.dim, ntop, niter=25, seed=cfg.seed, verbose=False, min_points_per_centroid=1
-            )
             # From the last fit's centroids where it has as many: k-means from a fresh random
             # start lands in another local optimum, which re-draws every clip's rarity and
             # cluster; from the last fit, clusters move only as far as the corpus has.
             warm = None
             if prior is not None and prior.centroids.shape == (ntop, spec.dim):
                 warm = np.ascontiguousarray(prior.centroids, np.float32)
-            km.train(sample, init_centroids=warm)
-            del sample
-            centroids, trained = np.array(km.centroids, np.float32), n
+            centroids = fit_top(source, ids, ntop, cfg.seed, cfg.cluster_sample, warm)
+            trained = n
         model = MiningModel(
             w.run_id,
             n,
