@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +27,8 @@ from storage.delta import CommitResult, TableWriter, Txn, claim, commit
 from storage.errors import CommitError, FleetError, LeaseHeldError, StorageError, TableNotFoundError
 from storage.maintenance import TableInfo
 from storage.objectstore import Location, reachable
-from storage.query import arrow_table, audit_scan, auditing, run_sql, select_sql
+from storage.partitions import PartitionFiles, partition_files
+from storage.query import arrow_table, audit_scan, auditing, run_sql, run_sql_on, select_sql
 from storage.results import ResultCache
 from storage.schema import TableSpec
 from storage.snapshots import Snapshots
@@ -67,7 +68,7 @@ class Lake:
         self.commit_retries = commit_retries
         self.query_cache_bytes = query_cache_bytes
         self._snapshots = Snapshots()  # a pickled copy starts empty
-        self._partitions: dict[tuple[str, str, int], pa.Table] = {}  # (table, column, version)
+        self._partitions: dict[tuple[str, str, int], PartitionFiles] = {}  # (table, column, version)
         self._answers = ResultCache(query_cache_bytes)  # query answers by table version (storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the caches
@@ -311,11 +312,19 @@ class Lake:
         order_by: list[str] | None = None,
         limit: int | None = None,
         version: int | None = None,
+        partitions: Sequence[Any] | None = None,
     ) -> pa.Table:
         """``SELECT columns WHERE where ORDER BY order_by LIMIT limit``, all of it run by
         the engine (see :mod:`storage.query`): only the answer's rows reach Python. An
         answer is kept for the table version it read (:mod:`storage.results`), so asking
-        again of that version does not run the engine again."""
+        again of that version does not run the engine again.
+
+        ``partitions``: values of the table's (first) partition column that ``where``
+        itself confines the rows to (say ``date = ...`` or a range of days); the query
+        then opens those partitions' files alone (:mod:`storage.partitions`), so its cost
+        does not grow with the table's file count. Rows outside them are never seen: the
+        caller's predicate must not match any.
+        """
         spec = get_spec(table)
         sql = select_sql(table, columns, where, order_by, limit)
         cache = None if auditing() else self._answers  # an audit counts the engine's scans
@@ -323,10 +332,23 @@ class Lake:
             delta = self.snapshot(table) if version is None else None
             if delta is not None:
                 version = delta.version()
-            key = (table, version, sql)
+            key = (table, version, sql)  # the partitions named are those ``where`` confines it to
             if cache is not None and (hit := cache.get(key)) is not None:
                 return hit
-            data = run_sql({table: delta if delta is not None else self.delta(table, version)}, sql)
+            if delta is None:
+                delta = self.delta(table, version)
+            files = None
+            if partitions is not None and spec.partition_by:
+                files = self._files(table, spec.partition_by[0], delta)
+            if files is not None and files.readable and partitions is not None:
+                loc, named = self.location(table), files
+
+                def read(cols: list[str]) -> tuple[pa.Table, int]:
+                    return named.read(loc.path, loc.arrow_fs, partitions, cols)
+
+                data = run_sql_on(table, files.schema, read, sql)
+            else:
+                data = run_sql({table: delta}, sql)
         if data.num_columns == 0 and columns is None:
             return spec.schema.empty_table()
         answer = _plain_types(data, spec)
@@ -338,22 +360,14 @@ class Lake:
         """Rows per value of the partition column ``column``, sorted by value, from the
         Delta log alone (``value``, ``rows``, ``files``): no data file is read."""
         delta = self.snapshot(table) if version is None else self.delta(table, version)
+        return self._files(table, column, delta).counts
+
+    def _files(self, table: str, column: str, delta: DeltaTable) -> PartitionFiles:
+        """The version's files by value of ``column`` (:mod:`storage.partitions`), kept per version."""
         key = (table, column, delta.version())
         if (hit := self._partitions.get(key)) is not None:
             return hit
-        adds = arrow_table(delta.get_add_actions(flatten=True))
-        if adds.num_rows == 0:
-            value_type = get_spec(table).schema.field(column).type
-            return pa.schema({"value": value_type, "rows": pa.int64(), "files": pa.int64()}).empty_table()
-        by = adds.group_by(f"partition.{column}").aggregate([("num_records", "sum"), ("path", "count")])
-        out = pa.table(
-            {
-                "value": by.column(f"partition.{column}"),
-                "rows": by.column("num_records_sum").cast(pa.int64()),
-                "files": by.column("path_count").cast(pa.int64()),
-            }
-        )
-        out = out.sort_by("value")
+        out = partition_files(delta, column)
         if len(self._partitions) > 64:
             self._partitions.clear()
         self._partitions[key] = out

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from storage.bounds import MAX_CURSOR, MAX_ID
@@ -157,6 +158,25 @@ def _after(start: Position, key: str, time: str | None) -> str:
     return f"({time} > {t} OR ({time} = {t} AND {k}) OR {time} IS NULL)"
 
 
+def _reach(
+    parts: pa.Table, lo: dt.date | None, hi: dt.date | None, budget_rows: int
+) -> tuple[list[tuple[dt.date, int]], dt.date | None]:
+    """The days (with their rows) from ``lo`` to ``hi`` that a page can read: the first,
+    then as many as the budget's rows take, and one more; and the day after them, if
+    any (where a page that reached the end of these goes on). Only these become Python
+    objects: a lake of 50,000 days costs a page the days it may read, not a list of all
+    of them (5,000 days cost 7 ms a page)."""
+    values = parts.column("value")
+    dates = values.to_numpy()  # sorted (partition_rows), datetime64[D]
+    first = 0 if lo is None else int(np.searchsorted(dates, np.datetime64(lo, "D"), "left"))
+    last = len(dates) if hi is None else int(np.searchsorted(dates, np.datetime64(hi, "D"), "right"))
+    rows = parts.column("rows").to_numpy()[first:last]
+    within = int(np.searchsorted(np.cumsum(rows[1:]), budget_rows, "right")) + 2
+    end = min(last, first + within)
+    todo = list(zip(values.slice(first, end - first).to_pylist(), rows[: end - first].tolist(), strict=True))
+    return todo, (values[end].as_py() if end < last else None)
+
+
 @dataclass(frozen=True)
 class Page:
     rows: pa.Table
@@ -187,16 +207,10 @@ def keyset_page(
     """
     parts = lake.partition_rows(table, "date", version)
     fault_point("page.planned")
-    dates: list[dt.date] = parts.column("value").to_pylist()
-    counts: list[int] = parts.column("rows").to_pylist()
     lo, hi = days
     if start is not None:
         lo = max(lo, start.date) if lo is not None else start.date
-    todo = [
-        (d, n)
-        for d, n in zip(dates, counts, strict=True)
-        if (lo is None or d >= lo) and (hi is None or d <= hi)
-    ]
+    todo, beyond = _reach(parts, lo, hi, budget_rows)
     if start is not None and start.timed != (time is not None):
         raise ConfigError(_INVALID)  # a cursor of another order would skip or repeat rows
     cols = list(dict.fromkeys([*columns, "date", *([time] if time else []), key]))
@@ -216,9 +230,13 @@ def keyset_page(
             bound.append(_after(start, key, time))
         else:
             # Rows the page still needs at the selectivity seen so far (all of them match
-            # until shown otherwise), with some slack, within what the budget has left.
+            # until shown otherwise), with some slack, within what the budget has left; at
+            # most four times what was read so far, since a few matches say little of the
+            # rate (one match in the cursor's day, of which only the rows after the cursor
+            # could match, asked for the whole budget: 100,000 rows where 10,000 did).
             # No match yet (a cursor at the end of its day, a rare filter): grow fourfold.
-            want = need * scanned / matched * 1.25 if matched else max(need * 1.25, 4.0 * scanned)
+            grow = max(need * 1.25, 4.0 * scanned)
+            want = min(need * scanned / matched * 1.25, grow) if matched else grow
             want = min(want, max(budget_rows - scanned, 1))
             span, rows = 0, 0
             while i + span < len(todo) and (span == 0 or rows < want):
@@ -231,7 +249,10 @@ def keyset_page(
             else f"date >= {literal(first)} AND date <= {literal(last)}"
         )
         pred = " AND ".join([*([f"({where})"] if where else []), *bound])
-        part = lake.query(table, columns=cols, where=pred, order_by=order, limit=need, version=version)
+        named = [d for d, _ in todo[i : i + span]]  # the predicate bounds it to them: only their files open
+        part = lake.query(
+            table, columns=cols, where=pred, order_by=order, limit=need, version=version, partitions=named
+        )
         queries += 1
         scanned += sum(n for _, n in todo[i : i + span])
         matched += part.num_rows
@@ -239,6 +260,8 @@ def keyset_page(
         if part.num_rows:
             got.append(part)
         i += span
+    if need > 0 and i >= len(todo) and beyond is not None:
+        resume = Position(beyond, timed=time is not None)  # past the days in reach: go on there
     rows = pa.concat_tables(got) if got else get_spec(table).schema.empty_table().select(cols)
     if rows.num_rows > limit:
         rows = rows.slice(0, limit)

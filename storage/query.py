@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
@@ -26,7 +27,16 @@ from deltalake.exceptions import DeltaError
 
 from storage.errors import StorageError
 
-__all__ = ["ScanTally", "arrow_table", "audit", "auditing", "explain_rows", "run_sql", "select_sql"]
+__all__ = [
+    "ScanTally",
+    "arrow_table",
+    "audit",
+    "auditing",
+    "explain_rows",
+    "run_sql",
+    "run_sql_on",
+    "select_sql",
+]
 
 
 def arrow_table(data: object) -> pa.Table:
@@ -118,6 +128,48 @@ def run_sql(tables: dict[str, DeltaTable], sql: str) -> pa.Table:
     except DeltaError as exc:
         raise StorageError(f"query failed: {exc}; query: {sql}") from exc
     return result
+
+
+def run_sql_on(
+    name: str, schema: pa.Schema, read: Callable[[list[str]], tuple[pa.Table, int]], sql: str
+) -> pa.Table:
+    """Execute ``sql`` over the table ``name`` of ``schema`` whose rows ``read`` gives (the
+    files of the partitions a query named, :mod:`storage.partitions`), in DataFusion:
+    planned first over an empty table of the schema, to learn the columns it scans; then
+    ``read`` reads those columns alone and the query runs on them in memory. Audited as
+    the rows ``read`` says its files hold (every row of each file it opened)."""
+    from datafusion import SessionConfig, SessionContext
+
+    try:
+        ctx = SessionContext(SessionConfig().with_target_partitions(1))
+        ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist([], schema=schema)]])
+        wanted = _scanned_columns(ctx.sql(sql).optimized_logical_plan()) or schema.names[:1]
+        data, rows = read(wanted)
+        ctx.deregister_table(name)
+        empty = pa.RecordBatch.from_pylist([], schema=data.schema)
+        ctx.register_record_batches(name, [data.to_batches() or [empty]])
+        result = ctx.sql(sql).to_arrow_table()
+    except StorageError:
+        raise
+    except Exception as exc:  # DataFusion raises its own exception types
+        raise StorageError(f"query failed: {exc}; query: {sql}") from exc
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.add(name, rows)
+    return result
+
+
+def _scanned_columns(plan: Any) -> list[str]:
+    """The columns the table scans of a DataFusion logical plan read."""
+    out: dict[str, None] = {}
+    todo = [plan]
+    while todo:
+        node = todo.pop()
+        variant = node.to_variant()
+        if type(variant).__name__ == "TableScan":
+            out.update((col, None) for _, col in variant.projection())
+        todo.extend(node.inputs())
+    return list(out)
 
 
 def select_sql(

@@ -199,12 +199,14 @@ def clip_row(lake: Any, clip_id: str) -> dict[str, Any]:
     """The clip's ``clips`` row, or 404."""
     where = f"clip_id = {literal(clip_id)}"
     day = clip_id[:8]
-    if len(day) == 8 and day.isdigit():  # the id's day names its partition: read one, not all
+    days = None
+    if len(day) == 8 and day.isdigit():  # the id's day names its partition: open its files alone
         try:
-            where += f" AND date = {literal(dt.datetime.strptime(day, '%Y%m%d').date())}"
+            days = [dt.datetime.strptime(day, "%Y%m%d").date()]
         except ValueError:  # no calendar date: no such partition, no such clip
             raise HTTPException(404, f"no clip {clip_id}") from None
-    rows = lake.query("clips", where=where, limit=1).to_pylist()
+        where += f" AND date = {literal(days[0])}"
+    rows = lake.query("clips", where=where, limit=1, partitions=days).to_pylist()
     if not rows:
         raise HTTPException(404, f"no clip {clip_id}")
     return dict(rows[0])
@@ -223,7 +225,9 @@ def get_clip_group(clip_id: ClipIdPath, lake: LakeDep, _: Reader) -> ClipsPublic
         return ClipsPublic(data=[ClipPublic(**clip)], count=1)
     where = f"group_id = {literal(clip['group_id'])} AND date = {literal(clip['date'])}"
     cols = list(ClipPublic.model_fields)
-    rows = lake.query("clips", columns=cols, where=where, order_by=["camera"], limit=_MAX_LIMIT).to_pylist()
+    rows = lake.query(
+        "clips", columns=cols, where=where, order_by=["camera"], limit=_MAX_LIMIT, partitions=[clip["date"]]
+    ).to_pylist()
     return ClipsPublic(data=[ClipPublic(**r) for r in rows], count=len(rows))
 
 

@@ -407,11 +407,22 @@ def _neighbours(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
         base += f" AND camera = {literal(clip['camera'])}"
     t = literal(clip["start_time"])
     cols = CARD_COLUMNS
+    day = [clip["date"]]
     before = lake.query(
-        "clips", columns=cols, where=f"{base} AND start_time < {t}", order_by=["start_time DESC"], limit=3
+        "clips",
+        columns=cols,
+        where=f"{base} AND start_time < {t}",
+        order_by=["start_time DESC"],
+        limit=3,
+        partitions=day,
     )
     after = lake.query(
-        "clips", columns=cols, where=f"{base} AND start_time > {t}", order_by=["start_time"], limit=3
+        "clips",
+        columns=cols,
+        where=f"{base} AND start_time > {t}",
+        order_by=["start_time"],
+        limit=3,
+        partitions=day,
     )
     return [*reversed(before.to_pylist()), {**clip, "current": True}, *after.to_pylist()]
 
@@ -426,6 +437,7 @@ def _group(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
         where=where,
         order_by=["camera"],
         limit=16,
+        partitions=[clip["date"]],
     ).to_pylist()
     return rows or [clip]
 

@@ -201,6 +201,60 @@ def test_day_bounds_skip_partitions_without_reading_them(lake: Lake) -> None:
     assert page.next is None and len(tally.queries) == 1
 
 
+def test_a_query_naming_its_days_opens_their_files_alone_and_answers_as_the_engine(lake: Lake) -> None:
+    """``partitions=``: the catalog's routes name the days their predicate bounds, and the
+    query reads those days' files only (storage.partitions), so its cost does not follow
+    the table's file count; the answer is the engine's, row for row and type for type."""
+    lake.append("clips", clip_rows(60))  # 3 days of 20
+    lake.append("clips", clip_rows(30, start=1000))  # a second file in each day
+    lake.upsert("clips", clip_rows(5, start=1000))  # and a day's file rewritten
+    d1, d2, d3 = (dt.date(2018, 8, 1) + dt.timedelta(days=i) for i in range(3))
+    one = _ids(lake, f"date = '{d2}'")[7]
+    asked = [
+        (f"clip_id = '{one}' AND date = '{d2}'", None, None, [d2]),
+        (
+            "array_has(events, 'hard_brake') AND date >= '2018-08-01' AND date <= '2018-08-02'",
+            ["date", "clip_id"],
+            7,
+            [d1, d2],
+        ),
+        (f"date = '{d3}' AND speed_mean > 20", ["speed_mean DESC"], 4, [d3]),
+        (f"date = '{d3}' AND vehicle_id = 'veh1'", ["start_time ASC NULLS LAST", "clip_id"], None, [d3, d3]),
+    ]
+    apart = Lake(lake.uri, lake.root.storage_options, query_cache_bytes=0)  # no answer kept from the other
+    for where, order, limit, days in asked:
+        engine = lake.query("clips", where=where, order_by=order, limit=limit)
+        named = apart.query("clips", where=where, order_by=order, limit=limit, partitions=days)
+        assert named.num_rows and named.equals(engine), where
+    with audit() as tally:  # the rows of the days' files: nothing of another day is opened
+        lake.query("clips", columns=["clip_id"], where=f"date = '{d2}'", partitions=[d2])
+        empty = lake.query(
+            "clips", columns=COLS, where="date = '2019-01-01'", partitions=[dt.date(2019, 1, 1)]
+        )
+    assert tally.queries == [("clips", len(_ids(lake, f"date = '{d2}'"))), ("clips", 0)]
+    assert empty.num_rows == 0 and empty.column_names == COLS
+
+
+def test_a_version_a_plain_parquet_read_cannot_give_goes_through_the_engine(lake: Lake) -> None:
+    """Deletion vectors hide rows a Parquet read would return: with the feature on, the
+    named days' query is the engine's (and still right)."""
+    from deltalake import TableFeatures
+
+    from storage.partitions import partition_files
+
+    lake.append("clips", clip_rows(30))
+    assert partition_files(lake.snapshot("clips"), "date").readable
+    lake.delta("clips").alter.add_feature(
+        TableFeatures.DeletionVectors, allow_protocol_versions_increase=True
+    )
+    assert not partition_files(lake.snapshot("clips"), "date").readable
+    day = dt.date(2018, 8, 1)
+    got = lake.query(
+        "clips", columns=["clip_id"], where=f"date = '{day}'", order_by=["clip_id"], partitions=[day]
+    )
+    assert got.column("clip_id").to_pylist() == _ids(lake, f"date = '{day}'")
+
+
 def test_cursors_are_opaque_and_checked() -> None:
     pos = Position(dt.date(2024, 1, 5), "20240105-abc")
     assert Position.decode(pos.encode()) == pos
