@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from mining.interfaces import ModelSpec
+from mining.search import index as clip_index
 from mining.search.index import (
     ClipIndex,
     Ids,
@@ -106,6 +107,9 @@ def sharded_meta(lake: Lake, spec: ModelSpec, part: str | None = None) -> dict[s
     return meta if meta and meta.get("shards") else None
 
 
+_NEVER = np.iinfo(np.int64).max  # a fresh entry no newer one of its clip replaced
+
+
 @dataclass(frozen=True)
 class ShardHits:
     """One shard's answer to a batch of queries: squared distances and positions in the
@@ -157,6 +161,7 @@ class ShardHolder:
         self.fresh: ClipIndex | None = None
         self.fresh_versions = np.zeros(0, np.int64)  # the commit that added each fresh entry
         self.fresh_until = np.zeros(0, np.int64)  # the commit that replaced it (int64 max: none)
+        self._latest: dict[str, int] = {}  # clip id -> its newest fresh entry
 
     def search(
         self, queries: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None = None
@@ -216,22 +221,43 @@ class ShardHolder:
         take = np.flatnonzero((versions > self.covers) & (versions <= until))
         if len(take):
             take = take[np.argsort(versions[take], kind="stable")]
-            ids = as_ids(clip_ids).take(pa.array(take))
             new = np.asarray(vectors, np.float32)[take]
-            new_versions = versions[take]
-            if self.fresh is not None:
-                new = np.vstack([self.fresh.index.reconstruct_n(0, len(self.fresh)), new])
-                ids = pa.concat_arrays([self.fresh.ids, ids])
-                new_versions = np.concatenate([self.fresh_versions, new_versions])
-            # Flat, and built here, not by ClipIndex.build: that keeps one row per clip, and a
-            # clip embedded again keeps its old row for the views pinned before its new commit.
-            flat = faiss.IndexFlatL2(new.shape[1])
-            flat.add(np.ascontiguousarray(new, np.float32))
-            self.fresh = ClipIndex(flat, ids, "Flat", replace(self.cfg, kind="flat"))
-            self.fresh_versions = new_versions
-            self.fresh_until = _superseded(ids, new_versions)
+            self._append(as_ids(clip_ids).take(pa.array(take)), new, versions[take])
         self.covers = max(self.covers, until)
         return len(self.fresh) if self.fresh is not None else 0
+
+    def _append(self, ids: pa.Array, vectors: np.ndarray, versions: np.ndarray) -> None:
+        """Add entries (in commit order) to the fresh part, in place: a top-up costs the
+        clips it adds, not the part (Ray runs this actor's calls one at a time, so no
+        search sees it half done). Every entry is kept, a clip's older ones too (not
+        ``ClipIndex.add``, which keeps one row per clip): the views pinned before a clip's
+        newer commit still see its older row. Flat while few; past
+        :data:`~mining.search.index.FRESH_IVF_FROM`, inverted lists on the newest shard's
+        trained centroids (as ``serving._fresh_part`` keeps them in one process)."""
+        if self.fresh is None:
+            flat = faiss.IndexFlatL2(vectors.shape[1])
+            self.fresh = ClipIndex(flat, pa.array([], pa.string()), "Flat", replace(self.cfg, kind="flat"))
+        newest = self._newest_shard()
+        grown = len(self.fresh) + len(ids) >= clip_index.FRESH_IVF_FROM
+        if self.fresh.ivf is None and newest is not None and grown:
+            held = self.fresh.index.reconstruct_n(0, len(self.fresh)) if len(self.fresh) else vectors[:0]
+            self.fresh = ClipIndex.ivf_beside(newest, held, self.fresh.ids)
+        start = len(self.fresh_versions)
+        self.fresh.append(vectors, ids)
+        self.fresh_versions = np.concatenate([self.fresh_versions, versions])
+        self.fresh_until = np.concatenate([self.fresh_until, np.full(len(ids), _NEVER, np.int64)])
+        for i, clip in enumerate(ids.to_pylist(), start):  # a clip's older entry ends at its newer commit
+            older = self._latest.get(clip)
+            if older is not None:
+                self.fresh_until[older] = self.fresh_versions[i]
+            self._latest[clip] = i
+
+    def _newest_shard(self) -> ClipIndex | None:
+        """The newest shard when it is an exact IVF (its centroids are the set's); else None."""
+        for number, _, shard in self.shards:
+            if number == self.fresh_number - 1 and shard.ivf is not None and shard.exact:
+                return shard
+        return None
 
     def _visible(self, as_of: int) -> np.ndarray:
         """The fresh entries a search as of commit ``as_of`` sees: added by then, not yet replaced."""
@@ -251,19 +277,6 @@ class ShardHolder:
             "node": this_node(),
             "pid": os.getpid(),
         }
-
-
-def _superseded(ids: pa.Array, versions: np.ndarray) -> np.ndarray:
-    """For each entry (in commit order), the commit of the next entry of the same clip
-    (which replaces it from there), or never (int64 max)."""
-    out = np.full(len(versions), np.iinfo(np.int64).max, np.int64)
-    latest: dict[str, int] = {}
-    for i, c in enumerate(ids.to_pylist()):
-        j = latest.get(c)
-        if j is not None:
-            out[j] = versions[i]
-        latest[c] = i
-    return out
 
 
 def placements(nodes: list[dict[str, Any]], count: int, cpus: float) -> list[str | None]:

@@ -304,6 +304,13 @@ def drop_unnamed(loc: Location, keep: set[str]) -> None:
             loc.fs.rm(path)
 
 
+FRESH_IVF_FROM = 16_384
+"""Clips embedded since the saved build from which they are kept in an IVF on the build's
+own coarse quantizer, not a flat index (in process: ``serving._fresh_part``; beside held
+shards: the newest shard's holder): a flat part costs each query a scan of all of them,
+and an incremental ``mine`` queries each of them (new clips x new clips)."""
+
+
 class ClipIndex:
     """One FAISS index and its id array (position -> clip id)."""
 
@@ -430,6 +437,29 @@ class ClipIndex:
         self.index.add(np.ascontiguousarray(vectors[fresh], dtype=np.float32))
         self.ids = pa.concat_arrays([self.ids, ids.take(pa.array(fresh))])
         return int(fresh.size)
+
+    def append(self, vectors: np.ndarray, clip_ids: Ids) -> None:
+        """Append every row, a clip given twice or held already included (a holder's fresh
+        part keeps a clip's older row for the views pinned before its newer commit)."""
+        if self.read_only:
+            raise StorageError("this index is mapped read-only from its file; load it with mmap=False")
+        ids = as_ids(clip_ids)
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.ids = pa.concat_arrays([self.ids, ids])
+
+    @classmethod
+    def ivf_beside(cls, main: ClipIndex, vectors: np.ndarray, clip_ids: Ids) -> ClipIndex:
+        """An exact IVF of ``vectors`` on ``main``'s trained coarse centroids, probed with its
+        ``nprobe``: searched beside ``main``, the two answer as one IVF holding both would
+        (``main`` must be an exact IVF)."""
+        assert main.ivf is not None and main.exact
+        ivf = main.ivf
+        quantizer = faiss.IndexFlatL2(ivf.d)
+        quantizer.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
+        index = faiss.IndexIVFFlat(quantizer, ivf.d, ivf.nlist, faiss.METRIC_L2)
+        index.make_direct_map()
+        index.add(np.ascontiguousarray(vectors, np.float32))
+        return cls(index, clip_ids, f"IVF{ivf.nlist},Flat", main.cfg)
 
     def holds(self, clip_ids: Ids) -> np.ndarray:
         """For each of ``clip_ids``, whether the index holds it.

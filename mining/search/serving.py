@@ -32,6 +32,7 @@ from deltalake.exceptions import DeltaError
 
 from mining.encoders.vectors import EmbeddingSource, ProjectedSource, SubSpace, VectorSource
 from mining.interfaces import ModelSpec
+from mining.search import index as clip_index
 from mining.search.holders import HeldIndex, ShardUnavailable
 from mining.search.index import ClipIndex, Ids, RawVectors, as_ids, merge_nearest, names_at
 from mining.search.index_build import stream_build
@@ -134,28 +135,15 @@ class LiveIndex:
         return np.sqrt(np.maximum(d2, 0)).astype(np.float32), names
 
 
-FRESH_IVF_FROM = 16_384
-"""Clips embedded since the saved build from which they are kept in an IVF on the build's
-own coarse quantizer, not a flat index: a flat part costs each query a scan of all of
-them, and an incremental ``mine`` queries each of them (new clips x new clips)."""
-
-
 def _fresh_part(main: ClipIndex | HeldIndex, vectors: np.ndarray, ids: pa.Array) -> ClipIndex:
     """The exact index of the clips added after ``main`` was saved: flat while few; past
-    :data:`FRESH_IVF_FROM`, inverted lists on ``main``'s trained centroids, probed with its
-    ``nprobe``, so the two parts answer as one IVF index holding both would."""
-    ivf = main.ivf
-    if ivf is None or not main.exact or len(vectors) < FRESH_IVF_FROM:
+    :data:`~mining.search.index.FRESH_IVF_FROM`, inverted lists on ``main``'s trained
+    centroids, probed with its ``nprobe``, so the two parts answer as one IVF index holding
+    both would."""
+    if main.ivf is None or not main.exact or len(vectors) < clip_index.FRESH_IVF_FROM:
         return ClipIndex.build(vectors, ids, replace(main.cfg, kind="flat"))
     assert isinstance(main, ClipIndex)
-    import faiss
-
-    quantizer = faiss.IndexFlatL2(ivf.d)
-    quantizer.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
-    fresh = faiss.IndexIVFFlat(quantizer, ivf.d, ivf.nlist, faiss.METRIC_L2)
-    fresh.make_direct_map()
-    fresh.add(np.ascontiguousarray(vectors, np.float32))
-    return ClipIndex(fresh, ids, f"IVF{ivf.nlist},Flat", main.cfg)
+    return ClipIndex.ivf_beside(main, vectors, ids)
 
 
 def _of_model(spec: ModelSpec) -> str:

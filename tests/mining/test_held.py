@@ -333,3 +333,55 @@ def test_a_two_level_fit_beside_holders_holding_every_cpu_runs_and_fits_what_a_l
         lk.read("mining_scores", columns=["clip_id", "cluster_id"]).sort_by("clip_id") for lk in (la, lb)
     )
     assert a.scored == b.scored == N and ca.equals(cb)
+
+
+def test_many_fresh_clips_move_to_inverted_lists_on_the_newest_shards_centroids(
+    lakes: dict[str, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FRESH_IVF_FROM the newest holder's fresh part is an IVF on the newest shard's
+    trained centroids, as the fresh part in one process is (``serving._fresh_part``), and
+    grows in place (a top-up costs the clips it adds): it finds what that one finds, as of
+    each commit, a clip embedded again included."""
+    import pyarrow as pa
+
+    from fleetmine.bench.faiss_search import embeddings_like
+    from mining.search import index as clip_index
+    from mining.search.holders import ShardHolder, sharded_meta
+
+    monkeypatch.setattr(clip_index, "FRESH_IVF_FROM", 300)
+    shutil.copytree(lakes["flat"].lake, tmp_path / "lake")
+    settings = Settings(lake=str(tmp_path / "lake"))
+    # brute_force_below 100: a filtered search of the fresh part probes its lists, as at scale
+    cfg = IndexConfig(kind="ivf-flat", nlist=16, nprobe=4, shard_size=1000, brute_force_below=100)
+    run_index(settings, cfg=cfg, runner=LOCAL)
+    lake = Lake.from_settings(settings)
+    spec = resolve(lake)
+    meta = sharded_meta(lake, spec)
+    assert meta is not None and len(meta["shards"]) == 2
+    v = int(meta["embeddings_version"])
+    holder = ShardHolder(lake, spec, None, meta, [0, 1])
+    newest = holder.shards[1][2]
+    assert newest.ivf is not None and newest.exact
+    extra = embeddings_like(500, spec.dim, seed=11)
+    ids = pa.array([f"x{i:04d}" for i in range(500)])
+    assert holder.top_up(ids.slice(0, 200), extra[:200], np.full(200, v + 1), v, v + 1) == 200
+    assert holder.fresh is not None and holder.fresh.ivf is None  # flat while few
+    assert holder.top_up(ids.slice(200), extra[200:], np.full(300, v + 2), v + 1, v + 2) == 500
+    assert holder.fresh.ivf is not None and holder.fresh.ivf.nlist == 16
+
+    def fresh(q: np.ndarray, as_of: int) -> list[list[str]]:
+        hits = holder.search(q, 5, None, as_of)
+        assert isinstance(hits, list)
+        (part,) = [h for h in hits if h.number == 2]
+        names = np.asarray(part.names.to_pylist(), object).reshape(part.pos.shape)
+        return [list(row[pos >= 0]) for row, pos in zip(names, part.pos, strict=True)]
+
+    # what one process keeps past FRESH_IVF_FROM: the same lists on the same centroids
+    one = ClipIndex.ivf_beside(newest, extra, ids)
+    queries = extra[::25] + 0.01
+    _, pos = one.search_positions(queries, 5, np.ones(500, bool))  # filtered, as a holder's as_of is
+    assert fresh(queries, v + 2) == [ids.take(pa.array(row)).to_pylist() for row in pos]
+    moved = extra[7:8] + 3.0
+    assert holder.top_up(ids.slice(0, 1), moved, np.array([v + 3]), v + 2, v + 3) == 501
+    assert fresh(moved, v + 3)[0][0] == "x0000" and "x0000" not in fresh(extra[:1], v + 3)[0]
+    assert fresh(extra[:1], v + 2)[0][0] == "x0000" and "x0000" not in fresh(moved, v + 2)[0]

@@ -21,6 +21,7 @@ import pytest
 from fleetmine.bench.catalog_lake import CatalogBatch, add_clips
 from fleetmine.bench.faiss_search import embeddings_like
 from mining.encoders.registry import resolve
+from mining.search import index as clip_index
 from mining.search import serving
 from mining.search.index import ClipIndex, IndexConfig, choose_factory
 from mining.search.queries import build_index, similar
@@ -197,7 +198,7 @@ def test_many_clips_embedded_since_the_build_are_kept_in_inverted_lists_and_answ
     """Past FRESH_IVF_FROM the fresh part is an IVF on the build's centroids: the two parts,
     merged, find exactly what one IVF index of every vector (same centroids, same nprobe)
     finds, with and without a filter."""
-    monkeypatch.setattr(serving, "FRESH_IVF_FROM", 500)
+    monkeypatch.setattr(clip_index, "FRESH_IVF_FROM", 500)
     vectors = embeddings_like(4000, 64, clusters=40, seed=3)
     ids = pa.array([f"20240101-{i:06d}" for i in range(4000)])
     cfg = IndexConfig(kind="ivf-flat", nprobe=4)

@@ -7,6 +7,8 @@ import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
@@ -190,6 +192,60 @@ def test_a_spent_budget_answers_a_short_page_that_goes_on(lake: Lake) -> None:
             break
         start = page.next
     assert seen == sorted(rare) and pages > 1
+
+
+def test_a_page_past_the_days_in_reach_goes_on_where_it_stopped(lake: Lake) -> None:
+    """A page turns only the days it can reach into Python (the budget's rows, and one
+    more day); a walk that runs past them answers a cursor there, so 40 small days read
+    with a budget of a few days still yield every match once, in order. The first day is
+    smaller than the rest: the first page's span then takes every day in reach (1 + 5 + 5
+    + 5 rows against a budget of 12) and ends there with the budget spent only just."""
+    rows = clip_rows(200, days=40)  # 40 days of 5 rows, one file each
+    first = pc.equal(rows.column("date"), pa.scalar(dt.date(2018, 8, 1), pa.date32()))
+    one = pc.equal(rows.column("clip_id"), "20180801-00000000")
+    lake.append("clips", rows.filter(pc.or_(pc.invert(first), one)))
+    where = "CAST(speed_mean AS BIGINT) % 7 = 0"
+    want = [
+        r["clip_id"]
+        for r in lake.query(
+            "clips", columns=["clip_id"], where=where, order_by=["date", "clip_id"]
+        ).to_pylist()
+    ]
+    seen: list[str] = []
+    start, pages = None, 0
+    while True:
+        with audit() as tally:
+            page = keyset_page(
+                lake, "clips", key="clip_id", columns=COLS, where=where, limit=50, start=start, budget_rows=12
+            )
+        assert tally.rows <= 12 + 2 * 5, tally.queries  # the budget, the day it starts in, one more
+        seen += page.rows.column("clip_id").to_pylist()
+        pages += 1
+        if page.next is None:
+            break
+        start = page.next
+    assert seen == want and pages >= 10
+
+
+def test_a_few_matches_in_the_cursors_day_do_not_spend_the_budget(lake: Lake) -> None:
+    """One match after the cursor in its day of ~190 rows said "1 in 190" and asked for
+    the whole budget; a span grows at most fourfold a step, so a page of 20 at 2 % reads
+    about what it needs (~1,000 rows), not the 4,000 of the table."""
+    lake.append("clips", clip_rows(4000, days=21))  # ~190 rows a day; i % 50 == 0 matches: ~2 %
+    where = "CAST(speed_mean AS BIGINT) % 50 = 0"
+    first = dt.date(2018, 8, 1)
+    day0 = (
+        lake.query(
+            "clips", columns=["clip_id"], where=f"({where}) AND date = '{first}'", order_by=["clip_id"]
+        )
+        .column("clip_id")
+        .to_pylist()
+    )
+    start = Position(first, day0[-2])  # one match left in the cursor's day
+    with audit() as tally:
+        page = keyset_page(lake, "clips", key="clip_id", columns=COLS, where=where, limit=20, start=start)
+    assert page.rows.num_rows == 20 and page.rows.column("clip_id").to_pylist()[0] == day0[-1]
+    assert tally.rows <= 2000, tally.queries
 
 
 def test_day_bounds_skip_partitions_without_reading_them(lake: Lake) -> None:
