@@ -406,25 +406,16 @@ def _neighbours(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
     if clip.get("camera"):
         base += f" AND camera = {literal(clip['camera'])}"
     t = literal(clip["start_time"])
-    cols = CARD_COLUMNS
-    day = [clip["date"]]
-    before = lake.query(
-        "clips",
-        columns=cols,
-        where=f"{base} AND start_time < {t}",
-        order_by=["start_time DESC"],
-        limit=3,
-        partitions=day,
-    )
-    after = lake.query(
-        "clips",
-        columns=cols,
-        where=f"{base} AND start_time > {t}",
-        order_by=["start_time"],
-        limit=3,
-        partitions=day,
-    )
-    return [*reversed(before.to_pylist()), {**clip, "current": True}, *after.to_pylist()]
+
+    def side(op: str, order: str) -> list[dict[str, Any]]:
+        where = f"{base} AND start_time {op} {t}"
+        rows = lake.query(
+            "clips", columns=CARD_COLUMNS, where=where, order_by=[order], limit=3, partitions=[clip["date"]]
+        )
+        return list(rows.to_pylist())
+
+    before, after = side("<", "start_time DESC"), side(">", "start_time")
+    return [*reversed(before), {**clip, "current": True}, *after]
 
 
 def _group(lake: Any, clip: dict[str, Any]) -> list[dict[str, Any]]:
