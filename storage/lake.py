@@ -39,6 +39,8 @@ __all__ = ["Lake"]
 
 log = logging.getLogger(__name__)
 
+_PARTITION_MAPS = 8  # versions' file maps a lake keeps (storage.partitions)
+
 
 def _plain_types(data: pa.Table, spec: TableSpec) -> pa.Table:
     """DataFusion hands back view types; give callers the spec's own types."""
@@ -69,16 +71,18 @@ class Lake:
         self.query_cache_bytes = query_cache_bytes
         self._snapshots = Snapshots()  # a pickled copy starts empty
         self._partitions: dict[tuple[str, str, int], PartitionFiles] = {}  # (table, column, version)
+        self._maps_lock = threading.Lock()
         self._answers = ResultCache(query_cache_bytes)  # query answers by table version (storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the caches
         state = dict(self.__dict__)
-        state["_partitions"], state["_answers"] = {}, None
+        state["_partitions"], state["_answers"], state["_maps_lock"] = {}, None, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._answers = ResultCache(self.query_cache_bytes)
+        self._maps_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -363,15 +367,19 @@ class Lake:
         return self._files(table, column, delta).counts
 
     def _files(self, table: str, column: str, delta: DeltaTable) -> PartitionFiles:
-        """The version's files by value of ``column`` (:mod:`storage.partitions`), kept per version."""
+        """The version's files by value of ``column`` (:mod:`storage.partitions`), kept for
+        the last few versions asked (a map holds an entry per file: ~10 MB at 50,000
+        files, and each ingest commit makes a new version)."""
         key = (table, column, delta.version())
-        if (hit := self._partitions.get(key)) is not None:
-            return hit
-        out = partition_files(delta, column)
-        if len(self._partitions) > 64:
-            self._partitions.clear()
-        self._partitions[key] = out
-        return out
+        with self._maps_lock:
+            hit = self._partitions.pop(key, None)
+        if hit is None:
+            hit = partition_files(delta, column)  # outside the lock: other tables' reads go on
+        with self._maps_lock:
+            self._partitions[key] = hit  # the most recently asked last
+            while len(self._partitions) > _PARTITION_MAPS:
+                self._partitions.pop(next(iter(self._partitions)))
+        return hit
 
     # -- leases & maintenance ------------------------------------------------------
 
