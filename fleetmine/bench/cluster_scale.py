@@ -193,6 +193,89 @@ def _on_cluster(
     return float(build), float(mine), {**counts, "driver_rss": rss["mine_above_idle"]}
 
 
+SCAN_QUERIES = 4096
+"""Queries each process of :func:`host_ceiling` asks of its shard."""
+
+
+def _scan(lake_uri: str, shard: int, barrier: Path) -> float:
+    """Seconds one search of :data:`SCAN_QUERIES` clips' vectors takes on shard ``shard`` of
+    the lake's saved set (one thread, as a holder searches), the best of two; started once
+    ``barrier`` exists (``<barrier>.<shard>`` says this process is ready for it)."""
+    import faiss
+    import numpy as np
+
+    from mining.encoders.registry import resolve
+    from mining.encoders.vectors import EmbeddingSource
+    from mining.search.index import ClipIndex
+    from storage.lake import Lake
+
+    faiss.omp_set_num_threads(1)
+    lake = Lake(lake_uri)
+    spec = resolve(lake)
+    loc = ClipIndex.location(lake, spec)
+    meta = ClipIndex.read_meta(loc) or {}
+    index = ClipIndex.open_files(loc, meta["shards"][shard]["files"], meta, mmap=True)
+    _, queries = next(iter(EmbeddingSource(lake, spec, SCAN_QUERIES).batches()))
+    queries = np.ascontiguousarray(queries, np.float32)
+    Path(f"{barrier}.{shard}").touch()
+    while not barrier.exists():
+        time.sleep(0.01)
+    best = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        index.search_positions(queries, 6)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def host_ceiling(lake_uri: str, workdir: Path, shards: int = 2) -> tuple[float, float]:
+    """The k-NN of ``shards`` shards in as many processes at once (what that many holders on
+    their own nodes do), and in turn (what one holder of them all does): seconds of each.
+
+    A loopback cluster's nodes share this host's memory bus. A shard's IVF scan reads some
+    MB of vectors a query and is bound by memory bandwidth, not by the core: on the 2-core
+    machine the project is tested on, two such scans at once took 1.6x as long as one
+    alone (8.5 s vs 5.2 s, 2026-12-07). Their ratio is the best two loopback nodes can show
+    against one for a mine whose holders are the work; two hosts do not share a bus."""
+    alone = []
+    for shard in range(shards):
+        alone.append(_scans(lake_uri, workdir / f"alone-{shard}", [shard])[0])
+    together = _scans(lake_uri, workdir / "together", list(range(shards)))
+    return max(together), sum(alone)
+
+
+def _scans(lake_uri: str, barrier: Path, shards: list[int]) -> list[float]:
+    """:func:`_scan` of each of ``shards`` in a process of its own, all released at once."""
+    barrier.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "fleetmine.bench.cluster_scale", "--scan", lake_uri, str(barrier)]
+    procs = [
+        subprocess.Popen([*argv, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in shards
+    ]
+    try:
+        deadline = time.monotonic() + 600
+        while not all(Path(f"{barrier}.{s}").exists() for s in shards):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(
+                    "a shard scan did not get ready: "
+                    + "; ".join(
+                        (p.stderr.read() if p.poll() is not None and p.stderr else "")[-500:] for p in procs
+                    )
+                )
+            time.sleep(0.05)
+        barrier.touch()
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"a shard scan failed: {err[-1000:]}")
+    return [float(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
 def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     from fleetmine.bench.catalog_lake import CatalogConfig, add_clips
     from mining.encoders.registry import resolve
@@ -211,6 +294,7 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     two_build, two_mine, _ = _timed_run(here, half)
     meta = ClipIndex.read_meta(ClipIndex.location(lake, resolve(lake))) or {}
     index_bytes = sum(int(s.get("bytes", 0)) for s in meta.get("shards", []))
+    at_once, in_turn = host_ceiling(lake.uri, root)
 
     on: dict[int, tuple[float, float, dict[str, Any]]] = {}
     for nodes in (1, 2):
@@ -243,6 +327,15 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             "<= 0.6x",
         ),
         (
+            f"this host's ceiling for that ratio: 2 shards' k-NN ({SCAN_QUERIES:,} queries) in 2 "
+            f"processes at once vs in turn in 1 (one memory bus under both loopback nodes)",
+            at_once,
+            in_turn,
+            "s",
+            "in turn",
+            "",
+        ),
+        (
             f"mine's driving process peak RSS above idle, 2 nodes ({tag})",
             int(on[2][2].get("driver_rss", 0)) / 1e6,
             whole,
@@ -268,7 +361,9 @@ def cluster_scale(ctx: BenchContext) -> list[BenchResult]:
     return _at(ctx, n)
 
 
-if __name__ == "__main__":  # a driver of _on_cluster: LAKE GCS SHARD_SIZE
+if __name__ == "__main__" and sys.argv[1] == "--scan":  # a process of host_ceiling: LAKE BARRIER SHARD
+    print(_scan(sys.argv[2], int(sys.argv[4]), Path(sys.argv[3])))
+elif __name__ == "__main__":  # a driver of _on_cluster: LAKE GCS SHARD_SIZE
     from storage.config import Settings
 
     uri, address, size = sys.argv[1:4]

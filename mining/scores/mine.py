@@ -19,8 +19,11 @@ outgrown the fit.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +37,7 @@ from mining.scores.lineage import latest_run, lineage_of
 from mining.scores.mining_model import MiningModel, percentile, sketch
 from mining.scores.novelty import (
     Nearest,
+    Neighbours,
     evidence,
     knn_mean,
     neighbours,
@@ -54,6 +58,35 @@ from storage.tables import mining_scores
 __all__ = ["MineConfig", "MineReport", "MineResult", "MineStage", "MineWork"]
 
 _WRITE_ROWS = 262_144  # mining_scores rows per write of a full run
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ahead(items: Iterable[T], fn: Callable[[T], R], depth: int) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` in the items' order, with up to ``depth`` calls of ``fn`` under
+    way at once (threads; ``depth`` 1: each in turn, here). For a ``fn`` that waits on other
+    processes (Ray actors holding shards): they are handed the next item while this thread
+    takes in the last answer and reads the item after, and at most ``depth`` items' inputs
+    and answers are held at once."""
+    if depth <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    window: deque[tuple[T, Future[R]]] = deque()
+    with ThreadPoolExecutor(depth, thread_name_prefix="ahead") as pool:
+        try:
+            for item in items:
+                window.append((item, pool.submit(fn, item)))
+                if len(window) >= depth:
+                    first, done = window.popleft()
+                    yield first, done.result()
+            while window:
+                first, done = window.popleft()
+                yield first, done.result()
+        finally:
+            for _, left in window:  # a failure or a consumer gone: no more asks
+                left.cancel()
 
 
 @dataclass(frozen=True)
@@ -236,8 +269,14 @@ class MineStage:
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         pairs = Pairs()
-        for batch_ids, vectors in source.batches():
-            nb = neighbours(live, lake, spec, batch_ids.to_pylist(), vectors, reference, cfg)
+
+        def search(batch: tuple[pa.Array, np.ndarray]) -> Neighbours:
+            return neighbours(live, lake, spec, batch[0].to_pylist(), batch[1], reference, cfg)
+
+        # Held shards: the next batch's k-NN is asked while this one's is taken in, so the
+        # holders never wait on this process (its reads, merges and assignments were a
+        # serial share that held two nodes' mine to one node's time).
+        for (batch_ids, vectors), nb in ahead(source.batches(), search, 2 if self._held is not None else 1):
             pairs.add(nb)
             id_parts.append(batch_ids)
             knn_parts.append(nb.knn)

@@ -240,10 +240,19 @@ def test_missing_catalog_rows_are_named(tmp_path: Path) -> None:
 
 
 def _cluster_rows(
-    mine_nodes: float = 80.0, holders: str = "[([0], 100000), ([1], 100000)]", mine_shards: float = 90.0
+    mine_nodes: float = 80.0,
+    holders: str = "[([0], 100000), ([1], 100000)]",
+    mine_shards: float = 90.0,
+    ceiling: float | None = None,
 ) -> list[dict[str, object]]:
     tag = "200,000 clips"
+    host = [
+        {"name": "this host's ceiling for that ratio: 2 shards' k-NN (4,096 queries) in 2 processes at once "
+         "vs in turn in 1 (one memory bus under both loopback nodes)", "measured": ceiling, "baseline": 4.0,
+         "unit": "s"}
+    ] if ceiling else []  # fmt: skip
     return [
+        *host,
         {"name": f"index, 2 shards vs 1 index, this process ({tag})", "measured": 16.0, "baseline": 36.0,
          "unit": "s"},
         {"name": f"mine, 2 shards vs 1 index, this process ({tag})", "measured": mine_shards,
@@ -284,6 +293,17 @@ def test_the_cluster_section_prices_holders_fan_out_and_nodes_from_the_rows(
     md = capsys.readouterr().out
     assert md.count("<= 0.60x: **not met**") == 1  # the mine's goal met at 0.55x
     assert "stand as the model prices them" in md and "cores are **at least" not in md  # 1.17x < sqrt 2
+    # where the host lets two scans at once take 3/4 of their time in turn (one memory bus), two
+    # nodes' 0.80x leave (0.80 - 0.75) / 0.25 = 20 % serial; 10 holders on their own hosts 0.28x
+    cluster.write_text(json.dumps(_cluster_rows(ceiling=3.0)))
+    main([str(bench), "--cluster", str(cluster)])
+    md = capsys.readouterr().out
+    assert "this host lets two holders' k-NN take 0.75x of its time in turn" in md, md
+    assert "20% of it is the driving process's own serial work" in md and "**0.28x**" in md
+    assert md.count("<= 0.60x: **not met** (this host allows 0.75x)") == 2
+    assert (
+        "| this host: 2 shards' k-NN in 2 processes at once / in turn (time) | 3.0 | 4.0 | 0.75x | - |" in md
+    )
 
 
 def test_a_cluster_file_without_its_rows_or_holders_is_refused_naming_them() -> None:

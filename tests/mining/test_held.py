@@ -20,6 +20,7 @@ from fleetmine.bench.catalog_lake import CatalogConfig, add_clips
 from jobs.index_job import run_index
 from jobs.mine_job import run_mine
 from mining.encoders.registry import resolve
+from mining.scores.mine import MineConfig, ahead
 from mining.search.holders import HeldIndex, ShardUnavailable
 from mining.search.index import ClipIndex, IndexConfig
 from mining.search.serving import read_vectors
@@ -29,6 +30,7 @@ from tests.conftest import LOCAL
 
 DAYS = CatalogConfig(clips_per_day=500)
 N = 2000  # four days of 500
+BATCHES = MineConfig(batch_rows=512)
 KINDS = {
     "flat": IndexConfig(kind="flat", shard_size=700),  # a shard a day
     "ivf-pq": IndexConfig(kind="ivf-pq", nlist=16, train_per_list=20, refine_factor=4, shard_size=1000),
@@ -133,8 +135,10 @@ def test_mine_over_held_shards_writes_what_a_local_run_writes(
             for s in (local, on_ray):
                 lk = Lake.from_settings(s)
                 add_clips(lk, resolve(lk), N, 400, DAYS)  # a fifth day
-        a = run_mine(local, runner=LOCAL)
-        b = run_mine(on_ray)
+        # Batches of 512: the held run asks for the next batch's k-NN while it takes in the
+        # last (mine.ahead); the local run takes them in turn.
+        a = run_mine(local, cfg=BATCHES, runner=LOCAL)
+        b = run_mine(on_ray, cfg=BATCHES)
         assert (a.mode, a.scored) == (b.mode, b.scored) and b.scored > 0, (a, b)
         la, lb = Lake.from_settings(local), Lake.from_settings(on_ray)
         assert_mined_alike(la, lb)
@@ -385,3 +389,38 @@ def test_many_fresh_clips_move_to_inverted_lists_on_the_newest_shards_centroids(
     assert holder.top_up(ids.slice(0, 1), moved, np.array([v + 3]), v + 2, v + 3) == 501
     assert fresh(moved, v + 3)[0][0] == "x0000" and "x0000" not in fresh(extra[:1], v + 3)[0]
     assert fresh(extra[:1], v + 2)[0][0] == "x0000" and "x0000" not in fresh(moved, v + 2)[0]
+
+
+def test_ahead_keeps_the_order_and_at_most_depth_asks_under_way() -> None:
+    """What the held mine's batch loop relies on: answers in the items' order whatever order
+    they finish in, never more than ``depth`` asks at once, a failure raised where its item
+    is taken in (and nothing asked past the window after it); depth 1 asks in this thread."""
+    import threading
+
+    lock = threading.Lock()
+    running, most, asked, threads = [0], [0], [], set()
+
+    def slow(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            asked.append(i)
+            threads.add(threading.get_ident())
+        time.sleep(0.02 * (i % 3))  # later items finish first
+        with lock:
+            running[0] -= 1
+        if i == 7:
+            raise ValueError("item 7")
+        return i * i
+
+    got = [(i, r) for i, r in ahead(range(7), slow, 3)]
+    assert got == [(i, i * i) for i in range(7)] and most[0] == 3, (got, most)
+    assert threading.get_ident() not in threads
+    asked.clear()
+    taken = []
+    with pytest.raises(ValueError, match="item 7"):
+        for i, _ in ahead(range(20), slow, 2):
+            taken.append(i)
+    assert taken == list(range(7)) and max(asked) <= 8, (taken, asked)
+    threads.clear()
+    assert [r for _, r in ahead(range(3), slow, 1)] == [0, 1, 4] and threads == {threading.get_ident()}
