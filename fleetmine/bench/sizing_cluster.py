@@ -191,7 +191,9 @@ def render_cluster(c: ClusterFigures, shard_clips: float, index_clips: float, mi
         )
         + ", so "
         f"{serial:.0%} of it is the driving process's own serial work (reading each batch, merging, "
-        f"features, writes; Amdahl); with {shards} holders on hosts of their own a run takes at best "
+        "features, writes; Amdahl"
+        + ("; on the loopback cluster that work also takes the nodes' cores" if ceiling else "")
+        + f"); with {shards} holders on hosts of their own a run takes at best "
         f"**{_x(serial + (1 - serial) / shards)}** one node's time. An index build: "
         f"{_x(r['index_nodes'].ratio)} on two nodes, {index_serial:.0%} serial (sampling and training "
         "the shared quantizer, the commit). Past that bound, batches must be driven by several "

@@ -285,6 +285,7 @@ def test_the_cluster_section_prices_holders_fan_out_and_nodes_from_the_rows(
     assert with_overhead == pytest.approx(mine * 1.5 / 2**0.5, abs=0.1)  # the stage row is rounded
     # two nodes 0.80x -> serial 60 %, 10 holders: 0.6 + 0.4 / 10 = 0.64x; the 0.6x goal not met
     assert "60% of it is the driving process's own serial work" in md and "**0.64x**" in md
+    assert "nodes' cores" not in md  # no ceiling row: two hosts' 0.5x
     assert md.count("<= 0.60x: **not met**") == 2
     # 40 MB over 200,000 clips: 200 B per clip, 20.0 GB for a full run over 10^8
     assert "200 B per clip" in md and "at most **20.0 GB** for a full run over 100,000,000 clips" in md
@@ -300,6 +301,7 @@ def test_the_cluster_section_prices_holders_fan_out_and_nodes_from_the_rows(
     md = capsys.readouterr().out
     assert "this host lets two holders' k-NN take 0.75x of its time in turn" in md, md
     assert "20% of it is the driving process's own serial work" in md and "**0.28x**" in md
+    assert "that work also takes the nodes' cores" in md
     assert md.count("<= 0.60x: **not met** (this host allows 0.75x)") == 2
     assert (
         "| this host: 2 shards' k-NN in 2 processes at once / in turn (time) | 3.0 | 4.0 | 0.75x | - |" in md
