@@ -246,7 +246,8 @@ def host_ceiling(lake_uri: str, workdir: Path, shards: int = 2) -> tuple[float, 
 
 def _scans(lake_uri: str, barrier: Path, shards: list[int]) -> list[float]:
     """:func:`_scan` of each of ``shards`` in a process of its own, all released at once."""
-    barrier.unlink(missing_ok=True)
+    for stale in [barrier, *(Path(f"{barrier}.{s}") for s in shards)]:  # of a run before, in this folder
+        stale.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "fleetmine.bench.cluster_scale", "--scan", lake_uri, str(barrier)]
     procs = [
         subprocess.Popen([*argv, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
