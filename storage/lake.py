@@ -373,13 +373,15 @@ class Lake:
         key = (table, column, delta.version())
         with self._maps_lock:
             hit = self._partitions.pop(key, None)
-        if hit is None:
-            hit = partition_files(delta, column)  # outside the lock: other tables' reads go on
+            if hit is not None:
+                self._partitions[key] = hit  # the most recently asked last, never out of the map
+                return hit
+        made = partition_files(delta, column)  # outside the lock: other tables' reads go on
         with self._maps_lock:
-            self._partitions[key] = hit  # the most recently asked last
+            self._partitions[key] = made
             while len(self._partitions) > _PARTITION_MAPS:
                 self._partitions.pop(next(iter(self._partitions)))
-        return hit
+        return made
 
     # -- leases & maintenance ------------------------------------------------------
 
