@@ -373,15 +373,13 @@ class Lake:
         key = (table, column, delta.version())
         with self._maps_lock:
             hit = self._partitions.pop(key, None)
-            if hit is not None:
-                self._partitions[key] = hit  # the most recently asked last, never out of the map
-                return hit
-        made = partition_files(delta, column)  # outside the lock: other tables' reads go on
+        if hit is None:
+            hit = partition_files(delta, column)  # outside the lock: other tables' reads go on
         with self._maps_lock:
-            self._partitions[key] = made
+            self._partitions[key] = hit  # the most recently asked last
             while len(self._partitions) > _PARTITION_MAPS:
                 self._partitions.pop(next(iter(self._partitions)))
-        return made
+        return hit
 
     # -- leases & maintenance ------------------------------------------------------
 

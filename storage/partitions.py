@@ -81,7 +81,7 @@ class PartitionFiles:
             tables.append(
                 pa.Table.from_arrays(
                     [
-                        pa.repeat(pa.scalar(value, fld.type), n)
+                        pa.array([value] * n, fld.type)
                         if fld.name == self.column
                         else got.column(fld.name).cast(fld.type)
                         if fld.name in got.column_names
