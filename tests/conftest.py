@@ -26,20 +26,6 @@ LOCAL = SequentialRunner()
 """The runner of tests that are not about the runner: every stage in this process."""
 
 
-# Modules that start a `ray start` head: it registers itself as the host's latest
-# cluster (/tmp/ray/ray_current_cluster), which test_runtime reads, so they take turns.
-RAY_HEAD_MODULES = frozenset(
-    {
-        "tests/jobs/test_bench_cluster_scale.py",
-        "tests/jobs/test_cluster.py",
-        "tests/jobs/test_runtime.py",
-        "tests/reliability/test_injection.py",
-        "tests/reliability/test_worker_death.py",
-        "tests/scenarios/test_backfill.py",
-    }
-)
-
-
 # Modules whose tests are each a unit of their own: each builds what it needs once per run
 # (under a file lock, in the run's folder: run_shared), so they run on several workers at once.
 TEST_UNIT_MODULES = frozenset(
@@ -47,20 +33,13 @@ TEST_UNIT_MODULES = frozenset(
 )
 
 
-# Modules that time answers against a bound (the load test: no answer over 2 s) and so run
-# in the Ray-head modules' unit, after them and never beside a cluster's start (a dozen Ray
-# processes importing at once on 2 cores pushed 9 answers past 2 s in a CI run, 2026-12-06).
-BESIDE_NO_CLUSTER_MODULES = frozenset({"tests/reliability/test_load.py"})
-
-
 def unit_of_work(nodeid: str) -> str:
-    """What a worker runs whole: the test's module (its fixtures build once), or for the
-    modules that start a Ray head (and :data:`BESIDE_NO_CLUSTER_MODULES`), all of them
-    between them, or for :data:`TEST_UNIT_MODULES` the test alone."""
+    """What a worker runs whole: the test's module (its fixtures build once), or for
+    :data:`TEST_UNIT_MODULES` the test alone. (The modules that start Ray nodes no longer
+    share one worker: :func:`ray_starting` keeps their starts apart and away from the
+    load test, and test_runtime's head registers itself in a folder of its own.)"""
     module = nodeid.split("::", 1)[0]
-    if module in TEST_UNIT_MODULES:
-        return nodeid
-    return "ray-head" if module in RAY_HEAD_MODULES | BESIDE_NO_CLUSTER_MODULES else module
+    return nodeid if module in TEST_UNIT_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -115,6 +94,18 @@ def locked(path: Path) -> Iterator[Path]:
         yield path
 
 
+@contextmanager
+def ray_starting() -> Iterator[None]:
+    """Held while this test starts Ray nodes (``ray start``), and by the load test while it
+    runs: one at a time over the run's workers. A node's start is a dozen processes
+    importing at once, and Ray gives them fixed times (30 s to register a node, 15 s for
+    the agent's port file): two starts at once on 2 cores have missed them, and one beside
+    the load test pushed 9 answers past its 2 s bound (CI, 2026-12-06). Clusters already
+    running need no turn: they cost little more than waiting."""
+    with locked(run_shared("ray") / "starting"):
+        yield
+
+
 def synthesized(dest: Path, cfg: SynthConfig) -> Path:
     """``synthesize(dest, cfg)``, copied from the run's one build of ``cfg``.
 
@@ -123,7 +114,9 @@ def synthesized(dest: Path, cfg: SynthConfig) -> Path:
     xdist workers. The first to ask builds it under a file lock; the others copy it (a
     copy, not links: tests edit their trees)."""
     shared = _RUN_TMP[0] if _RUN_TMP else dest.parent
-    key = "-".join(f"{v}" for k, v in vars(cfg).items() if k != "workers")
+    key = "-".join(
+        ",".join(v) if isinstance(v, tuple) else f"{v}" for k, v in vars(cfg).items() if k != "workers"
+    )
     built = shared / "fleets" / key
     built.parent.mkdir(parents=True, exist_ok=True)
     with locked(built):

@@ -23,6 +23,7 @@ from av.video.reformatter import VideoReformatter
 from ingest.synth.canlog import FORMATS, messages, write_can_log
 from ingest.synth.render import LIGHTS, Look, Renderer
 from ingest.synth.scenario import EVENT_TYPES, HZ, DriveState, simulate
+from storage.errors import ConfigError
 
 __all__ = ["DriveJob", "SynthConfig", "drive_state", "plan_drives", "render_drive", "synthesize"]
 
@@ -40,6 +41,15 @@ class SynthConfig:
     gop_seconds: float = 1.0
     duplicates: int | None = None  # duplicate drives (30 s each); default: one per 3 drives
     workers: int = 0  # 0: one per CPU
+    # The CAN log formats vehicles write in turn (vehicle v: ``can_formats[v % len]``). Every
+    # format by default; a fleet whose test is not about formats writes candump alone, the
+    # cheapest to write and to read (python-can's ASC and BLF readers and writers handle
+    # each frame in Python: two thirds of a fleet's CAN time).
+    can_formats: tuple[str, ...] = FORMATS
+
+    def __post_init__(self) -> None:
+        if not self.can_formats or not set(self.can_formats) <= set(FORMATS):
+            raise ConfigError(f"can_formats {self.can_formats!r}: one or more of {FORMATS}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ def plan_drives(cfg: SynthConfig) -> list[DriveJob]:
                     seconds=float(seconds),
                     seed=int(rng.integers(0, 2**31)),
                     light=LIGHTS[int(rng.integers(0, len(LIGHTS)))],
-                    can_suffix=FORMATS[v % len(FORMATS)],
+                    can_suffix=cfg.can_formats[v % len(cfg.can_formats)],
                 )
             )
     # Rare events over the whole fleet, types balanced, never in a drive's first or
@@ -128,7 +138,7 @@ def plan_drives(cfg: SynthConfig) -> list[DriveJob]:
                     seconds=30.0,
                     seed=int(rng.integers(0, 2**31)),
                     light=src.light,
-                    can_suffix=FORMATS[int(vehicle[-3:]) % len(FORMATS)],
+                    can_suffix=cfg.can_formats[int(vehicle[-3:]) % len(cfg.can_formats)],
                     source=src,
                     source_window=w0,
                     brightness=0.0 if exact else 14.0,

@@ -21,6 +21,7 @@ from ingest.synth.render import LIGHTS, Look, Renderer
 from ingest.synth.scenario import EVENT_TYPES, HZ, simulate
 from jobs.ingest_job import run_ingest
 from storage import Lake, Settings
+from storage.errors import ConfigError
 from tests.conftest import LOCAL
 
 FLEETMINE = str(Path(sys.executable).parent / "fleetmine")
@@ -160,3 +161,20 @@ def test_scenario_frames_render(event: str, tmp_path: Path) -> None:
     Image.fromarray(img).save(tmp_path / f"{event}.png")
     # the road is there: grey asphalt in the lower middle, sky above
     assert abs(int(img[340, 320, 0]) - int(img[340, 320, 2])) < 10 and img[20, 320, 2] > img[20, 320, 0]
+
+
+def test_can_formats_choose_each_vehicles_log_and_nothing_else() -> None:
+    """Vehicle v writes ``can_formats[v % len]`` (its duplicates too); an unknown or empty
+    choice is an error naming the known formats, not a fleet without CAN."""
+    every = plan_drives(SynthConfig(vehicles=3, drives=1, minutes=1, seed=4))
+    assert [j.can_suffix for j in every if j.source is None] == [".log", ".asc", ".blf"]
+    only = plan_drives(SynthConfig(vehicles=3, drives=2, minutes=1, seed=4, can_formats=(".log",)))
+    assert {j.can_suffix for j in only} == {".log"} and any(j.source for j in only)
+    # the same drives either way: only the log format changes
+    assert [
+        (j.vehicle_id, j.drive, j.seed)
+        for j in plan_drives(SynthConfig(vehicles=3, drives=1, minutes=1, seed=4, can_formats=(".blf",)))
+    ] == [(j.vehicle_id, j.drive, j.seed) for j in every]
+    for bad in ((), (".mf4",), (".log", "../x")):
+        with pytest.raises(ConfigError, match=r"\.log.*\.asc.*\.blf"):
+            SynthConfig(can_formats=bad)

@@ -3,8 +3,8 @@ index and two shards, then on a loopback cluster of one 1-CPU node and of two (s
 stopped by PID), every row measured, and with two nodes each holder held one shard only;
 the mine's driving process's peak RSS measured, and the host's own ceiling for the node
 ratio (two shards' k-NN in two processes at once, against in turn).
-(Two Ray clusters one after the other: about a minute of a core; not ``long``, so it runs
-after the load test, not beside it, in the unit of the modules that start a Ray head.)"""
+(Two Ray clusters one after the other: about a minute of a core. The whole bench is one
+turn of :func:`tests.conftest.ray_starting`: it starts nodes several times.)"""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 
 from fleetmine.bench import BenchContext, run_all
+from tests.conftest import ray_starting
 
 
 def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
-    rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
+    with ray_starting():
+        rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
     assert len(rows) == 7, [r.name for r in rows]
     for r in rows:
         assert r.measured > 0 and r.baseline > 0 and not math.isnan(r.ratio), r

@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, ray_starting
 
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def test_no_address_never_joins_another_cluster_on_the_host(tmp_path: Path) -> None:
+def test_no_address_never_joins_another_cluster_on_the_host() -> None:
     port = free_port()
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # Ray's temporary folder is RAY_TMPDIR's `ray/` for the head and the probe alike: the
+    # head registers there, not in the /tmp/ray the run's other clusters share (a short
+    # path: Ray's sockets live under it, and a socket path has at most 107 bytes).
+    tmp = Path(tempfile.mkdtemp(prefix="fm-rt-", dir="/tmp"))
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp)}
     env.pop("RAY_ADDRESS")
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-         "--node-ip-address=127.0.0.1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    head: subprocess.Popen[bytes] | None = None
     try:
-        # It registers itself as the host's latest cluster, where a bare ray.init() looks.
-        marker = Path("/tmp/ray/ray_current_cluster")
-        deadline = time.time() + 60
-        while time.time() < deadline and not (marker.exists() and f":{port}" in marker.read_text()):
-            time.sleep(0.5)
-        assert f":{port}" in marker.read_text()
+        with ray_starting():
+            head = subprocess.Popen(
+                [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                 "--include-dashboard=false", "--node-ip-address=127.0.0.1"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            # It registers itself as the host's latest cluster, where a bare ray.init() looks.
+            marker = tmp / "ray" / "ray_current_cluster"
+            deadline = time.time() + 60
+            while time.time() < deadline and not (marker.exists() and f":{port}" in marker.read_text()):
+                time.sleep(0.5)
+        assert marker.exists() and f":{port}" in marker.read_text()
         # ray.init() without an address would join that cluster ("the latest cluster on this host").
         probe = (
             "from jobs.runtime import init_ray; r = init_ray(None, num_cpus=1); "
@@ -44,5 +52,7 @@ def test_no_address_never_joins_another_cluster_on_the_host(tmp_path: Path) -> N
         gcs = out.stdout.strip().splitlines()[-1]
         assert gcs and not gcs.endswith(f":{port}"), gcs
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # the head we started, by its PID (its process group)
-        head.wait(60)
+        if head is not None:
+            os.killpg(head.pid, signal.SIGTERM)  # the head we started, by its PID (its process group)
+            head.wait(60)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import auth
-from tests.conftest import serve_process
+from tests.conftest import ray_starting, serve_process
 from tests.reliability.conftest import Figures, driver, mined_lake, write_raw
 
 CLIENTS = int(os.environ.get("FLEETMINE_LOAD_CLIENTS", "200"))
@@ -89,6 +89,11 @@ async def _load(base: str, token: str, clips: list[str], manifest: str) -> list[
 
 
 def test_200_clients_for_60_s_while_ingest_commits(tmp_path: Path, figures: Figures) -> None:
+    with ray_starting():  # no Ray node starts beside the timed answers (tests/conftest.py)
+        _load_while_ingest_commits(tmp_path, figures)
+
+
+def _load_while_ingest_commits(tmp_path: Path, figures: Figures) -> None:
     settings, lake, tokens = mined_lake(tmp_path / "fleet")
     clips = [str(c) for c in lake.read("clips", columns=["clip_id"]).column(0).to_pylist()]
     stop = threading.Event()
