@@ -58,10 +58,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByModule(config, log)
 
 
+FIRST_MODULES = ("tests/reliability/test_load.py",)
+"""Run before every other: the load test, while the other workers draw the acceptance fleets
+(one process of one core each) and before any Ray cluster starts (:func:`no_ray_cluster_beside`)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``long`` tests first: each starts on a worker of its own while the short ones fill
-    the others, where one long test started last would hold the run open alone."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """The load test, then ``long`` tests (the acceptance fleets before the clusters): each
+    starts on a worker of its own while the short ones fill the others, where one long test
+    started last would hold the run open alone."""
+
+    def order(item: pytest.Item) -> tuple[bool, bool, bool]:
+        return (
+            item.nodeid.split("::", 1)[0] not in FIRST_MODULES,
+            item.get_closest_marker("long") is None,
+            item.get_closest_marker("ray_cluster") is not None,
+        )
+
+    items.sort(key=order)
 
 
 _RUN_TMP: list[Path] = []
@@ -86,23 +100,43 @@ def run_shared(name: str) -> Path:
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[Path]:
-    """``path``, held under an exclusive file lock (``<path>.lock``) against the run's other
-    workers: build it if missing, then read it."""
+def locked(path: Path, shared: bool = False) -> Iterator[Path]:
+    """``path``, held under a file lock (``<path>.lock``) against the run's other workers:
+    exclusive to build it if missing, then read it; ``shared`` beside other shared holders."""
     with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield path
 
 
 @contextmanager
 def ray_starting() -> Iterator[None]:
-    """Held while this test starts Ray nodes (``ray start``), and by the load test while it
-    runs: one at a time over the run's workers. A node's start is a dozen processes
-    importing at once, and Ray gives them fixed times (30 s to register a node, 15 s for
-    the agent's port file): two starts at once on 2 cores have missed them, and one beside
-    the load test pushed 9 answers past its 2 s bound (CI, 2026-12-06). Clusters already
-    running need no turn: they cost little more than waiting."""
+    """Held while this test starts Ray nodes (``ray start``): one start at a time over the
+    run's workers. A node's start is a dozen processes importing at once, and Ray gives them
+    fixed times (30 s to register a node, 15 s for the agent's port file), which two starts
+    at once on 2 cores have missed."""
     with locked(run_shared("ray") / "starting"):
+        yield
+
+
+@contextmanager
+def no_ray_cluster_beside() -> Iterator[None]:
+    """Held by the load test: no test marked ``ray_cluster`` runs while it does. A cluster's
+    starts, its jobs' drivers and its workers are process storms; one beside the load test
+    pushed 9 answers past its 2 s bound (CI, 2026-12-06), a job submission head 31 (CI,
+    2026-12-07)."""
+    with locked(run_shared("ray") / "clusters"):
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_cluster_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module marked ``ray_cluster`` runs beside other such modules, never beside the load
+    test (:func:`no_ray_cluster_beside`: a shared hold of the same lock). Module-wide, and
+    autouse, so it is held before any of the module's own fixtures starts a cluster."""
+    if request.node.get_closest_marker("ray_cluster") is None:
+        yield
+        return
+    with locked(run_shared("ray") / "clusters", shared=True):
         yield
 
 
@@ -234,6 +268,13 @@ def lake_uri(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[
     opts = request.getfixturevalue("s3_options")
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/lake", opts
+
+
+LOCAL_LAKE_ONLY = pytest.mark.parametrize("lake_uri", ["local"], indirect=True)
+"""For a test of what the engine computes over a lake, not of how the lake is stored: the
+local lake of :func:`lake_uri` alone. The S3 doubling stays where the storage layer differs
+(log listings, file opens, commits, leases); an ``s3://`` lake costs ~3 s of a core per test
+(its 25 tables made on moto)."""
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import free_port, ray_starting
 
-pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
+pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # minutes of a core: run first (tests/conftest.py)
 RAY = str(Path(sys.executable).parent / "ray")
 
 

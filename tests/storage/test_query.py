@@ -1,4 +1,6 @@
-"""Engine queries, keyset pages and the sorted layout, on a local lake and an s3:// lake."""
+"""Engine queries, keyset pages and the sorted layout, on a local lake and an s3:// lake where
+the storage differs (log listings, file opens, the layout), on a local lake alone where only the
+engine's answer is under test."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from storage import Lake
 from storage.errors import ConfigError, StorageError
 from storage.pages import Position, keyset_page
 from storage.query import audit, explain_rows
+from tests.conftest import LOCAL_LAKE_ONLY
 from tests.storage.helpers import clip_rows
 
 COLS = ["clip_id", "vehicle_id", "events"]
@@ -25,6 +28,7 @@ def _ids(lake: Lake, where: str | None = None) -> list[str]:
     return sorted(lake.read("clips", columns=["clip_id"], where=where).column("clip_id").to_pylist())
 
 
+@LOCAL_LAKE_ONLY
 def test_query_runs_predicate_order_and_limit_in_the_engine(lake: Lake) -> None:
     lake.append("clips", clip_rows(60))
     top = lake.query(
@@ -36,6 +40,7 @@ def test_query_runs_predicate_order_and_limit_in_the_engine(lake: Lake) -> None:
         lake.query("clips", where="no_such = 1")
 
 
+@LOCAL_LAKE_ONLY
 def test_audit_counts_rows_the_scans_decode(lake: Lake) -> None:
     lake.append("clips", clip_rows(60))  # 3 days of 20 clips
     with audit() as tally:
@@ -46,6 +51,7 @@ def test_audit_counts_rows_the_scans_decode(lake: Lake) -> None:
     assert tally.rows == one_day + everything
 
 
+@LOCAL_LAKE_ONLY
 def test_a_query_answer_is_kept_per_table_version(lake: Lake) -> None:
     lake.append("clips", clip_rows(30))
     first = lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
@@ -60,6 +66,7 @@ def test_a_query_answer_is_kept_per_table_version(lake: Lake) -> None:
     assert len(tally.queries) == 1 and tally.rows > 0
 
 
+@LOCAL_LAKE_ONLY
 def test_a_lake_set_to_keep_no_answers_runs_every_query(lake: Lake) -> None:
     from storage import Settings
 
@@ -102,6 +109,7 @@ def test_explain_rows_adds_filtered_rows_and_rounds_up() -> None:
     assert explain_rows(plan) == 19 + 1510
 
 
+@LOCAL_LAKE_ONLY
 def test_keyset_pages_walk_every_match_once_in_order(lake: Lake) -> None:
     lake.append("clips", clip_rows(90))  # 3 days, hard_brake on every 5th clip
     want = _ids(lake, "array_has(events, 'hard_brake')")
@@ -126,6 +134,7 @@ def test_keyset_pages_walk_every_match_once_in_order(lake: Lake) -> None:
     assert seen == want
 
 
+@LOCAL_LAKE_ONLY
 def test_time_ordered_pages_walk_every_row_once_in_real_time_order(lake: Lake) -> None:
     """Times against id order, ties (broken by id) and rows with no time (last in their
     day): a walk in pages of 4 sees each row once, in (date, start_time, clip_id) order."""
@@ -165,6 +174,7 @@ def test_time_ordered_pages_walk_every_row_once_in_real_time_order(lake: Lake) -
         )
 
 
+@LOCAL_LAKE_ONLY
 def test_a_spent_budget_answers_a_short_page_that_goes_on(lake: Lake) -> None:
     lake.append("clips", clip_rows(6000, days=6))  # six days of 1,000; a filter matching three
     rows = lake.read("clips", columns=["clip_id", "date"]).sort_by("clip_id").to_pylist()
@@ -194,6 +204,7 @@ def test_a_spent_budget_answers_a_short_page_that_goes_on(lake: Lake) -> None:
     assert seen == sorted(rare) and pages > 1
 
 
+@LOCAL_LAKE_ONLY
 def test_a_page_past_the_days_in_reach_goes_on_where_it_stopped(lake: Lake) -> None:
     """A page turns only the days it can reach into Python (the budget's rows, and one
     more day); a walk that runs past them answers a cursor there, so 40 small days read
@@ -227,6 +238,7 @@ def test_a_page_past_the_days_in_reach_goes_on_where_it_stopped(lake: Lake) -> N
     assert seen == want and pages >= 10
 
 
+@LOCAL_LAKE_ONLY
 def test_a_few_matches_in_the_cursors_day_do_not_spend_the_budget(lake: Lake) -> None:
     """One match after the cursor in its day of ~190 rows said "1 in 190" and asked for
     the whole budget; a span grows at most fourfold a step, so a page of 20 at 2 % reads
