@@ -26,6 +26,23 @@ LOCAL = SequentialRunner()
 """The runner of tests that are not about the runner: every stage in this process."""
 
 
+# Modules that start Ray nodes (`ray start`) and submit jobs to them, and the load test: one
+# unit, run in turn on one worker. Two clusters at once on 2 cores each took twice as long
+# and one lost its worker's task past a 4 minute wait (CI, 2026-12-07); a cluster's start
+# or a job submission head beside the load test pushed 9 and 31 answers past its 2 s
+# bound (CI, 2026-12-06 and -07). The load test runs first in the unit, at the run's start,
+# when the other workers draw the acceptance fleets (one process of one core each).
+RAY_HEAD_MODULES = (
+    "tests/reliability/test_load.py",
+    "tests/jobs/test_cluster.py",
+    "tests/jobs/test_runtime.py",
+    "tests/reliability/test_injection.py",
+    "tests/reliability/test_worker_death.py",
+    "tests/scenarios/test_backfill.py",
+    "tests/jobs/test_bench_cluster_scale.py",
+)
+
+
 # Modules whose tests are each a unit of their own: each builds what it needs once per run
 # (under a file lock, in the run's folder: run_shared), so they run on several workers at once.
 TEST_UNIT_MODULES = frozenset(
@@ -35,11 +52,12 @@ TEST_UNIT_MODULES = frozenset(
 
 def unit_of_work(nodeid: str) -> str:
     """What a worker runs whole: the test's module (its fixtures build once), or for
-    :data:`TEST_UNIT_MODULES` the test alone. (The modules that start Ray nodes no longer
-    share one worker: :func:`ray_starting` keeps their starts apart and away from the
-    load test, and test_runtime's head registers itself in a folder of its own.)"""
+    :data:`RAY_HEAD_MODULES` all of them between them, or for :data:`TEST_UNIT_MODULES`
+    the test alone."""
     module = nodeid.split("::", 1)[0]
-    return nodeid if module in TEST_UNIT_MODULES else module
+    if module in TEST_UNIT_MODULES:
+        return nodeid
+    return "ray-head" if module in RAY_HEAD_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -58,22 +76,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByModule(config, log)
 
 
-FIRST_MODULES = ("tests/reliability/test_load.py",)
-"""Run before every other: the load test, while the other workers draw the acceptance fleets
-(one process of one core each) and before any Ray cluster starts (:func:`no_ray_cluster_beside`)."""
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The load test, then ``long`` tests (the acceptance fleets before the clusters): each
-    starts on a worker of its own while the short ones fill the others, where one long test
-    started last would hold the run open alone."""
+    """The Ray-head unit first, in the order of :data:`RAY_HEAD_MODULES`, then the other
+    ``long`` tests: each starts on a worker of its own while the short ones fill the others,
+    where one long test started last would hold the run open alone."""
 
-    def order(item: pytest.Item) -> tuple[bool, bool, bool]:
-        return (
-            item.nodeid.split("::", 1)[0] not in FIRST_MODULES,
-            item.get_closest_marker("long") is None,
-            item.get_closest_marker("ray_cluster") is not None,
-        )
+    def order(item: pytest.Item) -> tuple[int, bool]:
+        module = item.nodeid.split("::", 1)[0]
+        head = RAY_HEAD_MODULES.index(module) if module in RAY_HEAD_MODULES else len(RAY_HEAD_MODULES)
+        return head, item.get_closest_marker("long") is None
 
     items.sort(key=order)
 
@@ -100,44 +111,12 @@ def run_shared(name: str) -> Path:
 
 
 @contextmanager
-def locked(path: Path, shared: bool = False) -> Iterator[Path]:
-    """``path``, held under a file lock (``<path>.lock``) against the run's other workers:
-    exclusive to build it if missing, then read it; ``shared`` beside other shared holders."""
+def locked(path: Path) -> Iterator[Path]:
+    """``path``, held under an exclusive file lock (``<path>.lock``) against the run's other
+    workers: build it if missing, then read it."""
     with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield path
-
-
-@contextmanager
-def ray_starting() -> Iterator[None]:
-    """Held while this test starts Ray nodes (``ray start``): one start at a time over the
-    run's workers. A node's start is a dozen processes importing at once, and Ray gives them
-    fixed times (30 s to register a node, 15 s for the agent's port file), which two starts
-    at once on 2 cores have missed."""
-    with locked(run_shared("ray") / "starting"):
-        yield
-
-
-@contextmanager
-def no_ray_cluster_beside() -> Iterator[None]:
-    """Held by the load test: no test marked ``ray_cluster`` runs while it does. A cluster's
-    starts, its jobs' drivers and its workers are process storms; one beside the load test
-    pushed 9 answers past its 2 s bound (CI, 2026-12-06), a job submission head 31 (CI,
-    2026-12-07)."""
-    with locked(run_shared("ray") / "clusters"):
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray_cluster_turn(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A module marked ``ray_cluster`` runs beside other such modules, never beside the load
-    test (:func:`no_ray_cluster_beside`: a shared hold of the same lock). Module-wide, and
-    autouse, so it is held before any of the module's own fixtures starts a cluster."""
-    if request.node.get_closest_marker("ray_cluster") is None:
-        yield
-        return
-    with locked(run_shared("ray") / "clusters", shared=True):
-        yield
 
 
 def synthesized(dest: Path, cfg: SynthConfig) -> Path:

@@ -21,7 +21,7 @@ import httpx
 
 from fleetmine.bench.cluster_scale import stop_nodes
 from storage import Lake
-from tests.conftest import free_port, ray_starting
+from tests.conftest import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 # Where and when the input was read: an S3 etag vs a file mtime, an s3:// vs a local path.
@@ -63,23 +63,23 @@ def start_node(
     nodes: int,
 ) -> None:
     """``ray start --block ARGS`` in its own process group (appended to ``procs``) and wait
-    until ``nodes`` are alive, in the run's turn for starts (:func:`ray_starting`); a node
-    that exits while starting is stopped and started again, up to :data:`NODE_TRIES` times."""
+    until ``nodes`` are alive; a node that exits while starting is stopped and started
+    again, up to :data:`NODE_TRIES` times."""
     common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     for attempt in range(NODE_TRIES):
         log = log_dir / (f"{name}.log" if attempt == 0 else f"{name}-again-{attempt}.log")
-        try:
-            with ray_starting(), open(log, "wb") as out:  # the child keeps its own copy of the fd
-                procs.append(
-                    subprocess.Popen(
-                        [RAY, "start", *args, *common, *_node_ports()],
-                        env=node_env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+        with open(log, "wb") as out:  # the child keeps its own copy of the fd
+            procs.append(
+                subprocess.Popen(
+                    [RAY, "start", *args, *common, *_node_ports()],
+                    env=node_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
-                wait_nodes(base, env, nodes, procs)
+            )
+        try:
+            wait_nodes(base, env, nodes, procs)
             return
         except NodeExited:
             stop([procs.pop()])

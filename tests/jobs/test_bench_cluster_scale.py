@@ -3,8 +3,8 @@ index and two shards, then on a loopback cluster of one 1-CPU node and of two (s
 stopped by PID), every row measured, and with two nodes each holder held one shard only;
 the mine's driving process's peak RSS measured, and the host's own ceiling for the node
 ratio (two shards' k-NN in two processes at once, against in turn).
-(Two Ray clusters one after the other: about a minute of a core and two of waiting. The whole
-bench is one turn of :func:`tests.conftest.ray_starting`: it starts nodes several times.)"""
+(Two Ray clusters one after the other: about a minute of a core; in the unit of the modules
+that start Ray nodes, last: tests/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ import math
 import re
 from pathlib import Path
 
-import pytest
-
 from fleetmine.bench import BenchContext, run_all
-from tests.conftest import ray_starting
-
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # two clusters: run first (tests/conftest.py)
 
 
 def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
-    with ray_starting():
-        rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
+    rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
     assert len(rows) == 7, [r.name for r in rows]
     for r in rows:
         assert r.measured > 0 and r.baseline > 0 and not math.isnan(r.ratio), r

@@ -31,7 +31,7 @@ from tests.conftest import LOCAL, serve_process, synthesized
 from tests.jobs.cluster import cli, rows, state, two_node_cluster
 from tests.mining.test_held import assert_mined_alike
 
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # minutes of a core: run first (tests/conftest.py)
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 
 
 def alive_holders(address: str, env: dict[str, str]) -> list[dict[str, object]]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, ray_starting
+from tests.conftest import free_port
 
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # minutes of a core: run first (tests/conftest.py)
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -29,17 +29,16 @@ def test_no_address_never_joins_another_cluster_on_the_host() -> None:
     env.pop("RAY_ADDRESS")
     head: subprocess.Popen[bytes] | None = None
     try:
-        with ray_starting():
-            head = subprocess.Popen(
-                [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
-                 "--include-dashboard=false", "--node-ip-address=127.0.0.1"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-            # It registers itself as the host's latest cluster, where a bare ray.init() looks.
-            marker = tmp / "ray" / "ray_current_cluster"
-            deadline = time.time() + 60
-            while time.time() < deadline and not (marker.exists() and f":{port}" in marker.read_text()):
-                time.sleep(0.5)
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+             "--include-dashboard=false", "--node-ip-address=127.0.0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        # It registers itself as the host's latest cluster, where a bare ray.init() looks.
+        marker = tmp / "ray" / "ray_current_cluster"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (marker.exists() and f":{port}" in marker.read_text()):
+            time.sleep(0.5)
         assert marker.exists() and f":{port}" in marker.read_text()
         # ray.init() without an address would join that cluster ("the latest cluster on this host").
         probe = (

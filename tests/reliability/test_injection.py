@@ -37,7 +37,7 @@ from tests.conftest import free_port
 from tests.jobs.cluster import head_args, start_node, stop
 from tests.reliability.conftest import Figures
 
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # minutes of a core: run first (tests/conftest.py)
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 FINAL = ("succeeded", "partial", "failed", "cancelled")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import auth
-from tests.conftest import no_ray_cluster_beside, serve_process
+from tests.conftest import serve_process
 from tests.reliability.conftest import Figures, driver, mined_lake, write_raw
 
 CLIENTS = int(os.environ.get("FLEETMINE_LOAD_CLIENTS", "200"))
@@ -89,11 +89,6 @@ async def _load(base: str, token: str, clips: list[str], manifest: str) -> list[
 
 
 def test_200_clients_for_60_s_while_ingest_commits(tmp_path: Path, figures: Figures) -> None:
-    with no_ray_cluster_beside():  # no Ray cluster's process storms beside the timed answers
-        _load_while_ingest_commits(tmp_path, figures)
-
-
-def _load_while_ingest_commits(tmp_path: Path, figures: Figures) -> None:
     settings, lake, tokens = mined_lake(tmp_path / "fleet")
     clips = [str(c) for c in lake.read("clips", columns=["clip_id"]).column(0).to_pylist()]
     stop = threading.Event()

@@ -34,7 +34,7 @@ from tests.conftest import LOCAL, synthesized
 from tests.jobs.cluster import Cluster, children, cli, rows, state, two_node_cluster
 from tests.reliability.conftest import Figures
 
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # minutes of a core: run first (tests/conftest.py)
+pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
 DATA = ("drives", "clips", "signals", "can_frames", "clip_frames")
 
 

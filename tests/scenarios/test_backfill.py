@@ -32,7 +32,7 @@ from storage import Lake, Settings
 from tests.conftest import LOCAL, synthesized
 from tests.jobs.cluster import Cluster, cli, state, two_node_cluster
 
-pytestmark = [pytest.mark.long, pytest.mark.ray_cluster]  # a cluster start: run first (tests/conftest.py)
+pytestmark = pytest.mark.long  # a cluster start: run first (tests/conftest.py)
 
 LATE = "speed_mps < 14 for >= 1s then speed_mps >= 14 within 2s"
 
