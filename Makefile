@@ -7,9 +7,10 @@ RUNTIME := $(VENV)/.installed-runtime
 
 .PHONY: setup demo test quick lint typecheck unit bench clean
 
-# pytest workers: one more than the cores (a test waiting on a Ray node or a subprocess
-# leaves its core to another), at most 4 (each may hold a local Ray and a fleet)
-WORKERS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 2) + 1 )); [ $$n -gt 4 ] && n=4; echo $$n)
+# pytest workers: two more than the cores (a test waiting on a Ray node, a server or a
+# subprocess leaves its core to another: with one more, 2 cores stood a fifth idle), at
+# most 4 (each may hold a local Ray and a fleet)
+WORKERS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 2) + 2 )); [ $$n -gt 4 ] && n=4; echo $$n)
 # modules are units of work (their fixtures build once), `long` tests first: tests/conftest.py
 PYTEST_PAR := -n $(WORKERS)
 

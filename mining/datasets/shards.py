@@ -23,6 +23,7 @@ from mining.datasets.curation import get_version
 from mining.datasets.media import frame_times
 from mining.datasets.members import BATCH_ROWS, ids_predicates, member_batches
 from mining.datasets.spans import span_sample
+from mining.datasets.tar import SampleTar
 from storage.errors import NotFoundError
 from storage.lake import Lake
 from storage.reads import read_clip_signals
@@ -79,10 +80,8 @@ def _write_shard(lake: Lake, plan: ExportPlan, work: ShardWork) -> dict[str, Any
     where given, and the model version and scores that selected the sample."""
     loc = _location(lake, plan.name, plan.version)
     fs = loc.fs
-    import webdataset as wds  # here, not at import: it pulls in torch where torch is installed
-
     buf = io.BytesIO()
-    writer = wds.TarWriter(buf, mtime=0, user="fleetmine", group="fleetmine", encoder=False)
+    writer = SampleTar(buf)
     common = {
         "signals_columns": list(SIGNAL_COLUMNS),
         "signals_units": {c: UNITS[c] for c in SIGNAL_COLUMNS},

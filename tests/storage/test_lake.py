@@ -1,4 +1,5 @@
-"""The storage suite: every test runs against a local lake and an s3:// lake (moto)."""
+"""The storage suite: every test that touches storage runs against a local lake and an s3://
+lake (moto); the three whose answer comes before storage is touched, on a local lake."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from storage import Lake, StorageError, Txn
 from storage.errors import SchemaError, TableNotFoundError
 from storage.tables import TABLES
+from tests.conftest import LOCAL_LAKE_ONLY
 from tests.storage.helpers import clip_rows
 
 
@@ -63,16 +65,19 @@ def test_read_prunes_files_by_partition(lake: Lake) -> None:
     assert len(files) < len(lake.delta("clips").file_uris())
 
 
+@LOCAL_LAKE_ONLY  # the engine's and the schema's answer: no storage in it
 def test_bad_predicate_is_a_storage_error(lake: Lake) -> None:
     with pytest.raises(StorageError, match="no_such_column"):
         lake.read("clips", where="no_such_column = 1")
 
 
+@LOCAL_LAKE_ONLY  # the engine's and the schema's answer: no storage in it
 def test_unknown_table_lists_known(lake: Lake) -> None:
     with pytest.raises(TableNotFoundError, match="known:"):
         lake.read("clipz")
 
 
+@LOCAL_LAKE_ONLY  # the engine's and the schema's answer: no storage in it
 def test_conform_rejects_unknown_columns(lake: Lake) -> None:
     with pytest.raises(SchemaError, match="unknown columns"):
         lake.append("clips", clip_rows(2).append_column("oops", pa.array([1, 2])))
