@@ -7,7 +7,7 @@ import struct
 import zlib
 
 from ingest._reasons import reason
-from ingest.can._pycan import FrameBuilder
+from ingest.can._pycan import FrameBuilder, python_can
 from ingest.interfaces import CanReadResult
 
 __all__ = ["BlfReader"]
@@ -17,7 +17,7 @@ class BlfReader:
     suffixes: tuple[str, ...] = (".blf",)
 
     def read(self, data: bytes, name: str) -> CanReadResult:
-        import can  # loads asammdf, sympy and pandas (~0.9 s a process): only when read
+        can = python_can()  # when read, and without asammdf (ingest/can/_pycan.py)
 
         builder = FrameBuilder()
         result = CanReadResult(builder.table())

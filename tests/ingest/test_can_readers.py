@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import can
@@ -141,3 +145,43 @@ def test_mf4_round_trip_through_asammdf(shared_data: Path, tmp_path: Path) -> No
     assert [g["data"] for g in got] == [bytes(m.data) for m in messages]
     cut = read_can_log(data[: len(data) // 2], "cut.mf4")
     assert cut.skipped == 1 and "unreadable MF4" in cut.problems[0]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_process_reads_asc_blf_and_trc_without_asammdf_and_mf4_after_them(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A fresh process (a decoder child) reads ASC, BLF and TRC without importing asammdf
+    (0.8 s of a core), then an MF4 log exactly as a process whose python-can has asammdf
+    from the start (this one), with python-can's names bound to the MF4 classes that run."""
+    messages = list(can.LogReader(str(shared_data / "can" / "rav4_drive_seg40_part1.log")))[:500]
+    writer = can.MF4Writer(str(tmp_path / "log.mf4"))
+    for m in messages:
+        writer.on_message_received(m)
+    writer.stop()
+    logs = [shared_data / "can" / n for n in ("logfile.asc", "test_CanMessage.blf", "test_CanMessage.trc")]
+    logs.append(tmp_path / "log.mf4")
+    code = f"""
+import hashlib, json, sys
+from pathlib import Path
+from ingest.can import read_can_log
+out = {{}}
+for path in {[str(p) for p in logs]!r}:
+    r = read_can_log(Path(path).read_bytes(), Path(path).name)
+    out[Path(path).name] = [r.frames.num_rows, hashlib.sha256(str(r.frames.to_pylist()).encode()).hexdigest()]
+    if not path.endswith(".mf4"):
+        out[Path(path).name].append("asammdf" in sys.modules)
+import can
+out["bound"] = can.MF4Reader is can.io.mf4.MF4Reader is can.io.player.MESSAGE_READERS[".mf4"]
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got.pop("bound") is True
+    for path in logs:
+        here = read_can_log(path.read_bytes(), path.name)
+        digest = hashlib.sha256(str(here.frames.to_pylist()).encode()).hexdigest()
+        assert got[path.name][:2] == [here.frames.num_rows, digest], path.name
+        assert here.frames.num_rows > 0, path.name
+    assert [got[p.name][2] for p in logs[:3]] == [False, False, False]  # asammdf never imported
