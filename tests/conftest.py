@@ -213,10 +213,10 @@ def moto_endpoint() -> Iterator[str]:
     proc.wait(10)
 
 
-@pytest.fixture
-def s3_options(moto_endpoint: str) -> dict[str, str]:
+def moto_options(endpoint: str) -> dict[str, str]:
+    """Storage options of a lake on the moto server at ``endpoint``."""
     return {
-        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
@@ -225,18 +225,45 @@ def s3_options(moto_endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_options: dict[str, str]) -> str:
+def s3_options(moto_endpoint: str) -> dict[str, str]:
+    return moto_options(moto_endpoint)
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_endpoint: str) -> Any:
+    """A boto3 client of the moto server, made once (a client costs ~0.2 s of a core)."""
     import boto3
 
-    name = f"fleet-{uuid.uuid4().hex[:12]}"
-    boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=s3_options["AWS_ENDPOINT_URL"],
+        endpoint_url=moto_endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    name = f"fleet-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def _s3_lake_template(moto_endpoint: str, s3_client: Any) -> tuple[str, list[str]]:
+    """A lake on moto with every table made by ``Lake.create_tables``, once per worker: its
+    bucket and object keys. An ``s3://`` :func:`lake` is a server-side copy of it (0.2 s of a
+    core against 1.8 s for 25 ``DeltaTable.create`` over HTTP): the same bytes, each test's own."""
+    from storage.lake import Lake
+
+    bucket = f"template-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    Lake(f"s3://{bucket}/lake", moto_options(moto_endpoint)).create_tables()
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert keys, "create_tables wrote nothing"
+    return bucket, keys
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -257,12 +284,22 @@ local lake of :func:`lake_uri` alone. The S3 doubling stays where the storage la
 
 
 @pytest.fixture
-def lake(lake_uri: tuple[str, dict[str, str]]):  # type: ignore[no-untyped-def]
+def lake(lake_uri: tuple[str, dict[str, str]], request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A lake of every table, empty: made by ``create_tables`` (local), or copied from the
+    worker's :func:`_s3_lake_template` (``s3://``; tests of making tables make their own)."""
     from storage.lake import Lake
 
     uri, opts = lake_uri
     lk = Lake(uri, opts)
-    lk.create_tables()
+    if not uri.startswith("s3://"):
+        lk.create_tables()
+        return lk
+    template, keys = request.getfixturevalue("_s3_lake_template")
+    client = request.getfixturevalue("s3_client")
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    for key in keys:
+        dest = f"{prefix}/{key.split('/', 1)[1]}"
+        client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": template, "Key": key})
     return lk
 
 
