@@ -29,8 +29,9 @@ def frame_image(index: int, width: int, height: int) -> np.ndarray:
 
 
 def read_index(img: np.ndarray | Image.Image) -> int:
-    """The index a frame (or a scaled JPEG of it) shows."""
-    a = np.asarray(img.convert("L") if isinstance(img, Image.Image) else img.mean(axis=2))
+    """The index a frame (or a scaled JPEG of it) shows. An RGB array's blocks are averaged
+    over their channels too (the mean of the channels' mean, without making a grey frame)."""
+    a = np.asarray(img.convert("L") if isinstance(img, Image.Image) else img)
     h, w = a.shape[:2]
     bh, bw = h / GRID, w / GRID
     index = 0

@@ -307,6 +307,30 @@ def test_a_query_naming_its_days_opens_their_files_alone_and_answers_as_the_engi
     assert empty.num_rows == 0 and empty.column_names == COLS
 
 
+@LOCAL_LAKE_ONLY
+def test_a_statement_asked_again_at_a_new_version_is_planned_once_and_reads_the_new_rows(
+    lake: Lake,
+) -> None:
+    """The columns a statement scans are planned once per process (storage.query._scanned):
+    a catalog route asks the same statements at each version of a busy table."""
+    from storage.query import _scanned
+
+    day = dt.date(2018, 8, 2)
+    where = f"date = '{day}' AND speed_mean >= 0"
+    asked = {"where": where, "order_by": ["clip_id"], "partitions": [day]}
+    lake.append("clips", clip_rows(30))
+    before = _scanned.cache_info()
+    first = lake.query("clips", columns=["clip_id", "vehicle_id"], **asked)  # type: ignore[arg-type]
+    lake.append("clips", clip_rows(30, start=1000))  # a new version: the answer is not kept
+    again = lake.query("clips", columns=["clip_id", "vehicle_id"], **asked)  # type: ignore[arg-type]
+    after = _scanned.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    assert again.num_rows == 2 * first.num_rows == 20
+    assert again.equals(
+        lake.query("clips", columns=["clip_id", "vehicle_id"], where=where, order_by=["clip_id"])
+    )
+
+
 def test_a_version_a_plain_parquet_read_cannot_give_goes_through_the_engine(lake: Lake) -> None:
     """Deletion vectors hide rows a Parquet read would return: with the feature on, the
     named days' query is the engine's (and still right)."""
