@@ -104,18 +104,22 @@ def loopback_cluster(nodes: int, log_dir: Path) -> Iterator[tuple[str, dict[str,
         stop_nodes(procs)
 
 
-def stop_nodes(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_nodes(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> None:
     """Ray nodes this process started, by PID (each its own process group): SIGTERM, then
-    SIGKILL to a node still draining after a minute."""
+    after ``grace_s`` SIGKILL to what is left of each group (what ``ray stop --force``
+    sends). A head's raylet and workers end within a second of SIGTERM, but its GCS and
+    ``ray start --block`` linger ~30 s more: every cluster of the bench and the tests paid
+    that wait, for nothing."""
     for p in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
     for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)  # the group: a GCS may outlive its `ray start`
+        p.wait(10)
 
 
 def _wait_nodes(gcs: str, want: int, env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetmine.bench.cluster_scale import stop_nodes
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.long  # minutes of a core: run first (tests/conftest.py)
@@ -50,8 +50,23 @@ def test_no_address_never_joins_another_cluster_on_the_host() -> None:
         )
         gcs = out.stdout.strip().splitlines()[-1]
         assert gcs and not gcs.endswith(f":{port}"), gcs
+        stop_nodes([head])
+        assert not _running_in(tmp)  # nothing of the head outlives its stop (its GCS included)
     finally:
         if head is not None:
-            os.killpg(head.pid, signal.SIGTERM)  # the head we started, by its PID (its process group)
-            head.wait(60)
+            stop_nodes([head])  # the head we started, by its PID (its process group)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _running_in(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (a Ray session under it)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(folder) in cmd and state != "Z":
+            found.append(cmd)
+    return found
