@@ -40,6 +40,7 @@ from typing import Any
 from fleetmine.bench import BenchContext, BenchResult, benchmark
 
 NODE_WAIT_S = 180.0
+_STATUS_EVERY_S = 3.0
 NODE_TRIES = 3
 """Starts of one node before the bench gives up (Ray gives a node 30 s to register; on two
 cores busy with other work, a node has exited while starting: tests/jobs/cluster.py)."""
@@ -123,10 +124,15 @@ def stop_nodes(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> No
 
 
 def _wait_nodes(gcs: str, want: int, env: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> None:
-    """Until ``want`` nodes are alive (``ray status`` against the GCS, with the token)."""
+    """Until ``want`` nodes are alive (``ray status`` against the GCS, with the token).
+
+    Asked every 3 s, the first time 3 s after the start: a node takes 5-10 s to register,
+    and each ``ray status`` is a Python process of ~1 s of a core, which asked every
+    second took that core from the node it waited for."""
     ray_bin = str(Path(sys.executable).parent / "ray")
     deadline = time.monotonic() + NODE_WAIT_S
     while time.monotonic() < deadline:
+        time.sleep(_STATUS_EVERY_S)
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a Ray node exited while starting (see its log in the bench's folder)")
         out = subprocess.run(
@@ -135,7 +141,6 @@ def _wait_nodes(gcs: str, want: int, env: dict[str, str], procs: list[subprocess
         alive = out.split("Active:", 1)[1].split("Pending:", 1)[0] if "Active:" in out else ""
         if alive.count("node_") >= want:
             return
-        time.sleep(1.0)
     raise RuntimeError(f"{want} Ray node(s) not alive within {NODE_WAIT_S:.0f} s")
 
 
