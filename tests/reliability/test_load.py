@@ -7,6 +7,11 @@ mix of the read routes: a page of clips, the next page by its cursor, a clip by 
 similar clips, the dataset list and a manifest. Every answer is timed from the request
 leaving to its last byte. What must hold: no 5xx, no transport error, no request over
 2 s; p50 / p99 / max go to the report.
+
+It is marked ``alone``: the figures are the server's and the writer's, so ``make test``
+runs it by itself before the parallel run (on 2 cores beside two workers drawing
+acceptance fleets and starting Ray clusters, the client process itself was descheduled
+long enough to push 84-151 answers past 2 s while the server logged a p99 of 0.5 s).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ SECONDS = float(os.environ.get("FLEETMINE_LOAD_SECONDS", "60"))
 LIMIT_S = 2.0
 THINK_S = (1.0, 3.0)  # between one answer and the next request of a client
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.long, pytest.mark.alone]
 
 
 async def _load(base: str, token: str, clips: list[str], manifest: str) -> list[tuple[str, int, float]]:
