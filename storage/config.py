@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         description="Engine query answers kept per table version in each process (storage.results); "
         "0: every query runs the engine",
     )
+    file_cache_mib: float = Field(
+        default=64.0,
+        ge=0,
+        description="Columns of the data files a catalog query read, kept in each process (a Delta "
+        "data file never changes: storage.results); 0: every query opens its files",
+    )
     max_body_bytes: int = Field(default=1 << 20, ge=1, description="API: larger request bodies answer 413")
     max_image_bytes: int = Field(
         default=8 << 20,

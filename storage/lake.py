@@ -65,6 +65,7 @@ class Lake:
         *,
         commit_retries: int = 10,
         query_cache_bytes: int = 16 << 20,
+        file_cache_bytes: int = 64 << 20,
     ):
         self.root = Location(normalize_uri(uri), dict(storage_options or {}))
         self.commit_retries = commit_retries
@@ -73,15 +74,19 @@ class Lake:
         self._partitions: dict[tuple[str, str, int], PartitionFiles] = {}  # (table, column, version)
         self._maps_lock = threading.Lock()
         self._answers = ResultCache(query_cache_bytes)  # query answers by table version (storage.results)
+        self.file_cache_bytes = file_cache_bytes
+        self._file_columns = ResultCache(file_cache_bytes)  # data files' columns read (storage.results)
 
     def __getstate__(self) -> dict[str, Any]:  # Ray ships lakes to workers: not the caches
         state = dict(self.__dict__)
         state["_partitions"], state["_answers"], state["_maps_lock"] = {}, None, None
+        state["_file_columns"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._answers = ResultCache(self.query_cache_bytes)
+        self._file_columns = ResultCache(self.file_cache_bytes)
         self._maps_lock = threading.Lock()
 
     @classmethod
@@ -91,6 +96,7 @@ class Lake:
             settings.storage_options,
             commit_retries=settings.commit_retries,
             query_cache_bytes=int(settings.query_cache_mib * (1 << 20)),
+            file_cache_bytes=int(settings.file_cache_mib * (1 << 20)),
         )
 
     @property
@@ -348,7 +354,7 @@ class Lake:
                 loc, named = self.location(table), files
 
                 def read(cols: list[str]) -> tuple[pa.Table, int]:
-                    return named.read(loc.path, loc.arrow_fs, partitions, cols)
+                    return named.read(loc.path, loc.arrow_fs, partitions, cols, self._file_columns)
 
                 data = run_sql_on(table, files.schema, read, sql)
             else:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from storage.query import arrow_table
+from storage.results import ResultCache
 
 __all__ = ["DataFile", "PartitionFiles", "partition_files"]
 
@@ -62,10 +63,21 @@ class PartitionFiles:
         """The files of ``values`` (a value with no files has none), each with its value."""
         return [(v, f) for v in dict.fromkeys(values) for f in self.files.get(_key(v), ())]
 
-    def read(self, root: str, fs: Any, values: Iterable[Any], columns: list[str]) -> tuple[pa.Table, int]:
+    def read(
+        self,
+        root: str,
+        fs: Any,
+        values: Iterable[Any],
+        columns: list[str],
+        cache: ResultCache | None = None,
+    ) -> tuple[pa.Table, int]:
         """``columns`` of the files of ``values``, in the table's schema (the partition
         column from each file's value, as the log has it; a column an older file lacks as
         nulls; ``string_view`` as the strings the schema says), and the rows the files hold.
+
+        ``cache`` keeps each column of each file so read, and a file is opened only for the
+        columns it does not hold (a data file never changes: see :mod:`storage.results`);
+        the rows counted are the log's either way, so a scan audit counts the same.
 
         Each file through ``pyarrow.parquet``, not a ``pyarrow.dataset``: that module
         imports pandas, which an API replica never loads (60 MB of its memory)."""
@@ -73,26 +85,39 @@ class PartitionFiles:
         remote = not isinstance(fs, pafs.LocalFileSystem)  # coalesced ranged reads pay off on a store only
         tables, rows = [], 0
         for value, f in self.of(values):
-            with fs.open_input_file(f"{root.rstrip('/')}/{f.path}") as src:
-                parquet = pq.ParquetFile(src, pre_buffer=remote)
-                present = set(parquet.schema_arrow.names)
-                got = parquet.read(columns=[c for c in columns if c in present and c != self.column])
-            n = got.num_rows
-            tables.append(
-                pa.Table.from_arrays(
-                    [
-                        pa.array([value] * n, fld.type)
-                        if fld.name == self.column
-                        else _as(got.column(fld.name), fld.type)
-                        if fld.name in got.column_names
-                        else pa.nulls(n, fld.type)
-                        for fld in schema
-                    ],
-                    schema=schema,
-                )
-            )
+            path = f"{root.rstrip('/')}/{f.path}"
+            kept: dict[str, pa.Table] = {}
+            for c in columns if cache is not None else ():
+                if (hit := cache.get((path, f.size, c))) is not None:  # type: ignore[union-attr]
+                    kept[c] = hit
+            missing = [fld for fld in schema if fld.name not in kept]
+            if missing:
+                got = self._read_file(fs, path, value, pa.schema(missing), remote)
+                for fld in missing:
+                    kept[fld.name] = one = got.select([fld.name])
+                    if cache is not None:
+                        cache.put((path, f.size, fld.name), one)
+            tables.append(pa.Table.from_arrays([kept[c].column(0) for c in columns], schema=schema))
             rows += f.rows
         return (pa.concat_tables(tables) if tables else schema.empty_table()), rows
+
+    def _read_file(self, fs: Any, path: str, value: Any, schema: pa.Schema, remote: bool) -> pa.Table:
+        with fs.open_input_file(path) as src:
+            parquet = pq.ParquetFile(src, pre_buffer=remote)
+            present = set(parquet.schema_arrow.names)
+            got = parquet.read(columns=[c for c in schema.names if c in present and c != self.column])
+        n = got.num_rows
+        return pa.Table.from_arrays(
+            [
+                pa.array([value] * n, fld.type)
+                if fld.name == self.column
+                else _as(got.column(fld.name), fld.type)
+                if fld.name in got.column_names
+                else pa.nulls(n, fld.type)
+                for fld in schema
+            ],
+            schema=schema,
+        )
 
 
 def _as(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:

@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -329,6 +330,48 @@ def test_a_statement_asked_again_at_a_new_version_is_planned_once_and_reads_the_
     assert again.equals(
         lake.query("clips", columns=["clip_id", "vehicle_id"], where=where, order_by=["clip_id"])
     )
+
+
+def test_a_data_files_columns_are_read_once_and_a_commit_opens_only_its_new_files(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data file never changes, so a lake keeps the columns a query read from it
+    (storage.results): under load every page of clips opened the same files again."""
+    from storage.partitions import PartitionFiles
+
+    opened: list[list[str]] = []  # the columns of each file opened
+    real = PartitionFiles._read_file
+
+    def counted(
+        self: PartitionFiles, fs: Any, path: str, value: Any, schema: pa.Schema, remote: bool
+    ) -> pa.Table:
+        opened.append(schema.names)
+        return real(self, fs, path, value, schema, remote)
+
+    monkeypatch.setattr(PartitionFiles, "_read_file", counted)
+    day = dt.date(2018, 8, 2)
+    lake.append("clips", clip_rows(30))
+    lake.append("clips", clip_rows(30, start=30))  # two files of each day
+    apart = Lake(lake.uri, lake.root.storage_options, query_cache_bytes=0)  # no answer kept
+    asked = {"columns": COLS, "order_by": ["clip_id"], "partitions": [day]}
+    first = apart.query("clips", where=f"date = '{day}'", **asked)  # type: ignore[arg-type]
+    assert len(opened) == 2 and first.num_rows == 20
+    hard = apart.query("clips", where=f"date = '{day}' AND speed_mean > 20", **asked)  # type: ignore[arg-type]
+    assert opened[2:] == [["speed_mean"]] * 2  # the same files, for the one column they did not hold
+    assert hard.equals(
+        lake.query("clips", columns=COLS, where=f"date = '{day}' AND speed_mean > 20", order_by=["clip_id"])
+    )
+    lake.append("clips", clip_rows(3, start=1000))  # one new file on the day
+    after = apart.query("clips", where=f"date = '{day}'", **asked)  # type: ignore[arg-type]
+    assert len(opened) == 5 and after.num_rows == 21
+    assert after.equals(lake.query("clips", columns=COLS, where=f"date = '{day}'", order_by=["clip_id"]))
+    with audit() as tally:  # an audit counts the rows of the files the query reads, kept or not
+        apart.query("clips", columns=["clip_id"], where=f"date = '{day}'", partitions=[day])
+    assert tally.queries == [("clips", 21)]
+    bare = Lake(lake.uri, lake.root.storage_options, query_cache_bytes=0, file_cache_bytes=0)
+    for _ in range(2):
+        bare.query("clips", where=f"date = '{day}'", **asked)  # type: ignore[arg-type]
+    assert len(opened) == 5 + 2 * 3  # a lake set to keep none opens every file each time
 
 
 def test_a_version_a_plain_parquet_read_cannot_give_goes_through_the_engine(lake: Lake) -> None:
