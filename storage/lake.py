@@ -343,28 +343,27 @@ class Lake:
             if delta is not None:
                 version = delta.version()
             key = (table, version, sql)  # the partitions named are those ``where`` confines it to
-            if cache is not None and (hit := cache.get(key)) is not None:
-                return hit
-            if delta is None:
-                delta = self.delta(table, version)
-            files = None
-            if partitions is not None and spec.partition_by:
-                files = self._files(table, spec.partition_by[0], delta)
-            if files is not None and files.readable and partitions is not None:
-                loc, named = self.location(table), files
+            at = version
 
-                def read(cols: list[str]) -> tuple[pa.Table, int]:
-                    return named.read(loc.path, loc.arrow_fs, partitions, cols, self._file_columns)
+            def run() -> pa.Table:
+                delta_ = delta if delta is not None else self.delta(table, at)
+                files = None
+                if partitions is not None and spec.partition_by:
+                    files = self._files(table, spec.partition_by[0], delta_)
+                if files is not None and files.readable and partitions is not None:
+                    loc, named = self.location(table), files
 
-                data = run_sql_on(table, files.schema, read, sql)
-            else:
-                data = run_sql({table: delta}, sql)
-        if data.num_columns == 0 and columns is None:
-            return spec.schema.empty_table()
-        answer = _plain_types(data, spec)
-        if cache is not None:
-            cache.put(key, answer)
-        return answer
+                    def read(cols: list[str]) -> tuple[pa.Table, int]:
+                        return named.read(loc.path, loc.arrow_fs, partitions, cols, self._file_columns)
+
+                    data = run_sql_on(table, files.schema, read, sql)
+                else:
+                    data = run_sql({table: delta_}, sql)
+                if data.num_columns == 0 and columns is None:
+                    return spec.schema.empty_table()
+                return _plain_types(data, spec)
+
+            return run() if cache is None else cache.get_or_run(key, run)
 
     def partition_rows(self, table: str, column: str, version: int | None = None) -> pa.Table:
         """Rows per value of the partition column ``column``, sorted by value, from the

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 
 import pyarrow as pa
 
@@ -37,6 +39,7 @@ class ResultCache:
         self._held: OrderedDict[Key, pa.Table] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._running: dict[Key, Future[pa.Table]] = {}
 
     def get(self, key: Key) -> pa.Table | None:
         with self._lock:
@@ -44,6 +47,39 @@ class ResultCache:
             if hit is not None:
                 self._held.move_to_end(key)
             return hit
+
+    def get_or_run(self, key: Key, run: Callable[[], pa.Table]) -> pa.Table:
+        """The answer kept for ``key``, else ``run()``'s, kept; callers asking a key that
+        another is running wait for its answer instead of running it again. Under load a
+        commit (a new version) or a server's first second sent some forty threads into
+        the same cold query at once, each one planning and reading what the others did.
+        A waiter whose runner failed runs it itself (the error, if it is one, is its own)."""
+        with self._lock:
+            hit = self._held.get(key)
+            if hit is not None:
+                self._held.move_to_end(key)
+                return hit
+            running = self._running.get(key)
+            if running is None:
+                mine: Future[pa.Table] = Future()
+                self._running[key] = mine
+        if running is not None:
+            try:
+                return running.result()
+            except Exception:
+                return run()
+        try:
+            answer = run()
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        else:
+            self.put(key, answer)  # kept before the runner leaves: a new caller finds it
+            mine.set_result(answer)
+            return answer
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
 
     def put(self, key: Key, answer: pa.Table) -> None:
         size = answer.nbytes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -77,6 +78,50 @@ def test_a_lake_set_to_keep_no_answers_runs_every_query(lake: Lake) -> None:
     first = bare.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
     again = bare.query("clips", columns=COLS, order_by=["clip_id"], limit=5)
     assert again is not first and again.equals(first)
+
+
+def test_threads_asking_the_same_cold_query_at_once_run_it_once(lake: Lake) -> None:
+    """A commit or a server's first second sent some forty threads into the same query at
+    once (storage.results: get_or_run); the others wait for the one that runs it."""
+    from storage.results import ResultCache
+
+    cache, runs, gate = ResultCache(), [], threading.Event()
+    answer = pa.table({"x": [1, 2, 3]})
+
+    def run() -> pa.Table:
+        runs.append(1)
+        gate.wait(5)
+        return answer
+
+    with ThreadPoolExecutor(8) as pool:
+        asked = [pool.submit(cache.get_or_run, ("clips", 1, "q"), run) for _ in range(8)]
+        time.sleep(0.2)
+        gate.set()
+        assert all(f.result() is answer for f in asked)
+    assert len(runs) == 1 and cache.get(("clips", 1, "q")) is answer
+
+    failed = threading.Event()
+
+    def fails() -> pa.Table:
+        runs.append(1)
+        failed.wait(5)
+        raise StorageError("no such column")
+
+    with ThreadPoolExecutor(4) as pool:
+        asked = [pool.submit(cache.get_or_run, ("clips", 1, "bad"), fails) for _ in range(4)]
+        time.sleep(0.2)
+        failed.set()
+        for f in asked:  # each caller gets the error of its own run: a waiter runs it again
+            with pytest.raises(StorageError, match="no such column"):
+                f.result()
+    assert len(runs) == 1 + 4 and cache.get(("clips", 1, "bad")) is None
+
+    lake.append("clips", clip_rows(30))  # the lake's queries go through it
+    with ThreadPoolExecutor(6) as pool:
+        pages = list(
+            pool.map(lambda _: lake.query("clips", columns=COLS, order_by=["clip_id"], limit=5), range(6))
+        )
+    assert all(p is pages[0] for p in pages)
 
 
 def test_concurrent_reads_share_log_listings_and_see_every_earlier_commit(
