@@ -141,7 +141,9 @@ def render_cluster(c: ClusterFigures, shard_clips: float, index_clips: float, mi
             f"none of the index): at most **{driver.measured * 1e6 / c.n * index_clips / 1e9:,.1f} GB** "
             f"for a full run over {index_clips:,.0f} clips (at most: what does not grow with the corpus, "
             "the k-means sample of `cluster_sample` vectors and a batch of vectors, is priced per clip "
-            "too). An incremental run keeps that per new clip only."
+            "too). An incremental run keeps that per new clip, and holds every clip already scored "
+            "too: it reads the k-NN list each run of its lineage wrote for it, all at once, then keeps "
+            "its id and k-th distance (mining/scores/mine.py: `_incremental`; not measured here)."
         ]
         if driver
         else []
