@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
 from storage import Lake
+from tests.conftest import free_port, stop_process
 from tests.storage.helpers import clip_rows
 
 # The console script installed beside this interpreter (a venv need not be on PATH).
@@ -84,31 +88,54 @@ def test_bench_quick_prints_delta_vs_parquet(tmp_path: Path) -> None:
     assert abs(row["ratio"] - row["measured"] / row["baseline"]) < 1e-9
 
 
-def test_demo_runs_every_stage_and_prints_the_urls(tmp_path: Path) -> None:
-    args = (
-        "demo",
-        "--lake",
-        str(tmp_path / "lake"),
-        "--vehicles",
-        "1",
-        "--drives",
-        "1",
-        "--minutes",
-        "0.5",
-        "--no-serve",
-    )
-    out = run(*args)
-    assert out.returncode == 0, out.stderr
-    assert "Token authentication" not in out.stdout + out.stderr  # Ray's warning, on a private Ray
+def _children(pid: int) -> list[str]:
+    """The command names of ``pid``'s child processes."""
+    names = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, _, rest = text.rpartition(")")
+        if int(rest.split()[1]) == pid:
+            names.append(comm.split("(", 1)[1])
+    return names
+
+
+def test_demo_runs_every_stage_prints_the_urls_and_serves_without_the_stages_ray(tmp_path: Path) -> None:
+    """The demo as a newcomer runs it: every stage, then the server, which runs without the
+    private Ray the stages started (left up, it held ~500 MB idle and made a SIGTERM take
+    11 s); stopped by its PID."""
+    args = ["demo", "--lake", str(tmp_path / "lake"), "--vehicles", "1", "--drives", "1", "--minutes", "0.5"]
+    port = free_port()
+    log = tmp_path / "demo.out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [FLEETMINE, *args, "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while "Ctrl-C stops it" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=30).status_code == 200
+        kept = [name for name in _children(proc.pid) if name in ("gcs_server", "raylet")]
+        assert not kept, f"the stages' Ray still runs beside the server: {kept}"
+    finally:
+        stop_process(proc, grace_s=60)
+    out = log.read_text()
+    assert "Token authentication" not in out  # Ray's warning, on a private Ray
     assert (tmp_path / "fleet-raw" / "labels.json").exists()
-    assert "1 ok, 0 failed" in out.stdout and "manifest:  http://127.0.0.1:8000/v1/datasets/" in out.stdout
-    assert "web UI:    http://127.0.0.1:8000/ui/login (sign in" in out.stdout
-    assert "token:     fm_" in out.stdout
-    assert "clips embedded" in out.stdout and "clips scored" in out.stdout and "recall@k" in out.stdout
-    assert "spans in the new drives" in out.stdout and "/v1/clips?scenario=sudden_stop" in out.stdout
-    assert "registered baseline@1" in out.stdout and "baseline@1 against the driver" in out.stdout
-    assert "words:     search in words" in out.stdout and "Asking in words" in out.stdout
+    base = f"http://127.0.0.1:{port}"
+    assert "1 ok, 0 failed" in out and f"manifest:  {base}/v1/datasets/" in out
+    assert f"web UI:    {base}/ui/login (sign in" in out
+    assert "token:     fm_" in out
+    assert "clips embedded" in out and "clips scored" in out and "recall@k" in out
+    assert "spans in the new drives" in out and "/v1/clips?scenario=sudden_stop" in out
+    assert "registered baseline@1" in out and "baseline@1 against the driver" in out
+    assert "words:     search in words" in out and "Asking in words" in out
     clips = Lake(str(tmp_path / "lake")).read("clips", columns=["clip_id"])
     assert clips.num_rows == 3
-    again = run(*args)
+    again = run(*args, "--no-serve")
     assert again.returncode == 0 and "reusing the fleet" in again.stdout and "nothing new" in again.stdout
