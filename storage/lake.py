@@ -343,10 +343,9 @@ class Lake:
             if delta is not None:
                 version = delta.version()
             key = (table, version, sql)  # the partitions named are those ``where`` confines it to
-            at = version
 
             def run() -> pa.Table:
-                delta_ = delta if delta is not None else self.delta(table, at)
+                delta_ = delta if delta is not None else self.delta(table, version)
                 files = None
                 if partitions is not None and spec.partition_by:
                     files = self._files(table, spec.partition_by[0], delta_)

@@ -87,9 +87,9 @@ class PartitionFiles:
         for value, f in self.of(values):
             path = f"{root.rstrip('/')}/{f.path}"
             kept: dict[str, pa.Table] = {}
-            for c in columns if cache is not None else ():
-                if (hit := cache.get((path, f.size, c))) is not None:  # type: ignore[union-attr]
-                    kept[c] = hit
+            if cache is not None:
+                hits = {c: cache.get((path, f.size, c)) for c in columns}
+                kept = {c: hit for c, hit in hits.items() if hit is not None}
             missing = [fld for fld in schema if fld.name not in kept]
             if missing:
                 got = self._read_file(fs, path, value, pa.schema(missing), remote)

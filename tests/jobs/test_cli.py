@@ -13,6 +13,7 @@ import httpx
 
 from storage import Lake
 from tests.conftest import free_port, stop_process
+from tests.jobs.cluster import children
 from tests.storage.helpers import clip_rows
 
 # The console script installed beside this interpreter (a venv need not be on PATH).
@@ -88,20 +89,6 @@ def test_bench_quick_prints_delta_vs_parquet(tmp_path: Path) -> None:
     assert abs(row["ratio"] - row["measured"] / row["baseline"]) < 1e-9
 
 
-def _children(pid: int) -> list[str]:
-    """The command names of ``pid``'s child processes."""
-    names = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm, _, rest = text.rpartition(")")
-        if int(rest.split()[1]) == pid:
-            names.append(comm.split("(", 1)[1])
-    return names
-
-
 def test_demo_runs_every_stage_prints_the_urls_and_serves_without_the_stages_ray(tmp_path: Path) -> None:
     """The demo as a newcomer runs it: every stage, then the server, which runs without the
     private Ray the stages started (left up, it held ~500 MB idle and made a SIGTERM take
@@ -120,7 +107,8 @@ def test_demo_runs_every_stage_prints_the_urls_and_serves_without_the_stages_ray
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=30).status_code == 200
-        kept = [name for name in _children(proc.pid) if name in ("gcs_server", "raylet")]
+        programs = [cmd.split(" ")[0].rsplit("/", 1)[-1] for _, cmd in children(proc.pid)]
+        kept = [name for name in programs if name in ("gcs_server", "raylet")]
         assert not kept, f"the stages' Ray still runs beside the server: {kept}"
     finally:
         stop_process(proc, grace_s=60)

@@ -12,12 +12,9 @@ the cluster's nodes, reading a lake both can reach.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from jobs.scenario_job import run_scenarios
 from mining.scenarios import add_scenario
 from storage import Lake, Settings
 from tests.conftest import LOCAL, synthesized
-from tests.jobs.cluster import Cluster, cli, state, two_node_cluster
+from tests.jobs.cluster import cli, state, stop_nodes, two_node_cluster
 
 pytestmark = pytest.mark.long  # a cluster start: run first (tests/conftest.py)
 
@@ -40,20 +37,6 @@ LATE = "speed_mps < 14 for >= 1s then speed_mps >= 14 within 2s"
 def _table(lake: Lake, name: str, drop: tuple[str, ...]) -> list[tuple[Any, ...]]:
     rows = lake.read(name).to_pylist()
     return sorted(tuple((k, v) for k, v in r.items() if k not in drop) for r in rows)  # type: ignore[misc]
-
-
-def _stop_soon(nodes: Cluster, grace_s: float = 5.0) -> None:
-    """The worker node, then the head, by their process groups (we started them): SIGTERM,
-    then SIGKILL (what ``ray stop --force`` sends) to one still running after ``grace_s``."""
-    for p in (nodes.worker, nodes.head):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(30)
 
 
 def test_a_scenario_added_after_ingest_back_fills_on_a_cluster_as_locally(tmp_path: Path) -> None:
@@ -81,7 +64,7 @@ def test_a_scenario_added_after_ingest_back_fills_on_a_cluster_as_locally(tmp_pa
         tasks = [
             t for t in state(nodes.address, env, "tasks") if str(t.get("name", "")).endswith("_remote_batch")
         ]
-        _stop_soon(nodes)  # two_node_cluster's own stop then finds them gone
+        stop_nodes([nodes.worker, nodes.head])  # two_node_cluster's own stop then finds them gone
 
     assert f"3 drives run, {here.hits} spans found, 0 drives already run, 0 failed" in first, first
     assert "0 drives run, 0 spans found, 3 drives already run" in again, again
