@@ -90,7 +90,8 @@ def bench(
             min=1000,
             help="Only the catalog benchmarks (routes; index, search, memory; index and mine memory,"
             " incremental mining; dataset create and export plan), at N and N/10 synthetic clips;"
-            " filtered search against LanceDB at N; index and mine on 1 vs 2 shards and Ray nodes at N",
+            " filtered search against LanceDB at N; search across shards vs one index at N;"
+            " index and mine on 1 vs 2 shards and Ray nodes at N",
         ),
     ] = None,
     text_image: Annotated[
@@ -113,6 +114,7 @@ def bench(
             "catalog-mining",
             "catalog-datasets",
             "filtered-search",
+            "sharded-search",
             "cluster-scale",
         ]
     with tempfile.TemporaryDirectory(prefix="fleetmine-bench-") as tmp:

@@ -81,6 +81,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         reader_feed,
         scenarios,
         shadow,
+        sharded_search,
         synth_speed,
         text_image,
         video_ingest,

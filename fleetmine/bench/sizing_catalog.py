@@ -47,6 +47,11 @@ _FILTERED = (
     r"(?P<system>fleetmine|LanceDB) recall@10 (?:at (?P<setting>.+?) )?\(p50 (?P<p50>[\d.,]+) ms, "
     r"p99 (?P<p99>[\d.,]+) ms"
 )
+_SHARDED = (
+    rf"^search across shards {_N} clips, (?P<case>[^:]+): (?P<system>one index|shards, this process|"
+    r"shards, held) \((?P<what>.+?)\) recall@10 \(p50 (?P<p50>[\d.,]+) ms, p99 (?P<p99>[\d.,]+) ms; "
+    r"(?P<wrong>\d+) of"
+)
 _FILTERED_SIZE = (
     rf"^filtered search {_N} clips, fleetmine (?P<ours>\S+) vs LanceDB (?P<theirs>\S+): index on disk"
 )
@@ -54,7 +59,8 @@ _FILTERED_SIZE = (
 
 @dataclass(frozen=True)
 class Filtered:
-    """One system's answer to one filter case of ``bench --only filtered-search``."""
+    """One system's answer to one filter case of ``bench --only filtered-search`` (or, as
+    ``sharded``, of ``--only sharded-search``: a system is an index of fleetmine's)."""
 
     n: int
     case: str
@@ -64,6 +70,7 @@ class Filtered:
     p50_ms: float
     p99_ms: float
     setting: str = ""
+    wrong: int = 0  # answers whose count was not min(k, allowed)
 
 
 def _count(text: str) -> int:
@@ -95,6 +102,7 @@ class CatalogFigures:
     filtered: tuple[Filtered, ...] = ()  # bench --only filtered-search, beside LanceDB
     filtered_size: Figure | None = None  # fleetmine's index on disk (MB) / LanceDB's
     routes_earlier: dict[tuple[str, str], tuple[Figure, ...]] = field(default_factory=dict)  # smaller Ns
+    sharded: tuple[Filtered, ...] = ()  # bench --only sharded-search: shards beside one index
 
     @property
     def n(self) -> int:
@@ -105,10 +113,26 @@ class CatalogFigures:
         found: dict[str, list[Figure]] = {}
         routes: dict[tuple[str, str], list[Figure]] = {}
         filtered: list[Filtered] = []
+        sharded: list[Filtered] = []
         size: Figure | None = None
         for r in raw:
             name = str(r["name"])
             measured, baseline = float(r["measured"]), float(r.get("baseline") or 0.0)
+            if m := re.search(_SHARDED, name):
+                p50, p99 = (float(m[k].replace(",", "")) for k in ("p50", "p99"))
+                sharded.append(
+                    Filtered(
+                        _count(m["n"]),
+                        m["case"],
+                        m["system"],
+                        m["what"],
+                        measured,
+                        p50,
+                        p99,
+                        wrong=int(m["wrong"]),
+                    )
+                )
+                continue
             if m := re.search(_FILTERED, name):
                 index = m["ours"] if m["system"] == "fleetmine" else m["theirs"]
                 p50, p99 = (float(m[k].replace(",", "")) for k in ("p50", "p99"))
@@ -159,7 +183,7 @@ class CatalogFigures:
             # smaller Ns, each as the run whose largest N it was measured as, where there is one
             by_n = {f.n: f for f in sorted(figs, key=lambda f: f.run == f.n) if low and f.n < low.n}
             earlier[rk] = tuple(by_n[n] for n in sorted(by_n, reverse=True))
-        return cls(at, below, top_routes, low_routes, tuple(filtered), size, earlier)
+        return cls(at, below, top_routes, low_routes, tuple(filtered), size, earlier, tuple(sharded))
 
 
 def _ms(x: float) -> str:
@@ -251,7 +275,7 @@ def render_catalog(c: CatalogFigures, index_clips: float, shard_clips: float, bu
         "in parallel.",
         "",
     ]
-    return lines + _render_filtered(c, shard_bytes, shard_clips)
+    return lines + _render_filtered(c, shard_bytes, shard_clips) + _render_sharded(c)
 
 
 def _render_filtered(c: CatalogFigures, shard_bytes: float, shard_clips: float) -> list[str]:
@@ -296,5 +320,81 @@ def _render_filtered(c: CatalogFigures, shard_bytes: float, shard_clips: float) 
             "IVF-PQ (re-ranking `refine_factor` x k candidates on exact vectors read from `embeddings`) from "
             "`pq_above` vectors on. Below that, IVF-Flat answers exactly with no second read, and its "
             "filtered p99 above was at or under LanceDB's.",
+        ]
+    return [*lines, ""]
+
+
+SHARDED_P99_GOAL = 1.3
+"""Issue #27: a search across shards within this many times one index's p99."""
+
+
+def _render_sharded(c: CatalogFigures) -> list[str]:
+    """Search across shards beside one index of the same vectors, in one process and held."""
+    if not c.sharded:
+        return []
+    n = max(f.n for f in c.sharded)
+    rows = {(f.case, f.system): f for f in c.sharded if f.n == n}
+    cases = list(dict.fromkeys(case for case, _ in rows))
+    systems = list(dict.fromkeys(system for _, system in rows))
+    what = {system: f.index for (_, system), f in rows.items()}
+    lines = [
+        f"## Search across shards at {n:,} clips, beside one index (measured)",
+        "",
+        f"From `fleetmine bench --catalog {n:,} --only sharded-search`: one index of every vector, the",
+        "same vectors saved as shards (`fleetmine index --shard-size`) searched in one process, and the",
+        "same shards held by Ray actors on a local Ray (as `fleetmine serve --address` holds them),",
+        "answering the same 200 top-10 queries through the API's search, taken in turn. Recall@10 is",
+        "against exact search of the allowed rows; a ratio is a p99 over the one index's",
+        f"(the goal: at most {SHARDED_P99_GOAL}x).",
+        "",
+        "| filter | " + " | ".join(f"{s} ({what[s]}) recall@10, p50 / p99" for s in systems) + " |",
+        "|---|" + "---:|" * len(systems),
+    ]
+    worst: dict[str, float] = {}
+    for case in cases:
+        one = rows.get((case, systems[0]))
+        cells = []
+        for system in systems:
+            f = rows.get((case, system))
+            if f is None or one is None:
+                cells.append("-")
+                continue
+            ratio = f.p99_ms / one.p99_ms if one.p99_ms else math.nan
+            if system != systems[0]:
+                worst[system] = max(worst.get(system, 0.0), ratio)
+            wrong = f", {f.wrong} short" if f.wrong else ""
+            cells.append(
+                f"{f.recall:.3f}{wrong}, {_ms(f.p50_ms)} / {_ms(f.p99_ms)}"
+                + ("" if system == systems[0] else f" ({ratio:.2f}x)")
+            )
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Worst p99 ratio over the filters: "
+        + "; ".join(
+            f"{system} **{x:.2f}x** ({'within' if x <= SHARDED_P99_GOAL else 'over'} {SHARDED_P99_GOAL}x)"
+            for system, x in worst.items()
+        )
+        + ".",
+    ]
+    one, held = rows.get(("unfiltered", systems[0])), rows.get(("unfiltered", "shards, held"))
+    if one is not None and held is not None:
+        filtered = [
+            (rows[(case, systems[0])], rows[(case, "shards, held")])
+            for case in cases
+            if case != "unfiltered" and (case, systems[0]) in rows and (case, "shards, held") in rows
+        ]
+        faster = bool(filtered) and all(h.p50_ms < o.p50_ms for o, h in filtered)
+        lines += [
+            "",
+            f"Unfiltered, a held search's p50 is {_ms(held.p50_ms - one.p50_ms)} above the one index's: "
+            "the round trip to the holders (the query to each, their top-k back), on this host a loopback "
+            f"Ray sharing its cores with them, against a search of {_ms(one.p50_ms)}."
+            + (
+                " Under every filter the holders work on their shards' part of it at once, and the held "
+                "search was the faster at p50."
+                if faster
+                else ""
+            ),
         ]
     return [*lines, ""]

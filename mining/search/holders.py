@@ -48,6 +48,7 @@ from mining.search.index import (
     merge_nearest,
     refine,
 )
+from mining.search.shards import nearest_each
 from storage.errors import IndexUnavailableError, StorageError
 from storage.lake import Lake
 
@@ -64,6 +65,9 @@ RESTART_WAIT_S = 120.0
 PLACE_WAIT_S = 300.0
 """How long :meth:`HeldIndex.start` waits for every holder to be placed and open its shards."""
 
+
+INLINE_BYTES = 100 * 1024
+"""Ray's ``max_direct_call_object_size``: an argument under it travels inside each call."""
 
 NAMESPACE = "fleetmine-holders"
 """Where shared holders are named (``HeldIndex.start(shared=True)``)."""
@@ -179,14 +183,16 @@ class ShardHolder:
         ]
         if as_of is not None and self.fresh is not None:
             parts.append((self.fresh_number, self.total, self.fresh, self._visible(as_of)))
-        for number, lo, shard, visible in parts:
+        # unfiltered: the lists to probe found once for the held shards (they share a quantizer)
+        found = nearest_each([s for _, _, s in self.shards], q, k) if allowed is None else []
+        for i, (number, lo, shard, visible) in enumerate(parts):
             mask = None if allowed is None else shard.mask(allowed)
             if visible is not None:
                 mask = visible if mask is None else mask & visible
             pool = len(shard) if mask is None else int(mask.sum())
             if mask is not None and pool == 0:
                 continue
-            d2, pos = shard.search_positions(q, k, mask, None)
+            d2, pos = found[i] if i < len(found) else shard.search_positions(q, k, mask, None)
             names = shard.ids.take(pa.array(np.maximum(pos, 0).ravel()))
             out.append(ShardHits(number, d2, np.where(pos >= 0, pos + lo, -1), names, pool))
         return out
@@ -427,7 +433,7 @@ class HeldIndex:
         """For each of ``clip_ids``, whether a shard (or, with ``fresh``, the newest shard's
         holder's fresh part) holds it (asked of every holder)."""
         ids = as_ids(clip_ids)
-        ref = self.ray.put(ids)
+        ref = self._for_all(ids)
         found = self._call(lambda h: h.holds.remote(ref, fresh))
         out = np.zeros(len(ids), bool)
         for f in found:
@@ -478,8 +484,8 @@ class HeldIndex:
         raise ShardUnavailable("the newest shard's holder could not be topped up: retry later")
 
     def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None) -> list[ShardHits]:
-        q_ref = self.ray.put(q)  # once, not once per holder
-        allowed_ref = None if allowed is None else self.ray.put(allowed)
+        q_ref = self._for_all(q)
+        allowed_ref = None if allowed is None else self._for_all(allowed)
         for _ in range(3):
             answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref, as_of))
             stale = [a for a in answers if isinstance(a, Stale)]
@@ -499,6 +505,14 @@ class HeldIndex:
             f"the holder of the newest shard lacks the clips embedded up to commit {as_of}: "
             f"retry in {ShardUnavailable.retry_after_s} s"
         )
+
+    def _for_all(self, value: np.ndarray | pa.Array) -> Any:
+        """An argument every holder gets: put in the object store once when big (passed
+        as it is, each call would copy it there); passed as it is when small, where Ray
+        sends it inside each call and a put is a round trip of its own (one query's
+        vector: ~1.5 of a held search's ~10 ms on loopback)."""
+        size = value.nbytes if isinstance(value, np.ndarray) else value.get_total_buffer_size()
+        return value if size < INLINE_BYTES else self.ray.put(value)
 
     def _call(self, ask: Any, holders: list[Any] | None = None) -> list[Any]:
         """``ask(holder)`` of every holder (or of ``holders``), their answers; a dead or

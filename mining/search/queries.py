@@ -186,11 +186,14 @@ def nearest(
     *,
     sub: SubSpace | None = None,
     exclude: str | None = None,
+    index: serving.LiveIndex | None = None,
 ) -> list[Neighbour]:
     """The ``k`` clips nearest the query row ``q`` (``(1, dim)``), among clips matching
-    ``where``, in the version's vectors or in their ``sub`` block (``q`` then in it)."""
+    ``where``, in the version's vectors or in their ``sub`` block (``q`` then in it).
+    ``index``: the loaded index to search (``bench --only sharded-search`` asks one build
+    and a set of shards of the same vectors in turn); by default the one this process serves."""
     sub = own_index(spec, sub)
-    live = serving.live(lake, spec, sub)
+    live = index if index is not None else serving.live(lake, spec, sub)
     allowed = None
     if where:  # the process's resident filter columns answer it; else a scan (storage.resident)
         allowed = clip_rows().select(lake, where)

@@ -231,6 +231,35 @@ def test_a_later_routes_run_at_10x_is_read_as_a_third_point(
     assert "1 more tenfold(s) of the lake from 10,000,000" in md and "as written **120 ms**" in md
 
 
+def _sharded_rows(held_p99: float) -> list[dict[str, object]]:
+    """What ``fleetmine bench --only sharded-search`` writes for two filters."""
+    rows: list[dict[str, object]] = []
+    label = "search across shards 1,000,000 clips"
+    systems = (("one index", "IVF4000,Flat", 10.0), ("shards, this process", "4 x IVF4000,Flat", 12.0),
+               ("shards, held", "4 shards in 2 holder(s)", held_p99))  # fmt: skip
+    for case in ("unfiltered", "events has hard_brake (1.0% of clips)"):
+        for system, what, p99 in systems:
+            rows.append({"name": f"{label}, {case}: {system} ({what}) recall@10 (p50 {p99 / 2:.1f} ms, "
+                         f"p99 {p99:.1f} ms; 0 of 200 counts != min(k, allowed) = 10)",
+                         "measured": 1.0, "baseline": 1.0, "unit": "recall"})  # fmt: skip
+    return rows
+
+
+def test_the_sharded_search_section_reads_each_p99_over_one_indexs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md = _with_catalog(tmp_path, capsys, _catalog_rows() + _sharded_rows(held_p99=14.0))
+    assert "## Search across shards at 1,000,000 clips, beside one index (measured)" in md
+    assert (
+        "| unfiltered | 1.000, 5.0 ms / 10 ms | 1.000, 6.0 ms / 12 ms (1.20x) "
+        "| 1.000, 7.0 ms / 14 ms (1.40x) |" in md
+    )
+    assert "shards, this process **1.20x** (within 1.3x); shards, held **1.40x** (over 1.3x)" in md
+    assert "a held search's p50 is 2.0 ms above the one index's" in md and "was the faster" not in md
+    md = _with_catalog(tmp_path, capsys, _catalog_rows() + _sharded_rows(held_p99=13.0))
+    assert "shards, held **1.30x** (within 1.3x)" in md
+
+
 def test_missing_catalog_rows_are_named(tmp_path: Path) -> None:
     from fleetmine.bench.sizing_catalog import CatalogFigures
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -205,9 +206,24 @@ def test_ivf_shards_share_one_quantizer_and_refine_once(tmp_path: Path) -> None:
     assert isinstance(ivf, ShardSet) and len(ivf.shards) == 2 and meta["kind"] == "ivf-flat"
     a, b = (s.ivf.quantizer.reconstruct_n(0, 16) for s in ivf.shards)  # type: ignore[union-attr]
     np.testing.assert_array_equal(a, b)  # one quantizer
+    # mapped lists are read where they lie: no prefetch threads started by every search
+    assert [faiss.downcast_InvertedLists(s.ivf.invlists).prefetch_nthread for s in ivf.shards] == [0, 0]  # type: ignore[union-attr]
     ivf.configure(IndexConfig(kind="ivf-flat", nlist=16, nprobe=16, shard_size=1000))
     _, every = ivf.search(q, 10)
     assert [set(r) for r in every] == [set(r) for r in truth]
+    # Probing 4 of the 16 lists: what one IVF of every vector on that quantizer finds.
+    ivf.configure(IndexConfig(kind="ivf-flat", nlist=16, nprobe=4, shard_size=1000))
+    coarse = faiss.IndexFlatL2(vectors.shape[1])
+    coarse.add(a)
+    one = faiss.IndexIVFFlat(coarse, vectors.shape[1], 16)
+    one.is_trained = True
+    for shard in ivf.shards:  # in the set's order: positions run over the shards
+        one.add(shard.vectors_at(np.arange(len(shard))))
+    one.nprobe = 4
+    want_d2, want_pos = one.search(q, 10)
+    got_d2, got_pos = ivf.search_positions(q, 10)
+    assert [set(r) for r in got_pos.tolist()] == [set(r) for r in want_pos.tolist()]
+    np.testing.assert_allclose(got_d2, want_d2, rtol=1e-5, atol=1e-5)
     run_index(
         settings, cfg=IndexConfig(kind="ivf-pq", nlist=16, train_per_list=20, shard_size=1000), runner=LOCAL
     )
