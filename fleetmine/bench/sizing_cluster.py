@@ -142,8 +142,8 @@ def render_cluster(c: ClusterFigures, shard_clips: float, index_clips: float, mi
             f"for a full run over {index_clips:,.0f} clips (at most: what does not grow with the corpus, "
             "the k-means sample of `cluster_sample` vectors and a batch of vectors, is priced per clip "
             "too). An incremental run keeps that per new clip, and holds every clip already scored "
-            "too: it reads the k-NN list each run of its lineage wrote for it, all at once, then keeps "
-            "its id and k-th distance (mining/scores/mine.py: `_incremental`; not measured here)."
+            "too: its id and k-th distance, cut from the k-NN lists its lineage wrote one slice read "
+            "at a time (mining/scores/mine.py: `_kth_of_scored`; not measured here)."
         ]
         if driver
         else []

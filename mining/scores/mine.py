@@ -53,7 +53,6 @@ from mining.search.ready import READY_K, corner_case_lists, merge_corner_cases, 
 from mining.search.serving import current, read_vectors
 from storage.faults import fault_point
 from storage.lake import Lake
-from storage.tables import mining_scores
 
 __all__ = ["MineConfig", "MineReport", "MineResult", "MineStage", "MineWork"]
 
@@ -366,23 +365,21 @@ class MineStage:
         lake, spec, cfg = self.lake, w.spec, w.cfg
         base = model.base_run
         lineage = lineage_of(spec, prev_run, base)
-        cols = ["clip_id", "run_id", "knn_distances"]
-        parts = list(lake.scan("mining_scores", cols, lineage, 1 << 20))
-        scored = newest_per_clip(
-            pa.concat_tables(parts) if parts else mining_scores.SPEC.schema.empty_table()
-        )
-        del parts
+        scored = _kth_of_scored(lake, lineage, max(1, cfg.k))
         held = scored.column("clip_id").combine_chunks()
         new = ids.filter(pc.invert(pc.is_in(ids, value_set=held))).to_pylist()
         if not new:
             return MineResult([], 0, 0, kind, [], "incremental", base)
         live = self._nearest(spec)
         k = max(1, min(cfg.k, len(live) - 1))
+        if k != max(1, cfg.k):  # an index of at most k clips, a lineage as small: read again for its k
+            scored = _kth_of_scored(lake, lineage, k)
+            held = scored.column("clip_id").combine_chunks()
         knn_parts: list[np.ndarray] = []
         cluster_parts: list[np.ndarray] = []
         rarity_parts: list[np.ndarray] = []
         pairs = Pairs()
-        reached = Reached(held, kth_distance(scored.column("knn_distances"), k))
+        reached = Reached(held, scored.column("kth").to_numpy())
         del scored
         # Each clip's reach * k neighbours come back as Python strings: a smaller batch
         # keeps that within what a scoring batch holds.
@@ -439,6 +436,22 @@ class MineStage:
         lists = merge_corner_cases(lake, spec.ref, prev_run, fresh, w.run_id, cfg.ready_k, moved)
         ready = write_corner_cases(lake, lists, w.run_id)
         return MineResult(actions, len(new), len(dup), kind, ready, "incremental", base, moved.num_rows)
+
+
+def _kth_of_scored(lake: Lake, lineage: str, k: int) -> pa.Table:
+    """Each clip the lineage scored, once (its newest run's row): ``clip_id`` and ``kth``,
+    the ``k``-th distance of its stored k-NN list (inf where it holds fewer).
+
+    Each slice read is cut to those columns before the next: the k-NN lists of every run of
+    the lineage, every clip the corpus holds, were read all at once (a list of ``k``
+    floats and a run id per clip and run, where a float is what an incremental run needs)."""
+    parts = []
+    for t in lake.scan("mining_scores", ["clip_id", "run_id", "knn_distances"], lineage, 1 << 20):
+        kth = kth_distance(t.column("knn_distances"), k)
+        parts.append(pa.table({"clip_id": t.column("clip_id"), "run_id": t.column("run_id"), "kth": kth}))
+    if not parts:
+        return pa.table({"clip_id": pa.array([], pa.string()), "kth": pa.array([], pa.float32())})
+    return newest_per_clip(pa.concat_tables(parts)).select(["clip_id", "kth"])
 
 
 def _near_top(novelty: np.ndarray, kept: pa.Array, events: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:

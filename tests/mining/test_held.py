@@ -55,11 +55,21 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, ray_local: object) -> dict[s
 
 def assert_mined_alike(la: Lake, lb: Lake) -> None:
     """Two lakes' ``mining_scores`` and ``corner_cases`` hold the same rows (but when computed)."""
-    cols = ["clip_id", "run_id", "novelty", "cluster_id", "rarity", "signal_rarity"]
-    sa, sb = (lk.read("mining_scores", columns=[*cols, "duplicate_of"]).sort_by("clip_id") for lk in (la, lb))
-    assert sa.num_rows == sb.num_rows and sa.equals(sb)
-    # Distances as FAISS's BLAS sums them: a holder runs one thread (Ray's num_cpus), this
-    # process two, so a sum may round differently in its last bit; the neighbours are the same.
+    cols = ["clip_id", "run_id", "cluster_id", "rarity", "signal_rarity"]
+    sa, sb = (
+        lk.read("mining_scores", columns=[*cols, "duplicate_of", "novelty"]).sort_by("clip_id")
+        for lk in (la, lb)
+    )
+    assert sa.num_rows == sb.num_rows and sa.select(cols).equals(sb.select(cols))
+    assert sa.column("duplicate_of").equals(sb.column("duplicate_of"))
+    # Distances as FAISS's BLAS sums them: a holder runs its own process, so a sum may round
+    # differently in its last bit; the neighbours are the same. A new clip's novelty is where
+    # its evidence falls among the full run's quantiles: one whose evidence lies on a
+    # quantile then lands one step (1 / 2,000 here) to either side (1 run in 4 alone, at
+    # eb615ff too). Every other clip's novelty is the same, and so are the lists below.
+    na, nb = (t.column("novelty").to_numpy() for t in (sa, sb))
+    np.testing.assert_allclose(na, nb, rtol=0, atol=1e-3)
+    assert int((na != nb).sum()) <= 2, np.flatnonzero(na != nb)
     knn_a, knn_b = (
         lk.read("mining_scores", columns=["clip_id", "knn_distances"]).sort_by("clip_id") for lk in (la, lb)
     )
@@ -78,7 +88,23 @@ def assert_mined_alike(la: Lake, lb: Lake) -> None:
         ).sort_by([("run_id", "ascending"), ("event", "ascending"), ("rank", "ascending")])
         for lk in (la, lb)
     )
-    assert ca.num_rows > 0 and ca.equals(cb)
+    assert ca.num_rows > 0 and ca.num_rows == cb.num_rows
+    # the same clips in each list, each at most one place from where the other run put it
+    # (a clip a novelty step moved may pass its neighbour in the list)
+    place = [
+        {
+            (r["run_id"], r["event"], r["clip_id"]): (r["rank"], r["rarity"], r["cluster_id"])
+            for r in t.to_pylist()
+        }
+        for t in (ca, cb)
+    ]
+    assert place[0].keys() == place[1].keys()
+    for key, (rank, rarity, cluster) in place[0].items():
+        other = place[1][key]
+        assert abs(rank - other[0]) <= 1 and (rarity, cluster) == other[1:], (key, other)
+    np.testing.assert_allclose(
+        np.sort(ca.column("novelty").to_numpy()), np.sort(cb.column("novelty").to_numpy()), rtol=0, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
