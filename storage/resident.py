@@ -10,7 +10,9 @@ files changed (an ingest's new day, a re-ingested drive's day, a compacted day) 
 read again; the rest are kept as they are, so a commit costs a process the days it
 touched, not the table. The predicate runs on the held rows in DataFusion, the engine
 the lake's own reads run (``DeltaTable.scan``), with the same dialect settings, so a
-predicate means the same here as in a scan.
+predicate means the same here as in a scan; its answer is kept with the version it was
+asked of (a filter asked again before the table moves is answered as it was: 23 ms of
+DataFusion at 10^6 clips once, not per search).
 
 What stays on the engine path (:meth:`Resident.select` answers None and the caller
 reads as before): a request whose read view pinned a version older than the one held
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +65,7 @@ bytes held."""
 _ENCODED = ("drive_id", "vehicle_id", "camera")  # few distinct values: held dictionary-encoded
 _DATES_PER_READ = 64  # changed partitions read per engine query
 _LAKES_HELD = 4  # a server serves one lake; a process that opens many (tests, tools) keeps a few
+_ANSWERS_BYTES = 64 << 20  # predicates' answers kept per held version (clip ids: ~30 B each)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,42 @@ class _Held:
     rows: dict[str, pa.Table]
     count: int = 0
     session: Any = field(default=None, compare=False, repr=False)
+    answers: _Answers = field(default_factory=lambda: _Answers(), compare=False, repr=False)
+
+
+class _Answers:
+    """The last predicates' answers on one held version, by (predicate, column): a filter
+    asked of every search (a page of similar clips, each next query under the same
+    filter) runs once per version of the table, and its answer is the same array each
+    time (what :meth:`mining.search.index.ClipIndex.mask` keys its masks by). At most
+    :data:`_ANSWERS_BYTES` are kept, the least recently asked dropped first; an answer
+    larger than a quarter of that (a filter that allows most clips) is not kept."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[tuple[str, str], pa.Array] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> pa.Array | None:
+        with self._lock:
+            got = self._kept.get(key)
+            if got is not None:
+                self._kept.move_to_end(key)
+            return got
+
+    def keep(self, key: tuple[str, str], answer: pa.Array) -> pa.Array:
+        size = answer.get_total_buffer_size()
+        if size > _ANSWERS_BYTES // 4:
+            return answer
+        with self._lock:
+            if key in self._kept:  # another thread answered it meanwhile: one array for both
+                return self._kept[key]
+            self._kept[key] = answer
+            self._bytes += size
+            while self._bytes > _ANSWERS_BYTES:
+                _, dropped = self._kept.popitem(last=False)
+                self._bytes -= dropped.get_total_buffer_size()
+            return answer
 
 
 class Resident:
@@ -195,6 +235,11 @@ def _session(rows: dict[str, pa.Table]) -> Any:
 def _run(held: _Held, where: str, column: str) -> pa.Array:
     if held.session is None:
         return pa.array([], pa.string())
+    kept = held.answers.get((where, column))
+    return kept if kept is not None else held.answers.keep((where, column), _engine(held, where, column))
+
+
+def _engine(held: _Held, where: str, column: str) -> pa.Array:
     # parsed as one expression over the held columns (never spliced into a statement)
     result = held.session.table("t").filter(where).select(column).to_arrow_table()
     out = result.column(0)

@@ -22,12 +22,17 @@ and returns exactly ``min(k, allowed)`` neighbours:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
+import mmap
 import os
 import sys
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeAlias
@@ -36,6 +41,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.lib.stride_tricks import as_strided
 
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError, StorageError
@@ -44,6 +50,8 @@ from storage.objectstore import Location
 
 __all__ = [
     "KINDS",
+    "MASKS_HELD",
+    "SUBSETS_BYTES",
     "ClipIndex",
     "Ids",
     "IndexConfig",
@@ -59,6 +67,15 @@ __all__ = [
 ]
 
 KINDS = ("auto", "flat", "ivf-flat", "ivf-pq")
+
+MASKS_HELD = 4
+"""Filters' allowed masks an index keeps (:meth:`ClipIndex.mask`): one byte per vector
+each, 40 MB for a 10^7-vector shard beside its 10 GB of vectors."""
+SUBSETS_BYTES = 64 << 20
+"""Allowed subsets' vectors an index keeps for exact search (:meth:`ClipIndex._subset`):
+per index (each shard of a set its own): a 1 % filter of 10^6 256-d vectors is 10 MB,
+``brute_force_below`` of them 20 MB; a subset over half of it is not kept."""
+_MASKS_LOCK = threading.Lock()  # the API's threads share an index
 
 RawVectors = Callable[[list[str]], np.ndarray]
 """Exact vectors of these clips, one row each in the same order (NaN rows for unknown clips)."""
@@ -184,14 +201,17 @@ def _selector(mask: np.ndarray) -> faiss.IDSelector:
 
 
 class _FileRows:
-    """Exact vectors of a mapped index read from its file with ``pread``, by position.
+    """Exact vectors of a mapped index read from its file by position, through a mapping
+    of its own that is closed once they are copied out.
 
     A search scans whole inverted lists, so it maps runs of pages it uses. Reading
-    scattered vectors through the mapping (a clip's own vector, the allowed subset
-    of a selective filter) does not: each 1 KB vector faults in the page-cache folio
-    around it, 64 KB or more on current kernels, whether or not MADV_RANDOM is set.
-    2,200 vectors of a 10^5+ index so mapped 115 MB into the server. ``pread`` copies
-    just the vector; the file's pages stay in the page cache, shared and evictable.
+    scattered vectors through the index's mapping (a clip's own vector, the allowed
+    subset of a selective filter) does not: each 1 KB vector faults in the page-cache
+    folio around it, 64 KB or more on current kernels, whether or not MADV_RANDOM is
+    set. 2,200 vectors of a 10^5+ index so mapped 115 MB into the server, for as long
+    as it ran. A mapping per read gathers the rows in one NumPy take and leaves with
+    them (the pages stay in the page cache, shared and evictable): a ``pread`` per row
+    did the same in a Python loop, 4-8 us a row (40-80 ms of a 1 % filter at 10^6).
     Offsets come from where faiss mapped each list (or the flat array) in this
     process, so they are right for whatever layout faiss wrote.
     """
@@ -239,10 +259,37 @@ class _FileRows:
         else:
             lo = self.lists[pos]
             offsets = self.starts[lo >> 32] + (lo & 0xFFFFFFFF) * self.code_size
-        out = np.empty((len(pos), self.dim), np.float32)
-        for row in np.argsort(offsets, kind="stable"):  # in file order
-            out[row] = np.frombuffer(os.pread(self.fd, self.code_size, int(offsets[row])), np.float32)
-        return out
+        if not len(pos):
+            return np.empty((0, self.dim), np.float32)
+        view = mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
+        try:
+            view.madvise(mmap.MADV_RANDOM)  # no read-ahead around a row of a file not cached
+            return _gather(view, offsets, self.code_size).view(np.float32)
+        finally:
+            with contextlib.suppress(BufferError):  # an error in flight still looks at it: freed with it
+                view.close()
+
+
+def _gather(buf: mmap.mmap, offsets: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` bytes at each of ``offsets`` of ``buf``, copied out in one fancy index
+    (every byte offset viewed as the start of a row; ``np.take`` would copy that view)."""
+    whole = np.frombuffer(buf, np.uint8)
+    rows = as_strided(whole, (len(whole) - size + 1, size), (1, 1), writeable=False)
+    return rows[offsets]
+
+
+def _digest(value: pa.Array | np.ndarray) -> bytes:
+    """What identifies an allowed set: a digest of its bytes (an Arrow array's buffers as
+    they lie, with its offset and length: the same ids laid out otherwise only miss)."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(value, np.ndarray):
+        h.update(np.ascontiguousarray(value).tobytes())
+    else:
+        h.update(f"{value.type}:{value.offset}:{len(value)}".encode())
+        for buf in value.buffers():
+            if buf is not None:
+                h.update(buf)
+    return h.digest()
 
 
 def take_ids(ids: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
@@ -373,6 +420,7 @@ class ClipIndex:
         if self.ivf is not None and self.exact and self.ivf.direct_map.no():
             self.ivf.make_direct_map()  # saved before indexes kept one
         self.configure(cfg)
+        self._changed()
         self._file_rows: _FileRows | None = None
         if mapped_from is not None and self.exact and sys.platform == "linux":
             self._file_rows = _FileRows(index, self.ivf, mapped_from)
@@ -443,9 +491,35 @@ class ClipIndex:
         return self.ivf is None or 0.5 <= self.ivf.nlist / cfg.nlist_for(n) <= 2.0
 
     def mask(self, clip_ids: Ids) -> np.ndarray:
-        """Positions holding one of ``clip_ids``, as a boolean mask."""
-        hit = pc.is_in(self.ids, value_set=as_ids(clip_ids))
-        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+        """Positions holding one of ``clip_ids``, as a boolean mask (read-only).
+
+        Finding them hashes every id of the index (30 ms of a filtered search's 110 at
+        10^6 clips). A filter allows the same clips on every search until its table moves
+        (the resident filter columns answer a predicate once per version,
+        :meth:`storage.resident.Resident.select`), so the last :data:`MASKS_HELD` masks
+        are kept by a digest of the allowed ids (0.3 ms for 10,000 of them), which a
+        holder asked from another process matches as well; dropped when the index grows."""
+        ids = as_ids(clip_ids)
+        key = _digest(ids)
+        with _MASKS_LOCK:
+            held = self._masks.get(key)
+            if held is not None:
+                self._masks.move_to_end(key)
+                return held
+        hit = pc.is_in(self.ids, value_set=ids)
+        mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+        mask.flags.writeable = False  # shared by every search that asks the same filter
+        with _MASKS_LOCK:
+            self._masks[key] = mask
+            while len(self._masks) > MASKS_HELD:
+                self._masks.popitem(last=False)
+        return mask
+
+    def _changed(self) -> None:
+        """The id array moved (built, added to): no kept mask holds for it."""
+        with _MASKS_LOCK:
+            self._masks: OrderedDict[bytes, np.ndarray] = OrderedDict()
+            self._subsets: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def position(self, clip_id: str) -> int:
         """The clip's position, or -1 (a scan of the id array: no hash table is kept)."""
@@ -463,6 +537,27 @@ class ClipIndex:
             return self._file_rows.read(positions)
         return self.index.reconstruct_batch(np.asarray(positions, np.int64))
 
+    def _subset(self, where: np.ndarray) -> np.ndarray:
+        """The stored vectors of an allowed subset searched exactly: kept by the positions'
+        digest (a filter asks the same subset of every search until its table moves), in
+        at most :data:`SUBSETS_BYTES`, the least recently asked dropped first. Read again
+        each time, a 1 % filter's 10,000 scattered vectors at 10^6 cost 40-50 ms of page
+        faults (a row each), 20x its exact search over them."""
+        key = _digest(where)
+        with _MASKS_LOCK:
+            held = self._subsets.get(key)
+            if held is not None:
+                self._subsets.move_to_end(key)
+                return held
+        vectors = self.vectors_at(where)
+        if vectors.nbytes <= SUBSETS_BYTES // 2:
+            vectors.flags.writeable = False
+            with _MASKS_LOCK:
+                self._subsets[key] = vectors
+                while sum(v.nbytes for v in self._subsets.values()) > SUBSETS_BYTES:
+                    self._subsets.popitem(last=False)
+        return vectors
+
     def add(self, vectors: np.ndarray, clip_ids: Ids) -> int:
         """Append the clips not held yet (first row of each); returns how many."""
         if self.read_only:
@@ -476,6 +571,7 @@ class ClipIndex:
             return 0
         self.index.add(np.ascontiguousarray(vectors[fresh], dtype=np.float32))
         self.ids = pa.concat_arrays([self.ids, ids.take(pa.array(fresh))])
+        self._changed()
         return int(fresh.size)
 
     def append(self, vectors: np.ndarray, clip_ids: Ids) -> None:
@@ -486,6 +582,7 @@ class ClipIndex:
         ids = as_ids(clip_ids)
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self.ids = pa.concat_arrays([self.ids, ids])
+        self._changed()
 
     @classmethod
     def ivf_beside(cls, main: ClipIndex, vectors: np.ndarray, clip_ids: Ids) -> ClipIndex:
@@ -563,7 +660,7 @@ class ClipIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         if mask is not None and self.exact and pool <= self.cfg.brute_force_below:
             where = np.flatnonzero(mask)
-            d2, i = faiss.knn(q, self.vectors_at(where), k)
+            d2, i = faiss.knn(q, self._subset(where), k)
             return d2, where[i]
         sel = None if mask is None else _selector(mask)
         if self.ivf is None:

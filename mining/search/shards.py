@@ -352,6 +352,7 @@ class ShardSet(ClipIndex):
         # chunked, not concatenated: each shard's ids stay where they are (mapped from their
         # files on a local lake), never copied onto the heap of every server
         self.ids = pa.chunked_array([s.ids for s in self.shards], pa.string())
+        self._changed()
 
     def configure(self, cfg: IndexConfig) -> None:
         self.cfg = cfg

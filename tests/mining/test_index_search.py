@@ -369,3 +369,30 @@ def test_training_samples_do_not_depend_on_the_order_rows_are_read() -> None:
     b = gather(ArraySource(ids.take(pa.array(shuffled)), vectors[shuffled], batch_rows=50), chosen)
     assert a.shape == (len(chosen), 16) and np.array_equal(a, b)
     assert np.array_equal(a, vectors[::3])  # in clip id order
+
+
+def test_a_filter_asked_again_reuses_its_mask_and_vectors_until_the_index_grows() -> None:
+    """The same allowed array gives the same (read-only) mask and the same kept subset of
+    vectors, so a filter's next search costs the index alone; an add forgets them, and the
+    next search under the filter finds the clip it added."""
+    rng = np.random.default_rng(11)
+    base = near(rng.standard_normal((3000, 32)).astype(np.float32), rng)
+    ids = [f"c{i:05d}" for i in range(3000)]
+    index = ClipIndex.build(base, ids, IndexConfig(kind="flat"))
+    allowed = pa.array([*ids[::20], "c99999"], pa.string())  # the last one not held yet
+    mask = index.mask(allowed)
+    assert index.mask(allowed) is mask and not mask.flags.writeable
+    assert index.mask(pa.array([*ids[::20], "c99999"], pa.string())) is mask  # the same ids, sent again
+    assert index.mask(pa.array(ids[::20], pa.string())) is not mask
+    q = near(base[40:41], rng)
+    for _ in range(2):  # the second search reads the kept subset
+        _, names = index.search(q, K, allowed)
+        assert names[0] == [ids[i] for i in exact(base, q[0], mask, K)]
+    assert len(index._subsets) == 1
+
+    index.add(q, ["c99999"])
+    grown = index.mask(allowed)
+    assert grown is not mask and len(grown) == 3001 and grown[-1]
+    assert not index._subsets
+    _, names = index.search(q, K, allowed)
+    assert names[0][0] == "c99999"

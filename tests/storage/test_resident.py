@@ -63,6 +63,7 @@ def test_a_commit_reads_again_only_the_days_it_touched(tmp_path: Path) -> None:
     where = ClipFilter(events=["hard_brake"]).predicate()
     assert where is not None
     assert _held(r, lake, where) == _scan(lake, where)
+    assert r.select(lake, where) is r.select(lake, where)  # answered once per version
     first = r.held(lake)
     assert first is not None and first.count == 90 and len(first.rows) == 3
 
