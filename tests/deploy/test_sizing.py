@@ -347,3 +347,36 @@ def test_a_cluster_file_without_its_rows_or_holders_is_refused_naming_them() -> 
         ClusterFigures.from_rows(_cluster_rows(holders="[__import__('os')]"))
     with pytest.raises(ConfigError, match="no holders"):
         ClusterFigures.from_rows(_cluster_rows(holders="[]"))
+
+
+def test_the_filtered_search_section_says_what_a_filters_first_search_costs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table times a filter asked before (fleetmine keeps its answer); the first-search
+    row of ``bench --only filtered-search`` is read under it, both systems and the ratio."""
+    label = "filtered search 200,000 clips, fleetmine IVF1788,Flat vs LanceDB IVF_PQ447,PQ32"
+    tail = "0 of 200 counts != min(k, allowed) = 10)"
+    rows = [
+        {"name": f"{label}, unfiltered: fleetmine recall@10 (p50 4.0 ms, p99 8.0 ms; {tail}",
+         "measured": 1.0, "baseline": 1.0},
+        {"name": f"{label}, unfiltered: LanceDB recall@10 at nprobes >= 40, refine_factor 20 "
+                 f"(p50 20.0 ms, p99 40.0 ms; {tail}", "measured": 1.0, "baseline": 1.0},
+        {"name": f"{label}, events has hard_brake (1.0% of clips): fleetmine recall@10 (p50 9.0 ms, "
+                 f"p99 15.0 ms; {tail}", "measured": 1.0, "baseline": 1.0},
+        {"name": f"{label}, events has hard_brake (1.0% of clips): LanceDB recall@10 at nprobes >= 40, "
+                 f"refine_factor 20 (p50 5.0 ms, p99 10.0 ms; {tail}", "measured": 1.0, "baseline": 1.0},
+        {"name": f"{label}: index on disk, fleetmine (index + id array) vs LanceDB (IVF_PQ + scalar indexes; "
+                 "its data files, vectors included, 200.0 MB)", "measured": 217.0, "baseline": 8.0},
+        {"name": f"{label}, a filter's first search (20 vehicles not asked before, one query each): p99, "
+                 "fleetmine (p50 50.0 ms) / LanceDB at the one-vehicle setting (p50 30.0 ms)",
+         "measured": 90.0, "baseline": 45.0},
+    ]  # fmt: skip
+    md = _with_catalog(tmp_path, capsys, _catalog_rows() + rows)
+    assert "## Filtered search at 200,000 clips, beside LanceDB (measured)" in md
+    theirs = "1.000 (nprobes >= 40, refine_factor 20) | 20 ms / 40 ms"
+    assert f"| unfiltered | 1.000 | 4.0 ms / 8.0 ms | {theirs} | 0.20x |" in md
+    assert (
+        "A filter's first search (20 vehicles not asked before, one query each): fleetmine 50 ms / 90 ms, "
+        "LanceDB 30 ms / 45 ms (p50 / p99, 2.00x at p99)" in md
+    )
+    assert "filtered p99 above was over LanceDB's under 1 of 1 filters (at most 1.50x)." in md
