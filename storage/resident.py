@@ -24,8 +24,8 @@ cluster holds it per shard).
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from storage.errors import StorageError
+from storage.kept import Kept
 from storage.lake import Lake
 from storage.query import arrow_table
 from storage.sql import in_list
@@ -66,6 +67,10 @@ _ENCODED = ("drive_id", "vehicle_id", "camera")  # few distinct values: held dic
 _DATES_PER_READ = 64  # changed partitions read per engine query
 _LAKES_HELD = 4  # a server serves one lake; a process that opens many (tests, tools) keeps a few
 _ANSWERS_BYTES = 64 << 20  # predicates' answers kept per held version (clip ids: ~30 B each)
+_ANSWERS_HELD = 256  # ... and at most this many (an empty answer is a few bytes)
+_VOLATILE = re.compile(
+    r"\b(now|current_date|current_time|current_timestamp|localtime|localtimestamp|random|uuid)\b", re.I
+)  # DataFusion's functions whose value is not the table's: a predicate naming one is run each time
 
 
 @dataclass(frozen=True)
@@ -79,42 +84,20 @@ class _Held:
     rows: dict[str, pa.Table]
     count: int = 0
     session: Any = field(default=None, compare=False, repr=False)
-    answers: _Answers = field(default_factory=lambda: _Answers(), compare=False, repr=False)
+    # The last predicates' answers on this version, by (predicate, column): a filter asked
+    # of every search (a page of similar clips, each next query under the same filter) runs
+    # once per version; an answer over a quarter of the budget (most clips) is not kept.
+    answers: Kept[pa.Array] = field(
+        default_factory=lambda: Kept(
+            _answer_bytes, max_bytes=_ANSWERS_BYTES, items=_ANSWERS_HELD, largest=_ANSWERS_BYTES // 4
+        ),
+        compare=False,
+        repr=False,
+    )
 
 
-class _Answers:
-    """The last predicates' answers on one held version, by (predicate, column): a filter
-    asked of every search (a page of similar clips, each next query under the same
-    filter) runs once per version of the table, and its answer is the same array each
-    time (what :meth:`mining.search.index.ClipIndex.mask` keys its masks by). At most
-    :data:`_ANSWERS_BYTES` are kept, the least recently asked dropped first; an answer
-    larger than a quarter of that (a filter that allows most clips) is not kept."""
-
-    def __init__(self) -> None:
-        self._kept: OrderedDict[tuple[str, str], pa.Array] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> pa.Array | None:
-        with self._lock:
-            got = self._kept.get(key)
-            if got is not None:
-                self._kept.move_to_end(key)
-            return got
-
-    def keep(self, key: tuple[str, str], answer: pa.Array) -> pa.Array:
-        size = answer.get_total_buffer_size()
-        if size > _ANSWERS_BYTES // 4:
-            return answer
-        with self._lock:
-            if key in self._kept:  # another thread answered it meanwhile: one array for both
-                return self._kept[key]
-            self._kept[key] = answer
-            self._bytes += size
-            while self._bytes > _ANSWERS_BYTES:
-                _, dropped = self._kept.popitem(last=False)
-                self._bytes -= dropped.get_total_buffer_size()
-            return answer
+def _answer_bytes(answer: pa.Array) -> int:
+    return int(answer.get_total_buffer_size()) + 256  # its array, key and entry besides the bytes
 
 
 class Resident:
@@ -235,6 +218,8 @@ def _session(rows: dict[str, pa.Table]) -> Any:
 def _run(held: _Held, where: str, column: str) -> pa.Array:
     if held.session is None:
         return pa.array([], pa.string())
+    if _VOLATILE.search(where):  # its answer moves with the clock or the dice, not the table
+        return _engine(held, where, column)
     kept = held.answers.get((where, column))
     return kept if kept is not None else held.answers.keep((where, column), _engine(held, where, column))
 

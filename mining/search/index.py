@@ -25,14 +25,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import mmap
 import os
 import sys
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeAlias
@@ -45,6 +44,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from mining.interfaces import ModelSpec
 from storage.errors import ConfigError, StorageError
+from storage.kept import Kept
 from storage.lake import Lake
 from storage.objectstore import Location
 
@@ -58,6 +58,7 @@ __all__ = [
     "RawVectors",
     "as_ids",
     "choose_factory",
+    "digest",
     "drop_unnamed",
     "kind_of",
     "meta_files",
@@ -72,10 +73,17 @@ MASKS_HELD = 4
 """Filters' allowed masks an index keeps (:meth:`ClipIndex.mask`): one byte per vector
 each, 40 MB for a 10^7-vector shard beside its 10 GB of vectors."""
 SUBSETS_BYTES = 64 << 20
-"""Allowed subsets' vectors an index keeps for exact search (:meth:`ClipIndex._subset`):
-per index (each shard of a set its own): a 1 % filter of 10^6 256-d vectors is 10 MB,
+"""Allowed subsets' vectors a process keeps for exact search (:meth:`ClipIndex._subset`),
+every index and shard it serves together: a 1 % filter of 10^6 256-d vectors is 10 MB,
 ``brute_force_below`` of them 20 MB; a subset over half of it is not kept."""
-_MASKS_LOCK = threading.Lock()  # the API's threads share an index
+
+
+def _nbytes(a: np.ndarray) -> int:
+    return int(a.nbytes)
+
+
+_SUBSETS: Kept[np.ndarray] = Kept(_nbytes, max_bytes=SUBSETS_BYTES, largest=SUBSETS_BYTES // 2)
+_GENERATIONS = itertools.count()  # an index's generation: a new one each time its ids move
 
 RawVectors = Callable[[list[str]], np.ndarray]
 """Exact vectors of these clips, one row each in the same order (NaN rows for unknown clips)."""
@@ -209,8 +217,9 @@ class _FileRows:
     subset of a selective filter) does not: each 1 KB vector faults in the page-cache
     folio around it, 64 KB or more on current kernels, whether or not MADV_RANDOM is
     set. 2,200 vectors of a 10^5+ index so mapped 115 MB into the server, for as long
-    as it ran. A mapping per read gathers the rows in one NumPy take and leaves with
-    them (the pages stay in the page cache, shared and evictable): a ``pread`` per row
+    as it ran. A mapping per read gathers the rows in one NumPy fancy index and leaves with
+    them (its folios are mapped only while it reads; the pages stay in the page cache,
+    shared and evictable): a ``pread`` per row
     did the same in a Python loop, 4-8 us a row (40-80 ms of a 1 % filter at 10^6).
     Offsets come from where faiss mapped each list (or the flat array) in this
     process, so they are right for whatever layout faiss wrote.
@@ -261,6 +270,8 @@ class _FileRows:
             offsets = self.starts[lo >> 32] + (lo & 0xFFFFFFFF) * self.code_size
         if not len(pos):
             return np.empty((0, self.dim), np.float32)
+        if (offsets < 0).any():  # a position past the index: a wrapped read would be another row
+            raise StorageError(f"positions outside the index file: {pos[offsets < 0][:5].tolist()}")
         view = mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
         try:
             view.madvise(mmap.MADV_RANDOM)  # no read-ahead around a row of a file not cached
@@ -278,15 +289,16 @@ def _gather(buf: mmap.mmap, offsets: np.ndarray, size: int) -> np.ndarray:
     return rows[offsets]
 
 
-def _digest(value: pa.Array | np.ndarray) -> bytes:
+def digest(value: pa.Array | np.ndarray) -> bytes:
     """What identifies an allowed set: a digest of its bytes (an Arrow array's buffers as
     they lie, with its offset and length: the same ids laid out otherwise only miss)."""
     h = hashlib.blake2b(digest_size=16)
     if isinstance(value, np.ndarray):
         h.update(np.ascontiguousarray(value).tobytes())
     else:
-        h.update(f"{value.type}:{value.offset}:{len(value)}".encode())
-        for buf in value.buffers():
+        h.update(f"{value.type}:{value.offset}:{len(value)}:{value.null_count}".encode())
+        for buf in value.buffers():  # each told apart from the next: a missing one, its size
+            h.update(b"-" if buf is None else f"{buf.size}:".encode())
             if buf is not None:
                 h.update(buf)
     return h.digest()
@@ -500,26 +512,19 @@ class ClipIndex:
         are kept by a digest of the allowed ids (0.3 ms for 10,000 of them), which a
         holder asked from another process matches as well; dropped when the index grows."""
         ids = as_ids(clip_ids)
-        key = _digest(ids)
-        with _MASKS_LOCK:
-            held = self._masks.get(key)
-            if held is not None:
-                self._masks.move_to_end(key)
-                return held
-        hit = pc.is_in(self.ids, value_set=ids)
+        key = digest(ids)
+        held, masks = self.ids, self._masks  # as one: an add meanwhile keeps its masks apart
+        if (kept := masks.get(key)) is not None:
+            return kept
+        hit = pc.is_in(held, value_set=ids)
         mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
         mask.flags.writeable = False  # shared by every search that asks the same filter
-        with _MASKS_LOCK:
-            self._masks[key] = mask
-            while len(self._masks) > MASKS_HELD:
-                self._masks.popitem(last=False)
-        return mask
+        return masks.keep(key, mask)
 
     def _changed(self) -> None:
-        """The id array moved (built, added to): no kept mask holds for it."""
-        with _MASKS_LOCK:
-            self._masks: OrderedDict[bytes, np.ndarray] = OrderedDict()
-            self._subsets: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        """The id array moved (built, added to): no kept mask or subset holds for it."""
+        self._masks: Kept[np.ndarray] = Kept(_nbytes, items=MASKS_HELD)
+        self._generation = next(_GENERATIONS)  # what the process's kept subsets know it by
 
     def position(self, clip_id: str) -> int:
         """The clip's position, or -1 (a scan of the id array: no hash table is kept)."""
@@ -543,20 +548,12 @@ class ClipIndex:
         at most :data:`SUBSETS_BYTES`, the least recently asked dropped first. Read again
         each time, a 1 % filter's 10,000 scattered vectors at 10^6 cost 40-50 ms of page
         faults (a row each), 20x its exact search over them."""
-        key = _digest(where)
-        with _MASKS_LOCK:
-            held = self._subsets.get(key)
-            if held is not None:
-                self._subsets.move_to_end(key)
-                return held
+        key = (self._generation, digest(where))
+        if (kept := _SUBSETS.get(key)) is not None:
+            return kept
         vectors = self.vectors_at(where)
-        if vectors.nbytes <= SUBSETS_BYTES // 2:
-            vectors.flags.writeable = False
-            with _MASKS_LOCK:
-                self._subsets[key] = vectors
-                while sum(v.nbytes for v in self._subsets.values()) > SUBSETS_BYTES:
-                    self._subsets.popitem(last=False)
-        return vectors
+        vectors.flags.writeable = False
+        return _SUBSETS.keep(key, vectors)
 
     def add(self, vectors: np.ndarray, clip_ids: Ids) -> int:
         """Append the clips not held yet (first row of each); returns how many."""

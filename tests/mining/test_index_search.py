@@ -26,6 +26,7 @@ from mining.search import serving
 from mining.search.index import ClipIndex, IndexConfig, choose_factory
 from mining.search.queries import build_index, similar
 from mining.search.serving import served_indexes
+from mining.search.shards import ShardSet
 from storage import ConfigError, Lake, Settings
 from storage.errors import NotFoundError, StorageError
 
@@ -329,8 +330,9 @@ def _mapped_rss_kb(path: str) -> int:
 def test_a_mapped_index_reads_scattered_vectors_exactly_without_mapping_their_pages(
     tmp_path: Path, kind: str
 ) -> None:
-    """A clip's own vector and a filter's allowed subset are read from the file
-    (``pread``), equal to the index's own copy, and leave the mapping as it was."""
+    """A clip's own vector and a filter's allowed subset are read from the file (through a
+    mapping of their own, closed once they are copied), equal to the index's own copy, and
+    leave the index's mapping as it was."""
     settings = Settings(lake=str(tmp_path / "lake"))
     lake = Lake.from_settings(settings)
     lake.create_tables()
@@ -388,11 +390,23 @@ def test_a_filter_asked_again_reuses_its_mask_and_vectors_until_the_index_grows(
     for _ in range(2):  # the second search reads the kept subset
         _, names = index.search(q, K, allowed)
         assert names[0] == [ids[i] for i in exact(base, q[0], mask, K)]
-    assert len(index._subsets) == 1
+    generation = index._generation
+    subset = clip_index._SUBSETS.get((generation, clip_index.digest(np.flatnonzero(mask))))
+    assert subset is not None and np.array_equal(subset, base[mask])
 
     index.add(q, ["c99999"])
     grown = index.mask(allowed)
     assert grown is not mask and len(grown) == 3001 and grown[-1]
-    assert not index._subsets
+    assert index._generation != generation  # its kept subsets are another index's now
     _, names = index.search(q, K, allowed)
     assert names[0][0] == "c99999"
+
+    # a set of shards forgets its masks when a shard grows, as one index does
+    shards = [ClipIndex.build(base[:1500], ids[:1500]), ClipIndex.build(base[1500:], ids[1500:])]
+    info = [{"number": i, "first_day": "", "last_day": "", "n": 1500} for i in range(2)]
+    sharded = ShardSet(shards, info, IndexConfig(kind="flat", shard_size=2000))
+    mask = sharded.mask(allowed)
+    assert sharded.mask(allowed) is mask and not mask[-1]
+    sharded.add(q, ["c99999"])
+    grown = sharded.mask(allowed)
+    assert grown is not mask and len(grown) == 3001 and grown[-1]
