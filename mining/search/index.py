@@ -307,17 +307,15 @@ def digest(value: pa.Array | np.ndarray) -> bytes:
 def take_ids(ids: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
     """``ids[at]`` as a list; a chunked array (a set of shards' ids, each mapped from its
     file) is read chunk by chunk: Arrow's take of a chunked array first joins its chunks,
-    a copy of every id (2.2 ms of a 480,000-clip set's 4.3 ms search)."""
+    a copy of every id (2.2 ms of a 480,000-clip set's 4.3 ms search). A search's few are
+    looked up one by one (0.02 ms for ten, where a take per chunk cost 0.27)."""
     at = np.asarray(at, np.int64)
-    if isinstance(ids, pa.Array) or ids.num_chunks <= 1:
-        whole = (
-            ids
-            if isinstance(ids, pa.Array)
-            else ids.chunk(0)
-            if ids.num_chunks
-            else pa.array([], pa.string())
-        )
-        return list(whole.take(pa.array(at)).to_pylist())
+    if isinstance(ids, pa.ChunkedArray) and ids.num_chunks == 1:
+        ids = ids.chunk(0)
+    if isinstance(ids, pa.Array):
+        return list(ids.take(pa.array(at)).to_pylist())
+    if len(at) <= _FEW_IDS:
+        return [ids[i].as_py() for i in at.tolist()]
     bounds = np.cumsum([0, *(len(c) for c in ids.chunks)])
     which = np.searchsorted(bounds, at, side="right") - 1
     out: list[str] = [""] * len(at)
@@ -328,6 +326,9 @@ def take_ids(ids: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
         ):
             out[r] = v
     return out
+
+
+_FEW_IDS = 64
 
 
 def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]]:
