@@ -69,7 +69,7 @@ _LAKES_HELD = 4  # a server serves one lake; a process that opens many (tests, t
 _ANSWERS_BYTES = 64 << 20  # predicates' answers kept per held version (clip ids: ~30 B each)
 _ANSWERS_HELD = 256  # ... and at most this many (an empty answer is a few bytes)
 _VOLATILE = re.compile(
-    r"\b(now|current_date|current_time|current_timestamp|localtime|localtimestamp|random|uuid)\b", re.I
+    r"\b(now|today|current_date|current_time|current_timestamp|localtime|localtimestamp|random|uuid)\b", re.I
 )  # DataFusion's functions whose value is not the table's: a predicate naming one is run each time
 
 
