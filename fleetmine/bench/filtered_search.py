@@ -110,6 +110,17 @@ def cases(rows: pa.Table) -> list[Case]:
     return out
 
 
+def batch_rows(lake: Any, batch: Any) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """The lake's own rows (``clip_id``, ``vehicle_id``, ``events``) in the batch's (the
+    vectors') order; the vectors, their squared norms and their clip ids, for
+    :func:`cases` and :func:`exact_top`."""
+    stored = lake.read("clips", columns=["clip_id", "vehicle_id", "events"])
+    ids = pa.array(batch.clip_ids, pa.string())
+    rows = stored.take(pc.index_in(ids, value_set=stored.column("clip_id")))
+    base = np.ascontiguousarray(batch.vectors, np.float32)
+    return rows, base, (base.astype(np.float64) ** 2).sum(1), np.array(batch.clip_ids)
+
+
 def exact_top(
     base: np.ndarray, norms: np.ndarray, ids: np.ndarray, queries: np.ndarray, allowed: np.ndarray
 ) -> list[set[str]]:
@@ -193,13 +204,7 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
     meta = ClipIndex.read_meta(loc) or {}
     ours_bytes = sum(loc.fs.size(loc.join(f).path) for f in meta["files"].values())
 
-    # The lake's own rows, in the batch's (the vectors') order.
-    stored = lake.read("clips", columns=["clip_id", "vehicle_id", "events"])
-    ids = pa.array(batch.clip_ids, pa.string())
-    rows = stored.take(pc.index_in(ids, value_set=stored.column("clip_id")))
-    base = np.ascontiguousarray(batch.vectors, np.float32)
-    norms = (base.astype(np.float64) ** 2).sum(1)
-    names = np.array(batch.clip_ids)
+    rows, base, norms, names = batch_rows(lake, batch)
     asked = cases(rows)
 
     lance_dir = ctx.workdir / f"lancedb-{n}"

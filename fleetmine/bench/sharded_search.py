@@ -29,11 +29,9 @@ import time
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from fleetmine.bench import BenchContext, BenchResult, benchmark
-from fleetmine.bench.filtered_search import NOISE, QUERIES, K, Run, cases, exact_top
+from fleetmine.bench.filtered_search import NOISE, QUERIES, K, Run, batch_rows, cases, exact_top
 
 SHARDS = 4
 SYSTEMS = ("one index", "shards, this process", "shards, held")
@@ -104,12 +102,7 @@ def sharded_search(ctx: BenchContext) -> list[BenchResult]:
 def _measure(
     lake: Any, spec: Any, n: int, batch: Any, indexes: dict[str, Any], what: dict[str, str], nearest: Any
 ) -> list[BenchResult]:
-    stored = lake.read("clips", columns=["clip_id", "vehicle_id", "events"])
-    ids = pa.array(batch.clip_ids, pa.string())
-    rows = stored.take(pc.index_in(ids, value_set=stored.column("clip_id")))
-    base = np.ascontiguousarray(batch.vectors, np.float32)
-    norms = (base.astype(np.float64) ** 2).sum(1)
-    names = np.array(batch.clip_ids)
+    rows, base, norms, names = batch_rows(lake, batch)
     rng = np.random.default_rng(n + 1)
     queries = base[rng.choice(n, QUERIES, replace=False)]
     queries = queries + NOISE * rng.standard_normal(queries.shape).astype(np.float32)
