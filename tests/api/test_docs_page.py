@@ -18,13 +18,15 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_docs_render_offline_with_every_operation(tmp_path: Path) -> None:
-    with serve(Settings(lake=str(tmp_path / "lake"))) as base:
-        spec = httpx.get(f"{base}/openapi.json").json()
+    # the app builds its OpenAPI schema on the first ask: beside the suite's clusters on
+    # 2 cores that took past httpx's 5 s default once (CI, 2026-12-07)
+    with serve(Settings(lake=str(tmp_path / "lake"))) as base, httpx.Client(timeout=60) as http:
+        spec = http.get(f"{base}/openapi.json").json()
         operations = sum(len(ops) for ops in spec["paths"].values())
-        page = httpx.get(f"{base}/docs")
+        page = http.get(f"{base}/docs")
         assert page.status_code == 200 and "cdn" not in page.text.lower()
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        assert httpx.get(f"{base}/docs/assets/..%2F..%2Fapp.py").status_code == 404
+        assert http.get(f"{base}/docs/assets/..%2F..%2Fapp.py").status_code == 404
         b = Browser(tmp_path / "profile")
         try:
             b.send("Page.navigate", url=f"{base}/docs")
