@@ -76,6 +76,7 @@ def run_all(ctx: BenchContext, only: list[str] | None = None) -> list[BenchResul
         encoders,
         faiss_search,
         filtered_search,
+        pq_refine,
         previews,
         rarity,
         reader_feed,

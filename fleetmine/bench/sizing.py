@@ -458,8 +458,9 @@ def _index(p: Plan, f: Figures) -> list[str]:
         f"core, {per_shard_ms:,.2f} ms with one core per shard",
         f"- recall@10 {idx.recall:.3f} measured at {idx.bench_n:,.0f} vectors with the same nprobe; "
         "re-measure at shard size before relying on it (`fleetmine bench` full run: 10^6)",
-        "- IVF-PQ (what `IndexConfig` picks from 10^7 vectors) would cut memory and scan time; it is not "
-        "measured by the bench, so the plan prices IVF-Flat, the kind it measures",
+        "- IVF-PQ (what `IndexConfig` picks from 10^7 vectors) holds 32-byte codes and keeps the exact "
+        "vectors in a file it reads candidates' rows from; the bench measures it at 2x10^5 only "
+        "(`--only pq-refine`, below), so the plan prices IVF-Flat, the kind it measures at every size",
         "",
     ]
 

@@ -57,6 +57,11 @@ _FIRST = (
     r"before, one query each\): p99, fleetmine \(p50 (?P<ours>[\d.,]+) ms\) / LanceDB .*?"
     r"\(p50 (?P<theirs>[\d.,]+) ms\)"
 )
+_PQ_REFINE = (
+    rf"^IVF-PQ search {_N} clips \((?P<factory>\S+), refine_factor (?P<rf>\d+)\), (?P<case>[^:]+): p99, "
+    r"re-ranked on its vector file \(p50 (?P<p50>[\d.,]+) ms, recall@10 (?P<recall>[\d.]+)\) / on the "
+    r"embeddings table \(p50 (?P<b50>[\d.,]+) ms, recall@10 (?P<brecall>[\d.]+)\)"
+)
 _FILTERED_SIZE = (
     rf"^filtered search {_N} clips, fleetmine (?P<ours>\S+) vs LanceDB (?P<theirs>\S+): index on disk"
 )
@@ -108,6 +113,20 @@ class FirstSearch:
 
 
 @dataclass(frozen=True)
+class PqRefine:
+    """``bench --only pq-refine``: IVF-PQ re-ranked on its vector file and on the table."""
+
+    n: int
+    factory: str
+    case: str
+    p50: float
+    p99: float
+    recall: float
+    table_p50: float
+    table_p99: float
+
+
+@dataclass(frozen=True)
 class CatalogFigures:
     """Per figure, its row at the largest N measured (``at``) and at N/10 (``below``)."""
 
@@ -120,6 +139,7 @@ class CatalogFigures:
     routes_earlier: dict[tuple[str, str], tuple[Figure, ...]] = field(default_factory=dict)  # smaller Ns
     sharded: tuple[Filtered, ...] = ()  # bench --only sharded-search: shards beside one index
     first: FirstSearch | None = None  # bench --only filtered-search: a filter's first search
+    pq: tuple[PqRefine, ...] = ()  # bench --only pq-refine
 
     @property
     def n(self) -> int:
@@ -133,6 +153,7 @@ class CatalogFigures:
         sharded: list[Filtered] = []
         size: Figure | None = None
         first: FirstSearch | None = None
+        pq: list[PqRefine] = []
         for r in raw:
             name = str(r["name"])
             measured, baseline = float(r["measured"]), float(r.get("baseline") or 0.0)
@@ -157,6 +178,21 @@ class CatalogFigures:
                 filtered.append(
                     Filtered(
                         _count(m["n"]), m["case"], m["system"], index, measured, p50, p99, m["setting"] or ""
+                    )
+                )
+                continue
+            if m := re.search(_PQ_REFINE, name):
+                p50, b50 = (float(m[k].replace(",", "")) for k in ("p50", "b50"))
+                pq.append(
+                    PqRefine(
+                        _count(m["n"]),
+                        m["factory"],
+                        m["case"],
+                        p50,
+                        measured,
+                        float(m["recall"]),
+                        b50,
+                        baseline,
                     )
                 )
                 continue
@@ -205,7 +241,18 @@ class CatalogFigures:
             # smaller Ns, each as the run whose largest N it was measured as, where there is one
             by_n = {f.n: f for f in sorted(figs, key=lambda f: f.run == f.n) if low and f.n < low.n}
             earlier[rk] = tuple(by_n[n] for n in sorted(by_n, reverse=True))
-        return cls(at, below, top_routes, low_routes, tuple(filtered), size, earlier, tuple(sharded), first)
+        return cls(
+            at,
+            below,
+            top_routes,
+            low_routes,
+            tuple(filtered),
+            size,
+            earlier,
+            tuple(sharded),
+            first,
+            tuple(pq),
+        )
 
 
 def _ms(x: float) -> str:
@@ -351,9 +398,24 @@ def _render_filtered(c: CatalogFigures, shard_bytes: float, shard_clips: float) 
             "of the vectors in its data files, which its refine step reads. IVF-PQ with refine is the better "
             "trade where a shard's exact vectors do not fit the memory of the node serving it: at "
             f"{shard_clips:,.0f} vectors a shard as saved is {_gb(shard_bytes)}, and `IndexConfig` builds "
-            "IVF-PQ (re-ranking `refine_factor` x k candidates on exact vectors read from `embeddings`) from "
-            "`pq_above` vectors on. Below that, IVF-Flat answers exactly with no second read; its "
-            f"filtered p99 above was {_against(ratios)}.",
+            "IVF-PQ (re-ranking `refine_factor` x k candidates on the exact vectors it keeps in a file "
+            "beside its codes, read by position, not held) from `pq_above` vectors on. Below that, "
+            f"IVF-Flat answers exactly with no second read; its filtered p99 above was {_against(ratios)}.",
+        ]
+    if c.pq:
+        at = max(p.n for p in c.pq)
+        pq = [p for p in c.pq if p.n == at]
+        lines += [
+            "",
+            f"IVF-PQ re-ranked on its vector file, measured at {at:,} clips ({pq[0].factory}; "
+            f"`fleetmine bench --catalog {at} --only pq-refine`), against the same build re-ranked on "
+            "vectors read from the `embeddings` table (builds saved before the file), p50 / p99: "
+            + "; ".join(
+                f"{p.case} {_ms(p.p50)} / {_ms(p.p99)} (recall@10 {p.recall:.3f}) against "
+                f"{_ms(p.table_p50)} / {_ms(p.table_p99)} ({p.p99 / p.table_p99:.2f}x at p99)"
+                for p in pq
+            )
+            + ".",
         ]
     return [*lines, ""]
 

@@ -334,6 +334,9 @@ class HeldIndex:
         self.meta = meta
         self.cfg = IndexConfig.from_dict(meta.get("config", {}))
         self.exact = kind_of(str(meta["factory"])) != "ivf-pq"
+        # IVF-PQ shards saved with their vector files re-rank their candidates where they are
+        # held: their answers' distances are exact, and the caller merges them as they come
+        self.refined = all("vectors" in s["files"] for s in meta["shards"])
         self.embeddings_version = int(meta["embeddings_version"])
         self.wait_s = wait_s  # how long a search waits for a restarted holder (0: raise at once)
         self._fetch: Fetch | None = None  # where top_up read the fresh clips (to read them again)
@@ -560,7 +563,7 @@ class HeldIndex:
         ``as_of`` (an ``embeddings`` commit), the clips embedded since the build up to it
         too (:meth:`top_up`)."""
         q = np.ascontiguousarray(queries, np.float32)
-        refine_on = raw is not None and not self.exact
+        refine_on = raw is not None and not self.exact and not self.refined
         hits = self._ask(
             q,
             k * self.cfg.refine_factor if refine_on else k,
@@ -580,7 +583,7 @@ class HeldIndex:
             at.update(zip(flat[found].tolist(), h.names.take(pa.array(found)).to_pylist(), strict=True))
         if refine_on:
             assert raw is not None
-            d2, pos = refine(q, pos, want, raw, lambda uniq: [at[p] for p in uniq.tolist()])
+            d2, pos = refine(q, pos, want, lambda uniq: raw([at[p] for p in uniq.tolist()]))
         else:
             d2, pos = d2[:, :want], pos[:, :want]
         names = [[at[p] for p in row if p >= 0] for row in pos.tolist()]

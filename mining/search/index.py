@@ -22,14 +22,13 @@ and returns exactly ``min(k, allowed)`` neighbours:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import json
 import math
-import mmap
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -40,9 +39,9 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numpy.lib.stride_tricks import as_strided
 
 from mining.interfaces import ModelSpec
+from mining.search.vector_file import SUFFIX, VectorFile, read_mapped
 from storage.errors import ConfigError, StorageError
 from storage.kept import Kept
 from storage.lake import Lake
@@ -272,21 +271,7 @@ class _FileRows:
             return np.empty((0, self.dim), np.float32)
         if (offsets < 0).any():  # a position past the index: a wrapped read would be another row
             raise StorageError(f"positions outside the index file: {pos[offsets < 0][:5].tolist()}")
-        view = mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
-        try:
-            view.madvise(mmap.MADV_RANDOM)  # no read-ahead around a row of a file not cached
-            return _gather(view, offsets, self.code_size).view(np.float32)
-        finally:
-            with contextlib.suppress(BufferError):  # an error in flight still looks at it: freed with it
-                view.close()
-
-
-def _gather(buf: mmap.mmap, offsets: np.ndarray, size: int) -> np.ndarray:
-    """The ``size`` bytes at each of ``offsets`` of ``buf``, copied out in one fancy index
-    (every byte offset viewed as the start of a row; ``np.take`` would copy that view)."""
-    whole = np.frombuffer(buf, np.uint8)
-    rows = as_strided(whole, (len(whole) - size + 1, size), (1, 1), writeable=False)
-    return rows[offsets]
+        return read_mapped(self.fd, offsets, self.code_size).view(np.float32)
 
 
 def digest(value: pa.Array | np.ndarray) -> bytes:
@@ -329,6 +314,7 @@ def take_ids(ids: pa.Array | pa.ChunkedArray, at: np.ndarray) -> list[str]:
 
 
 _FEW_IDS = 64
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 
 
 def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]]:
@@ -342,15 +328,15 @@ def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]
 
 
 def refine(
-    q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors, names: Callable[[np.ndarray], list[str]]
+    q: np.ndarray, cand: np.ndarray, k: int, read: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of the candidate positions ``cand`` (-1: none) by exact distance,
-    the vectors read by clip id (``names``: the ids at sorted unique positions) from ``raw``:
+    ``read`` giving the exact vectors at sorted unique positions (NaN rows for none):
     IVF-PQ codes ranked the candidates, the stored vectors rank the answer."""
     uniq = np.unique(cand[cand >= 0])
     if uniq.size == 0:
         return np.full((len(q), 0), np.inf, np.float32), np.zeros((len(q), 0), np.int64)
-    vecs = raw(names(uniq)).astype(np.float32)
+    vecs = np.asarray(read(uniq), np.float32)
     row = np.searchsorted(uniq, np.maximum(cand, 0))
     diff = vecs[row] - q[:, None, :]  # (nq, candidates, dim)
     d2 = np.einsum("qcd,qcd->qc", diff, diff)
@@ -423,6 +409,7 @@ class ClipIndex:
         *,
         read_only: bool = False,
         mapped_from: str | None = None,
+        vectors: VectorFile | None = None,
     ):
         self.index = index
         self.ids = as_ids(ids)
@@ -439,6 +426,11 @@ class ClipIndex:
             self._file_rows = _FileRows(index, self.ivf, mapped_from)
         if len(self.ids) != index.ntotal:
             raise StorageError(f"index holds {index.ntotal} vectors but {len(self.ids)} ids")
+        if vectors is None and not self.exact and index.ntotal == 0:
+            vectors = VectorFile(index.d)  # IVF-PQ keeps the vectors it is given beside its codes
+        if vectors is not None and len(vectors) != index.ntotal:
+            raise StorageError(f"index holds {index.ntotal} vectors but its vector file {len(vectors)}")
+        self.vectors = vectors  # IVF-PQ's exact vectors (None: a build before it kept them)
 
     def configure(self, cfg: IndexConfig) -> None:
         """Take ``cfg``'s search settings (nprobe, refine, exact subsets) for this index."""
@@ -482,6 +474,16 @@ class ClipIndex:
         """Whether the index stores vectors exactly (so it can search and return them as they are)."""
         return self.kind != "ivf-pq"
 
+    @property
+    def has_vectors(self) -> bool:
+        """Whether it can give its exact vectors: an exact kind, or IVF-PQ with its vector file."""
+        return self.exact or self.vectors is not None
+
+    def refines(self, raw: RawVectors | None) -> bool:
+        """Whether a search re-ranks code-ranked candidates on exact vectors: IVF-PQ, on its
+        own vector file, else on ``raw`` (a build saved before it kept one)."""
+        return not self.exact and (self.vectors is not None or raw is not None)
+
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
@@ -498,8 +500,9 @@ class ClipIndex:
 
     def fits(self, n: int, cfg: IndexConfig) -> bool:
         """Whether this is still the index ``cfg`` would build for ``n`` vectors
-        (same kind; an IVF within 2x of the list count)."""
-        if cfg.kind_for(n) != self.kind:
+        (same kind; an IVF within 2x of the list count; IVF-PQ with its vector file: one
+        saved before it kept its vectors is built again, not topped up)."""
+        if cfg.kind_for(n) != self.kind or not self.has_vectors:
             return False
         return self.ivf is None or 0.5 <= self.ivf.nlist / cfg.nlist_for(n) <= 2.0
 
@@ -533,12 +536,15 @@ class ClipIndex:
 
     def stored_vector(self, clip_id: str) -> np.ndarray | None:
         """The clip's vector ``(1, dim)`` as stored, when the index holds it exactly; else None."""
-        pos = self.position(clip_id) if self.exact else -1
+        pos = self.position(clip_id) if self.has_vectors else -1
         return None if pos < 0 else self.vectors_at(np.array([pos], np.int64))
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
-        """The stored vectors at ``positions`` (an exact index): from the file when it is
-        mapped (see :class:`_FileRows`), else from the index."""
+        """The stored vectors at ``positions`` (:attr:`has_vectors`): IVF-PQ's from its vector
+        file, an exact kind's from its file when it is mapped (see :class:`_FileRows`), else
+        from the index."""
+        if self.vectors is not None:
+            return self.vectors.read(positions)
         if self._file_rows is not None:
             return self._file_rows.read(positions)
         return self.index.reconstruct_batch(np.asarray(positions, np.int64))
@@ -567,7 +573,10 @@ class ClipIndex:
         fresh = np.flatnonzero(first & ~self.holds(ids))
         if fresh.size == 0:
             return 0
-        self.index.add(np.ascontiguousarray(vectors[fresh], dtype=np.float32))
+        rows = np.ascontiguousarray(vectors[fresh], dtype=np.float32)
+        self.index.add(rows)
+        if self.vectors is not None:
+            self.vectors.append(rows)
         self.ids = pa.concat_arrays([self.ids, ids.take(pa.array(fresh))])
         self._changed()
         return int(fresh.size)
@@ -578,7 +587,10 @@ class ClipIndex:
         if self.read_only:
             raise StorageError("this index is mapped read-only from its file; load it with mmap=False")
         ids = as_ids(clip_ids)
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index.add(rows)
+        if self.vectors is not None:
+            self.vectors.append(rows)
         self.ids = pa.concat_arrays([self.ids, ids])
         self._changed()
 
@@ -634,10 +646,8 @@ class ClipIndex:
         q, pool, want, fetch = self._asked(queries, k, mask, raw)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        refine = raw is not None and not self.exact
         d2, pos = self._candidates(q, fetch, mask, pool)
-        if refine:
-            assert raw is not None
+        if self.refines(raw):
             d2, pos = self._refine(q, pos, want, raw)
         return d2, pos
 
@@ -650,13 +660,12 @@ class ClipIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         pool = len(self) if mask is None else int(mask.sum())
         want = min(k, pool)
-        refine = raw is not None and not self.exact
-        return q, pool, want, min(pool, want * self.cfg.refine_factor) if refine else want
+        return q, pool, want, min(pool, want * self.cfg.refine_factor) if self.refines(raw) else want
 
     def _candidates(
         self, q: np.ndarray, k: int, mask: np.ndarray | None, pool: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        if mask is not None and self.exact and pool <= self.cfg.brute_force_below:
+        if mask is not None and self.has_vectors and pool <= self.cfg.brute_force_below:
             where = np.flatnonzero(mask)
             d2, i = faiss.knn(q, self._subset(where), k)
             return d2, where[i]
@@ -681,9 +690,13 @@ class ClipIndex:
         return d2, pos
 
     def _refine(
-        self, q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors
+        self, q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return refine(q, cand, k, raw, lambda uniq: self.ids.take(pa.array(uniq)).to_pylist())
+        """Candidates re-ranked on the vector file, else on ``raw`` read by clip id."""
+        if self.vectors is not None:
+            return refine(q, cand, k, self.vectors_at)
+        assert raw is not None
+        return refine(q, cand, k, lambda uniq: raw(self.ids.take(pa.array(uniq)).to_pylist()))
 
     # -- persistence --------------------------------------------------------------------
 
@@ -725,13 +738,18 @@ class ClipIndex:
         return meta
 
     def write_files(self, loc: Location, index_name: str, ids_name: str) -> dict[str, str]:
-        """The index and its id array as files ``index_name`` and ``ids_name`` in ``loc``."""
+        """The index and its id array as files ``index_name`` and ``ids_name`` in ``loc``
+        (and IVF-PQ's exact vectors beside them, named after the index file)."""
         if loc.is_local:
             faiss.write_index(self.index, loc.join(index_name).path)
         else:
             loc.fs.pipe_file(loc.join(index_name).path, faiss.serialize_index(self.index).tobytes())
         loc.fs.pipe_file(loc.join(ids_name).path, _ids_file(self.ids))
-        return {"index": index_name, "ids": ids_name}
+        files = {"index": index_name, "ids": ids_name}
+        if self.vectors is not None:
+            files["vectors"] = index_name.rsplit(".", 1)[0] + SUFFIX
+            self.vectors.write(loc.join(files["vectors"]))
+        return files
 
     @classmethod
     def load(cls, loc: Location, *, mmap: bool = False) -> tuple[ClipIndex, dict[str, Any]] | None:
@@ -753,6 +771,9 @@ class ClipIndex:
         cls, loc: Location, files: dict[str, str], meta: dict[str, Any], *, mmap: bool
     ) -> ClipIndex:
         """The index and ids ``files`` of a saved build (or of one of its shards)."""
+        for name in files.values():  # names in the index's folder, as a build writes them
+            if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+                raise StorageError(f"index meta names a file outside its folder: {str(name)[:80]!r}")
         fs, path = loc.fs, loc.join(files["index"]).path
         mapped = mmap and loc.is_local
         if mapped:
@@ -765,4 +786,15 @@ class ClipIndex:
             index = faiss.deserialize_index(np.frombuffer(fs.cat_file(path), dtype=np.uint8))
         ids = _read_ids(loc.join(files["ids"]), mmap=mapped)
         cfg = IndexConfig.from_dict(meta.get("config", {}))
-        return cls(index, ids, meta["factory"], cfg, read_only=mapped, mapped_from=path if mapped else None)
+        vectors = None
+        if "vectors" in files:  # IVF-PQ's exact vectors (saved since they were kept beside it)
+            vectors = VectorFile.open(loc.join(files["vectors"]), index.d, index.ntotal)
+        return cls(
+            index,
+            ids,
+            meta["factory"],
+            cfg,
+            read_only=mapped,
+            mapped_from=path if mapped else None,
+            vectors=vectors,
+        )

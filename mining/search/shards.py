@@ -47,6 +47,8 @@ from mining.search.index import (
     merge_nearest,
     meta_files,
     new_build,
+    refine,
+    take_ids,
     write_meta,
 )
 from mining.search.index_build import gather
@@ -256,12 +258,14 @@ def name_shards(
 
 def sharded_as(loc: Location, cfg: IndexConfig) -> bool:
     """Whether the saved build at ``loc`` is shards of ``cfg``'s size and kind (a top-up
-    grows it; another size or kind is a new set)."""
+    grows it; another size or kind is a new set, and so is an IVF-PQ set saved before its
+    shards kept their vectors: see :meth:`ClipIndex.fits`)."""
     meta = ClipIndex.read_meta(loc)
     if not (meta and meta.get("shards")):
         return False
     same_size = (meta.get("config") or {}).get("shard_size") == cfg.shard_size
-    return bool(same_size and cfg.kind in ("auto", meta.get("kind")))
+    kept = meta.get("kind") != "ivf-pq" or all("vectors" in s["files"] for s in meta["shards"])
+    return bool(same_size and kept and cfg.kind in ("auto", meta.get("kind")))
 
 
 def _meta(
@@ -309,7 +313,9 @@ def nearest_each(shards: list[ClipIndex], q: np.ndarray, k: int) -> list[tuple[n
     vectors in 4 shards, where one index makes one): the set's unfiltered p99 was 6.2 ms,
     one index's 2.3.
     Here the lists to probe are found once and each shard scans them; a shard whose probed
-    lists held fewer than ``k`` (or one not IVF) searches on its own, widening its probes."""
+    lists held fewer than ``k`` (or one not IVF) searches on its own, widening its probes.
+    An IVF-PQ shard with its vector file scans for ``refine_factor`` x k candidates and
+    re-ranks them on it, as its own search does."""
     first = shards[0].ivf if shards else None
     probed = None
     nprobe = shards[0].cfg.nprobe if shards else 0
@@ -320,9 +326,10 @@ def nearest_each(shards: list[ClipIndex], q: np.ndarray, k: int) -> list[tuple[n
     for shard in shards:
         if probed is not None and len(shard) >= k:
             ivf: Any = shard.ivf  # faiss's Python wrapper, not the C++ signature its stubs give
-            d2, pos = ivf.search_preassigned(q, k, probed[1], probed[0])
+            fetch = min(len(shard), k * shard.cfg.refine_factor) if shard.refines(None) else k
+            d2, pos = ivf.search_preassigned(q, fetch, probed[1], probed[0])
             if not (pos[:, -1] < 0).any():
-                out.append((d2, pos))
+                out.append(shard._refine(q, pos, k, None) if shard.refines(None) else (d2, pos))
                 continue
         out.append(shard.search_positions(q, k))
     return out
@@ -345,6 +352,7 @@ class ShardSet(ClipIndex):
         self.ivf = shards[0].ivf  # the quantizer every shard shares
         self.read_only = any(s.read_only for s in shards)
         self._file_rows = None
+        self.vectors = None  # each shard's own (IVF-PQ)
         self._positions()
 
     def _positions(self) -> None:
@@ -369,6 +377,38 @@ class ShardSet(ClipIndex):
     def fits(self, n: int, cfg: IndexConfig) -> bool:
         """Still what ``cfg`` asks for: the same shard size and kind (shards grow by days)."""
         return cfg.shard_size == self.cfg.shard_size and cfg.kind in ("auto", self.kind)
+
+    @property
+    def has_vectors(self) -> bool:
+        return all(s.has_vectors for s in self.shards)
+
+    def refines(self, raw: RawVectors | None) -> bool:
+        """Whether the set re-ranks its merged candidates once, on ``raw``: IVF-PQ shards
+        saved before they kept their vector files (each one that keeps it re-ranks its own,
+        and their distances merge as they are)."""
+        return not self.exact and raw is not None and any(s.vectors is None for s in self.shards)
+
+    def _refine(
+        self, q: np.ndarray, cand: np.ndarray, k: int, raw: RawVectors | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merged candidates re-ranked: each on its shard's vector file, else on ``raw``."""
+
+        def read(uniq: np.ndarray) -> np.ndarray:
+            which = np.searchsorted(self.offsets, uniq, side="right") - 1
+            out = np.empty((len(uniq), self.index.d), np.float32)
+            lake = np.zeros(len(uniq), bool)  # rows of shards without their vectors: one read
+            for i in np.unique(which).tolist():
+                rows, shard = which == i, self.shards[i]
+                if shard.has_vectors:
+                    out[rows] = shard.vectors_at(uniq[rows] - self.offsets[i])
+                else:
+                    lake |= rows
+            if lake.any():
+                assert raw is not None
+                out[lake] = raw(take_ids(self.ids, uniq[lake]))
+            return out
+
+        return refine(q, cand, k, read)
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         pos = np.asarray(positions, np.int64)
@@ -416,12 +456,13 @@ class ShardSet(ClipIndex):
     def search_positions(
         self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each shard's nearest, merged; IVF-PQ shards give ``refine_factor`` x k candidates
-        each, re-ranked once on exact vectors (one read of the lake, not one per shard)."""
+        """Each shard's nearest, merged; IVF-PQ shards re-rank their candidates on their vector
+        files, or (saved before they kept one) give ``refine_factor`` x k candidates each,
+        re-ranked once on exact vectors (one read of the lake, not one per shard)."""
         q, _, want, fetch = self._asked(queries, k, mask, raw)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        refine = raw is not None and not self.exact
+        refine = self.refines(raw)
         d2s, poss = [], []
         if mask is None:  # the probed lists found once for every shard
             for (d2, pos), lo in zip(nearest_each(self.shards, q, fetch), self.offsets[:-1], strict=True):
@@ -436,7 +477,6 @@ class ShardSet(ClipIndex):
             poss.append(np.where(pos >= 0, pos + lo, -1))
         d2, pos = merge_nearest(d2s, poss, fetch)
         if refine:
-            assert raw is not None
             return self._refine(q, pos, want, raw)
         return d2[:, :want], pos[:, :want]
 

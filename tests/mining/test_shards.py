@@ -19,7 +19,7 @@ from jobs.index_job import IndexJob, run_index, run_job
 from jobs.mine_job import run_mine
 from mining.encoders.registry import resolve
 from mining.search import serving
-from mining.search.index import ClipIndex, IndexConfig
+from mining.search.index import ClipIndex, IndexConfig, write_meta
 from mining.search.queries import similar
 from mining.search.shards import ShardSet, plan_shards
 from storage import Lake, Settings
@@ -237,10 +237,40 @@ def test_ivf_shards_share_one_quantizer_and_refine_once(tmp_path: Path) -> None:
         reads.append(len(clip_ids))
         return np.stack([by_id[c] for c in clip_ids])
 
-    _, refined = pq.search(q, 10, raw=raw)
-    assert len(reads) == 1  # one re-rank over both shards' candidates
+    # Each shard keeps its exact vectors in a file beside its codes and re-ranks on it:
+    # the lake is not read, and the distances are the exact ones.
+    assert all(set(s["files"]) == {"index", "ids", "vectors"} for s in meta["shards"])
+    dist, refined = pq.search(q, 10, raw=raw)
+    assert reads == []
+    for row, names, d in zip(q, refined, dist, strict=True):
+        want = np.sqrt(((np.stack([by_id[c] for c in names]) - row) ** 2).sum(1))
+        np.testing.assert_allclose(d, want, rtol=1e-4, atol=1e-5)
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(refined, truth, strict=True)])
     assert recall >= 0.9, recall
+    # A set saved before shards kept their vectors: one re-rank over both shards' candidates
+    # (8 x k of them, where each shard above re-ranked its own 8 x k: a superset), on
+    # vectors read from the lake.
+    loc = ClipIndex.location(lake, spec)
+    old = {
+        **meta,
+        "shards": [
+            {**s, "files": {"index": s["files"]["index"], "ids": s["files"]["ids"]}} for s in meta["shards"]
+        ],
+    }
+    write_meta(loc, old)
+    before, _ = ClipIndex.load(loc, mmap=True)  # type: ignore[misc]
+    before.configure(pq.cfg)
+    farther, again = before.search(q, 10, raw=raw)
+    assert len(reads) == 1  # one re-rank over both shards' candidates
+    assert (dist <= farther + 1e-6).all()
+    assert np.mean([len(set(r) & set(t)) / 10 for r, t in zip(again, truth, strict=True)]) >= 0.9
+    # the next build of such a set is a new set, its shards with their vectors (not a top-up)
+    rebuilt = run_index(
+        settings, cfg=IndexConfig(kind="ivf-pq", nlist=16, train_per_list=20, shard_size=1000), runner=LOCAL
+    )
+    assert rebuilt["rebuilt"] and all(
+        "vectors" in s["files"] for s in (ClipIndex.read_meta(loc) or {})["shards"]
+    )
 
 
 def test_another_kind_or_size_is_a_new_set(tmp_path: Path) -> None:
