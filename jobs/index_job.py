@@ -69,12 +69,30 @@ def run_index(
     settings: Settings, model: str | None = None, cfg: IndexConfig | None = None, runner: Runner | None = None
 ) -> dict[str, Any]:
     runner = runner or single_item_runner(settings.ray_address)
+    if cfg is None:  # as saved: a set of shards stays one (topped up, or built again as a set)
+        cfg = _saved_set(settings, model)
     if cfg is not None and cfg.shard_size:
         return _run_sharded(settings, model, cfg, runner)
     (outcome,) = runner.map(StageSpec(IndexStage, (settings, cfg)), [model])
     if outcome.result is None:
         raise JobError(f"index of {model or 'the current model'} failed: {outcome.error}")
     return dict(outcome.result)
+
+
+def _saved_set(settings: Settings, model: str | None) -> IndexConfig | None:
+    """The config of the version's saved index when it is a set of shards, else None: a
+    plain ``fleetmine index`` (no kind, no shard size) goes on with what was built, and a
+    set that must be built again (an IVF-PQ set saved before its shards kept their vectors,
+    :func:`~mining.search.shards.sharded_as`) is built again as shards, by the runner."""
+    from mining.encoders.registry import resolve
+    from mining.search.index import ClipIndex, IndexConfig
+    from storage.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    meta = ClipIndex.read_meta(ClipIndex.location(lake, resolve(lake, model)))
+    if not (meta and meta.get("shards")):
+        return None
+    return IndexConfig.from_dict(meta.get("config") or {})
 
 
 def _run_sharded(settings: Settings, model: str | None, cfg: IndexConfig, runner: Runner) -> dict[str, Any]:

@@ -87,6 +87,11 @@ def _count(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+def _figures(m: re.Match[str], *groups: str) -> list[float]:
+    """The match's named figures (``1,234.5`` as 1234.5), in the order asked."""
+    return [float(m[g].replace(",", "")) for g in groups]
+
+
 @dataclass(frozen=True)
 class Figure:
     name: str
@@ -158,7 +163,7 @@ class CatalogFigures:
             name = str(r["name"])
             measured, baseline = float(r["measured"]), float(r.get("baseline") or 0.0)
             if m := re.search(_SHARDED, name):
-                p50, p99 = (float(m[k].replace(",", "")) for k in ("p50", "p99"))
+                p50, p99 = _figures(m, "p50", "p99")
                 sharded.append(
                     Filtered(
                         _count(m["n"]),
@@ -174,7 +179,7 @@ class CatalogFigures:
                 continue
             if m := re.search(_FILTERED, name):
                 index = m["ours"] if m["system"] == "fleetmine" else m["theirs"]
-                p50, p99 = (float(m[k].replace(",", "")) for k in ("p50", "p99"))
+                p50, p99 = _figures(m, "p50", "p99")
                 filtered.append(
                     Filtered(
                         _count(m["n"]), m["case"], m["system"], index, measured, p50, p99, m["setting"] or ""
@@ -182,7 +187,7 @@ class CatalogFigures:
                 )
                 continue
             if m := re.search(_PQ_REFINE, name):
-                p50, b50 = (float(m[k].replace(",", "")) for k in ("p50", "b50"))
+                p50, b50 = _figures(m, "p50", "b50")
                 pq.append(
                     PqRefine(
                         _count(m["n"]),
@@ -197,7 +202,7 @@ class CatalogFigures:
                 )
                 continue
             if m := re.search(_FIRST, name):
-                ours, theirs = (float(m[k].replace(",", "")) for k in ("ours", "theirs"))
+                ours, theirs = _figures(m, "ours", "theirs")
                 first = FirstSearch(int(m["count"]), ours, measured, theirs, baseline)
                 continue
             if m := re.search(_FILTERED_SIZE, name):

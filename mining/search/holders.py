@@ -170,12 +170,18 @@ class ShardHolder:
         self._latest: dict[str, int] = {}  # clip id -> its newest fresh entry
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: pa.Array | None,
+        as_of: int | None = None,
+        rerank: bool = True,
     ) -> list[ShardHits] | Stale:
         """Each held shard's ``k`` nearest (of ``allowed`` clips only, when given): what
         :meth:`ShardSet.search_positions` asks of it (a shard with none allowed is skipped);
         with ``as_of``, the newest shard's holder adds the fresh clips of commits up to it
-        (:class:`Stale` when it holds fewer)."""
+        (:class:`Stale` when it holds fewer). ``rerank`` False: IVF-PQ shards' candidates by
+        their codes, re-ranked by the caller (a set saved before its vector files)."""
         if as_of is not None and self.newest and as_of > self.covers:
             return Stale(self.covers)
         q = np.ascontiguousarray(queries, np.float32)
@@ -186,7 +192,7 @@ class ShardHolder:
         if as_of is not None and self.fresh is not None:
             parts.append((self.fresh_number, self.total, self.fresh, self._visible(as_of)))
         # unfiltered: the lists to probe found once for the held shards (they share a quantizer)
-        found = nearest_each([s for _, _, s in self.shards], q, k) if allowed is None else []
+        found = nearest_each([s for _, _, s in self.shards], q, k, rerank=rerank) if allowed is None else []
         for i, (number, lo, shard, visible) in enumerate(parts):
             mask = None if allowed is None else shard.mask(allowed)
             if visible is not None:
@@ -194,7 +200,7 @@ class ShardHolder:
             pool = len(shard) if mask is None else int(mask.sum())
             if mask is not None and pool == 0:
                 continue
-            d2, pos = found[i] if i < len(found) else shard.search_positions(q, k, mask, None)
+            d2, pos = found[i] if i < len(found) else shard.search_positions(q, k, mask, None, rerank=rerank)
             names = shard.ids.take(pa.array(np.maximum(pos, 0).ravel()))
             out.append(ShardHits(number, d2, np.where(pos >= 0, pos + lo, -1), names, pool))
         return out
@@ -491,7 +497,9 @@ class HeldIndex:
                 return int(got)
         raise ShardUnavailable("the newest shard's holder could not be topped up: retry later")
 
-    def _ask(self, q: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None) -> list[ShardHits]:
+    def _ask(
+        self, q: np.ndarray, k: int, allowed: pa.Array | None, as_of: int | None, rerank: bool = True
+    ) -> list[ShardHits]:
         q_ref = self._for_all(q)
         allowed_ref = None
         if allowed is not None:
@@ -500,7 +508,7 @@ class HeldIndex:
             if allowed_ref is None:
                 allowed_ref = self._allowed.keep(key, self._for_all(allowed))
         for _ in range(3):
-            answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref, as_of))
+            answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref, as_of, rerank))
             stale = [a for a in answers if isinstance(a, Stale)]
             if not stale:
                 return sorted((hit for a in answers for hit in a), key=lambda h: h.number)
@@ -569,6 +577,7 @@ class HeldIndex:
             k * self.cfg.refine_factor if refine_on else k,
             None if allowed is None else as_ids(allowed),
             as_of,
+            rerank=not refine_on,
         )
         pool = sum(h.pool for h in hits)
         want = min(k, pool)

@@ -13,11 +13,13 @@ and returns exactly ``min(k, allowed)`` neighbours:
 - an IVF probe scales with ``1 / selectivity`` (so a filtered search sees about
   as many allowed candidates as an unfiltered one) and widens until every row
   has its ``k``; at ``nprobe == nlist`` every allowed vector is reachable;
-- an allowed subset under ``brute_force_below`` of an exact kind is searched
-  exactly over its stored vectors (IVF-Flat keeps a direct map for that, and
-  for a clip's own vector);
-- IVF-PQ stores only codes: its ``refine_factor * k`` candidates are re-ranked
-  on exact vectors from a :data:`RawVectors` source (the ``embeddings`` table).
+- an allowed subset under ``brute_force_below`` is searched exactly over its
+  stored vectors (IVF-Flat keeps a direct map for that, and for a clip's own
+  vector; IVF-PQ reads them from its vector file);
+- IVF-PQ holds codes in memory: its ``refine_factor * k`` candidates are
+  re-ranked on the exact vectors it keeps in a file beside them
+  (:mod:`mining.search.vector_file`); a build saved before it kept that file
+  re-ranks on a :data:`RawVectors` source (the ``embeddings`` table).
 """
 
 from __future__ import annotations
@@ -640,35 +642,46 @@ class ClipIndex:
         return names_at(self.ids, pos)
 
     def search_positions(
-        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        mask: np.ndarray | None = None,
+        raw: RawVectors | None = None,
+        *,
+        rerank: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Squared distances and positions, ``(nq, min(k, allowed))``, nearest first."""
-        q, pool, want, fetch = self._asked(queries, k, mask, raw)
+        """Squared distances and positions, ``(nq, min(k, allowed))``, nearest first.
+        ``rerank`` False: IVF-PQ's ``k`` nearest by their codes, as they are (a set of shards
+        saved before they kept their vectors re-ranks them all at once; see ShardSet)."""
+        refining = rerank and self.refines(raw)
+        q, pool, want, fetch = self._asked(queries, k, mask, refining)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        small = mask is not None and pool <= self.cfg.brute_force_below
+        if small and self.has_vectors and (self.exact or refining):
+            where = np.flatnonzero(mask)  # a subset this small: searched exactly over its vectors
+            d2, i = faiss.knn(q, self._subset(where), want)
+            return d2, where[i]
         d2, pos = self._candidates(q, fetch, mask, pool)
-        if self.refines(raw):
+        if refining:
             d2, pos = self._refine(q, pos, want, raw)
         return d2, pos
 
     def _asked(
-        self, queries: np.ndarray, k: int, mask: np.ndarray | None, raw: RawVectors | None
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None, refining: bool
     ) -> tuple[np.ndarray, int, int, int]:
         """The query rows (float32), the allowed pool, how many to answer (``min(k, pool)``)
         and how many candidates to fetch for them (``refine_factor`` times more when IVF-PQ
-        codes are re-ranked on exact vectors from ``raw``)."""
+        codes are re-ranked on exact vectors)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         pool = len(self) if mask is None else int(mask.sum())
         want = min(k, pool)
-        return q, pool, want, min(pool, want * self.cfg.refine_factor) if self.refines(raw) else want
+        return q, pool, want, min(pool, want * self.cfg.refine_factor) if refining else want
 
     def _candidates(
         self, q: np.ndarray, k: int, mask: np.ndarray | None, pool: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        if mask is not None and self.has_vectors and pool <= self.cfg.brute_force_below:
-            where = np.flatnonzero(mask)
-            d2, i = faiss.knn(q, self._subset(where), k)
-            return d2, where[i]
+        """The ``k`` nearest by the index (IVF-PQ: by their codes), among ``mask`` if given."""
         sel = None if mask is None else _selector(mask)
         if self.ivf is None:
             params = None if sel is None else faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]

@@ -304,7 +304,9 @@ def _day(clip_id: str) -> str | None:
         return None
 
 
-def nearest_each(shards: list[ClipIndex], q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def nearest_each(
+    shards: list[ClipIndex], q: np.ndarray, k: int, *, rerank: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each shard's ``k`` nearest of every row of ``q`` (squared distances, the shard's own
     positions), no filter, as :meth:`ClipIndex.search_positions` answers them.
 
@@ -315,7 +317,8 @@ def nearest_each(shards: list[ClipIndex], q: np.ndarray, k: int) -> list[tuple[n
     Here the lists to probe are found once and each shard scans them; a shard whose probed
     lists held fewer than ``k`` (or one not IVF) searches on its own, widening its probes.
     An IVF-PQ shard with its vector file scans for ``refine_factor`` x k candidates and
-    re-ranks them on it, as its own search does."""
+    re-ranks them on it, as its own search does (unless not ``rerank``: see
+    :meth:`ClipIndex.search_positions`)."""
     first = shards[0].ivf if shards else None
     probed = None
     nprobe = shards[0].cfg.nprobe if shards else 0
@@ -326,12 +329,13 @@ def nearest_each(shards: list[ClipIndex], q: np.ndarray, k: int) -> list[tuple[n
     for shard in shards:
         if probed is not None and len(shard) >= k:
             ivf: Any = shard.ivf  # faiss's Python wrapper, not the C++ signature its stubs give
-            fetch = min(len(shard), k * shard.cfg.refine_factor) if shard.refines(None) else k
+            refining = rerank and shard.refines(None)
+            fetch = min(len(shard), k * shard.cfg.refine_factor) if refining else k
             d2, pos = ivf.search_preassigned(q, fetch, probed[1], probed[0])
             if not (pos[:, -1] < 0).any():
-                out.append(shard._refine(q, pos, k, None) if shard.refines(None) else (d2, pos))
+                out.append(shard._refine(q, pos, k, None) if refining else (d2, pos))
                 continue
-        out.append(shard.search_positions(q, k))
+        out.append(shard.search_positions(q, k, rerank=rerank))
     return out
 
 
@@ -454,25 +458,35 @@ class ShardSet(ClipIndex):
         return int(fresh.size)
 
     def search_positions(
-        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None, raw: RawVectors | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        mask: np.ndarray | None = None,
+        raw: RawVectors | None = None,
+        *,
+        rerank: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Each shard's nearest, merged; IVF-PQ shards re-rank their candidates on their vector
-        files, or (saved before they kept one) give ``refine_factor`` x k candidates each,
-        re-ranked once on exact vectors (one read of the lake, not one per shard)."""
-        q, _, want, fetch = self._asked(queries, k, mask, raw)
+        files. Where one was saved before it kept its file, every shard gives ``refine_factor``
+        x k candidates by their codes, re-ranked once on exact vectors (one read of the lake,
+        not one per shard): shards re-ranked apart would merge exact distances with the
+        codes' (smaller, on average) and crowd out their own candidates."""
+        refine = rerank and self.refines(raw)
+        q, _, want, fetch = self._asked(queries, k, mask, refine)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        refine = self.refines(raw)
+        alone = rerank and not refine  # each shard re-ranks its own (or needs none)
         d2s, poss = [], []
         if mask is None:  # the probed lists found once for every shard
-            for (d2, pos), lo in zip(nearest_each(self.shards, q, fetch), self.offsets[:-1], strict=True):
+            found = nearest_each(self.shards, q, fetch, rerank=alone)
+            for (d2, pos), lo in zip(found, self.offsets[:-1], strict=True):
                 d2s.append(d2)
                 poss.append(np.where(pos >= 0, pos + lo, -1))
         for shard, lo, hi in zip(self.shards, self.offsets[:-1], self.offsets[1:], strict=True):
             part = None if mask is None else mask[lo:hi]
             if part is None or not part.any():
                 continue
-            d2, pos = shard.search_positions(q, fetch, part, None if refine else raw)
+            d2, pos = shard.search_positions(q, fetch, part, None if refine else raw, rerank=alone)
             d2s.append(d2)
             poss.append(np.where(pos >= 0, pos + lo, -1))
         d2, pos = merge_nearest(d2s, poss, fetch)

@@ -9,14 +9,20 @@ its refine vectors, but in a file of their own (``<index file>.vectors.f32``: fl
 rows in position order, no header; ``meta.json`` names it with the index and ids) that
 a search reads only the candidates' rows of, so the index in memory stays the codes:
 
-- **a saved file** is read by position: on a local lake through a mapping made per read
-  (one NumPy gather of the rows, :func:`gather_rows`; its pages stay in the page cache,
-  shared and evictable, none held by the process), on an object store by ranged reads of
-  just those rows (``cat_ranges``), so a holder over S3 never downloads the vectors;
+- **a saved file** is read by position through a mapping made per read (one NumPy gather
+  of the rows, :func:`gather_rows`; its pages stay in the page cache, shared and
+  evictable, none held by the process). On a local lake that is the file itself, held
+  open: a later build's clean-up removes its name, not the rows a server still reads. On
+  an object store it is copied once, when opened, into an unnamed local file (disk, not
+  the heap; and no request per search, nor a file a later build removed meanwhile);
 - **rows added** since (a build streaming its batches, a top-up of the newest shard) go
   to an unnamed temporary file, not the heap: a build of 10^7 vectors holds one batch;
 - **written** under a new build's name as the saved rows then the added ones, streamed
-  in chunks (a top-up writes the newest shard again, as it writes its index).
+  in chunks from those open files (a top-up writes the newest shard again, as it writes
+  its index).
+
+Temporary files go where ``TMPDIR`` says (``/tmp``): a disk, not a tmpfs, on a node that
+builds or serves IVF-PQ shards of 10^7 vectors (10 GB of rows each at 256-d).
 """
 
 from __future__ import annotations
@@ -64,33 +70,39 @@ class VectorFile:
     """Exact float32 vectors by position: ``saved`` rows of a file in the lake, then the
     rows :meth:`append` added since (in a temporary file)."""
 
-    def __init__(self, dim: int, loc: Location | None = None, saved: int = 0):
+    def __init__(self, dim: int, saved: IO[bytes] | None = None, rows: int = 0, where: str = ""):
         self.dim = dim
         self.row = dim * 4
-        self.loc = loc  # the saved file (None: nothing saved yet)
-        self.saved = saved if loc is not None else 0
+        self._saved = saved  # the saved rows, open (None: nothing saved yet)
+        self.saved = rows if saved is not None else 0
+        self.where = where  # the saved file's URI
         self.added = 0
         self._spill: IO[bytes] | None = None
-        self._fd: int | None = None  # the saved file, opened once (a local lake)
-        if loc is not None and loc.is_local:
-            self._fd = os.open(loc.path, os.O_RDONLY)
 
     @classmethod
     def open(cls, loc: Location, dim: int, n: int) -> VectorFile:
         """The saved file at ``loc``, which must hold ``n`` rows of ``dim`` (else a
         StorageError: a truncated file would answer another clip's vector)."""
+        name = loc.uri.rsplit("/", 1)[-1]
         size = int(loc.fs.size(loc.path))
         if size != n * dim * 4:
-            raise StorageError(
-                f"{loc.uri.rsplit('/', 1)[-1]} holds {size:,} bytes; its index has {n:,} vectors of {dim}"
-            )
-        return cls(dim, loc, n)
+            raise StorageError(f"{name} holds {size:,} bytes; its index has {n:,} vectors of {dim}")
+        if loc.is_local:
+            return cls(dim, open(loc.path, "rb"), n, loc.uri)
+        local = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
+        try:
+            with loc.fs.open(loc.path, "rb") as src:
+                _copy(src, local, size)
+            local.flush()
+        except BaseException:
+            local.close()
+            raise
+        return cls(dim, local, n, loc.uri)
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)  # type: ignore[arg-type]
-        if getattr(self, "_spill", None) is not None:
-            self._spill.close()  # type: ignore[union-attr]
+        for f in (getattr(self, "_saved", None), getattr(self, "_spill", None)):
+            if f is not None:
+                f.close()
 
     def __len__(self) -> int:
         return self.saved + self.added
@@ -116,7 +128,8 @@ class VectorFile:
             raise StorageError(f"vector positions outside 0..{len(self) - 1}: {bad}")
         old = pos < self.saved
         if old.any():
-            out[old] = self._read_saved(pos[old])
+            assert self._saved is not None
+            out[old] = read_mapped(self._saved.fileno(), pos[old] * self.row, self.row).view(np.float32)
         if (~old).any():
             assert self._spill is not None
             self._spill.flush()
@@ -124,26 +137,14 @@ class VectorFile:
             out[~old] = rows.view(np.float32)
         return out
 
-    def _read_saved(self, pos: np.ndarray) -> np.ndarray:
-        assert self.loc is not None
-        if self._fd is not None:
-            return read_mapped(self._fd, pos * self.row, self.row).view(np.float32)
-        uniq, back = np.unique(pos, return_inverse=True)  # one ranged read per row asked
-        starts = (uniq * self.row).tolist()
-        got = self.loc.fs.cat_ranges(
-            [self.loc.path] * len(starts), starts, [s + self.row for s in starts], on_error="raise"
-        )
-        rows = np.frombuffer(b"".join(got), np.float32).reshape(len(uniq), self.dim)
-        return rows[back]
-
     def write(self, loc: Location) -> None:
         """The saved rows, then the added ones, as the file ``loc`` (streamed in chunks)."""
-        if self.loc is not None and self.loc.path == loc.path:
+        if self._saved is not None and self.where == loc.uri:
             raise StorageError(f"{loc.uri} would be written over while it is read")
         with loc.fs.open(loc.path, "wb") as out:
-            if self.loc is not None and self.saved:
-                with self.loc.fs.open(self.loc.path, "rb") as src:
-                    _copy(src, out, self.saved * self.row)
+            if self._saved is not None and self.saved:
+                self._saved.seek(0)
+                _copy(self._saved, out, self.saved * self.row)
             if self._spill is not None:
                 self._spill.flush()
                 self._spill.seek(0)

@@ -14,9 +14,11 @@ def test_pq_refine_bench_times_both_reranks_of_one_build(tmp_path: Path) -> None
     rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=3_000), only=["pq-refine"])
     assert all(r.name.startswith("IVF-PQ search 3,000 clips (IVF") for r in rows), [r.name for r in rows]
     timed = [r for r in rows if r.unit == "ms"]
-    assert [r.name.split(": p99")[0].rsplit(", ", 1)[-1] for r in timed] == [
+    assert [r.name.split(": p99")[0].split("refine_factor 8), ", 1)[-1] for r in timed] == [
         "unfiltered",
-        "events has hard_brake (1.0% of clips)",
+        "events has hard_brake (1.0% of clips), 30 allowed "
+        "(exact over their vectors with the file, probed without)",
+        "events has hard_brake (1.0% of clips), probed by codes (brute_force_below 0)",
     ]
     for r in timed:
         recalls = [float(x) for x in re.findall(r"recall@10 ([0-9.]+)", r.name)]

@@ -230,11 +230,11 @@ def test_ivf_shards_share_one_quantizer_and_refine_once(tmp_path: Path) -> None:
     pq, meta = ClipIndex.load(ClipIndex.location(lake, spec), mmap=True)  # type: ignore[misc]
     assert isinstance(pq, ShardSet) and meta["kind"] == "ivf-pq"
     pq.configure(IndexConfig(kind="ivf-pq", nlist=16, nprobe=16, refine_factor=8, shard_size=1000))
-    reads: list[int] = []
+    reads: list[list[str]] = []
     by_id = dict(zip(ids, vectors, strict=True))
 
     def raw(clip_ids: list[str]) -> np.ndarray:
-        reads.append(len(clip_ids))
+        reads.append(clip_ids)
         return np.stack([by_id[c] for c in clip_ids])
 
     # Each shard keeps its exact vectors in a file beside its codes and re-ranks on it:
@@ -264,13 +264,18 @@ def test_ivf_shards_share_one_quantizer_and_refine_once(tmp_path: Path) -> None:
     assert len(reads) == 1  # one re-rank over both shards' candidates
     assert (dist <= farther + 1e-6).all()
     assert np.mean([len(set(r) & set(t)) / 10 for r, t in zip(again, truth, strict=True)]) >= 0.9
-    # the next build of such a set is a new set, its shards with their vectors (not a top-up)
-    rebuilt = run_index(
-        settings, cfg=IndexConfig(kind="ivf-pq", nlist=16, train_per_list=20, shard_size=1000), runner=LOCAL
-    )
-    assert rebuilt["rebuilt"] and all(
-        "vectors" in s["files"] for s in (ClipIndex.read_meta(loc) or {})["shards"]
-    )
+    # One shard with its file, one without: still one re-rank of both shards' candidates by
+    # their codes (the one with its file reads its rows there), the same answer as above.
+    write_meta(loc, {**meta, "shards": [old["shards"][0], meta["shards"][1]]})
+    mixed, _ = ClipIndex.load(loc, mmap=True)  # type: ignore[misc]
+    mixed.configure(pq.cfg)
+    _, same = mixed.search(q, 10, raw=raw)
+    assert same == again and len(reads) == 2
+    assert reads[-1] and set(reads[-1]) <= set(mixed.shards[0].ids.to_pylist())  # type: ignore[attr-defined]
+    # A plain `fleetmine index` builds such a set again, as a set, its shards with their files.
+    rebuilt = run_index(settings, runner=LOCAL)
+    shards = (ClipIndex.read_meta(loc) or {})["shards"]
+    assert rebuilt["rebuilt"] and len(shards) == 2 and all("vectors" in s["files"] for s in shards)
 
 
 def test_another_kind_or_size_is_a_new_set(tmp_path: Path) -> None:

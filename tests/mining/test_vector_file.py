@@ -56,6 +56,10 @@ def _vector_file_round_trip(loc: Location) -> None:
     )
     with pytest.raises(StorageError, match="its index has 201 vectors"):  # a file short of its index
         VectorFile.open(loc, 8, 201)
+    # A reader keeps its rows when a later build's clean-up removes the file's name.
+    kept = VectorFile.open(loc, 8, 200)
+    loc.fs.rm(loc.path)
+    np.testing.assert_array_equal(kept.read(np.array([5, 150])), rows[[5, 150]])
 
 
 def test_rows_read_back_by_position_on_a_local_lake(tmp_path: Path) -> None:
@@ -149,6 +153,10 @@ def test_an_ivf_pq_build_saved_before_its_vector_file_reranks_on_the_table(
 
     _, names = old.search(batch.vectors[:4], 3, raw=raw)
     assert len(reads) == 1 and [n[0] for n in names] == batch.clip_ids[:4]
+    _, few = old.search(
+        batch.vectors[:2], 3, allowed=batch.clip_ids[:50], raw=raw
+    )  # probed: no stored subset
+    assert len(reads) == 2 and [n[0] for n in few] == batch.clip_ids[:2]
     hits = similar(lk, clip_id=batch.clip_ids[9], k=3)  # the API's path: read from the lake
     assert len(hits) == 3
     for hostile in (
