@@ -657,8 +657,8 @@ class ClipIndex:
         q, pool, want, fetch = self._asked(queries, k, mask, refining)
         if want <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        small = mask is not None and pool <= self.cfg.brute_force_below
-        if small and self.has_vectors and (self.exact or refining):
+        small = pool <= self.cfg.brute_force_below
+        if mask is not None and small and self.has_vectors and (self.exact or refining):
             where = np.flatnonzero(mask)  # a subset this small: searched exactly over its vectors
             d2, i = faiss.knn(q, self._subset(where), want)
             return d2, where[i]
