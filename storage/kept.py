@@ -64,5 +64,11 @@ class Kept(Generic[V]):
                 self._bytes -= self._size(dropped)
             return value
 
+    def answer(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The answer kept for ``key``, else ``make()``'s, kept (two threads asking at once
+        may both make it; they go on with the one kept first)."""
+        got = self.get(key)
+        return got if got is not None else self.keep(key, make())
+
     def __len__(self) -> int:
         return len(self._kept)

@@ -220,8 +220,7 @@ def _run(held: _Held, where: str, column: str) -> pa.Array:
         return pa.array([], pa.string())
     if _VOLATILE.search(where):  # its answer moves with the clock or the dice, not the table
         return _engine(held, where, column)
-    kept = held.answers.get((where, column))
-    return kept if kept is not None else held.answers.keep((where, column), _engine(held, where, column))
+    return held.answers.answer((where, column), lambda: _engine(held, where, column))
 
 
 def _engine(held: _Held, where: str, column: str) -> pa.Array:

@@ -503,10 +503,7 @@ class HeldIndex:
         q_ref = self._for_all(q)
         allowed_ref = None
         if allowed is not None:
-            key = digest(allowed)
-            allowed_ref = self._allowed.get(key)
-            if allowed_ref is None:
-                allowed_ref = self._allowed.keep(key, self._for_all(allowed))
+            allowed_ref = self._allowed.answer(digest(allowed), lambda: self._for_all(allowed))
         for _ in range(3):
             answers = self._call(lambda h: h.search.remote(q_ref, k, allowed_ref, as_of, rerank))
             stale = [a for a in answers if isinstance(a, Stale)]

@@ -329,22 +329,40 @@ def names_at(ids: pa.Array | pa.ChunkedArray, pos: np.ndarray) -> list[list[str]
     ]
 
 
+_REFINE_FLOATS = 1 << 23
+"""Candidate vectors re-ranked at a time (32 MB): a ``mine`` batch asks 16,384 queries for
+``refine_factor`` x (k + 1) candidates each, 1.4 GB of 256-d rows read and as much again
+gathered per query if taken at once; in blocks of queries, each block's rows only."""
+
+
 def refine(
     q: np.ndarray, cand: np.ndarray, k: int, read: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of the candidate positions ``cand`` (-1: none) by exact distance,
     ``read`` giving the exact vectors at sorted unique positions (NaN rows for none):
-    IVF-PQ codes ranked the candidates, the stored vectors rank the answer."""
-    uniq = np.unique(cand[cand >= 0])
-    if uniq.size == 0:
+    IVF-PQ codes ranked the candidates, the stored vectors rank the answer. Taken in blocks
+    of queries (:data:`_REFINE_FLOATS`), each block's candidates read once."""
+    width = min(k, cand.shape[1])
+    d2_out = np.full((len(q), width), np.inf, np.float32)
+    pos_out = np.full((len(q), width), -1, np.int64)
+    block = max(1, _REFINE_FLOATS // max(1, cand.shape[1] * q.shape[1]))
+    for lo in range(0, len(q), block):
+        c = cand[lo : lo + block]
+        uniq = np.unique(c[c >= 0])
+        if uniq.size == 0:
+            continue
+        vecs = np.asarray(read(uniq), np.float32)
+        diff = vecs[np.searchsorted(uniq, np.maximum(c, 0))] - q[lo : lo + block, None, :]  # (nq, c, dim)
+        d2 = np.einsum("qcd,qcd->qc", diff, diff)
+        d2[(c < 0) | np.isnan(d2)] = np.inf
+        order = np.argsort(d2, axis=1, kind="stable")[:, :width]
+        d2_out[lo : lo + block] = np.take_along_axis(d2, order, 1)
+        pos_out[lo : lo + block] = np.where(
+            np.isinf(d2_out[lo : lo + block]), -1, np.take_along_axis(c, order, 1)
+        )
+    if not (pos_out >= 0).any():
         return np.full((len(q), 0), np.inf, np.float32), np.zeros((len(q), 0), np.int64)
-    vecs = np.asarray(read(uniq), np.float32)
-    row = np.searchsorted(uniq, np.maximum(cand, 0))
-    diff = vecs[row] - q[:, None, :]  # (nq, candidates, dim)
-    d2 = np.einsum("qcd,qcd->qc", diff, diff)
-    d2[(cand < 0) | np.isnan(d2)] = np.inf
-    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(d2, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
+    return d2_out, pos_out
 
 
 def merge_nearest(d2s: list[np.ndarray], poss: list[np.ndarray], fetch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -518,14 +536,15 @@ class ClipIndex:
         are kept by a digest of the allowed ids (0.3 ms for 10,000 of them), which a
         holder asked from another process matches as well; dropped when the index grows."""
         ids = as_ids(clip_ids)
-        key = digest(ids)
         held, masks = self.ids, self._masks  # as one: an add meanwhile keeps its masks apart
-        if (kept := masks.get(key)) is not None:
-            return kept
-        hit = pc.is_in(held, value_set=ids)
-        mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
-        mask.flags.writeable = False  # shared by every search that asks the same filter
-        return masks.keep(key, mask)
+
+        def make() -> np.ndarray:
+            hit = pc.is_in(held, value_set=ids)
+            mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+            mask.flags.writeable = False  # shared by every search that asks the same filter
+            return mask
+
+        return masks.answer(digest(ids), make)
 
     def _changed(self) -> None:
         """The id array moved (built, added to): no kept mask or subset holds for it."""
@@ -557,12 +576,13 @@ class ClipIndex:
         at most :data:`SUBSETS_BYTES`, the least recently asked dropped first. Read again
         each time, a 1 % filter's 10,000 scattered vectors at 10^6 cost 40-50 ms of page
         faults (a row each), 20x its exact search over them."""
-        key = (self._generation, digest(where))
-        if (kept := _SUBSETS.get(key)) is not None:
-            return kept
-        vectors = self.vectors_at(where)
-        vectors.flags.writeable = False
-        return _SUBSETS.keep(key, vectors)
+
+        def make() -> np.ndarray:
+            vectors = self.vectors_at(where)
+            vectors.flags.writeable = False
+            return vectors
+
+        return _SUBSETS.answer((self._generation, digest(where)), make)
 
     def add(self, vectors: np.ndarray, clip_ids: Ids) -> int:
         """Append the clips not held yet (first row of each); returns how many."""

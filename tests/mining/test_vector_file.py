@@ -171,3 +171,34 @@ def test_an_ivf_pq_build_saved_before_its_vector_file_reranks_on_the_table(
     write_meta(loc, {**meta, "files": {k: v for k, v in meta["files"].items() if k != "vectors"}})
     again = build_index(settings, cfg=PQ)  # the next build is whole again, with the file
     assert again["rebuilt"] and "vectors" in (ClipIndex.read_meta(loc) or {})["files"]
+
+
+def test_candidates_are_reranked_in_blocks_of_queries_as_they_would_be_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mine batch's candidates are re-ranked a block of queries at a time (each block's
+    rows read once): each query's k exactly nearest of its candidates, nearest first."""
+    from mining.search import index as clip_index
+
+    rng = np.random.default_rng(7)
+    base = _rows(500, dim=16, seed=1)
+    q = _rows(37, dim=16, seed=2)
+    cand = np.stack([rng.choice(500, 24, replace=False) for _ in range(37)])
+    cand[::3, 20:] = -1  # lists shorter than asked
+    cand[5] = -1  # a query with none
+    reads: list[int] = []
+
+    def read(uniq: np.ndarray) -> np.ndarray:
+        reads.append(len(uniq))
+        return base[uniq]
+
+    monkeypatch.setattr(clip_index, "_REFINE_FLOATS", 24 * 16 * 10)  # ten queries a block
+    d2, pos = clip_index.refine(q, cand, 5, read)
+    assert len(reads) == 4 and max(reads) <= 10 * 24 and d2.shape == pos.shape == (37, 5)
+    for i in range(37):
+        mine = cand[i][cand[i] >= 0]
+        dist = ((base[mine] - q[i]) ** 2).sum(1)
+        order = np.argsort(dist, kind="stable")[:5]
+        assert pos[i][pos[i] >= 0].tolist() == mine[order].tolist(), i
+        np.testing.assert_allclose(d2[i][pos[i] >= 0], dist[order], rtol=1e-5)
+    assert (pos[5] == -1).all() and np.isinf(d2[5]).all()

@@ -24,3 +24,17 @@ def test_a_count_bound_and_one_answer_per_key() -> None:
     kept.keep("b", [1])
     kept.keep("c", [1])
     assert kept.get("a") is None and len(kept) == 2
+
+
+def test_an_answer_is_made_once_and_kept_while_it_fits() -> None:
+    kept: Kept[bytes] = Kept(len, max_bytes=10, largest=6)
+    made: list[str] = []
+
+    def make(key: str, size: int) -> bytes:
+        made.append(key)
+        return b"x" * size
+
+    assert kept.answer("a", lambda: make("a", 3)) == b"xxx"
+    assert kept.answer("a", lambda: make("a", 3)) == b"xxx" and made == ["a"]  # kept: not made again
+    assert kept.answer("big", lambda: make("big", 7)) == b"x" * 7
+    assert kept.answer("big", lambda: make("big", 7)) == b"x" * 7 and made == ["a", "big", "big"]  # too big
