@@ -102,6 +102,8 @@ def _mine(
         run.counts.update(scored=r.scored, duplicates=r.duplicates, rescored=r.rescored)
         if r.holders:
             run.counts["holders"] = r.holders
+        if r.spilled:
+            run.counts["spill_bytes"] = r.spilled
     return MineReport(spec.ref, run_id, r.scored, r.duplicates, r.reference, r.mode, r.base_run, r.rescored)
 
 

@@ -354,6 +354,14 @@ def _at(ctx: BenchContext, n: int) -> list[BenchResult]:
             "",
         ),
         (
+            f"mine's rows spilled to the driver's local disk, 2 nodes ({tag})",
+            int(on[2][2].get("spill_bytes", 0)) / 1e6,
+            whole,
+            "MB",
+            "the whole index",
+            "",
+        ),
+        (
             f"most index bytes one holder held, 2 nodes ({tag})",
             most / 1e6,
             whole,

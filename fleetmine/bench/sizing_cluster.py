@@ -44,9 +44,14 @@ PATTERNS = {
     ),
     "holder_bytes": rf"^most index bytes one holder held, 2 nodes {_N}\)",
     "driver_rss": rf"^mine's driving process peak RSS above idle, 2 nodes {_N}\)",
+    "driver_spill": rf"^mine's rows spilled to the driver's local disk, 2 nodes {_N}\)",
     "host_ceiling": r"^this host's ceiling for that ratio: 2 shards' k-NN",
 }
-OPTIONAL = ("driver_rss", "host_ceiling")  # from bench runs since each was added
+OPTIONAL = ("driver_rss", "driver_spill", "host_ceiling")  # from bench runs since each was added
+HELD_PER_CLIP = 112
+"""Bytes a full mine's driving process holds per clip of the corpus at most: four float64 or
+int64 numbers kept (k-NN mean, cluster, rarity, signal), and while ranking three sorted
+copies, the evidence and a percentile's temporaries (mining/scores/mine.py ``_full``)."""
 
 
 @dataclass(frozen=True)
@@ -130,24 +135,38 @@ def render_cluster(c: ClusterFigures, shard_clips: float, index_clips: float, mi
         "mine_nodes": "`fleetmine mine --address`, 2 nodes / 1 node (time)",
         "holder_bytes": "index bytes the largest holder held / the whole index (MB)",
         "driver_rss": "a mine's driving process, peak RSS above idle / the whole index (MB)",
+        "driver_spill": "a mine's rows on the driving process's local disk / the whole index (MB)",
         "host_ceiling": "this host: 2 shards' k-NN in 2 processes at once / in turn (time)",
     }
-    driver = r.get("driver_rss")
-    driver_line = (
-        [
+    driver, spill = r.get("driver_rss"), r.get("driver_spill")
+    driver_line = []
+    if driver and spill:  # a full run's rows wait on disk (mining/scores/spill.py)
+        per_clip = spill.measured * 1e6 / c.n
+        bound = (driver.measured * 1e6 + HELD_PER_CLIP * index_clips) / 1e9
+        driver_line = [
+            f"- **A mine's driving process** (2 nodes): {driver.measured:,.1f} MB above idle at its peak "
+            f"({driver.ratio:,.2f}x the whole index). It holds none of the index, and of each clip of the "
+            f"corpus only the numbers its rank needs (k-NN mean, cluster, rarity, signal, evidence, novelty "
+            f"and their sorted copies while ranking: at most {HELD_PER_CLIP} B, from the arrays "
+            "mining/scores/mine.py keeps, not measured apart); each clip's row (id, date, start time, "
+            f"events, signals, k-NN distances) waits on its local disk, {spill.measured:,.1f} MB here, "
+            f"{per_clip:,.0f} B per clip: **{per_clip * index_clips / 1e9:,.1f} GB** of `TMPDIR` for a "
+            f"full run over {index_clips:,.0f} clips. The rest of its peak does not grow with the corpus "
+            "(two batches of `batch_rows` queries and their answers in flight, a day's `clips` features, "
+            f"the k-means sample of `cluster_sample` vectors): at most **{bound:,.1f} GB** for that run. "
+            "An incremental run holds every clip already scored too: its id and k-th distance, cut from "
+            "the k-NN lists its lineage wrote one slice read at a time (mining/scores/mine.py: "
+            "`_kth_of_scored`; not measured here)."
+        ]
+    elif driver:
+        driver_line = [
             f"- **A mine's driving process** (2 nodes): {driver.measured:,.1f} MB above idle at its peak, "
             f"{driver.ratio:,.2f}x the whole index, {driver.measured * 1e6 / c.n:,.0f} B per clip of the "
-            "corpus (ids, k-NN distances, clusters, scores and features kept until the rows are written; "
-            f"none of the index): at most **{driver.measured * 1e6 / c.n * index_clips / 1e9:,.1f} GB** "
-            f"for a full run over {index_clips:,.0f} clips (at most: what does not grow with the corpus, "
-            "the k-means sample of `cluster_sample` vectors and a batch of vectors, is priced per clip "
-            "too). An incremental run keeps that per new clip, and holds every clip already scored "
-            "too: its id and k-th distance, cut from the k-NN lists its lineage wrote one slice read "
-            "at a time (mining/scores/mine.py: `_kth_of_scored`; not measured here)."
+            "corpus (measured before a full run's rows waited on disk: ids, k-NN distances, clusters, "
+            "scores and features were kept until the rows were written; none of the index): at most "
+            f"**{driver.measured * 1e6 / c.n * index_clips / 1e9:,.1f} GB** for a full run over "
+            f"{index_clips:,.0f} clips."
         ]
-        if driver
-        else []
-    )
     return [
         f"## Past one machine: shards held over a cluster (measured at {c.n:,} clips)",
         "",

@@ -16,7 +16,7 @@ sample it had.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _IN_CHUNK = 5000  # an IN list stays a few thousand long
+_HASH_CHUNK = 1 << 20  # ids hashed at once by sample_ids
 
 
 class VectorSource(Protocol):
@@ -92,12 +93,26 @@ def read_by_ids(
         yield lake.read(table, columns=columns, where=pred if where is None else f"{where} AND {pred}")
 
 
-def sample_ids(ids: pa.Array, n: int, seed: int) -> pa.Array:
-    """The ``n`` ids with the lowest seeded hash (all of them if there are no more)."""
-    if len(ids) <= n:
-        return ids
-    keys = np.fromiter((zlib.crc32(c.encode(), seed) for c in ids.to_pylist()), np.uint32, len(ids))
-    return ids.take(pa.array(np.argpartition(keys, n)[:n]))
+def sample_ids(ids: pa.Array | Iterable[pa.Array], n: int, seed: int) -> pa.Array:
+    """The ``n`` ids with the lowest seeded hash (all of them if there are no more).
+
+    ``ids`` may come in chunks (a scan of the ``clip_id`` column): the lowest ``n`` so far
+    are kept between chunks, so a sample of a corpus never holds the corpus's ids, nor a
+    Python string per clip (10^8 of them were ~6 GB), only a chunk's."""
+    chunks = [ids] if isinstance(ids, pa.Array) else ids
+    keys = np.zeros(0, np.uint32)
+    kept = pa.array([], pa.string())
+    for chunk in chunks:
+        for start in range(0, len(chunk), _HASH_CHUNK):
+            part = chunk.slice(start, _HASH_CHUNK)
+            names = part.to_pylist()
+            hashed = np.fromiter((zlib.crc32(c.encode(), seed) for c in names), np.uint32, len(part))
+            keys = np.concatenate([keys, hashed])
+            kept = pa.concat_arrays([kept, part.cast(pa.string())])
+            if len(keys) > n:
+                low = np.argpartition(keys, n)[:n]
+                keys, kept = keys[low], kept.take(pa.array(low))
+    return kept
 
 
 @dataclass
@@ -122,14 +137,16 @@ class EmbeddingSource:
         return f"{of_model(self.spec)} AND date >= {literal(first)} AND date <= {literal(last)}"
 
     def ids(self) -> pa.Array:
-        parts = [
-            t.column("clip_id").combine_chunks()
-            for t in self.lake.scan(
-                "embeddings", ["clip_id"], self.where, batch_rows=1 << 20, version=self.version
-            )
-        ]
+        parts = list(self.id_chunks())
         ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
         return pc.unique(ids)
+
+    def id_chunks(self) -> Iterator[pa.Array]:
+        """The ids in chunks of a scan (one per clip, as the table keys them): what a
+        sample is drawn from without holding them all (:func:`sample_ids`)."""
+        scans = self.lake.scan("embeddings", ["clip_id"], self.where, 1 << 20, self.version)
+        for t in scans:
+            yield t.column("clip_id").combine_chunks()
 
     def batches(self, only: pa.Array | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
         scans = self.lake.scan("embeddings", ["clip_id", "vector"], self.where, self.batch_rows, self.version)

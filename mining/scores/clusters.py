@@ -23,7 +23,8 @@ holds more than one task's vectors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,6 +50,7 @@ __all__ = [
     "fit_top",
     "in_process",
     "kmeans",
+    "sample_members",
     "sub_counts",
 ]
 
@@ -149,10 +151,15 @@ def kmeans(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None) -> 
 
 
 def fit_top(
-    source: VectorSource, ids: pa.Array, k: int, seed: int, sample: int, warm: np.ndarray | None = None
+    source: VectorSource,
+    ids: pa.Array | Iterable[pa.Array],
+    k: int,
+    seed: int,
+    sample: int,
+    warm: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The top level: ``k`` centroids fitted on a hashed sample of ``sample`` of ``ids``,
-    started from ``warm`` (the last fit's centroids) where given."""
+    """The top level: ``k`` centroids fitted on a hashed sample of ``sample`` of ``ids``
+    (or of chunks of them), started from ``warm`` (the last fit's centroids) where given."""
     return kmeans(gather(source, sample_ids(ids, sample, seed)), k, seed, warm)
 
 
@@ -200,7 +207,7 @@ def in_process(source: VectorSource, work: list[SubFitWork]) -> list[list[np.nda
 
 def fit_sub_levels(
     source: VectorSource,
-    ids: pa.Array,
+    ids: pa.Array | Iterable[pa.Array],
     tops: np.ndarray,
     centroids: np.ndarray,
     fine: int,
@@ -210,14 +217,13 @@ def fit_sub_levels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fine level under ``centroids``: ``(offsets, fine_centroids)``, top cluster ``t``'s
     fine clusters being rows ``offsets[t]:offsets[t + 1]`` of ``fine_centroids`` (a top
-    cluster not split is one row, its own centroid). ``ids`` are the corpus's clips and
-    ``tops`` the top cluster each fell in; tasks of at most ``per_task`` sampled vectors
-    go to ``fan_out``."""
+    cluster not split is one row, its own centroid). ``ids`` are the corpus's clips (or
+    chunks of them, in order) and ``tops`` the top cluster each fell in; tasks of at most
+    ``per_task`` sampled vectors go to ``fan_out``."""
     ntop = len(centroids)
     sizes = np.bincount(tops, minlength=ntop)
     k = sub_counts(sizes, fine)
-    order = np.argsort(tops, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    sampled = sample_members(ids, tops, np.where(k > 1, np.minimum(per_task, SUB_SAMPLE * k), 0), seed)
     parts: list[np.ndarray] = [np.asarray(centroids[t : t + 1], np.float32) for t in range(ntop)]
     work: list[SubFitWork] = []
     batch: tuple[list[int], list[int], list[pa.Array]] = ([], [], [])
@@ -230,8 +236,7 @@ def fit_sub_levels(
         batch, held = ([], [], []), 0
 
     for t in np.flatnonzero(k > 1).tolist():
-        members = ids.take(pa.array(order[bounds[t] : bounds[t + 1]]))
-        chosen = sample_ids(members, min(per_task, SUB_SAMPLE * int(k[t])), seed + t)
+        chosen = sampled[t]
         if held + len(chosen) > per_task:
             flush()
         batch[0].append(t)
@@ -244,6 +249,48 @@ def fit_sub_levels(
             parts[t] = c
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
     return offsets, np.vstack(parts).astype(np.float32)
+
+
+def sample_members(
+    ids: pa.Array | Iterable[pa.Array], tops: np.ndarray, want: np.ndarray, seed: int
+) -> dict[int, pa.Array]:
+    """Per top cluster ``t`` with ``want[t] > 0``: the ``want[t]`` of its members with the
+    lowest hash seeded ``seed + t`` (:func:`~mining.encoders.vectors.sample_ids` of its
+    members), drawn a chunk of ``ids`` at a time: the lowest so far are kept per cluster,
+    so no list of every cluster's members (the corpus's ids, regrouped) is ever held."""
+    chunks = [ids] if isinstance(ids, pa.Array) else ids
+    keys: dict[int, np.ndarray] = {}
+    kept: dict[int, pa.Array] = {}
+    at = 0
+    for chunk in chunks:
+        of = np.asarray(tops[at : at + len(chunk)], np.int64)
+        if len(of) != len(chunk):
+            raise ValueError(f"{at + len(chunk)} ids for {len(tops)} clusters")
+        at += len(chunk)
+        rows = np.flatnonzero(want[of] > 0)
+        if not len(rows):
+            continue
+        names = chunk.take(pa.array(rows)).cast(pa.string())
+        ts = of[rows]
+        hashed = np.fromiter(
+            (zlib.crc32(c.encode(), seed + t) for c, t in zip(names.to_pylist(), ts.tolist(), strict=True)),
+            np.uint32,
+            len(rows),
+        )
+        order = np.argsort(ts, kind="stable")
+        cuts = np.flatnonzero(np.diff(ts[order])) + 1
+        for group in np.split(order, cuts):
+            t = int(ts[group[0]])
+            k_all = np.concatenate([keys.get(t, np.zeros(0, np.uint32)), hashed[group]])
+            i_all = pa.concat_arrays([kept.get(t, pa.array([], pa.string())), names.take(pa.array(group))])
+            m = int(want[t])
+            if len(k_all) > m:
+                low = np.argpartition(k_all, m)[:m]
+                k_all, i_all = k_all[low], i_all.take(pa.array(low))
+            keys[t], kept[t] = k_all, i_all
+    if at != len(tops):
+        raise ValueError(f"{at} ids for {len(tops)} clusters")
+    return {t: kept.get(t, pa.array([], pa.string())) for t in np.flatnonzero(want > 0).tolist()}
 
 
 def fine_of(tops: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, fine: np.ndarray) -> np.ndarray:

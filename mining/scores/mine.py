@@ -19,10 +19,12 @@ outgrown the fit.
 
 from __future__ import annotations
 
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -44,13 +46,16 @@ from mining.scores.novelty import (
     read_features,
     score_table,
     signal_rarity,
-    signal_stats,
+    signal_stats_of,
     signal_values,
 )
 from mining.scores.rescore import Reached, kth_distance, newest_per_clip, rescore
+from mining.scores.spill import Spill, day_batches, event_counts
 from mining.search.holders import RESTART_WAIT_S, HeldIndex
 from mining.search.ready import READY_K, corner_case_lists, merge_corner_cases, write_corner_cases
 from mining.search.serving import current, read_vectors
+from mining.search.shards import day_counts
+from storage.errors import StorageError
 from storage.faults import fault_point
 from storage.lake import Lake
 
@@ -141,6 +146,7 @@ class MineResult:
     base_run: str | None = None
     rescored: int = 0  # old clips re-scored (incremental): new clips entered their knn
     holders: list[dict[str, Any]] = field(default_factory=list)  # on a cluster: who held which shards
+    spilled: int = 0  # bytes a full run's rows took on local disk while they waited (mining.scores.spill)
 
 
 def reference_clips(lake: Lake) -> pa.Array | None:
@@ -201,8 +207,9 @@ class MineStage:
         # embedded since wait for the index's top-up, which `mine --address` runs first).
         version = held.embeddings_version if held is not None else lake.version("embeddings")
         source = EmbeddingSource(lake, spec, cfg.batch_rows, version=version)
-        ids = source.ids()
-        if len(ids) < 2:
+        days = day_counts(lake, spec, version)  # a date a clip: no id held for a full run
+        n = sum(c for _, c in days)
+        if n < 2:
             return MineResult([], 0, 0, kind)
         prev = latest_run(lake, spec)
         model = None
@@ -212,24 +219,34 @@ class MineStage:
             model is None
             or cfg.full
             or cfg.refit
-            or len(ids) > cfg.refit_growth * model.trained
+            or n > cfg.refit_growth * model.trained
             or len(model.q_novelty) == 0  # a fit from before novelty was ranked as evidence
         ):
-            return self._full(w, source, ids, reference, kind, model)
+            return self._full(w, source, days, reference, kind, model)
         assert prev is not None
-        return self._incremental(w, ids, reference, kind, model, prev[0])
+        return self._incremental(w, source.ids(), reference, kind, model, prev[0])
 
     def _full(
         self,
         w: MineWork,
         source: EmbeddingSource,
-        ids: pa.Array,
+        days: list[tuple[str, int]],
         reference: pa.Array | None,
         kind: str,
         prior: MiningModel | None = None,
     ) -> MineResult:
+        """Every clip scored and ranked in the whole corpus, in passes that hold a few
+        numbers per clip (its k-NN mean, cluster, rarity, signal and evidence: ~60 bytes)
+        and never the corpus's ids or feature rows.
+
+        A clip's novelty is its rank among every clip's evidence, whose parts need the
+        whole corpus first (cluster sizes, the signals' medians), so its row cannot be
+        written when its batch is searched. The rows wait in a spill file on local disk
+        (``TMPDIR``: id, date, start time, events, signals and k-NN distances, ~150 bytes a
+        clip) and are written in a last pass; held in memory they were 1,357 bytes a clip
+        on the driving process (136 GB at 10^8 clips)."""
         lake, spec, cfg = self.lake, w.spec, w.cfg
-        n = len(ids)
+        n = sum(c for _, c in days)
         live = self._nearest(spec)
         ntop, nfine = cluster_counts(n, cfg.clusters, cfg.max_top, cfg.fine_size)
         keep = (
@@ -249,7 +266,7 @@ class MineStage:
             warm = None
             if prior is not None and prior.centroids.shape == (ntop, spec.dim):
                 warm = np.ascontiguousarray(prior.centroids, np.float32)
-            centroids = fit_top(source, ids, ntop, cfg.seed, cfg.cluster_sample, warm)
+            centroids = fit_top(source, source.id_chunks(), ntop, cfg.seed, cfg.cluster_sample, warm)
             trained = n
         model = MiningModel(
             w.run_id,
@@ -262,96 +279,135 @@ class MineStage:
         if keep:
             assert prior is not None
             model.fine_offsets, model.fine_centroids = prior.fine_offsets, prior.fine_centroids
-        # What is held per clip until the rows are written: its id (Arrow), knn distances,
-        # cluster and three scores, about 100 bytes; its feature row is read once all are.
-        id_parts: list[pa.Array] = []
-        knn_parts: list[np.ndarray] = []
-        cluster_parts: list[np.ndarray] = []
-        pairs = Pairs()
+        with tempfile.TemporaryDirectory(prefix="fleetmine-mine-") as tmp:
+            spill = Spill(Path(tmp), cfg.k)
+            pairs = Pairs()
+            knn_parts: list[np.ndarray] = []
+            cluster_parts: list[np.ndarray] = []
 
-        def search(batch: tuple[pa.Array, np.ndarray]) -> Neighbours:
-            return neighbours(live, lake, spec, batch[0].to_pylist(), batch[1], reference, cfg)
+            def search(item: tuple[str, pa.Array, np.ndarray, pa.Table | None]) -> Neighbours:
+                return neighbours(live, lake, spec, item[1].to_pylist(), item[2], reference, cfg)
 
-        # Held shards: the next batch's k-NN is asked while this one's is taken in, so the
-        # holders never wait on this process (its reads, merges and assignments were a
-        # serial share that held two nodes' mine to one node's time).
-        for (batch_ids, vectors), nb in ahead(source.batches(), search, 2 if self._held is not None else 1):
-            pairs.add(nb)
-            id_parts.append(batch_ids)
-            knn_parts.append(nb.knn)
-            cluster_parts.append(model.assign(vectors))
-        order = pa.concat_arrays(id_parts)
-        del id_parts
-        knn = np.vstack(knn_parts)
-        cluster = np.concatenate(cluster_parts)
-        del knn_parts, cluster_parts
-        if not keep and nfine > ntop:  # the fine level, fitted in tasks under the top clusters
-            model.fine_offsets, model.fine_centroids = fit_sub_levels(
-                source, order, cluster, centroids, nfine, cfg.seed, cfg.cluster_sample, self.fan_out
+            # Held shards: the next batch's k-NN is asked while this one's is taken in, so the
+            # holders never wait on this process (its reads, merges and assignments were a
+            # serial share that held two nodes' mine to one node's time).
+            batches = day_batches(lake, source, [d for d, _ in days], features=True)
+            for (day, _, vectors, feats), nb in ahead(batches, search, 2 if self._held is not None else 1):
+                assert feats is not None
+                pairs.add(nb)
+                spill.add(day, feats, nb.knn)
+                knn_parts.append(knn_mean(nb.knn))
+                cluster_parts.append(model.assign(vectors))
+            spill.close()
+            knn_means = np.concatenate(knn_parts) if knn_parts else np.zeros(0)
+            cluster = np.concatenate(cluster_parts) if cluster_parts else np.zeros(0, np.int64)
+            del knn_parts, cluster_parts
+            if not keep and nfine > ntop:  # the fine level, fitted in tasks under the top clusters
+                model.fine_offsets, model.fine_centroids = fit_sub_levels(
+                    source, spill.ids(), cluster, centroids, nfine, cfg.seed, cfg.cluster_sample, self.fan_out
+                )
+                for day, (lo, _) in spill.days.items():  # where each clip falls among them
+                    held = spill.ids_of(day)
+                    for _, batch_ids, vectors, _ in day_batches(lake, source, [day], features=False):
+                        at = pc.index_in(batch_ids, value_set=held)
+                        if at.null_count:
+                            raise StorageError(f"embeddings of {day} changed within one mine run")
+                        cluster[lo + np.asarray(at.to_numpy(zero_copy_only=False), np.int64)] = model.assign(
+                            vectors
+                        )
+            if keep:  # the cluster model as fitted: a clip's rarity is what it was
+                assert prior is not None
+                model.sizes = prior.sizes
+            else:
+                model.sizes = np.bincount(cluster, minlength=model.clusters).astype(np.int64)
+            rarity = model.rarity_of(cluster)
+            if keep:
+                assert prior is not None
+                model.sig_median, model.sig_scale = prior.sig_median, prior.sig_scale
+            else:
+                model.sig_median, model.sig_scale = signal_stats_of(spill.signals())
+            signal = np.concatenate(
+                [np.zeros(0)]
+                + [
+                    signal_rarity(signal_values(t), event_counts(t), model.sig_median, model.sig_scale)
+                    for t in spill.tables(["events", *spill.signal_names])
+                ]
             )
-            for batch_ids, vectors in source.batches():  # where each clip falls among them
-                at = pc.index_in(batch_ids, value_set=order).to_numpy(zero_copy_only=False)
-                cluster[np.asarray(at, np.int64)] = model.assign(vectors)
-        if keep:  # the cluster model as fitted: a clip's rarity is what it was
-            assert prior is not None
-            model.sizes = prior.sizes
-        else:
-            model.sizes = np.bincount(cluster, minlength=model.clusters).astype(np.int64)
-        rarity = model.rarity_of(cluster)
-        features = read_features(lake, order, everything=True)
-        values = signal_values(features)
-        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
-        if keep:
-            assert prior is not None
-            model.sig_median, model.sig_scale = prior.sig_median, prior.sig_scale
-        else:
-            model.sig_median, model.sig_scale = signal_stats(values)
-        knn_means = knn_mean(knn)
-        signal = signal_rarity(values, events, model.sig_median, model.sig_scale)
-        del values, events
-        model.q_knn, model.q_rarity, model.q_signal = sketch(knn_means), sketch(rarity), sketch(signal)
-        ev = evidence(
-            cfg, (knn_means, rarity, signal), (np.sort(knn_means), np.sort(rarity), np.sort(signal))
-        )
-        model.q_novelty = sketch(ev)
-        novelty = percentile(ev, np.sort(ev))  # its rank in the corpus
-        del ev
-        del knn_means
-        groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
-        dup = duplicates(groups, start_times(groups, order, features), {})
-        duplicate_of = duplicate_column(order, dup)
-        date = features.column("date").combine_chunks()
-
-        def rows(at: np.ndarray | None) -> pa.Table:
-            def pick(a: Any) -> Any:
-                return a if at is None else (a.take(pa.array(at)) if isinstance(a, pa.Array) else a[at])
-
-            return score_table(
-                w,
-                w.run_id,
-                pick(order),
-                pick(date),
-                pick(novelty),
-                pick(knn),
-                pick(cluster),
-                pick(rarity),
-                pick(signal),
-                pick(duplicate_of),
+            model.q_knn, model.q_rarity, model.q_signal = sketch(knn_means), sketch(rarity), sketch(signal)
+            ev = evidence(
+                cfg, (knn_means, rarity, signal), (np.sort(knn_means), np.sort(rarity), np.sort(signal))
             )
-
-        # Written in slices of one date range each: the run's rows are never one table.
-        writer = lake.writer("mining_scores")
-        by_date = np.asarray(pc.sort_indices(date).to_numpy(), np.int64)
-        actions = []
-        for i, start in enumerate(range(0, n, _WRITE_ROWS)):
-            actions += writer.write(rows(by_date[start : start + _WRITE_ROWS]), prefix=f"{w.run_id}-{i:04d}")
-        # Only rows at or above a list's k-th score can be in it: the lists are ranked from those.
-        events_of = features.column("events")
-        near_top = _near_top(novelty, pc.is_null(duplicate_of), events_of, cfg.ready_k)
-        lists = corner_case_lists(rows(near_top), events_of.take(pa.array(near_top)), cfg.ready_k)
+            del knn_means
+            model.q_novelty = sketch(ev)
+            novelty = percentile(ev, np.sort(ev))  # its rank in the corpus
+            del ev
+            groups = pairs.groups(lake, model.sig_scale, cfg.dup_signal_z)
+            dup = duplicates(groups, spill.start_times(set(groups.parent)), {})
+            actions, near = self._write_rows(w, spill, novelty, cluster, rarity, signal, dup)
+            spilled = spill.bytes
+        if near is None:
+            raise StorageError(f"embeddings counted {n} clips and a pass over them found none")
+        lists = corner_case_lists(near[0], near[1], cfg.ready_k)
         ready = write_corner_cases(lake, lists, w.run_id)
         model.save(lake, spec)  # named by the run: unused until the run's rows are committed
-        return MineResult(actions, n, len(dup), kind, ready, "full", w.run_id)
+        return MineResult(actions, n, len(dup), kind, ready, "full", w.run_id, spilled=spilled)
+
+    def _write_rows(
+        self,
+        w: MineWork,
+        spill: Spill,
+        novelty: np.ndarray,
+        cluster: np.ndarray,
+        rarity: np.ndarray,
+        signal: np.ndarray,
+        dup: dict[str, str],
+    ) -> tuple[list[Any], tuple[pa.Table, pa.Array] | None]:
+        """The run's ``mining_scores`` rows written from the spill, ``_WRITE_ROWS`` a file
+        (one day or a few), and the rows that may rank in a corner-case list, with their
+        events: each written slice's candidates merged with those so far and cut again, so
+        what is kept is at most a list's ``ready_k`` (and ties) per list."""
+        writer = self.lake.writer("mining_scores")
+        keys = pa.array(list(dup), pa.string())
+        kept = pa.array(list(dup.values()), pa.string())
+        actions: list[Any] = []
+        pending: list[pa.Table] = []
+        near: tuple[pa.Table, pa.Array] | None = None
+        at = held = 0
+
+        def flush(rows: pa.Table) -> None:
+            nonlocal near
+            part = len(actions)
+            actions.extend(writer.write(rows.drop_columns(["events"]), prefix=f"{w.run_id}-{part:06d}"))
+            if near is not None:
+                rows = pa.concat_tables([near[0].append_column("events", near[1]), rows])
+            ev = rows.column("events").combine_chunks()
+            novelty = rows.column("novelty").to_numpy()
+            top = pa.array(_near_top(novelty, pc.is_null(rows.column("duplicate_of")), ev, w.cfg.ready_k))
+            near = (rows.drop_columns(["events"]).take(top), ev.take(top))
+
+        for t in spill.tables(["clip_id", "date", "knn", "events"]):
+            end = at + t.num_rows
+            ids = t.column("clip_id").combine_chunks()
+            rows = score_table(
+                w,
+                w.run_id,
+                ids,
+                t.column("date"),
+                novelty[at:end],
+                spill.knn_of(t),
+                cluster[at:end],
+                rarity[at:end],
+                signal[at:end],
+                kept.take(pc.index_in(ids, value_set=keys)),
+            )
+            pending.append(rows.append_column("events", t.column("events")))
+            held, at = held + t.num_rows, end
+            while held >= _WRITE_ROWS or (at == len(novelty) and held):
+                both = pa.concat_tables(pending)
+                flush(both.slice(0, _WRITE_ROWS))
+                rest = both.slice(_WRITE_ROWS)
+                pending, held = ([rest] if rest.num_rows else []), rest.num_rows
+        return actions, near
 
     def _incremental(
         self,
@@ -395,7 +451,7 @@ class MineStage:
         knn = np.vstack(knn_parts)
         cluster = np.concatenate(cluster_parts)
         rarity = np.concatenate(rarity_parts)
-        features = read_features(lake, pa.array(new, pa.string()), everything=False)
+        features = read_features(lake, pa.array(new, pa.string()))
         values = signal_values(features)
         events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
         signal = signal_rarity(values, events, model.sig_median, model.sig_scale)

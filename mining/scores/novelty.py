@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +35,7 @@ from mining.search.serving import read_vectors
 from storage.errors import TableNotFoundError
 from storage.lake import Lake
 from storage.schema import UTC_TS
+from storage.sql import literal
 from storage.tables import mining_scores
 
 if TYPE_CHECKING:
@@ -43,7 +45,9 @@ __all__ = [
     "SIGNALS",
     "Nearest",
     "Neighbours",
+    "day_features",
     "evidence",
+    "features_of",
     "knn_lists",
     "knn_mean",
     "neighbours",
@@ -51,6 +55,7 @@ __all__ = [
     "score_table",
     "signal_rarity",
     "signal_stats",
+    "signal_stats_of",
     "signal_values",
 ]
 
@@ -73,16 +78,25 @@ def signal_values(features: pa.Table) -> np.ndarray:
 
 
 def signal_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    med = np.zeros(values.shape[1])
-    scale = np.ones(values.shape[1])
-    for j in range(values.shape[1]):
-        v = values[:, j]
+    """Each signal feature's median and robust scale (1.4826 MAD; its standard deviation
+    where the MAD is 0; 0 and 1 for a feature no row has)."""
+    return signal_stats_of(values[:, j] for j in range(values.shape[1]))
+
+
+def signal_stats_of(columns: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signal_stats` of the features given one column at a time (a full run reads
+    each from disk in turn: one column of the corpus held, not all of them)."""
+    med: list[float] = []
+    scale: list[float] = []
+    for v in columns:
         if np.isnan(v).all():
+            med.append(0.0)
+            scale.append(1.0)
             continue
-        med[j] = np.nanmedian(v)
-        mad = np.nanmedian(np.abs(v - med[j]))
-        scale[j] = 1.4826 * mad if mad > 0 else (np.nanstd(v) or 1.0)
-    return med, scale
+        med.append(float(np.nanmedian(v)))
+        mad = np.nanmedian(np.abs(v - med[-1]))
+        scale.append(float(1.4826 * mad) if mad > 0 else float(np.nanstd(v) or 1.0))
+    return np.asarray(med, np.float64), np.asarray(scale, np.float64)
 
 
 def signal_rarity(values: np.ndarray, events: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -197,18 +211,31 @@ def knn_lists(knn: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(knn[found], pa.float32()))
 
 
-def read_features(lake: Lake, ids: pa.Array, everything: bool) -> pa.Table:
-    """The ``clips`` rows of ``ids`` in that order (one scan of the narrow feature
-    columns when ``everything``, else by id within the dates the ids name)."""
-    if everything:
-        rows = lake.read("clips", columns=_FEATURES)
-    else:
-        parts = list(read_by_ids(lake, "clips", _FEATURES, ids.to_pylist()))
-        rows = pa.concat_tables(parts) if parts else lake.read("clips", columns=_FEATURES, where="false")
+def read_features(lake: Lake, ids: pa.Array) -> pa.Table:
+    """The ``clips`` rows of ``ids`` in that order, read by id within the dates the ids name."""
+    return features_of(lake, ids, lake.read("clips", columns=_FEATURES, where="false"))
+
+
+def day_features(lake: Lake, day: str) -> pa.Table:
+    """The feature columns of one day's ``clips`` rows (what :func:`features_of` looks a
+    batch of that day up in)."""
+    return lake.read("clips", columns=_FEATURES, where=f"date = {literal(day)}")
+
+
+def features_of(lake: Lake, ids: pa.Array, rows: pa.Table) -> pa.Table:
+    """The ``clips`` feature rows of ``ids`` in that order, from ``rows`` where they are
+    there (a day's, :func:`day_features`), else read by id; an id with no ``clips`` row is
+    an error: its scores would lack their signals."""
     pos = pc.index_in(ids, value_set=rows.column("clip_id"))
     if pos.null_count:
-        missing = ids.filter(pc.is_null(pos)).to_pylist()[:5]
-        raise TableNotFoundError(f"clips rows missing for embedded clips, e.g. {missing}")
+        missing = ids.filter(pc.is_null(pos))
+        parts = [rows, *read_by_ids(lake, "clips", _FEATURES, missing.to_pylist())]
+        rows = pa.concat_tables(parts)
+        pos = pc.index_in(ids, value_set=rows.column("clip_id"))
+        if pos.null_count:
+            raise TableNotFoundError(
+                f"clips rows missing for embedded clips, e.g. {ids.filter(pc.is_null(pos)).to_pylist()[:5]}"
+            )
     return rows.take(pos)
 
 

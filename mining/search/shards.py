@@ -108,8 +108,8 @@ def plan_shards(day_counts: list[tuple[str, int]], shard_size: int) -> list[Shar
 def day_counts(lake: Lake, spec: ModelSpec, version: int) -> list[tuple[str, int]]:
     """The version's embedded clips per day (one narrow column read)."""
     dates = lake.read("embeddings", columns=["date"], where=of_model(spec), version=version).column("date")
-    counts = pc.value_counts(pc.cast(dates, pa.string()))
-    return sorted((str(v["values"]), int(v["counts"])) for v in counts.to_pylist())
+    counts = pc.value_counts(dates)  # by date (one per day), not a string per clip
+    return sorted((v["values"].isoformat(), int(v["counts"])) for v in counts.to_pylist())
 
 
 def this_node() -> str:

@@ -17,7 +17,7 @@ from fleetmine.bench import BenchContext, run_all
 
 def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> None:
     rows = run_all(BenchContext(quick=True, workdir=tmp_path, catalog=2_000), only=["cluster-scale"])
-    assert len(rows) == 7, [r.name for r in rows]
+    assert len(rows) == 8, [r.name for r in rows]
     for r in rows:
         assert r.measured > 0 and r.baseline > 0 and not math.isnan(r.ratio), r
     nodes = [r for r in rows if "2 nodes vs 1" in r.name]
@@ -31,3 +31,6 @@ def test_cluster_scale_bench_measures_one_node_beside_two(tmp_path: Path) -> Non
     assert ceiling.baseline_name == "in turn" and ceiling.goal == "", ceiling
     (driver,) = [r for r in rows if r.name.startswith("mine's driving process peak RSS")]
     assert driver.measured > 0  # measured (the run's own scores and features: no index in it)
+    # a full run's rows waited on the driver's disk: ~170 B a clip of 2,000 (ids, signals, k-NN)
+    (spill,) = [r for r in rows if r.name.startswith("mine's rows spilled to the driver's local disk")]
+    assert 0.1 < spill.measured < 2.0, spill

@@ -16,6 +16,7 @@ from fleetmine.bench.catalog_lake import add_clips
 from fleetmine.bench.faiss_search import embeddings_like
 from jobs.mine_job import run_mine
 from mining.encoders.registry import resolve
+from mining.encoders.vectors import EmbeddingSource
 from mining.scores.dedup import Pairs as _Pairs
 from mining.scores.lineage import current_scores, latest_run, latest_scores
 from mining.scores.mine import MineConfig
@@ -280,3 +281,45 @@ def test_a_full_run_written_in_slices_keeps_every_clip_once_and_lists_the_exact_
     for event in sorted(listed):
         members = [s for s in scores if event in events[str(s["clip_id"])]]
         assert [r["clip_id"] for r in corner_cases(lake, k=20, event=event)] == top(members, 20), event
+
+
+def test_a_full_run_scores_the_same_whatever_its_batches(
+    grown: tuple[Settings, Lake, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full run keeps its rows in a spill file until the corpus-wide numbers are known and
+    fits the fine level from samples drawn a chunk at a time: the same lake mined in
+    batches of 16,384 (one a day) and of 333 (ten a day, read back by position and matched
+    by id per day when the fine level re-assigns) scores every clip alike, at two levels;
+    the spill is gone from ``TMPDIR`` after each run."""
+    import shutil
+    import tempfile
+
+    settings, lake, _ = grown
+    spec = resolve(lake)
+    copy = Settings(lake=str(tmp_path / "copy"))
+    shutil.copytree(settings.lake, copy.lake)
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spills))
+    two_levels = {"max_top": 8, "fine_size": 64, "full": True, "ready_k": 20}  # 8 top, 64 fine
+    run_mine(settings, None, MineConfig(**two_levels), runner=LOCAL)  # type: ignore[arg-type]
+    assert not list(spills.iterdir())
+    run_mine(copy, None, MineConfig(batch_rows=333, **two_levels), runner=LOCAL)  # type: ignore[arg-type]
+    assert not list(spills.iterdir())
+    model = MiningModel.load(lake, spec, latest_run(lake, spec)[1])  # type: ignore[index]
+    assert model.two_level and model.clusters == 64
+    ours = {s["clip_id"]: s for s in latest_scores(lake, spec)}
+    theirs = {s["clip_id"]: s for s in latest_scores(Lake.from_settings(copy), spec)}
+    assert len(ours) == N and ours.keys() == theirs.keys()
+    for clip, a in ours.items():
+        b = theirs[clip]
+        same = ("cluster_id", "duplicate_of", "date", "rarity", "signal_rarity")
+        assert [a[c] for c in same] == [b[c] for c in same], clip
+        # k-NN distances of one query differ in their last bits with the batch it is asked in
+        # (BLAS blocks), which may swap two near-equal clips' ranks: a rank moves by 1 / N
+        assert a["knn_distances"] == pytest.approx(b["knn_distances"], rel=1e-5), clip
+        assert a["novelty"] == pytest.approx(b["novelty"], abs=3 / N), clip
+    for ids, vectors in EmbeddingSource(lake, spec).batches():  # each clip's own fine cluster
+        assert [ours[c]["cluster_id"] for c in ids.to_pylist()] == model.assign(vectors).tolist()
+    listed = [[r["clip_id"] for r in corner_cases(at, k=20)] for at in (lake, Lake.from_settings(copy))]
+    assert listed[0] == listed[1] and len(listed[0]) == 20
