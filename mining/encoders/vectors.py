@@ -35,6 +35,8 @@ __all__ = [
     "SubSpace",
     "VectorSource",
     "day_of",
+    "id_hashes",
+    "lowest",
     "matrix",
     "of_model",
     "read_by_ids",
@@ -93,6 +95,30 @@ def read_by_ids(
         yield lake.read(table, columns=columns, where=pred if where is None else f"{where} AND {pred}")
 
 
+def id_hashes(ids: pa.Array, seed: int | np.ndarray) -> np.ndarray:
+    """Each id's CRC-32 seeded with ``seed`` (one for all, or one per id): the key a
+    hashed sample keeps the lowest of."""
+    names = ids.to_pylist()
+    seeds = [seed] * len(names) if isinstance(seed, int) else seed.tolist()
+    keys = (zlib.crc32(c.encode(), s) for c, s in zip(names, seeds, strict=True))
+    return np.fromiter(keys, np.uint32, len(names))
+
+
+def lowest(keys: np.ndarray, ids: pa.Array, n: int) -> np.ndarray:
+    """Positions of the ``n`` lowest ``keys``, ties at the ``n``-th broken by the lower id:
+    the same ``n`` whatever order or chunks the keys came in (32-bit keys tie: ~10^6 pairs
+    among 10^8 ids)."""
+    if len(keys) <= n:
+        return np.arange(len(keys))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    kth = np.partition(keys, n - 1)[n - 1]
+    below = np.flatnonzero(keys < kth)
+    tied = np.flatnonzero(keys == kth)
+    by_id = pc.sort_indices(ids.take(pa.array(tied))).to_numpy()
+    return np.concatenate([below, tied[by_id[: n - len(below)]]])
+
+
 def sample_ids(ids: pa.Array | Iterable[pa.Array], n: int, seed: int) -> pa.Array:
     """The ``n`` ids with the lowest seeded hash (all of them if there are no more).
 
@@ -105,12 +131,11 @@ def sample_ids(ids: pa.Array | Iterable[pa.Array], n: int, seed: int) -> pa.Arra
     for chunk in chunks:
         for start in range(0, len(chunk), _HASH_CHUNK):
             part = chunk.slice(start, _HASH_CHUNK)
-            names = part.to_pylist()
-            hashed = np.fromiter((zlib.crc32(c.encode(), seed) for c in names), np.uint32, len(part))
+            hashed = id_hashes(part, seed)
             keys = np.concatenate([keys, hashed])
             kept = pa.concat_arrays([kept, part.cast(pa.string())])
             if len(keys) > n:
-                low = np.argpartition(keys, n)[:n]
+                low = lowest(keys, kept, n)
                 keys, kept = keys[low], kept.take(pa.array(low))
     return kept
 

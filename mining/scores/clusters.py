@@ -23,7 +23,6 @@ holds more than one task's vectors.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -33,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mining.encoders.vectors import VectorSource, sample_ids
+from mining.encoders.vectors import VectorSource, id_hashes, lowest, sample_ids
 from mining.search.index_build import gather
 
 __all__ = [
@@ -272,11 +271,7 @@ def sample_members(
             continue
         names = chunk.take(pa.array(rows)).cast(pa.string())
         ts = of[rows]
-        hashed = np.fromiter(
-            (zlib.crc32(c.encode(), seed + t) for c, t in zip(names.to_pylist(), ts.tolist(), strict=True)),
-            np.uint32,
-            len(rows),
-        )
+        hashed = id_hashes(names, seed + ts)
         order = np.argsort(ts, kind="stable")
         cuts = np.flatnonzero(np.diff(ts[order])) + 1
         for group in np.split(order, cuts):
@@ -285,7 +280,7 @@ def sample_members(
             i_all = pa.concat_arrays([kept.get(t, pa.array([], pa.string())), names.take(pa.array(group))])
             m = int(want[t])
             if len(k_all) > m:
-                low = np.argpartition(k_all, m)[:m]
+                low = lowest(k_all, i_all, m)
                 k_all, i_all = k_all[low], i_all.take(pa.array(low))
             keys[t], kept[t] = k_all, i_all
     if at != len(tops):

@@ -3,7 +3,8 @@ its near duplicates (:mod:`mining.scores.dedup`) and writes ``mining_scores`` an
 ready corner-case lists (:mod:`mining.search.ready`).
 
 Runs work in batches of ``batch_rows`` clips, so memory is the index plus one batch
-plus a few numbers per clip. A *full* run scores every clip and ranks it in the whole
+plus a few numbers per clip: a full run's rows wait on local disk until the corpus-wide
+ranks are known (:mod:`mining.scores.spill`). A *full* run scores every clip and ranks it in the whole
 corpus (new quantile sketches of the scores), against the cluster model of the
 :class:`~mining.scores.mining_model.MiningModel` it keeps; it fits that model (k-means on a
 hashed sample of ``cluster_sample`` vectors, started from the last fit's centroids,
@@ -19,6 +20,7 @@ outgrown the fit.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -236,13 +238,14 @@ class MineStage:
         prior: MiningModel | None = None,
     ) -> MineResult:
         """Every clip scored and ranked in the whole corpus, in passes that hold a few
-        numbers per clip (its k-NN mean, cluster, rarity, signal and evidence: ~60 bytes)
-        and never the corpus's ids or feature rows.
+        numbers per clip (its k-NN mean, cluster, rarity and signal, and while ranking their
+        sorted copies and the evidence: at most ~112 bytes) and never the corpus's ids or
+        feature rows.
 
         A clip's novelty is its rank among every clip's evidence, whose parts need the
         whole corpus first (cluster sizes, the signals' medians), so its row cannot be
         written when its batch is searched. The rows wait in a spill file on local disk
-        (``TMPDIR``: id, date, start time, events, signals and k-NN distances, ~150 bytes a
+        (``TMPDIR``: id, date, start time, events, signals and k-NN distances, ~170 bytes a
         clip) and are written in a last pass; held in memory they were 1,357 bytes a clip
         on the driving process (136 GB at 10^8 clips)."""
         lake, spec, cfg = self.lake, w.spec, w.cfg
@@ -279,8 +282,7 @@ class MineStage:
         if keep:
             assert prior is not None
             model.fine_offsets, model.fine_centroids = prior.fine_offsets, prior.fine_centroids
-        with tempfile.TemporaryDirectory(prefix="fleetmine-mine-") as tmp:
-            spill = Spill(Path(tmp), cfg.k)
+        with tempfile.TemporaryDirectory(prefix="fleetmine-mine-") as tmp, Spill(Path(tmp), cfg.k) as spill:
             pairs = Pairs()
             knn_parts: list[np.ndarray] = []
             cluster_parts: list[np.ndarray] = []
@@ -291,13 +293,15 @@ class MineStage:
             # Held shards: the next batch's k-NN is asked while this one's is taken in, so the
             # holders never wait on this process (its reads, merges and assignments were a
             # serial share that held two nodes' mine to one node's time).
-            batches = day_batches(lake, source, [d for d, _ in days], features=True)
-            for (day, _, vectors, feats), nb in ahead(batches, search, 2 if self._held is not None else 1):
-                assert feats is not None
-                pairs.add(nb)
-                spill.add(day, feats, nb.knn)
-                knn_parts.append(knn_mean(nb.knn))
-                cluster_parts.append(model.assign(vectors))
+            batches = contextlib.closing(day_batches(lake, source, [d for d, _ in days], features=True))
+            with batches as items:  # a failed pass lets go of its scan and the day's rows at once
+                passed = ahead(items, search, 2 if self._held is not None else 1)
+                for (day, _, vectors, feats), nb in passed:
+                    assert feats is not None
+                    pairs.add(nb)
+                    spill.add(day, feats, nb.knn)
+                    knn_parts.append(knn_mean(nb.knn))
+                    cluster_parts.append(model.assign(vectors))
             spill.close()
             knn_means = np.concatenate(knn_parts) if knn_parts else np.zeros(0)
             cluster = np.concatenate(cluster_parts) if cluster_parts else np.zeros(0, np.int64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +35,7 @@ from mining.search.serving import read_vectors
 from storage.errors import TableNotFoundError
 from storage.lake import Lake
 from storage.schema import UTC_TS
-from storage.sql import literal
+from storage.sql import in_list, literal
 from storage.tables import mining_scores
 
 if TYPE_CHECKING:
@@ -226,17 +226,26 @@ def features_of(lake: Lake, ids: pa.Array, rows: pa.Table) -> pa.Table:
     """The ``clips`` feature rows of ``ids`` in that order, from ``rows`` where they are
     there (a day's, :func:`day_features`), else read by id; an id with no ``clips`` row is
     an error: its scores would lack their signals."""
+    # by the date each id names, then (a clips row filed under another date) by id alone
+    for lookup in (read_by_ids, _read_by_ids_anywhere):
+        pos = pc.index_in(ids, value_set=rows.column("clip_id"))
+        if not pos.null_count:
+            return rows.take(pos)
+        missing = ids.filter(pc.is_null(pos)).to_pylist()
+        rows = pa.concat_tables([rows, *lookup(lake, "clips", _FEATURES, missing)])
     pos = pc.index_in(ids, value_set=rows.column("clip_id"))
     if pos.null_count:
-        missing = ids.filter(pc.is_null(pos))
-        parts = [rows, *read_by_ids(lake, "clips", _FEATURES, missing.to_pylist())]
-        rows = pa.concat_tables(parts)
-        pos = pc.index_in(ids, value_set=rows.column("clip_id"))
-        if pos.null_count:
-            raise TableNotFoundError(
-                f"clips rows missing for embedded clips, e.g. {ids.filter(pc.is_null(pos)).to_pylist()[:5]}"
-            )
+        raise TableNotFoundError(
+            f"clips rows missing for embedded clips, e.g. {ids.filter(pc.is_null(pos)).to_pylist()[:5]}"
+        )
     return rows.take(pos)
+
+
+def _read_by_ids_anywhere(lake: Lake, table: str, columns: list[str], ids: list[str]) -> Iterator[pa.Table]:
+    """Rows of ``ids`` in any date partition (every file read: for the few a day's read
+    and their ids' own dates did not find)."""
+    for start in range(0, len(ids), 5000):
+        yield lake.read(table, columns=columns, where=f"clip_id IN ({in_list(ids[start : start + 5000])})")
 
 
 def score_table(

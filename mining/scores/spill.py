@@ -16,7 +16,7 @@ so neither side's whole corpus is read into one table.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ __all__ = ["Spill", "day_batches", "event_counts"]
 
 def day_batches(
     lake: Lake, source: EmbeddingSource, days: list[str], *, features: bool
-) -> Iterator[tuple[str, pa.Array, np.ndarray, pa.Table | None]]:
+) -> Generator[tuple[str, pa.Array, np.ndarray, pa.Table | None], None, None]:
     """``(day, ids, vectors, feature rows)`` batches of ``source``, one day at a time in the
     order given; the feature rows (``clips``, in the ids' order) only when ``features``."""
     for day in days:
@@ -61,8 +61,20 @@ class Spill:
         self._batch_days: list[str] = []
         self._sink: Any = None
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
-        self._signals = [open(folder / f"signal{j}.f64", "wb") for j in range(len(SIGNALS))]  # noqa: SIM115
+        self._signals: list[Any] = []
         self.rows = 0
+        try:
+            for j in range(len(SIGNALS)):
+                self._signals.append(open(folder / f"signal{j}.f64", "wb"))  # noqa: SIM115
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def add(self, day: str, features: pa.Table, knn: np.ndarray) -> None:
         """One batch of a day: its ``clips`` feature rows and its k-NN distances (NaN past
@@ -70,8 +82,10 @@ class Spill:
         if day in self.days and self.days[day][1] != self.rows:
             raise ValueError(f"rows of {day} added apart")
         knn = np.ascontiguousarray(knn, np.float32).reshape(len(features), self.k)
+        wide = np.full((len(features), max(self.k, 1)), np.nan, np.float32)  # Arrow lists need a size
+        wide[:, : self.k] = knn
         table = features.append_column(
-            "knn", pa.FixedSizeListArray.from_arrays(pa.array(knn.ravel(), pa.float32()), self.k)
+            "knn", pa.FixedSizeListArray.from_arrays(pa.array(wide.ravel(), pa.float32()), wide.shape[1])
         ).combine_chunks()
         if self._writer is None:
             self._sink = pa.OSFile(str(self.path), "wb")
@@ -92,8 +106,12 @@ class Spill:
         return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file())
 
     def close(self) -> None:
+        """Done adding (again: nothing); on an error, the files' handles let go, so their
+        space is freed with the folder, not when the failed run's frames are."""
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+        if self._sink is not None:
             self._sink.close()
         for f in self._signals:
             f.close()
@@ -124,7 +142,8 @@ class Spill:
     def knn_of(self, rows: pa.Table) -> np.ndarray:
         """``(rows, k)`` float32 distances of a table :meth:`tables` gave."""
         flat = rows.column("knn").combine_chunks().flatten()
-        return np.asarray(flat.to_numpy(zero_copy_only=False), np.float32).reshape(rows.num_rows, self.k)
+        wide = np.asarray(flat.to_numpy(zero_copy_only=False), np.float32).reshape(rows.num_rows, -1)
+        return wide[:, : self.k]
 
     signal_names = SIGNALS
 

@@ -13,7 +13,7 @@ import pytest
 
 from fleetmine.bench.catalog_lake import CatalogConfig, add_clips
 from mining.encoders.registry import resolve
-from mining.encoders.vectors import sample_ids
+from mining.encoders.vectors import lowest, sample_ids
 from mining.scores.clusters import sample_members
 from mining.scores.novelty import SIGNALS, day_features, features_of, signal_values
 from mining.scores.spill import Spill, day_batches
@@ -112,3 +112,40 @@ def test_a_days_batches_carry_their_feature_rows_and_a_clip_filed_elsewhere_is_f
     assert found.column("clip_id").to_pylist() == other.slice(0, 3).to_pylist()
     with pytest.raises(TableNotFoundError, match="clips rows missing for embedded clips"):
         features_of(lake, pa.array(["20240101-nosuchclip"]), first)
+
+
+def test_the_lowest_keys_break_ties_by_id_whatever_the_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mining.encoders import vectors
+
+    ids = pa.array(["e", "d", "c", "b", "a"])
+    assert sorted(lowest(np.array([5, 1, 5, 5, 2], np.uint32), ids, 3).tolist()) == [1, 3, 4]  # d, b, a
+    monkeypatch.setattr(vectors, "id_hashes", lambda part, seed: np.zeros(len(part), np.uint32))
+    every = IDS.take(pa.array(np.random.default_rng(1).permutation(len(IDS))))  # all keys tie
+    for size in (97, 5000):
+        assert sample_ids(iter(chunks(every, size)), 10, seed=3).to_pylist() == IDS.slice(0, 10).to_pylist()
+
+
+def test_a_spill_without_neighbours_and_one_left_by_an_error(tmp_path: Path) -> None:
+    (tmp_path / "none").mkdir()
+    with Spill(tmp_path / "none", 0) as spill:
+        spill.add("2024-01-01", _features("2024-01-01", 4, 0), np.zeros((4, 0), np.float32))
+    (t,) = spill.tables(["knn"])
+    assert spill.knn_of(t).shape == (4, 0)
+    (tmp_path / "failed").mkdir()
+    with pytest.raises(RuntimeError), Spill(tmp_path / "failed", 2) as failed:
+        failed.add("2024-01-01", _features("2024-01-01", 4, 0), np.zeros((4, 2), np.float32))
+        raise RuntimeError("the k-NN pass failed")
+    assert failed._sink.closed and all(f.closed for f in failed._signals)
+
+
+def test_a_clips_row_filed_under_another_date_than_its_id_names_is_found(tmp_path: Path) -> None:
+    from storage.tables import clips
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create_tables()
+    add_clips(lake, resolve(lake), 0, 10, CatalogConfig(clips_per_day=10))
+    row = lake.read("clips").slice(0, 1).to_pylist()[0]
+    row.update(clip_id="20240105-misfiled", date=dt.date(2024, 1, 1))  # its id names the 5th
+    lake.append("clips", clips.SPEC.conform(pa.Table.from_pylist([row], schema=lake.read("clips").schema)))
+    found = features_of(lake, pa.array(["20240105-misfiled"]), day_features(lake, "2024-01-02"))
+    assert found.column("clip_id").to_pylist() == ["20240105-misfiled"]
