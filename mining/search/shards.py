@@ -397,16 +397,14 @@ class ShardSet(ClipIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Merged candidates re-ranked: each on its shard's vector file, else on ``raw``."""
 
+        kept = np.array([s.has_vectors for s in self.shards])
+
         def read(uniq: np.ndarray) -> np.ndarray:
-            which = np.searchsorted(self.offsets, uniq, side="right") - 1
+            # rows of shards without their vectors: one read of the lake for them all
+            lake = ~kept[np.searchsorted(self.offsets, uniq, side="right") - 1]
             out = np.empty((len(uniq), self.index.d), np.float32)
-            lake = np.zeros(len(uniq), bool)  # rows of shards without their vectors: one read
-            for i in np.unique(which).tolist():
-                rows, shard = which == i, self.shards[i]
-                if shard.has_vectors:
-                    out[rows] = shard.vectors_at(uniq[rows] - self.offsets[i])
-                else:
-                    lake |= rows
+            if not lake.all():
+                out[~lake] = self.vectors_at(uniq[~lake])
             if lake.any():
                 assert raw is not None
                 out[lake] = raw(take_ids(self.ids, uniq[lake]))
