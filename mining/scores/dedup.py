@@ -7,6 +7,7 @@ scale) form a group; every member but the earliest gets ``duplicate_of``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from mining.encoders.vectors import read_by_ids
 from mining.scores.novelty import SIGNALS, Neighbours, signal_values
 from storage.lake import Lake
 
-__all__ = ["Groups", "Pairs", "duplicate_column", "duplicates", "start_times"]
+__all__ = ["Groups", "Pairs", "duplicate_column", "duplicate_lookup", "duplicates", "start_times"]
 
 
 class Groups:
@@ -109,9 +110,14 @@ def start_times(groups: Groups, ids: pa.Array, features: pa.Table) -> dict[str, 
 
 def duplicate_column(ids: pa.Array, dup: dict[str, str]) -> pa.Array:
     """``duplicate_of`` per row of ``ids``: the kept clip, null for the clips kept."""
+    return duplicate_lookup(dup)(ids)
+
+
+def duplicate_lookup(dup: dict[str, str]) -> Callable[[pa.Array], pa.Array]:
+    """:func:`duplicate_column` for many slices of ids: ``dup`` made into arrays once."""
     keys = pa.array(list(dup), pa.string())
     kept = pa.array(list(dup.values()), pa.string())
-    return kept.take(pc.index_in(ids, value_set=keys))
+    return lambda ids: kept.take(pc.index_in(ids, value_set=keys))
 
 
 def duplicates(groups: Groups, starts: dict[str, Any], old_rep: dict[str, str]) -> dict[str, str]:

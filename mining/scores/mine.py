@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from mining.encoders.vectors import EmbeddingSource, read_by_ids
 from mining.interfaces import ModelSpec
 from mining.scores.clusters import FINE_SIZE, MAX_TOP, FanOut, cluster_counts, fit_sub_levels, fit_top
-from mining.scores.dedup import Pairs, duplicate_column, duplicates, start_times
+from mining.scores.dedup import Pairs, duplicate_column, duplicate_lookup, duplicates, start_times
 from mining.scores.lineage import latest_run, lineage_of
 from mining.scores.mining_model import MiningModel, percentile, sketch
 from mining.scores.novelty import (
@@ -371,8 +371,7 @@ class MineStage:
         events: each written slice's candidates merged with those so far and cut again, so
         what is kept is at most a list's ``ready_k`` (and ties) per list."""
         writer = self.lake.writer("mining_scores")
-        keys = pa.array(list(dup), pa.string())
-        kept = pa.array(list(dup.values()), pa.string())
+        duplicate_of = duplicate_lookup(dup)
         actions: list[Any] = []
         pending: list[pa.Table] = []
         near: tuple[pa.Table, pa.Array] | None = None
@@ -402,7 +401,7 @@ class MineStage:
                 cluster[at:end],
                 rarity[at:end],
                 signal[at:end],
-                kept.take(pc.index_in(ids, value_set=keys)),
+                duplicate_of(ids),
             )
             pending.append(rows.append_column("events", t.column("events")))
             held, at = held + t.num_rows, end
@@ -457,8 +456,7 @@ class MineStage:
         rarity = np.concatenate(rarity_parts)
         features = read_features(lake, pa.array(new, pa.string()))
         values = signal_values(features)
-        events = pc.list_value_length(features.column("events")).fill_null(0).to_numpy(zero_copy_only=False)
-        signal = signal_rarity(values, events, model.sig_median, model.sig_scale)
+        signal = signal_rarity(values, event_counts(features), model.sig_median, model.sig_scale)
 
         def novelty_of(knn_mean: np.ndarray, rarity: np.ndarray, signal: np.ndarray) -> np.ndarray:
             ev = evidence(cfg, (knn_mean, rarity, signal), (model.q_knn, model.q_rarity, model.q_signal))
